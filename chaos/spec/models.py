@@ -1,0 +1,181 @@
+"""The typed model of an experiment file (everything but the faults, see ``faults.py``).
+
+Validation needs the whole file at once; ``chaos.spec.loader`` reads the YAML and
+maps every error back to its line. Models are frozen and reject unknown keys.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from chaos.spec._base import (
+    ALL_SETUPS,
+    Int,
+    Number,
+    Rate,
+    SetupName,
+    Slug,
+    SpecModel,
+    field_error,
+)
+from chaos.spec.durations import Duration, NonNegativeDuration
+from chaos.spec.faults import Fault
+
+#: Key of the validation context holding the directory relative locustfiles resolve against.
+BASE_DIR = "base_dir"
+
+
+class Endpoint(SpecModel):
+    """One request Locust sends, picked with probability proportional to ``weight``."""
+
+    name: Slug
+    method: Literal["GET", "POST"] = "GET"
+    path: Annotated[str, Field(pattern=r"^/\S*$", max_length=2048)]
+    weight: Annotated[Number, Field(gt=0, le=1_000_000)] = 1.0
+
+
+class Traffic(SpecModel):
+    """The load: Locust users, their spawn rate, the total request rate, and what they call."""
+
+    users: Annotated[Int, Field(ge=1, le=10_000)]
+    spawn_rate: Annotated[Number, Field(gt=0, le=10_000)]
+    #: Requests per second over all users (a constant-throughput pacing).
+    rate: Annotated[Number, Field(gt=0, le=100_000)]
+    endpoints: Annotated[tuple[Endpoint, ...], Field(min_length=1)] | None = None
+    #: The user's own locustfile instead of ``endpoints``; relative to the experiment file.
+    locustfile: Path | None = None
+
+    @field_validator("locustfile", mode="before")
+    @classmethod
+    def _resolve_locustfile(cls, value: object, info: ValidationInfo) -> object:
+        if not isinstance(value, str):
+            return value  # the Path validator reports the type
+        if not value.strip():
+            raise field_error("", "must be a path to a locustfile")
+        path = Path(value).expanduser()
+        context = info.context if isinstance(info.context, dict) else {}
+        base = context.get(BASE_DIR)
+        if not path.is_absolute() and isinstance(base, Path):
+            path = base / path
+        if not path.is_file():
+            raise field_error("", f'no such file "{path}"')
+        return path.resolve()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Traffic:
+        if self.endpoints is not None and self.locustfile is not None:
+            raise field_error("locustfile", "give endpoints or a locustfile, not both")
+        if self.endpoints is None and self.locustfile is None:
+            raise field_error("endpoints", "traffic needs endpoints or a locustfile")
+        if self.endpoints is not None:
+            names = [e.name for e in self.endpoints]
+            for i, name in enumerate(names):
+                if name in names[:i]:
+                    raise field_error(f"endpoints.{i}.name", f'endpoint "{name}" is named twice')
+        return self
+
+
+class SteadyState(SpecModel):
+    """The hypothesis: what "healthy" means, before the fault and again after recovery."""
+
+    max_error_rate: Rate = 0.01
+    max_p95_ms: Annotated[Number, Field(gt=0, le=3_600_000)] = 500.0
+
+
+class ErrorRateAbove(SpecModel):
+    """Stop when the error rate stays above ``above`` for ``for``."""
+
+    type: Literal["error_rate"]
+    above: Rate
+    for_: Annotated[Duration, Field(alias="for")]
+
+
+class P95Above(SpecModel):
+    """Stop when p95 latency stays above ``above_ms`` for ``for``."""
+
+    type: Literal["p95"]
+    above_ms: Annotated[Number, Field(gt=0, le=3_600_000)]
+    for_: Annotated[Duration, Field(alias="for")]
+
+
+#: A stop condition, told apart by ``type``.
+StopCondition = Annotated[ErrorRateAbove | P95Above, Field(discriminator="type")]
+
+
+class Timeline(SpecModel):
+    """The phases of one run: warm-up, hold (the fault is on), recovery window."""
+
+    warmup: NonNegativeDuration = 5.0
+    hold: Duration = 10.0
+    recovery: Duration = 15.0
+    #: How long the steady state must hold to count as recovered (TTR's hold period).
+    recovered_for: Duration = 1.0
+
+    @model_validator(mode="after")
+    def _fits(self) -> Timeline:
+        if self.recovered_for > self.recovery:
+            raise field_error(
+                "recovered_for", "must not be longer than recovery (TTR could never be measured)"
+            )
+        return self
+
+    @property
+    def total(self) -> float:
+        """Seconds of one run from warm-up to the end of recovery (without start-up)."""
+        return self.warmup + self.hold + self.recovery
+
+
+class Experiment(SpecModel):
+    """A whole experiment file, validated."""
+
+    name: Slug
+    description: str = ""
+    platform: Literal["local", "kubernetes"] = "local"
+    setups: Annotated[tuple[SetupName, ...], Field(min_length=1)] = ALL_SETUPS
+    repetitions: Annotated[Int, Field(ge=1, le=1000)] = 1
+    seed: Annotated[Int, Field(ge=0, lt=2**32)] = 0
+    traffic: Traffic
+    steady_state: SteadyState = SteadyState()
+    stop_conditions: tuple[StopCondition, ...] = ()
+    timeline: Timeline = Timeline()
+    faults: Annotated[tuple[Fault, ...], Field(min_length=1, max_length=100)]
+
+    @field_validator("setups")
+    @classmethod
+    def _unique_setups(cls, setups: tuple[SetupName, ...]) -> tuple[SetupName, ...]:
+        for i, setup in enumerate(setups):
+            if setup in setups[:i]:
+                raise field_error(str(i), f"lists {setup} twice")
+        return setups
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Experiment:
+        for i, fault in enumerate(self.faults):
+            narrowed = fault.target.setups
+            if narrowed is None:
+                continue
+            for j, setup in enumerate(narrowed):
+                if setup not in self.setups:
+                    raise field_error(
+                        f"faults.{i}.target.setups.{j}",
+                        f"{setup} is not one of the experiment's setups ({', '.join(self.setups)})",
+                    )
+        names = self.fault_names()
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise field_error(f"faults.{i}.name", f'fault name "{name}" is used twice')
+        for setup in self.setups:
+            if not self.faults_for(setup):
+                raise field_error("setups", f"no fault applies to {setup} (see target.setups)")
+        return self
+
+    def fault_names(self) -> list[str]:
+        """A unique name per fault: its ``name``, else ``<type>-<position from 1>``."""
+        return [f.name or f"{f.type}-{i + 1}" for i, f in enumerate(self.faults)]
+
+    def faults_for(self, setup: str) -> list[Fault]:
+        """The faults that apply to ``setup``, in file order."""
+        return [f for f in self.faults if f.target.setups is None or setup in f.target.setups]
