@@ -1,0 +1,267 @@
+"""The typed inputs and outputs of the analysis: samples, windows, results, statistics.
+
+These are the contracts shared with the traffic recorder (samples), the engine
+(fault windows, counters, writes) and the report (results). Everything here is
+plain data; the computations live in the sibling modules.
+
+Time is always seconds on ``time.monotonic()`` (the clock of the run journal).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from chaos.errors import InputError
+
+#: Columns of the per-request samples frame and the kind of each.
+#: ``t`` is when the request was *sent* (its start); ``latency_ms`` is its duration,
+#: so the request was in flight over ``[t, t + latency_ms / 1000]``. Recording the
+#: start (not the completion) makes a request that hangs until a timeout count at
+#: the moment the trouble began.
+SAMPLE_COLUMNS: dict[str, str] = {
+    "t": "float",
+    "endpoint": "str",
+    "method": "str",
+    "latency_ms": "float",
+    "status": "int",
+    "error_kind": "str",
+    "write_id": "str",
+}
+
+#: Values of ``error_kind``; "" means the request succeeded.
+ERROR_KINDS: tuple[str, ...] = ("connect", "reset", "tls", "timeout", "http")
+
+
+def empty_samples() -> pd.DataFrame:
+    """A samples frame with the right columns and no rows."""
+    return pd.DataFrame(
+        {
+            "t": pd.Series(dtype="float64"),
+            "endpoint": pd.Series(dtype="str"),
+            "method": pd.Series(dtype="str"),
+            "latency_ms": pd.Series(dtype="float64"),
+            "status": pd.Series(dtype="int64"),
+            "error_kind": pd.Series(dtype="str"),
+            "write_id": pd.Series(dtype="str"),
+        }
+    )
+
+
+def validate_samples(samples: pd.DataFrame) -> None:
+    """Raise ``InputError`` unless ``samples`` follows the samples contract.
+
+    Checks the columns and their kinds, that times and latencies are finite, that
+    latencies are not negative and that every ``error_kind`` is known.
+    """
+    missing = [c for c in SAMPLE_COLUMNS if c not in samples.columns]
+    if missing:
+        raise InputError(f"samples lack columns: {', '.join(missing)}")
+    for name, kind in SAMPLE_COLUMNS.items():
+        column = samples[name]
+        ok = {
+            "float": pd.api.types.is_numeric_dtype(column)
+            and not pd.api.types.is_bool_dtype(column),
+            "int": pd.api.types.is_integer_dtype(column),
+            "str": pd.api.types.is_string_dtype(column) or column.dtype == object,
+        }[kind]
+        if not ok:
+            raise InputError(f"samples column {name!r} must be {kind}, not {column.dtype}")
+    if len(samples) == 0:
+        return
+    t = samples["t"].to_numpy(dtype="float64")
+    latency = samples["latency_ms"].to_numpy(dtype="float64")
+    if not (pd.notna(t).all() and pd.notna(latency).all()):
+        raise InputError("samples have missing t or latency_ms values")
+    if (latency < 0).any():
+        raise InputError("samples have negative latency_ms values")
+    unknown = set(samples["error_kind"].unique()) - {"", *ERROR_KINDS}
+    if unknown:
+        raise InputError(f"samples have unknown error kinds: {sorted(map(str, unknown))}")
+
+
+@dataclass(frozen=True)
+class SteadyState:
+    """What "healthy" means: the error rate and p95 latency a 100 ms bucket may have."""
+
+    max_error_rate: float
+    max_p95_ms: float
+
+
+@dataclass(frozen=True)
+class FaultWindow:
+    """One fault injection as the engine ran it (times on the monotonic clock).
+
+    ``warmup_start_t`` .. ``inject_t`` is the period checked for the steady state
+    before the fault; ``end_t`` closes the recovery window. ``self_healing`` faults
+    (a crash the supervisor restarts) measure recovery from injection, the others
+    from ``revert_t``. ``aborted`` is set when a stop condition ended the run early.
+    """
+
+    setup: str
+    fault: str
+    fault_type: str
+    repetition: int
+    inject_t: float
+    revert_t: float
+    end_t: float
+    self_healing: bool
+    warmup_start_t: float
+    aborted: bool = False
+
+
+@dataclass(frozen=True)
+class CounterSample:
+    """One reading of a cumulative proxy counter (Envoy admin stat or supervisor restarts).
+
+    ``name`` is the stat name, full (``cluster.payments.upstream_rq_retry``) or short
+    (``upstream_rq_retry``); restarts are a cumulative counter named ``restarts``.
+    """
+
+    t: float
+    proxy: str
+    name: str
+    value: float
+
+
+@dataclass(frozen=True)
+class CounterDeltas:
+    """How much proxy counters rose during a window, summed over proxies.
+
+    ``retries`` are retries the proxies made; they are *not* "errors absorbed": a
+    retry can fail again, one client request can be retried several times, and each
+    hop counts its own. They are shown next to the failures clients saw, not
+    subtracted from them. ``by_counter`` holds every counter's rise, keyed
+    ``"<proxy>:<name>"``.
+    """
+
+    retries: int = 0
+    tls_failures: int = 0
+    ejections: int = 0
+    connect_failures: int = 0
+    restarts: int = 0
+    by_counter: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RecordedWrites:
+    """The write ids the ``payments`` service recorded, with how often each was recorded."""
+
+    counts: Mapping[str, int]
+
+    @classmethod
+    def from_ids(cls, ids: Iterable[str]) -> RecordedWrites:
+        """Count a list of recorded ids (duplicates included)."""
+        return cls(counts=dict(Counter(ids)))
+
+
+@dataclass(frozen=True)
+class FaultResult:
+    """What one fault window did to the clients, and how fast it passed.
+
+    Times are seconds, latencies milliseconds. ``None`` means "not measurable" (no
+    requests in the period) or, for ``time_to_recover_s``, "not recovered".
+    ``had_impact`` is False when the steady state held throughout (the fault had no
+    visible effect; ``time_to_recover_s`` is then 0), None when there was no traffic.
+    """
+
+    window: FaultWindow
+    steady: SteadyState
+    recovered_for_s: float
+    had_impact: bool | None
+    time_to_impact_s: float | None
+    time_to_recover_s: float | None
+    impact_duration_s: float | None
+    relapsed: bool
+    failed_requests: int
+    total_requests: int
+    error_rate_during_fault: float | None
+    p50_ms_during_fault: float | None
+    p95_ms_during_fault: float | None
+    p99_ms_during_fault: float | None
+    baseline_error_rate: float | None
+    baseline_p50_ms: float | None
+    baseline_p95_ms: float | None
+    steady_state_before: bool
+    steady_state_after: bool
+    writes_lost: int | None
+    writes_duplicated: int | None
+    counters: CounterDeltas
+    errors_by_kind: dict[str, int]
+
+    @property
+    def setup(self) -> str:
+        """The setup this window ran on."""
+        return self.window.setup
+
+    @property
+    def fault(self) -> str:
+        """The fault's name."""
+        return self.window.fault
+
+    @property
+    def repetition(self) -> int:
+        """The repetition number."""
+        return self.window.repetition
+
+    @property
+    def recovered(self) -> bool:
+        """Whether the window reached the steady state again (and held it)."""
+        return self.time_to_recover_s is not None
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A median with its bootstrap 95 % interval; ``None`` marks an infinite or undefined value.
+
+    For recovery times ``None`` means "not recovered" (a not-recovered run counts as
+    infinitely slow).
+    """
+
+    median: float | None
+    low: float | None
+    high: float | None
+    n: int
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One setup and fault across its repetitions."""
+
+    setup: str
+    fault: str
+    repetitions: int
+    recovered: int
+    no_impact: int
+    time_to_recover_s: Estimate
+    failed_requests: Estimate
+    error_rate: Estimate
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Which of two setups recovers faster from a fault, and whether statistics back it.
+
+    ``faster`` names the setup with the lower median recovery time when
+    ``supported``; otherwise None. ``difference_s`` is ``median_b - median_a``
+    (positive when A is faster); ``ratio`` is slower median over faster median.
+    ``None`` stands for infinite or undefined values. ``statement`` is one plain
+    sentence for the report.
+    """
+
+    fault: str
+    setup_a: str
+    setup_b: str
+    n_a: int
+    n_b: int
+    median_a: float | None
+    median_b: float | None
+    difference_s: float | None
+    ratio: float | None
+    p_value: float | None
+    supported: bool
+    faster: str | None
+    statement: str
