@@ -51,7 +51,12 @@ def spec_errors(
     schema: Mapping[str, Any],
 ) -> list[SpecError]:
     """One ``SpecError`` per pydantic error, ordered by line."""
-    errors = [_one(err, source, overrides, schema) for err in exc.errors()]
+    details = exc.errors()
+    # A list whose items fail also fails its length check (pydantic counts only valid
+    # items): that second error is noise, the item errors say what to fix.
+    failing = {tuple(err["loc"][:n]) for err in details for n in range(len(err["loc"]))}
+    details = [err for err in details if not (err["type"] == "too_short" and err["loc"] in failing)]
+    errors = [_one(err, source, overrides, schema) for err in details]
     errors.sort(key=lambda e: (e.line is None, e.line or 0, e.field or ""))
     return errors
 
@@ -62,11 +67,12 @@ def _one(
     overrides: Sequence[Override],
     schema: Mapping[str, Any],
 ) -> SpecError:
-    loc = _clean_loc(tuple(err["loc"]), source.data)
     ctx = err.get("ctx") or {}
     kind = err["type"]
+    raw: tuple[str | int, ...] = tuple(err["loc"])
     if isinstance(ctx.get("at"), str) and ctx["at"]:
-        loc = (*loc, *(int(p) if p.isdigit() else p for p in ctx["at"].split(".")))
+        raw = (*raw, *(int(p) if p.isdigit() else p for p in ctx["at"].split(".")))
+    loc = _clean_loc(raw, source.data)
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         loc = (*loc, str(ctx.get("discriminator", "type")).strip("'"))
     message = _message(err, loc, source, schema)
@@ -123,6 +129,9 @@ def _message(err: ErrorDetails, loc: Loc, source: Source, schema: Mapping[str, A
         return "is required"
     if kind in _MAPPING_TYPES:
         return f"must be a mapping of fields (got {_shown(given)})"
+    if kind == "too_short":
+        least, got = ctx.get("min_length", 1), ctx.get("actual_length") or "none"
+        return f"must have at least {least} item{'' if least == 1 else 's'} (got {got})"
     if kind in _LIST_TYPES:
         return f"must be a list (got {_shown(given)})"
     if kind == "string_pattern_mismatch" and str(ctx.get("pattern")) in _PATTERN_HINTS:
