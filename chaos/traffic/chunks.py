@@ -1,0 +1,250 @@
+"""The on-disk form of request samples: self-contained, append-only columnar chunks.
+
+A samples file is a sequence of chunks, each written with one ``write()`` to an
+``O_APPEND`` file, so a crash leaves at most one partial chunk at the end, which
+readers ignore. A chunk::
+
+    header  <4s I I I I>   magic b"CHS1", rows, body length, raw length, crc32(body)
+    body    zlib(raw)
+    raw     u32 n + JSON list of the chunk's strings (index 0 is always "")
+            t f8[rows] | latency_ms f8[rows] | status i4[rows]
+            endpoint u4[rows] | method u4[rows] | error_kind u4[rows] | write_id u4[rows]
+
+String columns are indexes into the chunk's own string list, so every chunk can be
+read alone. Only numpy and the standard library here: the writer runs in the Locust
+process, the reader in the main one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import time
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+MAGIC: Final = b"CHS1"
+SUFFIX: Final = ".chs"
+_HEAD = struct.Struct("<4sIIII")
+_U32 = struct.Struct("<I")
+_NUMERIC = (("t", "<f8"), ("latency_ms", "<f8"), ("status", "<i4"))
+_CODED = ("endpoint", "method", "error_kind", "write_id")
+DEFAULT_MAX_ROWS: Final = 1000
+DEFAULT_MAX_AGE_S: Final = 0.25
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """The decoded columns of one chunk; string columns as object arrays of str."""
+
+    t: npt.NDArray[np.float64]
+    latency_ms: npt.NDArray[np.float64]
+    status: npt.NDArray[np.int32]
+    endpoint: npt.NDArray[np.object_]
+    method: npt.NDArray[np.object_]
+    error_kind: npt.NDArray[np.object_]
+    write_id: npt.NDArray[np.object_]
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+
+def encode_chunk(
+    t: list[float],
+    latency_ms: list[float],
+    status: list[int],
+    strings: dict[str, list[str]],
+) -> bytes:
+    """One chunk from equal-length columns (``strings`` holds the four string columns)."""
+    rows = len(t)
+    table: dict[str, int] = {"": 0}
+    coded: list[bytes] = []
+    for name in _CODED:
+        codes = [table.setdefault(s, len(table)) for s in strings[name]]
+        if len(codes) != rows:
+            raise ValueError(f"column {name} has {len(codes)} rows, expected {rows}")
+        coded.append(np.asarray(codes, dtype="<u4").tobytes())
+    names = json.dumps(list(table), separators=(",", ":")).encode()
+    parts = [_U32.pack(len(names)), names]
+    numeric: tuple[Sequence[float], ...] = (t, latency_ms, status)
+    for (name, dtype), values in zip(_NUMERIC, numeric, strict=True):
+        if len(values) != rows:
+            raise ValueError(f"column {name} has {len(values)} rows, expected {rows}")
+        parts.append(np.asarray(values, dtype=dtype).tobytes())
+    parts.extend(coded)
+    raw = b"".join(parts)
+    body = zlib.compress(raw, 1)
+    return _HEAD.pack(MAGIC, rows, len(body), len(raw), zlib.crc32(body)) + body
+
+
+def _decode_body(rows: int, raw: bytes) -> Chunk:
+    (names_len,) = _U32.unpack_from(raw, 0)
+    pos = _U32.size
+    table = np.asarray(json.loads(raw[pos : pos + names_len]), dtype=object)
+    pos += names_len
+    numeric: list[npt.NDArray[np.generic]] = []
+    for _, dtype in _NUMERIC:
+        width = np.dtype(dtype).itemsize * rows
+        numeric.append(np.frombuffer(raw, dtype=dtype, count=rows, offset=pos))
+        pos += width
+    coded: list[npt.NDArray[np.object_]] = []
+    for _ in _CODED:
+        codes = np.frombuffer(raw, dtype="<u4", count=rows, offset=pos)
+        coded.append(table[codes])
+        pos += 4 * rows
+    return Chunk(
+        t=numeric[0].astype(np.float64),
+        latency_ms=numeric[1].astype(np.float64),
+        status=numeric[2].astype(np.int32),
+        endpoint=coded[0],
+        method=coded[1],
+        error_kind=coded[2],
+        write_id=coded[3],
+    )
+
+
+def iter_chunks(data: bytes) -> Iterator[tuple[Chunk, int]]:
+    """Complete chunks in ``data`` with the offset just past each.
+
+    Stops at the first incomplete or damaged chunk: that is a crash's leftover.
+    """
+    pos = 0
+    while len(data) - pos >= _HEAD.size:
+        magic, rows, body_len, raw_len, crc = _HEAD.unpack_from(data, pos)
+        end = pos + _HEAD.size + body_len
+        if magic != MAGIC or end > len(data):
+            return
+        body = data[pos + _HEAD.size : end]
+        if zlib.crc32(body) != crc:
+            return
+        raw = zlib.decompress(body)
+        if len(raw) != raw_len:
+            return
+        yield _decode_body(rows, raw), end
+        pos = end
+
+
+class ChunkTail:
+    """Reads the chunks appended to one file since the last call (for live views)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+
+    def read_new(self) -> list[Chunk]:
+        """Chunks completed since the previous call; a partial one waits for next time."""
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        chunks: list[Chunk] = []
+        for chunk, end in iter_chunks(data):
+            chunks.append(chunk)
+            consumed = end
+        if chunks:
+            self.offset += consumed
+        return chunks
+
+
+class SampleWriter:
+    """Buffers samples and appends them to ``path`` as chunks.
+
+    A chunk is written when ``max_rows`` rows are buffered, or on :meth:`add` /
+    :meth:`flush_if_due` once the oldest buffered row is ``max_age_s`` old, so the
+    buffer never holds more than ``max_rows`` rows and memory stays flat.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_rows: int = DEFAULT_MAX_ROWS,
+        max_age_s: float = DEFAULT_MAX_AGE_S,
+    ) -> None:
+        if max_rows < 1:
+            raise ValueError("max_rows must be at least 1")
+        self.path = path
+        self.max_rows = max_rows
+        self.max_age_s = max_age_s
+        self.chunks_written = 0
+        self.rows_written = 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._t: list[float] = []
+        self._latency: list[float] = []
+        self._status: list[int] = []
+        self._strings: dict[str, list[str]] = {name: [] for name in _CODED}
+        self._first_at = 0.0
+
+    @property
+    def buffered(self) -> int:
+        """Rows waiting in memory."""
+        return len(self._t)
+
+    def add(
+        self,
+        *,
+        t: float,
+        endpoint: str,
+        method: str,
+        latency_ms: float,
+        status: int,
+        error_kind: str,
+        write_id: str,
+    ) -> None:
+        """Buffer one sample, writing a chunk when the buffer is full or old."""
+        if self._fd is None:
+            return
+        now = time.monotonic()
+        if not self._t:
+            self._first_at = now
+        self._t.append(t)
+        self._latency.append(latency_ms)
+        self._status.append(status)
+        self._strings["endpoint"].append(endpoint)
+        self._strings["method"].append(method)
+        self._strings["error_kind"].append(error_kind)
+        self._strings["write_id"].append(write_id)
+        if len(self._t) >= self.max_rows or now - self._first_at >= self.max_age_s:
+            self.flush()
+
+    def flush_if_due(self) -> None:
+        """Write the buffer if its oldest row is ``max_age_s`` old (called by a timer)."""
+        if self._t and time.monotonic() - self._first_at >= self.max_age_s:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write whatever is buffered as one chunk."""
+        if not self._t or self._fd is None:
+            return
+        chunk = encode_chunk(self._t, self._latency, self._status, self._strings)
+        view = memoryview(chunk)
+        # one write() normally; loop only if the kernel takes a part (a full disk)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        self.chunks_written += 1
+        self.rows_written += len(self._t)
+        self._reset()
+
+    def close(self) -> None:
+        """Flush and close; further samples are dropped."""
+        if self._fd is None:
+            return
+        try:
+            self.flush()
+        finally:
+            os.close(self._fd)
+            self._fd = None

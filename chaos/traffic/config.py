@@ -1,0 +1,192 @@
+"""What traffic to drive: the validated configuration shared by the runner and Locust.
+
+The runner (main process) validates a :class:`TrafficConfig` and writes it as JSON
+into the run directory; the Locust processes read it back through the environment
+variable :data:`CONFIG_ENV`. This module imports only the standard library, so both
+sides can use it (the Locust side is monkey-patched by gevent).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+from urllib.parse import urlsplit
+
+from chaos.errors import InputError
+
+CONFIG_ENV = "CHAOS_TRAFFIC_CONFIG"
+"""Environment variable holding the path of the JSON config inside a Locust process."""
+
+METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+
+
+class Endpoint(NamedTuple):
+    """One endpoint of the built-in user: ``(name, method, path, weight)``.
+
+    ``path`` is relative to the host ("/api/pay") or an absolute loopback URL, so one
+    run can reach several pods. A POST sends ``{"id": "<write id>"}``.
+    """
+
+    name: str
+    method: str
+    path: str
+    weight: float = 1.0
+
+
+def check_loopback_url(url: str, what: str) -> None:
+    """Raise :class:`InputError` unless ``url`` is http(s) on 127.0.0.0/8 or localhost."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InputError(f"{what}: {url!r} is not an http(s) URL with a host")
+    host = parts.hostname
+    if host == "localhost":
+        return
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise InputError(
+            f"{what}: {url!r}: traffic stays on loopback; use 127.0.0.0/8 or localhost"
+        ) from None
+    if not (address.version == 4 and address in ipaddress.ip_network("127.0.0.0/8")):
+        raise InputError(f"{what}: {url!r} is not on loopback; traffic never leaves the machine")
+
+
+@dataclass(frozen=True)
+class TrafficConfig:
+    """How much traffic, to where, for how long.
+
+    ``rate`` is the target total of requests per second over all users (the built-in
+    user paces itself with Locust's ``constant_throughput(rate / users)``; a user's own
+    locustfile sets its own pacing). ``duration_s`` bounds the run three times:
+    the recorder quits it on the monotonic clock, Locust's ``--run-time`` is a backstop,
+    and the runner kills what is left at a deadline.
+    ``workers`` = 0 runs one Locust process; N runs a master and N workers on loopback.
+    """
+
+    host: str
+    out_dir: Path
+    duration_s: float
+    users: int = 10
+    spawn_rate: float = 100.0
+    rate: float = 100.0
+    endpoints: tuple[Endpoint, ...] = ()
+    locustfile: Path | None = None
+    token_url: str | None = None
+    workers: int = 0
+    request_timeout_s: float = 5.0
+    startup_timeout_s: float = 30.0
+    extra_env: tuple[tuple[str, str], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out_dir", Path(self.out_dir))
+        object.__setattr__(self, "endpoints", tuple(Endpoint(*e) for e in self.endpoints))
+        if self.locustfile is not None:
+            object.__setattr__(self, "locustfile", Path(self.locustfile))
+        self._validate()
+
+    def _validate(self) -> None:
+        check_loopback_url(self.host, "traffic host")
+        if self.token_url is not None:
+            check_loopback_url(self.token_url, "token_url")
+        for name, value in (
+            ("users", self.users),
+            ("spawn_rate", self.spawn_rate),
+            ("rate", self.rate),
+            ("duration_s", self.duration_s),
+            ("request_timeout_s", self.request_timeout_s),
+            ("startup_timeout_s", self.startup_timeout_s),
+        ):
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise InputError(f"traffic {name} must be a positive number, got {value!r}")
+        if self.workers < 0:
+            raise InputError(f"traffic workers must be 0 or more, got {self.workers}")
+        if self.workers > self.users:
+            raise InputError(f"traffic workers ({self.workers}) exceed users ({self.users})")
+        if self.locustfile is not None:
+            if not self.locustfile.is_file():
+                raise InputError(f"locustfile not found: {self.locustfile}")
+        elif not self.endpoints:
+            raise InputError("traffic needs endpoints or a locustfile")
+        names = [e.name for e in self.endpoints]
+        if len(set(names)) != len(names):
+            raise InputError(f"traffic endpoint names must be unique: {names}")
+        for e in self.endpoints:
+            if not e.name:
+                raise InputError("a traffic endpoint needs a name")
+            if e.method.upper() not in METHODS:
+                raise InputError(f"endpoint {e.name}: unknown method {e.method!r}")
+            if not (math.isfinite(e.weight) and e.weight > 0):
+                raise InputError(f"endpoint {e.name}: weight must be positive")
+            if e.path.startswith(("http://", "https://")):
+                check_loopback_url(e.path, f"endpoint {e.name}")
+            elif not e.path.startswith("/"):
+                raise InputError(f"endpoint {e.name}: path must start with '/': {e.path!r}")
+
+    @property
+    def run_time_s(self) -> int:
+        """Locust's ``--run-time``, a backstop: whole seconds, a second past ``duration_s``.
+
+        The run itself ends at ``duration_s`` on the monotonic clock (see the recorder).
+        """
+        return math.ceil(self.duration_s) + 1
+
+    @property
+    def per_user_rate(self) -> float:
+        """Requests per second each user of the built-in user aims at."""
+        return self.rate / self.users
+
+    def to_json(self) -> str:
+        """Serialise for the Locust processes."""
+        return json.dumps(
+            {
+                "host": self.host,
+                "out_dir": str(self.out_dir),
+                "duration_s": self.duration_s,
+                "users": self.users,
+                "spawn_rate": self.spawn_rate,
+                "rate": self.rate,
+                "endpoints": [list(e) for e in self.endpoints],
+                "locustfile": str(self.locustfile) if self.locustfile else None,
+                "token_url": self.token_url,
+                "workers": self.workers,
+                "request_timeout_s": self.request_timeout_s,
+                "startup_timeout_s": self.startup_timeout_s,
+                "extra_env": [list(kv) for kv in self.extra_env],
+            },
+            indent=2,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> TrafficConfig:
+        """Inverse of :meth:`to_json`."""
+        raw = json.loads(text)
+        return cls(
+            host=str(raw["host"]),
+            out_dir=Path(raw["out_dir"]),
+            duration_s=float(raw["duration_s"]),
+            users=int(raw["users"]),
+            spawn_rate=float(raw["spawn_rate"]),
+            rate=float(raw["rate"]),
+            endpoints=tuple(
+                Endpoint(str(n), str(m), str(p), float(w)) for n, m, p, w in raw["endpoints"]
+            ),
+            locustfile=Path(raw["locustfile"]) if raw["locustfile"] else None,
+            token_url=raw["token_url"],
+            workers=int(raw["workers"]),
+            request_timeout_s=float(raw["request_timeout_s"]),
+            startup_timeout_s=float(raw["startup_timeout_s"]),
+            extra_env=tuple((str(k), str(v)) for k, v in raw["extra_env"]),
+        )
+
+
+def load_current_config() -> TrafficConfig:
+    """Inside a Locust process: the config the runner passed (for users' own locustfiles)."""
+    path = os.environ.get(CONFIG_ENV)
+    if not path:
+        raise InputError(f"{CONFIG_ENV} is not set: not started by chaos.traffic.TrafficRun")
+    return TrafficConfig.from_json(Path(path).read_text())

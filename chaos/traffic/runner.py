@@ -1,0 +1,263 @@
+"""Run Locust headless in its own processes, from the main process.
+
+This module never imports locust (``import locust`` monkey-patches the interpreter
+with gevent); it starts ``python -m locust`` and reads what the recorder writes.
+
+Process hygiene: every Locust process gets its own session (a terminal's Ctrl-C
+reaches the runner, which stops Locust in order) and ``PR_SET_PDEATHSIG=SIGKILL``,
+so a runner killed outright leaves no Locust behind. The death signal follows the
+*thread* that started the process: call :meth:`TrafficRun.start` from a thread that
+outlives the run (normally the main thread). A timer kills everything at
+``startup_timeout_s + duration_s + grace`` even if Locust hangs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import IO, TYPE_CHECKING
+
+from chaos.errors import ProcessError, StartupError
+from chaos.traffic.config import CONFIG_ENV, TrafficConfig
+from chaos.traffic.live import LiveStats, LiveTail
+from chaos.traffic.samples import load_samples, samples_dir
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+BUILTIN_LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+ATTACH_LOCUSTFILE = Path(__file__).with_name("attach.py")
+_PR_SET_PDEATHSIG = 1
+_DEADLINE_GRACE_S = 10.0
+
+
+def _death_signal_setup(parent_pid: int) -> Callable[[], None]:
+    """A preexec_fn that makes the child die with its parent (Linux)."""
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded before fork: nothing to import after
+
+    def setup() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return setup
+
+
+def _free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class _LocustProcess:
+    """One ``python -m locust`` child with its output file."""
+
+    def __init__(self, role: str, argv: list[str], env: dict[str, str], out_dir: Path) -> None:
+        self.role = role
+        self.log_path = out_dir / f"locust-{role}.log"
+        self.out_path = out_dir / f"locust-{role}.out"
+        out: IO[bytes] = self.out_path.open("wb")
+        try:
+            self.popen = subprocess.Popen(
+                [*argv, "--logfile", str(self.log_path)],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_death_signal_setup(os.getpid()),
+            )
+        except OSError as exc:
+            raise ProcessError(f"could not start Locust {role}: {exc}") from exc
+        finally:
+            out.close()
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def tail(self, lines: int = 15) -> str:
+        """The last lines of this process's output and log, for error messages."""
+        text = ""
+        for path in (self.out_path, self.log_path):
+            if path.exists():
+                text += path.read_text(errors="replace")
+        return "\n".join(text.strip().splitlines()[-lines:])
+
+
+class TrafficRun:
+    """Locust traffic for one run: a context manager around its processes.
+
+    ``start()`` launches Locust (one process, or a master and ``workers`` workers on
+    loopback), ``wait_started()`` waits for the first sample, ``wait()`` for the
+    natural end, ``stop()`` ends it early. Samples land in ``out_dir/samples/``.
+    """
+
+    def __init__(self, config: TrafficConfig) -> None:
+        self.config = config
+        self._procs: list[_LocustProcess] = []
+        self._deadline: threading.Timer | None = None
+        self._live = LiveTail(samples_dir(config.out_dir))
+        self.config_path = config.out_dir / "traffic-config.json"
+
+    def __enter__(self) -> TrafficRun:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- starting -------------------------------------------------------------------------
+
+    def _locustfiles(self) -> str:
+        if self.config.locustfile is None:
+            return str(BUILTIN_LOCUSTFILE)
+        return f"{ATTACH_LOCUSTFILE},{self.config.locustfile.resolve()}"
+
+    def _env(self) -> dict[str, str]:
+        # Locust reads LOCUST_* variables as options; an inherited one must not change the run
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
+        env.update(dict(self.config.extra_env))
+        env[CONFIG_ENV] = str(self.config_path)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def start(self) -> None:
+        """Launch Locust; returns at once (see :meth:`wait_started`)."""
+        if self._procs:
+            raise ProcessError("this traffic run was already started")
+        cfg = self.config
+        cfg.out_dir.mkdir(parents=True, exist_ok=True)
+        samples_dir(cfg.out_dir).mkdir(exist_ok=True)
+        self.config_path.write_text(cfg.to_json())
+        base = [sys.executable, "-m", "locust", "-f", self._locustfiles(), "--host", cfg.host]
+        lead = [
+            "--headless",
+            "--users", str(cfg.users),
+            "--spawn-rate", str(cfg.spawn_rate),
+            "--run-time", f"{cfg.run_time_s}s",
+            "--only-summary",
+            "--exit-code-on-error", "0",
+        ]  # fmt: skip
+        env = self._env()
+        try:
+            if cfg.workers == 0:
+                self._procs.append(_LocustProcess("main", base + lead, env, cfg.out_dir))
+            else:
+                port = _free_loopback_port()
+                master = [
+                    "--master",
+                    "--master-bind-host", "127.0.0.1",
+                    "--master-bind-port", str(port),
+                    "--expect-workers", str(cfg.workers),
+                    "--expect-workers-max-wait", str(int(cfg.startup_timeout_s)),
+                ]  # fmt: skip
+                self._procs.append(_LocustProcess("master", base + lead + master, env, cfg.out_dir))
+                worker = ["--worker", "--master-host", "127.0.0.1", "--master-port", str(port)]
+                for i in range(cfg.workers):
+                    self._procs.append(
+                        _LocustProcess(f"worker-{i}", base + worker, env, cfg.out_dir)
+                    )
+        except ProcessError:
+            self.stop()
+            raise
+        self._deadline = threading.Timer(
+            cfg.startup_timeout_s + cfg.run_time_s + _DEADLINE_GRACE_S, self._kill_all
+        )
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def wait_started(self, timeout: float | None = None) -> None:
+        """Block until the first sample is on disk; raise if Locust died or it took too long."""
+        limit = self.config.startup_timeout_s if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        directory = samples_dir(self.config.out_dir)
+        while time.monotonic() < deadline:
+            if any(p.stat().st_size > 0 for p in directory.glob("*.chs")):
+                return
+            for proc in self._procs:
+                if proc.popen.poll() is not None:
+                    raise ProcessError(
+                        f"Locust {proc.role} exited with {proc.popen.returncode} before any "
+                        f"request was recorded:\n{proc.tail()}"
+                    )
+            time.sleep(0.05)
+        raise StartupError(f"no Locust request recorded within {limit:.1f} s")
+
+    # -- running and stopping -------------------------------------------------------------
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of every Locust process of this run (master first)."""
+        return [p.pid for p in self._procs]
+
+    @property
+    def running(self) -> bool:
+        """Whether any Locust process of this run is still alive."""
+        return any(p.popen.poll() is None for p in self._procs)
+
+    @property
+    def returncodes(self) -> dict[str, int | None]:
+        """Exit code per role (``main``, ``master``, ``worker-N``); None while running."""
+        return {p.role: p.popen.poll() for p in self._procs}
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for Locust to end by itself (its run time); True if every process ended."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for proc in self._procs:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                proc.popen.wait(left)
+            except subprocess.TimeoutExpired:
+                return False
+        return True
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """SIGTERM every Locust process, SIGKILL what is left after ``grace_s``, reap all."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+        for proc in self._procs:
+            if proc.popen.poll() is None:
+                proc.popen.send_signal(signal.SIGTERM)
+        end = time.monotonic() + grace_s
+        for proc in self._procs:
+            try:
+                proc.popen.wait(max(0.0, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.popen.kill()
+                proc.popen.wait()
+
+    def _kill_all(self) -> None:
+        for proc in self._procs:
+            if proc.popen.poll() is None:
+                proc.popen.kill()
+
+    # -- results ---------------------------------------------------------------------------
+
+    @property
+    def samples_path(self) -> Path:
+        """The directory holding this run's sample files."""
+        return samples_dir(self.config.out_dir)
+
+    def samples(self) -> pd.DataFrame:
+        """Every sample recorded so far (see :func:`chaos.traffic.samples.load_samples`)."""
+        return load_samples(self.samples_path)
+
+    def live_stats(self) -> LiveStats:
+        """The last second of completed requests; at most ~0.25 s old (see :mod:`.live`)."""
+        return self._live.stats()

@@ -1,0 +1,92 @@
+"""Per-request samples: where they live in a run directory and how to load them.
+
+One row per request (the contract with the analysis package)::
+
+    t           float64  time.monotonic() at request start (CLOCK_MONOTONIC, system-wide)
+    endpoint    str      endpoint name
+    method      str      HTTP method
+    latency_ms  float64  request start to response end (or to the error)
+    status      int64    HTTP status; 0 when no response arrived
+    error_kind  str      "" success, "connect", "reset", "tls", "timeout", "http"
+                         (status >= 400), "other" (a failure none of these fits)
+    write_id    str      the id a POST sent as {"id": ...}, else ""
+
+Every Locust process appends its own file ``<run>/samples/samples-<pid>-<token>.chs``
+(format in :mod:`chaos.traffic.chunks`); :func:`load_samples` concatenates them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from chaos.traffic.chunks import SUFFIX, Chunk, iter_chunks
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+SAMPLES_DIR: Final = "samples"
+SAMPLE_DTYPES: Final = {
+    "t": "float64",
+    "endpoint": "str",
+    "method": "str",
+    "latency_ms": "float64",
+    "status": "int64",
+    "error_kind": "str",
+    "write_id": "str",
+}
+SAMPLE_COLUMNS: Final = tuple(SAMPLE_DTYPES)
+
+
+def samples_dir(run_dir: Path) -> Path:
+    """The directory the Locust processes write their sample files into."""
+    return Path(run_dir) / SAMPLES_DIR
+
+
+def sample_files(source: str | Path | Sequence[str | Path]) -> list[Path]:
+    """The sample files of a run directory, its ``samples/`` directory, or given files."""
+    if isinstance(source, str | Path):
+        path = Path(source)
+        if path.is_dir():
+            found = sorted(path.glob(f"*{SUFFIX}"))
+            if (path / SAMPLES_DIR).is_dir():
+                found += sorted((path / SAMPLES_DIR).glob(f"*{SUFFIX}"))
+            return found
+        return [path]
+    return [Path(p) for p in source]
+
+
+def read_chunks(path: Path) -> list[Chunk]:
+    """Every complete chunk of one file (a cut-off last chunk is ignored)."""
+    return [chunk for chunk, _ in iter_chunks(path.read_bytes())]
+
+
+def load_samples(source: str | Path | Sequence[str | Path]) -> pd.DataFrame:
+    """All samples of a run (directory) or of the given files, ordered by ``t``.
+
+    Columns and dtypes are exactly :data:`SAMPLE_DTYPES`; an empty frame keeps them.
+    """
+    import pandas as pd
+
+    chunks = [chunk for path in sample_files(source) for chunk in read_chunks(path)]
+
+    def column(name: str, empty: str) -> npt.NDArray[np.generic]:
+        parts = [getattr(c, name) for c in chunks]
+        return np.concatenate(parts) if parts else np.empty(0, dtype=empty)
+
+    frame = pd.DataFrame(
+        {
+            "t": column("t", "float64"),
+            "endpoint": column("endpoint", "object"),
+            "method": column("method", "object"),
+            "latency_ms": column("latency_ms", "float64"),
+            "status": column("status", "int64"),
+            "error_kind": column("error_kind", "object"),
+            "write_id": column("write_id", "object"),
+        }
+    ).astype(SAMPLE_DTYPES)
+    return frame.sort_values("t", kind="stable", ignore_index=True)
