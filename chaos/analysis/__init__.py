@@ -1,0 +1,64 @@
+"""Pure analysis of a run: samples and fault windows in, recovery measurements out.
+
+No platform imports and no I/O beyond the run directory's result files
+(``results_io``). Entry points: ``bucketize``, ``measure_window``,
+``counter_deltas``, ``summarize``, ``compare``, ``analyze_run``,
+``write_results``/``read_results``. The measurement rules are in
+``chaos.analysis.window``'s docstring, the statistics in ``chaos.analysis.stats``'.
+"""
+
+from __future__ import annotations
+
+from chaos.analysis.buckets import BUCKET_COLUMNS, bucketize
+from chaos.analysis.counters import counter_deltas, counter_frame
+from chaos.analysis.model import (
+    ERROR_KINDS,
+    SAMPLE_COLUMNS,
+    Comparison,
+    CounterDeltas,
+    CounterSample,
+    Estimate,
+    FaultResult,
+    FaultWindow,
+    RecordedWrites,
+    RunAnalysis,
+    SteadyState,
+    Summary,
+    empty_samples,
+    validate_samples,
+)
+from chaos.analysis.pipeline import analyze_run
+from chaos.analysis.results_io import read_results, write_results
+from chaos.analysis.stats import bootstrap_median, compare, compare_all, summarize
+from chaos.analysis.window import SampleSet, measure_window, window_buckets
+
+__all__ = [
+    "BUCKET_COLUMNS",
+    "ERROR_KINDS",
+    "SAMPLE_COLUMNS",
+    "Comparison",
+    "CounterDeltas",
+    "CounterSample",
+    "Estimate",
+    "FaultResult",
+    "FaultWindow",
+    "RecordedWrites",
+    "RunAnalysis",
+    "SampleSet",
+    "SteadyState",
+    "Summary",
+    "analyze_run",
+    "bootstrap_median",
+    "bucketize",
+    "compare",
+    "compare_all",
+    "counter_deltas",
+    "counter_frame",
+    "empty_samples",
+    "measure_window",
+    "read_results",
+    "summarize",
+    "validate_samples",
+    "window_buckets",
+    "write_results",
+]

@@ -229,11 +229,17 @@ class Estimate:
 
 @dataclass(frozen=True)
 class Summary:
-    """One setup and fault across its repetitions."""
+    """One setup and fault across its repetitions.
+
+    ``repetitions`` counts every run; the estimates use only the measured ones
+    (not ``aborted``, and not ``unmeasured`` for lack of traffic).
+    """
 
     setup: str
     fault: str
     repetitions: int
+    aborted: int
+    unmeasured: int
     recovered: int
     no_impact: int
     time_to_recover_s: Estimate
@@ -265,3 +271,17 @@ class Comparison:
     supported: bool
     faster: str | None
     statement: str
+
+
+@dataclass(frozen=True)
+class RunAnalysis:
+    """Everything the analysis found in one run: what ``results.json`` and ``buckets.csv`` hold.
+
+    ``buckets`` has the ``BUCKET_COLUMNS`` plus ``setup``, ``fault``,
+    ``repetition`` and ``t_rel`` (seconds since that window's injection).
+    """
+
+    runs: list[FaultResult]
+    summaries: list[Summary]
+    comparisons: list[Comparison]
+    buckets: pd.DataFrame

@@ -39,6 +39,7 @@ The rules, in the words the report uses:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -180,7 +181,7 @@ def measure_window(
     steady: SteadyState,
     recovered_for_s: float,
     *,
-    counters: pd.DataFrame | list[CounterSample] | None = None,
+    counters: pd.DataFrame | Sequence[CounterSample] | None = None,
     recorded_writes: RecordedWrites | None = None,
     width_s: float = 0.1,
 ) -> FaultResult:

@@ -1,0 +1,65 @@
+"""The whole analysis of a run in one call: every window, the buckets, summaries, comparisons."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from chaos.analysis.counters import counter_frame
+from chaos.analysis.model import (
+    CounterSample,
+    FaultWindow,
+    RecordedWrites,
+    RunAnalysis,
+    SteadyState,
+)
+from chaos.analysis.stats import compare_all, summarize
+from chaos.analysis.window import SampleSet, measure_window, window_buckets
+
+
+def analyze_run(
+    samples: pd.DataFrame,
+    windows: Sequence[FaultWindow],
+    steady: SteadyState,
+    recovered_for_s: float,
+    *,
+    counters: Sequence[CounterSample] | pd.DataFrame | None = None,
+    recorded_writes: RecordedWrites | None = None,
+    width_s: float = 0.1,
+    resamples: int = 2000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    min_repetitions: int = 3,
+) -> RunAnalysis:
+    """Measure every window, bucket its timeline, summarize and compare the setups.
+
+    The samples are sorted and converted once; pass the result to
+    ``write_results(run_dir, a.runs, a.summaries, a.comparisons, a.buckets)``.
+    """
+    prepared = SampleSet(samples)
+    frame = (
+        counters
+        if counters is None or isinstance(counters, pd.DataFrame)
+        else counter_frame(counters)
+    )
+    runs = [
+        measure_window(
+            prepared,
+            w,
+            steady,
+            recovered_for_s,
+            counters=frame,
+            recorded_writes=recorded_writes,
+            width_s=width_s,
+        )
+        for w in windows
+    ]
+    timelines = [window_buckets(prepared, w, width_s) for w in windows]
+    buckets = pd.concat(timelines, ignore_index=True) if timelines else pd.DataFrame()
+    return RunAnalysis(
+        runs=runs,
+        summaries=summarize(runs, resamples=resamples, seed=seed),
+        comparisons=compare_all(runs, alpha=alpha, min_repetitions=min_repetitions),
+        buckets=buckets,
+    )
