@@ -45,7 +45,7 @@ class SpecErrorGroup(SpecError):
 
 
 def load_experiment(
-    path: Path,
+    path: Path | str,
     overrides: Sequence[str] = (),
     setups: Sequence[str] = (),
 ) -> Experiment:
@@ -54,6 +54,7 @@ def load_experiment(
     Raises ``SpecError`` (or ``SpecErrorGroup`` for several problems) for anything wrong
     with the file, an override or a setup name; never a YAML or pydantic exception.
     """
+    path = Path(path)
     source = read_source(path)
     data = copy.deepcopy(source.data)
     applied = [_apply(data, text, source.file) for text in overrides]

@@ -27,7 +27,7 @@ traffic:
   rate: 10
   endpoints:
     - {name: browse, path: /}
-    - {name: pay, method: POST, path: /pay, weight: 2}
+    - {name: pay, method: POST, path: /api/pay, weight: 2}
 faults:
   - type: latency
     target: {service: checkout, replica: 0}
@@ -215,7 +215,7 @@ def test_relative_locustfile_resolves_against_the_experiment(tmp_path: Path) -> 
     locustfile.write_text("# a locustfile\n", encoding="utf-8")
     text = MINIMAL.replace(
         "  endpoints:\n    - {name: browse, path: /}\n"
-        "    - {name: pay, method: POST, path: /pay, weight: 2}\n",
+        "    - {name: pay, method: POST, path: /api/pay, weight: 2}\n",
         "  locustfile: sub/mine.py\n",
     )
     exp = load_experiment(write(tmp_path, text))
