@@ -1,0 +1,618 @@
+"""The kubelet of the local platform: starts processes, probes them, restarts them.
+
+A :class:`Supervisor` owns a set of :class:`ProcessSpec`. One watcher thread polls
+every process (every ``poll_interval_s``): it sees exits (event ``crashed``, or
+``exited`` for a clean exit 0), restarts processes whose spec says so after the
+CrashLoopBackOff delay of a :class:`BackoffPolicy` (events ``backoff`` then
+``restarted``), and runs readiness probes on a small thread pool (events
+``ready`` / ``unready``). All times are on ``time.monotonic()``.
+
+Nothing is left behind: children start in their own session and with a
+parent-death signal (see :mod:`.procutil`). Because that signal fires when the
+*thread* that forked a child ends, **every spawn, first starts included, runs on
+the watcher thread**, which lives until :meth:`Supervisor.close`; :meth:`start`
+hands the spawn to it and waits for the result. The watcher is a daemon thread:
+if the runner dies without closing, the children die with it.
+"""
+
+from __future__ import annotations
+
+import enum
+import http.client
+import logging
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from subprocess import Popen
+from types import TracebackType
+from urllib.parse import urlsplit
+
+from chaos.errors import ProcessError, StartupError
+from chaos.platforms.local.events import Event, EventKind, EventLog, utc_now
+from chaos.platforms.local.procutil import kill_group, spawn, stop_processes
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BackoffPolicy:
+    """CrashLoopBackOff as the kubelet does it.
+
+    The n-th consecutive crash waits ``initial_s * factor**(n-1)``, capped at
+    ``max_s``; a process that ran ``reset_after_s`` without crashing starts the
+    count afresh. Defaults are the kubelet's (10 s doubling to 300 s, reset after 10 min).
+    """
+
+    initial_s: float = 10.0
+    factor: float = 2.0
+    max_s: float = 300.0
+    reset_after_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.initial_s < 0 or self.factor < 1 or self.max_s < self.initial_s:
+            raise ValueError(f"invalid backoff (need 0 <= initial <= max, factor >= 1): {self}")
+        if self.reset_after_s <= 0:
+            raise ValueError(f"invalid backoff (reset_after_s must be positive): {self}")
+
+    def delay_s(self, crashes: int) -> float:
+        """The wait before restarting after the ``crashes``-th consecutive crash (>= 1)."""
+        if crashes < 1:
+            raise ValueError(f"crashes must be >= 1, got {crashes}")
+        # Capped exponent so that long crash loops cannot overflow the float.
+        exponent = min(crashes - 1, 1000)
+        return float(min(self.max_s, self.initial_s * self.factor**exponent))
+
+    def crashes_after(self, previous: int, ran_for_s: float) -> int:
+        """The consecutive-crash count after a crash that ended a run of ``ran_for_s``."""
+        return (0 if ran_for_s >= self.reset_after_s else previous) + 1
+
+
+@dataclass(frozen=True)
+class HttpProbe:
+    """Ready when ``GET url`` answers ``expect_status``."""
+
+    url: str
+    expect_status: int = 200
+    timeout_s: float = 0.5
+
+    def check(self) -> str | None:
+        """None when the probe passes, else why it failed."""
+        parts = urlsplit(self.url)
+        conn = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, self.timeout_s)
+        try:
+            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            conn.request("GET", path)
+            status = conn.getresponse().status
+        except (OSError, http.client.HTTPException) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        finally:
+            conn.close()
+        return None if status == self.expect_status else f"status {status}"
+
+
+@dataclass(frozen=True)
+class TcpProbe:
+    """Ready when a TCP connection to ``host:port`` opens."""
+
+    host: str
+    port: int
+    timeout_s: float = 0.5
+
+    def check(self) -> str | None:
+        """None when the probe passes, else why it failed."""
+        try:
+            socket.create_connection((self.host, self.port), self.timeout_s).close()
+        except OSError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
+
+Probe = HttpProbe | TcpProbe
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """How to run one local process ("container").
+
+    ``env`` adds to (or overrides) the supervisor's own environment; None inherits
+    it unchanged. stdout and stderr are appended to ``log_path``. ``restart`` is the
+    restart policy: True is Always (any exit restarts after the backoff), False is Never.
+    """
+
+    name: str
+    argv: Sequence[str]
+    env: Mapping[str, str] | None = None
+    cwd: Path | None = None
+    log_path: Path | None = None
+    probe: Probe | None = None
+    group: str | None = None
+    restart: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "argv", tuple(self.argv))
+
+
+class ProcessState(enum.StrEnum):
+    """Where a supervised process is in its life."""
+
+    PENDING = "pending"  # added, never started
+    RUNNING = "running"
+    BACKOFF = "backoff"  # crashed, waiting for its restart
+    STOPPING = "stopping"
+    STOPPED = "stopped"  # stopped on request
+    EXITED = "exited"  # ended on its own, restart policy Never
+
+
+@dataclass(frozen=True)
+class ProcessStatus:
+    """A snapshot of one supervised process."""
+
+    name: str
+    group: str | None
+    state: ProcessState
+    pid: int | None
+    ready: bool
+    restarts: int
+    last_exit: str | None
+
+
+@dataclass
+class _Proc:
+    spec: ProcessSpec
+    state: ProcessState = ProcessState.PENDING
+    popen: Popen[bytes] | None = None
+    started_at: float = 0.0
+    crashes: int = 0
+    restarts: int = 0
+    restart_at: float = 0.0
+    ready: bool = False
+    probe_failures: int = 0
+    next_probe_at: float = 0.0
+    probing: Future[str | None] | None = None
+    last_probe_error: str | None = None
+    last_exit: str | None = None
+
+
+@dataclass(frozen=True)
+class _SpawnRequest:
+    name: str
+    reason: str  # "start" or "requested" (a deliberate restart)
+    done: Future[int]
+
+
+def _exit_detail(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"signal={signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"signal={-returncode}"
+    return f"exit_code={returncode}"
+
+
+def _log_tail(path: Path | None, lines: int = 8) -> str:
+    if path is None or not path.exists():
+        return ""
+    with path.open("rb") as f:
+        f.seek(0, 2)
+        f.seek(max(0, f.tell() - 4096))
+        text = f.read().decode("utf-8", "replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class Supervisor:
+    """Runs local processes like a kubelet runs containers; a context manager.
+
+    ``poll_interval_s`` is how often exits are looked for; probes run every
+    ``startup_probe_interval_s`` until a process is ready, then every
+    ``probe_interval_s``; ``failure_threshold`` consecutive failed probes make a
+    ready process unready. ``stop_grace_s`` is the SIGTERM-to-SIGKILL grace.
+    """
+
+    def __init__(
+        self,
+        policy: BackoffPolicy | None = None,
+        events: EventLog | None = None,
+        *,
+        poll_interval_s: float = 0.02,
+        probe_interval_s: float = 0.5,
+        startup_probe_interval_s: float = 0.05,
+        failure_threshold: int = 2,
+        stop_grace_s: float = 2.0,
+        start_timeout_s: float = 10.0,
+    ) -> None:
+        self.policy = policy if policy is not None else BackoffPolicy()
+        self.events = events if events is not None else EventLog()
+        self._poll_s = poll_interval_s
+        self._probe_s = probe_interval_s
+        self._startup_probe_s = startup_probe_interval_s
+        self._failure_threshold = failure_threshold
+        self._grace_s = stop_grace_s
+        self._start_timeout_s = start_timeout_s
+        self._procs: dict[str, _Proc] = {}
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._requests: queue.SimpleQueue[_SpawnRequest | None] = queue.SimpleQueue()
+        self._probes = ThreadPoolExecutor(max_workers=8, thread_name_prefix="probe")
+        self._watcher: threading.Thread | None = None
+        self._closed = False
+
+    # -- the public interface -------------------------------------------------------------
+
+    def add(self, spec: ProcessSpec) -> None:
+        """Register a process (not started yet); names are unique."""
+        with self._lock:
+            if spec.name in self._procs:
+                raise ValueError(f"a process named {spec.name!r} is already supervised")
+            self._procs[spec.name] = _Proc(spec)
+
+    def start(self, name: str) -> int:
+        """Start a registered process and return its pid (a running one is left alone)."""
+        return self._submit([_SpawnRequest(name, "start", Future())])[0]
+
+    def start_all(self) -> dict[str, int]:
+        """Start every process never started yet, in the order added; their pids."""
+        with self._lock:
+            names = [n for n, p in self._procs.items() if p.state is ProcessState.PENDING]
+        pids = self._submit([_SpawnRequest(n, "start", Future()) for n in names])
+        return dict(zip(names, pids, strict=True))
+
+    def stop(self, name: str) -> None:
+        """Stop a process on purpose (SIGTERM, then SIGKILL after the grace); no restart."""
+        self._stop([name], detail="reason=requested")
+
+    def restart(self, name: str) -> int:
+        """Stop and start a process on purpose (e.g. after an init step was re-run); new pid."""
+        self._stop([name], detail="reason=restart")
+        return self._submit([_SpawnRequest(name, "requested", Future())])[0]
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
+        """Send ``sig`` to the process's group, as a fault would; returns the pid signalled.
+
+        The supervisor then sees the exit and restarts it per the policy.
+        """
+        with self._lock:
+            proc = self._get(name)
+            popen = proc.popen
+            # returncode None means not reaped yet (reaping happens under this lock),
+            # so the pid cannot have been reused by another process.
+            if (
+                proc.state is not ProcessState.RUNNING
+                or popen is None
+                or popen.returncode is not None
+            ):
+                raise ProcessError(f"cannot kill {name}: it is not running ({proc.state})")
+            kill_group(popen.pid, sig)
+            return popen.pid
+
+    def wait_ready(self, names: Iterable[str] | None = None, timeout_s: float = 10.0) -> None:
+        """Wait until the processes are ready (default: every one started and not stopped).
+
+        A process with restart policy Never that exited with 0 counts as done. Raises
+        :class:`StartupError` naming what is not ready, with the tail of its log, at
+        the timeout, or at once when a process can no longer become ready.
+        """
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            wanted = (
+                list(names)
+                if names is not None
+                else [
+                    n
+                    for n, p in self._procs.items()
+                    if p.state not in (ProcessState.PENDING, ProcessState.STOPPED)
+                ]
+            )
+            for name in wanted:
+                self._get(name)
+            while True:
+                waiting, hopeless = self._not_ready(wanted)
+                remaining = deadline - time.monotonic()
+                if not waiting and not hopeless:
+                    return
+                if hopeless or remaining <= 0:
+                    failed = hopeless + waiting
+                    reasons = [(n, self._why_not_ready(self._procs[n])) for n in failed]
+                    break
+                self._changed.wait(min(remaining, 0.1))
+        raise StartupError(self._startup_message(reasons, timeout_s))
+
+    def is_ready(self, name: str) -> bool:
+        """Whether the process is running and its readiness probe passes."""
+        with self._lock:
+            return self._get(name).ready
+
+    def pid(self, name: str) -> int | None:
+        """The pid of the running process, or None."""
+        with self._lock:
+            popen = self._get(name).popen
+            return popen.pid if popen is not None else None
+
+    def pids(self) -> dict[str, int]:
+        """The pid of every running process, by name."""
+        with self._lock:
+            return {n: p.popen.pid for n, p in self._procs.items() if p.popen is not None}
+
+    def restarts(self, name: str) -> int:
+        """How many times the process was started again (after crashes or on request)."""
+        with self._lock:
+            return self._get(name).restarts
+
+    def names(self, group: str | None = None) -> list[str]:
+        """The supervised names, in the order added, optionally of one group only."""
+        with self._lock:
+            return [n for n, p in self._procs.items() if group is None or p.spec.group == group]
+
+    def status(self, name: str) -> ProcessStatus:
+        """A snapshot of one process."""
+        with self._lock:
+            p = self._get(name)
+            pid = p.popen.pid if p.popen is not None else None
+            return ProcessStatus(name, p.spec.group, p.state, pid, p.ready, p.restarts, p.last_exit)
+
+    def close(self) -> None:
+        """Stop every process (SIGTERM to each group, SIGKILL after the grace) and the watcher."""
+        with self._lock:
+            self._closed = True
+            names = list(self._procs)
+        self._stop(names, detail="reason=close")
+        watcher = self._watcher
+        if watcher is not None and watcher is not threading.current_thread():
+            self._requests.put(None)
+            watcher.join()
+        self._probes.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> Supervisor:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- mechanism ------------------------------------------------------------------------
+
+    def _get(self, name: str) -> _Proc:
+        try:
+            return self._procs[name]
+        except KeyError:
+            raise ProcessError(f"no supervised process named {name!r}") from None
+
+    def _submit(self, requests: list[_SpawnRequest]) -> list[int]:
+        """Hand spawns to the watcher thread (see the module docstring) and wait for them."""
+        with self._lock:
+            if self._closed:
+                raise ProcessError("the supervisor is closed")
+            for request in requests:
+                self._get(request.name)
+            if self._watcher is None:
+                self._watcher = threading.Thread(
+                    target=self._watch, name="supervisor-watcher", daemon=True
+                )
+                self._watcher.start()
+        for request in requests:
+            if threading.current_thread() is self._watcher:
+                self._serve(request)
+            else:
+                self._requests.put(request)
+        try:
+            return [r.done.result(timeout=self._start_timeout_s) for r in requests]
+        except TimeoutError as exc:
+            raise ProcessError("the supervisor did not start the process in time") from exc
+
+    def _watch(self) -> None:
+        while True:
+            try:
+                request = self._requests.get(timeout=self._poll_s)
+                while request is not None:
+                    self._serve(request)
+                    request = self._requests.get_nowait()
+                return  # None: asked to end by close()
+            except queue.Empty:
+                pass
+            try:
+                self._tick()
+            except Exception:  # the watcher must live on: its death kills every child
+                _log.exception("supervisor watcher failed; continuing")
+
+    def _serve(self, request: _SpawnRequest) -> None:
+        events: list[Event] = []
+        try:
+            with self._lock:
+                proc = self._procs[request.name]
+                if self._closed:
+                    raise ProcessError("the supervisor is closed")
+                if proc.state is ProcessState.RUNNING and proc.popen is not None:
+                    pid = proc.popen.pid
+                elif request.reason == "requested":
+                    pid = self._spawn(proc, EventKind.RESTARTED, "reason=requested", events)
+                    proc.restarts += 1
+                else:
+                    pid = self._spawn(proc, EventKind.STARTED, "", events)
+                proc.crashes = 0
+        except ProcessError as exc:
+            request.done.set_exception(exc)
+        except Exception as exc:  # never let a bad request end the watcher thread
+            request.done.set_exception(ProcessError(f"cannot start {request.name}: {exc}"))
+        else:
+            # Events first, so that the log already shows the start when start() returns.
+            self._emit(events)
+            request.done.set_result(pid)
+
+    def _spawn(self, proc: _Proc, kind: EventKind, detail: str, events: list[Event]) -> int:
+        """Start the process (lock held, on the watcher thread); raises ProcessError."""
+        spec = proc.spec
+        if spec.log_path is not None:
+            spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with spec.log_path.open("a", encoding="utf-8") as log:
+                log.write(f"=== {utc_now()} {kind.value} {spec.name} ===\n")
+        env = {**os.environ, **spec.env} if spec.env is not None else None
+        popen = spawn(spec.argv, env=env, cwd=spec.cwd, log_path=spec.log_path, name=spec.name)
+        now = time.monotonic()
+        proc.popen, proc.state, proc.started_at = popen, ProcessState.RUNNING, now
+        proc.ready, proc.probing, proc.probe_failures, proc.next_probe_at = False, None, 0, now
+        events.append(Event.now(kind, spec.name, f"pid={popen.pid} {detail}".strip()))
+        if spec.probe is None:
+            proc.ready = True
+            events.append(Event.now(EventKind.READY, spec.name, "probe=none"))
+        self._changed.notify_all()
+        return popen.pid
+
+    def _tick(self) -> None:
+        events: list[Event] = []
+        with self._lock:
+            now = time.monotonic()
+            for proc in self._procs.values():
+                if proc.state is ProcessState.RUNNING and proc.popen is not None:
+                    returncode = proc.popen.poll()
+                    if returncode is not None:
+                        self._on_exit(proc, returncode, now, events)
+                if proc.state is ProcessState.BACKOFF and now >= proc.restart_at:
+                    self._restart_after_backoff(proc, now, events)
+                if proc.state is ProcessState.RUNNING and proc.spec.probe is not None:
+                    self._probe_step(proc, proc.spec.probe, now, events)
+        self._emit(events)
+
+    def _on_exit(self, proc: _Proc, returncode: int, now: float, events: list[Event]) -> None:
+        name, ran_for = proc.spec.name, now - proc.started_at
+        proc.popen, proc.probing = None, None
+        proc.last_exit = _exit_detail(returncode)
+        kind = EventKind.EXITED if returncode == 0 else EventKind.CRASHED
+        events.append(Event.now(kind, name, f"{proc.last_exit} ran_s={ran_for:.3f}"))
+        if proc.ready:
+            proc.ready = False
+            events.append(Event.now(EventKind.UNREADY, name, "reason=exited"))
+        if proc.spec.restart and not self._closed:
+            self._schedule_restart(proc, ran_for, now, events)
+        else:
+            proc.state = ProcessState.EXITED
+        self._changed.notify_all()
+
+    def _schedule_restart(
+        self, proc: _Proc, ran_for: float, now: float, events: list[Event]
+    ) -> None:
+        proc.crashes = self.policy.crashes_after(proc.crashes, ran_for)
+        delay = self.policy.delay_s(proc.crashes)
+        proc.state, proc.restart_at = ProcessState.BACKOFF, now + delay
+        detail = f"delay_s={delay:.3f} crashes={proc.crashes}"
+        events.append(Event.now(EventKind.BACKOFF, proc.spec.name, detail))
+
+    def _restart_after_backoff(self, proc: _Proc, now: float, events: list[Event]) -> None:
+        if self._closed:
+            return
+        try:
+            self._spawn(proc, EventKind.RESTARTED, f"reason=crash crashes={proc.crashes}", events)
+            proc.restarts += 1
+        except ProcessError as exc:
+            # A program that vanished since its first start crash-loops like any other.
+            proc.last_exit = f"spawn_failed={exc}"
+            events.append(Event.now(EventKind.CRASHED, proc.spec.name, proc.last_exit))
+            self._schedule_restart(proc, 0.0, now, events)
+
+    def _probe_step(self, proc: _Proc, probe: Probe, now: float, events: list[Event]) -> None:
+        if proc.probing is None:
+            if now >= proc.next_probe_at:
+                proc.probing = self._probes.submit(probe.check)
+            return
+        if not proc.probing.done():
+            return
+        try:
+            failure = proc.probing.result()
+        except Exception as exc:  # a probe bug must not stop the watcher
+            failure = f"probe error: {exc!r}"
+        proc.probing = None
+        name = proc.spec.name
+        if failure is None:
+            proc.probe_failures = 0
+            if not proc.ready:
+                proc.ready = True
+                detail = f"after_s={now - proc.started_at:.3f}"
+                events.append(Event.now(EventKind.READY, name, detail))
+                self._changed.notify_all()
+        else:
+            proc.last_probe_error = failure
+            proc.probe_failures += 1
+            if proc.ready and proc.probe_failures >= self._failure_threshold:
+                proc.ready = False
+                events.append(Event.now(EventKind.UNREADY, name, f"reason={failure}"))
+                self._changed.notify_all()
+        proc.next_probe_at = now + (self._probe_s if proc.ready else self._startup_probe_s)
+
+    def _stop(self, names: list[str], detail: str) -> None:
+        events: list[Event] = []
+        stopping: list[_Proc] = []
+        with self._lock:
+            for name in names:
+                proc = self._get(name)
+                if proc.state is ProcessState.RUNNING:
+                    proc.state = ProcessState.STOPPING
+                    stopping.append(proc)
+                elif proc.state is ProcessState.BACKOFF:
+                    proc.state = ProcessState.STOPPED
+                    events.append(Event.now(EventKind.STOPPED, name, detail))
+        stop_processes([p.popen for p in stopping if p.popen is not None], self._grace_s)
+        with self._lock:
+            for proc in stopping:
+                returncode = proc.popen.returncode if proc.popen is not None else None
+                exit_detail = _exit_detail(returncode) if returncode is not None else "unknown"
+                proc.popen, proc.probing, proc.ready = None, None, False
+                proc.state, proc.crashes, proc.last_exit = ProcessState.STOPPED, 0, exit_detail
+                events.append(
+                    Event.now(EventKind.STOPPED, proc.spec.name, f"{detail} {exit_detail}")
+                )
+            self._changed.notify_all()
+        self._emit(events)
+
+    def _emit(self, events: list[Event]) -> None:
+        # Outside the lock: subscribers may call back into the supervisor.
+        for event in events:
+            self.events.record(event)
+
+    def _not_ready(self, names: list[str]) -> tuple[list[str], list[str]]:
+        waiting: list[str] = []
+        hopeless: list[str] = []
+        for name in names:
+            proc = self._procs[name]
+            if proc.ready or (
+                proc.state is ProcessState.EXITED and proc.last_exit == "exit_code=0"
+            ):
+                continue
+            if proc.state in (ProcessState.RUNNING, ProcessState.BACKOFF):
+                waiting.append(name)
+            else:
+                hopeless.append(name)
+        return waiting, hopeless
+
+    @staticmethod
+    def _why_not_ready(proc: _Proc) -> tuple[str, Path | None]:
+        state = proc.state
+        if state is ProcessState.RUNNING:
+            why = f"running, probe: {proc.last_probe_error or 'no answer yet'}"
+        elif state is ProcessState.BACKOFF:
+            why = f"crash-looping, last {proc.last_exit}, {proc.restarts} restarts"
+        elif state is ProcessState.EXITED:
+            why = f"exited, {proc.last_exit}"
+        else:
+            why = {ProcessState.PENDING: "never started"}.get(state, str(state))
+        return why, proc.spec.log_path
+
+    @staticmethod
+    def _startup_message(
+        reasons: list[tuple[str, tuple[str, Path | None]]], timeout_s: float
+    ) -> str:
+        summary = "; ".join(f"{name} ({why})" for name, (why, _) in reasons)
+        lines = [f"not ready within {timeout_s:g} s: {summary}"]
+        for name, (_, log_path) in reasons:
+            tail = _log_tail(log_path)
+            if tail:
+                lines.append(f"--- {name}: last lines of {log_path} ---\n{tail}")
+        return "\n".join(lines)
