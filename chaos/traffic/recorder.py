@@ -89,7 +89,7 @@ class SampleRecorder:
         )
 
     def close(self, **_kwargs: Any) -> None:
-        """Flush and close the file (Locust ``quitting`` listener)."""
+        """Flush and close the file (Locust ``quit`` listener, after the users stopped)."""
         if self._timer is not None:
             self._timer.kill(block=False)
             self._timer = None
@@ -97,7 +97,7 @@ class SampleRecorder:
             self._writer.close()
 
     def flush(self, **_kwargs: Any) -> None:
-        """Write buffered samples now (Locust ``test_stop`` listener)."""
+        """Write buffered samples now (``test_stop`` and ``quitting`` listener)."""
         if self._writer is not None:
             self._writer.flush()
 
@@ -134,7 +134,10 @@ def _attach(environment: Environment, **_kwargs: Any) -> None:
         _listen(environment.events.test_start, on_test_start)
     _listen(environment.events.request, recorder.on_request)
     _listen(environment.events.test_stop, recorder.flush)
-    _listen(environment.events.quitting, recorder.close)
+    # ``quitting`` fires before Locust stops the users; requests still finishing
+    # after it are recorded, and the file is closed at ``quit`` (or at exit).
+    _listen(environment.events.quitting, recorder.flush)
+    _listen(environment.events.quit, recorder.close)
 
 
 _listen(events.init, _attach)

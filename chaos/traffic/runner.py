@@ -14,6 +14,7 @@ outlives the run (normally the main thread). A timer kills everything at
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import signal
 import socket
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 BUILTIN_LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 ATTACH_LOCUSTFILE = Path(__file__).with_name("attach.py")
 _PR_SET_PDEATHSIG = 1
-_DEADLINE_GRACE_S = 10.0
+_DEADLINE_GRACE_S = 10.0  # past the run time, on top of Locust's stop timeout
 
 
 def _death_signal_setup(parent_pid: int) -> Callable[[], None]:
@@ -153,6 +154,9 @@ class TrafficRun:
             "--run-time", f"{cfg.run_time_s}s",
             "--only-summary",
             "--exit-code-on-error", "0",
+            # requests under way at the end finish and are recorded: a write the server
+            # stored but no sample shows would look like a duplicate in the analysis
+            "--stop-timeout", str(math.ceil(cfg.request_timeout_s) + 1),
         ]  # fmt: skip
         env = self._env()
         try:
@@ -177,7 +181,8 @@ class TrafficRun:
             self.stop()
             raise
         self._deadline = threading.Timer(
-            cfg.startup_timeout_s + cfg.run_time_s + _DEADLINE_GRACE_S, self._kill_all
+            cfg.startup_timeout_s + cfg.run_time_s + cfg.request_timeout_s + _DEADLINE_GRACE_S,
+            self._kill_all,
         )
         self._deadline.daemon = True
         self._deadline.start()
@@ -227,8 +232,13 @@ class TrafficRun:
                 return False
         return True
 
-    def stop(self, grace_s: float = 5.0) -> None:
-        """SIGTERM every Locust process, SIGKILL what is left after ``grace_s``, reap all."""
+    def stop(self, grace_s: float | None = None) -> None:
+        """SIGTERM every Locust process, SIGKILL what is left after ``grace_s``, reap all.
+
+        The default grace lets requests under way finish (the request timeout plus 3 s).
+        """
+        if grace_s is None:
+            grace_s = self.config.request_timeout_s + 3.0
         if self._deadline is not None:
             self._deadline.cancel()
         for proc in self._procs:

@@ -1,0 +1,407 @@
+"""Real Locust against real servers on loopback: rate, weights, error kinds, JWTs, workers.
+
+Every run is short (2-4 s); each test checks that no Locust process outlives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jwt
+import pytest
+from aiohttp import web
+
+from chaos.errors import InputError
+from chaos.traffic import SAMPLE_DTYPES, TrafficConfig, TrafficRun
+from chaos.traffic.config import CONFIG_ENV
+
+pytestmark = pytest.mark.timeout(60)
+JWT_KEY = "test-signing-key-of-32-bytes-or-more!"
+
+
+@dataclass
+class DemoState:
+    """What the test server saw."""
+
+    writes: list[str] = field(default_factory=list)
+    token_fetches: list[float] = field(default_factory=list)
+    unauthenticated: int = 0
+    rotate_at: float = float("inf")
+
+    def generation(self) -> int:
+        return 2 if time.monotonic() >= self.rotate_at else 1
+
+
+def _app(state: DemoState) -> web.Application:
+    async def ok(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def fail(_: web.Request) -> web.Response:
+        return web.Response(status=503, text="unavailable")
+
+    async def slow(_: web.Request) -> web.Response:
+        await asyncio.sleep(2.0)
+        return web.Response(text="late")
+
+    async def write(request: web.Request) -> web.Response:
+        body = await request.json()
+        state.writes.append(body["id"])
+        return web.json_response({"stored": body["id"]}, status=201)
+
+    async def token(_: web.Request) -> web.Response:
+        state.token_fetches.append(time.monotonic())
+        claims = {"sub": "locust", "gen": state.generation()}
+        return web.json_response({"access_token": jwt.encode(claims, JWT_KEY, "HS256")})
+
+    async def secure(request: web.Request) -> web.Response:
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer "):
+            state.unauthenticated += 1
+            return web.Response(status=401)
+        claims = jwt.decode(header.removeprefix("Bearer "), JWT_KEY, algorithms=["HS256"])
+        if claims["gen"] != state.generation():  # a key rotation: old tokens are refused
+            return web.Response(status=401)
+        return web.Response(text="secret")
+
+    app = web.Application()
+    app.router.add_get("/ok", ok)
+    app.router.add_get("/fail", fail)
+    app.router.add_get("/slow", slow)
+    app.router.add_post("/write", write)
+    app.router.add_post("/token", token)
+    app.router.add_get("/secure", secure)
+    return app
+
+
+@dataclass
+class Servers:
+    base: str
+    state: DemoState
+    reset_url: str
+    closed_url: str
+
+
+@pytest.fixture
+def servers() -> Iterator[Servers]:
+    """The aiohttp demo app, a server that resets every connection, and a closed port."""
+    state = DemoState()
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    holder: dict[str, object] = {}
+
+    async def serve() -> None:
+        runner = web.AppRunner(_app(state), handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        holder["runner"] = runner
+        holder["port"] = runner.addresses[0][1]
+        ready.set()
+
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(serve(), loop).result(10)
+    ready.wait(10)
+
+    resetter = socket.socket()
+    resetter.bind(("127.0.0.1", 0))
+    resetter.listen(64)
+    resetter.settimeout(0.2)
+    stop = threading.Event()
+
+    def reset_loop() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = resetter.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(1.0)
+            try:
+                conn.recv(4096)
+            except OSError:
+                pass
+            # linger 0: close() sends RST instead of FIN
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+
+    reset_thread = threading.Thread(target=reset_loop, daemon=True)
+    reset_thread.start()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    try:
+        yield Servers(
+            base=f"http://127.0.0.1:{holder['port']}",
+            state=state,
+            reset_url=f"http://127.0.0.1:{resetter.getsockname()[1]}/r",
+            closed_url=f"http://127.0.0.1:{closed_port}/c",
+        )
+    finally:
+        stop.set()
+        reset_thread.join(5)
+        resetter.close()
+        runner = holder["runner"]
+        assert isinstance(runner, web.AppRunner)
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+def _processes_of(config_path: Path) -> list[int]:
+    """Pids of live processes started for this run (they carry its config path)."""
+    needle = f"{CONFIG_ENV}={config_path}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def _run(config: TrafficConfig) -> TrafficRun:
+    """Run to completion and check that nothing is left behind."""
+    with TrafficRun(config) as run:
+        run.wait_started(15)
+        assert run.wait(config.duration_s + 15)
+    assert not run.running
+    assert all(code == 0 for code in run.returncodes.values()), run.returncodes
+    assert _processes_of(run.config_path) == []
+    return run
+
+
+def test_rate_weights_and_write_ids(servers: Servers, tmp_path: Path) -> None:
+    config = TrafficConfig(
+        host=servers.base,
+        out_dir=tmp_path,
+        duration_s=3.0,
+        users=20,
+        rate=200.0,
+        endpoints=(("read", "GET", "/ok", 3.0), ("pay", "POST", "/write", 1.0)),
+    )
+    before = time.monotonic()
+    run = _run(config)
+    after = time.monotonic()
+    frame = run.samples()
+
+    assert {c: str(d) for c, d in frame.dtypes.items()} == SAMPLE_DTYPES
+    assert 600 * 0.85 <= len(frame) <= 600 * 1.15, len(frame)
+    assert before < frame.t.min() and frame.t.max() < after
+    assert frame.t.max() - frame.t.min() == pytest.approx(3.0, abs=0.3)
+    assert (frame.error_kind == "").all()
+    assert (frame.latency_ms > 0).all()
+    share = (frame.endpoint == "pay").mean()
+    assert 0.25 - 0.06 <= share <= 0.25 + 0.06, share
+
+    writes = frame[frame.endpoint == "pay"]
+    assert (writes.method == "POST").all() and (writes.status == 201).all()
+    assert writes.write_id.is_unique and (writes.write_id != "").all()
+    assert set(writes.write_id) == set(servers.state.writes)
+    assert (frame[frame.endpoint == "read"].write_id == "").all()
+
+
+def test_error_kinds(servers: Servers, tmp_path: Path) -> None:
+    config = TrafficConfig(
+        host=servers.base,
+        out_dir=tmp_path,
+        duration_s=2.0,
+        users=10,
+        rate=50.0,
+        request_timeout_s=0.3,
+        endpoints=(
+            ("ok", "GET", "/ok", 1.0),
+            ("fail", "GET", "/fail", 1.0),
+            ("slow", "GET", "/slow", 1.0),
+            ("reset", "GET", servers.reset_url, 1.0),
+            ("closed", "GET", servers.closed_url, 1.0),
+        ),
+    )
+    frame = _run(config).samples()
+    kinds = {name: set(group.error_kind) for name, group in frame.groupby("endpoint")}
+    assert kinds == {
+        "ok": {""},
+        "fail": {"http"},
+        "slow": {"timeout"},
+        "reset": {"reset"},
+        "closed": {"connect"},
+    }
+    assert set(frame[frame.endpoint == "fail"].status) == {503}
+    assert set(frame[frame.endpoint.isin(["slow", "reset", "closed"])].status) == {0}
+    slow = frame[frame.endpoint == "slow"].latency_ms
+    assert slow.between(300, 600).all(), slow.describe()
+
+
+def test_workers_share_the_load(servers: Servers, tmp_path: Path) -> None:
+    config = TrafficConfig(
+        host=servers.base,
+        out_dir=tmp_path,
+        duration_s=3.0,
+        users=4,
+        rate=100.0,
+        workers=2,
+        endpoints=(("pay", "POST", "/write", 1.0),),
+    )
+    run = _run(config)
+    files = sorted(run.samples_path.glob("*.chs"))
+    assert len(files) == 2  # one per worker, none from the master
+    frame = run.samples()
+    assert 300 * 0.85 <= len(frame) <= 300 * 1.15, len(frame)
+    prefixes = frame.write_id.str.rsplit("-", n=1).str[0].value_counts()
+    assert len(prefixes) == 2 and prefixes.min() > 0.3 * len(frame)
+    assert frame.write_id.is_unique
+    assert set(frame.write_id) == set(servers.state.writes)
+
+
+def test_jwt_is_sent_and_refetched_after_a_rotation(servers: Servers, tmp_path: Path) -> None:
+    config = TrafficConfig(
+        host=servers.base,
+        out_dir=tmp_path,
+        duration_s=3.0,
+        users=5,
+        rate=100.0,
+        token_url=f"{servers.base}/token",
+        endpoints=(("secure", "GET", "/secure", 1.0),),
+    )
+    with TrafficRun(config) as run:
+        run.wait_started(15)
+        servers.state.rotate_at = time.monotonic() + 1.0
+        assert run.wait(20)
+    frame = run.samples()
+    rotate = servers.state.rotate_at
+    assert servers.state.unauthenticated == 0
+    assert len(servers.state.token_fetches) == 2  # one at start, one after the rotation
+    assert servers.state.token_fetches[1] > rotate
+    before, after = frame[frame.t < rotate], frame[frame.t >= rotate]
+    assert (before.status == 200).all() and len(before) > 50
+    denied = after[after.status == 401]
+    assert 0 < len(denied) < 20  # only requests already under way with the old token
+    assert denied.t.max() < rotate + 0.2
+    assert (after[after.t > rotate + 0.2].status == 200).all()
+    assert len(after[after.t > rotate + 0.2]) > 100
+
+
+def test_users_own_locustfile_is_recorded(servers: Servers, tmp_path: Path) -> None:
+    locustfile = tmp_path / "mine.py"
+    locustfile.write_text(
+        textwrap.dedent(
+            """
+            from locust import HttpUser, constant_throughput, task
+
+            class Mine(HttpUser):
+                wait_time = constant_throughput(20)
+
+                @task
+                def hit(self):
+                    self.client.get("/ok", name="mine-ok")
+                    self.client.get("/fail", name="mine-fail")
+            """
+        )
+    )
+    config = TrafficConfig(
+        host=servers.base, out_dir=tmp_path / "run", duration_s=2.0, users=2, locustfile=locustfile
+    )
+    frame = _run(config).samples()
+    kinds = {name: set(group.error_kind) for name, group in frame.groupby("endpoint")}
+    assert kinds == {"mine-ok": {""}, "mine-fail": {"http"}}
+    assert len(frame) > 60
+
+
+def test_stop_ends_a_long_run_early(servers: Servers, tmp_path: Path) -> None:
+    config = TrafficConfig(
+        host=servers.base,
+        out_dir=tmp_path,
+        duration_s=60.0,
+        users=5,
+        rate=100.0,
+        workers=1,
+        endpoints=(("read", "GET", "/ok", 1.0),),
+    )
+    run = TrafficRun(config)
+    run.start()
+    try:
+        run.wait_started(15)
+        time.sleep(1.5)
+        live = run.live_stats()
+        assert 70 <= live.requests <= 130, live
+        assert live.errors == 0 and live.p95_ms is not None
+    finally:
+        started = time.monotonic()
+        run.stop()
+    assert time.monotonic() - started < 6
+    assert not run.running
+    assert _processes_of(run.config_path) == []
+    assert len(run.samples()) > 100
+
+
+def test_locust_dies_with_a_killed_runner(servers: Servers, tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from pathlib import Path
+        from chaos.traffic import TrafficConfig, TrafficRun
+        config = TrafficConfig(host={servers.base!r}, out_dir=Path({str(tmp_path)!r}),
+                               duration_s=60, users=2, rate=20, workers=1,
+                               endpoints=[("read", "GET", "/ok", 1)])
+        run = TrafficRun(config)
+        run.start()
+        run.wait_started(15)
+        print(" ".join(map(str, run.pids)), flush=True)
+        time.sleep(60)
+        """
+    )
+    config_path = tmp_path / "traffic-config.json"
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
+    ) as runner:
+        try:
+            assert runner.stdout is not None
+            pids = [int(p) for p in runner.stdout.readline().split()]
+            assert len(pids) == 2
+            assert sorted(_processes_of(config_path)) == sorted(pids)
+            os.kill(runner.pid, signal.SIGKILL)
+            runner.wait(5)
+            deadline = time.monotonic() + 5
+            while _processes_of(config_path) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _processes_of(config_path) == []
+        finally:
+            if runner.poll() is None:
+                runner.kill()
+
+
+def test_non_loopback_host_starts_nothing(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="loopback"):
+        TrafficConfig(
+            host="http://192.0.2.1:80",
+            out_dir=tmp_path,
+            duration_s=2.0,
+            endpoints=(("x", "GET", "/", 1.0),),
+        )
+    assert not (tmp_path / "traffic-config.json").exists()
+
+
+def test_a_failing_locust_is_reported(tmp_path: Path) -> None:
+    locustfile = tmp_path / "broken.py"
+    locustfile.write_text("raise RuntimeError('broken locustfile')\n")
+    config = TrafficConfig(
+        host="http://127.0.0.1:1", out_dir=tmp_path / "run", duration_s=2.0, locustfile=locustfile
+    )
+    with TrafficRun(config) as run, pytest.raises(Exception, match="broken locustfile"):
+        run.wait_started(15)
+    assert not run.running
