@@ -8,6 +8,7 @@ for a timeout, and nobody sends until it fires, as closed-loop users do).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -64,7 +65,7 @@ def synthetic_samples(
     write id ``w<i>``.
     """
     rng = np.random.default_rng(seed)
-    n = round((stop - start) * rate_rps)
+    n = math.floor((stop - start) * rate_rps + 1e-9)
     t = start + (np.arange(n) + rng.uniform(0.0, 1.0, n)) / rate_rps
     latency = rng.lognormal(np.log(median_latency_ms), 0.25, n)
     kind = np.where(rng.random(n) < background_error_rate, "http", "").astype(object)

@@ -166,12 +166,16 @@ def _recovery(
     k0 = int(found[0])
     instant = float(starts[k0])
     if k0 > 0 and not c.clean[k0 - 1]:
+        # The first request sent after the last sign of trouble in the bucket before:
+        # its last bad request, or (an empty bucket crossed by a hung request) its start.
         before = samples.span(instant - grid.width, instant)
         bad_t = samples.t[before][samples.bad(before, steady)]
         if len(bad_t):
             after = int(np.searchsorted(samples.t, bad_t[-1], side="right"))
-            if after < len(samples):
-                instant = float(samples.t[after])
+        else:
+            after = int(np.searchsorted(samples.t, instant - grid.width, side="left"))
+        if after < len(samples):
+            instant = float(samples.t[after])
     return _Recovery(instant, k0 + length)
 
 
@@ -208,7 +212,7 @@ def measure_window(
         dirty = np.flatnonzero(~c.clean)
         had_impact = len(dirty) > 0
         if not had_impact:
-            ttr, recovery_t = 0.0, ref
+            ttr = 0.0
         else:
             k1 = int(dirty[0])
             start = float(grid.starts()[k1])
@@ -217,9 +221,11 @@ def measure_window(
             impact_t = float(bad_t[0]) if len(bad_t) else start
             rec = _recovery(s, grid, c, ref, recovered_for_s, steady)
             if rec.instant is not None:
-                recovery_t = rec.instant
                 ttr = max(0.0, rec.instant - ref)
                 relapsed = bool((~c.clean[rec.stretch_end_bucket :]).any())
+            # The impact ends at the first recovery after it, which may come before the
+            # revert (the system routed around the fault) or after it.
+            recovery_t = _recovery(s, grid, c, impact_t, recovered_for_s, steady).instant
 
     in_window = s.span(w.inject_t, w.end_t)
     frame = s.frame.iloc[in_window]
