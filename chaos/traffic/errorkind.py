@@ -69,7 +69,7 @@ def _names(exc: BaseException) -> set[str]:
 
 def _kind_of(exc: BaseException) -> str | None:
     names = _names(exc)
-    if isinstance(exc, TimeoutError | socket.timeout) or names & _TIMEOUT_NAMES:
+    if isinstance(exc, TimeoutError) or names & _TIMEOUT_NAMES:
         return TIMEOUT
     if isinstance(exc, ssl.SSLError) or names & _TLS_NAMES:
         # gevent's ssl reports a read timeout as an SSLError

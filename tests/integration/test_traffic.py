@@ -6,6 +6,7 @@ Every run is short (2-4 s); each test checks that no Locust process outlives it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -24,7 +25,7 @@ import pytest
 from aiohttp import web
 
 from chaos.errors import InputError
-from chaos.traffic import SAMPLE_DTYPES, TrafficConfig, TrafficRun
+from chaos.traffic import SAMPLE_DTYPES, Endpoint, TrafficConfig, TrafficRun
 from chaos.traffic.config import CONFIG_ENV
 
 pytestmark = pytest.mark.timeout(60)
@@ -128,10 +129,8 @@ def servers() -> Iterator[Servers]:
             except TimeoutError:
                 continue
             conn.settimeout(1.0)
-            try:
+            with contextlib.suppress(OSError):
                 conn.recv(4096)
-            except OSError:
-                pass
             # linger 0: close() sends RST instead of FIN
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             conn.close()
@@ -193,7 +192,7 @@ def test_rate_weights_and_write_ids(servers: Servers, tmp_path: Path) -> None:
         duration_s=3.0,
         users=20,
         rate=200.0,
-        endpoints=(("read", "GET", "/ok", 3.0), ("pay", "POST", "/write", 1.0)),
+        endpoints=(Endpoint("read", "GET", "/ok", 3.0), Endpoint("pay", "POST", "/write", 1.0)),
     )
     before = time.monotonic()
     run = _run(config)
@@ -225,11 +224,11 @@ def test_error_kinds(servers: Servers, tmp_path: Path) -> None:
         rate=50.0,
         request_timeout_s=0.3,
         endpoints=(
-            ("ok", "GET", "/ok", 1.0),
-            ("fail", "GET", "/fail", 1.0),
-            ("slow", "GET", "/slow", 1.0),
-            ("reset", "GET", servers.reset_url, 1.0),
-            ("closed", "GET", servers.closed_url, 1.0),
+            Endpoint("ok", "GET", "/ok", 1.0),
+            Endpoint("fail", "GET", "/fail", 1.0),
+            Endpoint("slow", "GET", "/slow", 1.0),
+            Endpoint("reset", "GET", servers.reset_url, 1.0),
+            Endpoint("closed", "GET", servers.closed_url, 1.0),
         ),
     )
     frame = _run(config).samples()
@@ -255,7 +254,7 @@ def test_workers_share_the_load(servers: Servers, tmp_path: Path) -> None:
         users=4,
         rate=100.0,
         workers=2,
-        endpoints=(("pay", "POST", "/write", 1.0),),
+        endpoints=(Endpoint("pay", "POST", "/write", 1.0),),
     )
     run = _run(config)
     files = sorted(run.samples_path.glob("*.chs"))
@@ -276,7 +275,7 @@ def test_jwt_is_sent_and_refetched_after_a_rotation(servers: Servers, tmp_path: 
         users=5,
         rate=100.0,
         token_url=f"{servers.base}/token",
-        endpoints=(("secure", "GET", "/secure", 1.0),),
+        endpoints=(Endpoint("secure", "GET", "/secure", 1.0),),
     )
     with TrafficRun(config) as run:
         run.wait_started(15)
@@ -330,7 +329,7 @@ def test_stop_ends_a_long_run_early(servers: Servers, tmp_path: Path) -> None:
         users=5,
         rate=100.0,
         workers=1,
-        endpoints=(("read", "GET", "/ok", 1.0),),
+        endpoints=(Endpoint("read", "GET", "/ok", 1.0),),
     )
     run = TrafficRun(config)
     run.start()
@@ -391,7 +390,7 @@ def test_non_loopback_host_starts_nothing(tmp_path: Path) -> None:
             host="http://192.0.2.1:80",
             out_dir=tmp_path,
             duration_s=2.0,
-            endpoints=(("x", "GET", "/", 1.0),),
+            endpoints=(Endpoint("x", "GET", "/", 1.0),),
         )
     assert not (tmp_path / "traffic-config.json").exists()
 

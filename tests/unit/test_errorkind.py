@@ -60,7 +60,6 @@ def _chained(outer: Exception, inner: BaseException) -> Exception:
         (OSError(errno.ECONNRESET, "reset"), 0, "reset"),
         (HTTPConnectionClosed("closed"), 0, "reset"),
         (TimeoutError("timed out"), 0, "timeout"),
-        (socket.timeout("timed out"), 0, "timeout"),
         (RetriesExceeded(Timeout()), 0, "timeout"),
         (RetriesExceeded(ConnectionResetError()), 0, "reset"),
         (ssl.SSLError(1, "certificate verify failed"), 0, "tls"),
