@@ -112,6 +112,13 @@ class FaultWindow:
     warmup_start_t: float
     aborted: bool = False
 
+    def __post_init__(self) -> None:
+        if not self.warmup_start_t <= self.inject_t <= self.revert_t <= self.end_t:
+            raise InputError(
+                f"fault window {self.setup}/{self.fault}#{self.repetition}: times must satisfy "
+                "warmup_start_t <= inject_t <= revert_t <= end_t"
+            )
+
 
 @dataclass(frozen=True)
 class CounterSample:
