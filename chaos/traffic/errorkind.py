@@ -21,9 +21,8 @@ RESET: Final = "reset"
 TLS: Final = "tls"
 TIMEOUT: Final = "timeout"
 HTTP: Final = "http"
-OTHER: Final = "other"
-ERROR_KINDS: Final = (OK, CONNECT, RESET, TLS, TIMEOUT, HTTP, OTHER)
-"""Every error kind; ``""`` is success, ``"other"`` a failure none of the others fits."""
+ERROR_KINDS: Final = (OK, CONNECT, RESET, TLS, TIMEOUT, HTTP)
+"""Every error kind; ``""`` is success."""
 
 _CONNECT_ERRNOS = frozenset(
     {
@@ -92,8 +91,9 @@ def classify(exception: BaseException | None, status: int) -> str:
     """The error kind of one request.
 
     A response with status >= 400 is ``"http"`` whatever the client said; otherwise
-    the exception chain decides; an unrecognised failure with a response (e.g. a
-    locustfile's ``response.failure()`` on a 200) is ``"http"``, without one ``"other"``.
+    the exception chain decides. An unrecognised failure with a response (e.g. a
+    locustfile's ``response.failure()`` on a 200) is ``"http"``; without one (e.g. a
+    malformed response) it is ``"reset"``: the exchange broke before a response.
     """
     if status >= 400:
         return HTTP
@@ -103,4 +103,4 @@ def classify(exception: BaseException | None, status: int) -> str:
         kind = _kind_of(exc)
         if kind is not None:
             return kind
-    return HTTP if status > 0 else OTHER
+    return HTTP if status > 0 else RESET

@@ -3,31 +3,30 @@
 This module never imports locust (``import locust`` monkey-patches the interpreter
 with gevent); it starts ``python -m locust`` and reads what the recorder writes.
 
-Process hygiene: every Locust process gets its own session (a terminal's Ctrl-C
-reaches the runner, which stops Locust in order) and ``PR_SET_PDEATHSIG=SIGKILL``,
-so a runner killed outright leaves no Locust behind. The death signal follows the
-*thread* that started the process: call :meth:`TrafficRun.start` from a thread that
-outlives the run (normally the main thread). A timer kills everything at
-``startup_timeout_s + duration_s + grace`` even if Locust hangs.
+Process hygiene comes from :mod:`chaos.platforms.local.procutil`: every Locust
+process gets its own session (a terminal's Ctrl-C reaches the runner, which stops
+Locust in order) and ``PR_SET_PDEATHSIG=SIGKILL``, so a runner killed outright
+leaves no Locust behind. The death signal follows the *thread* that started the
+process: call :meth:`TrafficRun.start` from a thread that outlives the run. A timer
+kills everything at ``startup_timeout_s + run time + request timeout + 10 s`` even
+if Locust hangs.
 """
 
 from __future__ import annotations
 
-import ctypes
 import math
 import os
-import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from chaos.errors import ProcessError, StartupError
+from chaos.platforms.local.procutil import kill_group, spawn, stop_processes
 from chaos.traffic.config import CONFIG_ENV, TrafficConfig
 from chaos.traffic.live import LiveStats, LiveTail
 from chaos.traffic.samples import load_samples, samples_dir
@@ -37,20 +36,7 @@ if TYPE_CHECKING:
 
 BUILTIN_LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 ATTACH_LOCUSTFILE = Path(__file__).with_name("attach.py")
-_PR_SET_PDEATHSIG = 1
 _DEADLINE_GRACE_S = 10.0  # past the run time, on top of Locust's stop timeout
-
-
-def _death_signal_setup(parent_pid: int) -> Callable[[], None]:
-    """A preexec_fn that makes the child die with its parent (Linux)."""
-    libc = ctypes.CDLL(None, use_errno=True)  # loaded before fork: nothing to import after
-
-    def setup() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent_pid:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return setup
 
 
 def _free_loopback_port() -> int:
@@ -67,21 +53,12 @@ class _LocustProcess:
         self.role = role
         self.log_path = out_dir / f"locust-{role}.log"
         self.out_path = out_dir / f"locust-{role}.out"
-        out: IO[bytes] = self.out_path.open("wb")
-        try:
-            self.popen = subprocess.Popen(
-                [*argv, "--logfile", str(self.log_path)],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_death_signal_setup(os.getpid()),
-            )
-        except OSError as exc:
-            raise ProcessError(f"could not start Locust {role}: {exc}") from exc
-        finally:
-            out.close()
+        self.popen = spawn(
+            [*argv, "--logfile", str(self.log_path)],
+            env=env,
+            log_path=self.out_path,
+            name=f"Locust {role}",
+        )
 
     @property
     def pid(self) -> int:
@@ -241,21 +218,13 @@ class TrafficRun:
             grace_s = self.config.request_timeout_s + 3.0
         if self._deadline is not None:
             self._deadline.cancel()
-        for proc in self._procs:
-            if proc.popen.poll() is None:
-                proc.popen.send_signal(signal.SIGTERM)
-        end = time.monotonic() + grace_s
-        for proc in self._procs:
-            try:
-                proc.popen.wait(max(0.0, end - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.popen.kill()
-                proc.popen.wait()
+        stop_processes([p.popen for p in self._procs], grace_s)
 
     def _kill_all(self) -> None:
+        # runs on the deadline timer's thread: signal only, never reap (see procutil)
         for proc in self._procs:
-            if proc.popen.poll() is None:
-                proc.popen.kill()
+            if proc.popen.returncode is None:
+                kill_group(proc.pid)
 
     # -- results ---------------------------------------------------------------------------
 

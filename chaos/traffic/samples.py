@@ -8,7 +8,7 @@ One row per request (the contract with the analysis package)::
     latency_ms  float64  request start to response end (or to the error)
     status      int64    HTTP status; 0 when no response arrived
     error_kind  str      "" success, "connect", "reset", "tls", "timeout", "http"
-                         (status >= 400), "other" (a failure none of these fits)
+                         (status >= 400); see chaos.traffic.errorkind.classify
     write_id    str      the id a POST sent as {"id": ...}, else ""
 
 Every Locust process appends its own file ``<run>/samples/samples-<pid>-<token>.chs``

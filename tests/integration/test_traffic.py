@@ -24,6 +24,7 @@ import jwt
 import pytest
 from aiohttp import web
 
+from chaos.analysis.model import validate_samples
 from chaos.errors import InputError
 from chaos.traffic import SAMPLE_DTYPES, Endpoint, TrafficConfig, TrafficRun
 from chaos.traffic.config import CONFIG_ENV
@@ -232,6 +233,7 @@ def test_error_kinds(servers: Servers, tmp_path: Path) -> None:
         ),
     )
     frame = _run(config).samples()
+    validate_samples(frame)  # the analysis package accepts what the recorder wrote
     kinds = {name: set(group.error_kind) for name, group in frame.groupby("endpoint")}
     assert kinds == {
         "ok": {""},

@@ -68,7 +68,7 @@ def _chained(outer: Exception, inner: BaseException) -> Exception:
         (MaxRetryError(ConnectionRefusedError()), 0, "connect"),
         (_chained(RuntimeError("wrapper"), ConnectionRefusedError()), 0, "connect"),
         (RuntimeError("failure() on a 200"), 200, "http"),
-        (RuntimeError("something else"), 0, "other"),
+        (RuntimeError("something else"), 0, "reset"),
     ],
 )
 def test_classify(exception: BaseException | None, status: int, kind: str) -> None:
@@ -80,4 +80,4 @@ def test_cyclic_causes_terminate() -> None:
     b = RuntimeError("b")
     a.__context__ = b
     b.__context__ = a
-    assert classify(a, 0) == "other"
+    assert classify(a, 0) == "reset"
