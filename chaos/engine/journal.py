@@ -1,0 +1,111 @@
+"""The run journal: JSON lines in the run directory, flushed as they are written.
+
+Every entry has ``kind``, ``utc`` (wall time, ISO-8601) and ``t`` (the
+monotonic clock the samples use). A fault's plan is written (``fault_planned``)
+before anything is touched, ``fault_applied`` once it took, and
+``fault_reverted`` when it has been undone; ``clean`` reverts every plan that has
+the first but not the last. A journal cut short by a crash is still readable:
+a torn last line is ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+
+JOURNAL_FILE = "journal.jsonl"
+
+JsonValue = str | int | float | bool | None | list["JsonValue"] | dict[str, "JsonValue"]
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """One line of the journal."""
+
+    kind: str
+    utc: str
+    t: float
+    data: dict[str, JsonValue]
+
+    def get_str(self, key: str, default: str = "") -> str:
+        value = self.data.get(key, default)
+        return value if isinstance(value, str) else default
+
+    def get_float(self, key: str) -> float | None:
+        value = self.data.get(key)
+        return float(value) if isinstance(value, int | float) else None
+
+
+class Journal:
+    """Append-only, thread-safe, flushed and fsynced per entry."""
+
+    def __init__(self, run_dir: Path) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = run_dir / JOURNAL_FILE
+        self._file = self.path.open("a", encoding="utf-8")
+        self._lock = threading.Lock()
+
+    def write(self, kind: str, **data: JsonValue) -> JournalEntry:
+        entry = JournalEntry(
+            kind=kind,
+            utc=datetime.now(UTC).isoformat(timespec="microseconds"),
+            t=time.monotonic(),
+            data=dict(data),
+        )
+        line = json.dumps({"kind": entry.kind, "utc": entry.utc, "t": entry.t, **entry.data})
+        with self._lock:
+            self._file.write(line + "\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        return entry
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._file.closed:
+                self._file.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def read_journal(run_dir: Path) -> list[JournalEntry]:
+    """Every complete entry of the journal in ``run_dir`` (a torn last line is skipped)."""
+    path = run_dir / JOURNAL_FILE
+    if not path.is_file():
+        return []
+    return list(_parse(path.read_text(encoding="utf-8", errors="replace").splitlines()))
+
+
+def _parse(lines: list[str]) -> Iterator[JournalEntry]:
+    for line in lines:
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(raw, Mapping) or "kind" not in raw:
+            continue
+        data = {k: v for k, v in raw.items() if k not in ("kind", "utc", "t")}
+        yield JournalEntry(
+            kind=str(raw["kind"]), utc=str(raw.get("utc", "")), t=float(raw.get("t", 0.0)), data=data
+        )
+
+
+def unreverted_plans(entries: list[JournalEntry]) -> list[JournalEntry]:
+    """The ``fault_planned`` entries with no ``fault_reverted`` for the same ``fault_id``."""
+    reverted = {e.get_str("fault_id") for e in entries if e.kind == "fault_reverted"}
+    return [e for e in entries if e.kind == "fault_planned" and e.get_str("fault_id") not in reverted]
