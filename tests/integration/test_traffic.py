@@ -93,11 +93,12 @@ class Servers:
     state: DemoState
     reset_url: str
     closed_url: str
+    tls_url: str
 
 
 @pytest.fixture
 def servers() -> Iterator[Servers]:
-    """The aiohttp demo app, a server that resets every connection, and a closed port."""
+    """The aiohttp demo app (two ports), a server that resets every connection, a closed port."""
     state = DemoState()
     loop = asyncio.new_event_loop()
     ready = threading.Event()
@@ -108,8 +109,11 @@ def servers() -> Iterator[Servers]:
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
+        # a second port for https:// to plain HTTP (geventhttpclient pools by host:port)
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
         holder["runner"] = runner
         holder["port"] = runner.addresses[0][1]
+        holder["tls_port"] = runner.addresses[1][1]
         ready.set()
 
     thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -147,6 +151,7 @@ def servers() -> Iterator[Servers]:
             state=state,
             reset_url=f"http://127.0.0.1:{resetter.getsockname()[1]}/r",
             closed_url=f"http://127.0.0.1:{closed_port}/c",
+            tls_url=f"https://127.0.0.1:{holder['tls_port']}/ok",
         )
     finally:
         stop.set()
@@ -230,6 +235,8 @@ def test_error_kinds(servers: Servers, tmp_path: Path) -> None:
             Endpoint("slow", "GET", "/slow", 1.0),
             Endpoint("reset", "GET", servers.reset_url, 1.0),
             Endpoint("closed", "GET", servers.closed_url, 1.0),
+            # TLS spoken to a plain HTTP server: the handshake fails
+            Endpoint("tls", "GET", servers.tls_url, 1.0),
         ),
     )
     frame = _run(config).samples()
@@ -241,9 +248,10 @@ def test_error_kinds(servers: Servers, tmp_path: Path) -> None:
         "slow": {"timeout"},
         "reset": {"reset"},
         "closed": {"connect"},
+        "tls": {"tls"},
     }
     assert set(frame[frame.endpoint == "fail"].status) == {503}
-    assert set(frame[frame.endpoint.isin(["slow", "reset", "closed"])].status) == {0}
+    assert set(frame[frame.endpoint.isin(["slow", "reset", "closed", "tls"])].status) == {0}
     slow = frame[frame.endpoint == "slow"].latency_ms
     assert slow.between(300, 600).all(), slow.describe()
 
