@@ -2,9 +2,11 @@
 
 Each registered identity gets a certificate at once and a new one at **half of
 its life**, as istio-agent does with its default grace ratio of 0.5. "Life" is
-the TTL asked for at issuance (``not_after`` minus the issue time); the CA's
-small backdating of ``not_before`` is a clock-skew allowance, not lifetime, so it
-is left out. The new certificate is installed with
+the TTL asked for; the certificate's ``notAfter`` is that TTL after issuance,
+rounded *up* to a whole second (X.509 has no fractions), so a certificate never
+lives less than its TTL and the rotation at ``ttl / 2`` always leaves at least half
+a TTL of margin. The CA's backdating of ``notBefore`` is a clock-skew allowance,
+not lifetime, so it is left out. The new certificate is installed with
 :func:`~chaos.platforms.local.pki.write_identity` (an atomic ``..data`` swap), which
 Envoy's SDS ``watched_directory`` picks up without a restart.
 
@@ -31,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from cryptography import x509
+
 from chaos.platforms.local.events import EventKind
 from chaos.platforms.local.pki import CertificateAuthority, IssuedCertificate, write_identity
 
@@ -44,11 +48,28 @@ ROTATION_RATIO = 0.5
 RETRY_AFTER_S = 0.5
 
 
+def _ceil_second(moment: dt.datetime) -> dt.datetime:
+    whole = moment.replace(microsecond=0)
+    return whole if whole == moment else whole + dt.timedelta(seconds=1)
+
+
+def issue_for_at_least(
+    ca: CertificateAuthority, spiffe_id: str, ttl: dt.timedelta
+) -> IssuedCertificate:
+    """A certificate valid from now for ``ttl`` or up to one second more, never less.
+
+    X.509 times have whole seconds and would otherwise cut up to 1 s off the end,
+    a large share of a TTL of seconds.
+    """
+    end = _ceil_second(dt.datetime.now(dt.UTC) + ttl)
+    return ca.issue(spiffe_id, ttl, not_before=end - ttl)
+
+
 def init_identity(
     ca: CertificateAuthority, identity_dir: Path, spiffe_id: str, ttl: dt.timedelta
 ) -> IssuedCertificate:
     """Issue a certificate for ``spiffe_id`` and install it in ``identity_dir`` (an init step)."""
-    issued = ca.issue(spiffe_id, ttl)
+    issued = issue_for_at_least(ca, spiffe_id, ttl)
     write_identity(identity_dir, issued, ca.ca_pem)
     return issued
 
@@ -87,8 +108,8 @@ class _Identity:
     blocked: bool = False
 
 
-def _detail(issued: IssuedCertificate, note: str = "") -> str:
-    text = f"serial={issued.serial:x} not_after={issued.not_after.isoformat()}"
+def _detail(serial: int, not_after: dt.datetime, note: str = "") -> str:
+    text = f"serial={serial:x} not_after={not_after.isoformat()}"
     return f"{text} {note}" if note else text
 
 
@@ -269,12 +290,12 @@ class CertAgent:
             if not self._due(identity) or self._identities.get(identity.dir) is not identity:
                 return
             try:
-                issued = self._issue_locked(identity, identity.ttl)
+                detail = self._issue_locked(identity, identity.ttl)
             except Exception:
                 _log.exception("rotation of %s failed; retry in %ss", identity.dir, RETRY_AFTER_S)
                 identity.next_rotation = self._clock() + RETRY_AFTER_S
                 return
-        self._emit(EventKind.CERT_ROTATED, identity, issued)
+        self._emit(EventKind.CERT_ROTATED, identity.subject, detail)
 
     # -- helpers ----------------------------------------------------------------
 
@@ -282,26 +303,27 @@ class CertAgent:
         self, identity: _Identity, ttl: dt.timedelta, kind: EventKind, note: str = ""
     ) -> None:
         with self._wake:
-            issued = self._issue_locked(identity, ttl)
-        self._emit(kind, identity, issued, note)
+            detail = self._issue_locked(identity, ttl, note)
+        self._emit(kind, identity.subject, detail)
 
-    def _issue_locked(self, identity: _Identity, ttl: dt.timedelta) -> IssuedCertificate:
-        issued = self.ca.issue(identity.spiffe_id, ttl)
+    def _issue_locked(self, identity: _Identity, ttl: dt.timedelta, note: str = "") -> str:
+        """Issue and install a certificate (the caller holds the lock); the event detail."""
+        issued_clock = self._clock()
+        # The certificate lives at least ``ttl``, so the rotation at ``ttl / 2``
+        # always comes at least half a TTL before it expires.
+        issued = issue_for_at_least(self.ca, identity.spiffe_id, ttl)
         write_identity(identity.dir, issued, self.ca.ca_pem)
         identity.serial = issued.serial
-        identity.not_after = issued.not_after
-        identity.next_rotation = self._clock() + ttl.total_seconds() * ROTATION_RATIO
+        identity.not_after = x509.load_pem_x509_certificate(issued.cert_pem).not_valid_after_utc
+        identity.next_rotation = issued_clock + ttl.total_seconds() * ROTATION_RATIO
         self._wake.notify_all()
-        return issued
+        return _detail(issued.serial, identity.not_after, note)
 
-    def _emit(
-        self, kind: EventKind, identity: _Identity, issued: IssuedCertificate, note: str = ""
-    ) -> None:
+    def _emit(self, kind: EventKind, subject: str, detail: str) -> None:
         # Called outside the lock: a subscriber of the event log may read status().
-        detail = _detail(issued, note)
-        _log.info("%s %s: %s", kind.value, identity.subject, detail)
+        _log.info("%s %s: %s", kind.value, subject, detail)
         if self._events is not None:
-            self._events(kind.value, identity.subject, detail)
+            self._events(kind.value, subject, detail)
 
     def _get(self, identity_dir: Path) -> _Identity:
         with self._lock:
