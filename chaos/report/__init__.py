@@ -1,0 +1,38 @@
+"""What users look at: the HTML comparison report, JUnit XML, the run history and its trend.
+
+Reads only run directories (``meta.json``, ``results.json``/``buckets.csv``, the
+journal, the samples, ``experiment.yaml``); never imports a platform. Public API::
+
+    render_report(run_dirs, out) -> Path
+    write_junit(run_dir) -> Path
+    HistoryStore(path).record(run_dir) -> run_id
+    render_trend(store, since, out, window_n=5) -> TrendResult  (.regressions)
+    RunMeta, write_meta(run_dir, meta), read_meta(run_dir)
+"""
+
+from __future__ import annotations
+
+from chaos.report.history import DEFAULT_HISTORY, HistoryStore, RecordedResult, RecordedRun
+from chaos.report.html import render_report
+from chaos.report.junit import JUNIT_FILE, write_junit
+from chaos.report.meta import META_FILE, RunMeta, read_meta, write_meta
+from chaos.report.trend import Regression, SeriesTrend, TrendResult, analyze_trend, render_trend
+
+__all__ = [
+    "DEFAULT_HISTORY",
+    "JUNIT_FILE",
+    "META_FILE",
+    "HistoryStore",
+    "RecordedResult",
+    "RecordedRun",
+    "Regression",
+    "RunMeta",
+    "SeriesTrend",
+    "TrendResult",
+    "analyze_trend",
+    "read_meta",
+    "render_report",
+    "render_trend",
+    "write_junit",
+    "write_meta",
+]

@@ -1,0 +1,325 @@
+"""The self-contained HTML comparison report: ``render_report(run_dirs, out)``.
+
+Jinja2 (autoescape on, strict undefined) renders view models built here from each
+run directory; charts are PNG data URIs, styles inline, no script at all, and a
+Content-Security-Policy that lets the page load nothing but its own data: images.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from chaos.analysis import FaultResult, Summary
+from chaos.report.charts import (
+    TimelineInput,
+    latency_cdf_chart,
+    latency_quantiles,
+    setup_color,
+    timeline_chart,
+    ttr_spread_chart,
+)
+from chaos.report.rundata import RunData, load_run
+from chaos.report.verdict import FaultVerdict, fault_verdict, seconds
+from chaos.traffic.samples import load_samples, samples_dir
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def environment() -> jinja2.Environment:
+    """The report's Jinja2 environment: autoescaping everything, failing on unknown names."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def _median(values: Sequence[float | int | None]) -> float | None:
+    xs = [float(v) for v in values if v is not None]
+    return float(np.median(xs)) if xs else None
+
+
+def _num(x: float | None, digits: int = 0, unit: str = "") -> str:
+    if x is None or not math.isfinite(x):
+        return "–"
+    return f"{x:,.{digits}f}{unit}"
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{x * 100:.1f} %"
+
+
+def interval(low: float | None, high: float | None) -> str:
+    """``[1.20–2.31]`` for a TTR interval; an open end is written ``∞``."""
+
+    def end(x: float | None) -> str:
+        return "∞" if x is None else f"{x:.2f}"
+
+    return f"[{end(low)}–{end(high)}]"
+
+
+@dataclass(frozen=True)
+class SetupRow:
+    """One setup's line in a fault's tables (medians over the measured repetitions)."""
+
+    setup: str
+    color: str
+    ttr: str
+    ttr_interval: str
+    recovered: str
+    impact: str
+    failed: str
+    error_rate: str
+    p95: str
+    p99: str
+    blast: str
+    blast_pods: str
+    writes: str
+    retries: str
+    tls: str
+    ejections: str
+    connect_failures: str
+    restarts: str
+    errors_by_kind: str
+
+
+@dataclass(frozen=True)
+class FaultView:
+    """A fault's section: verdict, tables and charts."""
+
+    name: str
+    anchor: str
+    summary: str
+    verdict: FaultVerdict
+    rows: list[SetupRow]
+    statements: list[str]
+    timeline: str
+    spread: str
+    cdf: str
+
+
+@dataclass(frozen=True)
+class RunView:
+    """One run directory's part of the report."""
+
+    label: str
+    anchor: str
+    run_dir: str
+    description: str
+    outcome: str
+    faults: list[FaultView]
+    versions: list[tuple[str, str]]
+    parameters: list[tuple[str, str]]
+    experiment_text: str
+
+
+@dataclass(frozen=True)
+class CrossRunRow:
+    """Median TTR of one setup and fault in each run, and the change from the first run."""
+
+    fault: str
+    setup: str
+    color: str
+    cells: list[str]
+    change: str
+
+
+def _row(
+    run: RunData, summary: Summary | None, mine: list[FaultResult], setups: list[str]
+) -> SetupRow:
+    measured = [r for r in mine if not r.window.aborted and r.had_impact is not None]
+    setup = mine[0].setup
+    pods = sorted(
+        {p for r in mine for p in run.blast_radius.get((r.setup, r.fault, r.repetition), ())}
+    )
+    lost = [r.writes_lost for r in measured if r.writes_lost is not None]
+    dup = [r.writes_duplicated for r in measured if r.writes_duplicated is not None]
+    kinds: dict[str, int] = {}
+    for r in measured:
+        for k, v in r.errors_by_kind.items():
+            kinds[k] = kinds.get(k, 0) + v
+    est = summary.time_to_recover_s if summary else None
+    counters = [r.counters for r in measured]
+    return SetupRow(
+        setup=setup,
+        color=setup_color(setup, setups),
+        ttr=seconds(est.median) if est and est.n else "–",
+        ttr_interval=interval(est.low, est.high) if est and est.n else "",
+        recovered=f"{sum(r.recovered for r in measured)}/{len(measured)}",
+        impact=_num(_median([r.time_to_impact_s for r in measured]), 2, " s"),
+        failed=_num(summary.failed_requests.median if summary else None),
+        error_rate=_pct(summary.error_rate.median if summary else None),
+        p95=_num(_median([r.p95_ms_during_fault for r in measured]), 1, " ms"),
+        p99=_num(_median([r.p99_ms_during_fault for r in measured]), 1, " ms"),
+        blast=str(len(pods)) if pods else "–",
+        blast_pods=", ".join(pods),
+        writes=f"{sum(lost)} / {sum(dup)}" if lost or dup else "–",
+        retries=_num(_median([c.retries for c in counters])),
+        tls=_num(_median([c.tls_failures for c in counters])),
+        ejections=_num(_median([c.ejections for c in counters])),
+        connect_failures=_num(_median([c.connect_failures for c in counters])),
+        restarts=_num(_median([c.restarts for c in counters])),
+        errors_by_kind=", ".join(f"{k} {v:,}" for k, v in sorted(kinds.items()) if v) or "none",
+    )
+
+
+def _cdf_quantiles(run: RunData) -> dict[tuple[str, str], np.ndarray]:
+    """Latency quantiles per (fault, setup) over injection..window end, from the samples."""
+    samples = load_samples(samples_dir(run.run_dir))
+    t = samples["t"].to_numpy(dtype=np.float64)
+    latency = samples["latency_ms"].to_numpy(dtype=np.float64)
+    parts: dict[tuple[str, str], list[np.ndarray]] = {}
+    for r in run.runs:
+        lo, hi = np.searchsorted(t, [r.window.inject_t, r.window.end_t])
+        parts.setdefault((r.fault, r.setup), []).append(latency[lo:hi])
+    return {k: latency_quantiles(np.concatenate(v)) for k, v in parts.items()}
+
+
+def _fault_view(
+    run: RunData, fault: str, index: int, cdfs: dict[tuple[str, str], np.ndarray]
+) -> FaultView:
+    runs = [r for r in run.runs if r.fault == fault]
+    setups = list(dict.fromkeys(r.setup for r in runs))
+    summaries = {s.setup: s for s in run.analysis.summaries if s.fault == fault}
+    rows = [_row(run, summaries.get(s), [r for r in runs if r.setup == s], setups) for s in setups]
+    buckets = run.analysis.buckets
+    if len(buckets):
+        buckets = buckets[buckets["fault"].astype(str) == fault]
+    duration = _median([r.window.revert_t - r.window.inject_t for r in runs]) or 0.0
+    steady = runs[0].steady
+    timeline = (
+        timeline_chart(
+            TimelineInput(
+                buckets=buckets,
+                setups=setups,
+                fault_duration_s=duration,
+                events=[e for e in run.events if e.fault == fault],
+                max_error_rate=steady.max_error_rate,
+                max_p95_ms=steady.max_p95_ms,
+            )
+        )
+        if len(buckets)
+        else ""
+    )
+    quantiles = {s: cdfs[(fault, s)] for s in setups if (fault, s) in cdfs}
+    has_cdf = any(len(q) for q in quantiles.values())
+    return FaultView(
+        name=fault,
+        anchor=f"f{index}",
+        summary=run.fault_summaries.get(fault, runs[0].window.fault_type),
+        verdict=fault_verdict(fault, run.analysis.summaries, run.analysis.comparisons),
+        rows=rows,
+        statements=[c.statement for c in run.analysis.comparisons if c.fault == fault],
+        timeline=timeline,
+        spread=ttr_spread_chart(runs, setups),
+        cdf=latency_cdf_chart(quantiles, setups) if has_cdf else "",
+    )
+
+
+def _run_view(run: RunData, index: int) -> RunView:
+    cdfs = _cdf_quantiles(run)
+    meta = run.meta
+    versions = (
+        [
+            ("sidecar-chaos", meta.tool_version),
+            ("Envoy", meta.envoy_version),
+            ("Locust", meta.locust_version),
+            ("Python", meta.python_version),
+            ("seed", str(meta.seed)),
+            ("started (UTC)", meta.started_utc),
+            ("finished (UTC)", meta.finished_utc or "did not finish"),
+        ]
+        if meta
+        else [("meta.json", "missing")]
+    )
+    params = [
+        (k, "–" if v is None else str(v))
+        for k, v in sorted((meta.parameters if meta else {}).items())
+    ]
+    if meta is None or meta.exit_code is None:
+        outcome = "unknown"
+    else:
+        outcome = "passed (exit 0)" if meta.exit_code == 0 else f"failed (exit {meta.exit_code})"
+    return RunView(
+        label=run.label,
+        anchor=f"r{index}",
+        run_dir=str(run.run_dir),
+        description=run.description,
+        outcome=outcome,
+        faults=[_fault_view(run, f, i, cdfs) for i, f in enumerate(run.faults())],
+        versions=versions,
+        parameters=params,
+        experiment_text=run.experiment_text,
+    )
+
+
+def _cross_rows(runs: Sequence[RunData]) -> list[CrossRunRow]:
+    keys = list(dict.fromkeys((s.fault, s.setup) for r in runs for s in r.analysis.summaries))
+    setups = list(dict.fromkeys(k[1] for k in keys))
+    rows = []
+    for fault, setup in keys:
+        ests = [
+            next(
+                (
+                    s.time_to_recover_s
+                    for s in r.analysis.summaries
+                    if (s.fault, s.setup) == (fault, setup)
+                ),
+                None,
+            )
+            for r in runs
+        ]
+        cells = [
+            "not run" if e is None else f"{seconds(e.median)} {interval(e.low, e.high)}"
+            for e in ests
+        ]
+        first, last = ests[0], ests[-1]
+        change = "–"
+        if first and last and first.median is not None and last.median is not None:
+            delta = last.median - first.median
+            change = f"{delta:+.2f} s" + (
+                f" ({last.median / first.median:.1f}x)" if first.median > 0 else ""
+            )
+        elif (
+            first
+            and last
+            and first.n
+            and last.n
+            and (first.median is None) != (last.median is None)
+        ):
+            change = "now not recovered" if last.median is None else "now recovers"
+        rows.append(CrossRunRow(fault, setup, setup_color(setup, setups), cells, change))
+    return rows
+
+
+def render_report(run_dirs: Sequence[Path], out: Path) -> Path:
+    """Write one self-contained HTML report comparing ``run_dirs`` to ``out``; return ``out``."""
+    runs = [load_run(d) for d in run_dirs]
+    views = [_run_view(r, i) for i, r in enumerate(runs)]
+    names = list(dict.fromkeys(r.meta.experiment_name if r.meta else r.run_dir.name for r in runs))
+    html = (
+        environment()
+        .get_template("report.html.j2")
+        .render(
+            title=f"Chaos report: {', '.join(names)}",
+            generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            runs=views,
+            labels=[r.label for r in runs],
+            cross=_cross_rows(runs) if len(runs) > 1 else [],
+        )
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(html, encoding="utf-8")
+    os.replace(tmp, out)
+    return out
