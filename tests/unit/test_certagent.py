@@ -271,3 +271,11 @@ def test_idle_agent_sleeps(ca: CertificateAuthority, tmp_path: Path) -> None:
         time.sleep(0.5)
         used = time.process_time() - cpu_before
     assert used < 0.1, f"process used {used:.3f}s CPU in 0.5s while idle"
+
+
+def test_failed_first_issue_leaves_nothing_registered(agent: CertAgent, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(OSError):
+        agent.register(blocker / "certs", SPIFFE, TTL)
+    assert agent.status() == []

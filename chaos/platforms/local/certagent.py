@@ -159,7 +159,13 @@ class CertAgent:
             if identity_dir in self._identities:
                 raise ValueError(f"{identity_dir} is already registered")
             self._identities[identity_dir] = identity
-        self._install(identity, ttl, EventKind.CERT_ISSUED)
+        try:
+            self._install(identity, ttl, EventKind.CERT_ISSUED)
+        except BaseException:
+            # Not half-registered: a failed first issue leaves nothing to rotate.
+            with self._wake:
+                self._identities.pop(identity_dir, None)
+            raise
         return self._status_of(identity)
 
     def unregister(self, identity_dir: Path) -> None:

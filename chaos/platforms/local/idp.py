@@ -317,7 +317,11 @@ def _handler_for(idp: IdentityProvider) -> type[BaseHTTPRequestHandler]:
             url = urlsplit(self.path)
             if method == "POST":
                 # Drain the body: the token request's form is read for sub/ttl too.
-                length = int(self.headers.get("Content-Length") or 0)
+                try:
+                    length = max(0, int(self.headers.get("Content-Length") or 0))
+                except ValueError:
+                    self._send(400, "text/plain", "bad Content-Length\n")
+                    return
                 body = self.rfile.read(length).decode("utf-8", "replace") if length else ""
             else:
                 body = ""
