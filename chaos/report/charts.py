@@ -215,7 +215,7 @@ def latency_cdf_chart(quantiles: Mapping[str, FloatArray], setups: Sequence[str]
     ax.set_xlabel("latency (ms, log)", fontsize=9)
     ax.set_ylabel("share of requests", fontsize=9)
     ax.set_title("latency CDF, injection to window end", fontsize=9, color="#374151")
-    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    ax.legend(loc="best", fontsize=8, frameon=True, framealpha=0.85, edgecolor="none")
     return to_data_uri(fig)
 
 
