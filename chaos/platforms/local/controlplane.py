@@ -1,0 +1,213 @@
+"""The mesh's local control plane (istiod's config role): xDS as files the proxies watch.
+
+For each mesh pod it renders the listeners, clusters and route configs
+(:func:`~chaos.platforms.local.envoy_mesh.mesh_resources`) and writes them as
+discovery responses into the pod's watched directories (write a temporary
+file, then rename it in: Envoy reloads on the rename and never sees half a
+file). See :mod:`chaos.platforms.local.envoy_mesh` for the paths.
+
+* :meth:`MeshControlPlane.push_fault` rewrites one route config (no listener
+  drain); :meth:`MeshControlPlane.push_jwks` rewrites every proxy's listeners.
+* :meth:`MeshControlPlane.pause` simulates an outage: pushes are recorded and
+  only written on :meth:`MeshControlPlane.resume` (the latest state wins).
+* :meth:`MeshControlPlane.wait_applied` polls a proxy's ``/config_dump`` until it
+  runs the version the control plane wrote: the push-to-effect propagation time.
+
+Every written push emits ``config_pushed`` (subject: the proxy name, detail:
+what and which version) through the ``events`` callback.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from chaos.errors import PlatformError
+from chaos.platforms.local.envoy_common import (
+    Direction,
+    FaultConfig,
+    ProxyOptions,
+    discovery_response,
+    write_json_atomically,
+)
+from chaos.platforms.local.envoy_mesh import (
+    ROUTE_NAMES,
+    MeshState,
+    mesh_resources,
+    mesh_xds_paths,
+)
+from chaos.platforms.local.layout import Pod, Setup, TopologyLayout
+
+#: ``events(kind, subject, detail)``; ``EventLog.append`` fits.
+EventSink = Callable[[str, str, str], object]
+CONFIG_PUSHED = "config_pushed"
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What a push wrote: the proxy, the resource and its new version (None while paused)."""
+
+    proxy: str
+    resource: str
+    version: str | None
+    written_at: float | None
+
+
+class MeshControlPlane:
+    """Renders and writes the xDS files of every mesh proxy of a topology."""
+
+    def __init__(
+        self,
+        layout: TopologyLayout,
+        opts: ProxyOptions | None = None,
+        *,
+        events: EventSink | None = None,
+        jwks_json: str | None = None,
+    ) -> None:
+        if layout.setup is not Setup.MESH:
+            raise ValueError(f"the mesh control plane serves the mesh setup, not {layout.setup}")
+        self.layout = layout
+        self.opts = opts or ProxyOptions()
+        self._events = events
+        self._lock = threading.Lock()
+        self._paused = False
+        self._state: dict[str, MeshState] = {}
+        self._versions: dict[tuple[str, str], int] = {}
+        self._pending: set[tuple[str, str]] = set()
+        for pod in layout.pods:
+            state = MeshState() if jwks_json is None else MeshState(jwks_json=jwks_json)
+            self._state[pod.name] = state
+            for resource in ("cds", "lds", *ROUTE_NAMES):
+                self._write(pod, resource, emit=False)
+
+    # -- pushes ------------------------------------------------------------------------
+
+    def push_fault(
+        self, pod_name: str, direction: Direction, fault: FaultConfig | None
+    ) -> PushResult:
+        """Set (or clear, with None) the fault of one direction of one proxy."""
+        pod = self.layout.pod(pod_name)
+        with self._lock:
+            state = self._state[pod.name]
+            faults = dict(state.faults)
+            faults[direction] = fault
+            self._state[pod.name] = replace(state, faults=faults)
+            return self._push(pod, ROUTE_NAMES[direction])
+
+    def push_jwks(self, jwks_json: str) -> list[PushResult]:
+        """Give every proxy this key set (rewrites their listeners)."""
+        json.loads(jwks_json)  # a malformed set must fail here, not in six proxies
+        with self._lock:
+            results = []
+            for pod in self.layout.pods:
+                self._state[pod.name] = replace(self._state[pod.name], jwks_json=jwks_json)
+                results.append(self._push(pod, "lds"))
+            return results
+
+    def pause(self) -> None:
+        """Control-plane outage: from now on pushes queue up until :meth:`resume`."""
+        with self._lock:
+            self._paused = True
+
+    def resume(self) -> list[PushResult]:
+        """End the outage and write everything that was pushed meanwhile."""
+        with self._lock:
+            self._paused = False
+            pending = sorted(self._pending)
+            self._pending.clear()
+            return [self._write(self.layout.pod(pod), res, emit=True) for pod, res in pending]
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def state(self, pod_name: str) -> MeshState:
+        """What the control plane wants ``pod_name`` to run (pushed or queued)."""
+        with self._lock:
+            return self._state[pod_name]
+
+    def version(self, pod_name: str, resource: str) -> str:
+        """The last written version of ``resource`` (``lds``, ``cds``, ``inbound``, ...)."""
+        with self._lock:
+            return str(self._versions[(pod_name, resource)])
+
+    # -- propagation -------------------------------------------------------------------
+
+    def wait_applied(
+        self,
+        pod_name: str,
+        direction: Direction,
+        *,
+        timeout_s: float = 5.0,
+        interval_s: float = 0.005,
+    ) -> float:
+        """Seconds until the proxy reports the route config version last written.
+
+        Measured from the call, so call it right after the push. Raises
+        :class:`PlatformError` when the proxy does not catch up within ``timeout_s``.
+        """
+        pod = self.layout.pod(pod_name)
+        want = self.version(pod.name, ROUTE_NAMES[direction])
+        started = time.monotonic()
+        deadline = started + timeout_s
+        seen: str | None = None
+        while True:
+            seen = route_config_version(pod, ROUTE_NAMES[direction])
+            if seen == want:
+                return time.monotonic() - started
+            if time.monotonic() >= deadline:
+                raise PlatformError(
+                    f"{pod.proxy_name} still runs route config {ROUTE_NAMES[direction]!r} "
+                    f"version {seen} after {timeout_s} s (want {want})"
+                )
+            time.sleep(interval_s)
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _push(self, pod: Pod, resource: str) -> PushResult:
+        if self._paused:
+            self._pending.add((pod.name, resource))
+            return PushResult(pod.proxy_name or pod.name, resource, None, None)
+        return self._write(pod, resource, emit=True)
+
+    def _write(self, pod: Pod, resource: str, *, emit: bool) -> PushResult:
+        version = self._versions.get((pod.name, resource), 0) + 1
+        self._versions[(pod.name, resource)] = version
+        rendered = mesh_resources(self.layout, pod, self.opts, self._state[pod.name])
+        paths = mesh_xds_paths(pod)
+        if resource == "lds":
+            write_json_atomically(paths.lds, discovery_response(rendered.listeners, str(version)))
+        elif resource == "cds":
+            write_json_atomically(paths.cds, discovery_response(rendered.clusters, str(version)))
+        else:
+            direction: Direction = "inbound" if resource == ROUTE_NAMES["inbound"] else "outbound"
+            write_json_atomically(
+                paths.rds[direction],
+                discovery_response([rendered.routes[direction]], str(version)),
+            )
+        written_at = time.monotonic()
+        name = pod.proxy_name or pod.name
+        if emit and self._events is not None:
+            self._events(CONFIG_PUSHED, name, f"{resource} version {version}")
+        return PushResult(name, resource, str(version), written_at)
+
+
+def route_config_version(pod: Pod, route_name: str, timeout_s: float = 1.0) -> str | None:
+    """The version of ``route_name`` a running proxy reports (None when unknown/unreachable)."""
+    url = f"{pod.admin_url}/config_dump?resource=dynamic_route_configs"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as answer:
+            dump = json.loads(answer.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    for entry in dump.get("configs", []):
+        config = entry.get("route_config", {})
+        if config.get("name") == route_name:
+            version = entry.get("version_info")
+            return str(version) if version is not None else None
+    return None

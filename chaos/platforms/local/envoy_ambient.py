@@ -1,0 +1,179 @@
+"""The ambient setup: one L4 node proxy per node (ztunnel's role) and one L7 waypoint per service.
+
+Node proxy ``ztunnel-<node>`` (admin on its own address ``127.0.<slot>.10x:15000``)
+listens on the address of each of its pods, as ztunnel does inside each pod's
+network namespace:
+
+* listener ``hbone_inbound-<pod>`` on ``<pod>:15008``: mTLS termination with the
+  pod's identity (SDS secret ``<pod>``), client certificate required, then
+  ``tcp_proxy`` (stat prefix ``hbone_inbound-<pod>``) to cluster ``app-<pod>``
+  (``<pod>:8080``), bound to the node proxy's address so the app sees the node
+  proxy as its peer. Plain mTLS-wrapped TCP, not HTTP CONNECT as real HBONE.
+* listener ``outbound-<pod>`` on ``<pod>:15001`` (pods that call an upstream):
+  plain TCP from the app, ``tcp_proxy`` (stat prefix ``outbound-<pod>``) to cluster
+  ``outbound-<pod>``: mTLS with the pod's identity as client certificate to the
+  upstream service's waypoint at ``<waypoint>:15008``.
+
+Files: ``nodes/<node>/certs/<pod>/`` (one identity per pod, rotated by the cert
+agent) and their SDS files ``nodes/<node>/certs/<pod>.sds.json``.
+
+Waypoint ``waypoint-<svc>`` (admin ``<waypoint>:15000``): listener ``waypoint`` on
+``<waypoint>:15008``, mTLS with its own identity (``waypoints/<svc>/certs/``, SDS),
+HCM ``waypoint`` with the fault filter on the *inbound* runtime keys (a
+waypoint is the inbound side of its service), router, route config ``waypoint``
+-> cluster ``<svc>``: the service's replicas at ``<pod>:15008`` (through the
+destination node's proxy), mTLS with the waypoint's identity, round robin.
+A waypoint's defaults: retries on ``connect-failure,refused-stream,unavailable,503``
+(2 retries, as the mesh) and no outlier detection (ambient stays L4 elsewhere).
+Its downstream connections are also recycled after ``connection_lifetime_s``:
+the node proxy in front of it is L4 and cannot, so this is what makes apps
+reconnect (and new certificates matter) in ambient.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from chaos.platforms.local.envoy_common import (
+    TYPE_HCM,
+    TYPE_TCP_PROXY,
+    Json,
+    ProxyConfig,
+    ProxyOptions,
+    admin,
+    cluster,
+    downstream_tls,
+    duration,
+    fault_filter,
+    http_connection_manager,
+    layered_runtime,
+    listener,
+    node,
+    route,
+    sds_certs,
+    sds_files,
+    upstream_tls,
+    virtual_host,
+)
+from chaos.platforms.local.layout import (
+    CALLS,
+    NodeProxy,
+    Port,
+    TopologyLayout,
+    Waypoint,
+)
+
+
+def _tcp_proxy(stat_prefix: str, cluster_name: str) -> Json:
+    return {
+        "name": "envoy.filters.network.tcp_proxy",
+        "typed_config": {
+            "@type": TYPE_TCP_PROXY,
+            "stat_prefix": stat_prefix,
+            "cluster": cluster_name,
+        },
+    }
+
+
+def node_proxy_config(layout: TopologyLayout, proxy: NodeProxy, opts: ProxyOptions) -> ProxyConfig:
+    """The L4 proxy of one node: HBONE inbound and outbound capture for each of its pods."""
+    listeners: list[Json] = []
+    clusters: list[Json] = []
+    files: list[tuple[Path, Json]] = []
+    for pod_name in proxy.pods:
+        pod = layout.pod(pod_name)
+        certs = sds_certs(proxy.dir / "certs" / pod.name, pod.name, f"{pod.name}-ca")
+        files += sds_files(certs)
+        inbound = f"hbone_inbound-{pod.name}"
+        listeners.append(
+            listener(
+                inbound,
+                pod.address,
+                int(Port.HBONE),
+                [_tcp_proxy(inbound, f"app-{pod.name}")],
+                downstream_tls(certs, layout.setup),
+            )
+        )
+        clusters.append(
+            cluster(
+                f"app-{pod.name}",
+                [(pod.address, int(Port.APP))],
+                opts,
+                bind_address=proxy.address,
+                http=False,
+            )
+        )
+        upstream = CALLS.get(pod.service)
+        if upstream is None:
+            continue
+        outbound = f"outbound-{pod.name}"
+        listeners.append(
+            listener(outbound, pod.address, int(Port.OUTBOUND), [_tcp_proxy(outbound, outbound)])
+        )
+        waypoint = layout.waypoint(upstream)
+        clusters.append(
+            cluster(
+                outbound,
+                [(waypoint.address, int(Port.HBONE))],
+                opts,
+                tls=upstream_tls(certs, layout.setup),
+                http=False,
+            )
+        )
+    bootstrap: Json = {
+        "node": node(proxy.name, "ztunnel"),
+        "admin": admin(proxy.address),
+        "layered_runtime": layered_runtime(),
+        "static_resources": {"listeners": listeners, "clusters": clusters},
+    }
+    return ProxyConfig(proxy.name, proxy.name, proxy.dir, proxy.admin_url, bootstrap, tuple(files))
+
+
+def waypoint_config(layout: TopologyLayout, waypoint: Waypoint, opts: ProxyOptions) -> ProxyConfig:
+    """The L7 proxy of one service: mTLS in, faults, retries, mTLS to the pods' HBONE port."""
+    certs = sds_certs(waypoint.dir / "certs")
+    routes: Json = {
+        "name": "waypoint",
+        "virtual_hosts": [
+            virtual_host(
+                "waypoint", ["*"], [route(waypoint.service, waypoint.name, opts, retries=True)]
+            )
+        ],
+    }
+    hcm = http_connection_manager("waypoint", [fault_filter("inbound")], route_config=routes)
+    typed = hcm["typed_config"]
+    assert isinstance(typed, dict) and typed.get("@type") == TYPE_HCM
+    typed["common_http_protocol_options"] = {
+        "max_connection_duration": duration(opts.connection_lifetime_s)
+    }
+    endpoints = [(p.address, int(Port.HBONE)) for p in layout.pods_of(waypoint.service)]
+    bootstrap: Json = {
+        "node": node(waypoint.name, f"{waypoint.service}-waypoint"),
+        "admin": admin(waypoint.address),
+        "layered_runtime": layered_runtime(),
+        "static_resources": {
+            "listeners": [
+                listener(
+                    "waypoint",
+                    waypoint.address,
+                    int(Port.HBONE),
+                    [hcm],
+                    downstream_tls(certs, layout.setup),
+                )
+            ],
+            "clusters": [
+                cluster(waypoint.service, endpoints, opts, tls=upstream_tls(certs, layout.setup))
+            ],
+        },
+    }
+    return ProxyConfig(
+        waypoint.name, waypoint.name, waypoint.dir, waypoint.admin_url, bootstrap, sds_files(certs)
+    )
+
+
+def ambient_configs(layout: TopologyLayout, opts: ProxyOptions) -> list[ProxyConfig]:
+    """Every node proxy and waypoint of an ambient topology (the ingress comes apart)."""
+    return [
+        *(node_proxy_config(layout, p, opts) for p in layout.node_proxies),
+        *(waypoint_config(layout, w, opts) for w in layout.waypoints),
+    ]

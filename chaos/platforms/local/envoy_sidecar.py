@@ -1,0 +1,225 @@
+"""The sidecar setup's per-pod Envoy (a static bootstrap) and the ingress of every setup.
+
+Sidecar pod proxy, admin on ``<pod>:15000``:
+
+* listener ``inbound`` on ``<pod>:15006``: mTLS termination (client certificate
+  from the CA with a SAN under ``spiffe://cluster.local/ns/sidecar/``), HCM
+  ``inbound``: ``jwt_authn`` (key set read once from a file at start), the fault
+  filter (:data:`~.envoy_common.INBOUND_FAULT_KEYS`), router, route config
+  ``inbound`` -> cluster ``local_app`` (``<pod>:8080``).
+* listener ``outbound`` on ``<pod>:15001``: plain HTTP from the app, HCM
+  ``outbound``: the fault filter (:data:`~.envoy_common.OUTBOUND_FAULT_KEYS`),
+  router, route config ``outbound`` with one virtual host per callable service
+  (Host ``checkout`` / ``payments``) -> cluster ``checkout`` / ``payments``
+  (the replicas' ``:15006``, mTLS with the pod's identity, round robin, no
+  retries, no outlier detection).
+
+Certificates come from ``<pod>/certs/{cert,key,ca}.pem`` as static
+``tls_certificates``: read once at start, never rotated.
+
+Ingress (all setups), admin on ``127.0.<slot>.1:15000``: listener ``ingress`` on
+``127.0.0.1:<port>`` (plain HTTP), HCM ``ingress``, route config ``ingress`` ->
+cluster ``frontend`` (mTLS as ``spiffe://cluster.local/ns/<setup>/sa/ingress``) to
+the frontend replicas' ``:15006`` (sidecar, mesh) or the frontend waypoint's
+``:15008`` (ambient). Its certificates are static in the sidecar setup (the
+init step writes them once) and SDS-delivered in mesh and ambient (the cert
+agent rotates them). The ingress follows the setup's resilience defaults:
+none in sidecar, retries and outlier detection in mesh, retries in ambient.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from chaos.platforms.local.envoy_common import (
+    Certs,
+    Json,
+    ProxyConfig,
+    ProxyOptions,
+    SdsCerts,
+    StaticCerts,
+    admin,
+    cluster,
+    downstream_tls,
+    fault_filter,
+    http_connection_manager,
+    jwt_filter,
+    layered_runtime,
+    listener,
+    node,
+    route,
+    sds_certs,
+    sds_files,
+    upstream_tls,
+    virtual_host,
+)
+from chaos.platforms.local.layout import (
+    CALLS,
+    JWT_AUDIENCE,
+    Pod,
+    Port,
+    Setup,
+    TopologyLayout,
+)
+
+#: Cluster of a pod's proxy that reaches its own app.
+LOCAL_APP_CLUSTER = "local_app"
+#: The key set file a sidecar reads once at start (in the pod's directory).
+SIDECAR_JWKS_FILE = "jwks.json"
+
+
+def sidecar_jwks_path(pod: Pod) -> Path:
+    """Where the init step puts the key set the pod's sidecar reads at start."""
+    return pod.dir / SIDECAR_JWKS_FILE
+
+
+def callable_services(pod: Pod) -> list[str]:
+    """The services this pod's app may call (the demo chain: at most one)."""
+    upstream = CALLS.get(pod.service)
+    return [upstream] if upstream else []
+
+
+def inbound_listener(
+    layout: TopologyLayout,
+    pod: Pod,
+    certs: Certs,
+    opts: ProxyOptions,
+    jwt: Json,
+    *,
+    route_config: Json | None = None,
+    rds: Json | None = None,
+) -> Json:
+    """The pod's inbound: mTLS, JWT, fault, router (inline routes or RDS)."""
+    hcm = http_connection_manager(
+        "inbound", [jwt, fault_filter("inbound")], route_config=route_config, rds=rds
+    )
+    return listener(
+        "inbound", pod.address, int(Port.INBOUND), [hcm], downstream_tls(certs, layout.setup)
+    )
+
+
+def outbound_listener(
+    pod: Pod, *, route_config: Json | None = None, rds: Json | None = None
+) -> Json:
+    """The pod's outbound: plain HTTP from the app, fault, router by Host."""
+    hcm = http_connection_manager(
+        "outbound", [fault_filter("outbound")], route_config=route_config, rds=rds
+    )
+    return listener("outbound", pod.address, int(Port.OUTBOUND), [hcm])
+
+
+def inbound_routes(pod: Pod, opts: ProxyOptions, fault: Json | None = None) -> Json:
+    name = pod.proxy_name or pod.name
+    return {
+        "name": "inbound",
+        "virtual_hosts": [
+            virtual_host(
+                "inbound", ["*"], [route(LOCAL_APP_CLUSTER, name, opts, retries=False, fault=fault)]
+            )
+        ],
+    }
+
+
+def outbound_routes(
+    pod: Pod, opts: ProxyOptions, *, retries: bool, fault: Json | None = None
+) -> Json:
+    name = pod.proxy_name or pod.name
+    return {
+        "name": "outbound",
+        "virtual_hosts": [
+            virtual_host(svc, [svc], [route(svc, name, opts, retries=retries, fault=fault)])
+            for svc in callable_services(pod)
+        ],
+    }
+
+
+def pod_clusters(
+    layout: TopologyLayout, pod: Pod, certs: Certs, opts: ProxyOptions, *, outlier: bool
+) -> list[Json]:
+    """``local_app`` plus one mTLS cluster per callable service (its replicas' inbound)."""
+    clusters = [cluster(LOCAL_APP_CLUSTER, [(pod.address, int(Port.APP))], opts)]
+    for svc in callable_services(pod):
+        endpoints = [(p.address, int(Port.INBOUND)) for p in layout.pods_of(svc)]
+        clusters.append(
+            cluster(svc, endpoints, opts, tls=upstream_tls(certs, layout.setup), outlier=outlier)
+        )
+    return clusters
+
+
+def sidecar_config(
+    layout: TopologyLayout, pod: Pod, opts: ProxyOptions, *, jwks_path: Path | None = None
+) -> ProxyConfig:
+    """The static bootstrap of a sidecar-setup pod's proxy.
+
+    ``jwks_path`` (default :func:`sidecar_jwks_path`) is read once at start: after the
+    identity provider rotates its key the proxy keeps the stale set (policy-desync).
+    """
+    certs = StaticCerts(pod.certs_dir)
+    jwks: Json = {"filename": str(jwks_path or sidecar_jwks_path(pod))}
+    jwt = jwt_filter(layout.jwt_issuer, JWT_AUDIENCE, jwks)
+    name = pod.proxy_name or pod.name
+    bootstrap: Json = {
+        "node": node(name, pod.service),
+        "admin": admin(pod.address),
+        "layered_runtime": layered_runtime(),
+        "static_resources": {
+            "listeners": [
+                inbound_listener(
+                    layout, pod, certs, opts, jwt, route_config=inbound_routes(pod, opts)
+                ),
+                outbound_listener(pod, route_config=outbound_routes(pod, opts, retries=False)),
+            ],
+            "clusters": pod_clusters(layout, pod, certs, opts, outlier=False),
+        },
+    }
+    return ProxyConfig(name, pod.name, pod.dir, pod.admin_url or "", bootstrap)
+
+
+def ingress_certs(layout: TopologyLayout) -> Certs:
+    cert_dir = layout.ingress.dir / "certs"
+    return StaticCerts(cert_dir) if layout.setup is Setup.SIDECAR else sds_certs(cert_dir)
+
+
+def ingress_config(layout: TopologyLayout, opts: ProxyOptions) -> ProxyConfig:
+    """The ingress of any setup: plain HTTP in, mTLS to frontend."""
+    ingress = layout.ingress
+    certs = ingress_certs(layout)
+    if layout.setup is Setup.AMBIENT:
+        endpoints = [(layout.waypoint("frontend").address, int(Port.HBONE))]
+    else:
+        endpoints = [(p.address, int(Port.INBOUND)) for p in layout.pods_of("frontend")]
+    retries = layout.setup is not Setup.SIDECAR
+    routes: Json = {
+        "name": "ingress",
+        "virtual_hosts": [
+            virtual_host(
+                "ingress", ["*"], [route("frontend", "ingress", opts, retries=retries, first=True)]
+            )
+        ],
+    }
+    bootstrap: Json = {
+        "node": node("ingress", "ingress"),
+        "admin": admin(ingress.admin_address),
+        "layered_runtime": layered_runtime(),
+        "static_resources": {
+            "listeners": [
+                listener(
+                    "ingress",
+                    ingress.host,
+                    ingress.port,
+                    [http_connection_manager("ingress", [], route_config=routes)],
+                )
+            ],
+            "clusters": [
+                cluster(
+                    "frontend",
+                    endpoints,
+                    opts,
+                    tls=upstream_tls(certs, layout.setup),
+                    outlier=layout.setup is Setup.MESH,
+                )
+            ],
+        },
+    }
+    files = sds_files(certs) if isinstance(certs, SdsCerts) else ()
+    return ProxyConfig("ingress", "ingress", ingress.dir, ingress.admin_url, bootstrap, files)
