@@ -101,11 +101,16 @@ def _parse(lines: list[str]) -> Iterator[JournalEntry]:
             continue
         data = {k: v for k, v in raw.items() if k not in ("kind", "utc", "t")}
         yield JournalEntry(
-            kind=str(raw["kind"]), utc=str(raw.get("utc", "")), t=float(raw.get("t", 0.0)), data=data
+            kind=str(raw["kind"]),
+            utc=str(raw.get("utc", "")),
+            t=float(raw.get("t", 0.0)),
+            data=data,
         )
 
 
 def unreverted_plans(entries: list[JournalEntry]) -> list[JournalEntry]:
     """The ``fault_planned`` entries with no ``fault_reverted`` for the same ``fault_id``."""
     reverted = {e.get_str("fault_id") for e in entries if e.kind == "fault_reverted"}
-    return [e for e in entries if e.kind == "fault_planned" and e.get_str("fault_id") not in reverted]
+    return [
+        e for e in entries if e.kind == "fault_planned" and e.get_str("fault_id") not in reverted
+    ]

@@ -10,6 +10,7 @@ The state directory is ``$SIDECAR_CHAOS_STATE_DIR``, or
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -122,7 +123,5 @@ def claimed(setup: str, root: Path | None = None) -> TopologyStatus | None:
 
 def signal_owner(status: TopologyStatus, sig: signal.Signals = signal.SIGTERM) -> None:
     """Ask the owner of a topology to tear it down."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(status.owner_pid, sig)
-    except ProcessLookupError:
-        pass

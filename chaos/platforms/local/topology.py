@@ -1,0 +1,412 @@
+"""A running local topology: the demo chain of one setup, on real Envoy processes.
+
+:class:`LocalTopology` is the composition root of the local platform. Entering
+it checks the input (Envoy binary, free addresses), creates the CA and the
+identity provider, runs the init step (identities, key sets, Envoy configs),
+starts every process under the :class:`~.supervisor.Supervisor` and waits for
+readiness; leaving it tears everything down in reverse order, through an
+``ExitStack``, whatever happened in between.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import json
+import os
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from chaos.errors import AddressInUseError, InputError
+from chaos.platforms.local import registry
+from chaos.platforms.local.certagent import CertAgent, init_identity
+from chaos.platforms.local.controlplane import MeshControlPlane
+from chaos.platforms.local.envoy_config import (
+    ProxyConfig,
+    ProxyOptions,
+    envoy_binary,
+    proxy_configs,
+    sidecar_jwks_path,
+)
+from chaos.platforms.local.events import Event, EventKind, EventLog, utc_now
+from chaos.platforms.local.idp import IdentityProvider, IdpServer
+from chaos.platforms.local.layout import (
+    DEFAULT_SLOT,
+    JWT_AUDIENCE,
+    Pod,
+    Port,
+    Setup,
+    TopologyLayout,
+    build_layout,
+    default_ingress_port,
+    spiffe_id,
+)
+from chaos.platforms.local.pki import CertificateAuthority
+from chaos.platforms.local.supervisor import (
+    BackoffPolicy,
+    HttpProbe,
+    ProcessSpec,
+    Supervisor,
+)
+
+#: Events after which ``status`` is worth rewriting.
+_STATUS_EVENTS = frozenset(
+    {EventKind.READY, EventKind.UNREADY, EventKind.CRASHED, EventKind.RESTARTED, EventKind.STOPPED}
+)
+
+
+@dataclass(frozen=True)
+class TopologyOptions:
+    """What a caller may choose about a local topology."""
+
+    setup: Setup
+    run_dir: Path | None = None
+    slot: int | None = None
+    #: None: 18000 + slot; 0: a free port picked at start.
+    ingress_port: int | None = None
+    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    #: Lifetime of workload certificates; mesh and ambient rotate them at half of it.
+    cert_ttl: dt.timedelta = dt.timedelta(hours=1)
+    proxy: ProxyOptions = field(default_factory=ProxyOptions)
+    ready_timeout_s: float = 30.0
+    #: Record the topology for ``status``/``down`` (off in tests that run many at once).
+    publish: bool = True
+    registry_dir: Path | None = None
+
+    @classmethod
+    def for_setup(
+        cls,
+        setup: str,
+        *,
+        run_dir: Path | None = None,
+        slot: int | None = None,
+        ingress_port: int | None = None,
+    ) -> TopologyOptions:
+        return cls(setup=Setup(setup), run_dir=run_dir, slot=slot, ingress_port=ingress_port)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def check_addresses_free(pairs: list[tuple[str, int]]) -> None:
+    """Raise :class:`AddressInUseError` for the first (address, port) that cannot be bound."""
+    for host, port in pairs:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise AddressInUseError(
+                        f"{host}:{port} is already in use (another topology in the same slot, "
+                        "or another program); choose another --slot or --ingress-port"
+                    ) from exc
+                raise InputError(f"cannot bind {host}:{port}: {exc.strerror}") from exc
+
+
+class LocalTopology:
+    """The demo chain of one setup, up while the context is entered."""
+
+    def __init__(self, options: TopologyOptions) -> None:
+        self.options = options
+        slot = options.slot if options.slot is not None else DEFAULT_SLOT[options.setup]
+        port = options.ingress_port
+        if port is None:
+            port = default_ingress_port(slot)
+        elif port == 0:
+            port = _free_port("127.0.0.1")
+        if options.run_dir is None:
+            self._owned_dir: tempfile.TemporaryDirectory[str] | None = tempfile.TemporaryDirectory(
+                prefix=f"sidecar-chaos-{options.setup.value}-"
+            )
+            run_dir = Path(self._owned_dir.name)
+        else:
+            self._owned_dir = None
+            run_dir = options.run_dir
+        self.layout: TopologyLayout = build_layout(
+            options.setup, run_dir.resolve(), slot=slot, ingress_port=port
+        )
+        self.events = EventLog()
+        self.supervisor = Supervisor(options.backoff, self.events)
+        self.ca = CertificateAuthority.create(f"sidecar-chaos {options.setup.value} CA")
+        self.idp = IdentityProvider(
+            self.layout.jwt_issuer, JWT_AUDIENCE, key_dir=self.layout.dir / "idp"
+        )
+        self.cert_agent: CertAgent | None = None
+        self.control_plane: MeshControlPlane | None = None
+        self.idp_server: IdpServer | None = None
+        self.startup_s = 0.0
+        self._stack = contextlib.ExitStack()
+        self._status_lock = threading.Lock()
+        self._started_utc = ""
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def __enter__(self) -> LocalTopology:
+        started = time.monotonic()
+        try:
+            self._start()
+        except BaseException:
+            self._stack.close()
+            self._cleanup_dir()
+            raise
+        self.startup_s = time.monotonic() - started
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Tear everything down (idempotent)."""
+        self._stack.close()
+        self._cleanup_dir()
+
+    def _cleanup_dir(self) -> None:
+        if self._owned_dir is not None:
+            self._owned_dir.cleanup()
+            self._owned_dir = None
+
+    def _start(self) -> None:
+        layout = self.layout
+        envoy = envoy_binary()
+        if self.options.publish:
+            claimed = registry.claimed(layout.setup.value, self.options.registry_dir)
+            if claimed is not None:
+                raise InputError(
+                    f"a {layout.setup.value} topology is already running (runner pid "
+                    f"{claimed.owner_pid}); stop it with `sidecar-chaos down --setup "
+                    f"{layout.setup.value}`"
+                )
+        check_addresses_free(layout.bound_addresses())
+        self._started_utc = utc_now()
+        layout.dir.mkdir(parents=True, exist_ok=True)
+        self._stack.callback(self.events.close)
+        self.ca.save(layout.ca_dir)
+
+        self.idp_server = IdpServer(self.idp, layout.idp_address, int(Port.IDP)).start()
+        self._stack.callback(self.idp_server.close)
+
+        self._init_identities()
+        specs = self._process_specs(envoy)
+        self._stack.callback(self.supervisor.close)
+        for spec in specs:
+            self.supervisor.add(spec)
+        self.supervisor.start_all()
+        self.supervisor.wait_ready(timeout_s=self.options.ready_timeout_s)
+        if self.options.publish:
+            self._publish()
+            unsubscribe = self.events.subscribe(self._on_event)
+            self._stack.callback(unsubscribe)
+            self._stack.callback(
+                registry.withdraw,
+                layout.setup.value,
+                os.getpid(),
+                self.options.registry_dir,
+            )
+
+    # -- init step -------------------------------------------------------------------
+
+    def _record(self, kind: str, subject: str, detail: str) -> None:
+        self.events.append(EventKind(kind), subject, detail)
+
+    def _init_identities(self) -> None:
+        """Write every identity, key set and Envoy config the processes need."""
+        layout = self.layout
+        ttl = self.options.cert_ttl
+        if layout.setup is Setup.SIDECAR:
+            # The init container's job: written once, never rotated.
+            for pod in layout.pods:
+                self.idp.write_jwks(sidecar_jwks_path(pod))
+                init_identity(self.ca, pod.certs_dir, pod.identity, ttl)
+                self._record("cert_issued", pod.name, "init step")
+            init_identity(
+                self.ca, layout.ingress.dir / "certs", spiffe_id(layout.setup, "ingress"), ttl
+            )
+            return
+        agent = CertAgent(self.ca, events=self._record)
+        self.cert_agent = agent
+        for directory, identity in self._agent_identities():
+            agent.register(directory, identity, ttl)
+        agent.start()
+        self._stack.callback(agent.close)
+        if layout.setup is Setup.MESH:
+            control_plane = MeshControlPlane(
+                layout, self.options.proxy, events=self._record, jwks_json=self.idp.jwks_json()
+            )
+            self.control_plane = control_plane
+            unsubscribe = self.idp.on_rotate(control_plane.push_jwks)
+            self._stack.callback(unsubscribe)
+
+    def _agent_identities(self) -> list[tuple[Path, str]]:
+        layout = self.layout
+        found: list[tuple[Path, str]] = [
+            (layout.ingress.dir / "certs", spiffe_id(layout.setup, "ingress"))
+        ]
+        if layout.setup is Setup.MESH:
+            found += [(pod.certs_dir, pod.identity) for pod in layout.pods]
+        else:
+            # The node proxy holds the certificates of every pod on its node.
+            for proxy in layout.node_proxies:
+                for name in proxy.pods:
+                    pod = layout.pod(name)
+                    found.append((proxy.dir / "certs" / pod.name, pod.identity))
+            found += [(w.dir / "certs", w.identity) for w in layout.waypoints]
+        return found
+
+    # -- processes -------------------------------------------------------------------
+
+    def _process_specs(self, envoy: Path) -> list[ProcessSpec]:
+        layout = self.layout
+        peer_names = self._peer_names()
+        specs = [self._app_spec(pod, peer_names) for pod in layout.pods]
+        specs += [self._proxy_spec(envoy, c) for c in proxy_configs(layout, self.options.proxy)]
+        return specs
+
+    def _peer_names(self) -> dict[str, str]:
+        names = {p.address: p.proxy_name or p.name for p in self.layout.pods}
+        names |= {n.address: n.name for n in self.layout.node_proxies}
+        names |= {w.address: w.name for w in self.layout.waypoints}
+        names[self.layout.ingress.admin_address] = "ingress"
+        return names
+
+    def _app_spec(self, pod: Pod, peer_names: dict[str, str]) -> ProcessSpec:
+        argv = [
+            sys.executable,
+            "-m",
+            "chaos.platforms.local.demo_service",
+            "--service",
+            pod.service,
+            "--replica",
+            str(pod.replica),
+            "--pod",
+            pod.name,
+            "--node",
+            pod.node,
+            "--listen",
+            f"{pod.address}:{int(Port.APP)}",
+            "--peer-names",
+            json.dumps(peer_names),
+        ]
+        if pod.upstream_url and pod.upstream_host:
+            argv += ["--upstream-url", pod.upstream_url, "--upstream-host", pod.upstream_host]
+        if pod.service == "payments":
+            argv += ["--writes-file", str(pod.dir / "writes.jsonl")]
+        return ProcessSpec(
+            name=f"{pod.name}.app",
+            argv=argv,
+            cwd=pod.dir,
+            log_path=pod.dir / "app.log",
+            probe=HttpProbe(f"{pod.app_url}/healthz"),
+            group=pod.name,
+        )
+
+    def _proxy_spec(self, envoy: Path, config: ProxyConfig) -> ProcessSpec:
+        config.write()
+        return ProcessSpec(
+            name=config.name,
+            argv=config.argv(envoy),
+            cwd=config.dir,
+            log_path=config.dir / "envoy.stdout.log",
+            probe=HttpProbe(config.ready_url),
+            group=config.group,
+        )
+
+    # -- status ----------------------------------------------------------------------
+
+    def process_names(self, group: str) -> list[str]:
+        return self.supervisor.names(group)
+
+    def status(self) -> registry.TopologyStatus:
+        """What ``status`` shows: every pod, node proxy, waypoint and the ingress."""
+        layout = self.layout
+        rows: list[registry.PodStatus] = []
+        for pod in layout.pods:
+            rows.append(self._row(pod.name, pod.service, pod.node, pod.address, pod.ports))
+        for proxy in layout.node_proxies:
+            rows.append(
+                self._row(
+                    proxy.name, "ztunnel", proxy.node, proxy.address, {"admin": int(Port.ADMIN)}
+                )
+            )
+        for waypoint in layout.waypoints:
+            rows.append(
+                self._row(
+                    waypoint.name,
+                    f"{waypoint.service}-waypoint",
+                    "-",
+                    waypoint.address,
+                    {"admin": int(Port.ADMIN), "hbone": int(Port.HBONE)},
+                )
+            )
+        rows.append(
+            self._row(
+                "ingress",
+                "ingress",
+                "-",
+                layout.ingress.host,
+                {"http": layout.ingress.port, "admin": int(Port.ADMIN)},
+            )
+        )
+        return registry.TopologyStatus(
+            setup=layout.setup.value,
+            slot=layout.slot,
+            ingress=layout.ingress.url,
+            owner_pid=os.getpid(),
+            run_dir=str(layout.dir),
+            idp_url=layout.idp_url,
+            started_utc=self._started_utc,
+            pods=rows,
+        )
+
+    def _row(
+        self, group: str, service: str, node: str, address: str, ports: dict[str, int]
+    ) -> registry.PodStatus:
+        names = self.supervisor.names(group)
+        pids = {name.removeprefix(f"{group}.") or name: self.supervisor.pid(name) for name in names}
+        return registry.PodStatus(
+            name=group,
+            service=service,
+            node=node,
+            address=address,
+            ports=ports,
+            ready=bool(names) and all(self.supervisor.is_ready(n) for n in names),
+            restarts=sum(self.supervisor.restarts(n) for n in names),
+            pids=pids,
+        )
+
+    def _publish(self) -> None:
+        with self._status_lock:
+            registry.publish(self.status(), self.options.registry_dir)
+
+    def _on_event(self, event: Event) -> None:
+        if event.kind in _STATUS_EVENTS:
+            self._publish()
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.02) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval_s)
+    return predicate()
+
+
+__all__ = ["LocalTopology", "TopologyOptions", "check_addresses_free", "wait_until"]
