@@ -65,7 +65,9 @@ def _pair(comparisons: Sequence[Comparison], a: str, b: str) -> Comparison | Non
 def _faster_clause(c: Comparison, best: str, other: str) -> str:
     diff = abs(c.difference_s) if c.difference_s is not None else None
     by = (
-        f"{seconds(diff)} faster than {other}" if diff is not None else f"unlike {other}, recovered"
+        f"{seconds(diff)} faster than {other}"
+        if diff is not None
+        else f"it recovered while {other} did not"
     )
     ratio = f", {c.ratio:.1f}x" if c.ratio is not None else ""
     medians = f"{seconds(_median_of(c, best))} vs {seconds(_median_of(c, other))}"

@@ -140,3 +140,34 @@ def test_missing_samples_and_meta_still_render(tmp_path: Path) -> None:
     html = render_report([run], tmp_path / "r.html").read_text()
     assert "no latency CDF" in html
     assert "<dd>missing</dd>" in html
+
+
+def test_verdicts_for_not_recovered_and_partly_supported(tmp_path: Path) -> None:
+    from chaos.report.rundata import load_run
+    from chaos.report.verdict import fault_verdict
+
+    never = load_run(
+        write_synthetic_run(
+            tmp_path / "a", SyntheticRun(repetitions=5, recovery_s={"sidecar": 9.0, "mesh": 0.5})
+        )
+    )
+    v = fault_verdict("abort-checkout", never.analysis.summaries, never.analysis.comparisons)
+    assert v.level == "supported" and v.best == "mesh"
+    assert "mesh recovered fastest: it recovered while sidecar did not" in v.sentence
+    assert "Sidecar did not recover within the window in 5 of 5 repetitions." in v.sentence
+    close = load_run(
+        write_synthetic_run(
+            tmp_path / "b",
+            SyntheticRun(
+                repetitions=5,
+                setups=("sidecar", "mesh", "ambient"),
+                recovery_s={"sidecar": 2.0, "mesh": 0.5, "ambient": 0.52},
+                jitter=0.3,
+            ),
+        )
+    )
+    v = fault_verdict("abort-checkout", close.analysis.summaries, close.analysis.comparisons)
+    assert re.search(
+        r"faster than sidecar .*; against (mesh|ambient) the difference is not supported",
+        v.sentence,
+    )
