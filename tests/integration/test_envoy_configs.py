@@ -58,12 +58,17 @@ class _Echo(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     pod: Pod
+    #: Names of pods whose app plays dead: it drops connections without an answer.
+    down: set[str]
 
     def log_message(self, format: str, *args: object) -> None:
         pass
 
     def do_GET(self) -> None:
         pod = self.pod
+        if pod.name in self.down:
+            self.close_connection = True
+            return
         body: dict[str, object] = {
             "pod": pod.name,
             "via_lines": self.headers.get_all(VIA_HEADER) or [],
@@ -102,6 +107,7 @@ class Chain:
     servers: list[ThreadingHTTPServer] = field(default_factory=list)
     control_plane: MeshControlPlane | None = None
     startup_s: float = 0.0
+    down: set[str] = field(default_factory=set)
 
     def get(self, path: str = "/", *, token: str | None = "valid") -> tuple[int, dict[str, object]]:
         headers = {}
@@ -182,7 +188,7 @@ def _ready(url: str) -> bool:
 
 def start(chain: Chain) -> None:
     for pod in chain.layout.pods:
-        handler = type("Echo", (_Echo,), {"pod": pod})
+        handler = type("Echo", (_Echo,), {"pod": pod, "down": chain.down})
         server = ThreadingHTTPServer((pod.address, int(Port.APP)), handler)
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -364,9 +370,14 @@ def test_mesh_fault_push_takes_effect_without_restart(chain: Chain) -> None:
     plane = chain.control_plane
     assert plane is not None
     pids = [p.pid for p in chain.procs]
-    for pod in chain.layout.pods_of("frontend"):
+    pushes = [
         plane.push_fault(pod.name, "inbound", FaultConfig(abort_percent=100, abort_status=418))
-    took = [plane.wait_applied(p.name, "inbound") for p in chain.layout.pods_of("frontend")]
+        for pod in chain.layout.pods_of("frontend")
+    ]
+    took = [
+        plane.wait_applied(p.name, "inbound", since=push.written_at)
+        for p, push in zip(chain.layout.pods_of("frontend"), pushes, strict=True)
+    ]
     print(f"mesh fault push-to-effect: {[round(t * 1000, 1) for t in took]} ms")
     assert {chain.get()[0] for _ in range(4)} == {418}
     plane.pause()
@@ -427,3 +438,51 @@ def test_startup_is_quick(chain: Chain) -> None:
         f"{chain.layout.setup.value}: {len(chain.configs)} Envoys ready in {chain.startup_s:.2f} s"
     )
     assert chain.startup_s < 10
+
+
+def test_key_rotation_desyncs_the_proxies_until_the_key_set_is_refreshed(chain: Chain) -> None:
+    layout = chain.layout
+    if layout.setup is Setup.AMBIENT:
+        pytest.skip("ambient validates no JWT")
+    old_kid = chain.idp.kid
+    chain.idp.rotate_key()
+    try:
+        # The proxies still hold the old key set: every fresh token is refused.
+        assert {chain.get()[0] for _ in range(3)} == {401}
+        if layout.setup is Setup.MESH:
+            plane = chain.control_plane
+            assert plane is not None
+            started = time.monotonic()
+            plane.push_jwks(chain.idp.jwks_json())
+            while chain.get()[0] != 200:
+                assert time.monotonic() - started < 5, "the pushed key set never took effect"
+                time.sleep(0.02)
+            print(f"mesh key set push-to-effect: {(time.monotonic() - started) * 1000:.0f} ms")
+    finally:
+        chain.idp.restore_key(old_kid)
+        if chain.control_plane is not None:
+            chain.control_plane.push_jwks(chain.idp.jwks_json())
+    deadline = time.monotonic() + 5
+    while chain.get()[0] != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def test_mesh_retries_hide_a_dead_replica_and_sidecar_does_not(chain: Chain) -> None:
+    layout = chain.layout
+    if layout.setup is Setup.AMBIENT:
+        pytest.skip("covered by the mesh and sidecar cases")
+    chain.down.add("payments-0")
+    try:
+        statuses = [chain.get()[0] for _ in range(8)]
+    finally:
+        chain.down.clear()
+    if layout.setup is Setup.MESH:
+        assert set(statuses) == {200}
+        retried = sum(
+            chain.stats(f"{p.name}.proxy").get("cluster.payments.upstream_rq_retry", 0)
+            for p in layout.pods_of("checkout")
+        )
+        assert retried >= 1
+    else:
+        assert 503 in statuses and 200 in statuses

@@ -7,7 +7,8 @@ file, then rename it in: Envoy reloads on the rename and never sees half a
 file). See :mod:`chaos.platforms.local.envoy_mesh` for the paths.
 
 * :meth:`MeshControlPlane.push_fault` rewrites one route config (no listener
-  drain); :meth:`MeshControlPlane.push_jwks` rewrites every proxy's listeners.
+  drain); :meth:`MeshControlPlane.push_jwks` rewrites every proxy's ``jwt_authn``
+  filter config (ECDS, no drain either).
 * :meth:`MeshControlPlane.pause` simulates an outage: pushes are recorded and
   only written on :meth:`MeshControlPlane.resume` (the latest state wins).
 * :meth:`MeshControlPlane.wait_applied` polls a proxy's ``/config_dump`` until it
@@ -82,7 +83,7 @@ class MeshControlPlane:
         for pod in layout.pods:
             state = MeshState() if jwks_json is None else MeshState(jwks_json=jwks_json)
             self._state[pod.name] = state
-            for resource in ("cds", "lds", *ROUTE_NAMES):
+            for resource in ("cds", "jwt", "lds", *ROUTE_NAMES):
                 self._write(pod, resource, emit=False)
 
     # -- pushes ------------------------------------------------------------------------
@@ -100,13 +101,13 @@ class MeshControlPlane:
             return self._push(pod, ROUTE_NAMES[direction])
 
     def push_jwks(self, jwks_json: str) -> list[PushResult]:
-        """Give every proxy this key set (rewrites their listeners)."""
+        """Give every proxy this key set (rewrites their ``jwt_authn`` filter config)."""
         json.loads(jwks_json)  # a malformed set must fail here, not in six proxies
         with self._lock:
             results = []
             for pod in self.layout.pods:
                 self._state[pod.name] = replace(self._state[pod.name], jwks_json=jwks_json)
-                results.append(self._push(pod, "lds"))
+                results.append(self._push(pod, "jwt"))
             return results
 
     def pause(self) -> None:
@@ -132,7 +133,7 @@ class MeshControlPlane:
             return self._state[pod_name]
 
     def version(self, pod_name: str, resource: str) -> str:
-        """The last written version of ``resource`` (``lds``, ``cds``, ``inbound``, ...)."""
+        """The last written version of ``resource`` (``lds``, ``cds``, ``jwt``, ``inbound``...)."""
         with self._lock:
             return str(self._versions[(pod_name, resource)])
 
@@ -143,18 +144,20 @@ class MeshControlPlane:
         pod_name: str,
         direction: Direction,
         *,
+        since: float | None = None,
         timeout_s: float = 5.0,
         interval_s: float = 0.005,
     ) -> float:
         """Seconds until the proxy reports the route config version last written.
 
-        Measured from the call, so call it right after the push. Raises
+        Measured from ``since`` (a ``time.monotonic()`` value such as
+        :attr:`PushResult.written_at`), else from the call. Raises
         :class:`PlatformError` when the proxy does not catch up within ``timeout_s``.
         """
         pod = self.layout.pod(pod_name)
         want = self.version(pod.name, ROUTE_NAMES[direction])
-        started = time.monotonic()
-        deadline = started + timeout_s
+        started = time.monotonic() if since is None else since
+        deadline = time.monotonic() + timeout_s
         seen: str | None = None
         while True:
             seen = route_config_version(pod, ROUTE_NAMES[direction])
@@ -182,6 +185,8 @@ class MeshControlPlane:
         paths = mesh_xds_paths(pod)
         if resource == "lds":
             write_json_atomically(paths.lds, discovery_response(rendered.listeners, str(version)))
+        elif resource == "jwt":
+            write_json_atomically(paths.jwt, discovery_response([rendered.jwt], str(version)))
         elif resource == "cds":
             write_json_atomically(paths.cds, discovery_response(rendered.clusters, str(version)))
         else:

@@ -9,12 +9,13 @@ under the pod's directory::
     xds/cds/cds.json                 clusters ``local_app``, ``checkout`` / ``payments``
     xds/rds-inbound/routes.json      route config ``inbound`` (faults of direction inbound)
     xds/rds-outbound/routes.json     route config ``outbound`` (faults of direction outbound)
+    xds/ecds-jwt/jwt.json            the ``jwt_authn`` filter config (ECDS), key set inline
     certs.sds.json                   SDS secrets ``default`` and ``ROOTCA`` naming certs/
 
 Each xDS file sits alone in a watched directory, so replacing one reloads only
-that resource type. Routes come by RDS: a fault push rewrites a route config,
-which does not drain listeners; a key-set push rewrites the listeners (the
-``jwt_authn`` provider carries the set inline as ``local_jwks``).
+that resource type. Neither a fault push (a route config, by RDS) nor a key-set
+push (the ``jwt_authn`` filter config, by ECDS, with the set inline as
+``local_jwks``) touches the listeners: nothing drains, the next request sees it.
 
 Names and stat prefixes are those of the sidecar setup (listeners and HCMs
 ``inbound``/``outbound``, clusters ``local_app``/``checkout``/``payments``), plus
@@ -31,7 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chaos.platforms.local.envoy_common import (
+    JWT_FILTER,
     TYPE_CLUSTER,
+    TYPE_EXTENSION_CONFIG,
+    TYPE_JWT,
     TYPE_LISTENER,
     TYPE_ROUTE_CONFIG,
     Direction,
@@ -69,6 +73,7 @@ class MeshXdsPaths:
     lds: Path
     cds: Path
     rds: dict[Direction, Path]
+    jwt: Path
 
 
 def mesh_xds_paths(pod: Pod) -> MeshXdsPaths:
@@ -77,6 +82,7 @@ def mesh_xds_paths(pod: Pod) -> MeshXdsPaths:
         lds=xds / "lds" / "lds.json",
         cds=xds / "cds" / "cds.json",
         rds={d: xds / f"rds-{d}" / "routes.json" for d in ("inbound", "outbound")},
+        jwt=xds / "ecds-jwt" / "jwt.json",
     )
 
 
@@ -121,6 +127,8 @@ class MeshResources:
     listeners: list[Json]
     clusters: list[Json]
     routes: dict[Direction, Json]
+    #: The ``jwt_authn`` filter config as an ECDS resource.
+    jwt: Json
 
 
 def _fault_override(direction: Direction, fault: FaultConfig | None) -> Json | None:
@@ -133,6 +141,13 @@ def mesh_resources(
     """Render the listeners, clusters and route configs of a mesh pod's proxy."""
     certs = sds_certs(pod.certs_dir)
     jwt = jwt_filter(layout.jwt_issuer, JWT_AUDIENCE, {"inline_string": state.jwks_json})
+    jwt_discovery: Json = {
+        "name": JWT_FILTER,
+        "config_discovery": {
+            "config_source": _path_source(mesh_xds_paths(pod).jwt),
+            "type_urls": [TYPE_JWT],
+        },
+    }
 
     def rds(direction: Direction) -> Json:
         return {
@@ -141,7 +156,7 @@ def mesh_resources(
         }
 
     listeners = [
-        inbound_listener(layout, pod, certs, opts, jwt, rds=rds("inbound")),
+        inbound_listener(layout, pod, certs, opts, jwt_discovery, rds=rds("inbound")),
         outbound_listener(pod, rds=rds("outbound")),
     ]
     routes: dict[Direction, Json] = {
@@ -162,4 +177,5 @@ def mesh_resources(
             for c in pod_clusters(layout, pod, certs, opts, outlier=True)
         ],
         routes={d: {"@type": TYPE_ROUTE_CONFIG, **r} for d, r in routes.items()},
+        jwt={"@type": TYPE_EXTENSION_CONFIG, **jwt},
     )
