@@ -7,13 +7,16 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from chaos.errors import ChaosError, InputError
+
+if TYPE_CHECKING:
+    from chaos.spec import Experiment
 
 app = typer.Typer(
     name="sidecar-chaos",
@@ -179,6 +182,222 @@ def token(
     except ChaosError as exc:
         _fail(exc)
     sys.stdout.write(response.text.strip() + "\n")
+
+
+def _plain(line: str) -> None:
+    out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def _load(path: Path, overrides: list[str], setups: list[str]) -> Experiment:
+    from chaos.spec import load_experiment
+
+    return load_experiment(path, overrides, setups)
+
+
+@app.command()
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="experiment files")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override path=value")] = None,
+) -> None:
+    """Check experiment files; every problem is reported with its field and line."""
+    failed: ChaosError | None = None
+    for path in files:
+        try:
+            experiment = _load(path, set_ or [], [])
+        except ChaosError as exc:
+            for line in str(exc).splitlines():
+                err.print(f"error: {line}", markup=False, highlight=False, soft_wrap=True)
+            failed = exc
+            continue
+        _plain(
+            f"{path}: ok ({experiment.name}: {len(experiment.faults)} faults, "
+            f"setups {', '.join(experiment.setups)})"
+        )
+    if failed is not None:
+        raise typer.Exit(failed.exit_code)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of experiment files (for editors)."""
+    from chaos.spec import experiment_json_schema
+
+    sys.stdout.write(json.dumps(experiment_json_schema(), indent=2) + "\n")
+
+
+def _run_dir(out_dir: Path | None, name: str) -> Path:
+    if out_dir is not None:
+        return out_dir
+    from datetime import UTC, datetime
+
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return Path("reports") / f"{stamp}-{name}"
+
+
+@app.command()
+def run(
+    file: Annotated[Path, typer.Argument(help="the experiment file")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override path=value")] = None,
+    setup: Annotated[list[str] | None, typer.Option("--setup", help="only these setups")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="the run directory")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan only")] = False,
+    workers: Annotated[int, typer.Option(help="Locust worker processes (0: one process)")] = 0,
+    history: Annotated[Path | None, typer.Option(help="history store (SQLite)")] = Path(
+        "reports/history.db"
+    ),
+) -> None:
+    """Run an experiment: every setup, fault and repetition, then the report."""
+    try:
+        experiment = _load(file, set_ or [], setup or [])
+        if dry_run:
+            for line in describe_plan(experiment):
+                _plain(line)
+            return
+        code = _execute(experiment, file, _run_dir(out_dir, experiment.name), workers, history)
+    except ChaosError as exc:
+        _fail(exc)
+    raise typer.Exit(code)
+
+
+def describe_plan(experiment: Experiment) -> list[str]:
+    """What a run will touch, in which order, and how each change is undone (no side effects)."""
+    from chaos.engine.run import schedule
+    from chaos.faults.plans import plan_offline
+
+    t = experiment.timeline
+    lines = [
+        f"experiment {experiment.name}: {len(experiment.setups)} setups x "
+        f"{len(experiment.faults)} faults x {experiment.repetitions} repetitions "
+        f"(seed {experiment.seed})",
+        f"each window: up -> warm-up {t.warmup:g}s -> inject -> hold {t.hold:g}s -> revert -> "
+        f"recovery {t.recovery:g}s -> down; traffic {experiment.traffic.rate:g} rps, "
+        f"{experiment.traffic.users} users",
+    ]
+    for number, key in enumerate(schedule(experiment), start=1):
+        lines.append(f"{number:3d}. {key.label}")
+        spec = experiment.faults[key.fault_index]
+        lines += [f"       {line}" for line in plan_offline(spec, key, experiment.seed)]
+    lines.append("nothing was touched (dry run)")
+    return lines
+
+
+def _execute(
+    experiment: Experiment, file: Path, run_dir: Path, workers: int, history: Path | None
+) -> int:
+    from datetime import UTC, datetime
+
+    from chaos.engine.finish import finish
+    from chaos.engine.run import Engine, RunOptions, copy_experiment
+
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise InputError(f"--out: {run_dir} is not empty; pick a new run directory")
+    copy_experiment(file, run_dir)
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    _plain(f"run directory: {run_dir}")
+    engine = Engine(experiment, RunOptions(run_dir=run_dir, workers=workers, progress=_plain))
+    records = engine.run()
+    outcome = finish(
+        experiment,
+        run_dir,
+        records,
+        started_utc=started,
+        aborted_reason=engine.aborted,
+        history=history,
+    )
+    for failure in outcome.failures:
+        err.print(f"hypothesis failed: {failure}", markup=False, highlight=False, soft_wrap=True)
+    if engine.aborted:
+        err.print(f"aborted: {engine.aborted}", markup=False, highlight=False)
+    if outcome.report is not None:
+        _plain(f"report: {outcome.report}")
+    return outcome.exit_code
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path | None, typer.Option("--out", help="the run directory")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override path=value")] = None,
+) -> None:
+    """The local game day: experiments/gameday.yaml against sidecar, mesh and ambient."""
+    try:
+        file = Path("experiments/gameday.yaml")
+        if not file.is_file():
+            raise InputError(f"{file} not found: run `demo` from the project directory")
+        experiment = _load(file, set_ or [], [])
+        code = _execute(
+            experiment, file, _run_dir(out_dir, experiment.name), 0, Path("reports/history.db")
+        )
+    except ChaosError as exc:
+        _fail(exc)
+    raise typer.Exit(code)
+
+
+@app.command()
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="run directories to compare")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="the HTML file")] = Path(
+        "report.html"
+    ),
+) -> None:
+    """Write one self-contained HTML report comparing run directories."""
+    from chaos.report import render_report
+
+    try:
+        for d in run_dirs:
+            if not (d / "results.json").is_file():
+                raise InputError(f"{d}: not a run directory with results (no results.json)")
+        path = render_report(run_dirs, output)
+    except ChaosError as exc:
+        _fail(exc)
+    _plain(f"report: {path}")
+
+
+@app.command()
+def trend(
+    since: Annotated[str, typer.Option(help="how far back, e.g. 30d, 12h")] = "30d",
+    output: Annotated[Path, typer.Option("-o", "--output")] = Path("trend.html"),
+    history: Annotated[Path, typer.Option(help="history store")] = Path("reports/history.db"),
+    window: Annotated[int, typer.Option(help="previous runs a regression is judged against")] = 5,
+    fail_on_regression: Annotated[bool, typer.Option("--fail-on-regression")] = False,
+) -> None:
+    """Recovery time and error rate across runs, with regressions flagged."""
+    from datetime import timedelta
+
+    from chaos.report import HistoryStore, render_trend
+
+    try:
+        units = {"d": 86400, "h": 3600, "m": 60}
+        if len(since) < 2 or since[-1] not in units or not since[:-1].isdigit():
+            raise InputError(f"--since: {since!r} is not like 30d, 12h or 90m")
+        if not history.is_file():
+            raise InputError(f"--history: {history} does not exist (no run recorded yet)")
+        result = render_trend(
+            HistoryStore(history),
+            timedelta(seconds=int(since[:-1]) * units[since[-1]]),
+            output,
+            window_n=window,
+        )
+    except ChaosError as exc:
+        _fail(exc)
+    _plain(f"trend: {result.out}")
+    for regression in result.regressions:
+        err.print(f"regression: {regression.message}", markup=False, highlight=False)
+    if fail_on_regression and result.regressions:
+        raise typer.Exit(1)
+
+
+@app.command()
+def clean(
+    run_dir: Annotated[Path, typer.Argument(help="the run directory of a stopped run")],
+) -> None:
+    """Undo whatever the journal shows as applied and not reverted."""
+    from chaos.engine.clean import clean_run
+
+    try:
+        for line in clean_run(run_dir):
+            _plain(line)
+    except ChaosError as exc:
+        _fail(exc)
 
 
 def main() -> None:

@@ -77,6 +77,8 @@ class TrafficConfig:
     endpoints: tuple[Endpoint, ...] = ()
     locustfile: Path | None = None
     token_url: str | None = None
+    #: Fetch a fresh token this often (clients renew short-lived tokens); None: only on 401.
+    token_refresh_s: float | None = None
     workers: int = 0
     request_timeout_s: float = 5.0
     startup_timeout_s: float = 30.0
@@ -153,6 +155,7 @@ class TrafficConfig:
                 "endpoints": [list(e) for e in self.endpoints],
                 "locustfile": str(self.locustfile) if self.locustfile else None,
                 "token_url": self.token_url,
+                "token_refresh_s": self.token_refresh_s,
                 "workers": self.workers,
                 "request_timeout_s": self.request_timeout_s,
                 "startup_timeout_s": self.startup_timeout_s,
@@ -177,6 +180,7 @@ class TrafficConfig:
             ),
             locustfile=Path(raw["locustfile"]) if raw["locustfile"] else None,
             token_url=raw["token_url"],
+            token_refresh_s=raw.get("token_refresh_s"),
             workers=int(raw["workers"]),
             request_timeout_s=float(raw["request_timeout_s"]),
             startup_timeout_s=float(raw["startup_timeout_s"]),

@@ -34,9 +34,10 @@ class BearerToken:
     per user. A failed fetch keeps the old token; the next 401 tries again.
     """
 
-    def __init__(self, url: str, timeout_s: float) -> None:
+    def __init__(self, url: str, timeout_s: float, refresh_s: float | None = None) -> None:
         self.url = url
         self.timeout_s = timeout_s
+        self.refresh_s = refresh_s
         self.fetches = 0
         self._token: str | None = None
         self._fetched_at = -float("inf")
@@ -46,6 +47,8 @@ class BearerToken:
         """The token to send, fetching the first one if needed."""
         if self._token is None:
             self._refresh(None)
+        elif self.refresh_s is not None and time.monotonic() - self._fetched_at >= self.refresh_s:
+            self._refresh(self._token)  # renew as a client renews a short-lived token
         return self._token
 
     def rejected(self, token: str | None) -> None:
@@ -78,7 +81,11 @@ class BearerToken:
         return body
 
 
-TOKENS = BearerToken(CONFIG.token_url, CONFIG.request_timeout_s) if CONFIG.token_url else None
+TOKENS = (
+    BearerToken(CONFIG.token_url, CONFIG.request_timeout_s, CONFIG.token_refresh_s)
+    if CONFIG.token_url
+    else None
+)
 _WRITE_PREFIX = f"{os.getpid():x}-{secrets.token_hex(3)}"
 _write_counter = itertools.count(1)
 _ENDPOINTS: tuple[Endpoint, ...] = CONFIG.endpoints

@@ -48,14 +48,11 @@ def samples_dir(run_dir: Path) -> Path:
 
 
 def sample_files(source: str | Path | Sequence[str | Path]) -> list[Path]:
-    """The sample files of a run directory, its ``samples/`` directory, or given files."""
+    """The sample files under a run directory (any depth: one traffic run per window), or given files."""
     if isinstance(source, str | Path):
         path = Path(source)
         if path.is_dir():
-            found = sorted(path.glob(f"*{SUFFIX}"))
-            if (path / SAMPLES_DIR).is_dir():
-                found += sorted((path / SAMPLES_DIR).glob(f"*{SUFFIX}"))
-            return found
+            return sorted(path.rglob(f"*{SUFFIX}"))
         return [path]
     return [Path(p) for p in source]
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from chaos.errors import FaultError
 from chaos.platforms.local.certagent import init_identity
 from chaos.platforms.local.envoy_common import Direction, FaultConfig, fault_runtime_values
-from chaos.platforms.local.layout import Pod, Setup
+from chaos.platforms.local.layout import Pod, Setup, TopologyLayout
 from chaos.platforms.local.pki import read_certificate
 from chaos.platforms.local.topology import LocalTopology
 
@@ -71,9 +71,20 @@ def counters(admin_url: str, suffixes: tuple[str, ...]) -> dict[str, int]:
 class LocalFaultOps:
     """Fault mechanisms on one running :class:`LocalTopology`."""
 
-    def __init__(self, topology: LocalTopology) -> None:
-        self.topology = topology
-        self.layout = topology.layout
+    def __init__(self, layout: TopologyLayout, topology: LocalTopology | None = None) -> None:
+        self.layout = layout
+        self._topology = topology
+
+    @classmethod
+    def of(cls, topology: LocalTopology) -> LocalFaultOps:
+        return cls(topology.layout, topology)
+
+    @property
+    def topology(self) -> LocalTopology:
+        """The running topology (absent when only planning, as in a dry run)."""
+        if self._topology is None:
+            raise FaultError("no running topology: this fault can only be planned here")
+        return self._topology
 
     # -- HTTP faults ---------------------------------------------------------------------
 

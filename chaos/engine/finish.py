@@ -1,0 +1,164 @@
+"""After the windows: measure, write the results, the report, JUnit and the history.
+
+Also decides the exit code: 0 every hypothesis held; 1 a hypothesis failed
+(steady state not restored, not recovered) or a fault had no effect; 3 the run
+was aborted by a stop condition or a signal.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from chaos import __version__
+from chaos.analysis import FaultWindow, RecordedWrites, SteadyState, analyze_run, write_results
+from chaos.analysis.model import FaultResult
+from chaos.engine.run import WindowRecord
+from chaos.platforms.local.envoy_common import envoy_binary
+from chaos.report import HistoryStore, RunMeta, render_report, write_junit, write_meta
+from chaos.spec import Experiment
+from chaos.traffic import load_samples
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What the CLI prints and exits with."""
+
+    exit_code: int
+    report: Path | None
+    failures: tuple[str, ...]
+    runs: tuple[FaultResult, ...]
+
+
+def versions() -> dict[str, str]:
+    """Envoy, Locust and Python versions, for the method section."""
+    try:
+        envoy = subprocess.run(
+            [str(envoy_binary()), "--version"], capture_output=True, text=True, timeout=10
+        ).stdout
+        envoy_version = envoy.split("version:")[-1].strip().split("/")[1] if envoy else "unknown"
+    except (OSError, IndexError, subprocess.SubprocessError):
+        envoy_version = "unknown"
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        locust_version = version("locust")
+    except PackageNotFoundError:
+        locust_version = "unknown"
+    return {"envoy": envoy_version, "locust": locust_version, "python": platform.python_version()}
+
+
+def windows_for_analysis(records: list[WindowRecord]) -> list[FaultWindow]:
+    """The windows that got as far as an injection."""
+    found = []
+    for r in records:
+        if r.inject_t is None or r.revert_t is None or r.end_t is None:
+            continue
+        found.append(
+            FaultWindow(
+                setup=r.key.setup,
+                fault=r.key.fault,
+                fault_type=r.fault_type,
+                repetition=r.key.repetition,
+                inject_t=r.inject_t,
+                revert_t=max(r.revert_t, r.inject_t),
+                end_t=max(r.end_t, r.revert_t, r.inject_t),
+                self_healing=r.self_healing,
+                warmup_start_t=min(r.warmup_start_t or r.inject_t, r.inject_t),
+                aborted=r.aborted,
+            )
+        )
+    return found
+
+
+def judge(records: list[WindowRecord], runs: list[FaultResult], aborted: bool) -> list[str]:
+    """Every broken hypothesis, one line each (empty: all held)."""
+    failures: list[str] = []
+    for r in records:
+        if r.error:
+            failures.append(f"{r.key.label}: {r.error}")
+        elif r.evidence is not None and not r.evidence.took_effect:
+            failures.append(f"{r.key.label}: the fault had no effect ({r.evidence.detail})")
+    for run in runs:
+        label = f"{run.setup}/{run.fault}#{run.repetition + 1}"
+        if run.window.aborted:
+            continue
+        if not run.steady_state_before:
+            failures.append(f"{label}: steady state did not hold before the fault")
+        elif run.time_to_recover_s is None or not run.steady_state_after:
+            failures.append(f"{label}: steady state not restored within the recovery window")
+    if aborted:
+        failures.append("the run was aborted")
+    return failures
+
+
+def finish(
+    experiment: Experiment,
+    run_dir: Path,
+    records: list[WindowRecord],
+    *,
+    started_utc: str,
+    aborted_reason: str | None,
+    history: Path | None,
+) -> RunOutcome:
+    """Analyse the run directory, write every output, decide the exit code."""
+    windows = windows_for_analysis(records)
+    samples_root = run_dir / "samples"
+    samples = load_samples(run_dir) if samples_root.is_dir() else None
+    runs: list[FaultResult] = []
+    if samples is not None and windows:
+        writes = RecordedWrites.from_ids(i for r in records for i in r.recorded_writes)
+        analysis = analyze_run(
+            samples,
+            windows,
+            SteadyState(experiment.steady_state.max_error_rate, experiment.steady_state.max_p95_ms),
+            experiment.timeline.recovered_for,
+            recorded_writes=writes,
+            seed=experiment.seed,
+        )
+        write_results(
+            run_dir, analysis.runs, analysis.summaries, analysis.comparisons, analysis.buckets
+        )
+        runs = list(analysis.runs)
+    failures = judge(records, runs, aborted_reason is not None)
+    exit_code = 3 if aborted_reason is not None else (1 if failures else 0)
+    v = versions()
+    write_meta(
+        run_dir,
+        RunMeta(
+            tool_version=__version__,
+            envoy_version=v["envoy"],
+            locust_version=v["locust"],
+            python_version=v["python"],
+            seed=experiment.seed,
+            experiment_name=experiment.name,
+            started_utc=started_utc,
+            finished_utc=datetime.now(UTC).isoformat(timespec="seconds"),
+            exit_code=exit_code,
+            setups=tuple(experiment.setups),
+            faults=tuple(experiment.fault_names()),
+            parameters={
+                "repetitions": experiment.repetitions,
+                "warmup_s": experiment.timeline.warmup,
+                "hold_s": experiment.timeline.hold,
+                "recovery_s": experiment.timeline.recovery,
+                "recovered_for_s": experiment.timeline.recovered_for,
+                "users": experiment.traffic.users,
+                "rate_rps": experiment.traffic.rate,
+                "max_error_rate": experiment.steady_state.max_error_rate,
+                "max_p95_ms": experiment.steady_state.max_p95_ms,
+                "connection_lifetime_s": 5.0,
+                "aborted": aborted_reason,
+            },
+        ),
+    )
+    report: Path | None = None
+    if runs:
+        report = render_report([run_dir], run_dir / "report.html")
+        write_junit(run_dir)
+    if history is not None:
+        HistoryStore(history).record(run_dir)
+    return RunOutcome(exit_code, report, tuple(failures), tuple(runs))

@@ -1,0 +1,358 @@
+"""A run: every setup, fault and repetition, each in its own fault window.
+
+For each window (order interleaved across setups, from the seed): bring the
+topology up -> start traffic -> warm up -> inject -> hold -> verify -> revert ->
+recovery -> stop traffic -> tear down. Everything that holds a resource is
+entered in one ``ExitStack`` per window, and the fault's revert is registered
+on it *before* the fault is applied, so revert runs on success, failure,
+exception, Ctrl-C and SIGTERM. The journal records every step as it happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chaos.engine.journal import Journal
+from chaos.engine.signals import RunInterrupted, SignalGuard
+from chaos.errors import AbortedError, ChaosError
+from chaos.faults import driver_for
+from chaos.faults.base import Evidence, Fault, FaultPlan
+from chaos.platforms.local.events import Event
+from chaos.platforms.local.faultops import LocalFaultOps
+from chaos.platforms.local.layout import DEFAULT_SLOT, Setup
+from chaos.platforms.local.supervisor import BackoffPolicy
+from chaos.platforms.local.topology import LocalTopology, TopologyOptions
+from chaos.spec import Experiment, StopCondition
+from chaos.spec import Fault as FaultSpec
+from chaos.traffic import Endpoint, LiveStats, TrafficConfig, TrafficRun
+
+#: A client renews its bearer token this often (policy-desync shows through it).
+TOKEN_REFRESH_S = 1.0
+
+
+class StopConditionHit(AbortedError):
+    """A stop condition held for its duration; the run ends early, reverting."""
+
+
+@dataclass(frozen=True)
+class WindowKey:
+    """One fault window: a setup, a fault (by position and name), a repetition."""
+
+    setup: str
+    fault_index: int
+    fault: str
+    repetition: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.setup}/{self.fault}#{self.repetition + 1}"
+
+    @property
+    def slug(self) -> str:
+        return f"{self.setup}-{self.fault}-{self.repetition + 1}"
+
+
+@dataclass
+class WindowRecord:
+    """What the engine saw in one window (times on the monotonic clock)."""
+
+    key: WindowKey
+    fault_type: str
+    self_healing: bool = False
+    warmup_start_t: float = 0.0
+    inject_t: float | None = None
+    revert_t: float | None = None
+    end_t: float | None = None
+    evidence: Evidence | None = None
+    aborted: bool = False
+    error: str | None = None
+    recorded_writes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run (not what: that is the experiment)."""
+
+    run_dir: Path
+    #: Slot per setup (third octet of pod addresses); default: the setup's own.
+    slots: dict[str, int] = field(default_factory=dict)
+    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    workers: int = 0
+    #: Called with one line of progress (the terminal view); None prints nothing.
+    progress: Callable[[str], None] | None = None
+    tick_s: float = 1.0
+
+
+def schedule(experiment: Experiment) -> list[WindowKey]:
+    """Every window, repetitions outermost, setups interleaved in a seeded order."""
+    rng = random.Random(experiment.seed)
+    names = experiment.fault_names()
+    keys: list[WindowKey] = []
+    for repetition in range(experiment.repetitions):
+        for index, fault in enumerate(experiment.faults):
+            setups = [
+                s
+                for s in experiment.setups
+                if fault.target.setups is None or s in fault.target.setups
+            ]
+            rng.shuffle(setups)
+            keys += [WindowKey(s, index, names[index], repetition) for s in setups]
+    return keys
+
+
+class Engine:
+    """Runs one experiment; :meth:`run` returns the windows it recorded."""
+
+    def __init__(self, experiment: Experiment, options: RunOptions) -> None:
+        self.experiment = experiment
+        self.options = options
+        self.run_dir = options.run_dir
+        self.journal = Journal(options.run_dir)
+        self.windows: list[WindowRecord] = []
+        self.aborted: str | None = None
+
+    # -- the run ---------------------------------------------------------------------
+
+    def run(self) -> list[WindowRecord]:
+        self.journal.write(
+            "run_started", experiment=self.experiment.name, seed=self.experiment.seed
+        )
+        try:
+            with SignalGuard():
+                for key in schedule(self.experiment):
+                    self._window(key)
+        except AbortedError as exc:
+            self.aborted = str(exc)
+            self.journal.write("run_aborted", reason=str(exc))
+        finally:
+            self.journal.write("run_finished", aborted=self.aborted is not None)
+            self.journal.close()
+        return self.windows
+
+    def _say(self, line: str) -> None:
+        if self.options.progress is not None:
+            self.options.progress(line)
+
+    def _window(self, key: WindowKey) -> None:
+        spec = self.experiment.faults[key.fault_index]
+        record = WindowRecord(key, fault_type=spec.type)
+        self.windows.append(record)
+        self.journal.write(
+            "window_started", setup=key.setup, fault=key.fault, repetition=key.repetition
+        )
+        try:
+            with contextlib.ExitStack() as stack:
+                self._run_window(stack, key, spec, record)
+        except AbortedError:
+            record.aborted = True
+            self._close_window(record)
+            raise
+        except ChaosError as exc:
+            record.error = str(exc)
+            self.journal.write(
+                "window_failed",
+                setup=key.setup,
+                fault=key.fault,
+                repetition=key.repetition,
+                error=str(exc),
+            )
+            self._say(f"{key.label}: failed: {exc}")
+        self._close_window(record)
+
+    def _close_window(self, record: WindowRecord) -> None:
+        now = time.monotonic()
+        if record.inject_t is not None:
+            record.revert_t = record.revert_t or now
+            record.end_t = record.end_t or now
+
+    def _run_window(
+        self, stack: contextlib.ExitStack, key: WindowKey, spec: FaultSpec, record: WindowRecord
+    ) -> None:
+        timeline = self.experiment.timeline
+        topology = stack.enter_context(LocalTopology(self._topology_options(key)))
+        self.journal.write(
+            "topology_up",
+            setup=key.setup,
+            startup_s=round(topology.startup_s, 3),
+            pids={name: pid for name, pid in topology.supervisor.pids().items()},
+        )
+        stack.callback(self.journal.write, "topology_down", setup=key.setup)
+        stack.callback(self._collect_writes, topology, record)
+        stack.callback(topology.events.subscribe(self._on_event))
+
+        traffic = stack.enter_context(TrafficRun(self._traffic_config(topology, key)))
+        traffic.wait_started()
+        record.warmup_start_t = time.monotonic()
+        self.journal.write("warmup", setup=key.setup, seconds=timeline.warmup)
+        self._hold(key, "warm-up", timeline.warmup, traffic)
+
+        fault: Fault[FaultSpec] = driver_for(spec.type)(
+            spec,
+            LocalFaultOps.of(topology),
+            fault_id=f"{key.slug}",
+            name=key.fault,
+            seed=self.experiment.seed + key.repetition,
+        )
+        plan = fault.plan()
+        record.self_healing = plan.self_healing
+        self.journal.write(
+            "fault_planned",
+            fault_id=plan.fault_id,
+            setup=key.setup,
+            fault=key.fault,
+            repetition=key.repetition,
+            blast_radius=list(plan.blast_radius),
+            summary=plan.summary,
+            self_healing=plan.self_healing,
+            changes=[line.strip() for line in plan.describe()[1:]],
+        )
+        # Registered before apply: a partial apply is reverted too.
+        stack.callback(self._revert, fault, plan, record)
+        record.inject_t = time.monotonic()
+        fault.apply()
+        self.journal.write("fault_applied", fault_id=plan.fault_id, inject_t=record.inject_t)
+        self._say(f"{key.label}: injected {plan.summary}")
+        self._hold(key, "hold", timeline.hold, traffic)
+        record.evidence = fault.verify()
+        self.journal.write(
+            "fault_verified",
+            fault_id=plan.fault_id,
+            took_effect=record.evidence.took_effect,
+            detail=record.evidence.detail,
+        )
+        self._revert(fault, plan, record)
+        self._hold(key, "recovery", timeline.recovery, traffic)
+        record.end_t = time.monotonic()
+        traffic.stop()
+
+    def _revert(self, fault: Fault[FaultSpec], plan: FaultPlan, record: WindowRecord) -> None:
+        if record.revert_t is not None:
+            return
+        fault.revert()
+        record.revert_t = time.monotonic()
+        self.journal.write("fault_reverted", fault_id=plan.fault_id, revert_t=record.revert_t)
+        self._say(f"{record.key.label}: reverted")
+
+    def _collect_writes(self, topology: LocalTopology, record: WindowRecord) -> None:
+        for pod in topology.layout.pods_of("payments"):
+            path = pod.dir / "writes.jsonl"
+            if path.is_file():
+                record.recorded_writes += _write_ids(path)
+
+    def _on_event(self, event: Event) -> None:
+        self.journal.write(
+            "event",
+            event=event.kind.value,
+            subject=event.subject,
+            detail=event.detail,
+            event_t=event.t,
+        )
+        if event.kind.value in ("crashed", "restarted", "cert_rotated", "config_pushed"):
+            self._say(f"  event: {event.subject} {event.kind.value} {event.detail}")
+
+    # -- waiting, watching -----------------------------------------------------------
+
+    def _hold(self, key: WindowKey, phase: str, seconds: float, traffic: TrafficRun) -> None:
+        deadline = time.monotonic() + seconds
+        watches = [_ConditionWatch(c) for c in self.experiment.stop_conditions]
+        next_tick = time.monotonic()
+        while (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 0.1))
+            now = time.monotonic()
+            if now < next_tick:
+                continue
+            next_tick = now + self.options.tick_s
+            stats = traffic.live_stats()
+            self._say(
+                f"{key.label} {phase:<9} {max(0.0, deadline - now):5.1f}s left | "
+                f"{stats.rps:6.0f} rps | errors {stats.error_rate * 100:5.1f}% | "
+                f"p95 {stats.p95_ms or 0:6.0f} ms"
+            )
+            for watch in watches:
+                if watch.violated_for(stats, now):
+                    raise StopConditionHit(f"stop condition held: {watch.describe()}")
+
+    # -- building blocks ---------------------------------------------------------------
+
+    def _topology_options(self, key: WindowKey) -> TopologyOptions:
+        setup = Setup(key.setup)
+        return TopologyOptions(
+            setup=setup,
+            run_dir=self.run_dir / "topologies" / key.slug,
+            slot=self.options.slots.get(key.setup, DEFAULT_SLOT[setup]),
+            ingress_port=0,
+            backoff=self.options.backoff,
+            publish=False,
+        )
+
+    def _traffic_config(self, topology: LocalTopology, key: WindowKey) -> TrafficConfig:
+        traffic = self.experiment.traffic
+        timeline = self.experiment.timeline
+        server = topology.idp_server
+        return TrafficConfig(
+            host=topology.layout.ingress.url,
+            out_dir=self.run_dir / "samples" / key.slug,
+            duration_s=timeline.warmup + timeline.hold + timeline.recovery + 5.0,
+            users=traffic.users,
+            spawn_rate=traffic.spawn_rate,
+            rate=traffic.rate,
+            endpoints=tuple(
+                Endpoint(e.name, e.method, e.path, e.weight) for e in traffic.endpoints or ()
+            ),
+            locustfile=traffic.locustfile,
+            token_url=server.token_url if server is not None else None,
+            token_refresh_s=TOKEN_REFRESH_S,
+            workers=self.options.workers,
+        )
+
+
+class _ConditionWatch:
+    """How long a stop condition has held without a break."""
+
+    def __init__(self, condition: StopCondition) -> None:
+        self.condition = condition
+        self.since: float | None = None
+
+    def describe(self) -> str:
+        c = self.condition
+        if c.type == "error_rate":
+            return f"error rate above {c.above:.0%} for {c.for_:g} s"
+        return f"p95 above {c.above_ms:g} ms for {c.for_:g} s"
+
+    def violated_for(self, stats: LiveStats, now: float) -> bool:
+        c = self.condition
+        if c.type == "error_rate":
+            bad = stats.requests > 0 and stats.error_rate > c.above
+        else:
+            bad = stats.p95_ms is not None and stats.p95_ms > c.above_ms
+        if not bad:
+            self.since = None
+            return False
+        if self.since is None:
+            self.since = now
+        return now - self.since >= c.for_
+
+
+def _write_ids(path: Path) -> Iterator[str]:
+    import json
+
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if isinstance(record, dict) and isinstance(record.get("id"), str):
+                yield record["id"]
+
+
+def copy_experiment(source: Path, run_dir: Path) -> None:
+    """Keep the exact experiment file with the run (the report shows it)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, run_dir / "experiment.yaml")
+
+
+__all__ = ["Engine", "RunInterrupted", "RunOptions", "StopConditionHit", "WindowKey", "schedule"]
