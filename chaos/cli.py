@@ -329,7 +329,9 @@ def demo(
         )
     except ChaosError as exc:
         _fail(exc)
-    raise typer.Exit(code)
+    # A game day's broken hypotheses are findings shown in the report, not a failed
+    # demo; only an aborted run makes `make demo` fail.
+    raise typer.Exit(code if code == 3 else 0)
 
 
 @app.command()

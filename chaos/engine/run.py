@@ -23,12 +23,13 @@ from chaos.engine.signals import RunInterrupted, SignalGuard
 from chaos.errors import AbortedError, ChaosError
 from chaos.faults import driver_for
 from chaos.faults.base import Evidence, Fault, FaultPlan
+from chaos.platforms.local.envoy_config import ProxyOptions
 from chaos.platforms.local.events import Event
 from chaos.platforms.local.faultops import LocalFaultOps
 from chaos.platforms.local.layout import DEFAULT_SLOT, Setup
 from chaos.platforms.local.supervisor import BackoffPolicy
 from chaos.platforms.local.topology import LocalTopology, TopologyOptions
-from chaos.spec import Experiment, StopCondition
+from chaos.spec import CertExpiryFault, Experiment, StopCondition
 from chaos.spec import Fault as FaultSpec
 from chaos.traffic import Endpoint, LiveStats, TrafficConfig, TrafficRun
 
@@ -282,7 +283,13 @@ class Engine:
 
     def _topology_options(self, key: WindowKey) -> TopologyOptions:
         setup = Setup(key.setup)
+        spec = self.experiment.faults[key.fault_index]
+        proxy = ProxyOptions()
+        if isinstance(spec, CertExpiryFault) and spec.connection_lifetime is not None:
+            # It decides how fast an expiry shows (FACTS.md): the fault sets it.
+            proxy = ProxyOptions(connection_lifetime_s=spec.connection_lifetime)
         return TopologyOptions(
+            proxy=proxy,
             setup=setup,
             run_dir=self.run_dir / "topologies" / key.slug,
             slot=self.options.slots.get(key.setup, DEFAULT_SLOT[setup]),
