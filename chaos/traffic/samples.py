@@ -48,7 +48,7 @@ def samples_dir(run_dir: Path) -> Path:
 
 
 def sample_files(source: str | Path | Sequence[str | Path]) -> list[Path]:
-    """The sample files under a run directory (any depth: one traffic run per window), or given files."""
+    """The sample files under a run directory (any depth), or the given files."""
     if isinstance(source, str | Path):
         path = Path(source)
         if path.is_dir():
