@@ -58,7 +58,9 @@ class CertificateAuthority:
         self._cert = cert
 
     @classmethod
-    def create(cls, name: str = "sidecar-chaos local CA", ttl_days: int = 30) -> CertificateAuthority:
+    def create(
+        cls, name: str = "sidecar-chaos local CA", ttl_days: int = 30
+    ) -> CertificateAuthority:
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         now = _utcnow()
@@ -185,7 +187,9 @@ def write_identity(directory: Path, issued: IssuedCertificate, ca_pem: bytes) ->
     if tmp_link.is_symlink():
         tmp_link.unlink()
     tmp_link.symlink_to(stamp)
-    previous = os.readlink(directory / _DATA_LINK) if (directory / _DATA_LINK).is_symlink() else None
+    previous = (
+        os.readlink(directory / _DATA_LINK) if (directory / _DATA_LINK).is_symlink() else None
+    )
     os.replace(tmp_link, directory / _DATA_LINK)
     for name in (CERT_FILE, KEY_FILE, CA_FILE):
         link = directory / name
