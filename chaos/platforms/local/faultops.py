@@ -106,6 +106,11 @@ class LocalFaultOps:
         """Switch the fault at ``site`` on (a config) or off (None); idempotent."""
         control_plane = self.topology.control_plane
         if self.layout.setup is Setup.MESH and control_plane is not None and site.pod:
+            if control_plane.state(site.pod).faults.get(site.direction) == fault:
+                # Already what the proxy was told to run. Envoy ignores an RDS update whose
+                # content is unchanged (its version stays), so pushing it again would make
+                # wait_applied time out: a second revert would fail instead of doing nothing.
+                return
             control_plane.push_fault(site.pod, site.direction, fault)
             if not control_plane.paused:
                 control_plane.wait_applied(site.pod, site.direction, timeout_s=5.0)
