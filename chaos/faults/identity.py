@@ -115,13 +115,15 @@ class ControlPlaneOutageFaultDriver(Fault[ControlPlaneOutageFault]):
         agent = topology.cert_agent
         if agent is None:
             return
+        # Blocked first: the short certificates are due for rotation at half their life,
+        # and the agent's thread would otherwise renew some before the block came in.
+        agent.block()
+        self._applied = True
+        if topology.control_plane is not None:
+            topology.control_plane.pause()
         if self.spec.cert_ttl:
             for status in agent.status():
                 agent.issue_now(status.dir, timedelta(seconds=self.spec.cert_ttl))
-        agent.block()
-        if topology.control_plane is not None:
-            topology.control_plane.pause()
-        self._applied = True
 
     def verify(self) -> Evidence:
         topology = self.ops.topology
