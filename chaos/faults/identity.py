@@ -20,7 +20,7 @@ from datetime import timedelta
 
 from chaos.faults.base import Change, Evidence, Fault, FaultPlan
 from chaos.platforms.local.faultops import counters
-from chaos.platforms.local.layout import Setup
+from chaos.platforms.local.layout import Pod, Setup
 from chaos.spec import CertExpiryFault, ControlPlaneOutageFault, PolicyDesyncFault
 
 _TLS_FAILURES = (".ssl.fail_verify_error", ".ssl.connection_error", ".upstream_cx_connect_fail")
@@ -52,6 +52,7 @@ class CertExpiryFaultDriver(Fault[CertExpiryFault]):
     fault_type = "cert-expiry"
     _tls_before = 0
     _not_after: dict[str, float] = {}  # noqa: RUF012 - replaced per instance in apply()
+    _touched: tuple[Pod, ...] = ()
 
     def plan(self) -> FaultPlan:
         setup = self.ops.layout.setup
@@ -68,7 +69,11 @@ class CertExpiryFaultDriver(Fault[CertExpiryFault]):
     def apply(self) -> None:
         self._tls_before = _sum(_admin_urls(self), _TLS_FAILURES)
         ttl = timedelta(seconds=self.spec.ttl)
-        self._not_after = {p.name: self.ops.expire_cert(p, ttl) for p in self.pods}
+        self._not_after = {}
+        for pod in self.pods:
+            # Marked before it is touched: a half-done expiry is restored too.
+            self._touched = (*self._touched, pod)
+            self._not_after[pod.name] = self.ops.expire_cert(pod, ttl)
 
     def verify(self) -> Evidence:
         now = time.time()
@@ -78,8 +83,11 @@ class CertExpiryFaultDriver(Fault[CertExpiryFault]):
         return Evidence(bool(expired) and failures > 0, detail)
 
     def revert(self) -> None:
-        for pod in self.pods:
-            self.ops.restore_cert(pod)
+        # Only what apply touched, once: restoring restarts a sidecar's proxy, which a
+        # second revert (or a revert before apply) must not do again.
+        while self._touched:
+            self.ops.restore_cert(self._touched[0])
+            self._touched = self._touched[1:]
 
 
 class ControlPlaneOutageFaultDriver(Fault[ControlPlaneOutageFault]):
