@@ -1,0 +1,298 @@
+"""Each of the six faults on each setup, against a real topology, measured through the ingress.
+
+One topology per setup is shared by the module (started once, torn down at the end);
+every test measures the steady state first, applies its fault, measures the effect
+with its own bounded prober, reverts (twice: revert is idempotent) and checks that
+the topology is back in its steady state, so a leaky revert fails the test that
+leaked, not a later one. Proxies recycle upstream connections after 1 s, so
+certificate changes show within a second (FACTS.md).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+
+from chaos.faults.base import Fault
+from chaos.platforms.local.envoy_config import ProxyOptions
+from chaos.platforms.local.events import EventKind
+from chaos.platforms.local.faultops import counters
+from chaos.platforms.local.layout import Setup
+from chaos.platforms.local.topology import LocalTopology
+from chaos.spec import Fault as FaultSpec
+from tests.conftest import ProcessTracker, lease_slot, topology_options
+from tests.integration.conftest_faults import (
+    Probe,
+    Reply,
+    fault_spec,
+    make_fault,
+    probe,
+    wait_for,
+)
+
+CONNECTION_LIFETIME_S = 1.0
+DELAY_MS = 200
+
+
+@pytest.fixture(scope="module", params=list(Setup), ids=[s.value for s in Setup])
+def topo(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalTopology]:
+    setup: Setup = request.param
+    tracker = ProcessTracker()
+    with lease_slot() as slot:
+        options = replace(
+            topology_options(setup, tmp_path_factory.mktemp(f"faults-{setup.value}"), slot),
+            proxy=ProxyOptions(connection_lifetime_s=CONNECTION_LIFETIME_S),
+        )
+        topology = LocalTopology(options)
+        tracker.follow(topology)
+        with topology:
+            yield topology
+    tracker.check()
+
+
+def steady(topology: LocalTopology, seconds: float = 0.6) -> Probe:
+    """A probe that must see only 200s (the steady state)."""
+    result = probe(topology, seconds)
+    assert len(result.replies) >= 5, result
+    assert result.failed == 0, f"not in the steady state: {result}"
+    return result
+
+
+def settle(topology: LocalTopology, timeout_s: float = 8.0) -> None:
+    """Wait until every process is ready and ten requests in a row succeed."""
+    topology.supervisor.wait_ready(timeout_s=timeout_s)
+
+    def ten_in_a_row(p: Probe) -> bool:
+        return len(p.replies) >= 10 and all(r.status == 200 for r in p.replies[-10:])
+
+    result = probe(topology, timeout_s, until=ten_in_a_row)
+    assert ten_in_a_row(result), f"did not settle after revert: {result}"
+
+
+def total_restarts(topology: LocalTopology) -> int:
+    return sum(topology.supervisor.restarts(n) for n in topology.supervisor.names())
+
+
+def revert_again_changes_nothing(topology: LocalTopology, fault: Fault[FaultSpec]) -> None:
+    """Revert is idempotent: a second one restarts nothing and pushes nothing."""
+    restarts = total_restarts(topology)
+    pushes = len(topology.events.events(EventKind.CONFIG_PUSHED))
+    fault.revert()
+    assert total_restarts(topology) == restarts
+    assert len(topology.events.events(EventKind.CONFIG_PUSHED)) == pushes
+
+
+def proxy_counter(topology: LocalTopology, suffix: str) -> int:
+    """The sum of one counter over every proxy of the topology."""
+    layout = topology.layout
+    urls = [p.admin_url for p in layout.pods if p.admin_url]
+    urls += [n.admin_url for n in layout.node_proxies] + [w.admin_url for w in layout.waypoints]
+    urls.append(layout.ingress.admin_url)
+    return sum(sum(counters(url, (suffix,)).values()) for url in urls)
+
+
+# -- latency and abort --------------------------------------------------------------------------
+
+
+def test_latency_delays_requests_through_the_target(topo: LocalTopology) -> None:
+    spec = fault_spec(
+        type="latency", target={"service": "checkout", "replica": 0}, delay=f"{DELAY_MS}ms"
+    )
+    fault = make_fault(topo, spec)
+    radius = set(fault.plan().blast_radius)
+
+    def through(r: Reply) -> bool:
+        return bool(radius & set(r.pods))
+
+    base = steady(topo)
+    try:
+        fault.apply()
+        during = probe(topo, 1.5)
+        evidence = fault.verify()
+    finally:
+        fault.revert()
+    revert_again_changes_nothing(topo, fault)
+    after = steady(topo)
+
+    assert evidence.took_effect, evidence.detail
+    assert during.failed == 0, during
+    base_ms = base.median_ms()
+    slowed = during.median_ms(through)
+    assert DELAY_MS * 0.9 <= slowed - base_ms <= DELAY_MS + 150, (base_ms, slowed)
+    if any(not through(r) for r in during.replies):  # sidecar/mesh: the other replica
+        assert during.median_ms(lambda r: not through(r)) < base_ms + 50
+    assert after.median_ms() < base_ms + 50, (base_ms, after.median_ms())
+
+
+def test_abort_answers_with_the_status(topo: LocalTopology) -> None:
+    spec = fault_spec(type="abort", target={"service": "checkout"}, status=500, percent=100)
+    fault = make_fault(topo, spec)
+    steady(topo)
+    try:
+        fault.apply()
+        during = probe(topo, 1.0)
+        evidence = fault.verify()
+    finally:
+        fault.revert()
+    revert_again_changes_nothing(topo, fault)
+    settle(topo)
+    steady(topo)
+
+    assert evidence.took_effect, evidence.detail
+    assert during.share(500) >= 0.9, during
+
+
+# -- crash --------------------------------------------------------------------------------------
+
+
+def test_crash_is_restarted_by_the_supervisor(topo: LocalTopology) -> None:
+    spec = fault_spec(type="crash", target={"service": "checkout", "replica": 0})
+    fault = make_fault(topo, spec)
+    processes = topo.supervisor.names()
+    proxies = [c.subject for c in fault.plan().changes]
+    assert proxies and all(p in processes for p in proxies), proxies
+    restarts = {p: topo.supervisor.restarts(p) for p in proxies}
+    since = time.monotonic()
+    retries = proxy_counter(topo, ".upstream_rq_retry")
+    steady(topo)
+    try:
+        fault.apply()
+        during = probe(topo, 1.5)
+        assert wait_for(lambda: all(topo.supervisor.restarts(p) > restarts[p] for p in proxies), 5)
+        evidence = fault.verify()
+    finally:
+        fault.revert()
+    revert_again_changes_nothing(topo, fault)
+    settle(topo)
+    steady(topo)
+
+    assert evidence.took_effect, evidence.detail
+    seen = {
+        (e.kind, e.subject)
+        for e in topo.events.events()
+        if e.t >= since and e.kind in (EventKind.CRASHED, EventKind.RESTARTED)
+    }
+    for proxy in proxies:
+        assert (EventKind.RESTARTED, proxy) in seen, seen
+    hidden = proxy_counter(topo, ".upstream_rq_retry") - retries
+    if topo.layout.setup is Setup.SIDECAR:
+        assert during.failed > 0, during
+    else:
+        # Mesh and waypoint retries go to another replica: users may see nothing, the
+        # proxies' retry counters show what was hidden.
+        assert during.failed > 0 or hidden > 0, (during, hidden)
+
+
+# -- identities ---------------------------------------------------------------------------------
+
+
+def test_cert_expiry_breaks_new_connections_until_revert(topo: LocalTopology) -> None:
+    spec = fault_spec(type="cert-expiry", target={"service": "checkout"}, ttl="2s")
+    fault = make_fault(topo, spec)
+    steady(topo)
+    try:
+        fault.apply()
+        expired_at = max(fault.ops.cert_not_after(p) for p in fault.pods)
+        # Expiry + a connection lifetime + slack; stop early once failures are plain.
+        during = probe(
+            topo, expired_at - time.time() + CONNECTION_LIFETIME_S + 2.0, until=_failing_steadily
+        )
+        evidence = fault.verify()
+    finally:
+        fault.revert()
+    revert_again_changes_nothing(topo, fault)
+    settle(topo)
+    steady(topo)
+
+    assert evidence.took_effect, evidence.detail
+    assert during.failed >= 5, during
+    assert _number(r"TLS/connect failures: (\d+)", evidence.detail) > 0, evidence.detail
+
+
+def _number(pattern: str, text: str) -> int:
+    found = re.search(pattern, text)
+    assert found, f"{pattern!r} not in {text!r}"
+    return int(found.group(1))
+
+
+def _failing_steadily(p: Probe) -> bool:
+    return len(p.replies) >= 5 and all(r.status != 200 for r in p.replies[-5:])
+
+
+def test_control_plane_outage_expires_certs_except_in_sidecar(topo: LocalTopology) -> None:
+    spec = fault_spec(type="control-plane-outage", target={"service": "checkout"}, cert_ttl="1s")
+    fault = make_fault(topo, spec)
+    steady(topo)
+    sidecar = topo.layout.setup is Setup.SIDECAR
+    try:
+        started = time.time()
+        fault.apply()
+        # Certificates (1 s, rounded up to whole seconds) expire, connections recycle.
+        during = probe(
+            topo, 2.0 + CONNECTION_LIFETIME_S + 1.5, until=None if sidecar else _failing_steadily
+        )
+        evidence = fault.verify()
+        agent = topo.cert_agent
+        expired = [s for s in agent.status() if s.expired] if agent is not None else []
+        blocked = [s for s in agent.status() if s.blocked] if agent is not None else []
+    finally:
+        fault.revert()
+    revert_again_changes_nothing(topo, fault)
+    settle(topo)
+    steady(topo)
+
+    assert evidence.took_effect, evidence.detail
+    if sidecar:
+        assert agent is None and topo.control_plane is None
+        assert during.failed == 0, during
+        assert time.time() - started >= 4.0  # the whole period was probed
+        return
+    assert agent is not None
+    assert expired and blocked, evidence.detail
+    assert during.failed >= 5, during
+    after = agent.status()
+    assert not any(s.expired or s.blocked for s in after), after
+    # Revert gives back certificates of the normal lifetime (1 h), not the short ones.
+    assert all(s.not_after.timestamp() - time.time() > 600 for s in after)
+    if topo.control_plane is not None:
+        assert not topo.control_plane.paused
+
+
+def test_policy_desync_denies_fresh_tokens_where_the_key_set_is_stale(
+    topo: LocalTopology,
+) -> None:
+    spec = fault_spec(type="policy-desync", target={"service": "frontend"})
+    fault = make_fault(topo, spec)
+    steady(topo)
+    old_kid = topo.idp.kid
+    try:
+        fault.apply()
+        assert topo.idp.kid != old_kid
+        # Fresh tokens, signed with the new key, as a client would fetch them.
+        during = probe(topo, 1.0, token=topo.idp.token)
+        evidence = fault.verify()
+    finally:
+        fault.revert()
+    revert_again_changes_nothing(topo, fault)
+    assert topo.idp.kid == old_kid
+    settle(topo)
+    after = probe(topo, 0.6, token=topo.idp.token)
+
+    assert evidence.took_effect, evidence.detail
+    assert after.failed == 0, after
+    setup = topo.layout.setup
+    if setup is Setup.SIDECAR:
+        assert during.share(401) >= 0.9, during
+        assert _number(r"(\d+) requests denied", evidence.detail) > 0, evidence.detail
+    elif setup is Setup.MESH:
+        # The control plane pushed the new key set: at most a short blip.
+        late = during.after(during.replies[0].t + 0.5)
+        assert late.failed == 0, during
+    else:  # ambient validates no JWTs
+        assert during.failed == 0, during
