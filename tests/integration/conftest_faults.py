@@ -9,19 +9,25 @@ request, the status, the latency and the pods the request crossed.
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 from pydantic import TypeAdapter
 
+from chaos.engine.journal import JournalEntry, read_journal
 from chaos.faults import driver_for
 from chaos.faults.base import Fault
 from chaos.platforms.local.faultops import LocalFaultOps
+from chaos.platforms.local.procutil import pid_alive
 from chaos.platforms.local.topology import LocalTopology
 from chaos.spec import Fault as FaultSpec
 
@@ -180,3 +186,200 @@ def applied(fault: Fault[FaultSpec]) -> Iterator[Applied]:
         yield state
     finally:
         fault.revert()
+
+
+# -- the CLI as a subprocess ----------------------------------------------------------------------
+
+#: ``sidecar-chaos`` with every setup's default slot moved to ``$SIDECAR_CHAOS_TEST_SLOT``, so
+#: a test run uses a leased free slot (the CLI has no slot option; the defaults 11..13 may be
+#: in use by a person's topology). Everything else is the real console entry point.
+_CLI = """
+import os, sys
+from chaos.platforms.local.layout import DEFAULT_SLOT
+slot = int(os.environ["SIDECAR_CHAOS_TEST_SLOT"])
+for setup in list(DEFAULT_SLOT):
+    DEFAULT_SLOT[setup] = slot
+sys.argv[0] = "sidecar-chaos"
+from chaos.cli import main
+main()
+"""
+
+
+def cli_argv(*args: str) -> list[str]:
+    """The command line that runs ``sidecar-chaos ARGS`` in the leased slot."""
+    return [sys.executable, "-c", _CLI, *args]
+
+
+def cli_env(slot: int) -> dict[str, str]:
+    return {**os.environ, "SIDECAR_CHAOS_TEST_SLOT": str(slot), "PYTHONUNBUFFERED": "1"}
+
+
+TINY_EXPERIMENT = """\
+name: tiny
+setups: [sidecar]
+repetitions: 1
+seed: 5
+traffic:
+  users: 5
+  spawn_rate: 5
+  rate: 50
+  endpoints:
+    - {{name: browse, path: /}}
+steady_state:
+  max_error_rate: 0.01
+  max_p95_ms: 500
+stop_conditions: [{stop}]
+timeline:
+  warmup: 5s            # shortened with --set in the tests
+  hold: {hold}
+  recovery: 2s
+faults:
+  - type: abort
+    name: checkout-500
+    target: {{service: checkout{replica}}}
+    status: 500
+    percent: {percent}
+"""
+
+
+def write_experiment(
+    directory: Path,
+    *,
+    hold: str = "20s",
+    percent: int = 50,
+    replica: int | None = 0,
+    stop: str = "",
+) -> Path:
+    """A one-window experiment (sidecar, abort at checkout) in ``directory``."""
+    path = directory / "tiny.yaml"
+    text = TINY_EXPERIMENT.format(
+        hold=hold,
+        percent=percent,
+        replica="" if replica is None else f", replica: {replica}",
+        stop=stop,
+    )
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@dataclass
+class CliRun:
+    """A ``sidecar-chaos run`` subprocess with its output in files."""
+
+    proc: subprocess.Popen[bytes]
+    run_dir: Path
+    out_path: Path
+    err_path: Path
+
+    @property
+    def stdout(self) -> str:
+        return self.out_path.read_text(encoding="utf-8", errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.err_path.read_text(encoding="utf-8", errors="replace")
+
+    def journal(self) -> list[JournalEntry]:
+        return read_journal(self.run_dir)
+
+    def kinds(self) -> list[str]:
+        return [e.kind for e in self.journal()]
+
+    def wait_for_entry(self, kind: str, timeout_s: float = 40.0) -> JournalEntry:
+        """The first journal entry of ``kind``; fails if the run ends or time runs out first."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            found = [e for e in self.journal() if e.kind == kind]
+            if found:
+                return found[0]
+            assert self.proc.poll() is None, (
+                f"the run exited ({self.proc.returncode}) before {kind}:\n{self.stderr}"
+            )
+            time.sleep(0.05)
+        raise AssertionError(f"no {kind} in the journal after {timeout_s} s:\n{self.stderr}")
+
+    def wait(self, timeout_s: float = 60.0) -> int:
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"the run did not end in {timeout_s} s:\n{self.stderr}") from None
+
+    def topology_pids(self) -> dict[str, int]:
+        """The pids the ``topology_up`` entries recorded (name -> pid)."""
+        pids: dict[str, int] = {}
+        for entry in self.journal():
+            raw = entry.data.get("pids")
+            if entry.kind == "topology_up" and isinstance(raw, dict):
+                pids |= {k: v for k, v in raw.items() if isinstance(v, int)}
+        return pids
+
+
+def start_run(tmp_path: Path, slot: int, experiment: Path, *extra: str) -> CliRun:
+    """Start ``sidecar-chaos run EXPERIMENT --out RUN_DIR`` with a 1 s warm-up."""
+    run_dir = tmp_path / "run"
+    out_path, err_path = tmp_path / "cli.out", tmp_path / "cli.err"
+    argv = cli_argv(
+        "run",
+        str(experiment),
+        "--out",
+        str(run_dir),
+        "--set",
+        "timeline.warmup=1s",
+        "--history",
+        str(tmp_path / "history.db"),
+        *extra,
+    )
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        proc = subprocess.Popen(argv, cwd=tmp_path, env=cli_env(slot), stdout=out, stderr=err)
+    return CliRun(proc, run_dir, out_path, err_path)
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Live processes (not us) whose command line or environment mentions ``text``."""
+    found = []
+    needle = text.encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            blob = (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in blob and pid_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def assert_nothing_left(run: CliRun, timeout_s: float = 5.0) -> None:
+    """No process of the run's topology (journal pids) or traffic (its paths) is alive."""
+    pids = run.topology_pids()
+    assert pids, "the journal recorded no topology pids"
+    alive = wait_for_value(
+        lambda: (
+            [n for n, p in pids.items() if pid_alive(p)]
+            + [str(p) for p in processes_mentioning(str(run.run_dir))]
+        ),
+        timeout_s,
+    )
+    assert not alive, f"still alive after the run: {alive}"
+
+
+def wait_for_value(get: Callable[[], list[str]], timeout_s: float) -> list[str]:
+    """Poll ``get`` until it returns an empty list or time runs out; its last value."""
+    deadline = time.monotonic() + timeout_s
+    value = get()
+    while value and time.monotonic() < deadline:
+        time.sleep(0.05)
+        value = get()
+    return value
+
+
+def fault_steps(entries: list[JournalEntry]) -> dict[str, list[str]]:
+    """fault_id -> the fault steps the journal recorded for it, in order."""
+    steps: dict[str, list[str]] = {}
+    for entry in entries:
+        if entry.kind.startswith("fault_"):
+            steps.setdefault(entry.get_str("fault_id"), []).append(entry.kind)
+    return steps

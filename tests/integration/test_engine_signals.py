@@ -1,0 +1,184 @@
+"""Revert is guaranteed: on SIGINT, SIGTERM, a second SIGINT, an exception, and via ``clean``.
+
+The runner is the real CLI in a subprocess (``sidecar-chaos run`` on a one-window
+experiment with a 20 s hold), interrupted in the middle of the hold. Afterwards the
+journal must show the fault planned, applied and reverted, the exit code must be 3,
+and no process of the topology (pids from the journal) or of the traffic may remain.
+The exception case runs the engine in-process with a hold that raises.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from chaos.engine.journal import read_journal
+from chaos.engine.run import Engine, RunOptions, WindowKey
+from chaos.platforms.local.procutil import pid_alive
+from chaos.spec import load_experiment
+from chaos.traffic import TrafficRun
+from tests.conftest import TEST_BACKOFF
+from tests.integration.conftest_faults import (
+    CliRun,
+    assert_nothing_left,
+    cli_argv,
+    cli_env,
+    fault_steps,
+    processes_mentioning,
+    start_run,
+    write_experiment,
+)
+
+#: Into the hold before the signal comes (the fault is on, traffic is flowing).
+INTO_HOLD_S = 1.0
+
+
+def _interrupt(run: CliRun, *signals: signal.Signals) -> float:
+    """Wait for the fault to be applied, then send ``signals`` 0.2 s apart; when the first went."""
+    run.wait_for_entry("fault_applied")
+    time.sleep(INTO_HOLD_S)
+    # Positive control: the checks that nothing is left can see the run's processes.
+    assert all(pid_alive(p) for p in run.topology_pids().values())
+    assert len(processes_mentioning(str(run.run_dir))) > len(run.topology_pids()) // 2
+    sent = time.monotonic()
+    for n, sig in enumerate(signals):
+        if n:
+            time.sleep(0.2)
+        run.proc.send_signal(sig)
+    return sent
+
+
+def _assert_reverted_and_aborted(run: CliRun, code: int) -> None:
+    assert code == 3, f"exit code {code}\n{run.stderr}"
+    entries = run.journal()
+    steps = fault_steps(entries)
+    assert len(steps) == 1, steps
+    kinds = next(iter(steps.values()))
+    assert kinds[0] == "fault_planned", kinds
+    assert kinds.index("fault_applied") < kinds.index("fault_reverted"), kinds
+    assert kinds.count("fault_reverted") == 1, kinds
+    kinds_all = [e.kind for e in entries]
+    assert "run_aborted" in kinds_all and kinds_all[-1] == "run_finished", kinds_all
+    # Reverted before the topology went down (the revert ran on a live topology).
+    assert kinds_all.index("fault_reverted") < kinds_all.index("topology_down"), kinds_all
+    assert "Traceback" not in run.stderr, run.stderr
+    assert_nothing_left(run)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_in_the_hold_reverts_and_exits_3(
+    sig: signal.Signals, tmp_path: Path, free_slot: int
+) -> None:
+    run = start_run(tmp_path, free_slot, write_experiment(tmp_path, hold="20s"))
+    sent = _interrupt(run, sig)
+    code = run.wait()
+    took = time.monotonic() - sent
+    _assert_reverted_and_aborted(run, code)
+    assert took < 15.0, f"the run took {took:.1f} s to stop after {sig.name}"
+    assert f"{sig.name}: stopping the run; reverting" in run.stderr, run.stderr
+    assert "interrupted by" in run.stderr, run.stderr
+
+
+def test_a_second_sigint_does_not_skip_the_revert(tmp_path: Path, free_slot: int) -> None:
+    run = start_run(tmp_path, free_slot, write_experiment(tmp_path, hold="20s"))
+    _interrupt(run, signal.SIGINT, signal.SIGINT)
+    code = run.wait()
+    _assert_reverted_and_aborted(run, code)
+    assert "SIGINT again: still reverting" in run.stderr, run.stderr
+
+
+def test_clean_after_sigkill_reverts_and_leaves_nothing(tmp_path: Path, free_slot: int) -> None:
+    run = start_run(tmp_path, free_slot, write_experiment(tmp_path, hold="20s"))
+    applied = run.wait_for_entry("fault_applied")
+    run.proc.send_signal(signal.SIGKILL)
+    assert run.wait() == -signal.SIGKILL
+    fault_id = applied.get_str("fault_id")
+    assert "fault_reverted" not in fault_steps(run.journal())[fault_id]
+
+    cleaned = subprocess.run(
+        cli_argv("clean", str(run.run_dir)),
+        cwd=tmp_path,
+        env=cli_env(free_slot),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert f"reverted {fault_id}" in cleaned.stdout, cleaned.stdout
+    reverted = [e for e in run.journal() if e.kind == "fault_reverted"]
+    assert [(e.get_str("fault_id"), e.get_str("by")) for e in reverted] == [(fault_id, "clean")]
+    assert_nothing_left(run)
+
+    again = subprocess.run(
+        cli_argv("clean", str(run.run_dir)),
+        cwd=tmp_path,
+        env=cli_env(free_slot),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert again.returncode == 0, again.stderr
+    assert "nothing to clean" in again.stdout, again.stdout
+
+
+def test_clean_of_a_directory_without_journal_is_exit_2(tmp_path: Path, free_slot: int) -> None:
+    answer = subprocess.run(
+        cli_argv("clean", str(tmp_path)),
+        env=cli_env(free_slot),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert answer.returncode == 2, answer
+    assert answer.stderr.startswith("error: ") and answer.stderr.count("\n") == 1, answer.stderr
+
+
+class HoldFailed(RuntimeError):
+    """Raised by the patched hold, after the fault is on."""
+
+
+def test_an_exception_in_the_hold_still_reverts(
+    tmp_path: Path, free_slot: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    experiment = load_experiment(write_experiment(tmp_path, hold="5s"), ["timeline.warmup=1s"], [])
+    real_hold = Engine._hold
+
+    def hold(self: Engine, key: WindowKey, phase: str, seconds: float, traffic: TrafficRun) -> None:
+        if phase == "hold":
+            real_hold(self, key, phase, 0.5, traffic)
+            raise HoldFailed("the hold broke")
+        real_hold(self, key, phase, seconds, traffic)
+
+    monkeypatch.setattr(Engine, "_hold", hold)
+    run_dir = tmp_path / "run"
+    engine = Engine(
+        experiment, RunOptions(run_dir=run_dir, slots={"sidecar": free_slot}, backoff=TEST_BACKOFF)
+    )
+    with pytest.raises(HoldFailed):
+        engine.run()
+
+    entries = read_journal(run_dir)
+    kinds = [e.kind for e in entries]
+    steps = fault_steps(entries)
+    assert list(steps.values()) == [["fault_planned", "fault_applied", "fault_reverted"]], steps
+    assert (
+        kinds.index("fault_reverted") < kinds.index("topology_down") < kinds.index("run_finished")
+    ), kinds
+    pids = {
+        name: pid
+        for e in entries
+        if e.kind == "topology_up" and isinstance(e.data.get("pids"), dict)
+        for name, pid in e.data["pids"].items()  # type: ignore[union-attr]
+        if isinstance(pid, int)
+    }
+    assert pids
+    deadline = time.monotonic() + 5.0
+    while any(pid_alive(p) for p in pids.values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [n for n, p in pids.items() if pid_alive(p)]
+    window = engine.windows[0]
+    assert window.inject_t is not None and window.revert_t is not None
