@@ -1,9 +1,13 @@
 """Which local topologies are running: one small JSON file per setup.
 
-The runner that owns a topology (``sidecar-chaos up`` or a run) writes
-``<state dir>/<setup>.json`` and rewrites it when something changes (a pod
-becomes ready, a proxy restarts); ``status`` reads it, and ``down`` signals the
-owner's pid. A file whose owner is gone is stale and ignored (and removed).
+The runner that owns a topology (``sidecar-chaos up`` or a run) first takes
+an exclusive lock on ``<state dir>/<setup>.lock`` (:func:`claim`), held for as
+long as the topology lives: two runners of one setup started together cannot
+both get past it, and the kernel drops the lock when its holder dies, even by
+SIGKILL. Once ready, the runner writes ``<state dir>/<setup>.json`` and
+rewrites it when something changes (a pod becomes ready, a proxy restarts);
+``status`` reads it, and ``down`` signals the owner's pid. A file whose owner
+is gone is stale and ignored (and removed).
 The state directory is ``$SIDECAR_CHAOS_STATE_DIR``, or
 ``$XDG_RUNTIME_DIR/sidecar-chaos``, or ``~/.local/state/sidecar-chaos``.
 """
@@ -11,12 +15,14 @@ The state directory is ``$SIDECAR_CHAOS_STATE_DIR``, or
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from chaos.errors import InputError
 from chaos.platforms.local.procutil import pid_alive
 
 
@@ -70,6 +76,43 @@ class TopologyStatus:
 
 def _path(setup: str, root: Path | None = None) -> Path:
     return (root or state_dir()) / f"{setup}.json"
+
+
+class SetupClaim:
+    """The lock that makes one runner the owner of a setup; :meth:`release` gives it up."""
+
+    def __init__(self, setup: str, fd: int) -> None:
+        self.setup = setup
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        """Give the setup up (idempotent); closing the descriptor drops the lock."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def claim(setup: str, root: Path | None = None) -> SetupClaim:
+    """Become the one runner of ``setup``, or raise :class:`InputError` if another is."""
+    path = (root or state_dir()) / f"{setup}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Not inherited by children (Python's default): only this process holds the lock.
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise InputError(
+            f"a {setup} topology is already running or starting (runner pid {holder}); "
+            f"stop it with `sidecar-chaos down --setup {setup}`"
+        ) from None
+    except OSError as exc:
+        os.close(fd)
+        raise InputError(f"cannot lock {path}: {exc.strerror}") from exc
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return SetupClaim(setup, fd)
 
 
 def publish(status: TopologyStatus, root: Path | None = None) -> None:

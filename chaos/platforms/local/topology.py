@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from chaos.errors import AddressInUseError, InputError
+from chaos.errors import AddressInUseError, InputError, StartupError
 from chaos.platforms.local import registry
 from chaos.platforms.local.certagent import CertAgent, init_identity
 from chaos.platforms.local.controlplane import MeshControlPlane
@@ -186,13 +186,10 @@ class LocalTopology:
         layout = self.layout
         envoy = envoy_binary()
         if self.options.publish:
-            claimed = registry.claimed(layout.setup.value, self.options.registry_dir)
-            if claimed is not None:
-                raise InputError(
-                    f"a {layout.setup.value} topology is already running (runner pid "
-                    f"{claimed.owner_pid}); stop it with `sidecar-chaos down --setup "
-                    f"{layout.setup.value}`"
-                )
+            # Claimed before anything starts and released last, so that a second
+            # runner of this setup fails at once even while this one is starting.
+            claim = registry.claim(layout.setup.value, self.options.registry_dir)
+            self._stack.callback(claim.release)
         check_addresses_free(layout.bound_addresses())
         self._started_utc = utc_now()
         layout.dir.mkdir(parents=True, exist_ok=True)
@@ -208,7 +205,10 @@ class LocalTopology:
         for spec in specs:
             self.supervisor.add(spec)
         self.supervisor.start_all()
-        self.supervisor.wait_ready(timeout_s=self.options.ready_timeout_s)
+        try:
+            self.supervisor.wait_ready(timeout_s=self.options.ready_timeout_s)
+        except StartupError as exc:
+            raise _explain_startup_failure(exc, layout.dir) from exc
         if self.options.publish:
             self._publish()
             unsubscribe = self.events.subscribe(self._on_event)
@@ -397,6 +397,38 @@ class LocalTopology:
     def _on_event(self, event: Event) -> None:
         if event.kind in _STATUS_EVENTS:
             self._publish()
+
+
+#: What Envoy logs when it cannot create an inotify instance to watch its files.
+_INOTIFY_FAILURE = "inotify_fd_ >= 0"
+
+
+def _inotify_limit() -> str:
+    try:
+        return Path("/proc/sys/fs/inotify/max_user_instances").read_text().strip()
+    except OSError:
+        return "?"
+
+
+def _explain_startup_failure(exc: StartupError, run_dir: Path) -> StartupError:
+    """Name the cause when it is a known one; the supervisor only sees a crash loop.
+
+    Mesh and ambient Envoys watch their xDS/SDS files with one inotify instance per
+    subscription (about 9 per mesh proxy); the kernel's per-user limit (often 128)
+    is then what runs out when several topologies run at once.
+    """
+    for log in sorted(run_dir.rglob("envoy.log")):
+        try:
+            text = log.read_text(errors="replace")
+        except OSError:
+            continue
+        if _INOTIFY_FAILURE in text:
+            return StartupError(
+                f"Envoy could not watch its config files: the per-user inotify limit "
+                f"(fs.inotify.max_user_instances={_inotify_limit()}) is used up, probably by "
+                f"other topologies; stop some or raise the limit (see {log})\n{exc}"
+            )
+    return exc
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.02) -> bool:
