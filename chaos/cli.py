@@ -98,7 +98,8 @@ def status(
     from chaos.platforms.local import registry
 
     try:
-        found = [s for s in registry.running() if setup is None or s.setup == _setup(setup)]
+        wanted = _setup(setup) if setup is not None else None
+        found = [s for s in registry.running() if wanted is None or s.setup == wanted]
     except ChaosError as exc:
         _fail(exc)
     if as_json:
@@ -139,7 +140,8 @@ def down(
     from chaos.platforms.local.procutil import pid_alive
 
     try:
-        targets = [s for s in registry.running() if setup is None or s.setup == _setup(setup)]
+        wanted = _setup(setup) if setup is not None else None
+        targets = [s for s in registry.running() if wanted is None or s.setup == wanted]
     except ChaosError as exc:
         _fail(exc)
     if not targets:
@@ -168,7 +170,8 @@ def token(
     from chaos.platforms.local import registry
 
     try:
-        found = [s for s in registry.running() if setup is None or s.setup == _setup(setup)]
+        wanted = _setup(setup) if setup is not None else None
+        found = [s for s in registry.running() if wanted is None or s.setup == wanted]
         if not found:
             raise InputError("no local topology is running (start one with `sidecar-chaos up`)")
         if len(found) > 1:

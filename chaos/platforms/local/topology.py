@@ -121,9 +121,13 @@ class LocalTopology:
     def __init__(self, options: TopologyOptions) -> None:
         self.options = options
         slot = options.slot if options.slot is not None else DEFAULT_SLOT[options.setup]
+        if not 1 <= slot <= 254:
+            raise InputError(f"--slot must be within 1..254, got {slot}")
         port = options.ingress_port
         if port is None:
             port = default_ingress_port(slot)
+        elif not 0 <= port <= 65535:
+            raise InputError(f"--ingress-port must be within 0..65535, got {port}")
         elif port == 0:
             port = _free_port("127.0.0.1")
         if options.run_dir is None:
@@ -140,9 +144,15 @@ class LocalTopology:
         self.events = EventLog()
         self.supervisor = Supervisor(options.backoff, self.events)
         self.ca = CertificateAuthority.create(f"sidecar-chaos {options.setup.value} CA")
-        self.idp = IdentityProvider(
-            self.layout.jwt_issuer, JWT_AUDIENCE, key_dir=self.layout.dir / "idp"
-        )
+        try:
+            # The identity provider writes its keys at once: the run directory must be usable.
+            self.layout.dir.mkdir(parents=True, exist_ok=True)
+            self.idp = IdentityProvider(
+                self.layout.jwt_issuer, JWT_AUDIENCE, key_dir=self.layout.dir / "idp"
+            )
+        except OSError as exc:
+            self._cleanup_dir()
+            raise InputError(f"cannot use {run_dir} as run directory: {exc.strerror}") from exc
         self.cert_agent: CertAgent | None = None
         self.control_plane: MeshControlPlane | None = None
         self.idp_server: IdpServer | None = None
