@@ -9,12 +9,31 @@ no process of its topology survived, then recording the revert in the journal.
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
 from chaos.engine.journal import Journal, read_journal, unreverted_plans
 from chaos.errors import InputError
 from chaos.platforms.local.procutil import kill_group, pid_alive
+
+
+def _belongs_to(pid: int, run_dir: Path) -> bool:
+    """Whether ``pid`` still is one of this run's processes, not a stranger that reused it.
+
+    A journal's pids can be days old; every process of a local topology works in (or
+    names in its command line) a directory under the run directory.
+    """
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True  # no way to tell here; the pid is alive and was ours
+    root = str(run_dir.resolve())
+    try:
+        cwd = os.readlink(proc / str(pid) / "cwd")
+        cmdline = (proc / str(pid) / "cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+    return cwd == root or cwd.startswith(root + os.sep) or root in cmdline
 
 
 def clean_run(run_dir: Path) -> list[str]:
@@ -30,7 +49,9 @@ def clean_run(run_dir: Path) -> list[str]:
         pids = entry.data.get("pids")
         if isinstance(pids, dict):
             survivors += [
-                (name, pid) for name, pid in pids.items() if isinstance(pid, int) and pid_alive(pid)
+                (name, pid)
+                for name, pid in pids.items()
+                if isinstance(pid, int) and pid_alive(pid) and _belongs_to(pid, run_dir)
             ]
     for name, pid in survivors:
         kill_group(pid, signal.SIGKILL)
