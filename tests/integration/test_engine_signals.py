@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from chaos.engine.journal import read_journal
+from chaos.engine.clean import clean_run
+from chaos.engine.journal import Journal, read_journal
 from chaos.engine.run import Engine, RunOptions, WindowKey
 from chaos.platforms.local.procutil import pid_alive
 from chaos.spec import load_experiment
@@ -182,3 +183,31 @@ def test_an_exception_in_the_hold_still_reverts(
     assert not [n for n, p in pids.items() if pid_alive(p)]
     window = engine.windows[0]
     assert window.inject_t is not None and window.revert_t is not None
+
+
+def test_clean_kills_the_runs_leftovers_but_not_a_process_that_reused_a_pid(
+    tmp_path: Path,
+) -> None:
+    run_dir = tmp_path / "run"
+    pod_dir = run_dir / "topologies" / "sidecar-abort-1" / "checkout-0"
+    elsewhere = tmp_path / "elsewhere"
+    pod_dir.mkdir(parents=True)
+    elsewhere.mkdir()
+    ours = subprocess.Popen(["sleep", "30"], cwd=pod_dir, start_new_session=True)
+    stranger = subprocess.Popen(["sleep", "30"], cwd=elsewhere, start_new_session=True)
+    try:
+        with Journal(run_dir) as journal:
+            journal.write("topology_up", pids={"checkout-0.proxy": ours.pid, "x": stranger.pid})
+            journal.write("fault_planned", fault_id="f1")
+            journal.write("fault_applied", fault_id="f1")
+        lines = clean_run(run_dir)
+        assert ours.wait(timeout=5) == -signal.SIGKILL
+        assert stranger.poll() is None, "clean killed a process that is not the run's"
+        assert f"killed leftover process checkout-0.proxy (pid {ours.pid})" in lines
+        assert not any(f"(pid {stranger.pid})" in line for line in lines)
+        reverted = [e for e in read_journal(run_dir) if e.kind == "fault_reverted"]
+        assert [e.get_str("by") for e in reverted] == ["clean"]
+    finally:
+        for proc in (ours, stranger):
+            proc.kill()
+            proc.wait()
