@@ -45,8 +45,13 @@ class _HttpFault(Fault[LatencyFault | AbortFault]):
 
     def plan(self) -> FaultPlan:
         action = f"{self.spec.summary()} via {self._mechanism()}"
+        undo = (
+            "control plane pushes the route without the fault"
+            if self.ops.layout.setup is Setup.MESH
+            else "fault filter back to 0 %"
+        )
         changes = [
-            Change(site.proxy, f"{site.direction} fault on: {action}", "fault filter back to 0 %")
+            Change(site.proxy, f"{site.direction} fault on: {action}", undo)
             for site in self._sites()
         ]
         return self._plan(changes)
