@@ -70,22 +70,22 @@ LATENCY: dict[str, object] = {
 
 
 @pytest.mark.parametrize(
-    ("setup", "touched", "radius", "mechanism"),
+    ("setup", "touched", "radius", "mechanism", "undo"),
     [
-        (Setup.SIDECAR, ["checkout-0.proxy"], ("checkout-0",), "admin API runtime_modify"),
-        (Setup.MESH, ["checkout-0.proxy"], ("checkout-0",), "control plane pushes"),
-        (Setup.AMBIENT, ["waypoint-checkout"], ("checkout-0", "checkout-1"), "runtime_modify"),
+        (Setup.SIDECAR, ["checkout-0.proxy"], ("checkout-0",), "admin API", "back to 0 %"),
+        (Setup.MESH, ["checkout-0.proxy"], ("checkout-0",), "control plane", "without the fault"),
+        (Setup.AMBIENT, ["waypoint-checkout"], ("checkout-0", "checkout-1"), "admin", "0 %"),
     ],
 )
 def test_latency_plan(
-    setup: Setup, touched: list[str], radius: tuple[str, ...], mechanism: str
+    setup: Setup, touched: list[str], radius: tuple[str, ...], mechanism: str, undo: str
 ) -> None:
     plan = plan_of(setup, **LATENCY)
     assert subjects(plan) == touched
     assert plan.blast_radius == radius
     assert mechanism in plan.changes[0].action
     assert "200ms" in plan.changes[0].action
-    assert plan.changes[0].undo
+    assert undo in plan.changes[0].undo
     assert not plan.self_healing
 
 
