@@ -16,6 +16,7 @@ from pathlib import Path
 from chaos import __version__
 from chaos.analysis import FaultWindow, RecordedWrites, SteadyState, analyze_run, write_results
 from chaos.analysis.model import FaultResult
+from chaos.engine.counters import read_counters
 from chaos.engine.run import WindowRecord
 from chaos.platforms.local.envoy_common import envoy_binary
 from chaos.report import HistoryStore, RunMeta, render_report, write_junit, write_meta
@@ -116,6 +117,7 @@ def finish(
             windows,
             SteadyState(experiment.steady_state.max_error_rate, experiment.steady_state.max_p95_ms),
             experiment.timeline.recovered_for,
+            counters=read_counters(run_dir),
             recorded_writes=writes,
             seed=experiment.seed,
         )

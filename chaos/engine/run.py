@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from chaos.engine.counters import CounterSampler, append_counters
 from chaos.engine.journal import Journal
 from chaos.engine.signals import RunInterrupted, SignalGuard
 from chaos.errors import AbortedError, ChaosError
@@ -187,6 +188,10 @@ class Engine:
         stack.callback(self._collect_writes, topology, record)
         stack.callback(topology.events.subscribe(self._on_event))
 
+        sampler = CounterSampler(topology)
+        # Registered first so it runs last: after the sampler's final reading.
+        stack.callback(lambda: append_counters(self.run_dir, sampler.samples))
+        stack.enter_context(sampler)
         traffic = stack.enter_context(TrafficRun(self._traffic_config(topology, key)))
         traffic.wait_started()
         record.warmup_start_t = time.monotonic()
