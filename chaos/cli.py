@@ -291,14 +291,19 @@ def _execute(
 
     from chaos.engine.finish import finish
     from chaos.engine.run import Engine, RunOptions, copy_experiment
+    from chaos.engine.view import make_view
 
     if run_dir.exists() and any(run_dir.iterdir()):
         raise InputError(f"--out: {run_dir} is not empty; pick a new run directory")
     copy_experiment(file, run_dir)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     _plain(f"run directory: {run_dir}")
-    engine = Engine(experiment, RunOptions(run_dir=run_dir, workers=workers, progress=_plain))
-    records = engine.run()
+    view = make_view(out)
+    engine = Engine(experiment, RunOptions(run_dir=run_dir, workers=workers, view=view))
+    try:
+        records = engine.run()
+    finally:
+        view.close()
     outcome = finish(
         experiment,
         run_dir,

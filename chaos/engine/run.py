@@ -14,13 +14,14 @@ import contextlib
 import random
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from chaos.engine.counters import CounterSampler, append_counters
 from chaos.engine.journal import Journal
 from chaos.engine.signals import RunInterrupted, SignalGuard
+from chaos.engine.view import RunView
 from chaos.errors import AbortedError, ChaosError
 from chaos.faults import driver_for
 from chaos.faults.base import Evidence, Fault, FaultPlan
@@ -86,8 +87,8 @@ class RunOptions:
     slots: dict[str, int] = field(default_factory=dict)
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     workers: int = 0
-    #: Called with one line of progress (the terminal view); None prints nothing.
-    progress: Callable[[str], None] | None = None
+    #: Where progress goes (the game-day view); None shows nothing.
+    view: RunView | None = None
     tick_s: float = 1.0
 
 
@@ -138,8 +139,8 @@ class Engine:
         return self.windows
 
     def _say(self, line: str) -> None:
-        if self.options.progress is not None:
-            self.options.progress(line)
+        if self.options.view is not None:
+            self.options.view.say(line)
 
     def _window(self, key: WindowKey) -> None:
         spec = self.experiment.faults[key.fault_index]
@@ -275,11 +276,8 @@ class Engine:
                 continue
             next_tick = now + self.options.tick_s
             stats = traffic.live_stats()
-            self._say(
-                f"{key.label} {phase:<9} {max(0.0, deadline - now):5.1f}s left | "
-                f"{stats.rps:6.0f} rps | errors {stats.error_rate * 100:5.1f}% | "
-                f"p95 {stats.p95_ms or 0:6.0f} ms"
-            )
+            if self.options.view is not None:
+                self.options.view.phase(key.label, phase, max(0.0, deadline - now), stats)
             for watch in watches:
                 if watch.violated_for(stats, now):
                     raise StopConditionHit(f"stop condition held: {watch.describe()}")
