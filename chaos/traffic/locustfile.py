@@ -9,14 +9,16 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import os
 import random
 import secrets
 import time
 import urllib.request
 
+import gevent
 import gevent.lock
-from locust import FastHttpUser, constant_throughput, task
+from locust import FastHttpUser, User, task
 
 import chaos.traffic.recorder  # noqa: F401  (registers the sample recorder)
 from chaos.traffic.config import Endpoint, load_current_config
@@ -97,18 +99,44 @@ def next_write_id() -> str:
     return f"{_WRITE_PREFIX}-{next(_write_counter)}"
 
 
+_DUE = "_chaos_due"
+
+
+def staggered_wait(user: User) -> float:
+    """Pace a user at ``per_user_rate`` on its own grid of send times (a ``wait_time``).
+
+    Locust's ``constant_throughput`` keeps each user's phase from its spawn time, so
+    users spawned together (or every whole period apart) send in bursts: 20 users at
+    10 rps each hit the ingress within a millisecond every 100 ms, and nothing in
+    between, which blurs when a fault began or ended by up to a period. Here each
+    user starts at a random phase (:meth:`ChaosUser.on_start`) and keeps it: a
+    request that took longer than the period skips the slots it missed instead of
+    sending at once, so users stuck on the same slow request do not fall in step.
+    """
+    period = 1.0 / CONFIG.per_user_rate
+    now = time.monotonic()
+    due: float = getattr(user, _DUE, now) + period
+    if due < now:
+        due += math.ceil((now - due) / period) * period
+    setattr(user, _DUE, due)
+    return due - now
+
+
 class ChaosUser(FastHttpUser):
     """Sends one request per task to an endpoint chosen by weight."""
 
     host = CONFIG.host
-    wait_time = constant_throughput(CONFIG.per_user_rate)
+    wait_time = staggered_wait
     network_timeout = CONFIG.request_timeout_s
     connection_timeout = CONFIG.request_timeout_s
 
     def on_start(self) -> None:
-        """Fetch the first token before the first request."""
+        """Fetch the first token, then wait for this user's random phase."""
         if TOKENS is not None:
             TOKENS.current()
+        due = time.monotonic() + random.uniform(0.0, 1.0 / CONFIG.per_user_rate)
+        setattr(self, _DUE, due)
+        gevent.sleep(max(0.0, due - time.monotonic()))
 
     @task
     def send(self) -> None:
