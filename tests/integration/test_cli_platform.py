@@ -339,3 +339,47 @@ def test_bad_options(args: tuple[str, ...], needle: str) -> None:
 
 def test_token_with_nothing_running() -> None:
     assert_one_line_error(cli("token"), "no local topology is running")
+
+
+# -- make bench --------------------------------------------------------------------------------
+
+
+def test_bench_runs_and_reports(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "chaos.bench",
+            "--setups",
+            "sidecar",
+            "--repeats",
+            "1",
+            "--duration",
+            "0.5",
+            "--connections",
+            "4",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "sidecar" in result.stdout and "/target" in result.stdout
+    [row] = json.loads(out.read_text())
+    assert row["setup"] == "sidecar" and len(row["startup_s"]) == 1
+    assert 0 < row["startup_median_s"] < 30
+    assert row["throughput"]["ok"] > 0 and row["throughput"]["errors"] == 0
+    assert_one_line_error(
+        subprocess.run(
+            [sys.executable, "-m", "chaos.bench", "--setups", "nope"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        ),
+        "--setups",
+    )

@@ -269,7 +269,7 @@ def test_killed_proxy_is_restarted_per_backoff(setup: Setup, start_topology: Sta
         assert "signal=SIGKILL" in crashed.detail, log
         assert f"delay_s={delay:.3f} crashes={crash}" in backoff.detail, log
         waited = restarted.t - crashed.t
-        assert delay <= waited < delay + 0.5, f"restart after {waited:.3f} s, backoff {delay} s"
+        assert delay <= waited < delay + 1.0, f"restart after {waited:.3f} s, backoff {delay} s"
         assert crashed.t <= backoff.t <= restarted.t <= ready.t
     after = topology.supervisor.pid(name)
     assert after is not None and after != before
