@@ -33,7 +33,9 @@ The rules, in the words the report uses:
   fault are the worst bucket's; ``p50`` is over all requests of the period (a
   latency fault of X ms shows as ``p50_ms_during_fault - baseline_p50_ms``).
 * Requests, failures, error kinds and writes count over ``[inject_t, end_t)``;
-  the baseline is ``[warmup_start_t, inject_t)``.
+  the baseline is ``[warmup_start_t, inject_t)``. The steady state *before* is
+  judged on the baseline's requests that also ended before injection: one still
+  in flight when a crash resets it failed because of the fault.
 """
 
 from __future__ import annotations
@@ -120,21 +122,34 @@ def _classify(samples: SampleSet, grid: Grid, steady: SteadyState) -> _Classifie
 
 
 def _all_clean(
-    samples: SampleSet, start: float, stop: float, steady: SteadyState, width: float
+    samples: SampleSet,
+    start: float,
+    stop: float,
+    steady: SteadyState,
+    width: float,
+    *,
+    finished: bool = False,
 ) -> bool:
     """Whether the steady state held over ``[start, stop)`` as a whole.
 
     The hypothesis is about the period (its error rate and p95), not about each
     100 ms bucket: at tens of requests per second one error in a bucket of eight
-    requests would otherwise break a steady state that clearly holds.
+    requests would otherwise break a steady state that clearly holds. With
+    ``finished``, only requests that ended before ``stop`` count: before a fault,
+    a request still in flight at injection is the fault's (a crash resets it), not
+    evidence that the steady state did not hold.
     """
     if stop - start <= _EPS:
         return False
     part = samples.span(start, stop)
     failed = samples.failed[part]
+    latency = samples.latency_ms[part]
+    if finished:
+        done = samples.t[part] + latency / 1000.0 <= stop
+        failed, latency = failed[done], latency[done]
     if len(failed) == 0:
         return False
-    p95 = float(np.quantile(samples.latency_ms[part], 0.95))
+    p95 = float(np.quantile(latency, 0.95))
     return float(failed.mean()) <= steady.max_error_rate and p95 <= steady.max_p95_ms
 
 
@@ -277,7 +292,9 @@ def measure_window(
         baseline_error_rate=float(s.failed[warm].mean()) if n_warm else None,
         baseline_p50_ms=_quantile(s.latency_ms[warm], 0.5),
         baseline_p95_ms=_quantile(s.latency_ms[warm], 0.95),
-        steady_state_before=_all_clean(s, w.warmup_start_t, w.inject_t, steady, width_s),
+        steady_state_before=_all_clean(
+            s, w.warmup_start_t, w.inject_t, steady, width_s, finished=True
+        ),
         steady_state_after=_all_clean(s, after_start, w.end_t, steady, width_s),
         writes_lost=lost,
         writes_duplicated=duplicated,
