@@ -38,19 +38,25 @@ def _admin_urls(
     return urls
 
 
-def _sum(urls: list[str], suffixes: tuple[str, ...]) -> int:
-    total = 0
+def _counts(urls: list[str], suffixes: tuple[str, ...]) -> dict[str, int]:
+    """Every matching counter of every reachable proxy, keyed by proxy and counter name."""
+    found: dict[str, int] = {}
     for url in urls:
         try:
-            total += sum(counters(url, suffixes).values())
+            found |= {f"{url} {name}": value for name, value in counters(url, suffixes).items()}
         except Exception:
             continue
-    return total
+    return found
+
+
+def _rise(before: dict[str, int], after: dict[str, int]) -> int:
+    """How much the counters rose; a counter that went down (its proxy restarted) adds 0."""
+    return sum(max(0, value - before.get(key, 0)) for key, value in after.items())
 
 
 class CertExpiryFaultDriver(Fault[CertExpiryFault]):
     fault_type = "cert-expiry"
-    _tls_before = 0
+    _tls_before: dict[str, int] = {}  # noqa: RUF012 - replaced per instance in apply()
     _not_after: dict[str, float] = {}  # noqa: RUF012 - replaced per instance in apply()
     _touched: tuple[Pod, ...] = ()
 
@@ -67,18 +73,20 @@ class CertExpiryFaultDriver(Fault[CertExpiryFault]):
         return self._plan([Change(f"{p.name} identity", action, undo) for p in self.pods])
 
     def apply(self) -> None:
-        self._tls_before = _sum(_admin_urls(self), _TLS_FAILURES)
         ttl = timedelta(seconds=self.spec.ttl)
         self._not_after = {}
         for pod in self.pods:
             # Marked before it is touched: a half-done expiry is restored too.
             self._touched = (*self._touched, pod)
             self._not_after[pod.name] = self.ops.expire_cert(pod, ttl)
+        # Counted after the expiry is in place: in the sidecar setup it restarts proxies,
+        # which starts their counters again from zero.
+        self._tls_before = _counts(_admin_urls(self), _TLS_FAILURES)
 
     def verify(self) -> Evidence:
         now = time.time()
         expired = [name for name, at in self._not_after.items() if at <= now]
-        failures = _sum(_admin_urls(self), _TLS_FAILURES) - self._tls_before
+        failures = _rise(self._tls_before, _counts(_admin_urls(self), _TLS_FAILURES))
         detail = f"expired: {', '.join(expired) or 'none yet'}; TLS/connect failures: {failures}"
         return Evidence(bool(expired) and failures > 0, detail)
 
@@ -153,7 +161,7 @@ class ControlPlaneOutageFaultDriver(Fault[ControlPlaneOutageFault]):
 
 class PolicyDesyncFaultDriver(Fault[PolicyDesyncFault]):
     fault_type = "policy-desync"
-    _denied_before = 0
+    _denied_before: dict[str, int] = {}  # noqa: RUF012 - replaced per instance in apply()
     _rotated = False
 
     def blast_radius(self) -> list[str]:
@@ -178,12 +186,12 @@ class PolicyDesyncFaultDriver(Fault[PolicyDesyncFault]):
         )
 
     def apply(self) -> None:
-        self._denied_before = _sum(_admin_urls(self), _JWT_DENIED)
+        self._denied_before = _counts(_admin_urls(self), _JWT_DENIED)
         self.ops.topology.idp.rotate_key()
         self._rotated = True
 
     def verify(self) -> Evidence:
-        denied = _sum(_admin_urls(self), _JWT_DENIED) - self._denied_before
+        denied = _rise(self._denied_before, _counts(_admin_urls(self), _JWT_DENIED))
         return Evidence(self._rotated, f"signing key rotated; {denied} requests denied since")
 
     def revert(self) -> None:
