@@ -56,10 +56,11 @@ def topo(
     tracker.check()
 
 
-def steady(topology: LocalTopology, seconds: float = 0.6) -> Probe:
+def steady(topology: LocalTopology, seconds: float = 0.8) -> Probe:
     """A probe that must see only 200s (the steady state)."""
     result = probe(topology, seconds)
-    assert len(result.replies) >= 5, result
+    # Sequential requests: on a busy machine an ambient request can take 100+ ms.
+    assert len(result.replies) >= 4, result
     assert result.failed == 0, f"not in the steady state: {result}"
     return result
 
