@@ -303,6 +303,9 @@ def test_ingress_port_taken(listening: socket.socket, free_slot: int) -> None:
 def test_pod_address_taken(setup: str, free_slot: int) -> None:
     address = f"127.0.{free_slot}.21"  # checkout-0
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # REUSEADDR: a connection of an earlier topology in TIME_WAIT must not stop the
+        # bind; a listening socket still blocks the topology's own (REUSEADDR) bind.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((address, 8080))
         sock.listen()
         result = cli("up", "--setup", setup, "--slot", str(free_slot), "--ingress-port", "0")
