@@ -293,6 +293,11 @@ def _execute(
     from chaos.engine.run import Engine, RunOptions, copy_experiment
     from chaos.engine.view import make_view
 
+    if experiment.platform != "local":
+        raise InputError(
+            f"{file}: platform: {experiment.platform!r} is not available in this version "
+            "(no cluster platform yet); use platform: local"
+        )
     if run_dir.exists() and any(run_dir.iterdir()):
         raise InputError(f"--out: {run_dir} is not empty; pick a new run directory")
     copy_experiment(file, run_dir)
