@@ -137,7 +137,10 @@ def pod_clusters(
     layout: TopologyLayout, pod: Pod, certs: Certs, opts: ProxyOptions, *, outlier: bool
 ) -> list[Json]:
     """``local_app`` plus one mTLS cluster per callable service (its replicas' inbound)."""
-    clusters = [cluster(LOCAL_APP_CLUSTER, [(pod.address, int(Port.APP))], opts)]
+    # Bound to the pod address, so the app sees its own proxy as the peer (as in a pod).
+    clusters = [
+        cluster(LOCAL_APP_CLUSTER, [(pod.address, int(Port.APP))], opts, bind_address=pod.address)
+    ]
     for svc in callable_services(pod):
         endpoints = [(p.address, int(Port.INBOUND)) for p in layout.pods_of(svc)]
         clusters.append(
