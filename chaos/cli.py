@@ -245,9 +245,14 @@ def run(
     out_dir: Annotated[Path | None, typer.Option("--out", help="the run directory")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan only")] = False,
     workers: Annotated[int, typer.Option(help="Locust worker processes (0: one process)")] = 0,
-    history: Annotated[Path | None, typer.Option(help="history store (SQLite)")] = Path(
+    history: Annotated[Path, typer.Option(help="history store (SQLite)")] = Path(
         "reports/history.db"
     ),
+    no_history: Annotated[bool, typer.Option("--no-history", help="record nothing")] = False,
+    slot: Annotated[
+        list[str] | None,
+        typer.Option(help="SETUP=N: third octet of that setup's pod addresses (127.0.N.x)"),
+    ] = None,
 ) -> None:
     """Run an experiment: every setup, fault and repetition, then the report."""
     try:
@@ -256,7 +261,14 @@ def run(
             for line in describe_plan(experiment):
                 _plain(line)
             return
-        code = _execute(experiment, file, _run_dir(out_dir, experiment.name), workers, history)
+        code = _execute(
+            experiment,
+            file,
+            _run_dir(out_dir, experiment.name),
+            workers,
+            None if no_history else history,
+            _slots(slot or []),
+        )
     except ChaosError as exc:
         _fail(exc)
     raise typer.Exit(code)
@@ -284,8 +296,24 @@ def describe_plan(experiment: Experiment) -> list[str]:
     return lines
 
 
+def _slots(values: list[str]) -> dict[str, int]:
+    """``--slot mesh=112`` options as a mapping, checked."""
+    slots: dict[str, int] = {}
+    for value in values:
+        name, sep, number = value.partition("=")
+        if not sep or not number.isdigit() or not 1 <= int(number) <= 254:
+            raise InputError(f"--slot: {value!r} is not like mesh=112 (slot within 1..254)")
+        slots[_setup(name)] = int(number)
+    return slots
+
+
 def _execute(
-    experiment: Experiment, file: Path, run_dir: Path, workers: int, history: Path | None
+    experiment: Experiment,
+    file: Path,
+    run_dir: Path,
+    workers: int,
+    history: Path | None,
+    slots: dict[str, int] | None = None,
 ) -> int:
     from datetime import UTC, datetime
 
@@ -298,13 +326,16 @@ def _execute(
             f"{file}: platform: {experiment.platform!r} is not available in this version "
             "(no cluster platform yet); use platform: local"
         )
+    if history is not None and (history.is_dir() or not history.name):
+        raise InputError(f"--history: {history} is not a file path (use --no-history to skip)")
     if run_dir.exists() and any(run_dir.iterdir()):
         raise InputError(f"--out: {run_dir} is not empty; pick a new run directory")
     copy_experiment(file, run_dir)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     _plain(f"run directory: {run_dir}")
     view = make_view(out)
-    engine = Engine(experiment, RunOptions(run_dir=run_dir, workers=workers, view=view))
+    options = RunOptions(run_dir=run_dir, workers=workers, view=view, slots=slots or {})
+    engine = Engine(experiment, options)
     try:
         records = engine.run()
     finally:
