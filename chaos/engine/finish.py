@@ -19,8 +19,9 @@ from chaos.analysis.model import FaultResult
 from chaos.engine.counters import read_counters
 from chaos.engine.run import WindowRecord
 from chaos.platforms.local.envoy_common import envoy_binary
+from chaos.platforms.local.envoy_config import ProxyOptions
 from chaos.report import HistoryStore, RunMeta, render_report, write_junit, write_meta
-from chaos.spec import Experiment
+from chaos.spec import CertExpiryFault, Experiment
 from chaos.traffic import load_samples
 
 
@@ -73,6 +74,20 @@ def windows_for_analysis(records: list[WindowRecord]) -> list[FaultWindow]:
             )
         )
     return found
+
+
+def _connection_lifetime(experiment: Experiment) -> str:
+    """How long proxies keep upstream connections (it bounds how fast an expiry shows)."""
+    default = ProxyOptions().connection_lifetime_s
+    values = {
+        f.name or f.type: f.connection_lifetime
+        for f in experiment.faults
+        if isinstance(f, CertExpiryFault) and f.connection_lifetime is not None
+    }
+    text = f"{default:g} s"
+    if values:
+        text += " (" + ", ".join(f"{name}: {v:g} s" for name, v in values.items()) + ")"
+    return text
 
 
 def judge(records: list[WindowRecord], runs: list[FaultResult], aborted: bool) -> list[str]:
@@ -152,7 +167,7 @@ def finish(
                 "rate_rps": experiment.traffic.rate,
                 "max_error_rate": experiment.steady_state.max_error_rate,
                 "max_p95_ms": experiment.steady_state.max_p95_ms,
-                "connection_lifetime_s": 5.0,
+                "connection_lifetime_s": _connection_lifetime(experiment),
                 "aborted": aborted_reason,
             },
         ),

@@ -241,8 +241,10 @@ class Engine:
     def _revert(self, fault: Fault[FaultSpec], plan: FaultPlan, record: WindowRecord) -> None:
         if record.revert_t is not None:
             return
-        fault.revert()
+        # Taken before the revert: its propagation (a mesh push, a proxy restart) is part
+        # of the recovery, as inject_t is taken before the apply.
         record.revert_t = time.monotonic()
+        fault.revert()
         self.journal.write("fault_reverted", fault_id=plan.fault_id, revert_t=record.revert_t)
         self._say(f"{record.key.label}: reverted")
 
