@@ -191,6 +191,11 @@ class PolicyDesyncFaultDriver(Fault[PolicyDesyncFault]):
         self._rotated = True
 
     def verify(self) -> Evidence:
+        if self.ops.layout.setup is Setup.AMBIENT:
+            # Nothing validates tokens here: the rotation cannot reach the data path.
+            return Evidence(
+                False, "no proxy validates JWTs in ambient; the rotation changed nothing"
+            )
         denied = _rise(self._denied_before, _counts(_admin_urls(self), _JWT_DENIED))
         return Evidence(self._rotated, f"signing key rotated; {denied} requests denied since")
 
