@@ -39,7 +39,9 @@ from chaos.platforms.local.supervisor import BackoffPolicy
 from chaos.platforms.local.topology import LocalTopology, TopologyOptions
 
 #: The short CrashLoopBackOff tests use: 0.3 s doubling to 2 s, reset after 5 s.
-TEST_BACKOFF = BackoffPolicy(initial_s=0.3, factor=2.0, max_s=2.0, reset_after_s=5.0)
+TEST_BACKOFF = BackoffPolicy(
+    initial_s=0.3, factor=2.0, max_s=2.0, reset_after_s=5.0, first_restart_immediate=False
+)
 SLOTS = range(100, 251)
 #: How long teardown may take before a surviving pid counts as a leak.
 LEAK_TIMEOUT_S = 5.0

@@ -27,7 +27,9 @@ from chaos.platforms.local.supervisor import (
     TcpProbe,
 )
 
-POLICY = BackoffPolicy(initial_s=0.2, factor=2, max_s=1.6, reset_after_s=3)
+POLICY = BackoffPolicy(
+    initial_s=0.2, factor=2, max_s=1.6, reset_after_s=3, first_restart_immediate=False
+)
 #: Allowed lateness of a restart: the watcher polls every 20 ms; leave room for a busy CI box.
 LATE_S = 0.12
 
@@ -141,8 +143,28 @@ def test_consecutive_crashes_double_the_delay(sup: Supervisor, events: EventLog)
     assert sup.restarts("sleeper") == 3
 
 
+def test_kubelet_schedule_restarts_the_first_crash_at_once(events: EventLog) -> None:
+    # The kubelet has no back-off entry before the first crash: it restarts at once,
+    # then backs off from the second crash on.
+    kubelet_like = BackoffPolicy(initial_s=0.3, factor=2, max_s=1.2, reset_after_s=10)
+    with Supervisor(kubelet_like, events) as sup:
+        sup.add(sleep_spec())
+        sup.start("sleeper")
+        delays = []
+        for _ in range(3):
+            killed_at = time.monotonic()
+            sup.kill("sleeper")
+            crashed = next_event(events, EventKind.CRASHED, "sleeper", after=killed_at)
+            restarted = next_event(events, EventKind.RESTARTED, "sleeper", after=killed_at)
+            delays.append(restarted.t - crashed.t)
+        for measured, expected in zip(delays, [0.0, 0.3, 0.6], strict=True):
+            assert expected <= measured < expected + LATE_S, delays
+
+
 def test_a_clean_run_resets_the_backoff(events: EventLog) -> None:
-    quick_reset = BackoffPolicy(initial_s=0.2, factor=2, max_s=1.6, reset_after_s=0.5)
+    quick_reset = BackoffPolicy(
+        initial_s=0.2, factor=2, max_s=1.6, reset_after_s=0.5, first_restart_immediate=False
+    )
     with Supervisor(quick_reset, events) as sup:
         sup.add(sleep_spec())
         sup.start("sleeper")
@@ -310,7 +332,7 @@ RUNNER = textwrap.dedent(
 
     host, port, tmp = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     events = EventLog()
-    sup = Supervisor(BackoffPolicy(0.1, 2, 1, 10), events)
+    sup = Supervisor(BackoffPolicy(0.1, 2, 1, 10, first_restart_immediate=False), events)
     sup.add(ProcessSpec("sleeper", ["sleep", "300"]))
     demo = [sys.executable, "-m", "chaos.platforms.local.demo_service", "--service", "payments",
             "--replica", "0", "--pod", "payments-0", "--node", "node-1",

@@ -7,14 +7,21 @@ import pytest
 from chaos.platforms.local.supervisor import BackoffPolicy
 
 
-def test_kubelet_defaults_double_from_10_s_to_a_300_s_cap() -> None:
+def test_kubelet_defaults_restart_at_once_then_double_from_10_s_to_a_300_s_cap() -> None:
     policy = BackoffPolicy()
-    assert [policy.delay_s(n) for n in range(1, 8)] == [10, 20, 40, 80, 160, 300, 300]
+    assert [policy.delay_s(n) for n in range(1, 9)] == [0, 10, 20, 40, 80, 160, 300, 300]
     assert policy.reset_after_s == 600
 
 
+def test_backing_off_from_the_first_crash() -> None:
+    policy = BackoffPolicy(first_restart_immediate=False)
+    assert [policy.delay_s(n) for n in range(1, 8)] == [10, 20, 40, 80, 160, 300, 300]
+
+
 def test_short_test_schedule() -> None:
-    policy = BackoffPolicy(initial_s=0.2, factor=2, max_s=1.6, reset_after_s=3)
+    policy = BackoffPolicy(
+        initial_s=0.2, factor=2, max_s=1.6, reset_after_s=3, first_restart_immediate=False
+    )
     assert [policy.delay_s(n) for n in range(1, 7)] == pytest.approx([0.2, 0.4, 0.8, 1.6, 1.6, 1.6])
 
 
@@ -24,8 +31,10 @@ def test_a_long_crash_loop_stays_at_the_cap() -> None:
 
 def test_other_factors() -> None:
     policy = BackoffPolicy(initial_s=1, factor=3, max_s=100, reset_after_s=10)
-    assert [policy.delay_s(n) for n in range(1, 6)] == [1, 3, 9, 27, 81]
-    constant = BackoffPolicy(initial_s=0.5, factor=1, max_s=0.5, reset_after_s=10)
+    assert [policy.delay_s(n) for n in range(1, 7)] == [0, 1, 3, 9, 27, 81]
+    constant = BackoffPolicy(
+        initial_s=0.5, factor=1, max_s=0.5, reset_after_s=10, first_restart_immediate=False
+    )
     assert {constant.delay_s(n) for n in range(1, 10)} == {0.5}
 
 

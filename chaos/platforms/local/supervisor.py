@@ -45,15 +45,20 @@ _log = logging.getLogger(__name__)
 class BackoffPolicy:
     """CrashLoopBackOff as the kubelet does it.
 
-    The n-th consecutive crash waits ``initial_s * factor**(n-1)``, capped at
-    ``max_s``; a process that ran ``reset_after_s`` without crashing starts the
-    count afresh. Defaults are the kubelet's (10 s doubling to 300 s, reset after 10 min).
+    The kubelet restarts a container that crashed for the first time at once (it has
+    no back-off entry yet) and only then starts backing off: the n-th consecutive
+    crash (n >= 2) waits ``initial_s * factor**(n-2)``, capped at ``max_s``. A process
+    that ran ``reset_after_s`` without crashing starts the count afresh. Defaults are
+    the kubelet's (10 s doubling to 300 s, reset after 10 min).
+    ``first_restart_immediate=False`` backs off from the first crash on
+    (``initial_s * factor**(n-1)``): a fixed, known restart delay, as tests want.
     """
 
     initial_s: float = 10.0
     factor: float = 2.0
     max_s: float = 300.0
     reset_after_s: float = 600.0
+    first_restart_immediate: bool = True
 
     def __post_init__(self) -> None:
         if self.initial_s < 0 or self.factor < 1 or self.max_s < self.initial_s:
@@ -65,6 +70,10 @@ class BackoffPolicy:
         """The wait before restarting after the ``crashes``-th consecutive crash (>= 1)."""
         if crashes < 1:
             raise ValueError(f"crashes must be >= 1, got {crashes}")
+        if self.first_restart_immediate:
+            if crashes == 1:
+                return 0.0
+            crashes -= 1
         # Capped exponent so that long crash loops cannot overflow the float.
         exponent = min(crashes - 1, 1000)
         return float(min(self.max_s, self.initial_s * self.factor**exponent))
