@@ -39,13 +39,7 @@ class CounterSampler:
         self.samples: list[CounterSample] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="counter-sampler", daemon=True)
-        layout = topology.layout
-        self._proxies: list[tuple[str, str]] = [
-            (p.proxy_name, p.admin_url) for p in layout.pods if p.proxy_name and p.admin_url
-        ]
-        self._proxies += [(n.name, n.admin_url) for n in layout.node_proxies]
-        self._proxies += [(w.name, w.admin_url) for w in layout.waypoints]
-        self._proxies.append(("ingress", layout.ingress.admin_url))
+        self._proxies = topology.layout.proxy_admins()
         query = urllib.parse.urlencode(
             {"format": "json", "type": "Counters", "filter": STATS_FILTER}
         )

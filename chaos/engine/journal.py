@@ -38,10 +38,6 @@ class JournalEntry:
         value = self.data.get(key, default)
         return value if isinstance(value, str) else default
 
-    def get_float(self, key: str) -> float | None:
-        value = self.data.get(key)
-        return float(value) if isinstance(value, int | float) else None
-
 
 class Journal:
     """Append-only, thread-safe, flushed and fsynced per entry."""

@@ -11,6 +11,7 @@ exception, Ctrl-C and SIGTERM. The journal records every step as it happens.
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import shutil
 import time
@@ -352,8 +353,6 @@ class _ConditionWatch:
 
 
 def _write_ids(path: Path) -> Iterator[str]:
-    import json
-
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         with contextlib.suppress(ValueError):
             record = json.loads(line)

@@ -30,12 +30,7 @@ _JWT_DENIED = (".jwt_authn.denied",)
 def _admin_urls(
     fault: Fault[CertExpiryFault] | Fault[ControlPlaneOutageFault] | Fault[PolicyDesyncFault],
 ) -> list[str]:
-    layout = fault.ops.layout
-    urls = [p.admin_url for p in layout.pods if p.admin_url]
-    urls += [n.admin_url for n in layout.node_proxies]
-    urls += [w.admin_url for w in layout.waypoints]
-    urls.append(layout.ingress.admin_url)
-    return urls
+    return [url for _, url in fault.ops.layout.proxy_admins()]
 
 
 def _counts(urls: list[str], suffixes: tuple[str, ...]) -> dict[str, int]:

@@ -138,9 +138,6 @@ class LocalFaultOps:
     def restarts(self, process: str) -> int:
         return self.topology.supervisor.restarts(process)
 
-    def is_ready(self, process: str) -> bool:
-        return self.topology.supervisor.is_ready(process)
-
     # -- identities ----------------------------------------------------------------------
 
     def cert_dir(self, pod: Pod) -> Path:

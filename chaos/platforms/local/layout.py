@@ -230,6 +230,14 @@ class TopologyLayout:
                 return waypoint
         raise KeyError(service)
 
+    def proxy_admins(self) -> list[tuple[str, str]]:
+        """Every Envoy of the topology as (process name, admin URL), the ingress last."""
+        found = [(p.proxy_name, p.admin_url) for p in self.pods if p.proxy_name and p.admin_url]
+        found += [(n.name, n.admin_url) for n in self.node_proxies]
+        found += [(w.name, w.admin_url) for w in self.waypoints]
+        found.append(("ingress", self.ingress.admin_url))
+        return found
+
     def bound_addresses(self) -> list[tuple[str, int]]:
         """Every (address, port) a process of this topology listens on."""
         bound: list[tuple[str, int]] = [

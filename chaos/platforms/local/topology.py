@@ -339,9 +339,6 @@ class LocalTopology:
 
     # -- status ----------------------------------------------------------------------
 
-    def process_names(self, group: str) -> list[str]:
-        return self.supervisor.names(group)
-
     def status(self) -> registry.TopologyStatus:
         """What ``status`` shows: every pod, node proxy, waypoint and the ingress."""
         layout = self.layout
