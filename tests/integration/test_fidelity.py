@@ -24,12 +24,12 @@ import pandas as pd
 import pytest
 
 from chaos.analysis import FaultResult, FaultWindow, SteadyState, measure_window
-from chaos.platforms.local.envoy_common import FaultConfig
-from chaos.platforms.local.events import EventKind
+from chaos.platforms.base import EventKind
+from chaos.platforms.local.backoff import BackoffPolicy
+from chaos.platforms.local.envoy_faults import FaultConfig
 from chaos.platforms.local.faultops import LocalFaultOps
-from chaos.platforms.local.layout import Setup
-from chaos.platforms.local.supervisor import BackoffPolicy
 from chaos.platforms.local.topology import LocalTopology, TopologyOptions, wait_until
+from chaos.spec import Setup
 from chaos.traffic import Endpoint, TrafficConfig, TrafficRun
 from tests.conftest import ProcessTracker, lease_slot
 from tests.integration.prober import Prober
