@@ -16,6 +16,7 @@ from rich.table import Table
 from chaos.errors import ChaosError, InputError
 
 if TYPE_CHECKING:
+    from chaos.metrics.hooks import Monitoring
     from chaos.platforms.base import FaultOps, Platform
     from chaos.spec import Experiment
 
@@ -53,6 +54,10 @@ def up(
         int | None, typer.Option(help="ingress port on 127.0.0.1 (0 picks a free one)")
     ] = None,
     run_dir: Annotated[Path | None, typer.Option(help="where pod files and logs go")] = None,
+    prometheus_config: Annotated[
+        Path | None,
+        typer.Option(help="write a Prometheus config scraping every proxy's /stats/prometheus"),
+    ] = None,
 ) -> None:
     """Bring a local topology up and keep it in the foreground until Ctrl-C or SIGTERM."""
     from chaos.platforms.local.topology import LocalTopology, TopologyOptions
@@ -66,6 +71,11 @@ def up(
             out.print(f"{setup} topology ready in {topology.startup_s:.2f} s", highlight=False)
             out.print(f"ingress: {topology.layout.ingress.url}", highlight=False)
             out.print(f"files:   {topology.layout.dir}", highlight=False)
+            if prometheus_config is not None:
+                from chaos.platforms.local.scrape import write_scrape_config
+
+                path = write_scrape_config(prometheus_config, [topology.layout])
+                out.print(f"prometheus config: {path}", highlight=False)
             out.print("Ctrl-C or `sidecar-chaos down` to stop.", highlight=False)
             try:
                 while True:
@@ -192,13 +202,34 @@ def _plain(line: str) -> None:
     out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
-def _platform(name: str, slots: dict[str, int] | None = None) -> Platform:
+def _warn(line: str) -> None:
+    err.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+_Pushgateway = Annotated[
+    str | None,
+    typer.Option(
+        envvar="SIDECAR_CHAOS_PUSHGATEWAY",
+        help="push the results to this Prometheus Pushgateway at the end (e.g. http://host:9091)",
+    ),
+]
+_MetricsPort = Annotated[
+    int | None, typer.Option(help="serve live metrics on this port while the run goes on")
+]
+_MetricsAddress = Annotated[str, typer.Option(help="address for --metrics-port")]
+
+
+def _platform(
+    name: str, slots: dict[str, int] | None = None, prometheus: str | None = None
+) -> Platform:
     """The platform ``name`` from the registry, with the options the CLI has for it."""
     from chaos.platforms import platform_factory
 
     factory = platform_factory(name)
     if name == "local":
-        return factory(slots=slots or {})
+        return factory(slots=slots or {}, prometheus_url=prometheus)
+    if prometheus is not None:
+        raise InputError(f"--prometheus: the {name} platform does not read counters from it yet")
     return factory()
 
 
@@ -276,14 +307,30 @@ def run(
         list[str] | None,
         typer.Option(help="SETUP=N: third octet of that setup's pod addresses (127.0.N.x)"),
     ] = None,
+    pushgateway: _Pushgateway = None,
+    metrics_port: _MetricsPort = None,
+    metrics_address: _MetricsAddress = "127.0.0.1",
+    prometheus: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SIDECAR_CHAOS_PROMETHEUS",
+            help="read proxy counters through this Prometheus (query API), not the admin API",
+        ),
+    ] = None,
 ) -> None:
     """Run an experiment: every setup, fault and repetition, then the report."""
+    from chaos.metrics.hooks import Monitoring
+    from chaos.metrics.promql import check_prometheus
+
     try:
         if workers < 0:
             raise InputError(f"--workers: {workers} is not a number of worker processes (>= 0)")
+        monitoring = Monitoring(pushgateway, metrics_port, metrics_address).checked()
         slots = _slots(slot or [])
         experiment = _load(file, set_ or [], setup or [], slots)
-        platform = _platform(experiment.platform, slots)
+        if prometheus is not None and not dry_run:
+            prometheus = check_prometheus(prometheus)
+        platform = _platform(experiment.platform, slots, prometheus)
         if dry_run:
             for line in describe_plan(experiment, platform):
                 _plain(line)
@@ -295,6 +342,7 @@ def run(
             _run_dir(out_dir, experiment.name),
             workers,
             None if no_history else history,
+            monitoring,
         )
     except ChaosError as exc:
         _fail(exc)
@@ -344,11 +392,13 @@ def _execute(
     run_dir: Path,
     workers: int,
     history: Path | None,
+    monitoring: Monitoring | None = None,
 ) -> int:
     from datetime import UTC, datetime
 
     from chaos.engine.run import Engine, RunOptions, copy_experiment
     from chaos.engine.view import make_view
+    from chaos.metrics.hooks import Monitoring, push_after_run, with_live_metrics
     from chaos.outcome import finish
 
     if history is not None and (history.is_dir() or not history.name):
@@ -358,7 +408,8 @@ def _execute(
     copy_experiment(file, run_dir)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     _plain(f"run directory: {run_dir}")
-    view = make_view(out)
+    monitoring = monitoring or Monitoring()
+    view = with_live_metrics(make_view(out), monitoring, experiment.name, _plain)
     options = RunOptions(run_dir=run_dir, workers=workers, view=view)
     engine = Engine(experiment, platform, options)
     try:
@@ -374,6 +425,7 @@ def _execute(
         aborted_reason=engine.aborted,
         history=history,
     )
+    push_after_run(run_dir, monitoring, _warn)
     for failure in outcome.failures:
         err.print(f"hypothesis failed: {failure}", markup=False, highlight=False, soft_wrap=True)
     if engine.aborted:
@@ -387,9 +439,15 @@ def _execute(
 def demo(
     out_dir: Annotated[Path | None, typer.Option("--out", help="the run directory")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override path=value")] = None,
+    pushgateway: _Pushgateway = None,
+    metrics_port: _MetricsPort = None,
+    metrics_address: _MetricsAddress = "127.0.0.1",
 ) -> None:
     """The local game day: experiments/gameday.yaml against sidecar, mesh and ambient."""
+    from chaos.metrics.hooks import Monitoring
+
     try:
+        monitoring = Monitoring(pushgateway, metrics_port, metrics_address).checked()
         file = Path("experiments/gameday.yaml")
         if not file.is_file():
             raise InputError(f"{file} not found: run `demo` from the project directory")
@@ -401,6 +459,7 @@ def demo(
             _run_dir(out_dir, experiment.name),
             0,
             Path("reports/history.db"),
+            monitoring,
         )
     except ChaosError as exc:
         _fail(exc)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chaos.errors import FaultError
+from chaos.metrics.promql import PrometheusCounters
 from chaos.platforms.base import (
     EventCallback,
     FaultOps,
@@ -33,6 +34,7 @@ from chaos.platforms.local.backoff import BackoffPolicy
 from chaos.platforms.local.envoy_config import ProxyOptions, envoy_binary
 from chaos.platforms.local.faultops import LocalFaultOps, workload_of
 from chaos.platforms.local.layout import DEFAULT_SLOT, build_layout, default_ingress_port
+from chaos.platforms.local.scrape import SETUP_LABEL
 from chaos.platforms.local.topology import PROCESS_LEDGER, LocalTopology, TopologyOptions
 from chaos.proc import is_same_process, kill_group
 from chaos.rundir.counters import CounterSample
@@ -46,10 +48,14 @@ _WRITER = "payments"
 class LocalRunning:
     """A running :class:`LocalTopology`, as the engine and the faults see it."""
 
-    def __init__(self, topology: LocalTopology) -> None:
+    def __init__(
+        self, topology: LocalTopology, prometheus: PrometheusCounters | None = None
+    ) -> None:
         self.topology = topology
         self._ops = LocalFaultOps.of(topology)
         self._admins = topology.layout.proxy_admins()
+        #: Read the Envoy counters through Prometheus instead of the admin endpoints.
+        self.prometheus = prometheus
 
     @property
     def setup(self) -> Setup:
@@ -90,9 +96,14 @@ class LocalRunning:
     def read_counters(self) -> list[CounterSample]:
         supervisor = self.topology.supervisor
         samples: list[CounterSample] = []
+        for proxy, _ in self._admins:
+            samples.append(
+                CounterSample(time.monotonic(), proxy, "restarts", supervisor.restarts(proxy))
+            )
+        if self.prometheus is not None:
+            return samples + self.prometheus.read()
         for proxy, admin_url in self._admins:
             now = time.monotonic()
-            samples.append(CounterSample(now, proxy, "restarts", supervisor.restarts(proxy)))
             try:
                 stats = counters(admin_url, stats_filter=ANALYSIS_STATS_FILTER)
             except FaultError:
@@ -128,6 +139,9 @@ class LocalPlatform:
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     #: Record started topologies for ``status``/``down``.
     publish: bool = False
+    #: A Prometheus that scrapes the proxies (``up --prometheus-config``): counters come
+    #: from its query API instead of the admin endpoints.
+    prometheus_url: str | None = None
 
     @property
     def name(self) -> str:
@@ -178,8 +192,16 @@ class LocalPlatform:
             publish=self.publish,
             marker=options.run_marker,
         )
+        started_wall = time.time()
         with LocalTopology(topology_options) as topology:
-            yield LocalRunning(topology)
+            yield LocalRunning(topology, self._counter_source(setup, started_wall))
+
+    def _counter_source(self, setup: Setup, started_wall: float) -> PrometheusCounters | None:
+        if self.prometheus_url is None:
+            return None
+        return PrometheusCounters(
+            self.prometheus_url, selector={SETUP_LABEL: setup.value}, since_wall=started_wall
+        )
 
     def plan_ops(self, setup: Setup) -> FaultOps:
         return self._layout_only(setup)

@@ -1,0 +1,53 @@
+"""What ``run`` and ``demo`` do for Prometheus, in two calls the CLI makes around a run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from chaos.engine.view import RunView
+from chaos.errors import InputError
+from chaos.metrics.push import check_gateway_url, push_results
+
+
+@dataclass(frozen=True)
+class Monitoring:
+    """The Prometheus options of a run: where to push, where to serve live metrics."""
+
+    pushgateway: str | None = None
+    metrics_port: int | None = None
+    metrics_address: str = "127.0.0.1"
+
+    def checked(self) -> Monitoring:
+        """These options, or an :class:`InputError` naming the bad one (before anything runs)."""
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise InputError(f"--metrics-port: {self.metrics_port} is not a port (0..65535)")
+        gateway = None if self.pushgateway is None else check_gateway_url(self.pushgateway)
+        return Monitoring(gateway, self.metrics_port, self.metrics_address)
+
+
+def with_live_metrics(
+    view: RunView, monitoring: Monitoring, experiment: str, say: Callable[[str], None]
+) -> RunView:
+    """``view``, plus a live ``/metrics`` endpoint when ``--metrics-port`` was given."""
+    if monitoring.metrics_port is None:
+        return view
+    from chaos.metrics.live import LiveMetrics, TeeView
+
+    try:
+        live = LiveMetrics(monitoring.metrics_port, monitoring.metrics_address, experiment)
+    except InputError:
+        view.close()
+        raise
+    say(f"live metrics: {live.url}")
+    return TeeView(view, live)
+
+
+def push_after_run(run_dir: Path, monitoring: Monitoring, warn: Callable[[str], None]) -> None:
+    """Push the run's results when ``--pushgateway`` was given; a failure is one warning line."""
+    if monitoring.pushgateway is None:
+        return
+    outcome = push_results(run_dir, monitoring.pushgateway)
+    if outcome.warning is not None:
+        warn(f"warning: {outcome.warning}")
