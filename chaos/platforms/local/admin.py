@@ -56,6 +56,9 @@ def counters(
     found: dict[str, int] = {}
     for stat in raw.get("stats", []) if isinstance(raw, dict) else []:
         name, value = stat.get("name"), stat.get("value")
-        if isinstance(name, str) and isinstance(value, int | float) and name.endswith(suffixes):
+        if not isinstance(name, str) or not isinstance(value, int | float):
+            continue
+        # str.endswith(()) is always False: no suffixes means every counter.
+        if not suffixes or name.endswith(suffixes):
             found[name] = int(value)
     return found

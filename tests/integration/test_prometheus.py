@@ -1,0 +1,314 @@
+"""Prometheus in and out, against Debian's real ``prometheus`` and ``prometheus-pushgateway``.
+
+Both servers are started on loopback ephemeral ports by fixtures and stopped by
+pid. The tests skip (with the reason) only when a binary is missing:
+``apt-get install -y prometheus prometheus-pushgateway``.
+"""
+
+from __future__ import annotations
+
+import http.server
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from chaos.analysis import read_results
+from chaos.platforms.local.admin import ANALYSIS_STATS_FILTER, counters
+from chaos.platforms.local.platform import LocalRunning
+from chaos.platforms.local.scrape import write_scrape_config
+from chaos.platforms.local.topology import LocalTopology
+from chaos.report.meta import read_meta
+from chaos.spec import Setup
+from tests.conftest import StartTopology
+from tests.integration.conftest_faults import (
+    applied,
+    fault_spec,
+    make_fault,
+    probe,
+    start_run,
+    wait_for,
+    write_experiment,
+)
+
+PROMETHEUS = shutil.which("prometheus")
+PUSHGATEWAY = shutil.which("prometheus-pushgateway")
+needs_prometheus = pytest.mark.skipif(
+    PROMETHEUS is None, reason="no `prometheus` binary (apt-get install -y prometheus)"
+)
+needs_pushgateway = pytest.mark.skipif(
+    PUSHGATEWAY is None,
+    reason="no `prometheus-pushgateway` binary (apt-get install -y prometheus-pushgateway)",
+)
+SCRAPE_S = 1.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Server:
+    """A server process on loopback, ready when ``ready_path`` answers 200; stopped by pid."""
+
+    def __init__(self, argv: list[str], port: int, log: Path, ready_path: str = "/-/ready") -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self._log = log.open("wb")
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"{argv[0]} exited:\n{log.read_text()}"
+            try:
+                if httpx.get(self.url + ready_path, timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise AssertionError(f"{argv[0]} not ready in 30 s:\n{log.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+@pytest.fixture
+def pushgateway(tmp_path: Path) -> Iterator[Server]:
+    if PUSHGATEWAY is None:
+        pytest.skip(
+            "no `prometheus-pushgateway` binary (apt-get install -y prometheus-pushgateway)"
+        )
+    port = free_port()
+    server = Server(
+        [PUSHGATEWAY, f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="],
+        port,
+        tmp_path / "pushgateway.log",
+    )
+    yield server
+    server.stop()
+
+
+StartPrometheus = Callable[[list[dict[str, object]]], Server]
+
+
+@pytest.fixture
+def start_prometheus(tmp_path: Path) -> Iterator[StartPrometheus]:
+    """``start_prometheus(scrape_configs)``: a Prometheus scraping every second."""
+    if PROMETHEUS is None:
+        pytest.skip("no `prometheus` binary (apt-get install -y prometheus)")
+    servers: list[Server] = []
+
+    def start(scrape_configs: list[dict[str, object]]) -> Server:
+        config = tmp_path / f"prometheus-{len(servers)}.yml"
+        document = {"global": {"scrape_interval": "1s"}, "scrape_configs": scrape_configs}
+        config.write_text(yaml.safe_dump(document), encoding="utf-8")
+        port = free_port()
+        server = Server(
+            [
+                str(PROMETHEUS),
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / f'tsdb-{len(servers)}'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            port,
+            tmp_path / f"prometheus-{len(servers)}.log",
+        )
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def query(prometheus: Server, promql: str) -> list[dict[str, object]]:
+    answer = httpx.get(f"{prometheus.url}/api/v1/query", params={"query": promql}, timeout=5.0)
+    answer.raise_for_status()
+    result: list[dict[str, object]] = answer.json()["data"]["result"]
+    return result
+
+
+def query_until(
+    prometheus: Server, promql: str, timeout_s: float = 15.0
+) -> list[dict[str, object]]:
+    """The first non-empty result of ``promql`` (several scrape intervals may be needed)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = query(prometheus, promql)
+        if found:
+            return found
+        time.sleep(0.25)
+    raise AssertionError(f"{promql}: no result in {timeout_s} s")
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Every sample of a /metrics page, keyed by name and sorted labels."""
+    text = httpx.get(url, timeout=5.0).text
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+            found[f"{s.name}{{{labels}}}"] = s.value
+    return found
+
+
+@needs_pushgateway
+@needs_prometheus
+def test_a_run_pushes_is_scraped_live_and_its_time_to_recover_comes_back_through_promql(
+    tmp_path: Path, free_slot: int, pushgateway: Server, start_prometheus: StartPrometheus
+) -> None:
+    live_port = free_port()
+    prometheus = start_prometheus(
+        [
+            {
+                "job_name": "pushgateway",
+                "honor_labels": True,
+                "static_configs": [{"targets": [pushgateway.url.removeprefix("http://")]}],
+            },
+            {"job_name": "live", "static_configs": [{"targets": [f"127.0.0.1:{live_port}"]}]},
+        ]
+    )
+    experiment = write_experiment(tmp_path, hold="3s", percent=50)
+    run = start_run(
+        tmp_path,
+        free_slot,
+        experiment,
+        "--pushgateway",
+        pushgateway.url,
+        "--metrics-port",
+        str(live_port),
+    )
+    live_url = f"http://127.0.0.1:{live_port}/metrics"
+    # Scraped directly while the fault is on: the phase, the fault and the traffic.
+    run.wait_for_entry("fault_applied", timeout_s=60)
+    seen: dict[str, float] = {}
+    assert wait_for(
+        lambda: (
+            seen.update(scrape(live_url))
+            or (seen.get("sidecar_chaos_live_faults_active{}") == 1.0
+            and seen.get("sidecar_chaos_live_requests_per_second{}", 0.0) > 0)
+        ),
+        timeout_s=5.0,
+        interval_s=0.2,
+    ), seen
+    assert seen["sidecar_chaos_live_phase{phase=hold}"] == 1.0
+    assert seen["sidecar_chaos_live_window_info{experiment=tiny,window=sidecar/checkout-500#1}"]
+    code = run.wait(timeout_s=90)
+    assert code in (0, 1), f"exit code {code}\n{run.stderr}"
+    assert "warning" not in run.stderr, run.stderr
+    assert f"live metrics: {live_url}" in run.stdout
+
+    # Prometheus scraped the live endpoint during the run ...
+    active = query(prometheus, "max_over_time(sidecar_chaos_live_faults_active[5m])")
+    assert active and float(active[0]["value"][1]) == 1.0  # type: ignore[index]
+    # ... and, from the gateway, the pushed time to recover equals the run's own result.
+    summary = read_results(run.run_dir).summaries[0]
+    assert summary.time_to_recover_s.median is not None, summary
+    run_id = read_meta(run.run_dir).run_id
+    found = query_until(
+        prometheus,
+        'sidecar_chaos_time_to_recover_seconds{experiment="tiny",setup="sidecar",'
+        f'fault="checkout-500",estimate="median",run_id="{run_id}"}}',
+    )
+    assert len(found) == 1, found
+    assert float(found[0]["value"][1]) == pytest.approx(summary.time_to_recover_s.median)  # type: ignore[index]
+    exit_code = query_until(prometheus, 'sidecar_chaos_run_exit_code{experiment="tiny"}')
+    assert float(exit_code[0]["value"][1]) == code  # type: ignore[index]
+
+
+class _Answers500(http.server.BaseHTTPRequestHandler):
+    def do_PUT(self) -> None:
+        self.send_error(503, "gateway overloaded")
+
+    do_POST = do_PUT
+
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+
+@pytest.fixture
+def failing_gateway() -> Iterator[str]:
+    """A real HTTP server on loopback that answers every push with 503."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answers500)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+def test_a_gateway_answering_5xx_costs_one_warning_line_not_the_run(
+    tmp_path: Path, free_slot: int, failing_gateway: str
+) -> None:
+    experiment = write_experiment(tmp_path, hold="2s", percent=50)
+    run = start_run(tmp_path, free_slot, experiment, "--pushgateway", failing_gateway)
+    code = run.wait(timeout_s=90)
+    assert code in (0, 1), f"exit code {code}\n{run.stderr}"
+    warnings = [line for line in run.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1, run.stderr
+    assert "503" in warnings[0] and failing_gateway in warnings[0], warnings
+    assert "Traceback" not in run.stderr, run.stderr
+    assert (run.run_dir / "results.json").is_file()
+    assert (run.run_dir / "report.html").is_file()
+
+
+def _admin_readings(topology: LocalTopology) -> dict[tuple[str, str], float]:
+    found: dict[tuple[str, str], float] = {}
+    for proxy, admin_url in topology.layout.proxy_admins():
+        for name, value in counters(admin_url, stats_filter=ANALYSIS_STATS_FILTER).items():
+            found[(proxy, name)] = float(value)
+    return found
+
+
+@needs_prometheus
+def test_counters_through_prometheus_equal_the_admin_ones_within_a_scrape_interval(
+    tmp_path: Path, start_topology: StartTopology, start_prometheus: StartPrometheus
+) -> None:
+    from chaos.metrics.promql import PrometheusCounters
+
+    started_wall = time.time()
+    topology = start_topology(Setup.MESH)
+    config = write_scrape_config(tmp_path / "scrape.yml", [topology.layout], SCRAPE_S)
+    document = yaml.safe_load(config.read_text(encoding="utf-8"))
+    prometheus = start_prometheus(document["scrape_configs"])
+    source = PrometheusCounters(prometheus.url, {"setup": "mesh"}, since_wall=started_wall)
+    through_prometheus = LocalRunning(topology, source)
+    through_admin = LocalRunning(topology)
+
+    # Aborts at one checkout replica: the mesh retries them, so counters rise.
+    fault = make_fault(
+        topology,
+        fault_spec(type="abort", target={"service": "checkout", "replica": 0}, status=503),
+    )
+    with applied(fault):
+        probe(topology, 3.0, rate=60.0)
+    admin = _admin_readings(topology)
+    assert any(v > 0 for v in admin.values()), admin
+
+    def same() -> bool:
+        got = {(s.proxy, s.name): s.value for s in through_prometheus.read_counters()}
+        want = {(s.proxy, s.name): s.value for s in through_admin.read_counters()}
+        same.last = (got, want)  # type: ignore[attr-defined]
+        return got == want
+
+    # Traffic has stopped: after at most one scrape interval (plus the scrape's own
+    # time) Prometheus holds the admin values exactly.
+    assert wait_for(same, timeout_s=3 * SCRAPE_S, interval_s=0.2), same.last  # type: ignore[attr-defined]
+    assert source.last_error is None
