@@ -201,8 +201,10 @@ def test_a_run_pushes_is_scraped_live_and_its_time_to_recover_comes_back_through
     assert wait_for(
         lambda: (
             seen.update(scrape(live_url))
-            or (seen.get("sidecar_chaos_live_faults_active{}") == 1.0
-            and seen.get("sidecar_chaos_live_requests_per_second{}", 0.0) > 0)
+            or (
+                seen.get("sidecar_chaos_live_faults_active{}") == 1.0
+                and seen.get("sidecar_chaos_live_requests_per_second{}", 0.0) > 0
+            )
         ),
         timeout_s=5.0,
         interval_s=0.2,
