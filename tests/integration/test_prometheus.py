@@ -23,14 +23,18 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chaos.analysis import read_results
 from chaos.platforms.local.admin import ANALYSIS_STATS_FILTER, counters
+from chaos.platforms.local.layout import build_layout
 from chaos.platforms.local.platform import LocalRunning
 from chaos.platforms.local.scrape import write_scrape_config
 from chaos.platforms.local.topology import LocalTopology
 from chaos.report.meta import read_meta
+from chaos.rundir.counters import read_counters
 from chaos.spec import Setup
-from tests.conftest import StartTopology
+from tests.conftest import ProcessTracker, StartTopology
 from tests.integration.conftest_faults import (
     applied,
+    cli_argv,
+    cli_env,
     fault_spec,
     make_fault,
     probe,
@@ -314,3 +318,81 @@ def test_counters_through_prometheus_equal_the_admin_ones_within_a_scrape_interv
     # time) Prometheus holds the admin values exactly.
     assert wait_for(same, timeout_s=3 * SCRAPE_S, interval_s=0.2), same.last  # type: ignore[attr-defined]
     assert source.last_error is None
+
+
+@needs_prometheus
+def test_up_writes_a_scrape_config_and_a_run_reads_its_counters_through_prometheus(
+    tmp_path: Path,
+    free_slot: int,
+    start_prometheus: StartPrometheus,
+    process_tracker: ProcessTracker,
+) -> None:
+    config = tmp_path / "prometheus.yml"
+    up_log = tmp_path / "up.log"
+    with up_log.open("wb") as log:
+        up = subprocess.Popen(
+            [
+                *cli_argv("up", "--setup", "sidecar", "--slot", str(free_slot)),
+                "--ingress-port",
+                "0",
+                "--run-dir",
+                str(tmp_path / "up"),
+                "--prometheus-config",
+                str(config),
+            ],
+            env=cli_env(free_slot),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    process_tracker.add(up.pid)
+    try:
+        assert wait_for(
+            lambda: "prometheus config:" in up_log.read_text() or up.poll() is not None, 30.0
+        ), up_log.read_text()
+    finally:
+        up.terminate()  # the run below needs the slot's addresses
+        up.wait(timeout=20)
+    assert "prometheus config:" in up_log.read_text(), up_log.read_text()
+    document = yaml.safe_load(config.read_text(encoding="utf-8"))
+    (job,) = document["scrape_configs"]
+    layout = build_layout(Setup.SIDECAR, tmp_path, slot=free_slot, ingress_port=1)
+    assert {t["labels"]["proxy"] for t in job["static_configs"]} == {
+        p for p, _ in layout.proxy_admins()
+    }
+    # Prometheus drops one counter: the run can only lack it if it read through Prometheus.
+    job["metric_relabel_configs"] = [
+        {
+            "source_labels": ["__name__"],
+            "regex": "envoy_cluster_upstream_cx_connect_fail",
+            "action": "drop",
+        }
+    ]
+    prometheus = start_prometheus(document["scrape_configs"])
+
+    experiment = write_experiment(tmp_path, hold="2s", percent=50)
+    run = start_run(tmp_path, free_slot, experiment, "--prometheus", prometheus.url)
+    code = run.wait(timeout_s=90)
+    assert code in (0, 1), f"exit code {code}\n{run.stderr}"
+    names = {s.name for s in read_counters(run.run_dir)}
+    assert "cluster.checkout.upstream_rq_retry" in names, names
+    assert "restarts" in names
+    assert not any(n.endswith("upstream_cx_connect_fail") for n in names), names
+
+
+def test_a_prometheus_that_does_not_answer_is_an_input_error(
+    tmp_path: Path, free_slot: int
+) -> None:
+    experiment = write_experiment(tmp_path, hold="2s")
+    url = f"http://127.0.0.1:{free_port()}"
+    result = subprocess.run(
+        cli_argv("run", str(experiment), "--prometheus", url, "--out", str(tmp_path / "r")),
+        env=cli_env(free_slot),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: --prometheus:"), result.stderr
+    assert not (tmp_path / "r").exists()
