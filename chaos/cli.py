@@ -328,6 +328,7 @@ def run(
         monitoring = Monitoring(pushgateway, metrics_port, metrics_address).checked()
         slots = _slots(slot or [])
         experiment = _load(file, set_ or [], setup or [], slots)
+        prometheus = prometheus or None  # an empty value (an unset CI variable): admin API
         if prometheus is not None and not dry_run:
             prometheus = check_prometheus(prometheus)
         platform = _platform(experiment.platform, slots, prometheus)

@@ -23,7 +23,8 @@ class Monitoring:
         """These options, or an :class:`InputError` naming the bad one (before anything runs)."""
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise InputError(f"--metrics-port: {self.metrics_port} is not a port (0..65535)")
-        gateway = None if self.pushgateway is None else check_gateway_url(self.pushgateway)
+        # An empty value (an unset CI variable) means no push.
+        gateway = check_gateway_url(self.pushgateway) if self.pushgateway else None
         return Monitoring(gateway, self.metrics_port, self.metrics_address)
 
 

@@ -8,6 +8,7 @@ pid. The tests skip (with the reason) only when a binary is missing:
 from __future__ import annotations
 
 import http.server
+import json
 import shutil
 import socket
 import subprocess
@@ -236,6 +237,33 @@ def test_a_run_pushes_is_scraped_live_and_its_time_to_recover_comes_back_through
     assert float(found[0]["value"][1]) == pytest.approx(summary.time_to_recover_s.median)  # type: ignore[index]
     exit_code = query_until(prometheus, 'sidecar_chaos_run_exit_code{experiment="tiny"}')
     assert float(exit_code[0]["value"][1]) == code  # type: ignore[index]
+
+    # Every query of the shipped Grafana dashboard parses; the nightly ones find the run.
+    for title, expr in dashboard_queries():
+        found = query(prometheus, expr)
+        if "live" not in expr:
+            assert found, f"{title}: {expr} found nothing"
+    # The README's "time to recover over the last 30 nights" returns this night.
+    nights = query(prometheus, THIRTY_NIGHTS)
+    assert [n["metric"]["setup"] for n in nights] == ["sidecar"], nights  # type: ignore[index]
+
+
+#: The README's PromQL example, verbatim.
+THIRTY_NIGHTS = (
+    'sidecar_chaos_time_to_recover_seconds{experiment="tiny", estimate="median"}\n'
+    "  and on(run_id) (time() - sidecar_chaos_run_finished_timestamp_seconds < 30 * 86400)"
+)
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(panel title, PromQL) of every panel of deploy/grafana-dashboard.json."""
+    path = Path(__file__).parents[2] / "deploy" / "grafana-dashboard.json"
+    document = json.loads(path.read_text(encoding="utf-8"))
+    return [
+        (panel["title"], target["expr"].replace("$experiment", ".*"))
+        for panel in document["panels"]
+        for target in panel.get("targets", [])
+    ]
 
 
 class _Answers500(http.server.BaseHTTPRequestHandler):
