@@ -244,15 +244,16 @@ def test_a_run_pushes_is_scraped_live_and_its_time_to_recover_comes_back_through
         if "live" not in expr:
             assert found, f"{title}: {expr} found nothing"
     # The README's "time to recover over the last 30 nights" returns this night.
-    nights = query(prometheus, THIRTY_NIGHTS)
+    nights = query(prometheus, readme_thirty_nights())
     assert [n["metric"]["setup"] for n in nights] == ["sidecar"], nights  # type: ignore[index]
 
 
-#: The README's PromQL example, verbatim.
-THIRTY_NIGHTS = (
-    'sidecar_chaos_time_to_recover_seconds{experiment="tiny", estimate="median"}\n'
-    "  and on(run_id) (time() - sidecar_chaos_run_finished_timestamp_seconds < 30 * 86400)"
-)
+def readme_thirty_nights() -> str:
+    """The README's PromQL example (its ``promql`` block), for the experiment ``tiny``."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("```promql\n", 1)[1].split("```", 1)[0]
+    assert 'experiment="gameday"' in block, block
+    return block.replace('experiment="gameday"', 'experiment="tiny"')
 
 
 def dashboard_queries() -> list[tuple[str, str]]:
