@@ -63,6 +63,8 @@ def up(
     from chaos.platforms.local.topology import LocalTopology, TopologyOptions
 
     try:
+        if prometheus_config is not None and prometheus_config.is_dir():
+            raise InputError(f"--prometheus-config: {prometheus_config} is a directory")
         options = TopologyOptions.for_setup(
             _setup(setup), run_dir=run_dir, slot=slot, ingress_port=ingress_port
         )
@@ -399,18 +401,19 @@ def _execute(
 
     from chaos.engine.run import Engine, RunOptions, copy_experiment
     from chaos.engine.view import make_view
-    from chaos.metrics.hooks import Monitoring, push_after_run, with_live_metrics
+    from chaos.metrics.hooks import Monitoring, push_after_run, start_live_metrics, tee
     from chaos.outcome import finish
 
     if history is not None and (history.is_dir() or not history.name):
         raise InputError(f"--history: {history} is not a file path (use --no-history to skip)")
     if run_dir.exists() and any(run_dir.iterdir()):
         raise InputError(f"--out: {run_dir} is not empty; pick a new run directory")
+    monitoring = monitoring or Monitoring()
+    live = start_live_metrics(monitoring, experiment.name, _plain)  # a taken port: exit 2 now
     copy_experiment(file, run_dir)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     _plain(f"run directory: {run_dir}")
-    monitoring = monitoring or Monitoring()
-    view = with_live_metrics(make_view(out), monitoring, experiment.name, _plain)
+    view = tee(make_view(out), live)
     options = RunOptions(run_dir=run_dir, workers=workers, view=view)
     engine = Engine(experiment, platform, options)
     try:

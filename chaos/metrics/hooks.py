@@ -28,20 +28,29 @@ class Monitoring:
         return Monitoring(gateway, self.metrics_port, self.metrics_address)
 
 
-def with_live_metrics(
-    view: RunView, monitoring: Monitoring, experiment: str, say: Callable[[str], None]
-) -> RunView:
-    """``view``, plus a live ``/metrics`` endpoint when ``--metrics-port`` was given."""
-    if monitoring.metrics_port is None:
-        return view
-    from chaos.metrics.live import LiveMetrics, TeeView
+def start_live_metrics(
+    monitoring: Monitoring, experiment: str, say: Callable[[str], None]
+) -> RunView | None:
+    """The live ``/metrics`` endpoint when ``--metrics-port`` was given (serving from now on).
 
-    try:
-        live = LiveMetrics(monitoring.metrics_port, monitoring.metrics_address, experiment)
-    except InputError:
-        view.close()
-        raise
+    Started before anything is written, so a port that is taken is an input error
+    that leaves no run directory behind.
+    """
+    if monitoring.metrics_port is None:
+        return None
+    from chaos.metrics.live import LiveMetrics
+
+    live = LiveMetrics(monitoring.metrics_port, monitoring.metrics_address, experiment)
     say(f"live metrics: {live.url}")
+    return live
+
+
+def tee(view: RunView, live: RunView | None) -> RunView:
+    """``view``, and ``live`` too when there is one (both closed together)."""
+    if live is None:
+        return view
+    from chaos.metrics.live import TeeView
+
     return TeeView(view, live)
 
 

@@ -425,3 +425,25 @@ def test_a_prometheus_that_does_not_answer_is_an_input_error(
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: --prometheus:"), result.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_a_taken_metrics_port_is_exit_2_before_anything_is_written(
+    tmp_path: Path, free_slot: int
+) -> None:
+    experiment = write_experiment(tmp_path, hold="2s")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = subprocess.run(
+            cli_argv("run", str(experiment), "--metrics-port", port, "--out", str(tmp_path / "r")),
+            env=cli_env(free_slot),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: --metrics-port: cannot listen"), lines
+    assert not (tmp_path / "r").exists()
