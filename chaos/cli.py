@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from chaos.errors import ChaosError, InputError
+from chaos.metrics import PROMETHEUS_ENV, PUSHGATEWAY_ENV
 
 if TYPE_CHECKING:
     from chaos.metrics.hooks import Monitoring
@@ -211,7 +212,7 @@ def _warn(line: str) -> None:
 _Pushgateway = Annotated[
     str | None,
     typer.Option(
-        envvar="SIDECAR_CHAOS_PUSHGATEWAY",
+        envvar=PUSHGATEWAY_ENV,
         help="push the results to this Prometheus Pushgateway at the end (e.g. http://host:9091)",
     ),
 ]
@@ -315,7 +316,7 @@ def run(
     prometheus: Annotated[
         str | None,
         typer.Option(
-            envvar="SIDECAR_CHAOS_PROMETHEUS",
+            envvar=PROMETHEUS_ENV,
             help="read proxy counters through this Prometheus (query API), not the admin API",
         ),
     ] = None,

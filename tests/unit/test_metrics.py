@@ -227,3 +227,25 @@ def test_the_scrape_config_has_every_proxy_of_the_topology(tmp_path: Path) -> No
     assert set(targets) == {proxy for proxy, _ in layout.proxy_admins()}
     assert all(t["labels"]["setup"] == "mesh" for t in job["static_configs"])
     assert targets["ingress"].endswith(":" + layout.ingress.admin_url.rsplit(":", 1)[1])
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "needle"),
+    [
+        (["demo", "--pushgateway", "ftp://x"], {}, "error: --pushgateway: 'ftp://x'"),
+        (["run", "x.yaml"], {"SIDECAR_CHAOS_PUSHGATEWAY": "gw:9091"}, "error: --pushgateway"),
+        (["run", "x.yaml", "--metrics-port", "70000"], {}, "error: --metrics-port: 70000"),
+        (["demo", "--metrics-port", "-1"], {}, "error: --metrics-port: -1"),
+    ],
+)
+def test_bad_prometheus_options_are_one_line_and_exit_2(
+    args: list[str], env: dict[str, str], needle: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from chaos.cli import app
+
+    result = CliRunner(env=env).invoke(app, args)
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(needle), lines
