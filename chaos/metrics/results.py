@@ -26,6 +26,10 @@ Per setup and fault:
                                                  failed|error"``, as in ``junit.xml``), 0 else
 ==============================================  ============================================
 
+Per fault and pair of setups: ``sidecar_chaos_comparison_supported`` (1 when the
+difference in time to recover is significant) and
+``sidecar_chaos_comparison_difference_seconds`` (median of ``setup_b`` minus ``setup_a``).
+
 Per run: ``sidecar_chaos_run_exit_code``, ``sidecar_chaos_run_duration_seconds``,
 ``sidecar_chaos_run_finished_timestamp_seconds`` (Unix time) and
 ``sidecar_chaos_run_info`` (versions and platform as labels, value 1).
@@ -43,7 +47,14 @@ from statistics import median
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from chaos.analysis import Estimate, FaultResult, RunAnalysis, bootstrap_median, read_results
+from chaos.analysis import (
+    Comparison,
+    Estimate,
+    FaultResult,
+    RunAnalysis,
+    bootstrap_median,
+    read_results,
+)
 from chaos.errors import InputError
 from chaos.metrics import PREFIX
 from chaos.report.junit import _problems as junit_problems
@@ -187,6 +198,28 @@ class RunResults(Collector):
             for name in HYPOTHESIS_OUTCOMES:
                 hypothesis.add_metric([*key, name], 1.0 if name == outcome else 0.0)
         yield from (ttr, tti, ratio, latency, failed, requests, repetitions, recovered, hypothesis)
+        yield from _comparison_metrics(analysis.comparisons)
+
+
+def _comparison_metrics(comparisons: Sequence[Comparison]) -> Iterator[Metric]:
+    """Whether statistics back "setup A recovers faster than B", per fault and pair."""
+    labels = ["fault", "setup_a", "setup_b"]
+    supported = GaugeMetricFamily(
+        f"{PREFIX}_comparison_supported",
+        "1 when the difference in time to recover between setup_a and setup_b is significant.",
+        labels=labels,
+    )
+    difference = GaugeMetricFamily(
+        f"{PREFIX}_comparison_difference_seconds",
+        "Median time to recover of setup_b minus setup_a (positive: setup_a is faster).",
+        labels=labels,
+    )
+    for c in comparisons:
+        key = [c.fault, c.setup_a, c.setup_b]
+        supported.add_metric(key, 1.0 if c.supported else 0.0)
+        if c.difference_s is not None:
+            difference.add_metric(key, c.difference_s)
+    yield from (supported, difference)
 
 
 def hypothesis_outcome(runs: Sequence[FaultResult]) -> str:

@@ -96,6 +96,14 @@ def test_results_follow_the_conventions_and_equal_the_run_directory(tmp_path: Pa
     )
     assert mesh < 1.0 < sidecar < 3.0
     assert _get(samples, "sidecar_chaos_run_exit_code") == 0
+    for c in analysis.comparisons:
+        pair = {"fault": c.fault, "setup_a": c.setup_a, "setup_b": c.setup_b}
+        assert _get(samples, "sidecar_chaos_comparison_supported", **pair) == float(c.supported)
+        assert c.difference_s is not None
+        assert _get(
+            samples, "sidecar_chaos_comparison_difference_seconds", **pair
+        ) == pytest.approx(c.difference_s)
+    assert analysis.comparisons
     assert results.identity.grouping_key() == {
         "experiment": "synthetic",
         "run_id": "synthetic@2025-01-01T02:00:00+00:00",
