@@ -1,4 +1,4 @@
-"""What ``run`` and ``demo`` do for Prometheus, in two calls the CLI makes around a run."""
+"""Prometheus for ``run`` and ``demo``: check the options, serve live metrics, push at the end."""
 
 from __future__ import annotations
 
