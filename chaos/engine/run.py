@@ -98,7 +98,7 @@ def schedule(experiment: Experiment) -> list[WindowKey]:
     rng = random.Random(experiment.seed)
     names = experiment.fault_names()
     keys: list[WindowKey] = []
-    for repetition in range(experiment.repetitions):
+    for repetition in range(experiment.planned_repetitions):
         for index, fault in enumerate(experiment.faults):
             setups = [
                 s
