@@ -19,9 +19,9 @@ are not independent draws).
   there (a look with 3 windows a side cannot spend 0.01 when its smallest p is 0.05).
 * ``difference_interval``: a stratified percentile bootstrap interval of the
   difference of means.
-* ``needed_per_group``: the usual normal-approximation sample size for a one-sided
-  test (or TOST), raised to the smallest size at which the exact test can reach the
-  level at all.
+* ``needed_per_group``: the usual sample size for a one-sided test (or TOST) at
+  80 % power (Student's t quantiles, iterated), raised to the smallest size at which
+  the exact test can reach the level at all.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 from scipy.stats import norm
+from scipy.stats import t as student_t
 
 FloatArray = NDArray[np.float64]
 Spending = Literal["pocock", "obrien-fleming"]
@@ -260,7 +261,14 @@ def needed_per_group(
     if sd <= 0.0:
         return floor
     beta = 1.0 - power
-    z_power = float(norm.ppf(1.0 - beta / 2.0 if equivalence else 1.0 - beta))
-    z_level = float(norm.ppf(1.0 - level))
-    n = math.ceil(2.0 * ((z_level + z_power) * sd / effect) ** 2)
+    tail = 1.0 - beta / 2.0 if equivalence else 1.0 - beta
+    z = float(norm.ppf(1.0 - level)) + float(norm.ppf(tail))
+    n = max(2, math.ceil(2.0 * (z * sd / effect) ** 2))
+    for _ in range(20):  # Student's t instead of the normal for small groups
+        dof = 2 * n - 2
+        q = float(student_t.ppf(1.0 - level, dof)) + float(student_t.ppf(tail, dof))
+        better = max(2, math.ceil(2.0 * (q * sd / effect) ** 2))
+        if better == n:
+            break
+        n = better
     return max(n, floor)
