@@ -15,8 +15,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from chaos.analysis.hypotheses import Claim, Decision, SequentialPlan, decide
+from chaos.analysis.hypotheses import (
+    Claim,
+    Decision,
+    DecisionSet,
+    SequentialPlan,
+    claims_for,
+    decide,
+)
 from chaos.analysis.model import FaultResult
+from chaos.spec.hypotheses import Hypothesis
 
 
 @dataclass(frozen=True)
@@ -106,3 +114,27 @@ def refuted_lines(decisions: Sequence[Decision]) -> list[str]:
         for d in decisions
         if d.outcome == "refuted" and not d.claim.implicit
     ]
+
+
+def decisions_for(
+    hypotheses: Sequence[Hypothesis],
+    runs: Sequence[FaultResult],
+    *,
+    adaptive: bool = False,
+    max_rounds: int = 1,
+    seed: int = 0,
+    stop_reason: str | None = None,
+) -> DecisionSet:
+    """The final decisions of a run (the ranking when ``hypotheses`` is empty).
+
+    For an experiment: ``decisions_for(e.hypotheses, runs, adaptive=e.adaptive,
+    max_rounds=e.planned_repetitions, seed=e.seed)``.
+    """
+    plan = SequentialPlan(adaptive=adaptive, max_rounds=max(1, max_rounds), final=True)
+    claims = claims_for(hypotheses, runs)
+    return DecisionSet(
+        plan=plan,
+        decisions=tuple(decide(runs, claims, plan, seed=seed)),
+        stated=bool(hypotheses),
+        stop_reason=stop_reason,
+    )

@@ -12,10 +12,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from chaos.errors import InputError
+
+if TYPE_CHECKING:
+    from chaos.analysis.hypotheses import DecisionSet
 
 #: Columns of the per-request samples frame and the kind of each.
 #: ``t`` is when the request was *sent* (its start); ``latency_ms`` is its duration,
@@ -286,9 +290,11 @@ class RunAnalysis:
 
     ``buckets`` has the ``BUCKET_COLUMNS`` plus ``setup``, ``fault``,
     ``repetition`` and ``t_rel`` (seconds since that window's injection).
+    ``decided``: the hypotheses' decisions (None in results written before them).
     """
 
     runs: list[FaultResult]
     summaries: list[Summary]
     comparisons: list[Comparison]
     buckets: pd.DataFrame
+    decided: DecisionSet | None = None

@@ -18,10 +18,12 @@ import numpy as np
 import pandas as pd
 
 from chaos.analysis import CounterSample, FaultWindow, SteadyState, analyze_run, write_results
+from chaos.analysis.adaptive import decisions_for
 from chaos.analysis.synthetic import Outage, Slowdown, synthetic_samples
 from chaos.engine.journal import JOURNAL_FILE
 from chaos.report.meta import RunMeta, write_meta
 from chaos.report.rundata import EXPERIMENT_FILE
+from chaos.spec import load_experiment
 from chaos.traffic.chunks import encode_chunk
 from chaos.traffic.samples import samples_dir
 
@@ -59,6 +61,8 @@ class SyntheticRun:
     started_utc: str = "2025-01-01T02:00:00+00:00"
     exit_code: int = 0
     aborted: Sequence[tuple[str, str, int]] = ()
+    #: The ``hypotheses:`` section, as YAML lines (indented by two spaces), if any.
+    hypotheses_yaml: str = ""
 
 
 def _yaml_string(s: str) -> str:
@@ -96,6 +100,8 @@ def experiment_yaml(spec: SyntheticRun) -> str:
             lines.append("    status: 503")
         elif f.type == "cert-expiry":
             lines.append("    ttl: 1s")
+    if spec.hypotheses_yaml:
+        lines += ["hypotheses:", spec.hypotheses_yaml.rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
@@ -169,10 +175,19 @@ def write_synthetic_run(run_dir: Path, spec: SyntheticRun = SyntheticRun()) -> P
     analysis = analyze_run(
         samples, windows, SteadyState(0.01, 100.0), 1.0, counters=counters, resamples=500
     )
-    write_results(
-        run_dir, analysis.runs, analysis.summaries, analysis.comparisons, analysis.buckets
-    )
     (run_dir / EXPERIMENT_FILE).write_text(experiment_yaml(spec), encoding="utf-8")
+    experiment = load_experiment(run_dir / EXPERIMENT_FILE)
+    decided = decisions_for(
+        experiment.hypotheses, analysis.runs, seed=spec.seed, max_rounds=spec.repetitions
+    )
+    write_results(
+        run_dir,
+        analysis.runs,
+        analysis.summaries,
+        analysis.comparisons,
+        analysis.buckets,
+        decided=decided,
+    )
     write_meta(
         run_dir,
         RunMeta(
