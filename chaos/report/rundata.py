@@ -19,6 +19,8 @@ from chaos.errors import ChaosError
 from chaos.report.meta import META_FILE, RunMeta, read_meta
 
 EXPERIMENT_FILE = "experiment.yaml"
+#: The experiment as run: the file after ``--set`` and ``--setup`` (see ``chaos.report.effective``).
+EFFECTIVE_FILE = "experiment.effective.yaml"
 
 #: Journal ``event`` kinds drawn on timelines, with a short label.
 EVENT_LABELS: dict[str, str] = {
@@ -59,6 +61,15 @@ class RunData:
     experiment_text: str
     description: str
     fault_summaries: dict[str, str] = field(default_factory=dict)
+    #: Why the run ended early, as the journal says it (``run_aborted``); None if it did not.
+    abort_reason: str | None = None
+    #: ``experiment.effective.yaml`` (the experiment after overrides), "" when absent.
+    effective_text: str = ""
+
+    @property
+    def abort_cause(self) -> str:
+        """How aborted repetitions ended, for a sentence: ``interrupted by SIGINT; ...``."""
+        return self.abort_reason or "by a stop condition"
 
     @property
     def label(self) -> str:
@@ -161,6 +172,14 @@ def _experiment(run_dir: Path) -> tuple[str, str, dict[str, str]]:
     return text, experiment.description, summaries
 
 
+def abort_reason(entries: Sequence[JournalEntry]) -> str | None:
+    """The reason of the journal's ``run_aborted`` entry (SIGINT, stop condition...), if any."""
+    for e in entries:
+        if e.kind == "run_aborted":
+            return e.get_str("reason") or "aborted"
+    return None
+
+
 def load_run(run_dir: Path | str) -> RunData:
     """Read a run directory; ``InputError`` when it has no readable ``results.json``."""
     directory = Path(run_dir)
@@ -178,4 +197,13 @@ def load_run(run_dir: Path | str) -> RunData:
         experiment_text=text,
         description=description,
         fault_summaries=summaries,
+        abort_reason=abort_reason(entries),
+        effective_text=_read(directory / EFFECTIVE_FILE),
     )
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
