@@ -61,6 +61,8 @@ class SyntheticRun:
     started_utc: str = "2025-01-01T02:00:00+00:00"
     exit_code: int = 0
     aborted: Sequence[tuple[str, str, int]] = ()
+    #: The journal's ``run_aborted`` reason (empty: the run was not aborted).
+    abort_reason: str = ""
     #: The ``hypotheses:`` section, as YAML lines (indented by two spaces), if any.
     hypotheses_yaml: str = ""
 
@@ -167,6 +169,8 @@ def write_synthetic_run(run_dir: Path, spec: SyntheticRun = SyntheticRun()) -> P
             CounterSample(end - 0.1, proxy, "restarts", 1 if healing and effect else 0),
         ]
         t = end + 1.0
+    if spec.abort_reason:
+        log("run_aborted", t, reason=spec.abort_reason)
     samples = pd.concat(frames, ignore_index=True)
     _write_samples(run_dir, samples)
     (run_dir / JOURNAL_FILE).write_text(
