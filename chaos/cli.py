@@ -278,6 +278,7 @@ def describe_plan(experiment: Experiment) -> list[str]:
     """What a run will touch, in which order, and how each change is undone (no side effects)."""
     from chaos.engine.run import schedule
     from chaos.faults.plans import plan_offline
+    from chaos.spec.hypotheses import describe_decisions
 
     t = experiment.timeline
     lines = [
@@ -287,6 +288,13 @@ def describe_plan(experiment: Experiment) -> list[str]:
         f"each window: up -> warm-up {t.warmup:g}s -> inject -> hold {t.hold:g}s -> revert -> "
         f"recovery {t.recovery:g}s -> down; traffic {experiment.traffic.rate:g} rps, "
         f"{experiment.traffic.users} users",
+        *describe_decisions(
+            experiment.hypotheses,
+            experiment.repetitions,
+            experiment.max_repetitions,
+            experiment.budget,
+            experiment.planned_repetitions,
+        ),
     ]
     for number, key in enumerate(schedule(experiment), start=1):
         lines.append(f"{number:3d}. {key.label}")

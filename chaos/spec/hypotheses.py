@@ -30,7 +30,7 @@ from pydantic import BeforeValidator, Field, Strict, WithJsonSchema, model_valid
 from pydantic_core import PydanticCustomError
 
 from chaos.spec._base import SetupName, Slug, SpecModel, field_error
-from chaos.spec.durations import parse_duration
+from chaos.spec.durations import format_duration, parse_duration
 
 #: What a hypothesis measures (one value per fault window).
 Metric = Literal["time_to_recover", "time_to_impact", "failed_requests", "error_rate", "p95", "p99"]
@@ -244,3 +244,47 @@ def check_repetitions(
     for key, value in (("max_repetitions", max_repetitions), ("budget", budget)):
         if value is not None:
             raise field_error(key, "only applies with repetitions: auto")
+
+
+def hypothesis_windows(
+    hypotheses: tuple[Hypothesis, ...], setups_of_fault: dict[str, tuple[str, ...]]
+) -> set[tuple[str, str]]:
+    """The (setup, fault) windows the hypotheses compare (all of them when there are none)."""
+    every = {(s, f) for f, setups in setups_of_fault.items() for s in setups}
+    if not hypotheses:
+        return every
+    found: set[tuple[str, str]] = set()
+    for h in hypotheses:
+        for fault, setups in setups_of_fault.items():
+            if (h.all_faults or h.fault == fault) and {h.setup, h.compared_to} <= set(setups):
+                found |= {(h.setup, fault), (h.compared_to, fault)}
+    return found
+
+
+def describe_decisions(
+    hypotheses: tuple[Hypothesis, ...],
+    repetitions: int | str,
+    max_repetitions: int | None,
+    budget: float | None,
+    planned: int,
+) -> list[str]:
+    """Lines for ``--dry-run``: how repetitions are chosen and what will be decided."""
+    if repetitions == "auto":
+        limits = [f"at most {max_repetitions} rounds" if max_repetitions else ""]
+        limits.append(f"within {format_duration(budget)}" if budget else "")
+        lines = [
+            "repetitions: auto: rounds are added until every hypothesis is decided "
+            f"({', '.join(x for x in limits if x)}; at most {planned} rounds planned; "
+            "rounds after the first run only the windows undecided hypotheses compare)"
+        ]
+    else:
+        lines = []
+    if not hypotheses:
+        lines.append(
+            "no hypotheses: setups are ranked per fault on time to recover "
+            "(supported / equivalent / undecided)"
+        )
+        return lines
+    lines.append(f"{len(hypotheses)} hypotheses (Holm family, alpha 0.05):")
+    lines += [f"  {h.label(i)}: {h.describe()}" for i, h in enumerate(hypotheses)]
+    return lines

@@ -29,6 +29,7 @@ from chaos.spec.hypotheses import (
     Repetitions,
     check_hypotheses,
     check_repetitions,
+    hypothesis_windows,
 )
 
 #: Key of the validation context holding the directory relative locustfiles resolve against.
@@ -202,16 +203,19 @@ class Experiment(SpecModel):
     def planned_repetitions(self) -> int:
         """Rounds to schedule: the number given, or the most ``auto`` may run.
 
-        With only a budget, as many rounds of every window as fit in it (each window
-        costs its timeline plus ``WINDOW_OVERHEAD_S``), at least 2.
+        With a budget: the first round runs every window, later rounds only those the
+        hypotheses compare; as many rounds as fit (each window costs its timeline plus
+        ``WINDOW_OVERHEAD_S``), at least 2, at most ``max_repetitions``.
         """
         if isinstance(self.repetitions, int):
             return self.repetitions
         if self.max_repetitions is not None and self.budget is None:
             return self.max_repetitions
-        windows = sum(len(s) for s in self.setups_of_faults().values())
-        per_round = windows * (self.timeline.total + WINDOW_OVERHEAD_S)
-        fits = max(2, int((self.budget or 0.0) // per_round))
+        per_window = self.timeline.total + WINDOW_OVERHEAD_S
+        of_fault = self.setups_of_faults()
+        first = sum(len(s) for s in of_fault.values()) * per_window
+        later = len(hypothesis_windows(self.hypotheses, of_fault)) * per_window
+        fits = max(2, 1 + int(max(0.0, (self.budget or 0.0) - first) // later))
         return min(fits, self.max_repetitions) if self.max_repetitions is not None else fits
 
     def fault_names(self) -> list[str]:
