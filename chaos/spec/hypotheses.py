@@ -234,16 +234,13 @@ def check_hypotheses(
 def check_repetitions(
     repetitions: int | str, max_repetitions: int | None, budget: float | None
 ) -> None:
-    """``max_repetitions`` and ``budget`` go with ``repetitions: auto``, which needs one of them."""
-    if repetitions == "auto":
-        if max_repetitions is None and budget is None:
-            raise field_error(
-                "repetitions", "auto needs max_repetitions or budget (or both) to stop"
-            )
-        return
-    for key, value in (("max_repetitions", max_repetitions), ("budget", budget)):
-        if value is not None:
-            raise field_error(key, "only applies with repetitions: auto")
+    """``repetitions: auto`` needs ``max_repetitions`` or ``budget`` to stop.
+
+    With a number of repetitions both are ignored, so ``--set repetitions=1`` works on
+    a file written for ``auto``.
+    """
+    if repetitions == "auto" and max_repetitions is None and budget is None:
+        raise field_error("repetitions", "auto needs max_repetitions or budget (or both) to stop")
 
 
 def hypothesis_windows(
