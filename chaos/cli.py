@@ -268,6 +268,7 @@ def run(
             workers,
             None if no_history else history,
             _slots(slot or []),
+            overrides=(set_ or [], setup or []),
         )
     except ChaosError as exc:
         _fail(exc)
@@ -322,12 +323,15 @@ def _execute(
     workers: int,
     history: Path | None,
     slots: dict[str, int] | None = None,
+    overrides: tuple[list[str], list[str]] = ([], []),
 ) -> int:
     from datetime import UTC, datetime
 
     from chaos.engine.finish import finish
     from chaos.engine.run import Engine, RunOptions, copy_experiment
     from chaos.engine.view import make_view
+    from chaos.report.effective import write_effective_experiment
+    from chaos.report.summary import run_summary
 
     if experiment.platform != "local":
         raise InputError(
@@ -339,6 +343,7 @@ def _execute(
     if run_dir.exists() and any(run_dir.iterdir()):
         raise InputError(f"--out: {run_dir} is not empty; pick a new run directory")
     copy_experiment(file, run_dir)
+    write_effective_experiment(run_dir, experiment, *overrides)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     _plain(f"run directory: {run_dir}")
     view = make_view(out)
@@ -360,8 +365,8 @@ def _execute(
         err.print(f"hypothesis failed: {failure}", markup=False, highlight=False, soft_wrap=True)
     if engine.aborted:
         err.print(f"aborted: {engine.aborted}", markup=False, highlight=False)
-    if outcome.report is not None:
-        _plain(f"report: {outcome.report}")
+    for line in run_summary(run_dir, outcome.exit_code, outcome.report):
+        _plain(line)
     return outcome.exit_code
 
 
@@ -377,7 +382,12 @@ def demo(
             raise InputError(f"{file} not found: run `demo` from the project directory")
         experiment = _load(file, set_ or [], [])
         code = _execute(
-            experiment, file, _run_dir(out_dir, experiment.name), 0, Path("reports/history.db")
+            experiment,
+            file,
+            _run_dir(out_dir, experiment.name),
+            0,
+            Path("reports/history.db"),
+            overrides=(set_ or [], []),
         )
     except ChaosError as exc:
         _fail(exc)

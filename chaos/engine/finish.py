@@ -1,8 +1,9 @@
 """After the windows: measure, write the results, the report, JUnit and the history.
 
 Also decides the exit code: 0 every hypothesis held; 1 a hypothesis failed
-(steady state not restored, not recovered) or a fault had no effect; 3 the run
-was aborted by a stop condition or a signal.
+(steady state not restored, not recovered, a stated comparative hypothesis
+refuted) or a fault had no effect; 3 the run was aborted by a stop condition or
+a signal.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from chaos import __version__
 from chaos.analysis import FaultWindow, RecordedWrites, SteadyState, analyze_run, write_results
+from chaos.analysis.adaptive import decisions_for, refuted_lines
 from chaos.analysis.model import FaultResult
 from chaos.engine.counters import read_counters
 from chaos.engine.run import WindowRecord
@@ -125,6 +127,7 @@ def finish(
     samples_root = run_dir / "samples"
     samples = load_samples(run_dir) if samples_root.is_dir() else None
     runs: list[FaultResult] = []
+    refuted: list[str] = []
     if samples is not None and windows:
         writes = RecordedWrites.from_ids(i for r in records for i in r.recorded_writes)
         analysis = analyze_run(
@@ -136,11 +139,24 @@ def finish(
             recorded_writes=writes,
             seed=experiment.seed,
         )
+        decided = decisions_for(
+            experiment.hypotheses,
+            analysis.runs,
+            adaptive=experiment.adaptive,
+            max_rounds=experiment.planned_repetitions,
+            seed=experiment.seed,
+        )
         write_results(
-            run_dir, analysis.runs, analysis.summaries, analysis.comparisons, analysis.buckets
+            run_dir,
+            analysis.runs,
+            analysis.summaries,
+            analysis.comparisons,
+            analysis.buckets,
+            decided=decided,
         )
         runs = list(analysis.runs)
-    failures = judge(records, runs, aborted_reason is not None)
+        refuted = refuted_lines(decided.decisions)
+    failures = judge(records, runs, aborted_reason is not None) + refuted
     exit_code = 3 if aborted_reason is not None else (1 if failures else 0)
     v = versions()
     write_meta(
