@@ -132,9 +132,18 @@ def decisions_for(
     """
     plan = SequentialPlan(adaptive=adaptive, max_rounds=max(1, max_rounds), final=True)
     claims = claims_for(hypotheses, runs)
+    decisions = tuple(decide(runs, claims, plan, seed=seed))
+    if adaptive and stop_reason is None:
+        stop_reason = _why_stopped(decisions, rounds_done(runs), plan.max_rounds)
     return DecisionSet(
-        plan=plan,
-        decisions=tuple(decide(runs, claims, plan, seed=seed)),
-        stated=bool(hypotheses),
-        stop_reason=stop_reason,
+        plan=plan, decisions=decisions, stated=bool(hypotheses), stop_reason=stop_reason
     )
+
+
+def _why_stopped(decisions: Sequence[Decision], done: int, most: int) -> str:
+    """Why an adaptive run ran ``done`` rounds (what ``next_step`` would have said)."""
+    if all(d.outcome != "undecided" for d in decisions):
+        return f"every hypothesis was decided after {done} round(s)"
+    if done >= most:
+        return f"the most rounds ({most}) were run"
+    return f"another round would not have fitted in the time budget (after {done} round(s))"

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from chaos.engine.counters import CounterSampler, append_counters
 from chaos.engine.journal import Journal
+from chaos.engine.rounds import rounds
 from chaos.engine.signals import RunInterrupted, SignalGuard
 from chaos.engine.view import RunView
 from chaos.errors import AbortedError, ChaosError
@@ -129,7 +130,7 @@ class Engine:
         )
         try:
             with SignalGuard():
-                for key in schedule(self.experiment):
+                for key in rounds(self.experiment, self.windows, self.run_dir, say=self._say):
                     self._window(key)
         except AbortedError as exc:
             self.aborted = str(exc)
