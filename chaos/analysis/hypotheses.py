@@ -263,6 +263,7 @@ class _State:
     p_for: float
     p_against: float
     threshold: float
+    level: float = 0.0
 
 
 def _evaluate(
@@ -278,9 +279,10 @@ def _evaluate(
     threshold = boundaries(level, looks, plan.spending)[-1]
     x, y = values.upto(rounds)
     if len(x) == 0 or len(y) == 0:
-        return _State("undecided", rounds, 1.0, 1.0, threshold)
+        return _State("undecided", rounds, 1.0, 1.0, threshold, level)
     p_for, p_against = _tests(claim, x, y, seed)
-    return _State(_outcome(claim, p_for, p_against, threshold), rounds, p_for, p_against, threshold)
+    outcome = _outcome(claim, p_for, p_against, threshold)
+    return _State(outcome, rounds, p_for, p_against, threshold, level)
 
 
 # -- the family ---------------------------------------------------------------------
@@ -325,15 +327,9 @@ def decide(
     decisions = []
     for i, claim in enumerate(claims):
         state = states[i] or last[i] or _State("undecided", 0, 1.0, 1.0, 0.0)
-        level = levels[i] if states[i] is None else _level_at_decision(levels, i, plan, m)
+        level = levels[i] if states[i] is None else state.level
         decisions.append(_decision(claim, values[i], state, level, plan, seed))
     return decisions
-
-
-def _level_at_decision(levels: list[float], i: int, plan: SequentialPlan, m: int) -> float:
-    # A decided claim's share was handed on (set to 0); report the share it had,
-    # which is at least alpha / m.
-    return max(levels[i], plan.alpha / m if m else 0.0)
 
 
 def _mean(a: np.ndarray) -> float | None:

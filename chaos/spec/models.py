@@ -214,7 +214,7 @@ class Experiment(SpecModel):
         per_window = self.timeline.total + WINDOW_OVERHEAD_S
         of_fault = self.setups_of_faults()
         first = sum(len(s) for s in of_fault.values()) * per_window
-        later = len(hypothesis_windows(self.hypotheses, of_fault)) * per_window
+        later = max(1, len(hypothesis_windows(self.hypotheses, of_fault))) * per_window
         fits = max(2, 1 + int(max(0.0, (self.budget or 0.0) - first) // later))
         return min(fits, self.max_repetitions) if self.max_repetitions is not None else fits
 

@@ -131,3 +131,16 @@ def test_dry_run_mentions_the_hypotheses() -> None:
     assert "repetitions: auto" in out
     assert "3 hypotheses (Holm family, alpha 0.05):" in out
     assert "mesh-heals-cert-expiry: mesh's time to recover is lower than sidecar's" in out
+
+
+def test_setup_narrowing_leaves_out_hypotheses_about_dropped_setups() -> None:
+    game = ROOT / "experiments" / "gameday.yaml"
+    alone = load_experiment(game, setups=["sidecar"])
+    assert alone.hypotheses == ()
+    assert alone.planned_repetitions >= 2  # no division by an empty set of windows
+    pair = load_experiment(game, setups=["sidecar", "mesh"])
+    assert [h.name for h in pair.hypotheses] == [
+        "mesh-heals-cert-expiry",
+        "mesh-retries-hide-crash",
+    ]
+    assert "2 hypotheses" in "\n".join(describe_plan(pair))
