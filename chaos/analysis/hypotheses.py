@@ -430,7 +430,8 @@ def claim_text(claim: Claim) -> str:
         how = f"{claim.expect} by more than {_q(claim.min_difference, claim.metric)} than"
     else:
         how = f"{claim.expect} than"
-    return f"{claim.fault}: {claim.setup}'s {metric} is {how} {claim.compared_to}'s"
+    verb = "are" if claim.metric == "failed_requests" else "is"
+    return f"{claim.fault}: {claim.setup}'s {metric} {verb} {how} {claim.compared_to}'s"
 
 
 def statement(d: Decision) -> str:

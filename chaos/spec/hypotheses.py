@@ -154,7 +154,8 @@ class Hypothesis(SpecModel):
             if self.min_difference_value:
                 claim = f"{self.expect} by at least {self.min_difference_value:g} {unit} than"
         where = "every fault" if self.all_faults else self.fault
-        return f"{self.setup}'s {metric} is {claim} {self.compared_to}'s ({where})"
+        verb = "are" if self.metric == "failed_requests" else "is"
+        return f"{self.setup}'s {metric} {verb} {claim} {self.compared_to}'s ({where})"
 
 
 MAX_REPETITIONS = 1000
