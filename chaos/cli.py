@@ -295,6 +295,7 @@ def describe_plan(experiment: Experiment) -> list[str]:
             experiment.max_repetitions,
             experiment.budget,
             experiment.planned_repetitions,
+            experiment.multiple_testing,
         ),
     ]
     for number, key in enumerate(schedule(experiment), start=1):

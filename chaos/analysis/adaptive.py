@@ -19,6 +19,7 @@ from chaos.analysis.hypotheses import (
     Claim,
     Decision,
     DecisionSet,
+    Family,
     SequentialPlan,
     claims_for,
     decide,
@@ -71,12 +72,18 @@ def next_step(
     *,
     alpha: float = 0.05,
     seed: int = 0,
+    family: Family = "holm",
 ) -> Continue | Stop:
     """Whether to run another round, and which windows it needs."""
     done = rounds_done(runs)
-    plan = SequentialPlan(adaptive=True, max_rounds=budget.max_rounds, final=False, alpha=alpha)
+    plan = SequentialPlan(
+        adaptive=True, max_rounds=budget.max_rounds, final=False, alpha=alpha, family=family
+    )
     decisions = decide(runs, claims, plan, seed=seed)
-    open_ = [d for d in decisions if d.outcome == "undecided"]
+    # a claim after a refuted one (family: in-order) can no longer be decided
+    open_ = [
+        d for d in decisions if d.outcome == "undecided" and not d.note.startswith("not tested")
+    ]
     if done and not open_:
         return Stop(f"every hypothesis was decided after {done} round(s)", tuple(decisions))
     if done >= budget.max_rounds:
@@ -124,13 +131,16 @@ def decisions_for(
     max_rounds: int = 1,
     seed: int = 0,
     stop_reason: str | None = None,
+    family: Family = "holm",
 ) -> DecisionSet:
     """The final decisions of a run (the ranking when ``hypotheses`` is empty).
 
     For an experiment: ``decisions_for(e.hypotheses, runs, adaptive=e.adaptive,
     max_rounds=e.planned_repetitions, seed=e.seed)``.
     """
-    plan = SequentialPlan(adaptive=adaptive, max_rounds=max(1, max_rounds), final=True)
+    plan = SequentialPlan(
+        adaptive=adaptive, max_rounds=max(1, max_rounds), final=True, family=family
+    )
     claims = claims_for(hypotheses, runs)
     decisions = tuple(decide(runs, claims, plan, seed=seed))
     if adaptive and stop_reason is None:
@@ -142,7 +152,7 @@ def decisions_for(
 
 def _why_stopped(decisions: Sequence[Decision], done: int, most: int) -> str:
     """Why an adaptive run ran ``done`` rounds (what ``next_step`` would have said)."""
-    if all(d.outcome != "undecided" for d in decisions):
+    if all(d.outcome != "undecided" or d.note.startswith("not tested") for d in decisions):
         return f"every hypothesis was decided after {done} round(s)"
     if done >= most:
         return f"the most rounds ({most}) were run"

@@ -37,10 +37,10 @@ How a decision is made (the report's method section says the same in words):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from itertools import combinations
-from typing import Any, Literal, cast
+from typing import Literal
 
 import numpy as np
 
@@ -59,6 +59,8 @@ from chaos.analysis.model import FaultResult
 from chaos.spec.hypotheses import Hypothesis
 
 Outcome = Literal["supported", "refuted", "equivalent", "undecided"]
+#: How the family's error rate is controlled: Holm (any order), or in the stated order.
+Family = Literal["holm", "in-order"]
 Expect = Literal["lower", "higher", "equivalent"]
 OUTCOMES: tuple[Outcome, ...] = ("supported", "refuted", "equivalent", "undecided")
 
@@ -112,6 +114,7 @@ class SequentialPlan:
     #: Whether the last round seen is the last one (it may spend what is left).
     final: bool = True
     alpha: float = ALPHA
+    family: Family = "holm"
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,8 @@ class Decision:
     more_repetitions: int | None
     faster: str | None
     statement: str
+    #: Why an undecided claim was not tested (``family: in-order``), else "".
+    note: str = ""
 
 
 # -- values per window --------------------------------------------------------------
@@ -299,11 +304,16 @@ def decide(
     values = [_values(runs, c) for c in claims]
     rounds_seen = max((r.repetition + 1 for r in runs if _measured(r)), default=0)
     m = len(claims)
-    levels = [plan.alpha / m if m else 0.0] * m
+    ordered = plan.family == "in-order" and not any(c.implicit for c in claims)
+    levels = [(plan.alpha if ordered else plan.alpha / m) if m else 0.0] * m
     states: list[_State | None] = [None] * m
     last: list[_State | None] = [None] * m
+    notes = [""] * m
     looks = range(1, rounds_seen + 1) if plan.adaptive else [rounds_seen]
     for rounds in looks:
+        if ordered:
+            _in_order(claims, values, rounds, rounds_seen, plan, seed, states, last, notes)
+            continue
         while True:
             newly = []
             for i, claim in enumerate(claims):
@@ -328,8 +338,53 @@ def decide(
     for i, claim in enumerate(claims):
         state = states[i] or last[i] or _State("undecided", 0, 1.0, 1.0, 0.0)
         level = levels[i] if states[i] is None else state.level
-        decisions.append(_decision(claim, values[i], state, level, plan, seed))
+        decisions.append(_decision(claim, values[i], state, level, plan, seed, notes[i]))
     return decisions
+
+
+def _in_order(
+    claims: Sequence[Claim],
+    values: list[_Values],
+    rounds: int,
+    last_round: int,
+    plan: SequentialPlan,
+    seed: int,
+    states: list[_State | None],
+    last: list[_State | None],
+    notes: list[str],
+) -> None:
+    """One look of fixed-sequence testing: each claim at full alpha, once all before it held.
+
+    A claim is tested only when every claim before it was supported (or shown
+    equivalent); a refuted or undecided claim stops the chain. The claims after it
+    are evaluated for the report but stay undecided, with a note saying why.
+    """
+    blocker: tuple[str, str] | None = None
+    for i, claim in enumerate(claims):
+        done = states[i]
+        if blocker is None and done is not None:
+            if done.outcome in ("supported", "equivalent"):
+                continue
+            blocker = (claims[i].hypothesis, done.outcome)
+            continue
+        state = _evaluate(claim, values[i], rounds, last_round, plan.alpha, plan, seed)
+        if blocker is not None:
+            name, outcome = blocker
+            last[i] = replace(state, outcome="undecided")
+            notes[i] = (
+                f"not tested: {name} before it (in order) was refuted"
+                if outcome == "refuted"
+                else f"waits for {name} before it (tested in order)"
+            )
+            continue
+        last[i] = state
+        notes[i] = ""
+        if state.outcome == "undecided":
+            blocker = (claim.hypothesis, "undecided")
+            continue
+        states[i] = state
+        if state.outcome == "refuted":
+            blocker = (claim.hypothesis, "refuted")
 
 
 def _mean(a: np.ndarray) -> float | None:
@@ -370,6 +425,7 @@ def _decision(
     level: float,
     plan: SequentialPlan,
     seed: int,
+    note: str = "",
 ) -> Decision:
     x, y = values.upto(state.rounds)
     low, high = difference_interval(x, y, seed=seed) if len(x) and len(y) else (None, None)
@@ -399,6 +455,7 @@ def _decision(
         more_repetitions=more,
         faster=faster,
         statement="",
+        note=note,
     )
     return replace(decision, statement=statement(decision))
 
@@ -466,13 +523,15 @@ def statement(d: Decision) -> str:
         head = f"{claim_text(c)}: {d.outcome}"
     when = f"after {d.repetitions} repetition(s)"
     tail = ""
-    if d.outcome == "undecided":
+    if d.note.startswith("not tested"):
+        tail = f"; {d.note}"
+    elif d.outcome == "undecided":
         tail = (
             f"; would need about {d.more_repetitions} more repetition(s) per setup"
             if d.more_repetitions is not None
             else "; more repetitions are not expected to decide it (no difference in "
             "either direction is visible)"
-        )
+        ) + (f"; {d.note}" if d.note else "")
     return f"{head} {when} ({effect}; {test}; {sizes}){tail}."
 
 
@@ -543,78 +602,3 @@ class DecisionSet:
     decisions: tuple[Decision, ...]
     stated: bool
     stop_reason: str | None = None
-
-
-def decision_set_to_dict(s: DecisionSet) -> dict[str, object]:
-    """The ``decisions`` object of ``results.json``."""
-    return {
-        "plan": asdict(s.plan),
-        "stated": s.stated,
-        "stop_reason": s.stop_reason,
-        "decisions": [asdict(d) for d in s.decisions],
-    }
-
-
-def _opt(v: object) -> float | None:
-    return None if v is None else float(str(v))
-
-
-def decision_set_from_dict(d: Mapping[str, Any]) -> DecisionSet:
-    """Inverse of ``decision_set_to_dict``."""
-    p = d["plan"]
-    plan = SequentialPlan(
-        adaptive=bool(p["adaptive"]),
-        max_rounds=int(p["max_rounds"]),
-        spending="obrien-fleming" if p["spending"] == "obrien-fleming" else "pocock",
-        final=bool(p["final"]),
-        alpha=float(p["alpha"]),
-    )
-    decisions = []
-    for e in d["decisions"]:
-        c = e["claim"]
-        expect = str(c["expect"])
-        if expect not in ("lower", "higher", "equivalent"):
-            raise ValueError(f"unknown expect {expect!r}")
-        outcome = str(e["outcome"])
-        if outcome not in OUTCOMES:
-            raise ValueError(f"unknown outcome {outcome!r}")
-        decisions.append(
-            Decision(
-                claim=Claim(
-                    hypothesis=str(c["hypothesis"]),
-                    fault=str(c["fault"]),
-                    metric=str(c["metric"]),
-                    setup=str(c["setup"]),
-                    compared_to=str(c["compared_to"]),
-                    expect=cast(Expect, expect),
-                    min_difference=float(c["min_difference"]),
-                    margin=float(c["margin"]),
-                    text=str(c["text"]),
-                    implicit=bool(c["implicit"]),
-                ),
-                outcome=outcome,
-                repetitions=int(e["repetitions"]),
-                n_setup=int(e["n_setup"]),
-                n_compared=int(e["n_compared"]),
-                mean_setup=_opt(e["mean_setup"]),
-                mean_compared=_opt(e["mean_compared"]),
-                difference=_opt(e["difference"]),
-                low=_opt(e["low"]),
-                high=_opt(e["high"]),
-                censored=bool(e["censored"]),
-                p_value=_opt(e["p_value"]),
-                threshold=float(e["threshold"]),
-                level=float(e["level"]),
-                more_repetitions=None
-                if e["more_repetitions"] is None
-                else int(e["more_repetitions"]),
-                faster=None if e["faster"] is None else str(e["faster"]),
-                statement=str(e["statement"]),
-            )
-        )
-    return DecisionSet(
-        plan=plan,
-        decisions=tuple(decisions),
-        stated=bool(d["stated"]),
-        stop_reason=None if d.get("stop_reason") is None else str(d["stop_reason"]),
-    )

@@ -145,6 +145,7 @@ def finish(
             adaptive=experiment.adaptive,
             max_rounds=experiment.planned_repetitions,
             seed=experiment.seed,
+            family=experiment.multiple_testing,
         )
         write_results(
             run_dir,

@@ -86,7 +86,11 @@ def rounds(
                 windows_run=len(records),
             )
             step = next_step(
-                runs, claims_for(experiment.hypotheses, runs), budget, seed=experiment.seed
+                runs,
+                claims_for(experiment.hypotheses, runs),
+                budget,
+                seed=experiment.seed,
+                family=experiment.multiple_testing,
             )
             if isinstance(step, Stop):
                 if say is not None:

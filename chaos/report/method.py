@@ -42,7 +42,13 @@ def method_paragraphs(decided: DecisionSet | None) -> list[str]:
         "hypothesis is refuted when the opposite one-sided test is significant.",
         f"All decisions of the run form one family at a {plan.alpha:g} error rate, controlled "
         "with Holm's procedure: each of the m claims starts with alpha/m, and a decided "
-        "claim hands its share on to the undecided ones.",
+        "claim hands its share on to the undecided ones."
+        if plan.family != "in-order" or not decided.stated
+        else f"All decisions of the run form one family at a {plan.alpha:g} error rate, "
+        "controlled by testing the hypotheses in the order the experiment lists them "
+        "(fixed-sequence testing): each is tested at the full alpha, but only once every "
+        "hypothesis before it was supported (or shown equivalent); a refuted or undecided "
+        "one stops the chain, and the ones after it stay undecided.",
     ]
     if plan.adaptive:
         out.append(

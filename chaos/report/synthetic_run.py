@@ -182,7 +182,11 @@ def write_synthetic_run(run_dir: Path, spec: SyntheticRun = SyntheticRun()) -> P
     (run_dir / EXPERIMENT_FILE).write_text(experiment_yaml(spec), encoding="utf-8")
     experiment = load_experiment(run_dir / EXPERIMENT_FILE)
     decided = decisions_for(
-        experiment.hypotheses, analysis.runs, seed=spec.seed, max_rounds=spec.repetitions
+        experiment.hypotheses,
+        analysis.runs,
+        seed=spec.seed,
+        max_rounds=spec.repetitions,
+        family=experiment.multiple_testing,
     )
     write_results(
         run_dir,

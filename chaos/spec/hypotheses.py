@@ -265,6 +265,7 @@ def describe_decisions(
     max_repetitions: int | None,
     budget: float | None,
     planned: int,
+    multiple_testing: str = "holm",
 ) -> list[str]:
     """Lines for ``--dry-run``: how repetitions are chosen and what will be decided."""
     if repetitions == "auto":
@@ -283,6 +284,11 @@ def describe_decisions(
             "(supported / equivalent / undecided)"
         )
         return lines
-    lines.append(f"{len(hypotheses)} hypotheses (Holm family, alpha 0.05):")
+    family = (
+        "tested in the order listed, each at alpha 0.05 (fixed sequence)"
+        if multiple_testing == "in-order"
+        else "Holm family, alpha 0.05"
+    )
+    lines.append(f"{len(hypotheses)} hypotheses ({family}):")
     lines += [f"  {h.label(i)}: {h.describe()}" for i, h in enumerate(hypotheses)]
     return lines

@@ -149,6 +149,9 @@ class Experiment(SpecModel):
     max_repetitions: Annotated[Int, Field(ge=2, le=1000)] | None = None
     budget: Duration | None = None
     hypotheses: Annotated[tuple[Hypothesis, ...], Field(max_length=100)] = ()
+    #: How the hypotheses share the error rate: ``holm`` (any order) or ``in-order``
+    #: (each at the full alpha, tested one after another as listed: fixed-sequence).
+    multiple_testing: Literal["holm", "in-order"] = "holm"
     seed: Annotated[Int, Field(ge=0, lt=2**32)] = 0
     traffic: Traffic
     steady_state: SteadyState = SteadyState()

@@ -161,3 +161,37 @@ def test_sequential_family_decides_a_large_difference() -> None:
     decisions = decide(_simulated_run(rng, 6, 5.0), CLAIMS, plan)
     assert [d.outcome for d in decisions] == ["supported"] * 3
     assert all(d.repetitions <= 6 for d in decisions)
+
+
+def test_in_order_family_keeps_false_positives_at_most_alpha() -> None:
+    """Fixed-sequence testing, each claim at full alpha, looked at after each of 6 rounds."""
+    rng = np.random.default_rng(13)
+    draws, alpha = 300, 0.05
+    plan = SequentialPlan(adaptive=True, max_rounds=6, family="in-order")
+    wrong = 0
+    for _ in range(draws):
+        decisions = decide(_simulated_run(rng, 6, 0.0), CLAIMS, plan)
+        wrong += any(d.outcome == "supported" for d in decisions)
+    assert wrong / draws <= alpha + _tolerance(alpha, draws)
+
+
+def test_in_order_decides_three_clean_separations_at_the_last_look_of_three() -> None:
+    rng = np.random.default_rng(14)
+    runs = _simulated_run(rng, 3, 20.0)
+    holm = decide(runs, CLAIMS, SequentialPlan(adaptive=True, max_rounds=5))
+    assert [d.outcome for d in holm] == ["undecided"] * 3  # 3 vs 3: p >= 0.05 > 0.05 / 3
+    ordered = decide(runs, CLAIMS, SequentialPlan(adaptive=True, max_rounds=5, family="in-order"))
+    assert [d.outcome for d in ordered] == ["supported"] * 3
+    # not the last look (the run goes on): the spending function holds alpha back
+    early = SequentialPlan(adaptive=True, max_rounds=5, family="in-order", final=False)
+    assert [d.outcome for d in decide(runs, CLAIMS, early)] == ["undecided"] * 3
+
+
+def test_in_order_stops_the_chain_at_a_refuted_claim() -> None:
+    rng = np.random.default_rng(15)
+    runs = _simulated_run(rng, 4, 20.0)
+    wrong_way = Claim("h-a", "a", "time_to_recover", "mesh", "sidecar", "higher")
+    decisions = decide(runs, [wrong_way, *CLAIMS[1:]], SequentialPlan(family="in-order"))
+    assert [d.outcome for d in decisions] == ["refuted", "undecided", "undecided"]
+    assert decisions[1].note == "not tested: h-a before it (in order) was refuted"
+    assert "not tested: h-a" in decisions[2].statement
