@@ -13,7 +13,7 @@ is refuted.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from chaos.analysis.hypotheses import (
     Claim,
@@ -144,7 +144,9 @@ def decisions_for(
     claims = claims_for(hypotheses, runs)
     decisions = tuple(decide(runs, claims, plan, seed=seed))
     if adaptive and stop_reason is None:
-        stop_reason = _why_stopped(decisions, rounds_done(runs), plan.max_rounds)
+        # what next_step saw after the last round (that look was not yet known to be final)
+        interim = decide(runs, claims, replace(plan, final=False), seed=seed)
+        stop_reason = _why_stopped(interim, rounds_done(runs), plan.max_rounds)
     return DecisionSet(
         plan=plan, decisions=decisions, stated=bool(hypotheses), stop_reason=stop_reason
     )

@@ -129,7 +129,7 @@ def test_schema_shows_the_section() -> None:
 def test_dry_run_mentions_the_hypotheses() -> None:
     out = "\n".join(describe_plan(load_experiment(ROOT / "experiments" / "gameday.yaml")))
     assert "repetitions: auto" in out
-    assert "3 hypotheses (Holm family, alpha 0.05):" in out
+    assert "3 hypotheses (tested in the order listed, each at alpha 0.05 (fixed sequence)):" in out
     assert "mesh-heals-cert-expiry: mesh's time to recover is lower than sidecar's" in out
 
 
