@@ -140,7 +140,7 @@ def test_setup_narrowing_leaves_out_hypotheses_about_dropped_setups() -> None:
     assert alone.planned_repetitions >= 2  # no division by an empty set of windows
     pair = load_experiment(game, setups=["sidecar", "mesh"])
     assert [h.name for h in pair.hypotheses] == [
-        "mesh-heals-cert-expiry",
         "mesh-retries-hide-crash",
+        "mesh-heals-cert-expiry",
     ]
     assert "2 hypotheses" in "\n".join(describe_plan(pair))

@@ -81,8 +81,8 @@ def test_gameday_fits_in_ten_minutes() -> None:
     # enough rounds for an exact test with 3 hypotheses to decide a clear difference
     assert game.planned_repetitions >= 4
     assert [h.name for h in game.hypotheses] == [
-        "mesh-heals-cert-expiry",
         "mesh-retries-hide-crash",
+        "mesh-heals-cert-expiry",
         "ambient-crash-wider-blast",
     ]
     expiry = game.faults[2]
