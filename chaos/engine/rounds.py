@@ -33,12 +33,13 @@ def measured_so_far(
     experiment: Experiment, run_dir: Path, records: list[WindowRecord]
 ) -> list[FaultResult]:
     """Every finished window of the run so far, measured as ``finish`` measures it."""
-    from chaos.engine.counters import read_counters
-    from chaos.engine.finish import windows_for_analysis
-    from chaos.traffic import load_samples
+    from chaos.outcome import windows_for_analysis
+    from chaos.rundir import SAMPLES_DIR
+    from chaos.rundir.counters import read_counters
+    from chaos.rundir.samples import load_samples
 
     windows = windows_for_analysis(records)
-    if not windows or not (run_dir / "samples").is_dir():
+    if not windows or not (run_dir / SAMPLES_DIR).is_dir():
         return []
     analysis = analyze_run(
         load_samples(run_dir),

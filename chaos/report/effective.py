@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from chaos.report.rundata import EFFECTIVE_FILE
+from chaos.rundir import EFFECTIVE_FILE
 from chaos.spec import Experiment
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from chaos.analysis import read_results
 from chaos.analysis.hypotheses import DecisionSet, claim_text
-from chaos.engine.journal import read_journal
 from chaos.errors import InputError
 from chaos.report.rundata import abort_reason
 from chaos.report.verdict import FaultVerdict, fault_verdict
+from chaos.rundir.journal import read_journal
 
 #: What each exit code of ``run`` means.
 EXIT_MEANINGS: dict[int, str] = {
