@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from chaos.analysis.hypotheses import claims_for
-from chaos.cli import describe_plan
+from chaos.cli import _platform, describe_plan
 from chaos.spec import Experiment, experiment_json_schema, load_experiment
 from tests.unit.windows import window_result
 
@@ -127,7 +127,8 @@ def test_schema_shows_the_section() -> None:
 
 
 def test_dry_run_mentions_the_hypotheses() -> None:
-    out = "\n".join(describe_plan(load_experiment(ROOT / "experiments" / "gameday.yaml")))
+    game = load_experiment(ROOT / "experiments" / "gameday.yaml")
+    out = "\n".join(describe_plan(game, _platform(game.platform)))
     assert "repetitions: auto" in out
     assert "3 hypotheses (tested in the order listed, each at alpha 0.05 (fixed sequence)):" in out
     assert "mesh-heals-cert-expiry: mesh's time to recover is lower than sidecar's" in out
@@ -143,4 +144,4 @@ def test_setup_narrowing_leaves_out_hypotheses_about_dropped_setups() -> None:
         "mesh-retries-hide-crash",
         "mesh-heals-cert-expiry",
     ]
-    assert "2 hypotheses" in "\n".join(describe_plan(pair))
+    assert "2 hypotheses" in "\n".join(describe_plan(pair, _platform(pair.platform)))
