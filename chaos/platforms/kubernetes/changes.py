@@ -171,6 +171,15 @@ def read_ledger(run_dir: Path) -> tuple[list[LedgerHeader], list[Change]]:
     return headers, list(pending.values())
 
 
+def mark_done(run_dir: Path, change: Change) -> None:
+    """Record in a run directory's ledger that ``change`` was undone (by ``clean``)."""
+    line = json.dumps({"op": "done", "id": change.id, "utc": datetime.now(UTC).isoformat()})
+    with (run_dir / LEDGER_FILE).open("a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 # -- JSON paths --------------------------------------------------------------------------
 
 
@@ -563,6 +572,7 @@ __all__ = [
     "ClusterWriter",
     "LedgerHeader",
     "PlannedCall",
+    "mark_done",
     "read_ledger",
     "undo_change",
 ]

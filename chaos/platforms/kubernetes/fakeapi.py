@@ -449,6 +449,11 @@ class FakeCluster:
                     new_meta["generation"] = int(current["metadata"].get("generation", 1)) + 1
             self._bump(resource, namespace, "MODIFIED", new)
             self._objects[key] = new
+            template = ("spec", "template")
+            if resource.kind in ("Deployment", "DaemonSet") and _dig(new, template) != _dig(
+                current, template
+            ):
+                self._roll(resource.kind, namespace, new)
             self._after_write(resource, namespace, new)
             return copy.deepcopy(new)
 
@@ -519,6 +524,16 @@ class FakeCluster:
                 self._objects[key],
             )
 
+    def _roll(self, kind: str, namespace: str, owner: Obj) -> None:
+        """A changed pod template: every pod of the owner is replaced by a new one."""
+        pod_resource = self.resources[("v1", "pods")]
+        for pod in self._owned_pods(namespace, kind, owner["metadata"]["name"]):
+            gone = self._objects.pop(("v1", "pods", namespace, pod["metadata"]["name"]))
+            self._bump(pod_resource, namespace, "DELETED", gone)
+            if kind == "DaemonSet":
+                node = (gone.get("spec") or {}).get("nodeName")
+                self._pod_from_template(namespace, kind, owner, node_name=node)
+
     def _owned_pods(self, namespace: str, kind: str, name: str) -> list[Obj]:
         return [
             obj
@@ -575,6 +590,13 @@ class FakeCluster:
                 self._pod_from_template(
                     namespace, "DaemonSet", owner, node_name=pod["spec"].get("nodeName")
                 )
+
+
+def _dig(obj: Obj, path: tuple[str, ...]) -> Any:
+    node: Any = obj
+    for key in path:
+        node = (node or {}).get(key) if isinstance(node, dict) else None
+    return node
 
 
 def _selected(obj: Obj, labels: str | None, fields: str | None) -> bool:
