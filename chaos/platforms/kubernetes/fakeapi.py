@@ -932,17 +932,20 @@ class FakeApiServer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         stopping = self._stopping
-        while loop.time() < deadline and not (stopping and stopping.is_set()):
-            for change in cluster.changes_since(rv):
-                rv = change.rv
-                if change.resource != route.resource:
-                    continue
-                if route.namespace is not None and change.namespace != route.namespace:
-                    continue
-                if _selected(change.obj, labels, fields):
-                    await send(change.type, change.obj)
-            await asyncio.sleep(0.05)
-        await response.write_eof()
+        try:
+            while loop.time() < deadline and not (stopping and stopping.is_set()):
+                for change in cluster.changes_since(rv):
+                    rv = change.rv
+                    if change.resource != route.resource:
+                        continue
+                    if route.namespace is not None and change.namespace != route.namespace:
+                        continue
+                    if _selected(change.obj, labels, fields):
+                        await send(change.type, change.obj)
+                await asyncio.sleep(0.05)
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client went away: the watch is over
         return response
 
 

@@ -74,6 +74,7 @@ class KubernetesPlatform:
         pod_exec: PodExecFactory | None = None,
         ready_timeout_s: float = 180.0,
         rollout_timeout_s: float = 120.0,
+        watch_timeout_s: int = 5,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.context = context or os.environ.get(CONTEXT_ENV) or None
@@ -81,6 +82,8 @@ class KubernetesPlatform:
         self._pod_exec: PodExecFactory = pod_exec or KubePodExec
         self.ready_timeout_s = ready_timeout_s
         self.rollout_timeout_s = rollout_timeout_s
+        #: How long one watch request lasts (and so how long leaving ``start`` may wait).
+        self.watch_timeout_s = watch_timeout_s
 
     @property
     def name(self) -> str:
@@ -155,6 +158,7 @@ class KubernetesPlatform:
                 ops,
                 startup_s=time.monotonic() - begun,
                 record=record,
+                watch_timeout_s=self.watch_timeout_s,
             )
             topology.start()
             try:
