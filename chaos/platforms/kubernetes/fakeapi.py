@@ -619,6 +619,8 @@ def _default_pod_status(pod: Obj) -> None:
             "restartCount": 0,
             "state": {"running": {"startedAt": _now()}},
             "image": container.get("image", ""),
+            "imageID": f"docker.io/{container.get('image', '')}@sha256:{'0' * 64}",
+            "started": True,
         }
 
     status: Obj = {
@@ -702,15 +704,18 @@ class FakeApiServer:
     def __init__(self, cluster: FakeCluster | None = None, *, version: str = "v1.34.0") -> None:
         self.cluster = cluster or FakeCluster()
         self.version = version
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self.port: int = self._sock.getsockname()[1]
-        self._loop = asyncio.new_event_loop()
+        self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._serve, name="fake-kube-api", daemon=True)
         self._started = threading.Event()
         self._stopping: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
+
+    @property
+    def port(self) -> int:
+        if self._sock is None:
+            raise RuntimeError("the fake API server is not started")
+        return int(self._sock.getsockname()[1])
 
     @property
     def url(self) -> str:
@@ -744,21 +749,29 @@ class FakeApiServer:
         self.stop()
 
     def start(self) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._loop = asyncio.new_event_loop()
         self._thread.start()
         if not self._started.wait(10.0):
             raise RuntimeError("the fake API server did not start")
 
     def stop(self) -> None:
-        if self._stopping is not None and self._thread.is_alive():
+        if self._loop is not None and self._stopping is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._stopping.set)
             self._thread.join(timeout=10.0)
+        if self._sock is not None:
+            self._sock.close()
 
     def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
+        loop = self._loop
+        assert loop is not None  # set by start()
+        asyncio.set_event_loop(loop)
         try:
-            self._loop.run_until_complete(self._main())
+            loop.run_until_complete(self._main())
         finally:
-            self._loop.close()
+            loop.close()
 
     async def _main(self) -> None:
         self._stopping = asyncio.Event()
@@ -766,6 +779,7 @@ class FakeApiServer:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
+        assert self._sock is not None
         await web.SockSite(self._runner, self._sock).start()
         self._started.set()
         await self._stopping.wait()
