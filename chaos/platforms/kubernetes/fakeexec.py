@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 from chaos.errors import PlatformError
 from chaos.platforms.kubernetes.fakeapi import ApiError, FakeCluster
-from chaos.platforms.local.envoy_common import FAULT_KEYS
+from chaos.platforms.local.envoy_faults import FAULT_KEYS
 
 KILL_COMMANDS = (
     ("/bin/sh", "-c", "kill -TERM 1"),

@@ -62,7 +62,7 @@ from chaos.platforms.kubernetes.api import (
     PodState,
 )
 from chaos.platforms.kubernetes.changes import Change, ClusterWriter
-from chaos.platforms.local.envoy_common import FaultConfig, fault_runtime_values
+from chaos.platforms.local.envoy_faults import FaultConfig, fault_runtime_values
 from chaos.platforms.local.pki import CA_FILE, CERT_FILE, KEY_FILE, CertificateAuthority
 from chaos.spec import Setup as SpecSetup
 
@@ -677,9 +677,17 @@ class KubeFaultOps:
             if not p.deleting
         ]
         replicas = self.writer.api.read_scale(self.istio_namespace, ISTIOD)
+        # Envoy's gauge control_plane.connected_state is 0 while its xDS stream is down:
+        # every such proxy gets no pushes (and no certificates) until istiod is back.
+        states = self._counts(self._namespace_pods(), (".connected_state",))
+        cut_off = sum(1 for name, value in states.items() if "control_plane" in name and not value)
         return ControlPlaneState(
             stopped=replicas == 0 and not pods,
-            detail=f"istiod replicas {replicas}, pods {len(pods)}",
+            pushes_blocked=cut_off,
+            detail=(
+                f"istiod replicas {replicas}, pods {len(pods)}; "
+                f"{cut_off} of {len(states)} proxies disconnected from it"
+            ),
         )
 
     # -- token validation ----------------------------------------------------------------
@@ -762,6 +770,13 @@ class KubeFaultOps:
             self.writer.undo(change)
         if changes and self._setup == _SIDECAR:
             self._recreate_all()
+
+    def key_set_updates(self) -> int:
+        """Not measured on Kubernetes (Istio does not count JWKS deliveries per proxy).
+
+        ``verify`` of policy-desync relies on the token denials here.
+        """
+        return 0
 
     def token_denials(self) -> dict[str, int]:
         pods = self._namespace_pods()
