@@ -56,6 +56,7 @@ from chaos.platforms.kubernetes.api import (
     CONFIGMAP,
     DAEMONSET,
     DEPLOYMENT,
+    POD,
     REQUEST_AUTHENTICATION,
     SECRET,
     VIRTUAL_SERVICE,
@@ -219,8 +220,9 @@ class KubeFaultOps:
             direction=direction,
             affects=(pod.name,),
             mechanism=(
-                f"POST :{names.ADMIN_PORT}/runtime_modify ({direction} fault filter keys) "
-                f"through a port-forward to the pod of Deployment {self.namespace}/{pod.name}"
+                f"GET {POD.path(self.namespace, f'<pod of {pod.name}>', 'portforward')}"
+                f"?ports={names.ADMIN_PORT}, then POST /runtime_modify ({direction} fault "
+                "filter keys) to the sidecar's admin"
             ),
             undo="POST /runtime_modify clearing the same keys (the filter is back at 0 %)",
         )
@@ -354,9 +356,9 @@ class KubeFaultOps:
                     name=f"{ZTUNNEL}/{n}",
                     affects=tuple(p.name for p in self._workload.pods if p.node == n),
                     mechanism=(
-                        f"DELETE the {ZTUNNEL} pod of node {names.NODE_HOSTNAMES.get(n, n)} "
-                        f"({self.istio_namespace}, app={ZTUNNEL}): every pod on the node loses "
-                        "its data path"
+                        f"DELETE {POD.path(self.istio_namespace, f'<{ZTUNNEL} pod>')} of node "
+                        f"{names.NODE_HOSTNAMES.get(n, n)} (app={ZTUNNEL}): every pod on the "
+                        "node loses its data path"
                     ),
                     undo=f"none: the {ZTUNNEL} DaemonSet creates a new pod",
                 )
@@ -364,15 +366,17 @@ class KubeFaultOps:
             ]
         container = self.proxy_container()
         if self._setup == _SIDECAR:
-            how = f"exec in container {container}: kill -TERM 1 (a container's PID 1 ignores a "
-            how += "SIGKILL sent from inside it)"
+            command = "kill -TERM 1 (a container's PID 1 ignores a SIGKILL sent from inside it)"
         else:
-            how = f"exec in container {container}: pilot-agent request POST quitquitquit"
+            command = "pilot-agent request POST quitquitquit"
         return [
             ProxyTarget(
                 name=f"{p.name}/{container}",
                 affects=(p.name,),
-                mechanism=how,
+                mechanism=(
+                    f"POST {POD.path(self.namespace, f'<pod of {p.name}>', 'exec')}"
+                    f"?container={container}: {command}"
+                ),
                 undo="none: the kubelet restarts the container (CrashLoopBackOff from the second)",
             )
             for p in pods
