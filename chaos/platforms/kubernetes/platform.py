@@ -37,8 +37,9 @@ from chaos.platforms.kubernetes.changes import (
     ChangeLedger,
     ClusterWriter,
     LedgerHeader,
+    ledger_headers,
     mark_done,
-    read_ledger,
+    pending_changes,
     undo_change,
 )
 from chaos.platforms.kubernetes.faultops import ISTIOD, KubeFaultOps, demo_workload
@@ -48,6 +49,7 @@ from chaos.spec import Experiment, Setup
 
 ALLOW_CONTEXT_ENV = "SIDECAR_CHAOS_ALLOW_CONTEXT"
 CONTEXT_ENV = "SIDECAR_CHAOS_KUBE_CONTEXT"
+INGRESS_ENV = "SIDECAR_CHAOS_KUBE_INGRESS"
 
 PodExecFactory = Callable[[KubeApi], PodExec]
 
@@ -75,6 +77,7 @@ class KubernetesPlatform:
         ready_timeout_s: float = 180.0,
         rollout_timeout_s: float = 120.0,
         watch_timeout_s: int = 5,
+        ingress_url: str | None = None,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.context = context or os.environ.get(CONTEXT_ENV) or None
@@ -84,6 +87,9 @@ class KubernetesPlatform:
         self.rollout_timeout_s = rollout_timeout_s
         #: How long one watch request lasts (and so how long leaving ``start`` may wait).
         self.watch_timeout_s = watch_timeout_s
+        #: Where the engine's traffic enters (default: the frontend Service's in-cluster URL;
+        #: a loopback port-forward for Locust on this machine).
+        self.ingress_url = ingress_url or os.environ.get(INGRESS_ENV) or None
 
     @property
     def name(self) -> str:
@@ -138,7 +144,9 @@ class KubernetesPlatform:
             self._wait_ready(api, namespace, workload)
             run_id = options.run_marker or options.run_dir.name
             kubeconfig = str(self.kubeconfig or os.environ.get("KUBECONFIG", ""))
-            ledger = ChangeLedger(options.run_dir, LedgerHeader(run_id, api.context, kubeconfig))
+            ledger = ChangeLedger(
+                options.run_dir, LedgerHeader(run_id, api.context, kubeconfig), options.record
+            )
             writer = ClusterWriter(api, self._pod_exec(api), ledger, run_id)
             ops = KubeFaultOps(
                 kube_setup, workload, writer, rollout_timeout_s=self.rollout_timeout_s
@@ -159,6 +167,7 @@ class KubernetesPlatform:
                 startup_s=time.monotonic() - begun,
                 record=record,
                 watch_timeout_s=self.watch_timeout_s,
+                ingress_url=self.ingress_url,
             )
             topology.start()
             try:
@@ -214,21 +223,22 @@ class KubernetesPlatform:
     # -- after a dead runner -------------------------------------------------------------
 
     def clean(self, run_dir: Path, entries: Sequence[JournalEntry]) -> list[str]:
-        """Undo every ledger change not marked done, newest first; lines saying what."""
-        headers, pending = read_ledger(run_dir)
+        """Undo every recorded change not undone, newest first; lines saying what."""
+        pending = pending_changes(run_dir, entries)
         if not pending:
             return ["kubernetes: nothing to undo (every change was reverted)"]
-        header = headers[-1]
+        headers = ledger_headers(run_dir)
+        header = headers[-1] if headers else None
         api = self.connect(
-            kubeconfig=Path(header.kubeconfig) if header.kubeconfig else None,
-            context=header.context or None,
+            kubeconfig=Path(header.kubeconfig) if header and header.kubeconfig else None,
+            context=(header.context or None) if header else None,
         )
         lines: list[str] = []
         try:
             pod_exec = self._pod_exec(api)
-            for change in reversed(pending):
+            for where, change in reversed(pending):
                 lines.append(f"kubernetes: {undo_change(api, pod_exec, change)}")
-                mark_done(run_dir, change)
+                mark_done(where, change)
         finally:
             api.close()
         return lines
