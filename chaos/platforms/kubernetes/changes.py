@@ -196,17 +196,30 @@ def pending_changes(
     """
     found: dict[str, tuple[Path, Change]] = {}
     done: set[str] = set()
+    in_ledgers: set[str] = set()
     for path in sorted(run_dir.rglob(LEDGER_FILE)):
-        headers, pending = read_ledger(path.parent)
-        del headers
-        found |= {c.id: (path.parent, c) for c in pending}
+        found |= {c.id: (path.parent, c) for c in read_ledger(path.parent)[1]}
+        in_ledgers |= _intended_ids(path)
     for entry in entries:
         if entry.kind == "object_changed" and isinstance(entry.data.get("change"), dict):
             change = Change.from_json(entry.data["change"])  # type: ignore[arg-type]
-            found.setdefault(change.id, (run_dir, change))
+            if change.id not in in_ledgers:  # a ledger, where there is one, decides
+                found.setdefault(change.id, (run_dir, change))
         elif entry.kind == "object_restored":
             done.add(entry.get_str("id"))
     return [(where, c) for key, (where, c) in found.items() if key not in done]
+
+
+def _intended_ids(path: Path) -> set[str]:
+    ids: set[str] = set()
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("op") == "intend":
+            ids.add(str((record.get("change") or {}).get("id")))
+    return ids
 
 
 def ledger_headers(run_dir: Path) -> list[LedgerHeader]:
