@@ -34,6 +34,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -131,6 +132,7 @@ class KubeFaultOps:
         namespace: str | None = None,
         istio_namespace: str = names.ISTIO_NAMESPACE,
         rollout_timeout_s: float = 120.0,
+        ca_dir: Path | None = None,
     ) -> None:
         self._setup = setup
         self._workload = workload
@@ -138,6 +140,8 @@ class KubeFaultOps:
         self.namespace = namespace or names.namespace_of(setup)
         self.istio_namespace = istio_namespace
         self.rollout_timeout_s = rollout_timeout_s
+        #: Where ``cluster up`` keeps the CA (``ca.pem``, ``ca-key.pem``), if not in a Secret.
+        self.ca_dir = ca_dir
         self._sites: dict[str, _Site] = {}
         self._site_changes: dict[str, list[Change]] = {}
         self._identity_changes: dict[str, list[Change]] = {}
@@ -516,18 +520,30 @@ class KubeFaultOps:
         return issued.not_after.timestamp()
 
     def _load_ca(self) -> CertificateAuthority:
+        """The CA that signed the sidecars' certificates: a Secret, else ``ca_dir``'s files."""
         found = self.writer.api.get(SECRET, self.namespace, CA_SECRET)
         data = (found or {}).get("data") or {}
-        if CA_FILE not in data or CA_KEY_FILE not in data:
+        if CA_FILE in data and CA_KEY_FILE in data:
+            where = f"Secret {self.namespace}/{CA_SECRET}"
+            cert_pem = base64.b64decode(data[CA_FILE])
+            key_pem = base64.b64decode(data[CA_KEY_FILE])
+        elif self.ca_dir is not None and (self.ca_dir / CA_KEY_FILE).is_file():
+            where = str(self.ca_dir)
+            try:
+                cert_pem = (self.ca_dir / CA_FILE).read_bytes()
+                key_pem = (self.ca_dir / CA_KEY_FILE).read_bytes()
+            except OSError as exc:
+                raise FaultError(f"{where}: cannot read the CA: {exc}") from exc
+        else:
             raise FaultError(
-                f"Secret {self.namespace}/{CA_SECRET} with {CA_FILE} and {CA_KEY_FILE} is needed "
-                "to issue a short-lived certificate (cluster up writes it)"
+                f"no CA to issue a short-lived certificate: neither Secret {self.namespace}/"
+                f"{CA_SECRET} nor {CA_FILE} and {CA_KEY_FILE} in {self.ca_dir or 'a CA directory'}"
+                " (cluster up keeps them in its state directory)"
             )
-        key = serialization.load_pem_private_key(base64.b64decode(data[CA_KEY_FILE]), None)
+        key = serialization.load_pem_private_key(key_pem, None)
         if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise FaultError(f"Secret {self.namespace}/{CA_SECRET}: the CA key is not an EC key")
-        cert = x509.load_pem_x509_certificate(base64.b64decode(data[CA_FILE]))
-        return CertificateAuthority(key, cert)
+            raise FaultError(f"{where}: the CA key is not an EC key")
+        return CertificateAuthority(key, x509.load_pem_x509_certificate(cert_pem))
 
     def _recreate(self, pod: Pod) -> None:
         """Delete a workload pod and wait for its Deployment's new one to be ready."""

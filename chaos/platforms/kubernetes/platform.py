@@ -50,6 +50,8 @@ from chaos.spec import Experiment, Setup
 ALLOW_CONTEXT_ENV = "SIDECAR_CHAOS_ALLOW_CONTEXT"
 CONTEXT_ENV = "SIDECAR_CHAOS_KUBE_CONTEXT"
 INGRESS_ENV = "SIDECAR_CHAOS_KUBE_INGRESS"
+#: ``cluster up``'s state directory (its CA is in ``ca/`` there).
+KIND_DIR_ENV = "SIDECAR_CHAOS_KIND_DIR"
 
 PodExecFactory = Callable[[KubeApi], PodExec]
 
@@ -78,6 +80,7 @@ class KubernetesPlatform:
         rollout_timeout_s: float = 120.0,
         watch_timeout_s: int = 5,
         ingress_url: str | None = None,
+        ca_dir: Path | None = None,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.context = context or os.environ.get(CONTEXT_ENV) or None
@@ -90,6 +93,9 @@ class KubernetesPlatform:
         #: Where the engine's traffic enters (default: the frontend Service's in-cluster URL;
         #: a loopback port-forward for Locust on this machine).
         self.ingress_url = ingress_url or os.environ.get(INGRESS_ENV) or None
+        #: The CA ``cluster up`` issued the sidecars' certificates with (cert-expiry).
+        kind_dir = os.environ.get(KIND_DIR_ENV)
+        self.ca_dir = ca_dir or (Path(kind_dir) / "ca" if kind_dir else None)
 
     @property
     def name(self) -> str:
@@ -149,7 +155,11 @@ class KubernetesPlatform:
             )
             writer = ClusterWriter(api, self._pod_exec(api), ledger, run_id)
             ops = KubeFaultOps(
-                kube_setup, workload, writer, rollout_timeout_s=self.rollout_timeout_s
+                kube_setup,
+                workload,
+                writer,
+                rollout_timeout_s=self.rollout_timeout_s,
+                ca_dir=self.ca_dir,
             )
             record: dict[str, JsonValue] = {
                 "platform": self.name,
