@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -290,7 +291,7 @@ class KubeApi:
     @classmethod
     def from_kubeconfig(cls, path: Path | None = None, context: str | None = None) -> KubeApi:
         """A client for ``context`` (default: the current one) of the kubeconfig at ``path``."""
-        where = str(path) if path else "~/.kube/config"
+        where = str(path or os.environ.get("KUBECONFIG") or "~/.kube/config")
         configuration = Configuration()
         try:
             contexts, current = kube_config.list_kube_config_contexts(str(path) if path else None)
