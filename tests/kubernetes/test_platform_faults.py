@@ -466,3 +466,14 @@ def test_versions_come_from_the_cluster(kubeconfig: Path, seeded: FakeCluster) -
     versions = KubernetesPlatform(kubeconfig=kubeconfig).versions()
     assert versions["kubernetes"] == "v1.34.0"
     assert versions["istio"] == "1.28.0"
+
+
+def test_a_kill_that_closes_its_own_exec_session_still_counts(
+    platform: KubernetesPlatform, seeded: FakeCluster, pod_exec: FakePodExec, tmp_path: Path
+) -> None:
+    pod_exec.kills_close_the_session = True
+    with running(platform, "sidecar", tmp_path / "run") as topology:
+        ops = ops_of(topology)
+        (proxy,) = ops.crash_targets([topology.pods[0]], None)
+        ops.kill_proxy(proxy)  # no error: the session died with the proxy
+        assert ops.proxy_restarts(proxy) == 1

@@ -38,6 +38,7 @@ from kubernetes import watch as kube_watch
 from kubernetes.client import ApiClient, Configuration, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
+from websocket import WebSocketConnectionClosedException, WebSocketException
 
 from chaos.errors import InputError, PlatformError
 
@@ -60,6 +61,10 @@ class ConflictError(PlatformError):
 
 class NotFoundError(PlatformError):
     """The object (or its kind) does not exist (HTTP 404)."""
+
+
+class ExecInterrupted(PlatformError):
+    """The exec session closed before the command ended (a kill takes its own exec along)."""
 
 
 @dataclass(frozen=True)
@@ -650,7 +655,9 @@ class KubePodExec:
                 tty=False,
                 _request_timeout=timeout_s,
             )
-        except (ApiException, OSError, ValueError) as exc:
+        except WebSocketConnectionClosedException as exc:
+            raise ExecInterrupted(f"exec in {namespace}/{pod}/{container}: {exc}") from exc
+        except (ApiException, OSError, ValueError, WebSocketException) as exc:
             raise PlatformError(f"exec in {namespace}/{pod}/{container} failed: {exc}") from exc
         return str(output)
 
@@ -672,7 +679,7 @@ class KubePodExec:
             while chunk := sock.recv(65536):
                 chunks.append(chunk)
             sock.close()
-        except (ApiException, OSError, ValueError) as exc:
+        except (ApiException, OSError, ValueError, WebSocketException) as exc:
             raise PlatformError(f"port-forward to {namespace}/{pod}:{port} failed: {exc}") from exc
         return _http_body(b"".join(chunks), f"{namespace}/{pod}:{port}{path}")
 
@@ -716,6 +723,7 @@ __all__ = [
     "VIRTUAL_SERVICE",
     "ConflictError",
     "ContainerState",
+    "ExecInterrupted",
     "KubeApi",
     "KubeObject",
     "KubePodExec",

@@ -32,6 +32,7 @@ reads in :mod:`.opsbase`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -48,6 +49,7 @@ from chaos.platforms.kubernetes import builders, names
 from chaos.platforms.kubernetes.api import (
     POD,
     VIRTUAL_SERVICE,
+    ExecInterrupted,
     PodState,
 )
 from chaos.platforms.kubernetes.changes import Change
@@ -288,7 +290,9 @@ class KubeFaultOps(IdentityOps):
         else:
             command = ["pilot-agent", "request", "POST", "quitquitquit"]
         name = pod.name if self.planning else self.live(pod).name
-        self.writer.exec(self.namespace, name, container, command)
+        # The proxy may take the exec session down with it: that is what a kill does.
+        with contextlib.suppress(ExecInterrupted):
+            self.writer.exec(self.namespace, name, container, command)
 
     def proxy_restarts(self, target: ProxyTarget) -> int:
         if target.name.startswith(f"{ZTUNNEL}/"):
