@@ -182,7 +182,16 @@ class KubernetesPlatform:
             topology.start()
             try:
                 yield topology
-            finally:
+            except BaseException as exc:
+                topology.close()
+                try:
+                    writer.undo_all()
+                except PlatformError as undo:
+                    # The window's own error stays the one raised; what could not be
+                    # undone stays in the ledger for `clean`, and the error says so.
+                    exc.add_note(f"also, leaving the topology: {undo} (run `clean`)")
+                raise
+            else:
                 topology.close()
                 # A fault's own revert normally did this already; this catches the rest.
                 writer.undo_all()
