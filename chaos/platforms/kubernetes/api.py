@@ -560,7 +560,7 @@ class KubeApi:
                 yield WatchEvent(str(event.get("type", "")), cast(KubeObject, event["object"]))
         except ApiException as exc:
             raise _translate("WATCH", POD.path(namespace), exc) from exc
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
+        except (urllib3.exceptions.HTTPError, OSError, ValueError, KeyError) as exc:
             raise PlatformError(f"watch {POD.path(namespace)}: {exc}") from exc
         finally:
             watcher.stop()
