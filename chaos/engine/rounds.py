@@ -102,3 +102,5 @@ def rounds(
             if say is not None:
                 say(f"repetitions: auto: round {number + 1}, {len(todo)} windows ({step.reason})")
         yield from todo
+    if say is not None:
+        say(f"repetitions: auto: stop, the most rounds ({len(by_round)}) were run")
