@@ -1,0 +1,352 @@
+"""``sidecar-chaos cluster up|down|status``: a kind cluster with Istio ambient and the demo.
+
+``up``: checks ``kind``, ``docker`` and ``istioctl`` on PATH (the first missing one
+is named in one line, exit 2), creates the kind cluster from the shipped
+``kind-config.yaml`` (one control plane, two workers) unless it exists, builds the
+demo image from ``deploy/kind/Dockerfile`` and loads it into the nodes, installs
+the Gateway API CRDs and Istio with the ambient profile (sidecar injection and
+ambient coexist), issues the plain sidecars' certificates and the token key, and
+applies the demo workload of every setup through :class:`KubeApi` (the official
+client; no kubectl). The versions (Kubernetes, Istio, Envoy, kind, Docker) are
+written to ``versions.json`` in the state directory, for every run's results.
+
+Every external command is built by a pure function returning its argv and run by
+:class:`CommandRunner` with a timeout; tests check the argv without running kind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Protocol
+
+from chaos.errors import InputError, PlatformError
+from chaos.platforms.kubernetes import names
+from chaos.platforms.kubernetes.manifests import (
+    DemoIdentity,
+    PemPair,
+    demo_objects,
+    traffic_objects,
+)
+from chaos.platforms.kubernetes.manifests.locust import CLIENT_SERVICE, LOCUST_CERTS_SECRET
+from chaos.platforms.local.idp import IdentityProvider
+from chaos.platforms.local.layout import spiffe_id
+from chaos.platforms.local.pki import CertificateAuthority
+
+#: The tools ``cluster up`` runs, in the order they are checked.
+REQUIRED_TOOLS: tuple[str, ...] = ("kind", "docker", "istioctl")
+#: The Gateway API release whose CRDs ambient waypoints need (Istio master pins v1.6.0).
+GATEWAY_API_VERSION = "v1.6.0"
+GATEWAY_API_CRDS_URL = (
+    "https://github.com/kubernetes-sigs/gateway-api/releases/download/"
+    f"{GATEWAY_API_VERSION}/standard-install.yaml"
+)
+#: Overrides where `cluster up` keeps certs, token keys and versions.json.
+STATE_ENV = "SIDECAR_CHAOS_KIND_DIR"
+VERSIONS_FILE = "versions.json"
+JWT_ISSUER = f"https://idp.{names.CLUSTER_NAME}.cluster.local"
+CERT_TTL = dt.timedelta(days=30)
+
+# Timeouts (seconds) of the external commands: bounded, generous for slow machines.
+TIMEOUT_QUICK = 60.0
+TIMEOUT_CREATE = 600.0
+TIMEOUT_BUILD = 900.0
+TIMEOUT_LOAD = 600.0
+TIMEOUT_ISTIO = 900.0
+
+
+class ToolMissingError(InputError):
+    """A command-line tool ``cluster`` needs is not on PATH."""
+
+
+def kind_config_path() -> Path:
+    """The kind config shipped in the package."""
+    return Path(str(resources.files(__package__).joinpath("kind-config.yaml")))
+
+
+def kind_node_image(config_text: str | None = None) -> str:
+    """The pinned ``kindest/node`` image of the shipped kind config."""
+    text = config_text if config_text is not None else kind_config_path().read_text()
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("image:"):
+            return stripped.split(":", 1)[1].strip()
+    raise PlatformError("the shipped kind config names no node image")
+
+
+def kubernetes_version(config_text: str | None = None) -> str:
+    """The Kubernetes version of the pinned node image, e.g. ``1.37.0``."""
+    image = kind_node_image(config_text)
+    tag = image.split("@", 1)[0].rsplit(":", 1)[1]
+    return tag.removeprefix("v")
+
+
+def check_tools(
+    tools: Sequence[str] = REQUIRED_TOOLS, which: Callable[[str], str | None] = shutil.which
+) -> dict[str, str]:
+    """The path of each tool; :class:`ToolMissingError` naming the first one missing."""
+    found: dict[str, str] = {}
+    for tool in tools:
+        path = which(tool)
+        if path is None:
+            raise ToolMissingError(
+                f"{tool} not found on PATH: `cluster` needs {', '.join(tools)} "
+                f"(install {tool}, or put it on PATH)"
+            )
+        found[tool] = path
+    return found
+
+
+# -- command lines (pure) -----------------------------------------------------------------
+
+
+def kind_get_clusters_argv() -> list[str]:
+    return ["kind", "get", "clusters"]
+
+
+def kind_create_argv(config: Path, name: str = names.CLUSTER_NAME) -> list[str]:
+    return ["kind", "create", "cluster", "--name", name, "--config", str(config), "--wait", "120s"]
+
+
+def kind_delete_argv(name: str = names.CLUSTER_NAME) -> list[str]:
+    return ["kind", "delete", "cluster", "--name", name]
+
+
+def kind_load_argv(image: str, name: str = names.CLUSTER_NAME) -> list[str]:
+    return ["kind", "load", "docker-image", image, "--name", name]
+
+
+def docker_build_argv(image: str, dockerfile: Path, context: Path) -> list[str]:
+    return ["docker", "build", "--tag", image, "--file", str(dockerfile), str(context)]
+
+
+def docker_pull_argv(image: str) -> list[str]:
+    return ["docker", "pull", image]
+
+
+def gateway_api_crds_argv(name: str = names.CLUSTER_NAME) -> list[str]:
+    """Install the Gateway API CRDs with the control-plane node's own kubectl.
+
+    Set-up only (like istioctl): the experiment steps talk to the cluster through
+    the official client alone.
+    """
+    return [
+        "docker", "exec", f"{name}-control-plane",
+        "kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf",
+        "apply", "--server-side", "-f", GATEWAY_API_CRDS_URL,
+    ]  # fmt: skip
+
+
+def istioctl_install_argv(context: str = names.KIND_CONTEXT) -> list[str]:
+    """Istio with the ambient profile (istiod, ztunnel, CNI); sidecar injection still works."""
+    return ["istioctl", "install", "--context", context, "--set", "profile=ambient", "-y"]
+
+
+def istioctl_version_argv() -> list[str]:
+    return ["istioctl", "version", "--remote=false", "--short"]
+
+
+def kind_version_argv() -> list[str]:
+    return ["kind", "version"]
+
+
+def docker_version_argv() -> list[str]:
+    return ["docker", "version", "--format", "{{.Server.Version}}"]
+
+
+# -- running commands ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class CommandRunner(Protocol):
+    def __call__(self, argv: Sequence[str], *, timeout: float) -> CommandResult: ...
+
+
+def run_command(argv: Sequence[str], *, timeout: float) -> CommandResult:
+    """Run ``argv`` (no shell) with a timeout; errors become :class:`PlatformError`."""
+    try:
+        done = subprocess.run(
+            list(argv), capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise PlatformError(f"`{' '.join(argv)}` did not finish within {timeout:.0f} s") from exc
+    except OSError as exc:
+        raise PlatformError(f"`{' '.join(argv)}` could not start: {exc}") from exc
+    return CommandResult(tuple(argv), done.returncode, done.stdout, done.stderr)
+
+
+def _checked(result: CommandResult) -> CommandResult:
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        last = lines[-1] if lines else "no output"
+        raise PlatformError(f"`{' '.join(result.argv)}` failed ({result.returncode}): {last}")
+    return result
+
+
+class ManifestSink(Protocol):
+    """What ``cluster up`` needs of :class:`~chaos.platforms.kubernetes.api.KubeApi`."""
+
+    def apply(self, manifest: dict[str, Any]) -> dict[str, Any]: ...
+
+    def server_version(self) -> str: ...
+
+
+# -- identities ---------------------------------------------------------------------------
+
+
+def issue_identity(state_dir: Path) -> DemoIdentity:
+    """A CA, the plain sidecars' (and Locust's) certificates, and the token signing key.
+
+    The CA and the signing key stay in ``state_dir`` (keys 0600), so the platform can
+    mint tokens for Locust; certificates carry the local platform's SPIFFE IDs, so
+    the sidecar bootstrap's SAN check is the local one.
+    """
+    ca = CertificateAuthority.create("sidecar-chaos kind CA")
+    ca.save(state_dir / "ca")
+    idp = IdentityProvider(JWT_ISSUER, names.JWT_AUDIENCE, key_dir=state_dir / "idp")
+    certs: dict[str, PemPair] = {}
+    for svc in names.SERVICES:
+        for replica in range(names.REPLICAS):
+            issued = ca.issue(spiffe_id(names.Setup.SIDECAR, svc), CERT_TTL)
+            certs[names.certs_secret_name(svc, replica)] = PemPair(issued.cert_pem, issued.key_pem)
+    client = ca.issue(spiffe_id(names.Setup.SIDECAR, CLIENT_SERVICE), CERT_TTL)
+    certs[LOCUST_CERTS_SECRET] = PemPair(client.cert_pem, client.key_pem)
+    return DemoIdentity(JWT_ISSUER, idp.jwks_json(), ca.ca_pem, certs)
+
+
+def apply_all(sink: ManifestSink, objects: Iterable[dict[str, Any]]) -> int:
+    """Apply ``objects`` in order; how many."""
+    count = 0
+    for obj in objects:
+        sink.apply(obj)
+        count += 1
+    return count
+
+
+def deploy_demo(sink: ManifestSink, identity: DemoIdentity) -> int:
+    """Apply Locust's namespace and the demo workload of every setup; how many objects."""
+    count = apply_all(sink, traffic_objects(identity))
+    for setup in names.Setup:
+        count += apply_all(sink, demo_objects(setup, identity))
+    return count
+
+
+# -- the cluster --------------------------------------------------------------------------
+
+
+def default_state_dir() -> Path:
+    env = os.environ.get(STATE_ENV)
+    if env:
+        return Path(env)
+    return Path.home() / ".local" / "state" / "sidecar-chaos" / names.CLUSTER_NAME
+
+
+def repo_root() -> Path:
+    """The source tree the demo image is built from (the package's parent)."""
+    return Path(__file__).resolve().parents[3]
+
+
+@dataclass
+class ClusterSetup:
+    """``cluster up|down|status`` with its collaborators passed in (tests pass fakes)."""
+
+    state_dir: Path = field(default_factory=default_state_dir)
+    run: CommandRunner = run_command
+    which: Callable[[str], str | None] = shutil.which
+    connect: Callable[[str], ManifestSink] | None = None
+    source_dir: Path = field(default_factory=repo_root)
+    log: Callable[[str], None] = print
+
+    def _run(self, argv: Sequence[str], timeout: float) -> CommandResult:
+        return _checked(self.run(argv, timeout=timeout))
+
+    def exists(self) -> bool:
+        out = self._run(kind_get_clusters_argv(), TIMEOUT_QUICK).stdout
+        return names.CLUSTER_NAME in out.split()
+
+    def up_commands(self, *, create: bool) -> list[tuple[list[str], float]]:
+        """The commands of ``up`` (after the tool check), with their timeouts, in order."""
+        dockerfile = self.source_dir / "deploy" / "kind" / "Dockerfile"
+        commands: list[tuple[list[str], float]] = []
+        if create:
+            commands.append((kind_create_argv(kind_config_path()), TIMEOUT_CREATE))
+        commands += [
+            (docker_build_argv(names.APP_IMAGE, dockerfile, self.source_dir), TIMEOUT_BUILD),
+            (kind_load_argv(names.APP_IMAGE), TIMEOUT_LOAD),
+            (docker_pull_argv(names.ENVOY_IMAGE), TIMEOUT_LOAD),
+            (kind_load_argv(names.ENVOY_IMAGE), TIMEOUT_LOAD),
+            (gateway_api_crds_argv(), TIMEOUT_QUICK),
+            (istioctl_install_argv(), TIMEOUT_ISTIO),
+        ]
+        return commands
+
+    def up(self) -> dict[str, str]:
+        """Bring the cluster and the demo up (idempotent); the versions recorded."""
+        check_tools(REQUIRED_TOOLS, self.which)
+        create = not self.exists()
+        for argv, timeout in self.up_commands(create=create):
+            self.log(f"$ {' '.join(argv)}")
+            self._run(argv, timeout)
+        if self.connect is None:
+            raise PlatformError("no Kubernetes client configured for `cluster up`")
+        sink = self.connect(names.KIND_CONTEXT)
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        count = deploy_demo(sink, issue_identity(self.state_dir))
+        self.log(f"applied {count} objects (namespaces {', '.join(names.NAMESPACES.values())})")
+        versions = self.versions(sink)
+        (self.state_dir / VERSIONS_FILE).write_text(json.dumps(versions, indent=2) + "\n")
+        return versions
+
+    def versions(self, sink: ManifestSink) -> dict[str, str]:
+        """Kubernetes (the server's), Istio, Envoy (the sidecar image), kind and Docker."""
+
+        def first_line(argv: list[str]) -> str:
+            out = self._run(argv, TIMEOUT_QUICK).stdout.strip().splitlines()
+            return out[0] if out else ""
+
+        return {
+            "kubernetes": sink.server_version(),
+            "istio": first_line(istioctl_version_argv()),
+            "envoy": names.ENVOY_IMAGE.rsplit(":", 1)[1],
+            "kind": first_line(kind_version_argv()),
+            "docker": first_line(docker_version_argv()),
+            "kind_node_image": kind_node_image(),
+        }
+
+    def down(self) -> bool:
+        """Delete the cluster; False when there was none."""
+        check_tools(("kind",), self.which)
+        if not self.exists():
+            return False
+        self._run(kind_delete_argv(), TIMEOUT_CREATE)
+        return True
+
+    def status(self) -> dict[str, Any]:
+        """Whether the cluster exists, and the versions ``up`` recorded."""
+        check_tools(("kind",), self.which)
+        path = self.state_dir / VERSIONS_FILE
+        recorded = json.loads(path.read_text()) if path.is_file() else None
+        return {"cluster": names.CLUSTER_NAME, "exists": self.exists(), "versions": recorded}
+
+
+def read_versions(state_dir: Path | None = None) -> dict[str, str] | None:
+    """The versions ``cluster up`` recorded (for a run's results), or None."""
+    path = (state_dir or default_state_dir()) / VERSIONS_FILE
+    if not path.is_file():
+        return None
+    loaded: dict[str, str] = json.loads(path.read_text())
+    return loaded
