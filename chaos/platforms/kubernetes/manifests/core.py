@@ -28,6 +28,9 @@ SETUP_NAMESPACE_LABELS: dict[names.Setup, dict[str, str]] = {
 }
 #: The label that sends a Service's traffic through its waypoint (ambient).
 USE_WAYPOINT_LABEL = "istio.io/use-waypoint"
+#: The ``envoy`` user of the Envoy image (its entrypoint drops to it): the init container
+#: writes the private key 0600 as this user, so the proxy and nobody else can read it.
+ENVOY_UID = 101
 _RESOURCES = {
     "requests": {"cpu": "50m", "memory": "64Mi"},
     "limits": {"memory": "256Mi"},
@@ -212,6 +215,7 @@ def sidecar_init_container() -> Manifest:
         "image": names.APP_IMAGE,
         "imagePullPolicy": "IfNotPresent",
         "command": envoy.init_copy_command(),
+        "securityContext": {"runAsUser": ENVOY_UID, "runAsGroup": ENVOY_UID},
         "volumeMounts": [
             {"name": _CERTS_SRC_VOLUME, "mountPath": "/src/certs", "readOnly": True},
             {"name": _JWKS_SRC_VOLUME, "mountPath": "/src/jwks", "readOnly": True},
