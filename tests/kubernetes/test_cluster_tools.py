@@ -17,8 +17,9 @@ import pytest
 
 from chaos.errors import PlatformError
 from chaos.platforms.kubernetes import names
-from chaos.platforms.kubernetes.api import DEPLOYMENT, GATEWAY, KubeApi
+from chaos.platforms.kubernetes.api import DEPLOYMENT, GATEWAY, SECRET, KubeApi
 from chaos.platforms.kubernetes.cluster import (
+    IDENTITY_FILE,
     REQUIRED_TOOLS,
     TIMEOUT_QUICK,
     VERSIONS_FILE,
@@ -289,11 +290,16 @@ def test_up_creates_installs_and_deploys_every_setup(
         key_files = list((tmp_path / "state").rglob("*key*.pem"))
         assert key_files and all(p.stat().st_mode & 0o077 == 0 for p in key_files)
 
-        # up again: the cluster exists (not created twice), apply does not duplicate
+        # up again: the cluster exists (not created twice), apply does not duplicate, and the
+        # identity is kept (running sidecars read their certs once: a new CA would split them)
         before = _count(server)
+        secret = clients[0].get(SECRET, "sc-sidecar", "payments-1-certs")
         setup.up()
         assert sum(x.startswith("kind create") for x in commands.lines()) == 1
         assert _count(server) == before
+        again = clients[0].get(SECRET, "sc-sidecar", "payments-1-certs")
+        assert secret is not None and again is not None and again["data"] == secret["data"]
+        assert (tmp_path / "state" / IDENTITY_FILE).stat().st_mode & 0o077 == 0
 
         assert setup.status()["exists"] is True
         assert setup.down() is True

@@ -228,6 +228,52 @@ def issue_identity(state_dir: Path) -> DemoIdentity:
     return DemoIdentity(JWT_ISSUER, idp.jwks_json(), ca.ca_pem, certs)
 
 
+IDENTITY_FILE = "identity.json"
+
+
+def save_identity(identity: DemoIdentity, path: Path) -> None:
+    """Write ``identity`` (private keys included) to ``path``, readable by the owner only."""
+    data = {
+        "issuer": identity.issuer,
+        "jwks_json": identity.jwks_json,
+        "ca_pem": identity.ca_pem.decode("ascii"),
+        "certs": {
+            name: {"cert": pair.cert.decode("ascii"), "key": pair.key.decode("ascii")}
+            for name, pair in identity.certs.items()
+        },
+    }
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(data, out)
+
+
+def load_identity(path: Path) -> DemoIdentity:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return DemoIdentity(
+            issuer=str(data["issuer"]),
+            jwks_json=str(data["jwks_json"]),
+            ca_pem=str(data["ca_pem"]).encode("ascii"),
+            certs={
+                name: PemPair(str(pair["cert"]).encode("ascii"), str(pair["key"]).encode("ascii"))
+                for name, pair in data["certs"].items()
+            },
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InputError(f"{path}: not a sidecar-chaos identity file ({exc})") from exc
+
+
+def load_or_issue_identity(state_dir: Path) -> DemoIdentity:
+    """The identity of an earlier ``up`` (running pods keep trusting each other), or a new one."""
+    path = state_dir / IDENTITY_FILE
+    if path.is_file():
+        return load_identity(path)
+    identity = issue_identity(state_dir)
+    save_identity(identity, path)
+    return identity
+
+
 def apply_all(sink: ManifestSink, objects: Iterable[dict[str, Any]]) -> int:
     """Apply ``objects`` in order; how many."""
     count = 0
@@ -305,7 +351,7 @@ class ClusterSetup:
             raise PlatformError("no Kubernetes client configured for `cluster up`")
         sink = self.connect(names.KIND_CONTEXT)
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        count = deploy_demo(sink, issue_identity(self.state_dir))
+        count = deploy_demo(sink, load_or_issue_identity(self.state_dir))
         self.log(f"applied {count} objects (namespaces {', '.join(names.NAMESPACES.values())})")
         versions = self.versions(sink)
         (self.state_dir / VERSIONS_FILE).write_text(json.dumps(versions, indent=2) + "\n")
