@@ -19,6 +19,12 @@ import kubernetes_validate.utils
 import pytest
 
 from chaos.platforms.kubernetes import names
+from chaos.platforms.kubernetes.builders import (
+    http_with_fault,
+    istio_fault,
+    jwks_without_signing_key,
+    jwt_rules_with_jwks,
+)
 from chaos.platforms.kubernetes.cluster import (
     JWT_ISSUER,
     kind_config_path,
@@ -467,3 +473,33 @@ def test_real_envoy_accepts_the_sidecar_bootstrap(
         check=False,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("source_labels", [None, {"app": "frontend", names.LABEL_REPLICA: "0"}])
+def test_the_platform_fault_builders_fit_the_demo_virtual_service(
+    source_labels: dict[str, str] | None,
+) -> None:
+    """The platform writes a fault by rebuilding the demo VirtualService's http list."""
+    demo = istio.virtual_service("checkout", names.Setup.MESH, ProxyOptions())
+    fault = istio_fault(25, delay_ms=500)
+    http = http_with_fault(demo["spec"]["http"], fault, source_labels=source_labels)
+    faulty = copy.deepcopy(demo)
+    faulty["spec"]["http"] = http
+    _validate_custom(faulty)
+    assert any(route.get("fault") == fault for route in http)
+    # the same fault, built here, is what the platform builds
+    assert fault == istio.HttpFault(delay_percent=25, delay_ms=500).to_istio()
+
+
+def test_the_platform_key_swap_fits_the_demo_request_authentication(
+    identity: DemoIdentity,
+) -> None:
+    demo = next(
+        o for o in demo_objects(names.Setup.MESH, identity) if o["kind"] == "RequestAuthentication"
+    )
+    swapped = copy.deepcopy(demo)
+    swapped["spec"]["jwtRules"] = jwt_rules_with_jwks(
+        demo["spec"]["jwtRules"], jwks_without_signing_key()
+    )
+    _validate_custom(swapped)
+    assert swapped["spec"]["jwtRules"][0]["jwks"] != demo["spec"]["jwtRules"][0]["jwks"]
