@@ -37,6 +37,8 @@ from chaos.platforms.kubernetes.cluster import (
     kind_load_argv,
     kind_node_image,
     kubernetes_version,
+    parse_istio_version,
+    parse_kind_version,
     read_versions,
     repo_root,
     run_command,
@@ -217,7 +219,7 @@ class FakeCommands:
         elif argv[:3] == ("kind", "delete", "cluster"):
             self.clusters.remove(argv[argv.index("--name") + 1])
         elif argv[:2] == ("istioctl", "version"):
-            out = "1.28.0\n"
+            out = "client version: 1.28.0\n"
         elif argv[:2] == ("kind", "version"):
             out = "kind v0.33.0 go1.25 linux/amd64\n"
         elif argv[:2] == ("docker", "version"):
@@ -286,6 +288,7 @@ def test_up_creates_installs_and_deploys_every_setup(
         assert len(pods) == names.REPLICAS
         assert versions["kubernetes"] == server.version
         assert versions["istio"] == "1.28.0" and versions["envoy"] == "v1.40-latest"
+        assert versions["kind"] == "v0.33.0" and versions["docker"] == "29.0.0"
         assert read_versions(tmp_path / "state") == versions
         key_files = list((tmp_path / "state").rglob("*key*.pem"))
         assert key_files and all(p.stat().st_mode & 0o077 == 0 for p in key_files)
@@ -320,3 +323,10 @@ def test_status_before_any_up(tmp_path: Path) -> None:
     assert setup.status() == {"cluster": "sidecar-chaos", "exists": False, "versions": None}
     assert not (tmp_path / VERSIONS_FILE).exists()
     assert json.loads(json.dumps(setup.status()))["exists"] is False
+
+
+def test_version_outputs_are_parsed() -> None:
+    assert parse_istio_version("client version: 1.28.0\n") == "1.28.0"
+    assert parse_istio_version("") == "unknown"
+    assert parse_kind_version("kind v0.33.0 go1.25.1 linux/amd64\n") == "v0.33.0"
+    assert parse_kind_version("something else") == "something else"

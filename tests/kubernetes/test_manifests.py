@@ -503,3 +503,10 @@ def test_the_platform_key_swap_fits_the_demo_request_authentication(
     )
     _validate_custom(swapped)
     assert swapped["spec"]["jwtRules"][0]["jwks"] != demo["spec"]["jwtRules"][0]["jwks"]
+
+
+def test_the_traffic_namespace_lets_workers_opt_in(identity: DemoIdentity) -> None:
+    """Istio lets a namespace's istio-injection=disabled win over a pod's inject=true."""
+    ns = next(o for o in traffic_objects(identity) if o["kind"] == "Namespace")
+    assert "istio-injection" not in ns["metadata"]["labels"]
+    assert "istio.io/dataplane-mode" not in ns["metadata"]["labels"]

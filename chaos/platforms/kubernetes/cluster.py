@@ -161,6 +161,22 @@ def docker_version_argv() -> list[str]:
     return ["docker", "version", "--format", "{{.Server.Version}}"]
 
 
+def _first_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[0].strip() if lines else "unknown"
+
+
+def parse_istio_version(text: str) -> str:
+    """``client version: 1.28.0`` (``istioctl version --short``) -> ``1.28.0``."""
+    return _first_line(text).rsplit(":", 1)[-1].strip() or "unknown"
+
+
+def parse_kind_version(text: str) -> str:
+    """``kind v0.33.0 go1.25.1 linux/amd64`` -> ``v0.33.0``."""
+    words = _first_line(text).split()
+    return words[1] if len(words) > 1 and words[0] == "kind" else _first_line(text)
+
+
 # -- running commands ---------------------------------------------------------------------
 
 
@@ -360,16 +376,15 @@ class ClusterSetup:
     def versions(self, sink: ManifestSink) -> dict[str, str]:
         """Kubernetes (the server's), Istio, Envoy (the sidecar image), kind and Docker."""
 
-        def first_line(argv: list[str]) -> str:
-            out = self._run(argv, TIMEOUT_QUICK).stdout.strip().splitlines()
-            return out[0] if out else ""
+        def output(argv: list[str]) -> str:
+            return self._run(argv, TIMEOUT_QUICK).stdout
 
         return {
             "kubernetes": sink.server_version(),
-            "istio": first_line(istioctl_version_argv()),
+            "istio": parse_istio_version(output(istioctl_version_argv())),
             "envoy": names.ENVOY_IMAGE.rsplit(":", 1)[1],
-            "kind": first_line(kind_version_argv()),
-            "docker": first_line(docker_version_argv()),
+            "kind": parse_kind_version(output(kind_version_argv())),
+            "docker": _first_line(output(docker_version_argv())),
             "kind_node_image": kind_node_image(),
         }
 

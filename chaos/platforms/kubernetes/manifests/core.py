@@ -63,8 +63,12 @@ def setup_namespace(setup: names.Setup) -> Manifest:
 
 
 def traffic_namespace() -> Manifest:
-    """Locust's namespace: out of Istio by default; its workers opt in per setup."""
-    return namespace(names.TRAFFIC_NAMESPACE, {"istio-injection": "disabled"})
+    """Locust's namespace: no data-plane label; the workers opt in per setup by pod label.
+
+    No ``istio-injection=disabled`` here: Istio lets a disabled namespace win over a
+    pod's ``sidecar.istio.io/inject=true``, and the mesh setup's workers need it.
+    """
+    return namespace(names.TRAFFIC_NAMESPACE)
 
 
 def service_account(service: str, ns: str) -> Manifest:
