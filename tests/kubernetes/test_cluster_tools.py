@@ -330,3 +330,29 @@ def test_version_outputs_are_parsed() -> None:
     assert parse_istio_version("") == "unknown"
     assert parse_kind_version("kind v0.33.0 go1.25.1 linux/amd64\n") == "v0.33.0"
     assert parse_kind_version("something else") == "something else"
+
+
+def test_the_sub_app_mounts_under_the_main_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the lead wires in: ``app.add_typer(cluster_app, name="cluster")``."""
+    import typer
+    from typer.testing import CliRunner
+
+    from chaos.platforms.kubernetes.cli import cluster_app
+
+    parent = typer.Typer()
+
+    @parent.command()
+    def other() -> None:  # a second command, so "cluster" stays a group as in the real app
+        """Unused."""
+
+    parent.add_typer(cluster_app, name="cluster")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    result = CliRunner().invoke(parent, ["cluster", "status", "--state-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "kind not found on PATH" in result.output
+    help_text = CliRunner().invoke(parent, ["cluster", "--help"]).output
+    assert all(word in help_text for word in ("up", "down", "status"))
