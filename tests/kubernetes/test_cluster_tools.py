@@ -126,6 +126,7 @@ def test_kind_config_is_one_control_plane_and_two_pinned_workers() -> None:
     text = kind_config_path().read_text()
     roles = [line.split(":", 1)[1].strip() for line in text.splitlines() if "role:" in line]
     assert roles == ["control-plane", "worker", "worker"]
+    assert len(names.NODE_HOSTNAMES) == roles.count("worker") == names.REPLICAS
     assert f"name: {names.CLUSTER_NAME}" in text
     image = kind_node_image(text)
     assert image.startswith("kindest/node:v") and "@sha256:" in image
@@ -286,6 +287,9 @@ def test_up_creates_installs_and_deploys_every_setup(
         assert len(gateways) == len(names.SERVICES)
         pods = clients[0].list_pods(names.NAMESPACES[names.Setup.SIDECAR], {"app": "checkout"})
         assert len(pods) == names.REPLICAS
+        # the fake schedules by nodeSelector, as the kube-scheduler does
+        for pod in pods:
+            assert pod.node_name == names.NODE_HOSTNAMES[pod.labels[names.LABEL_NODE]]
         assert versions["kubernetes"] == server.version
         assert versions["istio"] == "1.28.0" and versions["envoy"] == "v1.40-latest"
         assert versions["kind"] == "v0.33.0" and versions["docker"] == "29.0.0"
