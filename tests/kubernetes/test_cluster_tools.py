@@ -28,6 +28,7 @@ from chaos.platforms.kubernetes.cluster import (
     ManifestSink,
     ToolMissingError,
     check_tools,
+    default_state_dir,
     docker_build_argv,
     gateway_api_crds_argv,
     istioctl_install_argv,
@@ -360,3 +361,16 @@ def test_the_sub_app_mounts_under_the_main_cli(
     assert "kind not found on PATH" in result.output
     help_text = CliRunner().invoke(parent, ["cluster", "--help"]).output
     assert all(word in help_text for word in ("up", "down", "status"))
+
+
+def test_the_state_dir_follows_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SIDECAR_CHAOS_KIND_DIR", str(tmp_path / "kind"))
+    assert default_state_dir() == tmp_path / "kind"
+    monkeypatch.delenv("SIDECAR_CHAOS_KIND_DIR")
+    monkeypatch.setenv("SIDECAR_CHAOS_STATE_DIR", str(tmp_path / "state"))
+    assert default_state_dir() == tmp_path / "state" / "kind-sidecar-chaos"
+    monkeypatch.delenv("SIDECAR_CHAOS_STATE_DIR")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert default_state_dir() == tmp_path / "xdg" / "sidecar-chaos" / "kind-sidecar-chaos"

@@ -48,7 +48,7 @@ GATEWAY_API_CRDS_URL = (
     "https://github.com/kubernetes-sigs/gateway-api/releases/download/"
     f"{GATEWAY_API_VERSION}/standard-install.yaml"
 )
-#: Overrides where `cluster up` keeps certs, token keys and versions.json.
+#: Overrides where `cluster up` keeps certs, token keys and versions.json (see default_state_dir).
 STATE_ENV = "SIDECAR_CHAOS_KIND_DIR"
 VERSIONS_FILE = "versions.json"
 JWT_ISSUER = f"https://idp.{names.CLUSTER_NAME}.cluster.local"
@@ -311,10 +311,22 @@ def deploy_demo(sink: ManifestSink, identity: DemoIdentity) -> int:
 
 
 def default_state_dir() -> Path:
-    env = os.environ.get(STATE_ENV)
-    if env:
-        return Path(env)
-    return Path.home() / ".local" / "state" / "sidecar-chaos" / names.CLUSTER_NAME
+    """``$SIDECAR_CHAOS_KIND_DIR``, else ``kind-sidecar-chaos`` under the tool's state directory.
+
+    That is ``$SIDECAR_CHAOS_STATE_DIR`` when set (the tests set it), else
+    ``$XDG_STATE_HOME/sidecar-chaos`` or ``~/.local/state/sidecar-chaos``: persistent,
+    unlike the runtime directory the local registry may use, because the keys must
+    outlive a reboot as long as the cluster does.
+    """
+    explicit = os.environ.get(STATE_ENV)
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("SIDECAR_CHAOS_STATE_DIR")
+    if base:
+        return Path(base) / names.KIND_CONTEXT
+    xdg = os.environ.get("XDG_STATE_HOME")
+    root = Path(xdg) if xdg else Path.home() / ".local" / "state"
+    return root / "sidecar-chaos" / names.KIND_CONTEXT
 
 
 def repo_root() -> Path:
