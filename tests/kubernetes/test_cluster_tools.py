@@ -374,3 +374,23 @@ def test_the_state_dir_follows_the_environment(
     monkeypatch.delenv("SIDECAR_CHAOS_STATE_DIR")
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
     assert default_state_dir() == tmp_path / "xdg" / "sidecar-chaos" / "kind-sidecar-chaos"
+
+
+def test_dry_run_lists_commands_and_objects_without_any_tool(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    state = tmp_path / "state"
+    done = _cli(["up", "--dry-run"], empty, state)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[0] == "check kind, docker, istioctl on PATH"
+    commands = [line for line in lines if line.startswith("$ ")]
+    assert commands[1].startswith("$ kind create cluster --name sidecar-chaos")
+    assert commands[-1].startswith("$ istioctl install")
+    applied = [line for line in lines if line.startswith("apply ")]
+    assert "apply Namespace sc-mesh" in applied
+    assert "apply Deployment sc-sidecar/payments-1" in applied
+    assert "apply Gateway sc-ambient/checkout-waypoint" in applied
+    assert len(applied) == len(set(applied)) == 72
+    assert "PRIVATE KEY" not in done.stdout
+    assert not state.exists()  # nothing written

@@ -52,9 +52,17 @@ def _setup(state_dir: Path | None) -> ClusterSetup:
 
 
 @cluster_app.command()
-def up(state_dir: StateDir = None) -> None:
+def up(
+    state_dir: StateDir = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="list the commands and objects; change nothing")
+    ] = False,
+) -> None:
     """Create the kind cluster (if needed), install Istio ambient, deploy the demo per setup."""
     try:
+        if dry_run:
+            print("\n".join(_setup(state_dir).plan_up()))
+            return
         versions = _setup(state_dir).up()
     except ChaosError as exc:
         _fail(exc)

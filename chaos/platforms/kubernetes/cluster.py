@@ -224,16 +224,18 @@ class ManifestSink(Protocol):
 # -- identities ---------------------------------------------------------------------------
 
 
-def issue_identity(state_dir: Path) -> DemoIdentity:
+def issue_identity(state_dir: Path | None) -> DemoIdentity:
     """A CA, the plain sidecars' (and Locust's) certificates, and the token signing key.
 
-    The CA and the signing key stay in ``state_dir`` (keys 0600), so the platform can
-    mint tokens for Locust; certificates carry the local platform's SPIFFE IDs, so
-    the sidecar bootstrap's SAN check is the local one.
+    The CA and the signing key stay in ``state_dir`` (keys 0600; None: in memory only,
+    for a dry run), so the platform can mint tokens for Locust; certificates carry the
+    local platform's SPIFFE IDs, so the sidecar bootstrap's SAN check is the local one.
     """
     ca = CertificateAuthority.create("sidecar-chaos kind CA")
-    ca.save(state_dir / "ca")
-    idp = IdentityProvider(JWT_ISSUER, names.JWT_AUDIENCE, key_dir=state_dir / "idp")
+    if state_dir is not None:
+        ca.save(state_dir / "ca")
+    key_dir = state_dir / "idp" if state_dir is not None else None
+    idp = IdentityProvider(JWT_ISSUER, names.JWT_AUDIENCE, key_dir=key_dir)
     certs: dict[str, PemPair] = {}
     for svc in names.SERVICES:
         for replica in range(names.REPLICAS):
@@ -288,6 +290,22 @@ def load_or_issue_identity(state_dir: Path) -> DemoIdentity:
     identity = issue_identity(state_dir)
     save_identity(identity, path)
     return identity
+
+
+@dataclass
+class PlannedApply:
+    """A :class:`ManifestSink` that applies nothing and records what it was given (dry run)."""
+
+    applied: list[str] = field(default_factory=list)
+
+    def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        meta = manifest.get("metadata", {})
+        where = f"{meta['namespace']}/" if meta.get("namespace") else ""
+        self.applied.append(f"apply {manifest['kind']} {where}{meta.get('name', '?')}")
+        return manifest
+
+    def server_version(self) -> str:
+        return "unknown (dry run)"
 
 
 def apply_all(sink: ManifestSink, objects: Iterable[dict[str, Any]]) -> int:
@@ -384,6 +402,23 @@ class ClusterSetup:
         versions = self.versions(sink)
         (self.state_dir / VERSIONS_FILE).write_text(json.dumps(versions, indent=2) + "\n")
         return versions
+
+    def plan_up(self) -> list[str]:
+        """What ``up`` would do on a machine without the cluster: no tool, file or cluster used.
+
+        The tool check, the commands in order, then every object applied (private keys
+        are issued in memory and never shown).
+        """
+        lines = [
+            f"check {', '.join(REQUIRED_TOOLS)} on PATH",
+            "$ " + " ".join(kind_get_clusters_argv()),
+        ]
+        lines += [f"$ {' '.join(argv)}" for argv, _ in self.up_commands(create=True)]
+        planned = PlannedApply()
+        deploy_demo(planned, issue_identity(None))
+        lines += planned.applied
+        lines.append(f"write {self.state_dir / VERSIONS_FILE}")
+        return lines
 
     def versions(self, sink: ManifestSink) -> dict[str, str]:
         """Kubernetes (the server's), Istio, Envoy (the sidecar image), kind and Docker."""
