@@ -28,8 +28,9 @@ from pathlib import Path
 import aiohttp
 
 from chaos.errors import AddressInUseError, ChaosError
-from chaos.platforms.local.layout import INGRESS_HOST, Setup, build_layout
+from chaos.platforms.local.layout import INGRESS_HOST, build_layout
 from chaos.platforms.local.topology import LocalTopology, TopologyOptions, check_addresses_free
+from chaos.spec import Setup
 
 #: The issue's aim for start-up to ready of the six-pod topology.
 TARGET_STARTUP_S = 3.0

@@ -16,6 +16,7 @@ from rich.table import Table
 from chaos.errors import ChaosError, InputError
 
 if TYPE_CHECKING:
+    from chaos.platforms.base import FaultOps, Platform
     from chaos.spec import Experiment
 
 app = typer.Typer(
@@ -29,8 +30,6 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 
-SETUP_NAMES = ("sidecar", "mesh", "ambient")
-
 
 def _fail(exc: ChaosError) -> NoReturn:
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -39,8 +38,10 @@ def _fail(exc: ChaosError) -> NoReturn:
 
 
 def _setup(name: str) -> str:
-    if name not in SETUP_NAMES:
-        raise InputError(f"--setup: unknown setup {name!r} (choose from {', '.join(SETUP_NAMES)})")
+    from chaos.spec import ALL_SETUPS
+
+    if name not in ALL_SETUPS:
+        raise InputError(f"--setup: unknown setup {name!r} (choose from {', '.join(ALL_SETUPS)})")
     return name
 
 
@@ -137,7 +138,7 @@ def down(
 ) -> None:
     """Stop running local topologies (their runners tear them down)."""
     from chaos.platforms.local import registry
-    from chaos.platforms.local.procutil import pid_alive
+    from chaos.proc import pid_alive
 
     try:
         wanted = _setup(setup) if setup is not None else None
@@ -191,10 +192,32 @@ def _plain(line: str) -> None:
     out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
-def _load(path: Path, overrides: list[str], setups: list[str]) -> Experiment:
+def _platform(name: str, slots: dict[str, int] | None = None) -> Platform:
+    """The platform ``name`` from the registry, with the options the CLI has for it."""
+    from chaos.platforms import platform_factory
+
+    factory = platform_factory(name)
+    if name == "local":
+        return factory(slots=slots or {})
+    return factory()
+
+
+def _load(
+    path: Path, overrides: list[str], setups: list[str], slots: dict[str, int] | None = None
+) -> Experiment:
+    """Load and check an experiment, against the platform it names too (exit 2 on a problem)."""
+    from chaos.engine.preflight import platform_checks
+    from chaos.platforms.base import Problem
     from chaos.spec import load_experiment
 
-    return load_experiment(path, overrides, setups)
+    def check(experiment: Experiment) -> list[Problem]:
+        try:
+            platform = _platform(experiment.platform, slots)
+        except InputError as exc:
+            return [Problem(("platform",), str(exc))]
+        return list(platform_checks(platform)(experiment))
+
+    return load_experiment(path, overrides, setups, check=check)
 
 
 @app.command()
@@ -256,28 +279,33 @@ def run(
 ) -> None:
     """Run an experiment: every setup, fault and repetition, then the report."""
     try:
-        experiment = _load(file, set_ or [], setup or [])
+        if workers < 0:
+            raise InputError(f"--workers: {workers} is not a number of worker processes (>= 0)")
+        slots = _slots(slot or [])
+        experiment = _load(file, set_ or [], setup or [], slots)
+        platform = _platform(experiment.platform, slots)
         if dry_run:
-            for line in describe_plan(experiment):
+            for line in describe_plan(experiment, platform):
                 _plain(line)
             return
         code = _execute(
             experiment,
+            platform,
             file,
             _run_dir(out_dir, experiment.name),
             workers,
             None if no_history else history,
-            _slots(slot or []),
         )
     except ChaosError as exc:
         _fail(exc)
     raise typer.Exit(code)
 
 
-def describe_plan(experiment: Experiment) -> list[str]:
+def describe_plan(experiment: Experiment, platform: Platform) -> list[str]:
     """What a run will touch, in which order, and how each change is undone (no side effects)."""
     from chaos.engine.run import schedule
     from chaos.faults.plans import plan_offline
+    from chaos.spec import Setup
 
     t = experiment.timeline
     lines = [
@@ -286,12 +314,14 @@ def describe_plan(experiment: Experiment) -> list[str]:
         f"(seed {experiment.seed})",
         f"each window: up -> warm-up {t.warmup:g}s -> inject -> hold {t.hold:g}s -> revert -> "
         f"recovery {t.recovery:g}s -> down; traffic {experiment.traffic.rate:g} rps, "
-        f"{experiment.traffic.users} users",
+        f"{experiment.traffic.users} users; platform {platform.name}",
     ]
+    ops: dict[str, FaultOps] = {s: platform.plan_ops(Setup(s)) for s in experiment.setups}
     for number, key in enumerate(schedule(experiment), start=1):
         lines.append(f"{number:3d}. {key.label}")
         spec = experiment.faults[key.fault_index]
-        lines += [f"       {line}" for line in plan_offline(spec, key, experiment.seed)]
+        plan = plan_offline(spec, ops[key.setup], key, experiment.seed)
+        lines += [f"       {line}" for line in plan]
     lines.append("nothing was touched (dry run)")
     return lines
 
@@ -309,23 +339,18 @@ def _slots(values: list[str]) -> dict[str, int]:
 
 def _execute(
     experiment: Experiment,
+    platform: Platform,
     file: Path,
     run_dir: Path,
     workers: int,
     history: Path | None,
-    slots: dict[str, int] | None = None,
 ) -> int:
     from datetime import UTC, datetime
 
-    from chaos.engine.finish import finish
     from chaos.engine.run import Engine, RunOptions, copy_experiment
     from chaos.engine.view import make_view
+    from chaos.outcome import finish
 
-    if experiment.platform != "local":
-        raise InputError(
-            f"{file}: platform: {experiment.platform!r} is not available in this version "
-            "(no cluster platform yet); use platform: local"
-        )
     if history is not None and (history.is_dir() or not history.name):
         raise InputError(f"--history: {history} is not a file path (use --no-history to skip)")
     if run_dir.exists() and any(run_dir.iterdir()):
@@ -334,14 +359,15 @@ def _execute(
     started = datetime.now(UTC).isoformat(timespec="seconds")
     _plain(f"run directory: {run_dir}")
     view = make_view(out)
-    options = RunOptions(run_dir=run_dir, workers=workers, view=view, slots=slots or {})
-    engine = Engine(experiment, options)
+    options = RunOptions(run_dir=run_dir, workers=workers, view=view)
+    engine = Engine(experiment, platform, options)
     try:
         records = engine.run()
     finally:
         view.close()
     outcome = finish(
         experiment,
+        platform,
         run_dir,
         records,
         started_utc=started,
@@ -369,7 +395,12 @@ def demo(
             raise InputError(f"{file} not found: run `demo` from the project directory")
         experiment = _load(file, set_ or [], [])
         code = _execute(
-            experiment, file, _run_dir(out_dir, experiment.name), 0, Path("reports/history.db")
+            experiment,
+            _platform(experiment.platform),
+            file,
+            _run_dir(out_dir, experiment.name),
+            0,
+            Path("reports/history.db"),
         )
     except ChaosError as exc:
         _fail(exc)

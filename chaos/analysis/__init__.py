@@ -12,11 +12,8 @@ from __future__ import annotations
 from chaos.analysis.buckets import BUCKET_COLUMNS, bucketize
 from chaos.analysis.counters import counter_deltas, counter_frame
 from chaos.analysis.model import (
-    ERROR_KINDS,
-    SAMPLE_COLUMNS,
     Comparison,
     CounterDeltas,
-    CounterSample,
     Estimate,
     FaultResult,
     FaultWindow,
@@ -34,11 +31,8 @@ from chaos.analysis.window import SampleSet, measure_window, window_buckets
 
 __all__ = [
     "BUCKET_COLUMNS",
-    "ERROR_KINDS",
-    "SAMPLE_COLUMNS",
     "Comparison",
     "CounterDeltas",
-    "CounterSample",
     "Estimate",
     "FaultResult",
     "FaultWindow",

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from chaos.analysis.model import CounterDeltas, CounterSample, FaultWindow
+from chaos.analysis.model import CounterDeltas, FaultWindow
+from chaos.rundir.counters import CounterSample
 
 #: Stat names (suffixes after a dot, or the whole name) counted in each category.
 RETRY_STATS: tuple[str, ...] = ("upstream_rq_retry",)

@@ -16,39 +16,24 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from chaos.errors import InputError
+from chaos.rundir.samples import ERROR_KINDS, OK, SAMPLE_COLUMNS, SAMPLE_DTYPES
 
-#: Columns of the per-request samples frame and the kind of each.
-#: ``t`` is when the request was *sent* (its start); ``latency_ms`` is its duration,
-#: so the request was in flight over ``[t, t + latency_ms / 1000]``. Recording the
-#: start (not the completion) makes a request that hangs until a timeout count at
-#: the moment the trouble began.
-SAMPLE_COLUMNS: dict[str, str] = {
-    "t": "float",
-    "endpoint": "str",
-    "method": "str",
-    "latency_ms": "float",
-    "status": "int",
-    "error_kind": "str",
-    "write_id": "str",
+# The samples' columns and error kinds are the run directory's contract
+# (chaos.rundir.samples). ``t`` is when the request was *sent* (its start);
+# ``latency_ms`` is its duration, so the request was in flight over
+# ``[t, t + latency_ms / 1000]``. Recording the start (not the completion) makes a
+# request that hangs until a timeout count at the moment the trouble began.
+
+#: The kind of value each column must hold, from its dtype in the contract.
+_COLUMN_KINDS: dict[str, str] = {
+    name: {"float64": "float", "int64": "int", "str": "str"}[dtype]
+    for name, dtype in SAMPLE_DTYPES.items()
 }
-
-#: Values of ``error_kind``; "" means the request succeeded.
-ERROR_KINDS: tuple[str, ...] = ("connect", "reset", "tls", "timeout", "http")
 
 
 def empty_samples() -> pd.DataFrame:
     """A samples frame with the right columns and no rows."""
-    return pd.DataFrame(
-        {
-            "t": pd.Series(dtype="float64"),
-            "endpoint": pd.Series(dtype="str"),
-            "method": pd.Series(dtype="str"),
-            "latency_ms": pd.Series(dtype="float64"),
-            "status": pd.Series(dtype="int64"),
-            "error_kind": pd.Series(dtype="str"),
-            "write_id": pd.Series(dtype="str"),
-        }
-    )
+    return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in SAMPLE_DTYPES.items()})
 
 
 def validate_samples(samples: pd.DataFrame) -> None:
@@ -60,7 +45,7 @@ def validate_samples(samples: pd.DataFrame) -> None:
     missing = [c for c in SAMPLE_COLUMNS if c not in samples.columns]
     if missing:
         raise InputError(f"samples lack columns: {', '.join(missing)}")
-    for name, kind in SAMPLE_COLUMNS.items():
+    for name, kind in _COLUMN_KINDS.items():
         column = samples[name]
         ok = {
             "float": pd.api.types.is_numeric_dtype(column)
@@ -78,7 +63,7 @@ def validate_samples(samples: pd.DataFrame) -> None:
         raise InputError("samples have missing t or latency_ms values")
     if (latency < 0).any():
         raise InputError("samples have negative latency_ms values")
-    unknown = set(samples["error_kind"].unique()) - {"", *ERROR_KINDS}
+    unknown = set(samples["error_kind"].unique()) - {OK, *ERROR_KINDS}
     if unknown:
         raise InputError(f"samples have unknown error kinds: {sorted(map(str, unknown))}")
 
@@ -118,20 +103,6 @@ class FaultWindow:
                 f"fault window {self.setup}/{self.fault}#{self.repetition}: times must satisfy "
                 "warmup_start_t <= inject_t <= revert_t <= end_t"
             )
-
-
-@dataclass(frozen=True)
-class CounterSample:
-    """One reading of a cumulative proxy counter (Envoy admin stat or supervisor restarts).
-
-    ``name`` is the stat name, full (``cluster.payments.upstream_rq_retry``) or short
-    (``upstream_rq_retry``); restarts are a cumulative counter named ``restarts``.
-    """
-
-    t: float
-    proxy: str
-    name: str
-    value: float
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ import pandas as pd
 
 from chaos.analysis.counters import counter_frame
 from chaos.analysis.model import (
-    CounterSample,
     FaultWindow,
     RecordedWrites,
     RunAnalysis,
@@ -16,6 +15,7 @@ from chaos.analysis.model import (
 )
 from chaos.analysis.stats import compare_all, summarize
 from chaos.analysis.window import SampleSet, measure_window, window_buckets
+from chaos.rundir.counters import CounterSample
 
 
 def analyze_run(

@@ -31,9 +31,8 @@ from chaos.analysis.model import (
     Summary,
 )
 from chaos.errors import InputError
+from chaos.rundir import BUCKETS_FILE, RESULTS_FILE
 
-RESULTS_FILE = "results.json"
-BUCKETS_FILE = "buckets.csv"
 FORMAT_VERSION = 1
 _LABELS = ("setup", "fault", "repetition")
 

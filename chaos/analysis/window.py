@@ -58,13 +58,13 @@ from chaos.analysis.buckets import (
 from chaos.analysis.counters import counter_deltas
 from chaos.analysis.model import (
     CounterDeltas,
-    CounterSample,
     FaultResult,
     FaultWindow,
     RecordedWrites,
     SteadyState,
     validate_samples,
 )
+from chaos.rundir.counters import CounterSample
 
 _EPS = 1e-9
 

@@ -11,30 +11,28 @@ exception, Ctrl-C and SIGTERM. The journal records every step as it happens.
 from __future__ import annotations
 
 import contextlib
-import json
 import random
+import secrets
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chaos.engine.counters import CounterSampler, append_counters
-from chaos.engine.journal import Journal
+from chaos.engine.counters import CounterSampler
 from chaos.engine.signals import RunInterrupted, SignalGuard
 from chaos.engine.view import RunView
 from chaos.errors import AbortedError, ChaosError
 from chaos.faults import driver_for
 from chaos.faults.base import Evidence, Fault, FaultPlan
-from chaos.platforms.local.envoy_config import ProxyOptions
-from chaos.platforms.local.events import Event
-from chaos.platforms.local.faultops import LocalFaultOps
-from chaos.platforms.local.layout import DEFAULT_SLOT, Setup
-from chaos.platforms.local.supervisor import BackoffPolicy
-from chaos.platforms.local.topology import LocalTopology, TopologyOptions
-from chaos.spec import CertExpiryFault, Experiment, StopCondition
+from chaos.platforms.base import Event, Platform, RunningTopology, StartOptions
+from chaos.proc import RUN_MARKER_ENV, start_ticks
+from chaos.rundir import EXPERIMENT_FILE, SAMPLES_DIR, TOPOLOGIES_DIR
+from chaos.rundir.counters import append_counters
+from chaos.rundir.journal import Journal
+from chaos.spec import CertExpiryFault, Experiment, Setup, StopCondition
 from chaos.spec import Fault as FaultSpec
 from chaos.traffic import Endpoint, LiveStats, TrafficConfig, TrafficRun
+from chaos.traffic.base import Traffic, TrafficFactory
 
 #: A client renews its bearer token this often (policy-desync shows through it).
 TOKEN_REFRESH_S = 1.0
@@ -81,13 +79,12 @@ class WindowRecord:
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How to run (not what: that is the experiment)."""
+    """How to run (not what: that is the experiment; not where: that is the platform)."""
 
     run_dir: Path
-    #: Slot per setup (third octet of pod addresses); default: the setup's own.
-    slots: dict[str, int] = field(default_factory=dict)
-    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     workers: int = 0
+    #: Starts the load of a window (Locust in its own processes; a fake in unit tests).
+    traffic: TrafficFactory = TrafficRun
     #: Where progress goes (the game-day view); None shows nothing.
     view: RunView | None = None
     tick_s: float = 1.0
@@ -113,19 +110,26 @@ def schedule(experiment: Experiment) -> list[WindowKey]:
 class Engine:
     """Runs one experiment; :meth:`run` returns the windows it recorded."""
 
-    def __init__(self, experiment: Experiment, options: RunOptions) -> None:
+    def __init__(self, experiment: Experiment, platform: Platform, options: RunOptions) -> None:
         self.experiment = experiment
+        self.platform = platform
         self.options = options
         self.run_dir = options.run_dir
         self.journal = Journal(options.run_dir)
         self.windows: list[WindowRecord] = []
         self.aborted: str | None = None
+        #: Put into everything the platform starts for this run; ``clean`` proves identity by it.
+        self.marker = secrets.token_hex(16)
 
     # -- the run ---------------------------------------------------------------------
 
     def run(self) -> list[WindowRecord]:
         self.journal.write(
-            "run_started", experiment=self.experiment.name, seed=self.experiment.seed
+            "run_started",
+            experiment=self.experiment.name,
+            seed=self.experiment.seed,
+            platform=self.platform.name,
+            marker=self.marker,
         )
         try:
             with SignalGuard():
@@ -179,30 +183,38 @@ class Engine:
         self, stack: contextlib.ExitStack, key: WindowKey, spec: FaultSpec, record: WindowRecord
     ) -> None:
         timeline = self.experiment.timeline
-        topology = stack.enter_context(LocalTopology(self._topology_options(key)))
+        topology = stack.enter_context(
+            self.platform.start(Setup(key.setup), self._start_options(key, spec))
+        )
         self.journal.write(
             "topology_up",
             setup=key.setup,
             startup_s=round(topology.startup_s, 3),
-            pids={name: pid for name, pid in topology.supervisor.pids().items()},
+            **topology.journal_record(),
         )
         stack.callback(self.journal.write, "topology_down", setup=key.setup)
         stack.callback(self._collect_writes, topology, record)
-        stack.callback(topology.events.subscribe(self._on_event))
+        stack.callback(topology.subscribe(self._on_event))
 
         sampler = CounterSampler(topology)
         # Registered first so it runs last: after the sampler's final reading.
         stack.callback(lambda: append_counters(self.run_dir, sampler.samples))
         stack.enter_context(sampler)
-        traffic = stack.enter_context(TrafficRun(self._traffic_config(topology, key)))
+        traffic = stack.enter_context(self.options.traffic(self._traffic_config(topology, key)))
         traffic.wait_started()
+        # What ``clean`` needs to prove a leftover Locust process is this run's.
+        self.journal.write(
+            "traffic_started",
+            setup=key.setup,
+            processes=[[pid, start_ticks(pid)] for pid in traffic.pids],
+        )
         record.warmup_start_t = time.monotonic()
         self.journal.write("warmup", setup=key.setup, seconds=timeline.warmup)
         self._hold(key, "warm-up", timeline.warmup, traffic)
 
         fault: Fault[FaultSpec] = driver_for(spec.type)(
             spec,
-            LocalFaultOps.of(topology),
+            topology.ops,
             fault_id=f"{key.slug}",
             name=key.fault,
             seed=self.experiment.seed + key.repetition,
@@ -249,11 +261,8 @@ class Engine:
         self.journal.write("fault_reverted", fault_id=plan.fault_id, revert_t=record.revert_t)
         self._say(f"{record.key.label}: reverted")
 
-    def _collect_writes(self, topology: LocalTopology, record: WindowRecord) -> None:
-        for pod in topology.layout.pods_of("payments"):
-            path = pod.dir / "writes.jsonl"
-            if path.is_file():
-                record.recorded_writes += _write_ids(path)
+    def _collect_writes(self, topology: RunningTopology, record: WindowRecord) -> None:
+        record.recorded_writes += topology.recorded_writes()
 
     def _on_event(self, event: Event) -> None:
         self.journal.write(
@@ -268,7 +277,7 @@ class Engine:
 
     # -- waiting, watching -----------------------------------------------------------
 
-    def _hold(self, key: WindowKey, phase: str, seconds: float, traffic: TrafficRun) -> None:
+    def _hold(self, key: WindowKey, phase: str, seconds: float, traffic: Traffic) -> None:
         deadline = time.monotonic() + seconds
         watches = [_ConditionWatch(c) for c in self.experiment.stop_conditions]
         next_tick = time.monotonic()
@@ -287,30 +296,24 @@ class Engine:
 
     # -- building blocks ---------------------------------------------------------------
 
-    def _topology_options(self, key: WindowKey) -> TopologyOptions:
-        setup = Setup(key.setup)
-        spec = self.experiment.faults[key.fault_index]
-        proxy = ProxyOptions()
+    def _start_options(self, key: WindowKey, spec: FaultSpec) -> StartOptions:
+        lifetime = None
         if isinstance(spec, CertExpiryFault) and spec.connection_lifetime is not None:
             # It decides how fast an expiry shows (FACTS.md): the fault sets it.
-            proxy = ProxyOptions(connection_lifetime_s=spec.connection_lifetime)
-        return TopologyOptions(
-            proxy=proxy,
-            setup=setup,
-            run_dir=self.run_dir / "topologies" / key.slug,
-            slot=self.options.slots.get(key.setup, DEFAULT_SLOT[setup]),
-            ingress_port=0,
-            backoff=self.options.backoff,
-            publish=False,
+            lifetime = spec.connection_lifetime
+        return StartOptions(
+            run_dir=self.run_dir / TOPOLOGIES_DIR / key.slug,
+            connection_lifetime_s=lifetime,
+            run_marker=self.marker,
+            record=self.journal.write,
         )
 
-    def _traffic_config(self, topology: LocalTopology, key: WindowKey) -> TrafficConfig:
+    def _traffic_config(self, topology: RunningTopology, key: WindowKey) -> TrafficConfig:
         traffic = self.experiment.traffic
         timeline = self.experiment.timeline
-        server = topology.idp_server
         return TrafficConfig(
-            host=topology.layout.ingress.url,
-            out_dir=self.run_dir / "samples" / key.slug,
+            host=topology.ingress_url,
+            out_dir=self.run_dir / SAMPLES_DIR / key.slug,
             duration_s=timeline.warmup + timeline.hold + timeline.recovery + 5.0,
             users=traffic.users,
             spawn_rate=traffic.spawn_rate,
@@ -319,9 +322,10 @@ class Engine:
                 Endpoint(e.name, e.method, e.path, e.weight) for e in traffic.endpoints or ()
             ),
             locustfile=traffic.locustfile,
-            token_url=server.token_url if server is not None else None,
+            token_url=topology.token_url,
             token_refresh_s=TOKEN_REFRESH_S,
             workers=self.options.workers,
+            extra_env=((RUN_MARKER_ENV, self.marker),),
         )
 
 
@@ -352,18 +356,10 @@ class _ConditionWatch:
         return now - self.since >= c.for_
 
 
-def _write_ids(path: Path) -> Iterator[str]:
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        with contextlib.suppress(ValueError):
-            record = json.loads(line)
-            if isinstance(record, dict) and isinstance(record.get("id"), str):
-                yield record["id"]
-
-
 def copy_experiment(source: Path, run_dir: Path) -> None:
     """Keep the exact experiment file with the run (the report shows it)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, run_dir / "experiment.yaml")
+    shutil.copyfile(source, run_dir / EXPERIMENT_FILE)
 
 
 __all__ = ["Engine", "RunInterrupted", "RunOptions", "StopConditionHit", "WindowKey", "schedule"]

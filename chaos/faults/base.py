@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import abc
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import ClassVar, Generic, TypeVar
 
 from chaos.errors import FaultError
-from chaos.platforms.local.faultops import LocalFaultOps
-from chaos.platforms.local.layout import Pod, TopologyLayout
+from chaos.platforms.base import FaultOps, Pod, Problem, Workload
+from chaos.spec import Experiment, Setup, Target
 from chaos.spec import Fault as FaultSpec
-from chaos.spec import Target
 
 
 @dataclass(frozen=True)
@@ -62,25 +61,52 @@ class Evidence:
     detail: str
 
 
-def resolve_targets(layout: TopologyLayout, target: Target, seed: int) -> list[Pod]:
-    """The pods a target selects; a share is drawn reproducibly from ``seed``."""
-    pods = list(layout.pods)
+def _selection(workload: Workload, target: Target) -> tuple[list[Pod], tuple[str, str] | None]:
+    """The pods ``target`` selects, or the field that selects nothing and why."""
+    pods = list(workload.pods)
     if target.service is not None:
         pods = [p for p in pods if p.service == target.service]
         if not pods:
-            raise FaultError(f"target.service: no service {target.service!r} in the topology")
+            known = ", ".join(workload.services)
+            return [], ("service", f"no service {target.service!r} (services: {known})")
     if target.node is not None:
         pods = [p for p in pods if p.node == target.node]
         if not pods:
-            raise FaultError(f"target.node: no pod on node {target.node!r}")
+            where = f" running {target.service}" if target.service is not None else ""
+            known = ", ".join(workload.nodes)
+            return [], ("node", f"no pod{where} on node {target.node!r} (nodes: {known})")
     if target.replica is not None:
         pods = [p for p in pods if p.replica == target.replica]
         if not pods:
-            raise FaultError(f"target.replica: no replica {target.replica}")
+            known = ", ".join(str(r) for r in workload.replicas_of(target.service or ""))
+            return [], ("replica", f"no replica {target.replica} (replicas: {known})")
+    return pods, None
+
+
+def resolve_targets(workload: Workload, target: Target, seed: int) -> list[Pod]:
+    """The pods a target selects; a share is drawn reproducibly from ``seed``."""
+    pods, problem = _selection(workload, target)
+    if problem is not None:
+        raise FaultError(f"target.{problem[0]}: {problem[1]}")
     if target.share is not None:
         count = max(1, round(len(pods) * target.share))
         pods = sorted(random.Random(seed).sample(pods, count), key=lambda p: p.name)
     return pods
+
+
+def target_problems(experiment: Experiment, workload: Callable[[Setup], Workload]) -> list[Problem]:
+    """Every fault target that selects no pod of a setup it applies to, at its field."""
+    problems: list[Problem] = []
+    for index, fault in enumerate(experiment.faults):
+        for setup in experiment.setups:
+            if fault.target.setups is not None and setup not in fault.target.setups:
+                continue
+            _, problem = _selection(workload(setup), fault.target)
+            if problem is not None:
+                at: tuple[str | int, ...] = ("faults", index, "target", problem[0])
+                problems.append(Problem(at, f"{problem[1]} in the {setup} workload"))
+                break
+    return problems
 
 
 S = TypeVar("S", bound=FaultSpec)
@@ -91,12 +117,12 @@ class Fault(abc.ABC, Generic[S]):
 
     fault_type: ClassVar[str]
 
-    def __init__(self, spec: S, ops: LocalFaultOps, *, fault_id: str, name: str, seed: int) -> None:
+    def __init__(self, spec: S, ops: FaultOps, *, fault_id: str, name: str, seed: int) -> None:
         self.spec = spec
         self.ops = ops
         self.fault_id = fault_id
         self.name = name
-        self.pods = resolve_targets(ops.layout, spec.target, seed)
+        self.pods = resolve_targets(ops.workload, spec.target, seed)
 
     @abc.abstractmethod
     def plan(self) -> FaultPlan:
@@ -119,7 +145,7 @@ class Fault(abc.ABC, Generic[S]):
             fault_id=self.fault_id,
             name=self.name,
             fault_type=self.fault_type,
-            setup=self.ops.layout.setup.value,
+            setup=self.ops.setup.value,
             summary=self.spec.summary(),
             blast_radius=tuple(self.blast_radius()),
             changes=tuple(changes),

@@ -1,62 +1,60 @@
-"""``crash``: SIGKILL the target proxy, once or N times at an interval (a crash loop).
+"""``crash``: kill the target proxy, once or N times at an interval (a crash loop).
 
-The supervisor restarts it under its CrashLoopBackOff policy, so recovery is
-measured from injection. In ambient the target is the node proxy: every pod on
-the node loses its data path.
+The platform restarts it under its restart policy (the supervisor's or the
+kubelet's CrashLoopBackOff), so recovery is measured from injection. Where a
+proxy serves a whole node (ambient's node proxy), every pod on the node loses
+its data path: the platform says which pods each proxy carries.
 """
 
 from __future__ import annotations
 
 import threading
 
+from chaos.errors import ChaosError
 from chaos.faults.base import Change, Evidence, Fault, FaultPlan
+from chaos.platforms.base import ProxyTarget
 from chaos.spec import CrashFault
 
 
 class CrashFaultDriver(Fault[CrashFault]):
     fault_type = "crash"
     _kills = 0
+    _failures: list[str] = []  # noqa: RUF012 - replaced per instance in apply()
     _restarts_before: dict[str, int] = {}  # noqa: RUF012 - replaced per instance in apply()
     _stop: threading.Event | None = None
     _thread: threading.Thread | None = None
 
-    def _processes(self) -> list[str]:
-        return self.ops.proxy_processes(self.pods, self.spec.target.node)
+    def _targets(self) -> list[ProxyTarget]:
+        return self.ops.crash_targets(self.pods, self.spec.target.node)
 
     def blast_radius(self) -> list[str]:
-        layout = self.ops.layout
-        if layout.node_proxies:
-            nodes = (
-                {self.spec.target.node} if self.spec.target.node else {p.node for p in self.pods}
-            )
-            return [p.name for p in layout.pods if p.node in nodes]
-        return [p.name for p in self.pods]
+        return list(dict.fromkeys(pod for t in self._targets() for pod in t.affects))
 
     def plan(self) -> FaultPlan:
         times = self.spec.times
         every = f" every {self.spec.interval:g} s" if times > 1 and self.spec.interval else ""
         changes = [
-            Change(
-                proc, f"SIGKILL {times}x{every}", "stop further kills; the supervisor restarts it"
-            )
-            for proc in self._processes()
+            Change(t.name, f"{t.mechanism} {times}x{every}", t.undo) for t in self._targets()
         ]
         return self._plan(changes, self_healing=True)
 
     def apply(self) -> None:
         self._stop = threading.Event()
-        self._restarts_before = {p: self.ops.restarts(p) for p in self._processes()}
+        self._restarts_before = {t.name: self.ops.proxy_restarts(t) for t in self._targets()}
         self._kills = 0
+        self._failures = []
         self._kill_all()
         if self.spec.times > 1:
             self._thread = threading.Thread(target=self._loop, name="crash-loop", daemon=True)
             self._thread.start()
 
     def _kill_all(self) -> None:
-        for proc in self._processes():
+        for target in self._targets():
             try:
-                self.ops.kill(proc)
-            except Exception:
+                self.ops.kill_proxy(target)
+            except ChaosError as exc:
+                # Down already (restarting, in back-off): no kill this round; verify says why.
+                self._failures.append(f"{target.name}: {exc}")
                 continue
             self._kills += 1
 
@@ -71,10 +69,14 @@ class CrashFaultDriver(Fault[CrashFault]):
 
     def verify(self) -> Evidence:
         before = self._restarts_before
-        rises = {p: self.ops.restarts(p) - before.get(p, 0) for p in self._processes()}
+        rises = {
+            t.name: self.ops.proxy_restarts(t) - before.get(t.name, 0) for t in self._targets()
+        }
         detail = f"{self._kills} kills; restarts " + ", ".join(
             f"{p}: {n}" for p, n in rises.items()
         )
+        if self._failures:
+            detail += "; kills that failed: " + "; ".join(self._failures[:3])
         return Evidence(self._kills > 0, detail)
 
     def revert(self) -> None:

@@ -1,47 +1,29 @@
 """Identity faults: ``cert-expiry``, ``control-plane-outage`` and ``policy-desync``.
 
 * cert-expiry: the target's workload certificate expires while rotation is
-  blocked. Revert restores rotation: sidecar re-runs the init step and restarts
-  the proxy (as an operator would); mesh and ambient re-issue through SDS.
+  blocked; revert restores rotation and a fresh certificate (how is the
+  platform's: re-run an init step, re-issue through SDS, a new Secret).
   Connections already open survive an expiry (FACTS.md): how fast it shows
   depends on the proxies' connection lifetime, a reported parameter.
 * control-plane-outage: the CA and config push stop for the hold; with a short
-  ``cert_ttl`` the certificates expire during it. The sidecar setup has no
-  control plane, so the outage cannot reach it.
-* policy-desync: the identity provider rotates its signing key; the sidecar
-  keeps its stale key set until revert, the mesh's control plane pushes the new
-  one, ambient validates no JWTs.
+  ``cert_ttl`` the certificates expire during it. Where a setup has no control
+  plane the outage cannot reach it, and verify says so.
+* policy-desync: the identity provider rotates its signing key; proxies that
+  hold a stale key set deny fresh tokens until revert, a control plane that
+  pushes key sets heals it. Where nothing validates tokens it has no effect.
+
+Each ``verify`` reads the effect from the platform (expired certificates and TLS
+failures; overdue rotations and queued pushes; denied tokens and delivered key
+sets), never from the fact that ``apply`` ran.
 """
 
 from __future__ import annotations
 
 import time
-from datetime import timedelta
 
 from chaos.faults.base import Change, Evidence, Fault, FaultPlan
-from chaos.platforms.local.faultops import counters
-from chaos.platforms.local.layout import Pod, Setup
+from chaos.platforms.base import Pod
 from chaos.spec import CertExpiryFault, ControlPlaneOutageFault, PolicyDesyncFault
-
-_TLS_FAILURES = (".ssl.fail_verify_error", ".ssl.connection_error", ".upstream_cx_connect_fail")
-_JWT_DENIED = (".jwt_authn.denied",)
-
-
-def _admin_urls(
-    fault: Fault[CertExpiryFault] | Fault[ControlPlaneOutageFault] | Fault[PolicyDesyncFault],
-) -> list[str]:
-    return [url for _, url in fault.ops.layout.proxy_admins()]
-
-
-def _counts(urls: list[str], suffixes: tuple[str, ...]) -> dict[str, int]:
-    """Every matching counter of every reachable proxy, keyed by proxy and counter name."""
-    found: dict[str, int] = {}
-    for url in urls:
-        try:
-            found |= {f"{url} {name}": value for name, value in counters(url, suffixes).items()}
-        except Exception:
-            continue
-    return found
 
 
 def _rise(before: dict[str, int], after: dict[str, int]) -> int:
@@ -56,40 +38,36 @@ class CertExpiryFaultDriver(Fault[CertExpiryFault]):
     _touched: tuple[Pod, ...] = ()
 
     def plan(self) -> FaultPlan:
-        setup = self.ops.layout.setup
-        undo = {
-            Setup.SIDECAR: "re-run the init step (fresh certificate), restart the proxy",
-            Setup.MESH: "agent re-issues through SDS, rotation unblocked",
-            Setup.AMBIENT: "node proxy re-fetches a fresh certificate (SDS), rotation unblocked",
-        }[setup]
         action = f"certificate expires {self.spec.ttl:g} s after injection, rotation blocked"
-        if setup is Setup.SIDECAR:
-            action += " (the proxy restarts to load it: sidecar certs are read at start only)"
-        return self._plan([Change(f"{p.name} identity", action, undo) for p in self.pods])
+        changes = []
+        for pod in self.pods:
+            how = self.ops.expiry_mechanism(pod, self.spec.ttl)
+            text = f"{action} ({how.action})" if how.action else action
+            changes.append(Change(how.subject, text, how.undo))
+        return self._plan(changes)
 
     def apply(self) -> None:
-        ttl = timedelta(seconds=self.spec.ttl)
         self._not_after = {}
         for pod in self.pods:
             # Marked before it is touched: a half-done expiry is restored too.
             self._touched = (*self._touched, pod)
-            self._not_after[pod.name] = self.ops.expire_cert(pod, ttl)
-        # Counted after the expiry is in place: in the sidecar setup it restarts proxies,
-        # which starts their counters again from zero.
-        self._tls_before = _counts(_admin_urls(self), _TLS_FAILURES)
+            self._not_after[pod.name] = self.ops.expire_identity(pod, self.spec.ttl)
+        # Counted after the expiry is in place: a platform may restart proxies to load
+        # the short-lived certificate, which starts their counters again from zero.
+        self._tls_before = self.ops.tls_failures()
 
     def verify(self) -> Evidence:
         now = time.time()
         expired = [name for name, at in self._not_after.items() if at <= now]
-        failures = _rise(self._tls_before, _counts(_admin_urls(self), _TLS_FAILURES))
+        failures = _rise(self._tls_before, self.ops.tls_failures())
         detail = f"expired: {', '.join(expired) or 'none yet'}; TLS/connect failures: {failures}"
         return Evidence(bool(expired) and failures > 0, detail)
 
     def revert(self) -> None:
-        # Only what apply touched, once: restoring restarts a sidecar's proxy, which a
-        # second revert (or a revert before apply) must not do again.
+        # Only what apply touched, once: restoring may restart a proxy, which a second
+        # revert (or a revert before apply) must not do again.
         while self._touched:
-            self.ops.restore_cert(self._touched[0])
+            self.ops.restore_identity(self._touched[0])
             self._touched = self._touched[1:]
 
 
@@ -98,103 +76,71 @@ class ControlPlaneOutageFaultDriver(Fault[ControlPlaneOutageFault]):
     _applied = False
 
     def blast_radius(self) -> list[str]:
-        if self.ops.layout.setup is Setup.SIDECAR:
+        if not self.ops.control_plane_mechanisms(self.spec.cert_ttl):
             return []
-        return [p.name for p in self.ops.layout.pods]
+        return [p.name for p in self.ops.workload.pods]
 
     def plan(self) -> FaultPlan:
-        setup = self.ops.layout.setup
-        if setup is Setup.SIDECAR:
+        mechanisms = self.ops.control_plane_mechanisms(self.spec.cert_ttl)
+        if not mechanisms:
             return self._plan([Change("control plane", "none in this setup: nothing to stop", "-")])
-        changes = [
-            Change("CA", "stop issuing and rotating certificates", "resume; re-issue overdue")
-        ]
-        if setup is Setup.MESH:
-            changes.append(Change("config push", "queue every push", "resume; push the queue"))
-        if self.spec.cert_ttl:
-            changes.append(
-                Change(
-                    "all identities",
-                    f"re-issued with a {self.spec.cert_ttl:g} s lifetime",
-                    "fresh certificates with the normal lifetime",
-                )
-            )
-        return self._plan(changes)
+        return self._plan([Change(m.subject, m.action, m.undo) for m in mechanisms])
 
     def apply(self) -> None:
-        topology = self.ops.topology
-        agent = topology.cert_agent
-        if agent is None:
-            return
-        # Blocked first: the short certificates are due for rotation at half their life,
-        # and the agent's thread would otherwise renew some before the block came in.
-        agent.block()
         self._applied = True
-        if topology.control_plane is not None:
-            topology.control_plane.pause()
-        if self.spec.cert_ttl:
-            for status in agent.status():
-                agent.issue_now(status.dir, timedelta(seconds=self.spec.cert_ttl))
+        self.ops.stop_control_plane(self.spec.cert_ttl)
 
     def verify(self) -> Evidence:
-        topology = self.ops.topology
-        if topology.cert_agent is None:
-            return Evidence(True, "sidecar: no control plane; the outage does not reach it")
-        paused = topology.control_plane.paused if topology.control_plane else True
-        expired = [s for s in topology.cert_agent.status() if s.expired]
-        detail = f"CA down; config push {'paused' if paused else 'running'}; "
-        detail += f"{len(expired)} certificates expired"
-        return Evidence(self._applied, detail)
+        state = self.ops.control_plane_state()
+        if not state.stopped:
+            return Evidence(False, f"the control plane is not down: {state.detail}")
+        bit = state.rotations_missed + state.pushes_blocked + state.certs_expired
+        if not bit:
+            return Evidence(
+                False,
+                f"control plane down, but nothing needed it during the hold: {state.detail}",
+            )
+        return Evidence(True, f"control plane down: {state.detail}")
 
     def revert(self) -> None:
-        topology = self.ops.topology
-        if topology.control_plane is not None:
-            topology.control_plane.resume()
-        if topology.cert_agent is not None:
-            topology.cert_agent.unblock()
+        if self._applied:
+            self.ops.start_control_plane()
+            self._applied = False
 
 
 class PolicyDesyncFaultDriver(Fault[PolicyDesyncFault]):
     fault_type = "policy-desync"
     _denied_before: dict[str, int] = {}  # noqa: RUF012 - replaced per instance in apply()
+    _updates_before = 0
     _rotated = False
 
     def blast_radius(self) -> list[str]:
-        if self.ops.layout.setup is Setup.AMBIENT:
+        if not self.ops.validates_tokens():
             return []
-        return [p.name for p in self.ops.layout.pods]
+        return [p.name for p in self.ops.workload.pods]
 
     def plan(self) -> FaultPlan:
-        holders = {
-            Setup.SIDECAR: "sidecars keep their stale key set (read once at start)",
-            Setup.MESH: "the control plane pushes the new key set to every proxy",
-            Setup.AMBIENT: "no JWT validation in this setup",
-        }[self.ops.layout.setup]
-        return self._plan(
-            [
-                Change(
-                    "identity provider",
-                    f"rotate the signing key; {holders}",
-                    "restore the previous signing key",
-                )
-            ]
-        )
+        how = self.ops.key_rotation_mechanism()
+        return self._plan([Change(how.subject, how.action, how.undo)])
 
     def apply(self) -> None:
-        self._denied_before = _counts(_admin_urls(self), _JWT_DENIED)
-        self.ops.topology.idp.rotate_key()
+        self._denied_before = self.ops.token_denials()
+        self._updates_before = self.ops.key_set_updates()
         self._rotated = True
+        self.ops.rotate_signing_key()
 
     def verify(self) -> Evidence:
-        if self.ops.layout.setup is Setup.AMBIENT:
+        if not self.ops.validates_tokens():
             # Nothing validates tokens here: the rotation cannot reach the data path.
-            return Evidence(
-                False, "no proxy validates JWTs in ambient; the rotation changed nothing"
-            )
-        denied = _rise(self._denied_before, _counts(_admin_urls(self), _JWT_DENIED))
-        return Evidence(self._rotated, f"signing key rotated; {denied} requests denied since")
+            return Evidence(False, "no proxy validates JWTs here; the rotation changed nothing")
+        denied = _rise(self._denied_before, self.ops.token_denials())
+        updates = self.ops.key_set_updates() - self._updates_before
+        detail = f"signing key rotated; {denied} requests denied since"
+        if updates:
+            detail += f"; the new key set reached proxies {updates} times"
+        return Evidence(self._rotated and (denied > 0 or updates > 0), detail)
 
     def revert(self) -> None:
         if self._rotated:
-            self.ops.topology.idp.revert()
+            self.ops.restore_signing_key()
             self._rotated = False

@@ -1,0 +1,25 @@
+"""Platforms: where experiments run. The port is :mod:`chaos.platforms.base`.
+
+Platforms register through the ``sidecar_chaos.platforms`` entry point group
+(``local``, ``kubernetes``, ``fake``) and load lazily by name, as faults do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from chaos import plugins
+from chaos.platforms.base import Platform
+
+
+def platform_factory(name: str) -> Callable[..., Platform]:
+    """The factory registered for platform ``name`` (call it with the platform's options)."""
+    loaded = plugins.load(plugins.PLATFORMS, name, "platform")
+    if not callable(loaded):
+        raise TypeError(f"platform {name!r} is registered as {loaded!r}, not a factory")
+    factory: Callable[..., Platform] = loaded
+    return factory
+
+
+def platform_names() -> list[str]:
+    return plugins.names(plugins.PLATFORMS)

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 from chaos.report.history import DEFAULT_HISTORY, HistoryStore, RecordedResult, RecordedRun
 from chaos.report.html import render_report
-from chaos.report.junit import JUNIT_FILE, write_junit
-from chaos.report.meta import META_FILE, RunMeta, read_meta, write_meta
+from chaos.report.junit import write_junit
+from chaos.report.meta import RunMeta, read_meta, write_meta
 from chaos.report.trend import Regression, SeriesTrend, TrendResult, analyze_trend, render_trend
 
 __all__ = [
     "DEFAULT_HISTORY",
-    "JUNIT_FILE",
-    "META_FILE",
     "HistoryStore",
     "RecordedResult",
     "RecordedRun",

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from chaos.analysis import read_results
 from chaos.errors import InputError
-from chaos.report.meta import META_FILE, RunMeta, read_meta
+from chaos.report.meta import RunMeta, read_meta
+from chaos.rundir import META_FILE
 
 DEFAULT_HISTORY = Path("reports") / "history.db"
 

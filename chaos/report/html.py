@@ -28,7 +28,7 @@ from chaos.report.charts import (
 )
 from chaos.report.rundata import RunData, load_run
 from chaos.report.verdict import FaultVerdict, fault_verdict, seconds
-from chaos.traffic.samples import load_samples, samples_dir
+from chaos.rundir.samples import load_samples, samples_dir
 
 TEMPLATES = Path(__file__).parent / "templates"
 

@@ -21,10 +21,9 @@ from pathlib import Path
 
 from chaos.analysis import FaultResult, Summary, read_results
 from chaos.errors import InputError
-from chaos.report.meta import META_FILE, RunMeta, read_meta
+from chaos.report.meta import RunMeta, read_meta
 from chaos.report.verdict import seconds
-
-JUNIT_FILE = "junit.xml"
+from chaos.rundir import JUNIT_FILE, META_FILE
 
 
 def _problems(runs: Sequence[FaultResult]) -> tuple[list[str], list[str]]:

@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from chaos.errors import InputError
-
-META_FILE = "meta.json"
+from chaos.rundir import META_FILE
 
 #: A parameter value: parameters are shown in the report's method section as they are.
 ParamValue = str | int | float | bool | None

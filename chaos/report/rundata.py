@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chaos.analysis import FaultResult, RunAnalysis, read_results
-from chaos.engine.journal import JournalEntry, read_journal
 from chaos.errors import ChaosError
-from chaos.report.meta import META_FILE, RunMeta, read_meta
-
-EXPERIMENT_FILE = "experiment.yaml"
+from chaos.report.meta import RunMeta, read_meta
+from chaos.rundir import EXPERIMENT_FILE, META_FILE
+from chaos.rundir.journal import JournalEntry, read_journal
 
 #: Journal ``event`` kinds drawn on timelines, with a short label.
 EVENT_LABELS: dict[str, str] = {

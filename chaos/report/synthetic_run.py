@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from chaos.analysis import CounterSample, FaultWindow, SteadyState, analyze_run, write_results
+from chaos.analysis import FaultWindow, SteadyState, analyze_run, write_results
 from chaos.analysis.synthetic import Outage, Slowdown, synthetic_samples
-from chaos.engine.journal import JOURNAL_FILE
 from chaos.report.meta import RunMeta, write_meta
-from chaos.report.rundata import EXPERIMENT_FILE
-from chaos.traffic.chunks import encode_chunk
-from chaos.traffic.samples import samples_dir
+from chaos.rundir import EXPERIMENT_FILE, JOURNAL_FILE
+from chaos.rundir.chunks import encode_chunk
+from chaos.rundir.counters import CounterSample
+from chaos.rundir.samples import samples_dir
 
 _STRING_COLUMNS = ("endpoint", "method", "error_kind", "write_id")
 

@@ -12,7 +12,7 @@ or ``SpecErrorGroup`` (a ``SpecError``; one line per problem) when there are sev
 
 from __future__ import annotations
 
-from chaos.spec._base import ALL_SETUPS, SetupName
+from chaos.spec._base import ALL_SETUPS, Setup, SetupName
 from chaos.spec.durations import (
     CertLifetime,
     Duration,
@@ -67,6 +67,7 @@ __all__ = [
     "NormalDelay",
     "P95Above",
     "PolicyDesyncFault",
+    "Setup",
     "SetupName",
     "SpecErrorGroup",
     "SteadyState",

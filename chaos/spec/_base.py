@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import enum
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, Strict
 from pydantic_core import PydanticCustomError
 
-#: The setups an experiment compares (``chaos.platforms.local.layout.Setup`` values).
-SetupName = Literal["sidecar", "mesh", "ambient"]
-ALL_SETUPS: tuple[SetupName, ...] = ("sidecar", "mesh", "ambient")
+
+class Setup(enum.StrEnum):
+    """The three ways of putting a proxy in the request path (every platform offers them).
+
+    The one definition of the setup names: the spec, the CLI and every platform use it.
+    """
+
+    SIDECAR = "sidecar"
+    MESH = "mesh"
+    AMBIENT = "ambient"
+
+
+#: A setup as an experiment file names it (validated into :class:`Setup`).
+SetupName = Setup
+ALL_SETUPS: tuple[Setup, ...] = tuple(Setup)
 
 # Strict numbers: YAML's `yes`, `"3"` or `3.5` must not turn silently into an int.
 Int = Annotated[int, Strict()]

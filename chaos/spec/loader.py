@@ -14,16 +14,16 @@ from __future__ import annotations
 import copy
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 from pydantic import ValidationError
 
 from chaos.errors import SpecError
 from chaos.spec._base import ALL_SETUPS
-from chaos.spec.messages import Override, spec_errors
+from chaos.spec.messages import Override, located_error, spec_errors
 from chaos.spec.models import BASE_DIR, Experiment
 from chaos.spec.source import Loc, Source, read_source
 
@@ -44,13 +44,30 @@ class SpecErrorGroup(SpecError):
         return "\n".join(str(e) for e in self.errors)
 
 
+class Located(Protocol):
+    """A problem found by a check beyond the schema (a platform's), at a field of the file."""
+
+    @property
+    def at(self) -> tuple[str | int, ...]: ...
+
+    @property
+    def message(self) -> str: ...
+
+
+#: A check of a valid experiment that only its platform can make (unknown targets...).
+Check = Callable[[Experiment], Sequence[Located]]
+
+
 def load_experiment(
     path: Path | str,
     overrides: Sequence[str] = (),
     setups: Sequence[str] = (),
+    check: Check | None = None,
 ) -> Experiment:
     """Read ``path``, apply ``--set`` ``overrides``, validate, and narrow to ``setups``.
 
+    ``check`` then looks at the valid experiment (the platform's checks: targets against
+    its workload); each problem it finds is reported at its field's line.
     Raises ``SpecError`` (or ``SpecErrorGroup`` for several problems) for anything wrong
     with the file, an override or a setup name; never a YAML or pydantic exception.
     """
@@ -63,7 +80,16 @@ def load_experiment(
     except ValidationError as exc:
         errors = spec_errors(exc, Source(source.file, data, source.lines), applied, _schema())
         raise (errors[0] if len(errors) == 1 else SpecErrorGroup(errors)) from None
-    return _narrow(experiment, setups, source)
+    experiment = _narrow(experiment, setups, source)
+    if check is not None:
+        found = [
+            located_error(p.message, p.at, Source(source.file, data, source.lines), applied)
+            for p in check(experiment)
+        ]
+        if found:
+            found.sort(key=lambda e: (e.line is None, e.line or 0, e.field or ""))
+            raise found[0] if len(found) == 1 else SpecErrorGroup(found)
+    return experiment
 
 
 def experiment_json_schema() -> dict[str, Any]:

@@ -75,7 +75,13 @@ def _one(
     loc = _clean_loc(raw, source.data)
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         loc = (*loc, str(ctx.get("discriminator", "type")).strip("'"))
-    message = _message(err, loc, source, schema)
+    return located_error(_message(err, loc, source, schema), loc, source, overrides)
+
+
+def located_error(
+    message: str, loc: Loc, source: Source, overrides: Sequence[Override]
+) -> SpecError:
+    """A ``SpecError`` at ``loc``: its line in the file, or the ``--set`` that wrote it."""
     for override in overrides:
         if override.covers(loc):
             return SpecError(

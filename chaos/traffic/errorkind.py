@@ -13,16 +13,11 @@ import errno
 import socket
 import ssl
 from collections.abc import Iterator
-from typing import Final
 
-OK: Final = ""
-CONNECT: Final = "connect"
-RESET: Final = "reset"
-TLS: Final = "tls"
-TIMEOUT: Final = "timeout"
-HTTP: Final = "http"
-ERROR_KINDS: Final = (OK, CONNECT, RESET, TLS, TIMEOUT, HTTP)
-"""Every error kind; ``""`` is success."""
+from chaos.rundir.samples import ERROR_KINDS, OK
+
+# The kinds are the run directory's contract (chaos.rundir.samples); named here for classify.
+CONNECT, RESET, TLS, TIMEOUT, HTTP = ERROR_KINDS
 
 _CONNECT_ERRNOS = frozenset(
     {

@@ -1,7 +1,7 @@
 """Cheap live statistics over the last second, read from the sample files as they grow.
 
 Freshness: the Locust processes write a chunk at least every 0.25 s
-(:data:`chaos.traffic.chunks.DEFAULT_MAX_AGE_S`), so the window is the second of
+(:data:`chaos.rundir.chunks.DEFAULT_MAX_AGE_S`), so the window is the second of
 request *completions* that ended between 1.25 s and 0.25 s ago; every request that
 finished in it has been written. A request still in flight (a timeout to come) is
 counted when it ends, not when it started.
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from chaos.traffic.chunks import DEFAULT_MAX_AGE_S, SUFFIX, ChunkTail
+from chaos.rundir.chunks import DEFAULT_MAX_AGE_S, SUFFIX, ChunkTail
 
 WINDOW_S = 1.0
 LAG_S = DEFAULT_MAX_AGE_S

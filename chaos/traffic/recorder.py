@@ -25,10 +25,10 @@ from locust import events
 from locust.env import Environment
 from locust.runners import WorkerRunner
 
-from chaos.traffic.chunks import DEFAULT_MAX_AGE_S, SUFFIX, SampleWriter
+from chaos.rundir.chunks import DEFAULT_MAX_AGE_S, SUFFIX, SampleWriter
+from chaos.rundir.samples import samples_dir
 from chaos.traffic.config import load_current_config
 from chaos.traffic.errorkind import classify
-from chaos.traffic.samples import samples_dir
 
 T0_KEY = "chaos_t0"
 """Request context key: ``time.monotonic()`` when the user started the request."""

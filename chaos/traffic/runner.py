@@ -3,7 +3,7 @@
 This module never imports locust (``import locust`` monkey-patches the interpreter
 with gevent); it starts ``python -m locust`` and reads what the recorder writes.
 
-Process hygiene comes from :mod:`chaos.platforms.local.procutil`: every Locust
+Process hygiene comes from :mod:`chaos.proc`: every Locust
 process gets its own session (a terminal's Ctrl-C reaches the runner, which stops
 Locust in order) and ``PR_SET_PDEATHSIG=SIGKILL``, so a runner killed outright
 leaves no Locust behind. The death signal follows the *thread* that started the
@@ -26,10 +26,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from chaos.errors import ProcessError, StartupError
-from chaos.platforms.local.procutil import kill_group, spawn, stop_processes
+from chaos.proc import kill_group, spawn, stop_processes
+from chaos.rundir.samples import load_samples, samples_dir
 from chaos.traffic.config import CONFIG_ENV, TrafficConfig
 from chaos.traffic.live import LiveStats, LiveTail
-from chaos.traffic.samples import load_samples, samples_dir
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -221,7 +221,7 @@ class TrafficRun:
         stop_processes([p.popen for p in self._procs], grace_s)
 
     def _kill_all(self) -> None:
-        # runs on the deadline timer's thread: signal only, never reap (see procutil)
+        # runs on the deadline timer's thread: signal only, never reap (see chaos.proc)
         for proc in self._procs:
             if proc.popen.returncode is None:
                 kill_group(proc.pid)
@@ -234,7 +234,7 @@ class TrafficRun:
         return samples_dir(self.config.out_dir)
 
     def samples(self) -> pd.DataFrame:
-        """Every sample recorded so far (see :func:`chaos.traffic.samples.load_samples`)."""
+        """Every sample recorded so far (see :func:`chaos.rundir.samples.load_samples`)."""
         return load_samples(self.samples_path)
 
     def live_stats(self) -> LiveStats:

@@ -23,12 +23,12 @@ from typing import Any
 import httpx
 from pydantic import TypeAdapter
 
-from chaos.engine.journal import JournalEntry, read_journal
 from chaos.faults import driver_for
 from chaos.faults.base import Fault
 from chaos.platforms.local.faultops import LocalFaultOps
-from chaos.platforms.local.procutil import pid_alive
 from chaos.platforms.local.topology import LocalTopology
+from chaos.proc import pid_alive
+from chaos.rundir.journal import JournalEntry, read_journal
 from chaos.spec import Fault as FaultSpec
 
 #: Status recorded for a request that got no HTTP answer at all.

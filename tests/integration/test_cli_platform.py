@@ -24,7 +24,8 @@ import httpx
 import pytest
 
 from chaos.platforms.local import registry
-from chaos.platforms.local.layout import SERVICES, Setup, build_layout
+from chaos.platforms.local.layout import SERVICES, build_layout
+from chaos.spec import Setup
 from tests.conftest import LEAK_TIMEOUT_S, ProcessTracker, lease_slot
 
 CLI = str(Path(sys.executable).with_name("sidecar-chaos"))
@@ -65,7 +66,7 @@ def all_pids(status: dict[str, Any]) -> list[int]:
 
 
 def alive_after(pids: list[int], timeout_s: float = LEAK_TIMEOUT_S) -> list[int]:
-    from chaos.platforms.local.procutil import pid_alive
+    from chaos.proc import pid_alive
 
     deadline = time.monotonic() + timeout_s
     while True:

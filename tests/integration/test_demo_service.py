@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chaos.platforms.local.procutil import spawn, stop_processes
+from chaos.proc import spawn, stop_processes
 
 CLIENT_ADDRESS = "127.0.251.99"
 

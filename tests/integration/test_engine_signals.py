@@ -9,6 +9,7 @@ The exception case runs the engine in-process with a hold that raises.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -17,9 +18,10 @@ from pathlib import Path
 import pytest
 
 from chaos.engine.clean import clean_run
-from chaos.engine.journal import Journal, read_journal
 from chaos.engine.run import Engine, RunOptions, WindowKey
-from chaos.platforms.local.procutil import pid_alive
+from chaos.platforms.local.platform import LocalPlatform
+from chaos.proc import RUN_MARKER_ENV, pid_alive, start_ticks
+from chaos.rundir.journal import Journal, read_journal
 from chaos.spec import load_experiment
 from chaos.traffic import TrafficRun
 from tests.conftest import TEST_BACKOFF
@@ -157,7 +159,9 @@ def test_an_exception_in_the_hold_still_reverts(
     monkeypatch.setattr(Engine, "_hold", hold)
     run_dir = tmp_path / "run"
     engine = Engine(
-        experiment, RunOptions(run_dir=run_dir, slots={"sidecar": free_slot}, backoff=TEST_BACKOFF)
+        experiment,
+        LocalPlatform(slots={"sidecar": free_slot}, backoff=TEST_BACKOFF),
+        RunOptions(run_dir=run_dir),
     )
     with pytest.raises(HoldFailed):
         engine.run()
@@ -185,29 +189,91 @@ def test_an_exception_in_the_hold_still_reverts(
     assert window.inject_t is not None and window.revert_t is not None
 
 
-def test_clean_kills_the_runs_leftovers_but_not_a_process_that_reused_a_pid(
-    tmp_path: Path,
-) -> None:
+def _sleeper(cwd: Path, marker: str | None) -> subprocess.Popen[bytes]:
+    env = {"PATH": "/usr/bin:/bin"}
+    if marker is not None:
+        env[RUN_MARKER_ENV] = marker
+    return subprocess.Popen(["sleep", "30"], cwd=cwd, env=env, start_new_session=True)
+
+
+def test_clean_kills_only_processes_proven_to_be_the_runs(tmp_path: Path) -> None:
+    """Identity is pid + start time + the run's marker; look-alikes are left alone.
+
+    Planted: the run's own process (all three match); a stranger with the same command
+    line and working directory but no marker; a process with the run's marker whose
+    start time does not match the ledger (the pid was reused); a process carrying
+    another run's marker; and a process started as ``RUN_DIR/../..`` + sleep, whose
+    command line mentions the run directory (what the old substring test killed).
+    """
     run_dir = tmp_path / "run"
-    pod_dir = run_dir / "topologies" / "sidecar-abort-1" / "checkout-0"
+    topo_dir = run_dir / "topologies" / "sidecar-abort-1" / "sidecar"
     elsewhere = tmp_path / "elsewhere"
-    pod_dir.mkdir(parents=True)
+    topo_dir.mkdir(parents=True)
     elsewhere.mkdir()
-    ours = subprocess.Popen(["sleep", "30"], cwd=pod_dir, start_new_session=True)
-    stranger = subprocess.Popen(["sleep", "30"], cwd=elsewhere, start_new_session=True)
+    marker, other = "a" * 32, "b" * 32
+    ours = _sleeper(topo_dir, marker)
+    stranger = _sleeper(topo_dir, None)
+    reused = _sleeper(elsewhere, marker)
+    foreign = _sleeper(elsewhere, other)
+    sneaky_path = f"{run_dir}/../../../../../../usr/bin/sleep"
+    sneaky = subprocess.Popen(
+        [sneaky_path, "30"], cwd=elsewhere, start_new_session=True, env={"PATH": "/usr/bin"}
+    )
+    locust = _sleeper(elsewhere, marker)
+    locust_reused = _sleeper(elsewhere, marker)
+    procs = (ours, stranger, reused, foreign, sneaky, locust, locust_reused)
     try:
+        ledger = topo_dir / "processes.jsonl"
+        rows = [
+            ("checkout-0.proxy", ours.pid, start_ticks(ours.pid)),
+            ("checkout-0.app", stranger.pid, start_ticks(stranger.pid)),
+            ("checkout-1.proxy", reused.pid, (start_ticks(reused.pid) or 0) - 100),
+            ("payments-0.proxy", foreign.pid, start_ticks(foreign.pid)),
+            ("payments-1.proxy", sneaky.pid, start_ticks(sneaky.pid)),
+        ]
+        ledger.write_text(
+            "".join(
+                json.dumps({"name": n, "pid": p, "start_ticks": t, "marker": marker}) + "\n"
+                for n, p, t in rows
+            )
+        )
         with Journal(run_dir) as journal:
-            journal.write("topology_up", pids={"checkout-0.proxy": ours.pid, "x": stranger.pid})
+            journal.write("run_started", platform="local", marker=marker)
+            journal.write(
+                "topology_up",
+                pids={n: p for n, p, _ in rows},
+                ledger=str(ledger),
+                marker=marker,
+            )
+            journal.write(
+                "traffic_started",
+                processes=[
+                    [locust.pid, start_ticks(locust.pid)],
+                    [locust_reused.pid, (start_ticks(locust_reused.pid) or 0) + 7],
+                ],
+            )
             journal.write("fault_planned", fault_id="f1")
             journal.write("fault_applied", fault_id="f1")
         lines = clean_run(run_dir)
         assert ours.wait(timeout=5) == -signal.SIGKILL
-        assert stranger.poll() is None, "clean killed a process that is not the run's"
+        assert locust.wait(timeout=5) == -signal.SIGKILL
+        time.sleep(0.2)
+        for survivor in (stranger, reused, foreign, sneaky, locust_reused):
+            assert survivor.poll() is None, f"clean killed {survivor.args}, not the run's"
         assert f"killed leftover process checkout-0.proxy (pid {ours.pid})" in lines
-        assert not any(f"(pid {stranger.pid})" in line for line in lines)
+        assert f"killed leftover traffic process (pid {locust.pid})" in lines
+        assert sum("killed" in line for line in lines) == 2, lines
         reverted = [e for e in read_journal(run_dir) if e.kind == "fault_reverted"]
         assert [e.get_str("by") for e in reverted] == ["clean"]
     finally:
-        for proc in (ours, stranger):
+        for proc in procs:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("where", ["/", "~"])
+def test_clean_refuses_root_and_home(where: str) -> None:
+    from chaos.errors import InputError
+
+    with pytest.raises(InputError, match="refusing"):
+        clean_run(Path(where).expanduser())

@@ -42,13 +42,13 @@ from chaos.platforms.local.layout import (
     JWT_AUDIENCE,
     Pod,
     Port,
-    Setup,
     TopologyLayout,
     build_layout,
     spiffe_id,
 )
 from chaos.platforms.local.pki import CertificateAuthority, read_certificate, write_identity
-from chaos.platforms.local.procutil import spawn, stop_processes
+from chaos.proc import spawn, stop_processes
+from chaos.spec import Setup
 
 TTL = dt.timedelta(hours=1)
 

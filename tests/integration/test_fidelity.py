@@ -24,12 +24,11 @@ import pandas as pd
 import pytest
 
 from chaos.analysis import FaultResult, FaultWindow, SteadyState, measure_window
-from chaos.platforms.local.envoy_common import FaultConfig
-from chaos.platforms.local.events import EventKind
+from chaos.platforms.base import EventKind, HttpFault
+from chaos.platforms.local.backoff import BackoffPolicy
 from chaos.platforms.local.faultops import LocalFaultOps
-from chaos.platforms.local.layout import Setup
-from chaos.platforms.local.supervisor import BackoffPolicy
 from chaos.platforms.local.topology import LocalTopology, TopologyOptions, wait_until
+from chaos.spec import Setup
 from chaos.traffic import Endpoint, TrafficConfig, TrafficRun
 from tests.conftest import ProcessTracker, lease_slot
 from tests.integration.prober import Prober
@@ -130,13 +129,17 @@ def load(
         traffic.stop()
 
 
-def http_fault(ops: LocalFaultOps, fault: FaultConfig | None) -> float:
-    """Switch ``fault`` on (or off) at every frontend pod's inbound; the time before."""
-    sites = ops.http_sites(list(ops.layout.pods_of("frontend")), "inbound")
+def http_fault(ops: LocalFaultOps, fault: HttpFault | None) -> float:
+    """Switch ``fault`` on (or off, None) at every frontend pod's inbound; the time before."""
+    frontends = [p for p in ops.workload.pods if p.service == "frontend"]
+    sites = ops.http_fault_sites(frontends, "inbound")
     assert len(sites) == 2
     t = time.monotonic()
     for site in sites:
-        ops.set_http_fault(site, fault)
+        if fault is None:
+            ops.clear_http_fault(site)
+        else:
+            ops.set_http_fault(site, fault)
     return t
 
 
@@ -165,7 +168,7 @@ def test_abort_for_exactly_d_seconds_is_measured_as_d(topo: LocalTopology, tmp_p
     ops = LocalFaultOps.of(topo)
     with load(topo, tmp_path / "traffic") as run:
         try:
-            inject_t = http_fault(ops, FaultConfig(abort_percent=100, abort_status=503))
+            inject_t = http_fault(ops, HttpFault(percent=100, abort_status=503))
             time.sleep(max(0.0, inject_t + duration_s - time.monotonic()))
         finally:
             revert_t = http_fault(ops, None)
@@ -220,13 +223,15 @@ def test_crash_with_fixed_restart_delay_is_measured_as_the_outage(
     # total outage with one restart: connections are refused until it is back. Killing
     # both frontend proxies would restart them one after the other (two kills, two
     # backoffs), a 50 % error rate in between, and no single instant of recovery.
-    ops = LocalFaultOps.of(topo)
     with load(topo, tmp_path / "traffic") as run:
-        restarts = ops.restarts("ingress")
+        # The ingress is no pod's proxy, so it is not a crash target of the port: the
+        # supervisor kills it directly, as the crash fault's mechanism does for proxies.
+        supervisor = topo.supervisor
+        restarts = supervisor.restarts("ingress")
         inject_t = time.monotonic()
-        ops.kill("ingress")
+        supervisor.kill("ingress")
         # the supervisor notices the exit within its poll; wait for the restart, then ready
-        assert wait_until(lambda: ops.restarts("ingress") > restarts, RESTART_DELAY_S + 5.0)
+        assert wait_until(lambda: supervisor.restarts("ingress") > restarts, RESTART_DELAY_S + 5.0)
         topo.supervisor.wait_ready(["ingress"], timeout_s=10.0)
         time.sleep(HOLD_S + 1.5)
         end_t = time.monotonic()
@@ -290,7 +295,7 @@ def test_latency_fault_adds_its_delay_to_p50(topo: LocalTopology, tmp_path: Path
     # rate of the other tests keeps the 2-core machine out of its own queueing.
     with load(topo, tmp_path / "traffic", rate=100.0, users=20, path="/healthz") as run:
         try:
-            inject_t = http_fault(ops, FaultConfig(delay_percent=100, delay_ms=delay_ms))
+            inject_t = http_fault(ops, HttpFault(percent=100, delay_ms=delay_ms))
             time.sleep(2.0)
         finally:
             revert_t = http_fault(ops, None)

@@ -21,7 +21,7 @@ import pytest
 
 from chaos.platforms.local.idp import IdentityProvider, IdpServer
 from chaos.platforms.local.layout import JWT_AUDIENCE
-from chaos.platforms.local.procutil import spawn, stop_processes
+from chaos.proc import spawn, stop_processes
 
 ISSUER = "https://idp.sidecar.cluster.local"
 HOST = "127.0.0.1"

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chaos.traffic.samples import sample_files
+from chaos.rundir.samples import sample_files
 from tests.integration.conftest_faults import cli_argv, cli_env
 
 pytestmark = pytest.mark.timeout(120)

@@ -16,16 +16,12 @@ from pathlib import Path
 import pytest
 
 from chaos.errors import ProcessError, StartupError
-from chaos.platforms.local.events import Event, EventKind, EventLog
-from chaos.platforms.local.procutil import pid_alive
-from chaos.platforms.local.supervisor import (
-    BackoffPolicy,
-    HttpProbe,
-    ProcessSpec,
-    ProcessState,
-    Supervisor,
-    TcpProbe,
-)
+from chaos.platforms.base import Event, EventKind
+from chaos.platforms.local.backoff import BackoffPolicy
+from chaos.platforms.local.events import EventLog
+from chaos.platforms.local.probes import HttpProbe, TcpProbe
+from chaos.platforms.local.supervisor import ProcessSpec, ProcessState, Supervisor
+from chaos.proc import pid_alive
 
 POLICY = BackoffPolicy(
     initial_s=0.2, factor=2, max_s=1.6, reset_after_s=3, first_restart_immediate=False
@@ -327,8 +323,11 @@ RUNNER = textwrap.dedent(
     """
     import json, sys, time
     from pathlib import Path
-    from chaos.platforms.local.events import EventLog, EventKind
-    from chaos.platforms.local.supervisor import BackoffPolicy, HttpProbe, ProcessSpec, Supervisor
+    from chaos.platforms.base import EventKind
+    from chaos.platforms.local.events import EventLog
+    from chaos.platforms.local.backoff import BackoffPolicy
+    from chaos.platforms.local.probes import HttpProbe
+    from chaos.platforms.local.supervisor import ProcessSpec, Supervisor
 
     host, port, tmp = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     events = EventLog()

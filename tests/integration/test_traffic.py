@@ -26,7 +26,8 @@ from aiohttp import web
 
 from chaos.analysis.model import validate_samples
 from chaos.errors import InputError
-from chaos.traffic import SAMPLE_DTYPES, Endpoint, TrafficConfig, TrafficRun
+from chaos.rundir.samples import SAMPLE_DTYPES
+from chaos.traffic import Endpoint, TrafficConfig, TrafficRun
 from chaos.traffic.config import CONFIG_ENV
 
 pytestmark = pytest.mark.timeout(60)

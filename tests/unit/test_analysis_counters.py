@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from chaos.analysis import CounterSample, FaultWindow, counter_deltas, counter_frame
+from chaos.analysis import FaultWindow, counter_deltas, counter_frame
+from chaos.rundir.counters import CounterSample
 
 WINDOW = FaultWindow(
     setup="sidecar",

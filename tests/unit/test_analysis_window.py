@@ -6,7 +6,6 @@ import pandas as pd
 import pytest
 
 from chaos.analysis import (
-    CounterSample,
     FaultWindow,
     RecordedWrites,
     SampleSet,
@@ -16,6 +15,7 @@ from chaos.analysis import (
     window_buckets,
 )
 from chaos.analysis.synthetic import Hang, Outage, Slowdown, synthetic_samples
+from chaos.rundir.counters import CounterSample
 
 STEADY = SteadyState(max_error_rate=0.01, max_p95_ms=50.0)
 HOLD = 5.0

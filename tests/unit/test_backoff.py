@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chaos.platforms.local.supervisor import BackoffPolicy
+from chaos.platforms.local.backoff import BackoffPolicy
 
 
 def test_kubelet_defaults_restart_at_once_then_double_from_10_s_to_a_300_s_cap() -> None:

@@ -14,15 +14,17 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from chaos.platforms.base import EventKind
 from chaos.platforms.local.certagent import (
     CertAgent,
     IdentityStatus,
     init_identity,
     issue_for_at_least,
 )
-from chaos.platforms.local.events import EventKind, EventLog
-from chaos.platforms.local.layout import Setup, spiffe_id
+from chaos.platforms.local.events import EventLog
+from chaos.platforms.local.layout import spiffe_id
 from chaos.platforms.local.pki import CertificateAuthority, read_certificate
+from chaos.spec import Setup
 
 SPIFFE = spiffe_id(Setup.MESH, "checkout")
 TTL = dt.timedelta(seconds=2)

@@ -132,3 +132,46 @@ def test_console_script_validates_the_examples() -> None:
     )
     assert answer.returncode == 0, answer.stderr
     assert answer.stdout.count(": ok (") == len(EXAMPLES)
+
+
+# -- targets the platform's workload does not have: exit 2 before anything starts -------------
+
+_UNKNOWN_TARGETS = [
+    (
+        "target: {service: checkout, replica: 0}",
+        "target: {service: inventory}",
+        "service",
+        "no service 'inventory' (services: frontend, checkout, payments)",
+    ),
+    (
+        "target: {service: checkout, replica: 0}",
+        "target: {service: checkout, replica: 5}",
+        "replica",
+        "no replica 5 (replicas: 0, 1)",
+    ),
+    (
+        "target: {service: checkout, replica: 0}",
+        "target: {node: node-7}",
+        "node",
+        "no pod on node 'node-7' (nodes: node-1, node-2)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "field", "says"), _UNKNOWN_TARGETS)
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_an_unknown_target_is_exit_2_with_file_and_line(
+    tmp_path: Path, command: str, old: str, new: str, field: str, says: str
+) -> None:
+    text = (ROOT / "experiments" / "latency.yaml").read_text()
+    assert old in text
+    path = tmp_path / "target.yaml"
+    path.write_text(text.replace(old, new))
+    line = next(n for n, t in enumerate(path.read_text().splitlines(), 1) if new in t)
+    args = [command, str(path)] + (["--out", str(tmp_path / "run")] if command == "run" else [])
+    code, out, err = _invoke(*args)
+    assert code == 2, (code, out, err)
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"error: {path}:{line}: faults.0.target.{field}: {says} in the ")
+    assert not (tmp_path / "run").exists(), "run started something before refusing the target"

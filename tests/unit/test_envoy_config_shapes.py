@@ -17,7 +17,8 @@ from chaos.platforms.local.envoy_config import (
     proxy_configs,
 )
 from chaos.platforms.local.envoy_mesh import MeshState
-from chaos.platforms.local.layout import Setup, build_layout
+from chaos.platforms.local.layout import build_layout
+from chaos.spec import Setup
 
 
 def _configs(setup: Setup, opts: ProxyOptions | None = None) -> list[ProxyConfig]:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from chaos.platforms.local.events import Event, EventKind, EventLog
+from chaos.platforms.base import Event, EventKind
+from chaos.platforms.local.events import EventLog
 
 
 def test_events_are_stamped_and_filtered() -> None:

@@ -16,15 +16,16 @@ import pytest
 from pydantic import TypeAdapter
 from typer.testing import CliRunner
 
+from chaos import plugins
 from chaos.cli import app
 from chaos.engine.run import schedule
 from chaos.errors import FaultError
-from chaos.faults import BUILTIN, driver_for
+from chaos.faults import driver_for
 from chaos.faults.base import Fault, FaultPlan, resolve_targets
 from chaos.faults.http import delay_ms
-from chaos.platforms.local.faultops import LocalFaultOps
-from chaos.platforms.local.layout import Setup, build_layout
-from chaos.spec import FAULT_TYPES, LatencyFault, Target, load_experiment
+from chaos.platforms.local.faultops import LocalFaultOps, workload_of
+from chaos.platforms.local.layout import build_layout
+from chaos.spec import FAULT_TYPES, LatencyFault, Setup, Target, load_experiment
 from chaos.spec import Fault as FaultSpec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,7 +49,7 @@ def subjects(plan: FaultPlan) -> list[str]:
 
 
 def test_every_fault_type_has_a_registered_driver() -> None:
-    assert set(BUILTIN) == set(FAULT_TYPES)
+    assert set(plugins.names(plugins.FAULTS)) == set(FAULT_TYPES)
     for fault_type in FAULT_TYPES:
         driver: type[Fault[FaultSpec]] = driver_for(fault_type)
         assert driver.fault_type == fault_type
@@ -180,17 +181,20 @@ def test_plan_is_json_serialisable() -> None:
 def test_a_share_of_pods_is_reproducible_from_the_seed() -> None:
     layout = build_layout(Setup.MESH, Path("/nonexistent"), slot=11, ingress_port=1)
     target = Target(service="checkout", share=0.5)
-    picks = {tuple(p.name for p in resolve_targets(layout, target, seed)) for seed in range(20)}
+    picks = {
+        tuple(p.name for p in resolve_targets(workload_of(layout), target, seed))
+        for seed in range(20)
+    }
     assert picks == {("checkout-0",), ("checkout-1",)}
-    again = [p.name for p in resolve_targets(layout, target, 3)]
-    assert again == [p.name for p in resolve_targets(layout, target, 3)]
+    again = [p.name for p in resolve_targets(workload_of(layout), target, 3)]
+    assert again == [p.name for p in resolve_targets(workload_of(layout), target, 3)]
 
 
 def test_targets_by_node_and_replica() -> None:
     layout = build_layout(Setup.SIDECAR, Path("/nonexistent"), slot=11, ingress_port=1)
-    on_node = resolve_targets(layout, Target(node="node-2"), 0)
+    on_node = resolve_targets(workload_of(layout), Target(node="node-2"), 0)
     assert [p.name for p in on_node] == ["frontend-1", "checkout-1", "payments-1"]
-    one = resolve_targets(layout, Target(service="payments", replica=1), 0)
+    one = resolve_targets(workload_of(layout), Target(service="payments", replica=1), 0)
     assert [p.name for p in one] == ["payments-1"]
 
 
@@ -205,7 +209,7 @@ def test_targets_by_node_and_replica() -> None:
 def test_a_target_that_selects_nothing_is_a_fault_error(target: Target, field: str) -> None:
     layout = build_layout(Setup.SIDECAR, Path("/nonexistent"), slot=11, ingress_port=1)
     with pytest.raises(FaultError, match=field):
-        resolve_targets(layout, target, 0)
+        resolve_targets(workload_of(layout), target, 0)
 
 
 def test_a_planning_only_ops_refuses_to_touch_a_topology() -> None:

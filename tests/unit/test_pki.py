@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from chaos.platforms.local.layout import Setup, spiffe_id
+from chaos.platforms.local.layout import spiffe_id
 from chaos.platforms.local.pki import (
     CA_FILE,
     CERT_FILE,
@@ -23,6 +23,7 @@ from chaos.platforms.local.pki import (
     read_certificate,
     write_identity,
 )
+from chaos.spec import Setup
 
 SPIFFE = spiffe_id(Setup.MESH, "payments")
 

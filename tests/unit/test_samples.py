@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chaos.traffic.chunks import ChunkTail, SampleWriter, encode_chunk, iter_chunks
+from chaos.rundir.chunks import ChunkTail, SampleWriter, encode_chunk, iter_chunks
+from chaos.rundir.samples import SAMPLE_DTYPES, load_samples, samples_dir
 from chaos.traffic.live import LAG_S, LiveTail
-from chaos.traffic.samples import SAMPLE_DTYPES, load_samples, samples_dir
 
 
 def _write(

@@ -35,7 +35,7 @@ from types import TracebackType
 
 from cryptography import x509
 
-from chaos.platforms.local.events import EventKind
+from chaos.platforms.base import EventKind
 from chaos.platforms.local.pki import CertificateAuthority, IssuedCertificate, write_identity
 
 _log = logging.getLogger(__name__)

@@ -29,20 +29,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from chaos.errors import PlatformError
-from chaos.platforms.local.envoy_common import (
-    Direction,
-    FaultConfig,
-    ProxyOptions,
-    discovery_response,
-    write_json_atomically,
-)
+from chaos.platforms.local.envoy_common import Direction, ProxyOptions, discovery_response
+from chaos.platforms.local.envoy_faults import FaultConfig
 from chaos.platforms.local.envoy_mesh import (
     ROUTE_NAMES,
     MeshState,
     mesh_resources,
     mesh_xds_paths,
 )
-from chaos.platforms.local.layout import Pod, Setup, TopologyLayout
+from chaos.platforms.local.envoy_process import write_json_atomically
+from chaos.platforms.local.layout import Pod, TopologyLayout
+from chaos.spec import Setup
 
 #: ``events(kind, subject, detail)``; ``EventLog.append`` fits.
 EventSink = Callable[[str, str, str], object]
@@ -126,6 +123,12 @@ class MeshControlPlane:
     @property
     def paused(self) -> bool:
         return self._paused
+
+    @property
+    def pending(self) -> int:
+        """Pushes queued by an outage, waiting for :meth:`resume`."""
+        with self._lock:
+            return len(self._pending)
 
     def state(self, pod_name: str) -> MeshState:
         """What the control plane wants ``pod_name`` to run (pushed or queued)."""

@@ -38,13 +38,11 @@ from chaos.platforms.local.envoy_common import (
     TYPE_HCM,
     TYPE_TCP_PROXY,
     Json,
-    ProxyConfig,
     ProxyOptions,
     admin,
     cluster,
     downstream_tls,
     duration,
-    fault_filter,
     http_connection_manager,
     layered_runtime,
     listener,
@@ -55,6 +53,8 @@ from chaos.platforms.local.envoy_common import (
     upstream_tls,
     virtual_host,
 )
+from chaos.platforms.local.envoy_faults import fault_filter
+from chaos.platforms.local.envoy_process import ProxyConfig
 from chaos.platforms.local.layout import (
     CALLS,
     NodeProxy,

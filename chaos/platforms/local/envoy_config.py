@@ -53,23 +53,21 @@ from pathlib import Path
 
 from chaos.platforms.local.envoy_ambient import ambient_configs, node_proxy_config, waypoint_config
 from chaos.platforms.local.envoy_common import (
-    BOOTSTRAP_FILE,
+    MESH_RETRY_ON,
+    VIA_HEADER,
+    Direction,
+    Json,
+    ProxyOptions,
+    sds_files_for,
+)
+from chaos.platforms.local.envoy_faults import (
     DEFAULT_DELAY_MS,
     FAULT_KEYS,
     INBOUND_FAULT_KEYS,
-    MESH_RETRY_ON,
     OUTBOUND_FAULT_KEYS,
-    VIA_HEADER,
-    Direction,
     FaultConfig,
     FaultRuntimeKeys,
-    Json,
-    ProxyConfig,
-    ProxyOptions,
-    envoy_argv,
-    envoy_binary,
     fault_runtime_values,
-    sds_files_for,
 )
 from chaos.platforms.local.envoy_mesh import (
     MeshResources,
@@ -78,13 +76,20 @@ from chaos.platforms.local.envoy_mesh import (
     mesh_resources,
     mesh_xds_paths,
 )
+from chaos.platforms.local.envoy_process import (
+    BOOTSTRAP_FILE,
+    ProxyConfig,
+    envoy_argv,
+    envoy_binary,
+)
 from chaos.platforms.local.envoy_sidecar import (
     LOCAL_APP_CLUSTER,
     ingress_config,
     sidecar_config,
     sidecar_jwks_path,
 )
-from chaos.platforms.local.layout import Setup, TopologyLayout
+from chaos.platforms.local.layout import TopologyLayout
+from chaos.spec import Setup
 
 
 def proxy_configs(

@@ -39,18 +39,17 @@ from chaos.platforms.local.envoy_common import (
     TYPE_LISTENER,
     TYPE_ROUTE_CONFIG,
     Direction,
-    FaultConfig,
     Json,
-    ProxyConfig,
     ProxyOptions,
     admin,
-    fault_config,
     jwt_filter,
     layered_runtime,
     node,
     sds_certs,
     sds_files,
 )
+from chaos.platforms.local.envoy_faults import FaultConfig, fault_config
+from chaos.platforms.local.envoy_process import ProxyConfig
 from chaos.platforms.local.envoy_sidecar import (
     inbound_listener,
     inbound_routes,

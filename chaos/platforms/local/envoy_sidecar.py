@@ -34,14 +34,12 @@ from pathlib import Path
 from chaos.platforms.local.envoy_common import (
     Certs,
     Json,
-    ProxyConfig,
     ProxyOptions,
     SdsCerts,
     StaticCerts,
     admin,
     cluster,
     downstream_tls,
-    fault_filter,
     http_connection_manager,
     jwt_filter,
     layered_runtime,
@@ -53,14 +51,10 @@ from chaos.platforms.local.envoy_common import (
     upstream_tls,
     virtual_host,
 )
-from chaos.platforms.local.layout import (
-    CALLS,
-    JWT_AUDIENCE,
-    Pod,
-    Port,
-    Setup,
-    TopologyLayout,
-)
+from chaos.platforms.local.envoy_faults import fault_filter
+from chaos.platforms.local.envoy_process import ProxyConfig
+from chaos.platforms.local.layout import CALLS, JWT_AUDIENCE, Pod, Port, TopologyLayout
+from chaos.spec import Setup
 
 #: Cluster of a pod's proxy that reaches its own app.
 LOCAL_APP_CLUSTER = "local_app"

@@ -8,72 +8,18 @@ supervisor's watcher thread, the cert agent and the engine all append to it.
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from chaos.platforms.base import Event, EventCallback, EventKind
+
 _log = logging.getLogger(__name__)
-
-
-class EventKind(enum.StrEnum):
-    """What happened. Add a member here to add a kind; the value is what is serialised."""
-
-    STARTED = "started"
-    READY = "ready"
-    UNREADY = "unready"
-    CRASHED = "crashed"
-    #: A process ended on its own with exit code 0.
-    EXITED = "exited"
-    RESTARTED = "restarted"
-    BACKOFF = "backoff"
-    STOPPED = "stopped"
-    CERT_ISSUED = "cert_issued"
-    CERT_ROTATED = "cert_rotated"
-    CONFIG_PUSHED = "config_pushed"
-    FAULT_INJECTED = "fault_injected"
-    FAULT_REVERTED = "fault_reverted"
-
-
-def utc_now() -> str:
-    """The current UTC time as ISO-8601 with microseconds (``...+00:00``)."""
-    return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-@dataclass(frozen=True)
-class Event:
-    """One thing that happened to one subject (a process or pod name)."""
-
-    kind: EventKind
-    subject: str
-    t: float
-    utc: str
-    detail: str = ""
-
-    @classmethod
-    def now(cls, kind: EventKind | str, subject: str, detail: str = "") -> Event:
-        """An event stamped with the current monotonic and UTC times."""
-        return cls(EventKind(kind), subject, time.monotonic(), utc_now(), detail)
-
-    def to_dict(self) -> dict[str, str | float]:
-        """The event as a JSON-ready mapping."""
-        return {
-            "kind": self.kind.value,
-            "subject": self.subject,
-            "t": self.t,
-            "utc": self.utc,
-            "detail": self.detail,
-        }
-
-
-EventCallback = Callable[[Event], None]
 
 
 class EventLog:

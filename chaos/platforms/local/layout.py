@@ -25,6 +25,8 @@ import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from chaos.spec import Setup
+
 TRUST_DOMAIN = "cluster.local"
 SERVICES: tuple[str, ...] = ("frontend", "checkout", "payments")
 #: Which service each service calls (the demo chain).
@@ -33,14 +35,6 @@ NODES: tuple[str, ...] = ("node-1", "node-2")
 REPLICAS = 2
 INGRESS_HOST = "127.0.0.1"
 JWT_AUDIENCE = "sidecar-chaos-demo"
-
-
-class Setup(enum.StrEnum):
-    """The three ways of putting a proxy in the request path."""
-
-    SIDECAR = "sidecar"
-    MESH = "mesh"
-    AMBIENT = "ambient"
 
 
 #: Default slot (third octet) per setup, so that the three can run at once.

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from chaos.errors import InputError
-from chaos.platforms.local.procutil import pid_alive
+from chaos.proc import pid_alive
 
 
 def state_dir() -> Path:

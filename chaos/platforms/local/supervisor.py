@@ -8,7 +8,7 @@ CrashLoopBackOff delay of a :class:`BackoffPolicy` (events ``backoff`` then
 ``ready`` / ``unready``). All times are on ``time.monotonic()``.
 
 Nothing is left behind: children start in their own session and with a
-parent-death signal (see :mod:`.procutil`). Because that signal fires when the
+parent-death signal (see :mod:`chaos.proc`). Because that signal fires when the
 *thread* that forked a child ends, **every spawn, first starts included, runs on
 the watcher thread**, which lives until :meth:`Supervisor.close`; :meth:`start`
 hands the spawn to it and waits for the result. The watcher is a daemon thread:
@@ -18,12 +18,11 @@ if the runner dies without closing, the children die with it.
 from __future__ import annotations
 
 import enum
-import http.client
+import json
 import logging
 import os
 import queue
 import signal
-import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,98 +31,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from subprocess import Popen
 from types import TracebackType
-from urllib.parse import urlsplit
 
 from chaos.errors import ProcessError, StartupError
-from chaos.platforms.local.events import Event, EventKind, EventLog, utc_now
-from chaos.platforms.local.procutil import kill_group, spawn, stop_processes
+from chaos.platforms.base import Event, EventKind, utc_now
+from chaos.platforms.local.backoff import BackoffPolicy
+from chaos.platforms.local.events import EventLog
+from chaos.platforms.local.probes import Probe
+from chaos.proc import RUN_MARKER_ENV, kill_group, spawn, start_ticks, stop_processes
 
 _log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BackoffPolicy:
-    """CrashLoopBackOff as the kubelet does it.
-
-    The kubelet restarts a container that crashed for the first time at once (it has
-    no back-off entry yet) and only then starts backing off: the n-th consecutive
-    crash (n >= 2) waits ``initial_s * factor**(n-2)``, capped at ``max_s``. A process
-    that ran ``reset_after_s`` without crashing starts the count afresh. Defaults are
-    the kubelet's (10 s doubling to 300 s, reset after 10 min).
-    ``first_restart_immediate=False`` backs off from the first crash on
-    (``initial_s * factor**(n-1)``): a fixed, known restart delay, as tests want.
-    """
-
-    initial_s: float = 10.0
-    factor: float = 2.0
-    max_s: float = 300.0
-    reset_after_s: float = 600.0
-    first_restart_immediate: bool = True
-
-    def __post_init__(self) -> None:
-        if self.initial_s < 0 or self.factor < 1 or self.max_s < self.initial_s:
-            raise ValueError(f"invalid backoff (need 0 <= initial <= max, factor >= 1): {self}")
-        if self.reset_after_s <= 0:
-            raise ValueError(f"invalid backoff (reset_after_s must be positive): {self}")
-
-    def delay_s(self, crashes: int) -> float:
-        """The wait before restarting after the ``crashes``-th consecutive crash (>= 1)."""
-        if crashes < 1:
-            raise ValueError(f"crashes must be >= 1, got {crashes}")
-        if self.first_restart_immediate:
-            if crashes == 1:
-                return 0.0
-            crashes -= 1
-        # Capped exponent so that long crash loops cannot overflow the float.
-        exponent = min(crashes - 1, 1000)
-        return float(min(self.max_s, self.initial_s * self.factor**exponent))
-
-    def crashes_after(self, previous: int, ran_for_s: float) -> int:
-        """The consecutive-crash count after a crash that ended a run of ``ran_for_s``."""
-        return (0 if ran_for_s >= self.reset_after_s else previous) + 1
-
-
-@dataclass(frozen=True)
-class HttpProbe:
-    """Ready when ``GET url`` answers ``expect_status``."""
-
-    url: str
-    expect_status: int = 200
-    timeout_s: float = 0.5
-
-    def check(self) -> str | None:
-        """None when the probe passes, else why it failed."""
-        parts = urlsplit(self.url)
-        conn = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, self.timeout_s)
-        try:
-            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            conn.request("GET", path)
-            status = conn.getresponse().status
-        except (OSError, http.client.HTTPException) as exc:
-            return f"{type(exc).__name__}: {exc}"
-        finally:
-            conn.close()
-        return None if status == self.expect_status else f"status {status}"
-
-
-@dataclass(frozen=True)
-class TcpProbe:
-    """Ready when a TCP connection to ``host:port`` opens."""
-
-    host: str
-    port: int
-    timeout_s: float = 0.5
-
-    def check(self) -> str | None:
-        """None when the probe passes, else why it failed."""
-        try:
-            socket.create_connection((self.host, self.port), self.timeout_s).close()
-        except OSError as exc:
-            return f"{type(exc).__name__}: {exc}"
-        return None
-
-
-Probe = HttpProbe | TcpProbe
 
 
 @dataclass(frozen=True)
@@ -235,6 +151,8 @@ class Supervisor:
         failure_threshold: int = 2,
         stop_grace_s: float = 2.0,
         start_timeout_s: float = 10.0,
+        marker: str = "",
+        ledger: Path | None = None,
     ) -> None:
         self.policy = policy if policy is not None else BackoffPolicy()
         self.events = events if events is not None else EventLog()
@@ -251,6 +169,10 @@ class Supervisor:
         self._probes = ThreadPoolExecutor(max_workers=8, thread_name_prefix="probe")
         self._watcher: threading.Thread | None = None
         self._closed = False
+        #: Put into every child's environment (RUN_MARKER_ENV); ``clean`` proves identity by it.
+        self._marker = marker
+        #: Every spawn is appended here (name, pid, start ticks, marker) for ``clean``.
+        self._ledger = ledger
 
     # -- the public interface -------------------------------------------------------------
 
@@ -457,6 +379,15 @@ class Supervisor:
             self._emit(events)
             request.done.set_result(pid)
 
+    def _record_spawn(self, name: str, pid: int) -> None:
+        if self._ledger is None:
+            return
+        line = {"name": name, "pid": pid, "start_ticks": start_ticks(pid), "marker": self._marker}
+        with self._ledger.open("a", encoding="utf-8") as ledger:
+            ledger.write(json.dumps(line) + "\n")
+            ledger.flush()
+            os.fsync(ledger.fileno())
+
     def _spawn(self, proc: _Proc, kind: EventKind, detail: str, events: list[Event]) -> int:
         """Start the process (lock held, on the watcher thread); raises ProcessError."""
         spec = proc.spec
@@ -464,8 +395,11 @@ class Supervisor:
             spec.log_path.parent.mkdir(parents=True, exist_ok=True)
             with spec.log_path.open("a", encoding="utf-8") as log:
                 log.write(f"=== {utc_now()} {kind.value} {spec.name} ===\n")
-        env = {**os.environ, **spec.env} if spec.env is not None else None
+        env = {**os.environ, **(spec.env or {})}
+        if self._marker:
+            env[RUN_MARKER_ENV] = self._marker
         popen = spawn(spec.argv, env=env, cwd=spec.cwd, log_path=spec.log_path, name=spec.name)
+        self._record_spawn(spec.name, popen.pid)
         now = time.monotonic()
         proc.popen, proc.state, proc.started_at = popen, ProcessState.RUNNING, now
         proc.ready, proc.probing, proc.probe_failures, proc.next_probe_at = False, None, 0, now

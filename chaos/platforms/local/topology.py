@@ -26,7 +26,9 @@ from pathlib import Path
 from types import TracebackType
 
 from chaos.errors import AddressInUseError, InputError, StartupError
+from chaos.platforms.base import Event, EventKind, utc_now
 from chaos.platforms.local import registry
+from chaos.platforms.local.backoff import BackoffPolicy
 from chaos.platforms.local.certagent import CertAgent, init_identity
 from chaos.platforms.local.controlplane import MeshControlPlane
 from chaos.platforms.local.envoy_config import (
@@ -36,26 +38,25 @@ from chaos.platforms.local.envoy_config import (
     proxy_configs,
     sidecar_jwks_path,
 )
-from chaos.platforms.local.events import Event, EventKind, EventLog, utc_now
+from chaos.platforms.local.events import EventLog
 from chaos.platforms.local.idp import IdentityProvider, IdpServer
 from chaos.platforms.local.layout import (
     DEFAULT_SLOT,
     JWT_AUDIENCE,
     Pod,
     Port,
-    Setup,
     TopologyLayout,
     build_layout,
     default_ingress_port,
     spiffe_id,
 )
 from chaos.platforms.local.pki import CertificateAuthority
-from chaos.platforms.local.supervisor import (
-    BackoffPolicy,
-    HttpProbe,
-    ProcessSpec,
-    Supervisor,
-)
+from chaos.platforms.local.probes import HttpProbe
+from chaos.platforms.local.supervisor import ProcessSpec, Supervisor
+from chaos.spec import Setup
+
+#: Every process a topology spawns, one JSON line each (``clean`` reads it).
+PROCESS_LEDGER = "processes.jsonl"
 
 #: Events after which ``status`` is worth rewriting.
 _STATUS_EVENTS = frozenset(
@@ -80,6 +81,8 @@ class TopologyOptions:
     #: Record the topology for ``status``/``down`` (off in tests that run many at once).
     publish: bool = True
     registry_dir: Path | None = None
+    #: Put into every child's environment; ``clean`` kills only processes carrying it.
+    marker: str = ""
 
     @classmethod
     def for_setup(
@@ -142,7 +145,12 @@ class LocalTopology:
             options.setup, run_dir.resolve(), slot=slot, ingress_port=port
         )
         self.events = EventLog()
-        self.supervisor = Supervisor(options.backoff, self.events)
+        self.supervisor = Supervisor(
+            options.backoff,
+            self.events,
+            marker=options.marker,
+            ledger=self.layout.dir / PROCESS_LEDGER if options.marker else None,
+        )
         self.ca = CertificateAuthority.create(f"sidecar-chaos {options.setup.value} CA")
         try:
             # The identity provider writes its keys at once: the run directory must be usable.

@@ -167,3 +167,51 @@ def stop_processes(procs: Sequence[subprocess.Popen[bytes]], grace_s: float = 2.
         if proc.returncode is None:
             kill_group(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+# -- identity: is this pid still the process we started? --------------------------------------
+
+#: The environment variable every child of a run carries, with the run's random marker.
+RUN_MARKER_ENV = "SIDECAR_CHAOS_RUN"
+
+
+def start_ticks(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks since boot (``/proc/PID/stat`` field 22).
+
+    With the pid it names one process for as long as the machine runs: a pid that is
+    reused later has another start time. None when there is no such process.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Fields after the parenthesised command name (which may contain spaces and ")").
+    fields = stat.rsplit(")", 1)[-1].split()
+    try:
+        return int(fields[19])  # field 22 overall: the 20th after "pid (comm)"
+    except (IndexError, ValueError):
+        return None
+
+
+def environ_value(pid: int, name: str) -> str | None:
+    """The value of environment variable ``name`` that ``pid`` was started with, or None."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    prefix = name.encode() + b"="
+    for item in raw.split(b"\0"):
+        if item.startswith(prefix):
+            return item[len(prefix) :].decode(errors="replace")
+    return None
+
+
+def is_same_process(pid: int, ticks: int, marker: str) -> bool:
+    """Whether ``pid`` is alive and still the process that started at ``ticks`` with ``marker``.
+
+    Both must match: the start time proves the pid was not reused, the marker (a random
+    token a run puts into its children's environment) proves it is the run's child.
+    """
+    if pid <= 1 or not marker or not pid_alive(pid):
+        return False
+    return start_ticks(pid) == ticks and environ_value(pid, RUN_MARKER_ENV) == marker

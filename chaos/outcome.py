@@ -1,14 +1,15 @@
-"""After the windows: measure, write the results, the report, JUnit and the history.
+"""After the engine's windows: measure, write the results, the report, JUnit and the history.
 
-Also decides the exit code: 0 every hypothesis held; 1 a hypothesis failed
-(steady state not restored, not recovered) or a fault had no effect; 3 the run
-was aborted by a stop condition or a signal.
+The engine runs the windows and hands over what it recorded; this module, which
+the CLI calls, turns a run directory into every output. It also decides the
+exit code: 0 every hypothesis held; 1 a hypothesis failed (steady state not
+restored, not recovered) or a fault had no effect; 3 the run was aborted by a
+stop condition or a signal.
 """
 
 from __future__ import annotations
 
 import platform
-import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,13 +17,13 @@ from pathlib import Path
 from chaos import __version__
 from chaos.analysis import FaultWindow, RecordedWrites, SteadyState, analyze_run, write_results
 from chaos.analysis.model import FaultResult
-from chaos.engine.counters import read_counters
 from chaos.engine.run import WindowRecord
-from chaos.platforms.local.envoy_common import envoy_binary
-from chaos.platforms.local.envoy_config import ProxyOptions
+from chaos.platforms.base import Platform
 from chaos.report import HistoryStore, RunMeta, render_report, write_junit, write_meta
+from chaos.rundir import REPORT_FILE, SAMPLES_DIR
+from chaos.rundir.counters import read_counters
+from chaos.rundir.samples import load_samples
 from chaos.spec import CertExpiryFault, Experiment
-from chaos.traffic import load_samples
 
 
 @dataclass(frozen=True)
@@ -35,22 +36,19 @@ class RunOutcome:
     runs: tuple[FaultResult, ...]
 
 
-def versions() -> dict[str, str]:
-    """Envoy, Locust and Python versions, for the method section."""
-    try:
-        envoy = subprocess.run(
-            [str(envoy_binary()), "--version"], capture_output=True, text=True, timeout=10
-        ).stdout
-        envoy_version = envoy.split("version:")[-1].strip().split("/")[1] if envoy else "unknown"
-    except (OSError, IndexError, subprocess.SubprocessError):
-        envoy_version = "unknown"
+def versions(target: Platform) -> dict[str, str]:
+    """The platform's versions (Envoy, ...), Locust's and Python's, for the method section."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
         locust_version = version("locust")
     except PackageNotFoundError:
         locust_version = "unknown"
-    return {"envoy": envoy_version, "locust": locust_version, "python": platform.python_version()}
+    return {
+        **target.versions(),
+        "locust": locust_version,
+        "python": platform.python_version(),
+    }
 
 
 def windows_for_analysis(records: list[WindowRecord]) -> list[FaultWindow]:
@@ -76,15 +74,15 @@ def windows_for_analysis(records: list[WindowRecord]) -> list[FaultWindow]:
     return found
 
 
-def _connection_lifetime(experiment: Experiment) -> str:
+def _connection_lifetime(experiment: Experiment, target: Platform) -> str:
     """How long proxies keep upstream connections (it bounds how fast an expiry shows)."""
-    default = ProxyOptions().connection_lifetime_s
+    default = target.parameters().get("connection_lifetime_s", "platform default")
     values = {
         f.name or f.type: f.connection_lifetime
         for f in experiment.faults
         if isinstance(f, CertExpiryFault) and f.connection_lifetime is not None
     }
-    text = f"{default:g} s"
+    text = f"{default:g} s" if isinstance(default, float) else str(default)
     if values:
         text += " (" + ", ".join(f"{name}: {v:g} s" for name, v in values.items()) + ")"
     return text
@@ -113,6 +111,7 @@ def judge(records: list[WindowRecord], runs: list[FaultResult], aborted: bool) -
 
 def finish(
     experiment: Experiment,
+    target: Platform,
     run_dir: Path,
     records: list[WindowRecord],
     *,
@@ -122,7 +121,7 @@ def finish(
 ) -> RunOutcome:
     """Analyse the run directory, write every output, decide the exit code."""
     windows = windows_for_analysis(records)
-    samples_root = run_dir / "samples"
+    samples_root = run_dir / SAMPLES_DIR
     samples = load_samples(run_dir) if samples_root.is_dir() else None
     runs: list[FaultResult] = []
     if samples is not None and windows:
@@ -142,12 +141,12 @@ def finish(
         runs = list(analysis.runs)
     failures = judge(records, runs, aborted_reason is not None)
     exit_code = 3 if aborted_reason is not None else (1 if failures else 0)
-    v = versions()
+    v = versions(target)
     write_meta(
         run_dir,
         RunMeta(
             tool_version=__version__,
-            envoy_version=v["envoy"],
+            envoy_version=v.get("envoy", "unknown"),
             locust_version=v["locust"],
             python_version=v["python"],
             seed=experiment.seed,
@@ -167,14 +166,15 @@ def finish(
                 "rate_rps": experiment.traffic.rate,
                 "max_error_rate": experiment.steady_state.max_error_rate,
                 "max_p95_ms": experiment.steady_state.max_p95_ms,
-                "connection_lifetime_s": _connection_lifetime(experiment),
+                "connection_lifetime_s": _connection_lifetime(experiment, target),
+                "platform": target.name,
                 "aborted": aborted_reason,
             },
         ),
     )
     report: Path | None = None
     if runs:
-        report = render_report([run_dir], run_dir / "report.html")
+        report = render_report([run_dir], run_dir / REPORT_FILE)
         write_junit(run_dir)
     if history is not None:
         HistoryStore(history).record(run_dir)

@@ -7,12 +7,13 @@ One row per request (the contract with the analysis package)::
     method      str      HTTP method
     latency_ms  float64  request start to response end (or to the error)
     status      int64    HTTP status; 0 when no response arrived
-    error_kind  str      "" success, "connect", "reset", "tls", "timeout", "http"
-                         (status >= 400); see chaos.traffic.errorkind.classify
+    error_kind  str      "" (OK) success, else one of ERROR_KINDS: "connect", "reset",
+                         "tls", "timeout", "http" (status >= 400); see
+                         chaos.traffic.errorkind.classify
     write_id    str      the id a POST sent as {"id": ...}, else ""
 
 Every Locust process appends its own file ``<run>/samples/samples-<pid>-<token>.chs``
-(format in :mod:`chaos.traffic.chunks`); :func:`load_samples` concatenates them.
+(format in :mod:`chaos.rundir.chunks`); :func:`load_samples` concatenates them.
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ from typing import TYPE_CHECKING, Final
 import numpy as np
 import numpy.typing as npt
 
-from chaos.traffic.chunks import SUFFIX, Chunk, iter_chunks
+from chaos.rundir import SAMPLES_DIR
+from chaos.rundir.chunks import SUFFIX, Chunk, iter_chunks
 
 if TYPE_CHECKING:
     import pandas as pd
 
-SAMPLES_DIR: Final = "samples"
 SAMPLE_DTYPES: Final = {
     "t": "float64",
     "endpoint": "str",
@@ -40,6 +41,11 @@ SAMPLE_DTYPES: Final = {
     "write_id": "str",
 }
 SAMPLE_COLUMNS: Final = tuple(SAMPLE_DTYPES)
+
+#: ``error_kind`` of a request that succeeded.
+OK: Final = ""
+#: Every value ``error_kind`` takes for a failed request (see chaos.traffic.errorkind).
+ERROR_KINDS: Final = ("connect", "reset", "tls", "timeout", "http")
 
 
 def samples_dir(run_dir: Path) -> Path:
