@@ -44,12 +44,8 @@ from chaos.platforms.kubernetes.manifests.locust import (
     locust_objects,
 )
 from chaos.platforms.kubernetes.schemas import KINDS, schema_for
-from chaos.platforms.local.envoy_common import (
-    FAULT_FILTER,
-    JWT_FILTER,
-    ProxyOptions,
-    envoy_binary,
-)
+from chaos.platforms.local.envoy_common import FAULT_FILTER, JWT_FILTER, ProxyOptions
+from chaos.platforms.local.envoy_process import envoy_binary
 from chaos.platforms.local.idp import IdentityProvider
 from chaos.platforms.local.layout import spiffe_id
 from chaos.platforms.local.pki import CA_FILE, CERT_FILE, KEY_FILE, CertificateAuthority

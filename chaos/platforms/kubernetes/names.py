@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from chaos.platforms.local.layout import CALLS, JWT_AUDIENCE, NODES, REPLICAS, SERVICES, Setup
+from chaos.platforms.local.layout import CALLS, JWT_AUDIENCE, NODES, REPLICAS, SERVICES
+from chaos.spec import Setup
 
 __all__ = [
     "ADMIN_PORT",

@@ -7,7 +7,7 @@ pod's addresses instead of loopback slots:
 * listener ``inbound`` on ``0.0.0.0:15006``: mTLS (certificates read once at start
   from :data:`CERTS_DIR`, written there by the pod's init container), ``jwt_authn``
   with the key set read once from :data:`JWKS_PATH`, the fault filter at 0 %
-  (runtime keys :data:`~chaos.platforms.local.envoy_common.INBOUND_FAULT_KEYS`),
+  (runtime keys :data:`~chaos.platforms.local.envoy_faults.INBOUND_FAULT_KEYS`),
   router -> ``local_app`` (``127.0.0.1:8080``).
 * listener ``outbound`` on ``127.0.0.1:15001``: plain HTTP from the app, the fault
   filter (outbound keys), one virtual host per called service -> a ``STRICT_DNS``
@@ -33,7 +33,6 @@ from chaos.platforms.local.envoy_common import (
     admin,
     cluster,
     downstream_tls,
-    fault_filter,
     http_connection_manager,
     jwt_filter,
     layered_runtime,
@@ -43,6 +42,7 @@ from chaos.platforms.local.envoy_common import (
     upstream_tls,
     virtual_host,
 )
+from chaos.platforms.local.envoy_faults import fault_filter
 from chaos.platforms.local.envoy_sidecar import LOCAL_APP_CLUSTER
 from chaos.platforms.local.pki import CA_FILE, CERT_FILE, KEY_FILE
 
