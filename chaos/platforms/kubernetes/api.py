@@ -30,6 +30,7 @@ from typing import Any, Protocol, cast
 
 import tenacity
 import urllib3
+import yaml
 from kubernetes import config as kube_config
 from kubernetes import stream as kube_stream
 from kubernetes import watch as kube_watch
@@ -302,7 +303,7 @@ class KubeApi:
                 client_configuration=configuration,
                 persist_config=False,
             )
-        except (ConfigException, OSError, ValueError, TypeError) as exc:
+        except (ConfigException, OSError, ValueError, TypeError, yaml.YAMLError) as exc:
             raise InputError(f"{where}: cannot load the kubeconfig: {exc}") from exc
         return cls(ApiClient(configuration), context=chosen)
 

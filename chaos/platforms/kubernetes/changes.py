@@ -70,6 +70,9 @@ class Change:
     path: tuple[str, ...] = ()
     before: Any = None
     had: bool = True
+    #: When the field was absent: the index in ``path`` of the first key that was missing
+    #: (the undo removes from there, so no empty parent is left behind).
+    missing_from: int = -1
     annotation_before: str | None = None
     port: int = 0
     container: str = ""
@@ -169,6 +172,15 @@ def read_ledger(run_dir: Path) -> tuple[list[LedgerHeader], list[Change]]:
         elif op == "done":
             pending.pop(str(record.get("id")), None)
     return headers, list(pending.values())
+
+
+def mark_done(run_dir: Path, change: Change) -> None:
+    """Record in a run directory's ledger that ``change`` was undone (by ``clean``)."""
+    line = json.dumps({"op": "done", "id": change.id, "utc": datetime.now(UTC).isoformat()})
+    with (run_dir / LEDGER_FILE).open("a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 # -- JSON paths --------------------------------------------------------------------------
@@ -291,6 +303,9 @@ class ClusterWriter:
                 if current is None:
                     raise FaultError(f"{kind.kind} {namespace}/{name} does not exist")
                 had, before = get_path(current, path)
+                missing_from = next(
+                    (i for i in range(len(path)) if not get_path(current, path[: i + 1])[0]), -1
+                )
                 change = self._new(
                     action="field",
                     api_version=kind.api_version,
@@ -300,6 +315,7 @@ class ClusterWriter:
                     path=tuple(path),
                     before=before,
                     had=had,
+                    missing_from=missing_from,
                     annotation_before=_annotations(current).get(ANNOTATION_RUN),
                     detail=detail,
                 )
@@ -516,13 +532,17 @@ def undo_change(api: KubeApi, pod_exec: PodExec | None, change: Change) -> str:
             if change.had:
                 set_path(obj, change.path, change.before)
             else:
-                del_path(obj, change.path)
+                cut = change.missing_from if change.missing_from >= 0 else len(change.path) - 1
+                del_path(obj, change.path[: cut + 1])
             if mark == change.run_id:
                 if change.annotation_before is None:
                     annotations.pop(ANNOTATION_RUN, None)
                 else:
                     annotations[ANNOTATION_RUN] = change.annotation_before
-                obj["metadata"]["annotations"] = annotations
+                if annotations:
+                    obj["metadata"]["annotations"] = annotations
+                else:  # absent and empty are the same to the API; absent is what was read
+                    obj["metadata"].pop("annotations", None)
             return obj
 
         stored = api.update(kind, change.namespace or None, change.name, restore)
@@ -563,6 +583,7 @@ __all__ = [
     "ClusterWriter",
     "LedgerHeader",
     "PlannedCall",
+    "mark_done",
     "read_ledger",
     "undo_change",
 ]

@@ -449,6 +449,11 @@ class FakeCluster:
                     new_meta["generation"] = int(current["metadata"].get("generation", 1)) + 1
             self._bump(resource, namespace, "MODIFIED", new)
             self._objects[key] = new
+            template = ("spec", "template")
+            if resource.kind in ("Deployment", "DaemonSet") and _dig(new, template) != _dig(
+                current, template
+            ):
+                self._roll(resource.kind, namespace, new)
             self._after_write(resource, namespace, new)
             return copy.deepcopy(new)
 
@@ -519,6 +524,16 @@ class FakeCluster:
                 self._objects[key],
             )
 
+    def _roll(self, kind: str, namespace: str, owner: Obj) -> None:
+        """A changed pod template: every pod of the owner is replaced by a new one."""
+        pod_resource = self.resources[("v1", "pods")]
+        for pod in self._owned_pods(namespace, kind, owner["metadata"]["name"]):
+            gone = self._objects.pop(("v1", "pods", namespace, pod["metadata"]["name"]))
+            self._bump(pod_resource, namespace, "DELETED", gone)
+            if kind == "DaemonSet":
+                node = (gone.get("spec") or {}).get("nodeName")
+                self._pod_from_template(namespace, kind, owner, node_name=node)
+
     def _owned_pods(self, namespace: str, kind: str, name: str) -> list[Obj]:
         return [
             obj
@@ -577,6 +592,13 @@ class FakeCluster:
                 )
 
 
+def _dig(obj: Obj, path: tuple[str, ...]) -> Any:
+    node: Any = obj
+    for key in path:
+        node = (node or {}).get(key) if isinstance(node, dict) else None
+    return node
+
+
 def _selected(obj: Obj, labels: str | None, fields: str | None) -> bool:
     meta = obj.get("metadata") or {}
     if labels and not label_matches(labels, meta.get("labels") or {}):
@@ -597,6 +619,8 @@ def _default_pod_status(pod: Obj) -> None:
             "restartCount": 0,
             "state": {"running": {"startedAt": _now()}},
             "image": container.get("image", ""),
+            "imageID": f"docker.io/{container.get('image', '')}@sha256:{'0' * 64}",
+            "started": True,
         }
 
     status: Obj = {
@@ -680,15 +704,18 @@ class FakeApiServer:
     def __init__(self, cluster: FakeCluster | None = None, *, version: str = "v1.34.0") -> None:
         self.cluster = cluster or FakeCluster()
         self.version = version
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self.port: int = self._sock.getsockname()[1]
-        self._loop = asyncio.new_event_loop()
+        self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._serve, name="fake-kube-api", daemon=True)
         self._started = threading.Event()
         self._stopping: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
+
+    @property
+    def port(self) -> int:
+        if self._sock is None:
+            raise RuntimeError("the fake API server is not started")
+        return int(self._sock.getsockname()[1])
 
     @property
     def url(self) -> str:
@@ -722,21 +749,29 @@ class FakeApiServer:
         self.stop()
 
     def start(self) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._loop = asyncio.new_event_loop()
         self._thread.start()
         if not self._started.wait(10.0):
             raise RuntimeError("the fake API server did not start")
 
     def stop(self) -> None:
-        if self._stopping is not None and self._thread.is_alive():
+        if self._loop is not None and self._stopping is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._stopping.set)
             self._thread.join(timeout=10.0)
+        if self._sock is not None:
+            self._sock.close()
 
     def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
+        loop = self._loop
+        assert loop is not None  # set by start()
+        asyncio.set_event_loop(loop)
         try:
-            self._loop.run_until_complete(self._main())
+            loop.run_until_complete(self._main())
         finally:
-            self._loop.close()
+            loop.close()
 
     async def _main(self) -> None:
         self._stopping = asyncio.Event()
@@ -744,6 +779,7 @@ class FakeApiServer:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
+        assert self._sock is not None
         await web.SockSite(self._runner, self._sock).start()
         self._started.set()
         await self._stopping.wait()
@@ -910,17 +946,20 @@ class FakeApiServer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         stopping = self._stopping
-        while loop.time() < deadline and not (stopping and stopping.is_set()):
-            for change in cluster.changes_since(rv):
-                rv = change.rv
-                if change.resource != route.resource:
-                    continue
-                if route.namespace is not None and change.namespace != route.namespace:
-                    continue
-                if _selected(change.obj, labels, fields):
-                    await send(change.type, change.obj)
-            await asyncio.sleep(0.05)
-        await response.write_eof()
+        try:
+            while loop.time() < deadline and not (stopping and stopping.is_set()):
+                for change in cluster.changes_since(rv):
+                    rv = change.rv
+                    if change.resource != route.resource:
+                        continue
+                    if route.namespace is not None and change.namespace != route.namespace:
+                        continue
+                    if _selected(change.obj, labels, fields):
+                        await send(change.type, change.obj)
+                await asyncio.sleep(0.05)
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client went away: the watch is over
         return response
 
 
