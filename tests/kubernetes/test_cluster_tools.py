@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from chaos.errors import PlatformError
+from chaos.errors import InputError, PlatformError
 from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.api import DEPLOYMENT, GATEWAY, SECRET, KubeApi
 from chaos.platforms.kubernetes.cluster import (
@@ -394,3 +394,18 @@ def test_dry_run_lists_commands_and_objects_without_any_tool(tmp_path: Path) -> 
     assert len(applied) == len(set(applied)) == 72
     assert "PRIVATE KEY" not in done.stdout
     assert not state.exists()  # nothing written
+
+
+def test_up_outside_a_source_checkout_is_one_clear_error(tmp_path: Path) -> None:
+    commands = FakeCommands()
+    setup = ClusterSetup(
+        state_dir=tmp_path / "state",
+        run=commands,
+        which=_which_without("none"),  # type: ignore[arg-type]
+        source_dir=tmp_path,
+        connect=_never_connected,
+        log=lambda line: None,
+    )
+    with pytest.raises(InputError, match=r"deploy/kind/Dockerfile: not found") as caught:
+        setup.up()
+    assert caught.value.exit_code == 2 and commands.calls == []

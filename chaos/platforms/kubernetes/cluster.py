@@ -347,9 +347,16 @@ def default_state_dir() -> Path:
     return root / "sidecar-chaos" / names.KIND_CONTEXT
 
 
+#: The demo image's Dockerfile, relative to the source tree.
+DOCKERFILE = Path("deploy") / "kind" / "Dockerfile"
+SOURCE_ENV = "SIDECAR_CHAOS_SOURCE_DIR"
+
+
 def repo_root() -> Path:
-    """The source tree the demo image is built from (the package's parent)."""
-    return Path(__file__).resolve().parents[3]
+    """The source tree the demo image is built from: ``$SIDECAR_CHAOS_SOURCE_DIR``, else the
+    checkout this package runs from (an editable install)."""
+    explicit = os.environ.get(SOURCE_ENV)
+    return Path(explicit) if explicit else Path(__file__).resolve().parents[3]
 
 
 @dataclass
@@ -372,7 +379,7 @@ class ClusterSetup:
 
     def up_commands(self, *, create: bool) -> list[tuple[list[str], float]]:
         """The commands of ``up`` (after the tool check), with their timeouts, in order."""
-        dockerfile = self.source_dir / "deploy" / "kind" / "Dockerfile"
+        dockerfile = self.source_dir / DOCKERFILE
         commands: list[tuple[list[str], float]] = []
         if create:
             commands.append((kind_create_argv(kind_config_path()), TIMEOUT_CREATE))
@@ -389,6 +396,12 @@ class ClusterSetup:
     def up(self) -> dict[str, str]:
         """Bring the cluster and the demo up (idempotent); the versions recorded."""
         check_tools(REQUIRED_TOOLS, self.which)
+        dockerfile = self.source_dir / DOCKERFILE
+        if not dockerfile.is_file():
+            raise InputError(
+                f"{dockerfile}: not found; `cluster up` builds the demo image from a source "
+                "checkout (run it from one, or set SIDECAR_CHAOS_SOURCE_DIR)"
+            )
         create = not self.exists()
         for argv, timeout in self.up_commands(create=create):
             self.log(f"$ {' '.join(argv)}")
