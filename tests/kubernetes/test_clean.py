@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -164,3 +165,95 @@ def test_the_dry_run_lists_every_call_and_its_undo_without_a_cluster() -> None:
     (mechanism,) = ops.control_plane_mechanisms(None)
     assert "istiod/scale replicas 0" in mechanism.action
     assert json.dumps(ops.key_rotation_mechanism().action).count("requestauthentications/jwt") == 1
+
+
+ENGINE_RUNNER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from chaos.engine.run import Engine, RunOptions
+    from chaos.errors import PlatformError
+    from chaos.platforms.kubernetes.platform import KubernetesPlatform
+    from chaos.spec import load_experiment
+    from chaos.traffic.fake import FakeTraffic
+
+    class NoExec:  # no exec or port-forward here: counters simply have no reading
+        def exec(self, *args, **kwargs):
+            raise PlatformError("no exec in this test")
+
+        def http(self, *args, **kwargs):
+            raise PlatformError("no port-forward in this test")
+
+    kubeconfig, experiment, run_dir = (Path(a) for a in sys.argv[1:4])
+    platform = KubernetesPlatform(
+        kubeconfig=kubeconfig,
+        pod_exec=lambda api: NoExec(),
+        watch_timeout_s=1,
+        ingress_url="http://127.0.0.1:18080",
+    )
+    options = RunOptions(run_dir=run_dir, traffic=FakeTraffic, tick_s=0.05)
+    Engine(load_experiment(experiment), platform, options).run()
+    """
+)
+
+HELD_EXPERIMENT = """\
+name: held
+platform: kubernetes
+setups: [mesh]
+traffic: {users: 1, spawn_rate: 1, rate: 10, endpoints: [{name: browse, path: /}]}
+timeline: {warmup: 50ms, hold: 2m, recovery: 50ms, recovered_for: 10ms}
+faults:
+  - type: abort
+    target: {service: checkout}
+    percent: 100
+  - type: control-plane-outage
+    target: {service: checkout}
+"""
+
+
+def test_sidecar_chaos_clean_after_the_engine_was_killed_mid_fault(
+    seeded: FakeCluster, kubeconfig: Path, api: KubeApi, tmp_path: Path
+) -> None:
+    before = comparable(seeded)
+    experiment = tmp_path / "held.yaml"
+    experiment.write_text(HELD_EXPERIMENT, encoding="utf-8")
+    run_dir = tmp_path / "run"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "KUBECONFIG": str(kubeconfig),
+    }
+    runner = subprocess.Popen(
+        [sys.executable, "-c", ENGINE_RUNNER, str(kubeconfig), str(experiment), str(run_dir)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60.0
+        while time.monotonic() < deadline:
+            journal = run_dir / "journal.jsonl"
+            if journal.is_file() and '"fault_applied"' in journal.read_text(encoding="utf-8"):
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the runner never applied its fault")
+    finally:
+        os.kill(runner.pid, signal.SIGKILL)
+        runner.wait(timeout=10)
+    vs = api.get(VIRTUAL_SERVICE, "sc-mesh", "checkout")
+    assert vs is not None and "fault" in vs["spec"]["http"][0]  # died with the fault on
+
+    cli = Path(sys.executable).parent / "sidecar-chaos"
+    cleaned = subprocess.run(
+        [str(cli), "clean", str(run_dir)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert "kubernetes: VirtualService sc-mesh/checkout: spec.http restored" in cleaned.stdout
+    assert comparable(seeded) == before
+    again = subprocess.run(
+        [str(cli), "clean", str(run_dir)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert again.returncode == 0, again.stderr
+    assert "nothing to undo" in again.stdout
+    assert comparable(seeded) == before

@@ -16,10 +16,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from chaos.platforms.base import Event, EventKind, HttpFault, StartOptions
 from cryptography import x509
 
-from chaos.errors import InputError
+from chaos.errors import FaultError, InputError
+from chaos.platforms.base import Event, EventKind, HttpFault, StartOptions
 from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.api import (
     CONFIGMAP,
@@ -435,3 +435,45 @@ def test_pods_of_other_namespaces_are_not_touched(
     assert {ns: [p.uid for p in api.list_pods(ns)] for ns in others} == others
     assert api.list_objects(POD, "kube-system") == []
     assert not [c for c in seeded.calls if "kube-system" in c[1] and c[0] != "GET"]
+
+
+def test_sidecar_cert_expiry_can_use_the_ca_cluster_up_kept_on_disk(
+    kubeconfig: Path, pod_exec: FakePodExec, seeded: FakeCluster, api: KubeApi, tmp_path: Path
+) -> None:
+    api.delete(SECRET, "sc-sidecar", "sidecar-chaos-ca")
+    before = comparable(seeded)
+    without = KubernetesPlatform(kubeconfig=kubeconfig, pod_exec=lambda _api: pod_exec)
+    with running(without, "sidecar", tmp_path / "run-1") as topology:
+        pod = topology.pods[0]
+        with pytest.raises(FaultError, match="no CA to issue a short-lived certificate"):
+            ops_of(topology).expire_identity(pod, 30.0)
+    platform = KubernetesPlatform(
+        kubeconfig=kubeconfig,
+        pod_exec=lambda _api: pod_exec,
+        ca_dir=tmp_path / "ca",  # where the seed (as cluster up) saved it
+        rollout_timeout_s=10.0,
+        watch_timeout_s=1,
+    )
+    with running(platform, "sidecar", tmp_path / "run-2") as topology:
+        pod = topology.pods[0]
+        ops_of(topology).expire_identity(pod, 30.0)
+        assert comparable(seeded) != before
+        ops_of(topology).restore_identity(pod)
+    assert comparable(seeded) == before
+
+
+def test_versions_come_from_the_cluster(kubeconfig: Path, seeded: FakeCluster) -> None:
+    versions = KubernetesPlatform(kubeconfig=kubeconfig).versions()
+    assert versions["kubernetes"] == "v1.34.0"
+    assert versions["istio"] == "1.28.0"
+
+
+def test_a_kill_that_closes_its_own_exec_session_still_counts(
+    platform: KubernetesPlatform, seeded: FakeCluster, pod_exec: FakePodExec, tmp_path: Path
+) -> None:
+    pod_exec.kills_close_the_session = True
+    with running(platform, "sidecar", tmp_path / "run") as topology:
+        ops = ops_of(topology)
+        (proxy,) = ops.crash_targets([topology.pods[0]], None)
+        ops.kill_proxy(proxy)  # no error: the session died with the proxy
+        assert ops.proxy_restarts(proxy) == 1

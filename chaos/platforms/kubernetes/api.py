@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from kubernetes import watch as kube_watch
 from kubernetes.client import ApiClient, Configuration, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
+from websocket import WebSocketConnectionClosedException, WebSocketException
 
 from chaos.errors import InputError, PlatformError
 
@@ -59,6 +61,10 @@ class ConflictError(PlatformError):
 
 class NotFoundError(PlatformError):
     """The object (or its kind) does not exist (HTTP 404)."""
+
+
+class ExecInterrupted(PlatformError):
+    """The exec session closed before the command ended (a kill takes its own exec along)."""
 
 
 @dataclass(frozen=True)
@@ -290,7 +296,7 @@ class KubeApi:
     @classmethod
     def from_kubeconfig(cls, path: Path | None = None, context: str | None = None) -> KubeApi:
         """A client for ``context`` (default: the current one) of the kubeconfig at ``path``."""
-        where = str(path) if path else "~/.kube/config"
+        where = str(path or os.environ.get("KUBECONFIG") or "~/.kube/config")
         configuration = Configuration()
         try:
             contexts, current = kube_config.list_kube_config_contexts(str(path) if path else None)
@@ -554,7 +560,7 @@ class KubeApi:
                 yield WatchEvent(str(event.get("type", "")), cast(KubeObject, event["object"]))
         except ApiException as exc:
             raise _translate("WATCH", POD.path(namespace), exc) from exc
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
+        except (urllib3.exceptions.HTTPError, OSError, ValueError, KeyError) as exc:
             raise PlatformError(f"watch {POD.path(namespace)}: {exc}") from exc
         finally:
             watcher.stop()
@@ -649,7 +655,9 @@ class KubePodExec:
                 tty=False,
                 _request_timeout=timeout_s,
             )
-        except (ApiException, OSError, ValueError) as exc:
+        except WebSocketConnectionClosedException as exc:
+            raise ExecInterrupted(f"exec in {namespace}/{pod}/{container}: {exc}") from exc
+        except (ApiException, OSError, ValueError, WebSocketException) as exc:
             raise PlatformError(f"exec in {namespace}/{pod}/{container} failed: {exc}") from exc
         return str(output)
 
@@ -671,7 +679,7 @@ class KubePodExec:
             while chunk := sock.recv(65536):
                 chunks.append(chunk)
             sock.close()
-        except (ApiException, OSError, ValueError) as exc:
+        except (ApiException, OSError, ValueError, WebSocketException) as exc:
             raise PlatformError(f"port-forward to {namespace}/{pod}:{port} failed: {exc}") from exc
         return _http_body(b"".join(chunks), f"{namespace}/{pod}:{port}{path}")
 
@@ -715,6 +723,7 @@ __all__ = [
     "VIRTUAL_SERVICE",
     "ConflictError",
     "ContainerState",
+    "ExecInterrupted",
     "KubeApi",
     "KubeObject",
     "KubePodExec",

@@ -52,6 +52,7 @@ from chaos.platforms.kubernetes.api import (
     ResourceKind,
 )
 from chaos.platforms.kubernetes.names import ANNOTATION_RUN, LABEL_MANAGED_BY, MANAGED_BY
+from chaos.rundir.journal import JournalEntry
 
 LEDGER_FILE = "kubernetes-changes.jsonl"
 
@@ -113,11 +114,18 @@ class LedgerHeader:
 class ChangeLedger:
     """The write-ahead log of one run directory's cluster changes (thread-safe)."""
 
-    def __init__(self, run_dir: Path, header: LedgerHeader) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        header: LedgerHeader,
+        record: Callable[..., object] | None = None,
+    ) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.path = run_dir / LEDGER_FILE
         self._lock = threading.Lock()
         self._active: dict[str, Change] = {}
+        #: The run journal's writer too (``object_changed`` / ``object_restored``), if given.
+        self._record = record
         self._append({"op": "header", **asdict(header)})
 
     def _append(self, record: Mapping[str, Any]) -> None:
@@ -129,11 +137,15 @@ class ChangeLedger:
 
     def intend(self, change: Change) -> None:
         self._append({"op": "intend", "change": change.to_json()})
+        if self._record is not None:
+            self._record("object_changed", platform="kubernetes", change=change.to_json())
         with self._lock:
             self._active[change.id] = change
 
     def done(self, change: Change) -> None:
         self._append({"op": "done", "id": change.id})
+        if self._record is not None:
+            self._record("object_restored", platform="kubernetes", id=change.id)
         with self._lock:
             self._active.pop(change.id, None)
 
@@ -172,6 +184,50 @@ def read_ledger(run_dir: Path) -> tuple[list[LedgerHeader], list[Change]]:
         elif op == "done":
             pending.pop(str(record.get("id")), None)
     return headers, list(pending.values())
+
+
+def pending_changes(
+    run_dir: Path, entries: Sequence[JournalEntry] = ()
+) -> list[tuple[Path, Change]]:
+    """Changes not undone, oldest first, with the directory of the ledger that holds them.
+
+    From every ledger under ``run_dir`` (each window's topology has its own) and from the
+    run journal's ``object_changed`` / ``object_restored`` entries, so either alone will do.
+    """
+    found: dict[str, tuple[Path, Change]] = {}
+    done: set[str] = set()
+    in_ledgers: set[str] = set()
+    for path in sorted(run_dir.rglob(LEDGER_FILE)):
+        found |= {c.id: (path.parent, c) for c in read_ledger(path.parent)[1]}
+        in_ledgers |= _intended_ids(path)
+    for entry in entries:
+        if entry.kind == "object_changed" and isinstance(entry.data.get("change"), dict):
+            change = Change.from_json(entry.data["change"])  # type: ignore[arg-type]
+            if change.id not in in_ledgers:  # a ledger, where there is one, decides
+                found.setdefault(change.id, (run_dir, change))
+        elif entry.kind == "object_restored":
+            done.add(entry.get_str("id"))
+    return [(where, c) for key, (where, c) in found.items() if key not in done]
+
+
+def _intended_ids(path: Path) -> set[str]:
+    ids: set[str] = set()
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("op") == "intend":
+            ids.add(str((record.get("change") or {}).get("id")))
+    return ids
+
+
+def ledger_headers(run_dir: Path) -> list[LedgerHeader]:
+    """Every ledger header under ``run_dir`` (where each window's changes were made)."""
+    headers: list[LedgerHeader] = []
+    for path in sorted(run_dir.rglob(LEDGER_FILE)):
+        headers += read_ledger(path.parent)[0]
+    return headers
 
 
 def mark_done(run_dir: Path, change: Change) -> None:
@@ -583,7 +639,9 @@ __all__ = [
     "ClusterWriter",
     "LedgerHeader",
     "PlannedCall",
+    "ledger_headers",
     "mark_done",
+    "pending_changes",
     "read_ledger",
     "undo_change",
 ]

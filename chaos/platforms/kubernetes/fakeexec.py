@@ -25,6 +25,7 @@ import urllib.parse
 from collections.abc import Sequence
 
 from chaos.errors import PlatformError
+from chaos.platforms.kubernetes.api import ExecInterrupted
 from chaos.platforms.kubernetes.fakeapi import ApiError, FakeCluster
 from chaos.platforms.local.envoy_faults import FAULT_KEYS
 
@@ -38,8 +39,10 @@ ADMIN_PORT = 15000
 class FakePodExec:
     """Exec and port-forward into the pods of a fake cluster."""
 
-    def __init__(self, cluster: FakeCluster) -> None:
+    def __init__(self, cluster: FakeCluster, *, kills_close_the_session: bool = False) -> None:
         self.cluster = cluster
+        #: As on a real cluster, a kill may end the exec session before it answers.
+        self.kills_close_the_session = kills_close_the_session
         self._lock = threading.Lock()
         self.runtime: dict[tuple[str, str], dict[str, str]] = {}
         self.counters: dict[tuple[str, str], dict[str, int]] = {}
@@ -66,6 +69,8 @@ class FakePodExec:
             raise PlatformError(f"exec in {namespace}/{pod}/{container}: {exc.message}") from exc
         with self._lock:
             self.runtime.pop((namespace, pod), None)
+        if self.kills_close_the_session:
+            raise ExecInterrupted(f"exec in {namespace}/{pod}/{container}: connection closed")
         return ""
 
     def http(

@@ -37,8 +37,9 @@ from chaos.platforms.kubernetes.changes import (
     ChangeLedger,
     ClusterWriter,
     LedgerHeader,
+    ledger_headers,
     mark_done,
-    read_ledger,
+    pending_changes,
     undo_change,
 )
 from chaos.platforms.kubernetes.faultops import ISTIOD, KubeFaultOps, demo_workload
@@ -48,6 +49,9 @@ from chaos.spec import Experiment, Setup
 
 ALLOW_CONTEXT_ENV = "SIDECAR_CHAOS_ALLOW_CONTEXT"
 CONTEXT_ENV = "SIDECAR_CHAOS_KUBE_CONTEXT"
+INGRESS_ENV = "SIDECAR_CHAOS_KUBE_INGRESS"
+#: ``cluster up``'s state directory (its CA is in ``ca/`` there).
+KIND_DIR_ENV = "SIDECAR_CHAOS_KIND_DIR"
 
 PodExecFactory = Callable[[KubeApi], PodExec]
 
@@ -75,6 +79,8 @@ class KubernetesPlatform:
         ready_timeout_s: float = 180.0,
         rollout_timeout_s: float = 120.0,
         watch_timeout_s: int = 5,
+        ingress_url: str | None = None,
+        ca_dir: Path | None = None,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.context = context or os.environ.get(CONTEXT_ENV) or None
@@ -84,6 +90,12 @@ class KubernetesPlatform:
         self.rollout_timeout_s = rollout_timeout_s
         #: How long one watch request lasts (and so how long leaving ``start`` may wait).
         self.watch_timeout_s = watch_timeout_s
+        #: Where the engine's traffic enters (default: the frontend Service's in-cluster URL;
+        #: a loopback port-forward for Locust on this machine).
+        self.ingress_url = ingress_url or os.environ.get(INGRESS_ENV) or None
+        #: The CA ``cluster up`` issued the sidecars' certificates with (cert-expiry).
+        kind_dir = os.environ.get(KIND_DIR_ENV)
+        self.ca_dir = ca_dir or (Path(kind_dir) / "ca" if kind_dir else None)
 
     @property
     def name(self) -> str:
@@ -138,10 +150,16 @@ class KubernetesPlatform:
             self._wait_ready(api, namespace, workload)
             run_id = options.run_marker or options.run_dir.name
             kubeconfig = str(self.kubeconfig or os.environ.get("KUBECONFIG", ""))
-            ledger = ChangeLedger(options.run_dir, LedgerHeader(run_id, api.context, kubeconfig))
+            ledger = ChangeLedger(
+                options.run_dir, LedgerHeader(run_id, api.context, kubeconfig), options.record
+            )
             writer = ClusterWriter(api, self._pod_exec(api), ledger, run_id)
             ops = KubeFaultOps(
-                kube_setup, workload, writer, rollout_timeout_s=self.rollout_timeout_s
+                kube_setup,
+                workload,
+                writer,
+                rollout_timeout_s=self.rollout_timeout_s,
+                ca_dir=self.ca_dir,
             )
             record: dict[str, JsonValue] = {
                 "platform": self.name,
@@ -159,11 +177,21 @@ class KubernetesPlatform:
                 startup_s=time.monotonic() - begun,
                 record=record,
                 watch_timeout_s=self.watch_timeout_s,
+                ingress_url=self.ingress_url,
             )
             topology.start()
             try:
                 yield topology
-            finally:
+            except BaseException as exc:
+                topology.close()
+                try:
+                    writer.undo_all()
+                except PlatformError as undo:
+                    # The window's own error stays the one raised; what could not be
+                    # undone stays in the ledger for `clean`, and the error says so.
+                    exc.add_note(f"also, leaving the topology: {undo} (run `clean`)")
+                raise
+            else:
                 topology.close()
                 # A fault's own revert normally did this already; this catches the rest.
                 writer.undo_all()
@@ -214,21 +242,22 @@ class KubernetesPlatform:
     # -- after a dead runner -------------------------------------------------------------
 
     def clean(self, run_dir: Path, entries: Sequence[JournalEntry]) -> list[str]:
-        """Undo every ledger change not marked done, newest first; lines saying what."""
-        headers, pending = read_ledger(run_dir)
+        """Undo every recorded change not undone, newest first; lines saying what."""
+        pending = pending_changes(run_dir, entries)
         if not pending:
             return ["kubernetes: nothing to undo (every change was reverted)"]
-        header = headers[-1]
+        headers = ledger_headers(run_dir)
+        header = headers[-1] if headers else None
         api = self.connect(
-            kubeconfig=Path(header.kubeconfig) if header.kubeconfig else None,
-            context=header.context or None,
+            kubeconfig=Path(header.kubeconfig) if header and header.kubeconfig else None,
+            context=(header.context or None) if header else None,
         )
         lines: list[str] = []
         try:
             pod_exec = self._pod_exec(api)
-            for change in reversed(pending):
+            for where, change in reversed(pending):
                 lines.append(f"kubernetes: {undo_change(api, pod_exec, change)}")
-                mark_done(run_dir, change)
+                mark_done(where, change)
         finally:
             api.close()
         return lines

@@ -56,6 +56,7 @@ class KubeTopology:
         startup_s: float,
         record: dict[str, JsonValue],
         watch_timeout_s: int = 5,
+        ingress_url: str | None = None,
     ) -> None:
         self._setup = setup
         self._workload = workload
@@ -64,6 +65,7 @@ class KubeTopology:
         self._startup_s = startup_s
         self._record = record
         self._watch_timeout_s = watch_timeout_s
+        self._ingress_url = ingress_url
         self._callbacks: list[EventCallback] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -82,7 +84,9 @@ class KubeTopology:
 
     @property
     def ingress_url(self) -> str:
-        """The frontend Service's in-cluster URL: traffic runs inside the cluster."""
+        """The frontend Service's in-cluster URL (traffic inside the cluster), or as configured."""
+        if self._ingress_url:
+            return self._ingress_url
         return f"http://{names.service_host('frontend', self._setup)}:{names.APP_PORT}"
 
     @property
