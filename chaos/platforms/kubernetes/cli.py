@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from chaos.errors import ChaosError
-from chaos.platforms.kubernetes.cluster import ClusterSetup, ManifestSink, default_state_dir
+
+if TYPE_CHECKING:
+    # Imported where used: the main CLI mounts this app, and `validate` must stay quick.
+    from chaos.platforms.kubernetes.cluster import ClusterSetup, ManifestSink
 
 cluster_app = typer.Typer(
     name="cluster",
@@ -48,6 +51,8 @@ def _log(line: str) -> None:
 
 
 def _setup(state_dir: Path | None) -> ClusterSetup:
+    from chaos.platforms.kubernetes.cluster import ClusterSetup, default_state_dir
+
     return ClusterSetup(state_dir=state_dir or default_state_dir(), connect=_connect, log=_log)
 
 
