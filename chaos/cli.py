@@ -6,6 +6,7 @@ import json
 import signal
 import sys
 import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -31,6 +32,15 @@ app = typer.Typer(
 )
 out = Console()
 err = Console(stderr=True)
+
+
+def _mount_cluster_app() -> None:
+    from chaos.platforms.kubernetes.cli import cluster_app
+
+    app.add_typer(cluster_app, name="cluster")
+
+
+_mount_cluster_app()
 
 
 def _fail(exc: ChaosError) -> NoReturn:
@@ -222,22 +232,37 @@ _MetricsPort = Annotated[
 _MetricsAddress = Annotated[str, typer.Option(help="address for --metrics-port")]
 
 
-def _platform(
-    name: str, slots: dict[str, int] | None = None, prometheus: str | None = None
-) -> Platform:
+@dataclass(frozen=True)
+class PlatformOptions:
+    """The CLI options that go to a platform: each platform takes its own."""
+
+    slots: dict[str, int] = field(default_factory=dict)
+    kubeconfig: Path | None = None
+    kube_context: str | None = None
+    allow_context: str | None = None
+    #: A Prometheus to read the proxy counters from (local platform).
+    prometheus: str | None = None
+
+
+def _platform(name: str, options: PlatformOptions | None = None) -> Platform:
     """The platform ``name`` from the registry, with the options the CLI has for it."""
     from chaos.platforms import platform_factory
 
+    opts = options or PlatformOptions()
     factory = platform_factory(name)
     if name == "local":
-        return factory(slots=slots or {}, prometheus_url=prometheus)
-    if prometheus is not None:
+        return factory(slots=opts.slots, prometheus_url=opts.prometheus)
+    if opts.prometheus is not None:
         raise InputError(f"--prometheus: the {name} platform does not read counters from it yet")
+    if name == "kubernetes":
+        return factory(
+            kubeconfig=opts.kubeconfig, context=opts.kube_context, allow_context=opts.allow_context
+        )
     return factory()
 
 
 def _load(
-    path: Path, overrides: list[str], setups: list[str], slots: dict[str, int] | None = None
+    path: Path, overrides: list[str], setups: list[str], options: PlatformOptions | None = None
 ) -> Experiment:
     """Load and check an experiment, against the platform it names too (exit 2 on a problem)."""
     from chaos.engine.preflight import platform_checks
@@ -246,7 +271,7 @@ def _load(
 
     def check(experiment: Experiment) -> list[Problem]:
         try:
-            platform = _platform(experiment.platform, slots)
+            platform = _platform(experiment.platform, options)
         except InputError as exc:
             return [Problem(("platform",), str(exc))]
         return list(platform_checks(platform)(experiment))
@@ -320,6 +345,16 @@ def run(
             help="read proxy counters through this Prometheus (query API), not the admin API",
         ),
     ] = None,
+    platform_name: Annotated[
+        str | None, typer.Option("--platform", help="local or kubernetes (default: the file's)")
+    ] = None,
+    kubeconfig: Annotated[Path | None, typer.Option(help="kubernetes: the kubeconfig")] = None,
+    kube_context: Annotated[
+        str | None, typer.Option(help="kubernetes: the context (default: the current one)")
+    ] = None,
+    allow_context: Annotated[
+        str | None, typer.Option(help="kubernetes: allow this context that is not a kind cluster")
+    ] = None,
 ) -> None:
     """Run an experiment: every setup, fault and repetition, then the report."""
     from chaos.metrics.hooks import Monitoring
@@ -329,12 +364,14 @@ def run(
         if workers < 0:
             raise InputError(f"--workers: {workers} is not a number of worker processes (>= 0)")
         monitoring = Monitoring(pushgateway, metrics_port, metrics_address).checked()
-        slots = _slots(slot or [])
-        experiment = _load(file, set_ or [], setup or [], slots)
+        options = PlatformOptions(_slots(slot or []), kubeconfig, kube_context, allow_context)
+        if platform_name is not None:
+            set_ = [*(set_ or []), f"platform={platform_name}"]
+        experiment = _load(file, set_ or [], setup or [], options)
         prometheus = prometheus or None  # an empty value (an unset CI variable): admin API
         if prometheus is not None and not dry_run:
             prometheus = check_prometheus(prometheus)
-        platform = _platform(experiment.platform, slots, prometheus)
+        platform = _platform(experiment.platform, replace(options, prometheus=prometheus))
         if dry_run:
             for line in describe_plan(experiment, platform):
                 _plain(line)
@@ -347,6 +384,7 @@ def run(
             workers,
             None if no_history else history,
             monitoring,
+            overrides=(set_ or [], setup or []),
         )
     except ChaosError as exc:
         _fail(exc)
@@ -358,6 +396,7 @@ def describe_plan(experiment: Experiment, platform: Platform) -> list[str]:
     from chaos.engine.run import schedule
     from chaos.faults.plans import plan_offline
     from chaos.spec import Setup
+    from chaos.spec.hypotheses import describe_decisions
 
     t = experiment.timeline
     lines = [
@@ -367,6 +406,14 @@ def describe_plan(experiment: Experiment, platform: Platform) -> list[str]:
         f"each window: up -> warm-up {t.warmup:g}s -> inject -> hold {t.hold:g}s -> revert -> "
         f"recovery {t.recovery:g}s -> down; traffic {experiment.traffic.rate:g} rps, "
         f"{experiment.traffic.users} users; platform {platform.name}",
+        *describe_decisions(
+            experiment.hypotheses,
+            experiment.repetitions,
+            experiment.max_repetitions,
+            experiment.budget,
+            experiment.planned_repetitions,
+            experiment.multiple_testing,
+        ),
     ]
     ops: dict[str, FaultOps] = {s: platform.plan_ops(Setup(s)) for s in experiment.setups}
     for number, key in enumerate(schedule(experiment), start=1):
@@ -397,6 +444,7 @@ def _execute(
     workers: int,
     history: Path | None,
     monitoring: Monitoring | None = None,
+    overrides: tuple[list[str], list[str]] = ([], []),
 ) -> int:
     from datetime import UTC, datetime
 
@@ -404,6 +452,8 @@ def _execute(
     from chaos.engine.view import make_view
     from chaos.metrics.hooks import Monitoring, push_after_run, start_live_metrics, tee
     from chaos.outcome import finish
+    from chaos.report.effective import write_effective_experiment
+    from chaos.report.summary import run_summary
 
     if history is not None and (history.is_dir() or not history.name):
         raise InputError(f"--history: {history} is not a file path (use --no-history to skip)")
@@ -412,6 +462,7 @@ def _execute(
     monitoring = monitoring or Monitoring()
     live = start_live_metrics(monitoring, experiment.name, _plain)  # a taken port: exit 2 now
     copy_experiment(file, run_dir)
+    write_effective_experiment(run_dir, experiment, *overrides)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     _plain(f"run directory: {run_dir}")
     view = tee(make_view(out), live)
@@ -435,8 +486,8 @@ def _execute(
         err.print(f"hypothesis failed: {failure}", markup=False, highlight=False, soft_wrap=True)
     if engine.aborted:
         err.print(f"aborted: {engine.aborted}", markup=False, highlight=False)
-    if outcome.report is not None:
-        _plain(f"report: {outcome.report}")
+    for line in run_summary(run_dir, outcome.exit_code, outcome.report):
+        _plain(line)
     return outcome.exit_code
 
 
@@ -465,6 +516,7 @@ def demo(
             0,
             Path("reports/history.db"),
             monitoring,
+            overrides=(set_ or [], []),
         )
     except ChaosError as exc:
         _fail(exc)
