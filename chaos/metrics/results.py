@@ -30,6 +30,10 @@ Per fault and pair of setups: ``sidecar_chaos_comparison_supported`` (1 when the
 difference in time to recover is significant) and
 ``sidecar_chaos_comparison_difference_seconds`` (median of ``setup_b`` minus ``setup_a``).
 
+Per claim (a hypothesis on a fault, or the ranking when none is stated):
+``sidecar_chaos_claim{hypothesis,fault,setup,compared_to,metric,outcome}``, 1 for its
+outcome (supported, refuted, equivalent, undecided) and 0 for the others.
+
 Per run: ``sidecar_chaos_run_exit_code``, ``sidecar_chaos_run_duration_seconds``,
 ``sidecar_chaos_run_finished_timestamp_seconds`` (Unix time) and
 ``sidecar_chaos_run_info`` (versions and platform as labels, value 1).
@@ -55,6 +59,7 @@ from chaos.analysis import (
     bootstrap_median,
     read_results,
 )
+from chaos.analysis.hypotheses import OUTCOMES, DecisionSet
 from chaos.errors import InputError
 from chaos.metrics import PREFIX
 from chaos.report.junit import _problems as junit_problems
@@ -199,6 +204,23 @@ class RunResults(Collector):
                 hypothesis.add_metric([*key, name], 1.0 if name == outcome else 0.0)
         yield from (ttr, tti, ratio, latency, failed, requests, repetitions, recovered, hypothesis)
         yield from _comparison_metrics(analysis.comparisons)
+        if analysis.decided is not None:
+            yield _claim_metrics(analysis.decided)
+
+
+def _claim_metrics(decided: DecisionSet) -> Metric:
+    """1 for each claim's outcome (supported, refuted, equivalent, undecided), 0 for the others."""
+    family = GaugeMetricFamily(
+        f"{PREFIX}_claim",
+        "1 for the outcome of a hypothesis on a fault (or of the ranking), 0 for the others.",
+        labels=["hypothesis", "fault", "setup", "compared_to", "metric", "outcome"],
+    )
+    for d in decided.decisions:
+        c = d.claim
+        for outcome in OUTCOMES:
+            labels = [c.hypothesis, c.fault, c.setup, c.compared_to, c.metric, outcome]
+            family.add_metric(labels, 1.0 if outcome == d.outcome else 0.0)
+    return family
 
 
 def _comparison_metrics(comparisons: Sequence[Comparison]) -> Iterator[Metric]:

@@ -104,6 +104,19 @@ def test_results_follow_the_conventions_and_equal_the_run_directory(tmp_path: Pa
             samples, "sidecar_chaos_comparison_difference_seconds", **pair
         ) == pytest.approx(c.difference_s)
     assert analysis.comparisons
+    assert analysis.decided is not None and analysis.decided.decisions
+    for d in analysis.decided.decisions:
+        c = d.claim
+        claim = {
+            "hypothesis": c.hypothesis,
+            "fault": c.fault,
+            "setup": c.setup,
+            "compared_to": c.compared_to,
+            "metric": c.metric,
+        }
+        assert _get(samples, "sidecar_chaos_claim", **claim, outcome=d.outcome) == 1
+        others = [o for o in ("supported", "refuted", "equivalent", "undecided") if o != d.outcome]
+        assert all(_get(samples, "sidecar_chaos_claim", **claim, outcome=o) == 0 for o in others)
     assert results.identity.grouping_key() == {
         "experiment": "synthetic",
         "run_id": "synthetic@2025-01-01T02:00:00+00:00",
