@@ -28,6 +28,7 @@ from chaos.platforms.local.layout import build_layout
 from chaos.platforms.local.platform import LocalRunning
 from chaos.platforms.local.scrape import write_scrape_config
 from chaos.platforms.local.topology import LocalTopology
+from chaos.proc import spawn
 from chaos.report.meta import read_meta
 from chaos.rundir.counters import read_counters
 from chaos.spec import Setup
@@ -68,8 +69,8 @@ class Server:
 
     def __init__(self, argv: list[str], port: int, log: Path, ready_path: str = "/-/ready") -> None:
         self.url = f"http://127.0.0.1:{port}"
-        self._log = log.open("wb")
-        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT)
+        # Its own session, dying with the test process even when pytest itself is killed.
+        self.proc = spawn(argv, log_path=log)
         deadline = time.monotonic() + 30.0
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"{argv[0]} exited:\n{log.read_text()}"
@@ -90,7 +91,6 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self._log.close()
 
 
 @pytest.fixture
