@@ -13,9 +13,11 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from chaos.errors import InputError
+from chaos.rundir.columns import SampleColumns
 from chaos.rundir.samples import ERROR_KINDS, OK, SAMPLE_COLUMNS, SAMPLE_DTYPES
 
 # The samples' columns and error kinds are the run directory's contract
@@ -66,6 +68,25 @@ def validate_samples(samples: pd.DataFrame) -> None:
     unknown = set(samples["error_kind"].unique()) - {OK, *ERROR_KINDS}
     if unknown:
         raise InputError(f"samples have unknown error kinds: {sorted(map(str, unknown))}")
+
+
+def validate_columns(columns: SampleColumns) -> None:
+    """Raise ``InputError`` unless the samples' columns follow the samples contract.
+
+    The checks of :func:`validate_samples`, on arrays: finite times and latencies,
+    no negative latency, only known error kinds (checked on the names in use, not
+    per row).
+    """
+    if len(columns) == 0:
+        return
+    if not (np.isfinite(columns.t).all() and np.isfinite(columns.latency_ms).all()):
+        raise InputError("samples have missing t or latency_ms values")
+    if (columns.latency_ms < 0).any():
+        raise InputError("samples have negative latency_ms values")
+    used = np.bincount(columns.coded("error_kind"), minlength=len(columns.names)) > 0
+    unknown = {str(n) for n in columns.names[used]} - {OK, *ERROR_KINDS}
+    if unknown:
+        raise InputError(f"samples have unknown error kinds: {sorted(unknown)}")
 
 
 @dataclass(frozen=True)
