@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from chaos.errors import InputError
@@ -145,16 +146,37 @@ class CounterDeltas:
     by_counter: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RecordedWrites:
-    """The write ids the ``payments`` service recorded, with how often each was recorded."""
+    """The write ids the ``payments`` service recorded, duplicates included.
 
-    counts: Mapping[str, int]
+    Held as one array (millions of ids in a long soak); :meth:`counts_of` looks a
+    table of names up in one hash pass instead of a dict entry per id.
+    """
+
+    ids: npt.NDArray[np.object_]
 
     @classmethod
     def from_ids(cls, ids: Iterable[str]) -> RecordedWrites:
-        """Count a list of recorded ids (duplicates included)."""
-        return cls(counts=dict(Counter(ids)))
+        """Every recorded id (duplicates included), in any order."""
+        listed = ids if isinstance(ids, list) else list(ids)
+        array = np.empty(len(listed), dtype=object)
+        array[:] = listed
+        return cls(ids=array)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """How often each id was recorded."""
+        return dict(Counter(self.ids.tolist()))
+
+    def counts_of(self, names: npt.NDArray[np.object_]) -> npt.NDArray[np.int64]:
+        """How often each of ``names`` (distinct strings) was recorded."""
+        if len(self.ids) == 0:
+            return np.zeros(len(names), dtype=np.int64)
+        # names are distinct and come first, so their codes are 0 .. len(names) - 1
+        codes, uniques = pd.factorize(np.concatenate([names, self.ids]))
+        counts = np.bincount(codes[len(names) :], minlength=len(uniques))
+        return counts[: len(names)].astype(np.int64)
 
 
 @dataclass(frozen=True)

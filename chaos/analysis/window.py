@@ -116,13 +116,7 @@ class SampleSet:
     def recorded_counts(self, recorded: RecordedWrites) -> IntArray:
         """How often ``payments`` recorded each name of the table (0 for most)."""
         if self._recorded is None or self._recorded[0] is not recorded:
-            counts = np.zeros(len(self.columns.names), dtype=np.int64)
-            if recorded.counts:
-                ids = pd.Index(list(recorded.counts), dtype=object)
-                where = pd.Index(self.columns.names).get_indexer(ids)
-                values = np.fromiter(recorded.counts.values(), np.int64, len(ids))
-                counts[where[where >= 0]] = values[where >= 0]
-            self._recorded = (recorded, counts)
+            self._recorded = (recorded, recorded.counts_of(self.columns.names))
         return self._recorded[1]
 
 
