@@ -10,7 +10,7 @@ Time is always seconds on ``time.monotonic()`` (the clock of the run journal).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np

@@ -1,5 +1,5 @@
-"""``python -m chaos.bench``."""
+"""``python -m chaos.bench`` (``make bench``)."""
 
-from chaos.bench.startup import main
+from chaos.bench.main import main
 
 raise SystemExit(main())
