@@ -36,7 +36,7 @@ from typing import Any
 
 from chaos.bench.finish_scale import FinishMeasure, measure_finish, write_scale_run
 from chaos.bench.loadgen import LoadGenRow, measure_load_generators
-from chaos.bench.realrun import RealRun, run_experiment
+from chaos.bench.realrun import FAULTS, RealRun, run_experiment
 from chaos.bench.render import render_markdown
 from chaos.bench.startup import SetupResult, bench_setup, free_slot
 from chaos.spec import Setup
@@ -69,6 +69,7 @@ class BenchResults:
     finish: list[tuple[int, FinishMeasure]] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    out: Path | None = None
 
 
 def _version(package: str) -> str:
@@ -103,9 +104,11 @@ def machine() -> Machine:
 
 def _figure(results: BenchResults, name: str, step: Callable[[], None]) -> None:
     print(f"bench: {name} ...", file=sys.stderr, flush=True)
+    if results.out is not None:  # what is measured so far, should the bench be cut short
+        results.out.write_text(render_markdown(results), encoding="utf-8")
     try:
         step()
-    except Exception as exc:
+    except Exception as exc:  # one figure failing (say, a port taken) must not lose the rest
         results.errors[name] = (
             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         )
@@ -136,6 +139,7 @@ def run_bench(args: argparse.Namespace) -> BenchResults:
         command="make bench" if not args.short else "python -m chaos.bench --short",
         started_utc=datetime.now(UTC).isoformat(timespec="seconds"),
         machine=machine(),
+        out=args.out,
     )
     setups = [Setup(s) for s in args.setups]
     with tempfile.TemporaryDirectory(prefix="chaos-bench-") as tmp:
@@ -151,7 +155,9 @@ def run_bench(args: argparse.Namespace) -> BenchResults:
         _figure(results, "loadgen", lambda: results.loadgen.extend(_loadgen(args.loadgen_seconds)))
 
         def realrun() -> None:
-            results.realrun = run_experiment(work / "realrun", tuple(s.value for s in setups))
+            results.realrun = run_experiment(
+                work / "realrun", tuple(s.value for s in setups), args.faults
+            )
 
         _figure(results, "realrun", realrun)
         _figure(results, "finish", lambda: _finish_sizes(results, args.sizes, work))
@@ -177,10 +183,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.short:
         args.setups = args.setups[:1] if args.setups else ["sidecar"]
         args.repeats, args.duration, args.connections = 1, 0.5, 4
-        args.loadgen_seconds, args.sizes = 1.0, SHORT_SIZES
+        args.loadgen_seconds, args.sizes, args.faults = 1.0, SHORT_SIZES, FAULTS[:1]
     else:
         args.repeats, args.duration, args.connections = 3, 3.0, 16
-        args.loadgen_seconds, args.sizes = 10.0, FULL_SIZES
+        args.loadgen_seconds, args.sizes, args.faults = 10.0, FULL_SIZES, FAULTS
     return args
 
 

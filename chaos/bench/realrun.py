@@ -66,8 +66,17 @@ class RealRun:
 FAULTS = ("abort-frontend", "latency-checkout", "crash-payments")
 
 
-def experiment_text(setups: tuple[str, ...]) -> str:
-    """The bench's experiment file."""
+_FAULT_SPECS = {
+    "abort-frontend": "type: abort\n    target: {service: frontend}\n    status: 503",
+    "latency-checkout": "type: latency\n    target: {service: checkout, replica: 0}\n"
+    "    delay: 200ms",
+    "crash-payments": "type: crash\n    target: {service: payments, replica: 0}",
+}
+
+
+def experiment_text(setups: tuple[str, ...], faults: tuple[str, ...] = FAULTS) -> str:
+    """The bench's experiment file (``faults``: some of :data:`FAULTS`)."""
+    blocks = "".join(f"  - name: {name}\n    {_FAULT_SPECS[name]}\n" for name in faults)
     return f"""\
 name: bench
 description: injection lag and run overhead for make bench
@@ -89,25 +98,16 @@ timeline:
   recovery: {RECOVERY_S:g}s
   recovered_for: 1s
 faults:
-  - name: abort-frontend
-    type: abort
-    target: {{service: frontend}}
-    status: 503
-  - name: latency-checkout
-    type: latency
-    target: {{service: checkout, replica: 0}}
-    delay: 200ms
-  - name: crash-payments
-    type: crash
-    target: {{service: payments, replica: 0}}
-"""
+{blocks}"""
 
 
-def run_experiment(work: Path, setups: tuple[str, ...]) -> RealRun:
+def run_experiment(
+    work: Path, setups: tuple[str, ...], faults: tuple[str, ...] = FAULTS
+) -> RealRun:
     """Run the bench experiment with the CLI in a subprocess and read its figures."""
     work.mkdir(parents=True, exist_ok=True)
     spec = work / "bench-experiment.yaml"
-    spec.write_text(experiment_text(setups), encoding="utf-8")
+    spec.write_text(experiment_text(setups, faults), encoding="utf-8")
     run_dir = work / "run"
     cli = Path(sys.executable).with_name("sidecar-chaos")
     argv = [str(cli)] if cli.exists() else [sys.executable, "-m", "chaos.cli"]
