@@ -166,6 +166,10 @@ def run_bench(args: argparse.Namespace) -> BenchResults:
     return results
 
 
+class BadOption(Exception):
+    """An option argparse accepted but the bench cannot use."""
+
+
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m chaos.bench", description=__doc__.split("\n")[0]
@@ -179,7 +183,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     try:
         args.setups = [Setup(n.strip()).value for n in names if n.strip()]
     except ValueError as exc:
-        parser.error(f"--setups: {exc}")
+        raise BadOption(f"--setups: {exc}") from exc
     if args.short:
         args.setups = args.setups[:1] if args.setups else ["sidecar"]
         args.repeats, args.duration, args.connections = 1, 0.5, 4
@@ -198,7 +202,11 @@ def _jsonable(value: Any) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the bench, write ``--out``; exit 2 on bad options, 1 when a figure failed."""
-    args = _parse(argv)
+    try:
+        args = _parse(argv)
+    except BadOption as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     results = run_bench(args)
     args.out.write_text(render_markdown(results), encoding="utf-8")
     if args.json is not None:
