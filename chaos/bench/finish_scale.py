@@ -43,7 +43,7 @@ CHUNK_ROWS = 1000
 #: Seconds from revert until the abort's errors stop, per setup.
 RECOVERY_S = {"sidecar": 2.0, "mesh": 0.5}
 #: Every how many acknowledged writes one is missing from the record, and one recorded twice.
-LOST_EVERY, DUPLICATED_EVERY = 10_007, 10_009
+LOST_EVERY, DUPLICATED_EVERY = 7_919, 7_907
 # names[0] must be "": the chunk format's empty string
 _NAMES = ["", "/", "/api/pay", "GET", "POST", "http"]
 _BROWSE, _PAY, _GET, _POST, _HTTP = 1, 2, 3, 4, 5

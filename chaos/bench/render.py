@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 #: The issue's goal for the finish step at 10 M samples.
 FINISH_GOAL_S, FINISH_GOAL_MIB = 10.0, 1024.0
 #: Measured on main before issue 11 (same harness, same machine, heavily loaded then).
-FINISH_BEFORE_10M = "CPU 31.9 s, peak 2,692 MB"
+FINISH_BEFORE_10M = "CPU 31.9 s, peak 2,692 MiB (load average about 20)"
 
 
 def _n(x: float | None, digits: int = 2, unit: str = "") -> str:
@@ -168,7 +168,7 @@ def _finish(results: BenchResults) -> list[str]:
         f"at 10 M on this harness: {FINISH_BEFORE_10M}.",
         "",
         *_failed(results, "finish"),
-        "| samples | wall s | CPU s | peak MB | MB before the step | CPU s per M samples "
+        "| samples | wall s | CPU s | peak MiB | MiB before the step | CPU s per M samples "
         "| growth (CPU) from the previous size |",
         "|---|---|---|---|---|---|---|",
     ]

@@ -8,6 +8,8 @@ frame loader row for row, cut-off chunks included.
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ import pandas as pd
 import pytest
 
 from chaos.analysis import (
+    CounterDeltas,
     FaultWindow,
     RecordedWrites,
     SteadyState,
@@ -100,26 +103,30 @@ def test_analysis_from_columns_equals_analysis_from_the_frame(tmp_path: Path) ->
     )
     assert a.runs == b.runs and a.summaries == b.summaries and a.comparisons == b.comparisons
     pd.testing.assert_frame_equal(a.buckets, b.buckets)
+    # and what the synthetic run wrote from the frame (it also had proxy counters)
     c = analyze_run(load_columns(run), windows, STEADY, 1.0, resamples=500)
-    assert c.runs == before.runs and c.summaries == before.summaries
+    assert [replace(r, counters=CounterDeltas()) for r in c.runs] == [
+        replace(r, counters=CounterDeltas()) for r in before.runs
+    ]
 
 
 def test_writes_lost_and_duplicated_by_codes() -> None:
     samples = synthetic_samples(0.0, 10.0, 100.0, seed=3, write_every=4)
     samples.loc[samples.index[-1], "write_id"] = "w0"  # the same id sent twice
     acked = [i for i, s in zip(samples.write_id, samples.status, strict=True) if i and s < 300]
-    recorded = RecordedWrites.from_ids(acked[2:] + acked[5:8])
+    recorded_ids = acked[2:-1] + acked[-20:-17]
+    recorded = RecordedWrites.from_ids(recorded_ids)
     w = FaultWindow("sidecar", "x", "abort", 0, 2.0, 4.0, 10.0, False, 0.0)
     r = measure_window(samples, w, STEADY, 1.0, recorded_writes=recorded)
-    in_window = samples[(samples.t >= 2.0) & (samples.t < 10.0)]
-    ids = set(in_window.write_id) - {""}
-    assert r.writes_lost == len(ids & set(acked[:2]))
-    assert r.writes_duplicated == len(ids & set(acked[5:8]))
-    assert recorded.counts_of(np.array(["w0", acked[6], "nope"], dtype=object)).tolist() == [
-        0 if "w0" in acked[:2] else 1,
-        2,
-        0,
-    ]
+    # the truth, counted the slow way
+    inside = samples[(samples.t >= 2.0) & (samples.t < 10.0) & (samples.write_id != "")]
+    times = Counter(recorded_ids)
+    ok = inside[(inside.status >= 200) & (inside.status < 300)]
+    assert r.writes_lost == sum(1 for i in set(ok.write_id) if times[i] == 0) > 0
+    assert r.writes_duplicated == sum(1 for i in set(inside.write_id) if times[i] > 1) > 0
+    names = np.array(["w0", acked[-19], "nope"], dtype=object)
+    assert recorded.counts_of(names).tolist() == [times["w0"], 2, 0]
+    assert recorded.counts == dict(times)
 
 
 def test_errors_by_kind_and_unknown_kinds_from_columns() -> None:
@@ -137,7 +144,7 @@ def test_errors_by_kind_and_unknown_kinds_from_columns() -> None:
 
 def test_scale_run_goes_through_the_finish_step_with_known_writes(tmp_path: Path) -> None:
     run = tmp_path / "scale"
-    windows = write_scale_run(run, 60_000)
+    windows = write_scale_run(run, 240_000)  # windows of 8 s: recovery fits
     measure = _finish_here(run)
     assert measure.exit_code == 0 and measure.peak_rss_mb > measure.before_rss_mb > 0
     results = read_results(run)
@@ -147,5 +154,5 @@ def test_scale_run_goes_through_the_finish_step_with_known_writes(tmp_path: Path
     assert all(r.recovered and r.had_impact for r in results.runs)
     # ids are 1.. over the run; an acked id that is a multiple of LOST_EVERY went unrecorded
     assert sum(r.writes_lost or 0 for r in results.runs) >= 1
-    assert sum(r.writes_lost or 0 for r in results.runs) <= 60_000 // 4 // LOST_EVERY
+    assert sum(r.writes_lost or 0 for r in results.runs) <= 240_000 // 4 // LOST_EVERY
     assert (run / "report.html").exists() and (run / "junit.xml").exists()
