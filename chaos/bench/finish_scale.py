@@ -39,6 +39,8 @@ SETUPS = ("sidecar", "mesh")
 REPETITIONS = 3
 FAULT = "abort-checkout"
 RECORDS_FILE = "scale-records.json"
+#: Fewest samples whose windows' recovery (half a window) is the 1 s ``recovered_for``.
+MIN_SAMPLES = 60_000
 CHUNK_ROWS = 1000
 #: Seconds from revert until the abort's errors stop, per setup.
 RECOVERY_S = {"sidecar": 2.0, "mesh": 0.5}
@@ -88,8 +90,8 @@ def write_scale_run(run_dir: Path, samples: int, seed: int = 11) -> list[ScaleWi
     """A run directory with about ``samples`` samples, ready for the finish step."""
     from chaos.rundir.chunks import encode_coded_chunk  # not at the top: old trees measure too
 
-    if samples < 1000:
-        raise ValueError("samples must be at least 1000")
+    if samples < MIN_SAMPLES:
+        raise ValueError(f"samples must be at least {MIN_SAMPLES:,} (a window's recovery >= 1 s)")
     run_dir.mkdir(parents=True, exist_ok=True)
     windows = _window_plan(samples)
     spec = SyntheticRun(

@@ -9,6 +9,7 @@ table of names, and sorts by ``t`` once. About 36 bytes a row.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -148,7 +149,9 @@ def _read(
     finally:
         for data in files:
             if isinstance(data, mmap.mmap):
-                data.close()
+                # a reader stopped by an error may still hold a view; the error matters more
+                with contextlib.suppress(BufferError):
+                    data.close()
     t, latency = t[:n], latency[:n]
     table = [OK]
     if strings:
