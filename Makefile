@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test check lint typecheck bench clean
+.PHONY: install demo test check lint typecheck bench clean e2e-kind
 
 install: $(STAMP)
 
@@ -31,6 +31,12 @@ check: lint typecheck test
 
 bench: install
 	$(BIN)/python -m chaos.bench
+
+# Needs docker, kind and istioctl (not available where this project is built and tested).
+e2e-kind: install
+	$(BIN)/sidecar-chaos cluster up
+	$(BIN)/pytest -q -m kind tests/kubernetes; rc=$$?; \
+	$(BIN)/sidecar-chaos cluster down; exit $$rc
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -6,6 +6,7 @@ import json
 import signal
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -29,6 +30,15 @@ app = typer.Typer(
 )
 out = Console()
 err = Console(stderr=True)
+
+
+def _mount_cluster_app() -> None:
+    from chaos.platforms.kubernetes.cli import cluster_app
+
+    app.add_typer(cluster_app, name="cluster")
+
+
+_mount_cluster_app()
 
 
 def _fail(exc: ChaosError) -> NoReturn:
@@ -192,18 +202,33 @@ def _plain(line: str) -> None:
     out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
-def _platform(name: str, slots: dict[str, int] | None = None) -> Platform:
+@dataclass(frozen=True)
+class PlatformOptions:
+    """The CLI options that go to a platform: each platform takes its own."""
+
+    slots: dict[str, int] = field(default_factory=dict)
+    kubeconfig: Path | None = None
+    kube_context: str | None = None
+    allow_context: str | None = None
+
+
+def _platform(name: str, options: PlatformOptions | None = None) -> Platform:
     """The platform ``name`` from the registry, with the options the CLI has for it."""
     from chaos.platforms import platform_factory
 
+    opts = options or PlatformOptions()
     factory = platform_factory(name)
     if name == "local":
-        return factory(slots=slots or {})
+        return factory(slots=opts.slots)
+    if name == "kubernetes":
+        return factory(
+            kubeconfig=opts.kubeconfig, context=opts.kube_context, allow_context=opts.allow_context
+        )
     return factory()
 
 
 def _load(
-    path: Path, overrides: list[str], setups: list[str], slots: dict[str, int] | None = None
+    path: Path, overrides: list[str], setups: list[str], options: PlatformOptions | None = None
 ) -> Experiment:
     """Load and check an experiment, against the platform it names too (exit 2 on a problem)."""
     from chaos.engine.preflight import platform_checks
@@ -212,7 +237,7 @@ def _load(
 
     def check(experiment: Experiment) -> list[Problem]:
         try:
-            platform = _platform(experiment.platform, slots)
+            platform = _platform(experiment.platform, options)
         except InputError as exc:
             return [Problem(("platform",), str(exc))]
         return list(platform_checks(platform)(experiment))
@@ -276,14 +301,26 @@ def run(
         list[str] | None,
         typer.Option(help="SETUP=N: third octet of that setup's pod addresses (127.0.N.x)"),
     ] = None,
+    platform_name: Annotated[
+        str | None, typer.Option("--platform", help="local or kubernetes (default: the file's)")
+    ] = None,
+    kubeconfig: Annotated[Path | None, typer.Option(help="kubernetes: the kubeconfig")] = None,
+    kube_context: Annotated[
+        str | None, typer.Option(help="kubernetes: the context (default: the current one)")
+    ] = None,
+    allow_context: Annotated[
+        str | None, typer.Option(help="kubernetes: allow this context that is not a kind cluster")
+    ] = None,
 ) -> None:
     """Run an experiment: every setup, fault and repetition, then the report."""
     try:
         if workers < 0:
             raise InputError(f"--workers: {workers} is not a number of worker processes (>= 0)")
-        slots = _slots(slot or [])
-        experiment = _load(file, set_ or [], setup or [], slots)
-        platform = _platform(experiment.platform, slots)
+        options = PlatformOptions(_slots(slot or []), kubeconfig, kube_context, allow_context)
+        if platform_name is not None:
+            set_ = [*(set_ or []), f"platform={platform_name}"]
+        experiment = _load(file, set_ or [], setup or [], options)
+        platform = _platform(experiment.platform, options)
         if dry_run:
             for line in describe_plan(experiment, platform):
                 _plain(line)
@@ -295,6 +332,7 @@ def run(
             _run_dir(out_dir, experiment.name),
             workers,
             None if no_history else history,
+            overrides=(set_ or [], setup or []),
         )
     except ChaosError as exc:
         _fail(exc)
@@ -306,6 +344,7 @@ def describe_plan(experiment: Experiment, platform: Platform) -> list[str]:
     from chaos.engine.run import schedule
     from chaos.faults.plans import plan_offline
     from chaos.spec import Setup
+    from chaos.spec.hypotheses import describe_decisions
 
     t = experiment.timeline
     lines = [
@@ -315,6 +354,14 @@ def describe_plan(experiment: Experiment, platform: Platform) -> list[str]:
         f"each window: up -> warm-up {t.warmup:g}s -> inject -> hold {t.hold:g}s -> revert -> "
         f"recovery {t.recovery:g}s -> down; traffic {experiment.traffic.rate:g} rps, "
         f"{experiment.traffic.users} users; platform {platform.name}",
+        *describe_decisions(
+            experiment.hypotheses,
+            experiment.repetitions,
+            experiment.max_repetitions,
+            experiment.budget,
+            experiment.planned_repetitions,
+            experiment.multiple_testing,
+        ),
     ]
     ops: dict[str, FaultOps] = {s: platform.plan_ops(Setup(s)) for s in experiment.setups}
     for number, key in enumerate(schedule(experiment), start=1):
@@ -344,18 +391,22 @@ def _execute(
     run_dir: Path,
     workers: int,
     history: Path | None,
+    overrides: tuple[list[str], list[str]] = ([], []),
 ) -> int:
     from datetime import UTC, datetime
 
     from chaos.engine.run import Engine, RunOptions, copy_experiment
     from chaos.engine.view import make_view
     from chaos.outcome import finish
+    from chaos.report.effective import write_effective_experiment
+    from chaos.report.summary import run_summary
 
     if history is not None and (history.is_dir() or not history.name):
         raise InputError(f"--history: {history} is not a file path (use --no-history to skip)")
     if run_dir.exists() and any(run_dir.iterdir()):
         raise InputError(f"--out: {run_dir} is not empty; pick a new run directory")
     copy_experiment(file, run_dir)
+    write_effective_experiment(run_dir, experiment, *overrides)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     _plain(f"run directory: {run_dir}")
     view = make_view(out)
@@ -378,8 +429,8 @@ def _execute(
         err.print(f"hypothesis failed: {failure}", markup=False, highlight=False, soft_wrap=True)
     if engine.aborted:
         err.print(f"aborted: {engine.aborted}", markup=False, highlight=False)
-    if outcome.report is not None:
-        _plain(f"report: {outcome.report}")
+    for line in run_summary(run_dir, outcome.exit_code, outcome.report):
+        _plain(line)
     return outcome.exit_code
 
 
@@ -401,6 +452,7 @@ def demo(
             _run_dir(out_dir, experiment.name),
             0,
             Path("reports/history.db"),
+            overrides=(set_ or [], []),
         )
     except ChaosError as exc:
         _fail(exc)
