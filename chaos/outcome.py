@@ -22,8 +22,8 @@ from chaos.engine.run import WindowRecord
 from chaos.platforms.base import Platform
 from chaos.report import HistoryStore, RunMeta, render_report, write_junit, write_meta
 from chaos.rundir import REPORT_FILE, SAMPLES_DIR
+from chaos.rundir.columns import load_columns
 from chaos.rundir.counters import read_counters
-from chaos.rundir.samples import load_samples
 from chaos.spec import CertExpiryFault, Experiment
 
 
@@ -123,7 +123,7 @@ def finish(
     """Analyse the run directory, write every output, decide the exit code."""
     windows = windows_for_analysis(records)
     samples_root = run_dir / SAMPLES_DIR
-    samples = load_samples(run_dir) if samples_root.is_dir() else None
+    samples = load_columns(run_dir) if samples_root.is_dir() else None
     runs: list[FaultResult] = []
     refuted: list[str] = []
     if samples is not None and windows:
@@ -155,6 +155,8 @@ def finish(
         )
         runs = list(analysis.runs)
         refuted = refuted_lines(decided.decisions)
+        del analysis, writes
+    del samples  # the report reads what it needs itself: never two copies at the peak
     failures = judge(records, runs, aborted_reason is not None) + refuted
     exit_code = 3 if aborted_reason is not None else (1 if failures else 0)
     v = versions(target)

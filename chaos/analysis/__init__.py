@@ -22,6 +22,7 @@ from chaos.analysis.model import (
     SteadyState,
     Summary,
     empty_samples,
+    validate_columns,
     validate_samples,
 )
 from chaos.analysis.pipeline import analyze_run
@@ -52,6 +53,7 @@ __all__ = [
     "measure_window",
     "read_results",
     "summarize",
+    "validate_columns",
     "validate_samples",
     "window_buckets",
     "write_results",

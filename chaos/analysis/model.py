@@ -10,13 +10,16 @@ Time is always seconds on ``time.monotonic()`` (the clock of the run journal).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from chaos.errors import InputError
+from chaos.rundir.columns import SampleColumns
 from chaos.rundir.samples import ERROR_KINDS, OK, SAMPLE_COLUMNS, SAMPLE_DTYPES
 
 if TYPE_CHECKING:
@@ -70,6 +73,25 @@ def validate_samples(samples: pd.DataFrame) -> None:
     unknown = set(samples["error_kind"].unique()) - {OK, *ERROR_KINDS}
     if unknown:
         raise InputError(f"samples have unknown error kinds: {sorted(map(str, unknown))}")
+
+
+def validate_columns(columns: SampleColumns) -> None:
+    """Raise ``InputError`` unless the samples' columns follow the samples contract.
+
+    The checks of :func:`validate_samples`, on arrays: finite times and latencies,
+    no negative latency, only known error kinds (checked on the names in use, not
+    per row).
+    """
+    if len(columns) == 0:
+        return
+    if not (np.isfinite(columns.t).all() and np.isfinite(columns.latency_ms).all()):
+        raise InputError("samples have missing t or latency_ms values")
+    if (columns.latency_ms < 0).any():
+        raise InputError("samples have negative latency_ms values")
+    used = np.bincount(columns.coded("error_kind"), minlength=len(columns.names)) > 0
+    unknown = {str(n) for n in columns.names[used]} - {OK, *ERROR_KINDS}
+    if unknown:
+        raise InputError(f"samples have unknown error kinds: {sorted(unknown)}")
 
 
 @dataclass(frozen=True)
@@ -128,16 +150,37 @@ class CounterDeltas:
     by_counter: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RecordedWrites:
-    """The write ids the ``payments`` service recorded, with how often each was recorded."""
+    """The write ids the ``payments`` service recorded, duplicates included.
 
-    counts: Mapping[str, int]
+    Held as one array (millions of ids in a long soak); :meth:`counts_of` looks a
+    table of names up in one hash pass instead of a dict entry per id.
+    """
+
+    ids: npt.NDArray[np.object_]
 
     @classmethod
     def from_ids(cls, ids: Iterable[str]) -> RecordedWrites:
-        """Count a list of recorded ids (duplicates included)."""
-        return cls(counts=dict(Counter(ids)))
+        """Every recorded id (duplicates included), in any order."""
+        listed = ids if isinstance(ids, list) else list(ids)
+        array = np.empty(len(listed), dtype=object)
+        array[:] = listed
+        return cls(ids=array)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """How often each id was recorded."""
+        return dict(Counter(self.ids.tolist()))
+
+    def counts_of(self, names: npt.NDArray[np.object_]) -> npt.NDArray[np.int64]:
+        """How often each of ``names`` (distinct strings) was recorded."""
+        if len(self.ids) == 0:
+            return np.zeros(len(names), dtype=np.int64)
+        # names are distinct and come first, so their codes are 0 .. len(names) - 1
+        codes, uniques = pd.factorize(np.concatenate([names, self.ids]))
+        counts = np.bincount(codes[len(names) :], minlength=len(uniques))
+        return counts[: len(names)].astype(np.int64)
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,12 @@ from chaos.analysis.model import (
 )
 from chaos.analysis.stats import compare_all, summarize
 from chaos.analysis.window import SampleSet, measure_window, window_buckets
+from chaos.rundir.columns import SampleColumns
 from chaos.rundir.counters import CounterSample
 
 
 def analyze_run(
-    samples: pd.DataFrame,
+    samples: pd.DataFrame | SampleColumns,
     windows: Sequence[FaultWindow],
     steady: SteadyState,
     recovered_for_s: float,
@@ -34,7 +35,8 @@ def analyze_run(
 ) -> RunAnalysis:
     """Measure every window, bucket its timeline, summarize and compare the setups.
 
-    The samples are sorted and converted once; pass the result to
+    ``samples`` is a frame or, at scale, :func:`chaos.rundir.columns.load_columns`'
+    arrays. The samples are sorted and converted once; pass the result to
     ``write_results(run_dir, a.runs, a.summaries, a.comparisons, a.buckets)``.
     """
     prepared = SampleSet(samples)

@@ -52,8 +52,8 @@ from chaos.analysis.buckets import (
     BucketStats,
     FloatArray,
     Grid,
+    IntArray,
     bucket_stats,
-    sample_arrays,
 )
 from chaos.analysis.counters import counter_deltas
 from chaos.analysis.model import (
@@ -62,23 +62,36 @@ from chaos.analysis.model import (
     FaultWindow,
     RecordedWrites,
     SteadyState,
+    validate_columns,
     validate_samples,
 )
+from chaos.rundir.columns import SampleColumns
 from chaos.rundir.counters import CounterSample
 
 _EPS = 1e-9
 
 
 class SampleSet:
-    """Samples sorted by time with their columns as arrays, prepared once for many windows."""
+    """Samples sorted by time with their columns as arrays, prepared once for many windows.
 
-    def __init__(self, samples: pd.DataFrame) -> None:
-        validate_samples(samples)
-        if not samples["t"].is_monotonic_increasing:
-            samples = samples.sort_values("t", kind="stable")
-        self.frame = samples.reset_index(drop=True)
-        self.t, self.latency_ms, self.failed = sample_arrays(self.frame)
+    Built from a samples frame or, at scale, from :class:`SampleColumns` as
+    :func:`chaos.rundir.columns.load_columns` reads them (no Python object per row).
+    """
+
+    def __init__(self, samples: pd.DataFrame | SampleColumns) -> None:
+        if isinstance(samples, SampleColumns):
+            validate_columns(samples)
+            columns = samples
+        else:
+            validate_samples(samples)
+            if not samples["t"].is_monotonic_increasing:
+                samples = samples.sort_values("t", kind="stable")
+            columns = SampleColumns.from_frame(samples)
+        self.columns = columns
+        self.t, self.latency_ms = columns.t, columns.latency_ms
+        self.failed = columns.failed()
         self.max_latency_s = float(self.latency_ms.max()) / 1000.0 if len(self.t) else 0.0
+        self._recorded: tuple[RecordedWrites, IntArray] | None = None
 
     def __len__(self) -> int:
         return len(self.t)
@@ -92,6 +105,19 @@ class SampleSet:
     def bad(self, part: slice, steady: SteadyState) -> BoolArray:
         """Which samples of ``part`` failed or were slower than the steady state's p95 bound."""
         return self.failed[part] | (self.latency_ms[part] > steady.max_p95_ms)
+
+    def errors_by_kind(self, part: slice) -> dict[str, int]:
+        """Failed requests of ``part`` per error kind, most frequent first."""
+        kinds = self.columns.coded("error_kind")[part][self.failed[part]]
+        counts = np.bincount(kinds, minlength=len(self.columns.names))
+        order = sorted(np.flatnonzero(counts), key=lambda k: -counts[k])
+        return {str(self.columns.names[k]): int(counts[k]) for k in order}
+
+    def recorded_counts(self, recorded: RecordedWrites) -> IntArray:
+        """How often ``payments`` recorded each name of the table (0 for most)."""
+        if self._recorded is None or self._recorded[0] is not recorded:
+            self._recorded = (recorded, recorded.counts_of(self.columns.names))
+        return self._recorded[1]
 
 
 @dataclass(frozen=True)
@@ -205,7 +231,7 @@ def _recovery(
 
 
 def measure_window(
-    samples: pd.DataFrame | SampleSet,
+    samples: pd.DataFrame | SampleColumns | SampleSet,
     window: FaultWindow,
     steady: SteadyState,
     recovered_for_s: float,
@@ -253,10 +279,7 @@ def measure_window(
             recovery_t = _recovery(s, grid, c, impact_t, recovered_for_s, steady).instant
 
     in_window = s.span(w.inject_t, w.end_t)
-    frame = s.frame.iloc[in_window]
     failed = s.failed[in_window]
-    kinds = frame["error_kind"][failed].value_counts()
-    errors_by_kind = {str(k): int(v) for k, v in kinds.items()}
 
     fault_end = _fault_end(w, ttr)
     fault = s.span(w.inject_t, fault_end)
@@ -268,7 +291,7 @@ def measure_window(
 
     warm = s.span(w.warmup_start_t, w.inject_t)
     n_warm = warm.stop - warm.start
-    lost, duplicated = _writes(frame, recorded_writes)
+    lost, duplicated = _writes(s, in_window, recorded_writes)
     after_start = max(w.end_t - recovered_for_s, w.inject_t)
     return FaultResult(
         window=w,
@@ -299,7 +322,7 @@ def measure_window(
         writes_lost=lost,
         writes_duplicated=duplicated,
         counters=counter_deltas(counters, w) if counters is not None else CounterDeltas(),
-        errors_by_kind=errors_by_kind,
+        errors_by_kind=s.errors_by_kind(in_window),
     )
 
 
@@ -313,20 +336,24 @@ def _fault_end(w: FaultWindow, ttr: float | None) -> float:
     return min(end, w.end_t)
 
 
-def _writes(frame: pd.DataFrame, recorded: RecordedWrites | None) -> tuple[int | None, int | None]:
+def _writes(
+    s: SampleSet, part: slice, recorded: RecordedWrites | None
+) -> tuple[int | None, int | None]:
     """Acknowledged writes missing from the record, and writes recorded more than once."""
     if recorded is None:
         return None, None
-    writes = frame[frame["write_id"] != ""]
-    status = writes["status"]
-    acked = set(writes["write_id"][(status >= 200) & (status < 300)])
-    lost = sum(1 for i in acked if recorded.counts.get(i, 0) == 0)
-    duplicated = sum(1 for i in set(writes["write_id"]) if recorded.counts.get(i, 0) > 1)
+    ids = s.columns.coded("write_id")[part]
+    status = s.columns.status[part]
+    written = ids != 0
+    acked = np.unique(ids[written & (status >= 200) & (status < 300)])
+    counts = s.recorded_counts(recorded)
+    lost = int((counts[acked] == 0).sum())
+    duplicated = int((counts[np.unique(ids[written])] > 1).sum())
     return lost, duplicated
 
 
 def window_buckets(
-    samples: pd.DataFrame | SampleSet, window: FaultWindow, width_s: float = 0.1
+    samples: pd.DataFrame | SampleColumns | SampleSet, window: FaultWindow, width_s: float = 0.1
 ) -> pd.DataFrame:
     """Buckets of ``[warmup_start_t, end_t)`` aligned at injection, for timelines.
 

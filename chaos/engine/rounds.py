@@ -35,14 +35,14 @@ def measured_so_far(
     """Every finished window of the run so far, measured as ``finish`` measures it."""
     from chaos.outcome import windows_for_analysis
     from chaos.rundir import SAMPLES_DIR
+    from chaos.rundir.columns import load_columns
     from chaos.rundir.counters import read_counters
-    from chaos.rundir.samples import load_samples
 
     windows = windows_for_analysis(records)
     if not windows or not (run_dir / SAMPLES_DIR).is_dir():
         return []
     analysis = analyze_run(
-        load_samples(run_dir),
+        load_columns(run_dir),
         windows,
         SteadyState(experiment.steady_state.max_error_rate, experiment.steady_state.max_p95_ms),
         experiment.timeline.recovered_for,

@@ -30,7 +30,8 @@ from chaos.report.charts import (
 from chaos.report.method import method_paragraphs
 from chaos.report.rundata import RunData, load_run
 from chaos.report.verdict import FaultVerdict, fault_verdict, seconds
-from chaos.rundir.samples import load_samples, samples_dir
+from chaos.rundir.columns import load_latencies
+from chaos.rundir.samples import samples_dir
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -202,9 +203,7 @@ def _failed(summary: Summary | None, mine: list[FaultResult], measured: list[Fau
 
 def _cdf_quantiles(run: RunData) -> dict[tuple[str, str], np.ndarray]:
     """Latency quantiles per (fault, setup) over injection..window end, from the samples."""
-    samples = load_samples(samples_dir(run.run_dir))
-    t = samples["t"].to_numpy(dtype=np.float64)
-    latency = samples["latency_ms"].to_numpy(dtype=np.float64)
+    t, latency = load_latencies(samples_dir(run.run_dir))
     parts: dict[tuple[str, str], list[np.ndarray]] = {}
     for r in run.runs:
         lo, hi = np.searchsorted(t, [r.window.inject_t, r.window.end_t])

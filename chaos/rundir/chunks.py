@@ -18,6 +18,7 @@ process, the reader in the main one.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import struct
 import time
@@ -71,12 +72,41 @@ def encode_chunk(
         if len(codes) != rows:
             raise ValueError(f"column {name} has {len(codes)} rows, expected {rows}")
         coded.append(np.asarray(codes, dtype="<u4").tobytes())
-    names = json.dumps(list(table), separators=(",", ":")).encode()
-    parts = [_U32.pack(len(names)), names]
     numeric: tuple[Sequence[float], ...] = (t, latency_ms, status)
-    for (name, dtype), values in zip(_NUMERIC, numeric, strict=True):
+    for (name, _), values in zip(_NUMERIC, numeric, strict=True):
         if len(values) != rows:
             raise ValueError(f"column {name} has {len(values)} rows, expected {rows}")
+    return _frame(rows, list(table), [np.asarray(v) for v in numeric], coded)
+
+
+def encode_coded_chunk(
+    t: npt.NDArray[np.float64],
+    latency_ms: npt.NDArray[np.float64],
+    status: npt.NDArray[np.integer],
+    codes: Sequence[npt.NDArray[np.integer]],
+    names: Sequence[str],
+) -> bytes:
+    """One chunk from arrays whose four string columns are already indexes into ``names``.
+
+    ``codes`` holds the endpoint, method, error_kind and write_id columns, in that
+    order; ``names[0]`` must be ``""``. For writers that build columns with numpy
+    (synthetic runs at benchmark scale) instead of one row at a time.
+    """
+    rows = len(t)
+    if not names or names[0] != "":
+        raise ValueError('names[0] must be ""')
+    if len(codes) != len(_CODED) or any(len(c) != rows for c in (latency_ms, status, *codes)):
+        raise ValueError(f"every column needs {rows} rows, and there are four coded columns")
+    coded = [np.asarray(c, dtype="<u4").tobytes() for c in codes]
+    return _frame(rows, list(names), [t, latency_ms, status], coded)
+
+
+def _frame(
+    rows: int, names: list[str], numeric: Sequence[npt.NDArray[np.generic]], coded: list[bytes]
+) -> bytes:
+    table = json.dumps(names, separators=(",", ":")).encode()
+    parts = [_U32.pack(len(table)), table]
+    for (_, dtype), values in zip(_NUMERIC, numeric, strict=True):
         parts.append(np.asarray(values, dtype=dtype).tobytes())
     parts.extend(coded)
     raw = b"".join(parts)
@@ -84,51 +114,113 @@ def encode_chunk(
     return _HEAD.pack(MAGIC, rows, len(body), len(raw), zlib.crc32(body)) + body
 
 
-def _decode_body(rows: int, raw: bytes) -> Chunk:
+@dataclass(frozen=True)
+class CodedChunk:
+    """One chunk's columns as read-only views into its raw bytes; strings still coded.
+
+    ``codes`` holds endpoint, method, error_kind and write_id, each an index into
+    ``names`` (whose first entry is ``""``).
+    """
+
+    t: npt.NDArray[np.float64]
+    latency_ms: npt.NDArray[np.float64]
+    status: npt.NDArray[np.int32]
+    codes: tuple[npt.NDArray[np.uint32], ...]
+    names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+
+def _decode_coded(rows: int, raw: bytes) -> CodedChunk:
     (names_len,) = _U32.unpack_from(raw, 0)
     pos = _U32.size
-    table = np.asarray(json.loads(raw[pos : pos + names_len]), dtype=object)
+    names = json.loads(raw[pos : pos + names_len])
     pos += names_len
     numeric: list[npt.NDArray[np.generic]] = []
     for _, dtype in _NUMERIC:
-        width = np.dtype(dtype).itemsize * rows
         numeric.append(np.frombuffer(raw, dtype=dtype, count=rows, offset=pos))
-        pos += width
-    coded: list[npt.NDArray[np.object_]] = []
+        pos += np.dtype(dtype).itemsize * rows
+    codes: list[npt.NDArray[np.uint32]] = []
     for _ in _CODED:
-        codes = np.frombuffer(raw, dtype="<u4", count=rows, offset=pos)
-        coded.append(table[codes])
+        codes.append(np.frombuffer(raw, dtype="<u4", count=rows, offset=pos))
         pos += 4 * rows
-    return Chunk(
-        t=numeric[0].astype(np.float64),
-        latency_ms=numeric[1].astype(np.float64),
-        status=numeric[2].astype(np.int32),
-        endpoint=coded[0],
-        method=coded[1],
-        error_kind=coded[2],
-        write_id=coded[3],
+    return CodedChunk(
+        t=numeric[0].astype(np.float64, copy=False),
+        latency_ms=numeric[1].astype(np.float64, copy=False),
+        status=numeric[2].astype(np.int32, copy=False),
+        codes=tuple(codes),
+        names=names,
     )
 
 
-def iter_chunks(data: bytes) -> Iterator[tuple[Chunk, int]]:
+def _decode_body(rows: int, raw: bytes) -> Chunk:
+    coded = _decode_coded(rows, raw)
+    table = np.asarray(coded.names, dtype=object)
+    endpoint, method, error_kind, write_id = (table[c] for c in coded.codes)
+    return Chunk(
+        t=coded.t.astype(np.float64),
+        latency_ms=coded.latency_ms.astype(np.float64),
+        status=coded.status.astype(np.int32),
+        endpoint=endpoint,
+        method=method,
+        error_kind=error_kind,
+        write_id=write_id,
+    )
+
+
+def rows_upper_bound(data: bytes | mmap.mmap) -> int:
+    """Rows in the chunks whose headers and bodies fit in ``data`` (checksums not checked).
+
+    An upper bound of what :func:`iter_coded_chunks` yields, read from the headers
+    alone, so a reader can allocate its columns once.
+    """
+    rows_total, pos = 0, 0
+    while len(data) - pos >= _HEAD.size:
+        magic, rows, body_len, _, _ = _HEAD.unpack_from(data, pos)
+        end = pos + _HEAD.size + body_len
+        if magic != MAGIC or end > len(data):
+            break
+        rows_total += rows
+        pos = end
+    return rows_total
+
+
+def iter_coded_chunks(data: bytes | mmap.mmap) -> Iterator[tuple[CodedChunk, int]]:
+    """Like :func:`iter_chunks`, but the columns stay coded (no Python string per row)."""
+    for rows, raw, end in _iter_raw(data):
+        yield _decode_coded(rows, raw), end
+
+
+def _iter_raw(data: bytes | mmap.mmap) -> Iterator[tuple[int, bytes, int]]:
+    pos = 0
+    view = memoryview(data)
+    try:
+        while len(data) - pos >= _HEAD.size:
+            magic, rows, body_len, raw_len, crc = _HEAD.unpack_from(data, pos)
+            end = pos + _HEAD.size + body_len
+            if magic != MAGIC or end > len(data):
+                return
+            body = view[pos + _HEAD.size : end]
+            if zlib.crc32(body) != crc:
+                return
+            raw = zlib.decompress(body)
+            del body  # no view of ``data`` may outlive the loop (an mmap must close)
+            if len(raw) != raw_len:
+                return
+            yield rows, raw, end
+            pos = end
+    finally:
+        view.release()
+
+
+def iter_chunks(data: bytes | mmap.mmap) -> Iterator[tuple[Chunk, int]]:
     """Complete chunks in ``data`` with the offset just past each.
 
     Stops at the first incomplete or damaged chunk: that is a crash's leftover.
     """
-    pos = 0
-    while len(data) - pos >= _HEAD.size:
-        magic, rows, body_len, raw_len, crc = _HEAD.unpack_from(data, pos)
-        end = pos + _HEAD.size + body_len
-        if magic != MAGIC or end > len(data):
-            return
-        body = data[pos + _HEAD.size : end]
-        if zlib.crc32(body) != crc:
-            return
-        raw = zlib.decompress(body)
-        if len(raw) != raw_len:
-            return
+    for rows, raw, end in _iter_raw(data):
         yield _decode_body(rows, raw), end
-        pos = end
 
 
 class ChunkTail:

@@ -1,0 +1,5 @@
+"""``python -m chaos.bench`` (``make bench``)."""
+
+from chaos.bench.main import main
+
+raise SystemExit(main())
