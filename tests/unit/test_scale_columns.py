@@ -146,7 +146,8 @@ def test_scale_run_goes_through_the_finish_step_with_known_writes(tmp_path: Path
     run = tmp_path / "scale"
     windows = write_scale_run(run, 240_000)  # windows of 8 s: recovery fits
     measure = _finish_here(run)
-    assert measure.exit_code == 0 and measure.peak_rss_mb > measure.before_rss_mb > 0
+    # In-process: ru_maxrss is the whole test process's peak, which earlier tests may have set.
+    assert measure.exit_code == 0 and measure.peak_rss_mb >= measure.before_rss_mb > 0
     results = read_results(run)
     assert [(r.setup, r.repetition) for r in results.runs] == [
         (w.setup, w.repetition) for w in windows
