@@ -376,6 +376,13 @@ def _execute(
     )
     for failure in outcome.failures:
         err.print(f"hypothesis failed: {failure}", markup=False, highlight=False, soft_wrap=True)
+    for broken in outcome.broken:
+        err.print(
+            f"window broken: {broken.label} in {broken.phase}: {broken.reason}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     if engine.aborted:
         err.print(f"aborted: {engine.aborted}", markup=False, highlight=False)
     if outcome.report is not None:

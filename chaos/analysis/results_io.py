@@ -1,7 +1,8 @@
 """``results.json`` and ``buckets.csv`` of a run directory: the engine writes, the report reads.
 
 ``results.json`` holds ``runs`` (one object per setup, fault and repetition),
-``summary`` (per setup and fault) and ``comparisons``. Infinite and undefined
+``summary`` (per setup and fault), ``comparisons`` and ``broken`` (the windows the
+runner could not measure, each with its reason; absent in older files). Infinite and undefined
 numbers are written as ``null`` (strict JSON); a null ``time_to_recover_s`` means
 not recovered. Both files are written to a temporary name and renamed, so a
 reader never sees half a file.
@@ -21,6 +22,7 @@ import pandas as pd
 
 from chaos.analysis.buckets import BUCKET_COLUMNS
 from chaos.analysis.model import (
+    BrokenWindow,
     Comparison,
     CounterDeltas,
     Estimate,
@@ -193,6 +195,18 @@ def comparison_from_dict(d: Mapping[str, Any]) -> Comparison:
     )
 
 
+def broken_from_dict(d: Mapping[str, Any]) -> BrokenWindow:
+    """Inverse of ``dataclasses.asdict`` on a ``BrokenWindow``."""
+    return BrokenWindow(
+        setup=str(d["setup"]),
+        fault=str(d["fault"]),
+        repetition=int(d["repetition"]),
+        phase=str(d["phase"]),
+        reason=str(d["reason"]),
+        injected=bool(d.get("injected", False)),
+    )
+
+
 def _replace(path: Path, write: Callable[[Path], object]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
@@ -205,6 +219,7 @@ def write_results(
     summaries: Sequence[Summary],
     comparisons: Sequence[Comparison],
     buckets: pd.DataFrame | None = None,
+    broken: Sequence[BrokenWindow] = (),
 ) -> None:
     """Write ``results.json`` and ``buckets.csv`` (header only when ``buckets`` is None)."""
     directory = Path(run_dir)
@@ -214,6 +229,7 @@ def write_results(
             "runs": [run_to_dict(r) for r in results],
             "summary": [asdict(s) for s in summaries],
             "comparisons": [asdict(c) for c in comparisons],
+            "broken": [asdict(b) for b in broken],
         }
     )
     text = json.dumps(document, indent=2, allow_nan=False) + "\n"
@@ -235,6 +251,7 @@ def read_results(run_dir: Path | str) -> RunAnalysis:
         runs = [run_from_dict(d) for d in document["runs"]]
         summaries = [summary_from_dict(d) for d in document["summary"]]
         comparisons = [comparison_from_dict(d) for d in document["comparisons"]]
+        broken = [broken_from_dict(d) for d in document.get("broken", [])]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(f"{path}: not a readable results file: {exc}") from exc
     buckets_path = directory / BUCKETS_FILE
@@ -243,4 +260,6 @@ def read_results(run_dir: Path | str) -> RunAnalysis:
         if buckets_path.exists()
         else _empty_buckets()
     )
-    return RunAnalysis(runs=runs, summaries=summaries, comparisons=comparisons, buckets=buckets)
+    return RunAnalysis(
+        runs=runs, summaries=summaries, comparisons=comparisons, buckets=buckets, broken=broken
+    )

@@ -11,6 +11,7 @@ exception, Ctrl-C and SIGTERM. The journal records every step as it happens.
 from __future__ import annotations
 
 import contextlib
+import errno
 import random
 import secrets
 import shutil
@@ -21,7 +22,7 @@ from pathlib import Path
 from chaos.engine.counters import CounterSampler
 from chaos.engine.signals import RunInterrupted, SignalGuard
 from chaos.engine.view import RunView
-from chaos.errors import AbortedError, ChaosError
+from chaos.errors import AbortedError, ChaosError, RunDirectoryError
 from chaos.faults import driver_for
 from chaos.faults.base import Evidence, Fault, FaultPlan
 from chaos.platforms.base import Event, Platform, RunningTopology, StartOptions
@@ -32,6 +33,9 @@ from chaos.spec import CertExpiryFault, Experiment, Setup, StopCondition
 from chaos.spec import Fault as FaultSpec
 from chaos.traffic import Endpoint, LiveStats, TrafficConfig, TrafficRun
 from chaos.traffic.base import Traffic, TrafficFactory
+
+#: I/O errors that mean the run directory cannot take more (the run stops: exit 3).
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO})
 
 #: A client renews its bearer token this often (policy-desync shows through it).
 TOKEN_REFRESH_S = 1.0
@@ -72,7 +76,10 @@ class WindowRecord:
     end_t: float | None = None
     evidence: Evidence | None = None
     aborted: bool = False
+    #: Why the runner could not measure this window (it broke); None when it ran through.
     error: str | None = None
+    #: The step the window was in; a broken window names the step it broke in.
+    phase: str = "start"
     recorded_writes: list[str] = field(default_factory=list)
 
 
@@ -136,9 +143,11 @@ class Engine:
                     self._window(key)
         except AbortedError as exc:
             self.aborted = str(exc)
-            self.journal.write("run_aborted", reason=str(exc))
+            with contextlib.suppress(RunDirectoryError):  # a full disk: the abort still counts
+                self.journal.write("run_aborted", reason=str(exc))
         finally:
-            self.journal.write("run_finished", aborted=self.aborted is not None)
+            with contextlib.suppress(RunDirectoryError):
+                self.journal.write("run_finished", aborted=self.aborted is not None)
             self.journal.close()
         return self.windows
 
@@ -156,6 +165,12 @@ class Engine:
         try:
             with contextlib.ExitStack() as stack:
                 self._run_window(stack, key, spec, record)
+        except OSError as exc:
+            if exc.errno not in DISK_ERRNOS:
+                raise
+            record.aborted = True
+            self._close_window(record)
+            raise run_directory_error(self.run_dir, exc) from exc
         except AbortedError:
             record.aborted = True
             self._close_window(record)
@@ -167,9 +182,10 @@ class Engine:
                 setup=key.setup,
                 fault=key.fault,
                 repetition=key.repetition,
+                phase=record.phase,
                 error=str(exc),
             )
-            self._say(f"{key.label}: failed: {exc}")
+            self._say(f"{key.label}: broken in {record.phase}: {exc}")
         self._close_window(record)
 
     def _close_window(self, record: WindowRecord) -> None:
@@ -199,10 +215,12 @@ class Engine:
         # Registered first so it runs last: after the sampler's final reading.
         stack.callback(lambda: append_counters(self.run_dir, sampler.samples))
         stack.enter_context(sampler)
+        record.phase = "traffic"
         traffic = stack.enter_context(self.options.traffic(self._traffic_config(topology, key)))
         traffic.wait_started()
         record.warmup_start_t = time.monotonic()
         self.journal.write("warmup", setup=key.setup, seconds=timeline.warmup)
+        record.phase = "warm-up"
         self._hold(key, "warm-up", timeline.warmup, traffic)
 
         fault: Fault[FaultSpec] = driver_for(spec.type)(
@@ -227,10 +245,12 @@ class Engine:
         )
         # Registered before apply: a partial apply is reverted too.
         stack.callback(self._revert, fault, plan, record)
+        record.phase = "inject"
         record.inject_t = time.monotonic()
         fault.apply()
         self.journal.write("fault_applied", fault_id=plan.fault_id, inject_t=record.inject_t)
         self._say(f"{key.label}: injected {plan.summary}")
+        record.phase = "hold"
         self._hold(key, "hold", timeline.hold, traffic)
         record.evidence = fault.verify()
         self.journal.write(
@@ -239,9 +259,12 @@ class Engine:
             took_effect=record.evidence.took_effect,
             detail=record.evidence.detail,
         )
+        record.phase = "revert"
         self._revert(fault, plan, record)
+        record.phase = "recovery"
         self._hold(key, "recovery", timeline.recovery, traffic)
         record.end_t = time.monotonic()
+        record.phase = "stop traffic"
         traffic.stop()
 
     def _revert(self, fault: Fault[FaultSpec], plan: FaultPlan, record: WindowRecord) -> None:
@@ -280,6 +303,7 @@ class Engine:
             if now < next_tick:
                 continue
             next_tick = now + self.options.tick_s
+            traffic.check()  # the load died (Locust gone, disk full): the window is broken
             stats = traffic.live_stats()
             if self.options.view is not None:
                 self.options.view.phase(key.label, phase, max(0.0, deadline - now), stats)
@@ -346,6 +370,12 @@ class _ConditionWatch:
         if self.since is None:
             self.since = now
         return now - self.since >= c.for_
+
+
+def run_directory_error(run_dir: Path, exc: OSError) -> RunDirectoryError:
+    """One line for an I/O error under the run directory (a full disk, mostly)."""
+    where = exc.filename or run_dir
+    return RunDirectoryError(f"{where}: cannot write the run directory: {exc.strerror or exc}")
 
 
 def copy_experiment(source: Path, run_dir: Path) -> None:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import jinja2
 import numpy as np
 
-from chaos.analysis import FaultResult, Summary
+from chaos.analysis import BrokenWindow, FaultResult, Summary
 from chaos.report.charts import (
     TimelineInput,
     latency_cdf_chart,
@@ -121,6 +121,8 @@ class RunView:
     versions: list[tuple[str, str]]
     parameters: list[tuple[str, str]]
     experiment_text: str
+    #: Windows the runner could not measure, with their reasons (not in any table or chart).
+    broken: list[BrokenWindow] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,8 @@ def _row(
 
 def _cdf_quantiles(run: RunData) -> dict[tuple[str, str], np.ndarray]:
     """Latency quantiles per (fault, setup) over injection..window end, from the samples."""
+    if not run.runs:
+        return {}  # every window broke: maybe no sample was ever written
     samples = load_samples(samples_dir(run.run_dir))
     t = samples["t"].to_numpy(dtype=np.float64)
     latency = samples["latency_ms"].to_numpy(dtype=np.float64)
@@ -226,6 +230,10 @@ def _fault_view(
     )
 
 
+#: How the report names a run's exit code (see chaos.outcome).
+_OUTCOMES = {0: "passed", 1: "failed", 3: "aborted", 4: "windows broken"}
+
+
 def _run_view(run: RunData, index: int) -> RunView:
     cdfs = _cdf_quantiles(run)
     meta = run.meta
@@ -249,7 +257,7 @@ def _run_view(run: RunData, index: int) -> RunView:
     if meta is None or meta.exit_code is None:
         outcome = "unknown"
     else:
-        outcome = "passed (exit 0)" if meta.exit_code == 0 else f"failed (exit {meta.exit_code})"
+        outcome = _OUTCOMES.get(meta.exit_code, "failed") + f" (exit {meta.exit_code})"
     return RunView(
         label=run.label,
         anchor=f"r{index}",
@@ -260,6 +268,7 @@ def _run_view(run: RunData, index: int) -> RunView:
         versions=versions,
         parameters=params,
         experiment_text=run.experiment_text,
+        broken=list(run.analysis.broken),
     )
 
 
