@@ -378,7 +378,8 @@ def _execute(
         err.print(f"hypothesis failed: {failure}", markup=False, highlight=False, soft_wrap=True)
     for broken in outcome.broken:
         err.print(
-            f"window broken: {broken.label} in {broken.phase}: {broken.reason}",
+            # the first line: a startup failure appends log lines (results.json keeps them)
+            f"window broken: {broken.label} in {broken.phase}: {broken.reason.splitlines()[0]}",
             markup=False,
             highlight=False,
             soft_wrap=True,

@@ -156,7 +156,7 @@ def test_locust_killed_during_the_hold(tmp_path: Path, free_slot: int) -> None:
     experiment = write_experiment(tmp_path, hold="8s")
     run = _start(tmp_path, free_slot, experiment)
     run.wait_for_entry("fault_applied", timeout_s=60)
-    locust = [p for p in processes_mentioning(str(run.run_dir)) if b"locust" in _cmdline(p)]
+    locust = [p for p in processes_mentioning(str(run.run_dir)) if b"-m\0locust\0" in _cmdline(p)]
     assert len(locust) == 1, locust
     os.kill(locust[0], signal.SIGKILL)
     killed_t = time.monotonic()
