@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test check lint typecheck bench clean
+.PHONY: install demo test check lint typecheck bench soak clean
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ check: lint typecheck test
 
 bench: install
 	$(BIN)/python -m chaos.bench
+
+# 30 minutes, a crash every minute: the runner's memory stays flat, no sample is lost
+soak: install
+	$(BIN)/python -m chaos.soak --minutes $(or $(SOAK_MINUTES),30)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
