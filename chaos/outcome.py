@@ -18,6 +18,7 @@ exit code, the first that applies of:
 from __future__ import annotations
 
 import platform
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -207,6 +208,7 @@ def finish(
             started_utc=started_utc,
             finished_utc=datetime.now(UTC).isoformat(timespec="seconds"),
             exit_code=code,
+            run_uid=secrets.token_hex(6),
             setups=tuple(experiment.setups),
             faults=tuple(experiment.fault_names()),
             parameters={

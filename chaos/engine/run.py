@@ -37,6 +37,11 @@ from chaos.traffic.base import Traffic, TrafficFactory
 #: I/O errors that mean the run directory cannot take more (the run stops: exit 3).
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO})
 
+#: Locust's own run time past the timeline. The engine stops traffic itself at the end of
+#: each window; this is a backstop, long enough that a slow start-up or a loaded machine
+#: never lets Locust end first (that would break the window: see ``Traffic.check``).
+TRAFFIC_SLACK_S = 60.0
+
 #: A client renews its bearer token this often (policy-desync shows through it).
 TOKEN_REFRESH_S = 1.0
 
@@ -331,7 +336,7 @@ class Engine:
         return TrafficConfig(
             host=topology.ingress_url,
             out_dir=self.run_dir / SAMPLES_DIR / key.slug,
-            duration_s=timeline.warmup + timeline.hold + timeline.recovery + 5.0,
+            duration_s=timeline.warmup + timeline.hold + timeline.recovery + TRAFFIC_SLACK_S,
             users=traffic.users,
             spawn_rate=traffic.spawn_rate,
             rate=traffic.rate,

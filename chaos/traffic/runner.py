@@ -75,6 +75,8 @@ class _LocustProcess:
             return f"{what} could not write its samples: {os.strerror(errno_)} (errno {errno_})"
         if code < 0:
             return f"{what} was killed by signal {-code}"
+        if code == 0:
+            return f"{what} ended before the window did (its run time was over)"
         last = self.tail(1).strip()
         return f"{what} exited with code {code}" + (f": {last}" if last else "")
 
