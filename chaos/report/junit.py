@@ -10,6 +10,9 @@ after the fault". Over its repetitions the testcase
   repetition (a fault that changed nothing tested nothing);
 * passes otherwise, with the time to recover in its output.
 
+A window the runner could not measure (``broken`` in the results: a proxy that did
+not start, traffic that died) is an **error** testcase of its own, with the reason.
+
 Written with ``xml.etree`` so every string is escaped.
 """
 
@@ -121,7 +124,19 @@ def write_junit(run_dir: Path | str) -> Path:
                 case, "failure", message="; ".join(failures), type="hypothesis"
             ).text = details
         ET.SubElement(case, "system-out").text = details
-    if not groups and meta is not None and meta.exit_code not in (None, 0):
+    for broken in analysis.broken:  # the runner's own fault: an error, not a failure
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            classname=f"{name}.{broken.setup}",
+            name=f"{broken.fault}#{broken.repetition + 1}: window measured",
+        )
+        ET.SubElement(
+            case, "error", message=f"window broken in {broken.phase}", type="broken"
+        ).text = broken.reason
+        counts["tests"] += 1
+        counts["errors"] += 1
+    if not groups and not analysis.broken and meta is not None and meta.exit_code not in (None, 0):
         case = ET.SubElement(suite, "testcase", classname=name, name="run")
         ET.SubElement(
             case, "error", message=f"run exited with code {meta.exit_code}", type="aborted"

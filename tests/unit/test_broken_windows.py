@@ -196,3 +196,20 @@ def test_broken_windows_round_trip_and_old_results_have_none(tmp_path: Path) -> 
     del document["broken"]
     (tmp_path / RESULTS_FILE).write_text(json.dumps(document))
     assert read_results(tmp_path).broken == []
+
+
+def test_junit_has_an_error_per_broken_window(tmp_path: Path) -> None:
+    from xml.etree import ElementTree as ET
+
+    from chaos.report import write_junit
+
+    broken = BrokenWindow("mesh", "crash", 0, "hold", "Locust main (pid 7) was killed by signal 9")
+    write_results(tmp_path, [], [], [], broken=[broken])
+    root = ET.parse(write_junit(tmp_path)).getroot()
+    assert root.get("tests") == "1" and root.get("errors") == "1"
+    (case,) = root.iter("testcase")
+    assert case.get("classname", "").endswith(".mesh")
+    assert case.get("name") == "crash#1: window measured"
+    error = case.find("error")
+    assert error is not None and error.get("type") == "broken"
+    assert error.get("message") == "window broken in hold" and "signal 9" in (error.text or "")
