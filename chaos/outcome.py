@@ -7,7 +7,7 @@ exit code, the first that applies of:
 - 3: the run was aborted (a stop condition, a signal, a run directory that
   cannot be written);
 - 1: a hypothesis failed in a measured window (steady state not restored, not
-  recovered) or a fault had no effect;
+  recovered, a stated comparative hypothesis refuted) or a fault had no effect;
 - 4: a window broke: the runner could not measure it (a proxy that did not
   start, a port taken, traffic that died, a full samples disk). It is listed
   with its reason in ``results.json`` and the report and measured in nothing;
@@ -32,6 +32,7 @@ from chaos.analysis import (
     analyze_run,
     write_results,
 )
+from chaos.analysis.adaptive import decisions_for, refuted_lines
 from chaos.analysis.model import FaultResult
 from chaos.engine.run import WindowRecord
 from chaos.platforms.base import Platform
@@ -169,6 +170,7 @@ def finish(
     samples_root = run_dir / SAMPLES_DIR
     samples = load_samples(run_dir) if samples_root.is_dir() else None
     runs: list[FaultResult] = []
+    refuted: list[str] = []
     if samples is not None and windows:
         writes = RecordedWrites.from_ids(i for r in records for i in r.recorded_writes)
         analysis = analyze_run(
@@ -180,18 +182,28 @@ def finish(
             recorded_writes=writes,
             seed=experiment.seed,
         )
+        decided = decisions_for(
+            experiment.hypotheses,
+            analysis.runs,
+            adaptive=experiment.adaptive,
+            max_rounds=experiment.planned_repetitions,
+            seed=experiment.seed,
+            family=experiment.multiple_testing,
+        )
         write_results(
             run_dir,
             analysis.runs,
             analysis.summaries,
             analysis.comparisons,
             analysis.buckets,
+            decided=decided,
             broken=broken,
         )
         runs = list(analysis.runs)
+        refuted = refuted_lines(decided.decisions)
     elif broken:
         write_results(run_dir, [], [], [], broken=broken)  # a run of broken windows says so
-    failures = judge(records, runs, aborted_reason is not None)
+    failures = judge(records, runs, aborted_reason is not None) + refuted
     code = exit_code(
         aborted=aborted_reason is not None, failures=bool(failures), broken=bool(broken)
     )
