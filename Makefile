@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test check lint typecheck bench clean e2e-kind
+.PHONY: install demo test check lint typecheck bench soak clean e2e-kind
 
 install: $(STAMP)
 
@@ -37,6 +37,10 @@ e2e-kind: install
 	$(BIN)/sidecar-chaos cluster up
 	$(BIN)/pytest -q -m kind tests/kubernetes; rc=$$?; \
 	$(BIN)/sidecar-chaos cluster down; exit $$rc
+
+# 30 minutes, a crash every minute: the runner's memory stays flat, no sample is lost
+soak: install
+	$(BIN)/python -m chaos.soak --minutes $(or $(SOAK_MINUTES),30)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

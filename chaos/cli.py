@@ -484,6 +484,14 @@ def _execute(
     push_after_run(run_dir, monitoring, _warn)
     for failure in outcome.failures:
         err.print(f"hypothesis failed: {failure}", markup=False, highlight=False, soft_wrap=True)
+    for broken in outcome.broken:
+        err.print(
+            # the first line: a startup failure appends log lines (results.json keeps them)
+            f"window broken: {broken.label} in {broken.phase}: {broken.reason.splitlines()[0]}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     if engine.aborted:
         err.print(f"aborted: {engine.aborted}", markup=False, highlight=False)
     for line in run_summary(run_dir, outcome.exit_code, outcome.report):

@@ -10,8 +10,10 @@
     ├── PlatformError (1)           a platform failed to do what was asked
     │   ├── StartupError            a topology did not become ready in time
     │   └── ProcessError            a child process could not be started or stopped
+    │       └── TrafficError        the load generator died or could not record its samples
     ├── FaultError (1)              a fault could not be applied, verified or reverted
     └── AbortedError (3)            a run was ended by a stop condition or a signal
+        └── RunDirectoryError       the run directory cannot be written (disk full, ...)
 
 Foreign errors (``subprocess``, ``httpx``, ``OSError``, the kubernetes client's
 ``ApiException``) are translated into these at the boundary that sees them, with
@@ -82,6 +84,10 @@ class ProcessError(PlatformError):
     """A child process could not be started or stopped."""
 
 
+class TrafficError(ProcessError):
+    """The load generator died during a window or could not record its samples."""
+
+
 class FaultError(ChaosError):
     """A fault could not be applied, verified or reverted."""
 
@@ -90,3 +96,7 @@ class AbortedError(ChaosError):
     """A run was ended early by a stop condition or a signal."""
 
     exit_code = 3
+
+
+class RunDirectoryError(AbortedError):
+    """The run directory cannot be written (a full disk): the run cannot go on."""

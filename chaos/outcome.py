@@ -2,20 +2,36 @@
 
 The engine runs the windows and hands over what it recorded; this module, which
 the CLI calls, turns a run directory into every output. It also decides the
-exit code: 0 every hypothesis held; 1 a hypothesis failed (steady state not
-restored, not recovered, a stated comparative hypothesis refuted) or a fault had
-no effect; 3 the run was aborted by a stop condition or a signal.
+exit code, the first that applies of:
+
+- 3: the run was aborted (a stop condition, a signal, a run directory that
+  cannot be written);
+- 1: a hypothesis failed in a measured window (steady state not restored, not
+  recovered, a stated comparative hypothesis refuted) or a fault had no effect;
+- 4: a window broke: the runner could not measure it (a proxy that did not
+  start, a port taken, traffic that died, a full samples disk). It is listed
+  with its reason in ``results.json`` and the report and measured in nothing;
+  the other windows still count. Nightly CI can retry on 4 and page on 1.
+- 0: every window ran and every hypothesis held.
 """
 
 from __future__ import annotations
 
 import platform
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from chaos import __version__
-from chaos.analysis import FaultWindow, RecordedWrites, SteadyState, analyze_run, write_results
+from chaos.analysis import (
+    BrokenWindow,
+    FaultWindow,
+    RecordedWrites,
+    SteadyState,
+    analyze_run,
+    write_results,
+)
 from chaos.analysis.adaptive import decisions_for, refuted_lines
 from chaos.analysis.model import FaultResult
 from chaos.engine.run import WindowRecord
@@ -35,6 +51,20 @@ class RunOutcome:
     report: Path | None
     failures: tuple[str, ...]
     runs: tuple[FaultResult, ...]
+    broken: tuple[BrokenWindow, ...] = ()
+
+
+#: Exit codes of a run (see the module docstring).
+EXIT_OK, EXIT_FAILED, EXIT_ABORTED, EXIT_BROKEN = 0, 1, 3, 4
+
+
+def exit_code(*, aborted: bool, failures: bool, broken: bool) -> int:
+    """The run's exit code: aborted, then a failed hypothesis, then a broken window."""
+    if aborted:
+        return EXIT_ABORTED
+    if failures:
+        return EXIT_FAILED
+    return EXIT_BROKEN if broken else EXIT_OK
 
 
 def versions(target: Platform) -> dict[str, str]:
@@ -53,10 +83,10 @@ def versions(target: Platform) -> dict[str, str]:
 
 
 def windows_for_analysis(records: list[WindowRecord]) -> list[FaultWindow]:
-    """The windows that got as far as an injection."""
+    """The windows that got as far as an injection and did not break."""
     found = []
     for r in records:
-        if r.inject_t is None or r.revert_t is None or r.end_t is None:
+        if r.error is not None or r.inject_t is None or r.revert_t is None or r.end_t is None:
             continue
         found.append(
             FaultWindow(
@@ -73,6 +103,22 @@ def windows_for_analysis(records: list[WindowRecord]) -> list[FaultWindow]:
             )
         )
     return found
+
+
+def broken_windows(records: list[WindowRecord]) -> list[BrokenWindow]:
+    """The windows the runner could not measure, each with its reason and step."""
+    return [
+        BrokenWindow(
+            setup=r.key.setup,
+            fault=r.key.fault,
+            repetition=r.key.repetition,
+            phase=r.phase,
+            reason=r.error,
+            injected=r.inject_t is not None,
+        )
+        for r in records
+        if r.error is not None
+    ]
 
 
 def _connection_lifetime(experiment: Experiment, target: Platform) -> str:
@@ -93,9 +139,7 @@ def judge(records: list[WindowRecord], runs: list[FaultResult], aborted: bool) -
     """Every broken hypothesis, one line each (empty: all held)."""
     failures: list[str] = []
     for r in records:
-        if r.error:
-            failures.append(f"{r.key.label}: {r.error}")
-        elif r.evidence is not None and not r.evidence.took_effect:
+        if r.error is None and r.evidence is not None and not r.evidence.took_effect:
             failures.append(f"{r.key.label}: the fault had no effect ({r.evidence.detail})")
     for run in runs:
         label = f"{run.setup}/{run.fault}#{run.repetition + 1}"
@@ -122,6 +166,7 @@ def finish(
 ) -> RunOutcome:
     """Analyse the run directory, write every output, decide the exit code."""
     windows = windows_for_analysis(records)
+    broken = broken_windows(records)
     samples_root = run_dir / SAMPLES_DIR
     samples = load_columns(run_dir) if samples_root.is_dir() else None
     runs: list[FaultResult] = []
@@ -152,13 +197,18 @@ def finish(
             analysis.comparisons,
             analysis.buckets,
             decided=decided,
+            broken=broken,
         )
         runs = list(analysis.runs)
         refuted = refuted_lines(decided.decisions)
         del analysis, writes
+    elif broken:
+        write_results(run_dir, [], [], [], broken=broken)  # a run of broken windows says so
     del samples  # the report reads what it needs itself: never two copies at the peak
     failures = judge(records, runs, aborted_reason is not None) + refuted
-    exit_code = 3 if aborted_reason is not None else (1 if failures else 0)
+    code = exit_code(
+        aborted=aborted_reason is not None, failures=bool(failures), broken=bool(broken)
+    )
     v = versions(target)
     write_meta(
         run_dir,
@@ -171,7 +221,8 @@ def finish(
             experiment_name=experiment.name,
             started_utc=started_utc,
             finished_utc=datetime.now(UTC).isoformat(timespec="seconds"),
-            exit_code=exit_code,
+            exit_code=code,
+            run_uid=secrets.token_hex(6),
             setups=tuple(experiment.setups),
             faults=tuple(experiment.fault_names()),
             parameters={
@@ -187,13 +238,14 @@ def finish(
                 "connection_lifetime_s": _connection_lifetime(experiment, target),
                 "platform": target.name,
                 "aborted": aborted_reason,
+                "broken_windows": len(broken),
             },
         ),
     )
     report: Path | None = None
-    if runs:
+    if runs or broken:
         report = render_report([run_dir], run_dir / REPORT_FILE)
         write_junit(run_dir)
     if history is not None:
         HistoryStore(history).record(run_dir)
-    return RunOutcome(exit_code, report, tuple(failures), tuple(runs))
+    return RunOutcome(code, report, tuple(failures), tuple(runs), tuple(broken))

@@ -12,6 +12,7 @@ from __future__ import annotations
 from chaos.analysis.buckets import BUCKET_COLUMNS, bucketize
 from chaos.analysis.counters import counter_deltas, counter_frame
 from chaos.analysis.model import (
+    BrokenWindow,
     Comparison,
     CounterDeltas,
     Estimate,
@@ -32,6 +33,7 @@ from chaos.analysis.window import SampleSet, measure_window, window_buckets
 
 __all__ = [
     "BUCKET_COLUMNS",
+    "BrokenWindow",
     "Comparison",
     "CounterDeltas",
     "Estimate",

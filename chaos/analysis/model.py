@@ -132,6 +132,28 @@ class FaultWindow:
 
 
 @dataclass(frozen=True)
+class BrokenWindow:
+    """A window the runner could not measure: the runner's own fault, not the system's.
+
+    A proxy that did not start, a port taken, traffic that died, a disk that filled:
+    the window is listed with its reason and the step it broke in (``phase``) and is
+    left out of every measurement, so it can neither pass nor fail a hypothesis.
+    """
+
+    setup: str
+    fault: str
+    repetition: int
+    phase: str
+    reason: str
+    #: Whether the fault had been applied (and so was reverted) before it broke.
+    injected: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.setup}/{self.fault}#{self.repetition + 1}"
+
+
+@dataclass(frozen=True)
 class CounterDeltas:
     """How much proxy counters rose during a window, summed over proxies.
 
@@ -312,3 +334,5 @@ class RunAnalysis:
     comparisons: list[Comparison]
     buckets: pd.DataFrame
     decided: DecisionSet | None = None
+    #: Windows the runner could not measure, with the reason (none in ``runs``).
+    broken: list[BrokenWindow] = field(default_factory=list)

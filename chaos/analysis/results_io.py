@@ -1,9 +1,10 @@
 """``results.json`` and ``buckets.csv`` of a run directory: the engine writes, the report reads.
 
 ``results.json`` holds ``runs`` (one object per setup, fault and repetition),
-``summary`` (per setup and fault), ``comparisons`` and, when the run made them,
-``decisions`` (the hypotheses' outcomes, see ``chaos.analysis.hypotheses``;
-files without it still read). Infinite and undefined
+``summary`` (per setup and fault), ``comparisons``, ``broken`` (the windows the
+runner could not measure, each with its reason; absent in older files) and, when
+the run made them, ``decisions`` (the hypotheses' outcomes, see
+``chaos.analysis.hypotheses``; files without it still read). Infinite and undefined
 numbers are written as ``null`` (strict JSON); a null ``time_to_recover_s`` means
 not recovered. Both files are written to a temporary name and renamed, so a
 reader never sees half a file.
@@ -25,6 +26,7 @@ from chaos.analysis.buckets import BUCKET_COLUMNS
 from chaos.analysis.decisions_io import decision_set_from_dict, decision_set_to_dict
 from chaos.analysis.hypotheses import DecisionSet
 from chaos.analysis.model import (
+    BrokenWindow,
     Comparison,
     CounterDeltas,
     Estimate,
@@ -197,6 +199,18 @@ def comparison_from_dict(d: Mapping[str, Any]) -> Comparison:
     )
 
 
+def broken_from_dict(d: Mapping[str, Any]) -> BrokenWindow:
+    """Inverse of ``dataclasses.asdict`` on a ``BrokenWindow``."""
+    return BrokenWindow(
+        setup=str(d["setup"]),
+        fault=str(d["fault"]),
+        repetition=int(d["repetition"]),
+        phase=str(d["phase"]),
+        reason=str(d["reason"]),
+        injected=bool(d.get("injected", False)),
+    )
+
+
 def _replace(path: Path, write: Callable[[Path], object]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
@@ -210,6 +224,7 @@ def write_results(
     comparisons: Sequence[Comparison],
     buckets: pd.DataFrame | None = None,
     decided: DecisionSet | None = None,
+    broken: Sequence[BrokenWindow] = (),
 ) -> None:
     """Write ``results.json`` and ``buckets.csv`` (header only when ``buckets`` is None)."""
     directory = Path(run_dir)
@@ -218,6 +233,7 @@ def write_results(
         "runs": [run_to_dict(r) for r in results],
         "summary": [asdict(s) for s in summaries],
         "comparisons": [asdict(c) for c in comparisons],
+        "broken": [asdict(b) for b in broken],
     }
     if decided is not None:
         body["decisions"] = decision_set_to_dict(decided)
@@ -241,6 +257,7 @@ def read_results(run_dir: Path | str) -> RunAnalysis:
         runs = [run_from_dict(d) for d in document["runs"]]
         summaries = [summary_from_dict(d) for d in document["summary"]]
         comparisons = [comparison_from_dict(d) for d in document["comparisons"]]
+        broken = [broken_from_dict(d) for d in document.get("broken", [])]
         decided = decision_set_from_dict(document["decisions"]) if "decisions" in document else None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(f"{path}: not a readable results file: {exc}") from exc
@@ -251,5 +268,10 @@ def read_results(run_dir: Path | str) -> RunAnalysis:
         else _empty_buckets()
     )
     return RunAnalysis(
-        runs=runs, summaries=summaries, comparisons=comparisons, buckets=buckets, decided=decided
+        runs=runs,
+        summaries=summaries,
+        comparisons=comparisons,
+        buckets=buckets,
+        decided=decided,
+        broken=broken,
     )

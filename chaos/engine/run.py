@@ -11,6 +11,7 @@ exception, Ctrl-C and SIGTERM. The journal records every step as it happens.
 from __future__ import annotations
 
 import contextlib
+import errno
 import random
 import secrets
 import shutil
@@ -22,7 +23,7 @@ from chaos.engine.counters import CounterSampler
 from chaos.engine.rounds import rounds
 from chaos.engine.signals import RunInterrupted, SignalGuard
 from chaos.engine.view import RunView
-from chaos.errors import AbortedError, ChaosError
+from chaos.errors import AbortedError, ChaosError, RunDirectoryError
 from chaos.faults import driver_for
 from chaos.faults.base import Evidence, Fault, FaultPlan
 from chaos.platforms.base import Event, Platform, RunningTopology, StartOptions
@@ -34,6 +35,14 @@ from chaos.spec import CertExpiryFault, Experiment, Setup, StopCondition
 from chaos.spec import Fault as FaultSpec
 from chaos.traffic import Endpoint, LiveStats, TrafficConfig, TrafficRun
 from chaos.traffic.base import Traffic, TrafficFactory
+
+#: I/O errors that mean the run directory cannot take more (the run stops: exit 3).
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO})
+
+#: Locust's own run time past the timeline. The engine stops traffic itself at the end of
+#: each window; this is a backstop, long enough that a slow start-up or a loaded machine
+#: never lets Locust end first (that would break the window: see ``Traffic.check``).
+TRAFFIC_SLACK_S = 60.0
 
 #: A client renews its bearer token this often (policy-desync shows through it).
 TOKEN_REFRESH_S = 1.0
@@ -74,7 +83,10 @@ class WindowRecord:
     end_t: float | None = None
     evidence: Evidence | None = None
     aborted: bool = False
+    #: Why the runner could not measure this window (it broke); None when it ran through.
     error: str | None = None
+    #: The step the window was in; a broken window names the step it broke in.
+    phase: str = "start"
     recorded_writes: list[str] = field(default_factory=list)
 
 
@@ -138,9 +150,11 @@ class Engine:
                     self._window(key)
         except AbortedError as exc:
             self.aborted = str(exc)
-            self.journal.write("run_aborted", reason=str(exc))
+            with contextlib.suppress(RunDirectoryError):  # a full disk: the abort still counts
+                self.journal.write("run_aborted", reason=str(exc))
         finally:
-            self.journal.write("run_finished", aborted=self.aborted is not None)
+            with contextlib.suppress(RunDirectoryError):
+                self.journal.write("run_finished", aborted=self.aborted is not None)
             self.journal.close()
         return self.windows
 
@@ -158,6 +172,12 @@ class Engine:
         try:
             with contextlib.ExitStack() as stack:
                 self._run_window(stack, key, spec, record)
+        except OSError as exc:
+            if exc.errno not in DISK_ERRNOS:
+                raise
+            record.aborted = True
+            self._close_window(record)
+            raise run_directory_error(self.run_dir, exc) from exc
         except AbortedError:
             record.aborted = True
             self._close_window(record)
@@ -169,9 +189,10 @@ class Engine:
                 setup=key.setup,
                 fault=key.fault,
                 repetition=key.repetition,
+                phase=record.phase,
                 error=str(exc),
             )
-            self._say(f"{key.label}: failed: {exc}")
+            self._say(f"{key.label}: broken in {record.phase}: {exc}")
         self._close_window(record)
 
     def _close_window(self, record: WindowRecord) -> None:
@@ -201,6 +222,7 @@ class Engine:
         # Registered first so it runs last: after the sampler's final reading.
         stack.callback(lambda: append_counters(self.run_dir, sampler.samples))
         stack.enter_context(sampler)
+        record.phase = "traffic"
         traffic = stack.enter_context(self.options.traffic(self._traffic_config(topology, key)))
         traffic.wait_started()
         # What ``clean`` needs to prove a leftover Locust process is this run's.
@@ -211,6 +233,7 @@ class Engine:
         )
         record.warmup_start_t = time.monotonic()
         self.journal.write("warmup", setup=key.setup, seconds=timeline.warmup)
+        record.phase = "warm-up"
         self._hold(key, "warm-up", timeline.warmup, traffic)
 
         fault: Fault[FaultSpec] = driver_for(spec.type)(
@@ -235,10 +258,12 @@ class Engine:
         )
         # Registered before apply: a partial apply is reverted too.
         stack.callback(self._revert, fault, plan, record)
+        record.phase = "inject"
         record.inject_t = time.monotonic()
         fault.apply()
         self.journal.write("fault_applied", fault_id=plan.fault_id, inject_t=record.inject_t)
         self._say(f"{key.label}: injected {plan.summary}")
+        record.phase = "hold"
         self._hold(key, "hold", timeline.hold, traffic)
         record.evidence = fault.verify()
         self.journal.write(
@@ -247,9 +272,12 @@ class Engine:
             took_effect=record.evidence.took_effect,
             detail=record.evidence.detail,
         )
+        record.phase = "revert"
         self._revert(fault, plan, record)
+        record.phase = "recovery"
         self._hold(key, "recovery", timeline.recovery, traffic)
         record.end_t = time.monotonic()
+        record.phase = "stop traffic"
         traffic.stop()
 
     def _revert(self, fault: Fault[FaultSpec], plan: FaultPlan, record: WindowRecord) -> None:
@@ -288,6 +316,7 @@ class Engine:
             if now < next_tick:
                 continue
             next_tick = now + self.options.tick_s
+            traffic.check()  # the load died (Locust gone, disk full): the window is broken
             stats = traffic.live_stats()
             if self.options.view is not None:
                 self.options.view.phase(key.label, phase, max(0.0, deadline - now), stats)
@@ -315,7 +344,7 @@ class Engine:
         return TrafficConfig(
             host=topology.ingress_url,
             out_dir=self.run_dir / SAMPLES_DIR / key.slug,
-            duration_s=timeline.warmup + timeline.hold + timeline.recovery + 5.0,
+            duration_s=timeline.warmup + timeline.hold + timeline.recovery + TRAFFIC_SLACK_S,
             users=traffic.users,
             spawn_rate=traffic.spawn_rate,
             rate=traffic.rate,
@@ -355,6 +384,12 @@ class _ConditionWatch:
         if self.since is None:
             self.since = now
         return now - self.since >= c.for_
+
+
+def run_directory_error(run_dir: Path, exc: OSError) -> RunDirectoryError:
+    """One line for an I/O error under the run directory (a full disk, mostly)."""
+    where = exc.filename or run_dir
+    return RunDirectoryError(f"{where}: cannot write the run directory: {exc.strerror or exc}")
 
 
 def copy_experiment(source: Path, run_dir: Path) -> None:

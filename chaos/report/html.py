@@ -10,14 +10,14 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import jinja2
 import numpy as np
 
-from chaos.analysis import FaultResult, Summary
+from chaos.analysis import BrokenWindow, FaultResult, Summary
 from chaos.analysis.hypotheses import Decision, DecisionSet, claim_text
 from chaos.report.charts import (
     TimelineInput,
@@ -141,6 +141,8 @@ class RunView:
     stop_reason: str
     method: list[str]
     effective_text: str
+    #: Windows the runner could not measure, with their reasons (not in any table or chart).
+    broken: list[BrokenWindow] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -203,6 +205,8 @@ def _failed(summary: Summary | None, mine: list[FaultResult], measured: list[Fau
 
 def _cdf_quantiles(run: RunData) -> dict[tuple[str, str], np.ndarray]:
     """Latency quantiles per (fault, setup) over injection..window end, from the samples."""
+    if not run.runs:
+        return {}  # every window broke: maybe no sample was ever written
     t, latency = load_latencies(samples_dir(run.run_dir))
     parts: dict[tuple[str, str], list[np.ndarray]] = {}
     for r in run.runs:
@@ -315,6 +319,8 @@ def _outcome(run: RunData) -> str:
     code = meta.exit_code
     if code == 0:
         return "passed (exit 0)"
+    if code == 4:
+        return "windows broken (exit 4)"
     if code == 3 or run.abort_reason:
         return f"aborted (exit {code}): {run.abort_reason or 'see the journal'}"
     return f"failed (exit {code})"
@@ -355,6 +361,7 @@ def _run_view(run: RunData, index: int) -> RunView:
         stop_reason=(decided.stop_reason or "") if decided else "",
         method=method_paragraphs(decided),
         effective_text=run.effective_text,
+        broken=list(run.analysis.broken),
     )
 
 

@@ -17,6 +17,9 @@ with the effect size and its interval is the output. An aborted repetition is
 named as the journal names the abort (``interrupted by SIGINT`` or the stop
 condition that held).
 
+A window the runner could not measure (``broken`` in the results: a proxy that did
+not start, traffic that died) is an **error** testcase of its own, with the reason.
+
 Written with ``xml.etree`` so every string is escaped.
 """
 
@@ -135,9 +138,21 @@ def write_junit(run_dir: Path | str) -> Path:
                 case, "failure", message="; ".join(failures), type="hypothesis"
             ).text = details
         ET.SubElement(case, "system-out").text = details
+    for broken in analysis.broken:  # the runner's own fault: an error, not a failure
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            classname=f"{name}.{broken.setup}",
+            name=f"{broken.fault}#{broken.repetition + 1}: window measured",
+        )
+        ET.SubElement(
+            case, "error", message=f"window broken in {broken.phase}", type="broken"
+        ).text = broken.reason
+        counts["tests"] += 1
+        counts["errors"] += 1
     if analysis.decided is not None:
         _hypotheses(suite, name, analysis.decided, counts)
-    if not groups and meta is not None and meta.exit_code not in (None, 0):
+    if not groups and not analysis.broken and meta is not None and meta.exit_code not in (None, 0):
         case = ET.SubElement(suite, "testcase", classname=name, name="run")
         ET.SubElement(
             case, "error", message=f"run exited with code {meta.exit_code}", type="aborted"

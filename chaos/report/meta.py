@@ -37,11 +37,18 @@ class RunMeta:
     setups: tuple[str, ...] = ()
     faults: tuple[str, ...] = ()
     parameters: Mapping[str, ParamValue] = field(default_factory=dict)
+    #: Random, drawn once per run: two runs of one experiment started in the same second
+    #: (a CI matrix, two people) stay two runs. Empty in meta files written before it.
+    run_uid: str = ""
 
     @property
     def run_id(self) -> str:
-        """A stable identity of the run: the experiment and when it started."""
-        return f"{self.experiment_name}@{self.started_utc}"
+        """A stable identity of the run: the experiment, when it started, its random uid.
+
+        A copy of the run directory keeps its ``meta.json``, so it keeps its identity.
+        """
+        base = f"{self.experiment_name}@{self.started_utc}"
+        return f"{base}#{self.run_uid}" if self.run_uid else base
 
     def to_dict(self) -> dict[str, object]:
         """The JSON form (lists for the tuples, a plain dict for the parameters)."""
@@ -74,6 +81,7 @@ class RunMeta:
                 setups=tuple(str(s) for s in d.get("setups") or ()),
                 faults=tuple(str(f) for f in d.get("faults") or ()),
                 parameters={str(k): v for k, v in params.items()},
+                run_uid=str(d.get("run_uid") or ""),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"meta.json: {exc}") from exc

@@ -22,6 +22,8 @@ EXIT_MEANINGS: dict[int, str] = {
     "stated hypothesis refuted)",
     2: "the experiment or an option was invalid",
     3: "the run was aborted",
+    4: "a window broke: the runner could not measure it (see 'window broken' above); "
+    "no hypothesis failed in the others",
 }
 
 

@@ -323,13 +323,26 @@ class SampleWriter:
             return
         chunk = encode_chunk(self._t, self._latency, self._status, self._strings)
         view = memoryview(chunk)
-        # one write() normally; loop only if the kernel takes a part (a full disk)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+        start = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            # one write() normally; loop only if the kernel takes a part (a full disk)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError:
+            # no torn chunk stays behind: the file keeps every complete chunk readable
+            os.ftruncate(self._fd, start)
+            raise
         self.chunks_written += 1
         self.rows_written += len(self._t)
         self._reset()
+
+    def discard(self) -> None:
+        """Drop what is buffered and close (after a failed write); further samples are dropped."""
+        self._reset()
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
 
     def close(self) -> None:
         """Flush and close; further samples are dropped."""

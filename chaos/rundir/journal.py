@@ -10,6 +10,7 @@ a torn last line is ignored.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -20,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
+from chaos.errors import RunDirectoryError
 from chaos.rundir import JOURNAL_FILE
 
 JsonValue = str | int | float | bool | None | list["JsonValue"] | dict[str, "JsonValue"]
@@ -57,15 +59,21 @@ class Journal:
         )
         line = json.dumps({"kind": entry.kind, "utc": entry.utc, "t": entry.t, **entry.data})
         with self._lock:
-            self._file.write(line + "\n")
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            try:
+                self._file.write(line + "\n")
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            except OSError as exc:
+                raise RunDirectoryError(
+                    f"{self.path}: cannot write the journal: {exc.strerror or exc}"
+                ) from exc
         return entry
 
     def close(self) -> None:
         with self._lock:
             if not self._file.closed:
-                self._file.close()
+                with contextlib.suppress(OSError):  # a full disk: the lines were fsynced or lost
+                    self._file.close()
 
     def __enter__(self) -> Journal:
         return self

@@ -22,6 +22,10 @@ class Traffic(Protocol):
         """Block until requests flow (or raise why they cannot)."""
         ...
 
+    def check(self) -> None:
+        """Raise :class:`~chaos.errors.TrafficError` if the load stopped before its time."""
+        ...
+
     def live_stats(self) -> LiveStats:
         """The last second's requests, errors and p95."""
         ...

@@ -20,6 +20,12 @@ from urllib.parse import urlsplit
 from chaos.errors import InputError
 
 CONFIG_ENV = "CHAOS_TRAFFIC_CONFIG"
+#: A Locust process whose sample file cannot be written exits with this plus the errno
+#: (ENOSPC: 64 + 28 = 92): the runner names the cause, as nothing can be logged on a full disk.
+RECORDER_EXIT_BASE = 64
+#: Written by a local or master Locust process at its end, next to the samples: how many
+#: requests Locust's own statistics counted (``{"requests": N}``), to check none went unrecorded.
+SENT_FILE = "locust-sent.json"
 """Environment variable holding the path of the JSON config inside a Locust process."""
 
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})

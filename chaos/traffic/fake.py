@@ -6,11 +6,14 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
+from chaos.errors import TrafficError
 from chaos.traffic.config import TrafficConfig
 from chaos.traffic.live import LiveStats
 
 #: What the fake reports at a moment: (requests, errors, p95 ms) over the last second.
 Script = Callable[[float], tuple[int, int, float | None]]
+#: Why the load has died at a moment (as a dead Locust would say), or None while it runs.
+Death = Callable[[float], str | None]
 
 
 def healthy(now: float) -> tuple[int, int, float | None]:
@@ -21,9 +24,12 @@ def healthy(now: float) -> tuple[int, int, float | None]:
 class FakeTraffic:
     """Implements :class:`chaos.traffic.base.Traffic`; records when it started and stopped."""
 
-    def __init__(self, config: TrafficConfig, script: Script = healthy) -> None:
+    def __init__(
+        self, config: TrafficConfig, script: Script = healthy, death: Death | None = None
+    ) -> None:
         self.config = config
         self.script = script
+        self.death = death
         self.started_t: float | None = None
         self.stopped_t: float | None = None
 
@@ -45,6 +51,11 @@ class FakeTraffic:
 
     def wait_started(self, timeout: float | None = None) -> None:
         return None
+
+    def check(self) -> None:
+        reason = self.death(time.monotonic()) if self.death is not None else None
+        if reason is not None and self.stopped_t is None:
+            raise TrafficError(reason)
 
     def live_stats(self) -> LiveStats:
         now = time.monotonic()

@@ -11,6 +11,8 @@ Only Locust processes import this module: it imports locust and gevent.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import json
 import logging
 import os
 import secrets
@@ -27,7 +29,7 @@ from locust.runners import WorkerRunner
 
 from chaos.rundir.chunks import DEFAULT_MAX_AGE_S, SUFFIX, SampleWriter
 from chaos.rundir.samples import samples_dir
-from chaos.traffic.config import load_current_config
+from chaos.traffic.config import RECORDER_EXIT_BASE, SENT_FILE, load_current_config
 from chaos.traffic.errorkind import classify
 
 T0_KEY = "chaos_t0"
@@ -37,27 +39,50 @@ WRITE_ID_KEY = "chaos_write_id"
 
 
 class SampleRecorder:
-    """Turns Locust ``request`` events into samples in one file per process."""
+    """Turns Locust ``request`` events into samples in one file per process.
 
-    def __init__(self, directory: Path) -> None:
+    When the file cannot be written (a full disk), samples are not silently dropped:
+    the recorder calls ``on_failure`` with the error (the process then ends with
+    :data:`~chaos.traffic.config.RECORDER_EXIT_BASE` + errno and the runner says why).
+    """
+
+    def __init__(
+        self, directory: Path, on_failure: Callable[[OSError], None] | None = None
+    ) -> None:
         self.directory = directory
         self.path = directory / f"samples-{os.getpid()}-{secrets.token_hex(3)}{SUFFIX}"
+        self.on_failure = on_failure
+        self.failed: OSError | None = None
+        #: Requests Locust reported to this recorder (the soak compares it with rows loaded).
+        self.requests_seen = 0
         self._writer: SampleWriter | None = None
         self._timer: gevent.Greenlet | None = None
 
-    def _open(self) -> SampleWriter:
+    def _open(self) -> None:
         writer = SampleWriter(self.path)
         self._writer = writer
         # a chunk must reach the disk even when requests stall (an outage of timeouts)
         self._timer = gevent.spawn(self._flush_loop, writer)
-        atexit.register(writer.close)
-        return writer
+        atexit.register(_close_quietly, writer)
 
-    @staticmethod
-    def _flush_loop(writer: SampleWriter) -> None:
-        while True:
+    def _flush_loop(self, writer: SampleWriter) -> None:
+        while self.failed is None:
             gevent.sleep(DEFAULT_MAX_AGE_S / 2)
-            writer.flush_if_due()
+            self._guard(writer.flush_if_due)
+
+    def _guard(self, action: Callable[[], None]) -> None:
+        """Run a write; the first I/O error stops recording and is reported once."""
+        if self.failed is not None:
+            return
+        try:
+            action()
+        except OSError as exc:
+            self.failed = exc
+            if self._writer is not None:
+                with contextlib.suppress(OSError):
+                    self._writer.discard()
+            if self.on_failure is not None:
+                self.on_failure(exc)
 
     def on_request(
         self,
@@ -77,15 +102,24 @@ class SampleRecorder:
         t = float(t0) if isinstance(t0, float) else now - latency_ms / 1000.0
         status = getattr(response, "status_code", 0)
         status = status if isinstance(status, int) else 0
-        writer = self._writer or self._open()
-        writer.add(
-            t=t,
-            endpoint=str(name),
-            method=str(request_type).upper(),
-            latency_ms=latency_ms,
-            status=status,
-            error_kind=classify(exception, status),
-            write_id=str(context.get(WRITE_ID_KEY, "")),
+        self.requests_seen += 1
+        if self.failed is not None:
+            return
+        if self._writer is None:
+            self._guard(self._open)
+        writer = self._writer
+        if writer is None:
+            return
+        self._guard(
+            lambda: writer.add(
+                t=t,
+                endpoint=str(name),
+                method=str(request_type).upper(),
+                latency_ms=latency_ms,
+                status=status,
+                error_kind=classify(exception, status),
+                write_id=str(context.get(WRITE_ID_KEY, "")),
+            )
         )
 
     def close(self, **_kwargs: Any) -> None:
@@ -94,12 +128,29 @@ class SampleRecorder:
             self._timer.kill(block=False)
             self._timer = None
         if self._writer is not None:
-            self._writer.close()
+            self._guard(self._writer.close)
 
     def flush(self, **_kwargs: Any) -> None:
         """Write buffered samples now (``test_stop`` and ``quitting`` listener)."""
         if self._writer is not None:
-            self._writer.flush()
+            self._guard(self._writer.flush)
+
+
+def _close_quietly(writer: SampleWriter) -> None:
+    """At exit: flush what is left; a full disk was reported already (the exit code)."""
+    with contextlib.suppress(OSError):
+        writer.close()
+
+
+def _quit_for(environment: Environment) -> Callable[[OSError], None]:
+    """Ends this Locust process with RECORDER_EXIT_BASE + errno, through Locust's own exit."""
+
+    def quit_(exc: OSError) -> None:
+        logging.getLogger("chaos.traffic").error("cannot write samples: %s", exc)
+        environment.process_exit_code = RECORDER_EXIT_BASE + (exc.errno or 5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    return quit_
 
 
 def _listen(hook: Any, handler: Callable[..., None]) -> None:
@@ -125,7 +176,7 @@ def _end_after(duration_s: float) -> None:
 
 def _attach(environment: Environment, **_kwargs: Any) -> None:
     config = load_current_config()
-    recorder = SampleRecorder(samples_dir(config.out_dir))
+    recorder = SampleRecorder(samples_dir(config.out_dir), _quit_for(environment))
     if not isinstance(environment.runner, WorkerRunner):
 
         def on_test_start(**_kw: Any) -> None:
@@ -138,6 +189,17 @@ def _attach(environment: Environment, **_kwargs: Any) -> None:
     # after it are recorded, and the file is closed at ``quit`` (or at exit).
     _listen(environment.events.quitting, recorder.flush)
     _listen(environment.events.quit, recorder.close)
+    if not isinstance(environment.runner, WorkerRunner):
+
+        def write_sent(**_kw: Any) -> None:
+            runner = environment.runner
+            if runner is None:
+                return
+            sent = {"requests": runner.stats.total.num_requests}
+            with contextlib.suppress(OSError):  # a full disk: the exit code says so already
+                (config.out_dir / SENT_FILE).write_text(json.dumps(sent))
+
+        _listen(environment.events.quit, write_sent)
 
 
 _listen(events.init, _attach)

@@ -25,10 +25,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from chaos.errors import ProcessError, StartupError
+from chaos.errors import ProcessError, StartupError, TrafficError
 from chaos.proc import kill_group, spawn, stop_processes
 from chaos.rundir.samples import load_samples, samples_dir
-from chaos.traffic.config import CONFIG_ENV, TrafficConfig
+from chaos.traffic.config import CONFIG_ENV, RECORDER_EXIT_BASE, TrafficConfig
 from chaos.traffic.live import LiveStats, LiveTail
 
 if TYPE_CHECKING:
@@ -64,6 +64,22 @@ class _LocustProcess:
     def pid(self) -> int:
         return self.popen.pid
 
+    def death(self) -> str | None:
+        """Why this process has ended, in one line; None while it runs."""
+        code = self.popen.poll()
+        if code is None:
+            return None
+        what = f"Locust {self.role} (pid {self.pid})"
+        if RECORDER_EXIT_BASE < code < 256:
+            errno_ = code - RECORDER_EXIT_BASE
+            return f"{what} could not write its samples: {os.strerror(errno_)} (errno {errno_})"
+        if code < 0:
+            return f"{what} was killed by signal {-code}"
+        if code == 0:
+            return f"{what} ended before the window did (its run time was over)"
+        last = self.tail(1).strip()
+        return f"{what} exited with code {code}" + (f": {last}" if last else "")
+
     def tail(self, lines: int = 15) -> str:
         """The last lines of this process's output and log, for error messages."""
         text = ""
@@ -86,6 +102,7 @@ class TrafficRun:
         self._procs: list[_LocustProcess] = []
         self._deadline: threading.Timer | None = None
         self._live = LiveTail(samples_dir(config.out_dir))
+        self._stopping = False
         self.config_path = config.out_dir / "traffic-config.json"
 
     def __enter__(self) -> TrafficRun:
@@ -198,6 +215,19 @@ class TrafficRun:
         """Exit code per role (``main``, ``master``, ``worker-N``); None while running."""
         return {p.role: p.popen.poll() for p in self._procs}
 
+    def check(self) -> None:
+        """Raise :class:`TrafficError` if a Locust process ended before it was asked to.
+
+        Locust runs for the whole window and a little longer: any exit before
+        :meth:`stop` means the load (or its record) broke off, whatever the exit code.
+        """
+        if self._stopping:
+            return
+        for proc in self._procs:
+            reason = proc.death()
+            if reason is not None:
+                raise TrafficError(f"traffic stopped during the window: {reason}")
+
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for Locust to end by itself (its run time); True if every process ended."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -214,6 +244,7 @@ class TrafficRun:
 
         The default grace lets requests under way finish (the request timeout plus 3 s).
         """
+        self._stopping = True
         if grace_s is None:
             grace_s = self.config.request_timeout_s + 3.0
         if self._deadline is not None:
