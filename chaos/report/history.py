@@ -9,13 +9,18 @@ moved elsewhere, replaces its rows instead of adding new ones.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
+import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Final, TypeVar
 
 from chaos.analysis import read_results
 from chaos.errors import InputError
@@ -25,6 +30,7 @@ from chaos.rundir import META_FILE
 DEFAULT_HISTORY = Path("reports") / "history.db"
 
 _SCHEMA = """
+CREATE TABLE schema_version (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     run_id       TEXT PRIMARY KEY,
     run_dir      TEXT NOT NULL,
@@ -55,6 +61,9 @@ CREATE TABLE IF NOT EXISTS results (
 );
 CREATE INDEX IF NOT EXISTS runs_by_time ON runs (started_ts);
 """
+
+#: The layout of the store's tables; a store of another version is refused, not migrated.
+SCHEMA_VERSION: Final = 1
 
 
 @dataclass(frozen=True)
@@ -103,20 +112,58 @@ def parse_utc(text: str) -> datetime:
 
 
 class HistoryStore:
-    """A SQLite file of recorded runs (created with its schema on first use)."""
+    """A SQLite file of recorded runs, created with its schema on the first ``record``.
+
+    The file is ours only if it carries our ``schema_version`` table: anything else
+    (an empty file, another program's database, not SQLite at all) is refused with
+    an ``InputError`` and left untouched. Reading never writes; a new store is built
+    under a temporary name and linked into place, so two runs creating it at once
+    both end up with the same complete store. Every write is one transaction taken
+    with ``BEGIN IMMEDIATE`` (writers queue on SQLite's lock instead of failing).
+    """
 
     def __init__(self, path: Path | str = DEFAULT_HISTORY) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
+
+    def check(self) -> None:
+        """Refuse, before a run starts, a path that could not take the run's record."""
+        if self.path.is_dir():
+            raise InputError(f"{self.path}: is a directory, not a history store")
+        if self.path.exists():
+            with self._read():
+                pass
 
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        with closing(sqlite3.connect(self.path, timeout=30)) as db:
-            db.execute("PRAGMA foreign_keys = ON")
-            with db:  # one transaction: committed on success, rolled back on error
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A read-only connection to an existing store (its schema checked)."""
+        uri = f"{self.path.resolve().as_uri()}?mode=ro"
+        try:
+            with closing(sqlite3.connect(uri, uri=True, timeout=30)) as db:
+                _check_schema(db, self.path)
                 yield db
+        except sqlite3.Error as exc:
+            raise InputError(f"{self.path}: not a readable history store ({exc})") from exc
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction on the store, created first if it does not exist."""
+        if self.path.is_dir():
+            raise InputError(f"{self.path}: is a directory, not a history store")
+        if not self.path.exists():
+            _create(self.path)
+        try:
+            with closing(sqlite3.connect(self.path, timeout=30, isolation_level=None)) as db:
+                db.execute("PRAGMA foreign_keys = ON")
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    _check_schema(db, self.path)
+                    yield db
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise InputError(f"{self.path}: cannot write the history store ({exc})") from exc
 
     def record(self, run_dir: Path | str) -> str:
         """Store (or replace) the run in ``run_dir``; return its run id.
@@ -130,7 +177,7 @@ class HistoryStore:
         meta = read_meta(directory)
         runs = read_results(directory).runs if (directory / "results.json").exists() else []
         started = parse_utc(meta.started_utc)
-        with self._connect() as db:
+        with self._write() as db:
             db.execute("DELETE FROM results WHERE run_id = ?", (meta.run_id,))
             db.execute(
                 "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -173,51 +220,139 @@ class HistoryStore:
     def runs(self, since: datetime | None = None) -> list[RecordedRun]:
         """Recorded runs started at or after ``since`` (all when None), oldest first."""
         floor = since.timestamp() if since is not None else float("-inf")
-        with self._connect() as db:
+        if not self.path.exists():
+            return []
+        with self._read() as db:
             rows = db.execute(
                 "SELECT run_id, run_dir, experiment, started_ts, exit_code, meta_json FROM runs "
                 "WHERE started_ts >= ? ORDER BY started_ts, run_id",
                 (floor,),
             ).fetchall()
-        return [
-            RecordedRun(
-                run_id=str(row[0]),
-                run_dir=str(row[1]),
-                experiment=str(row[2]),
-                started=datetime.fromtimestamp(float(row[3]), UTC),
-                exit_code=None if row[4] is None else int(row[4]),
-                meta=RunMeta.from_dict(json.loads(row[5])),
-            )
-            for row in rows
-        ]
+        return [_parsed(self.path, row[0], _run_from_row, row) for row in rows]
 
     def results(self, run_ids: Sequence[str]) -> list[RecordedResult]:
         """The result rows of the given runs."""
         if not run_ids:
             return []
         marks = ", ".join("?" * len(run_ids))
-        with self._connect() as db:
+        if not self.path.exists():
+            return []
+        with self._read() as db:
             rows = db.execute(
                 "SELECT run_id, setup, fault, repetition, aborted, had_impact, ttr_s, "
                 "time_to_impact_s, failed_requests, total_requests, error_rate, p95_ms, p99_ms "
                 f"FROM results WHERE run_id IN ({marks}) ORDER BY run_id, setup, fault, repetition",
                 list(run_ids),
             ).fetchall()
-        return [
-            RecordedResult(
-                run_id=str(r[0]),
-                setup=str(r[1]),
-                fault=str(r[2]),
-                repetition=int(r[3]),
-                aborted=bool(r[4]),
-                had_impact=None if r[5] is None else bool(r[5]),
-                ttr_s=None if r[6] is None else float(r[6]),
-                time_to_impact_s=None if r[7] is None else float(r[7]),
-                failed_requests=int(r[8]),
-                total_requests=int(r[9]),
-                error_rate=None if r[10] is None else float(r[10]),
-                p95_ms=None if r[11] is None else float(r[11]),
-                p99_ms=None if r[12] is None else float(r[12]),
+        return [_parsed(self.path, r[0], _result_from_row, r) for r in rows]
+
+
+_Row = TypeVar("_Row")
+
+
+def _parsed(path: Path, run_id: object, parse: Callable[[Any], _Row], row: Any) -> _Row:
+    """A row read into its record; a row that does not fit (edited by hand?) is one error."""
+    try:
+        return parse(row)
+    except (ValueError, TypeError, KeyError, OverflowError, OSError, RecursionError) as exc:
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(
+            f"{path}: the record of run {str(run_id)[:80]!r} is damaged: {why}"
+        ) from exc
+
+
+def _run_from_row(row: Any) -> RecordedRun:
+    meta = json.loads(row[5])
+    if not isinstance(meta, dict):
+        raise TypeError("meta_json is not a JSON object")
+    started = float(row[3])
+    if not math.isfinite(started):
+        raise ValueError(f"started_ts is {started}")
+    return RecordedRun(
+        run_id=str(row[0]),
+        run_dir=str(row[1]),
+        experiment=str(row[2]),
+        started=datetime.fromtimestamp(started, UTC),
+        exit_code=None if row[4] is None else int(row[4]),
+        meta=RunMeta.from_dict(meta),
+    )
+
+
+def _result_from_row(r: Any) -> RecordedResult:
+    return RecordedResult(
+        run_id=str(r[0]),
+        setup=str(r[1]),
+        fault=str(r[2]),
+        repetition=int(r[3]),
+        aborted=bool(r[4]),
+        had_impact=None if r[5] is None else bool(r[5]),
+        ttr_s=_optional_number(r[6], "ttr_s"),
+        time_to_impact_s=_optional_number(r[7], "time_to_impact_s"),
+        failed_requests=int(r[8]),
+        total_requests=int(r[9]),
+        error_rate=_optional_number(r[10], "error_rate"),
+        p95_ms=_optional_number(r[11], "p95_ms"),
+        p99_ms=_optional_number(r[12], "p99_ms"),
+    )
+
+
+def _optional_number(value: object, name: str) -> float | None:
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise TypeError(f"{name} is not a number ({str(value)[:40]!r})")
+    number = float(value)
+    if math.isnan(number) or number < 0:
+        raise ValueError(f"{name} is {number}")
+    return number
+
+
+def _create(path: Path) -> None:
+    """Create a new store at ``path``, complete, or leave whatever another process created."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot create the history store: {exc.strerror or exc}") from exc
+    tmp = Path(tmp_name)
+    try:
+        with closing(sqlite3.connect(tmp)) as db:  # private until linked: no one else sees it
+            db.executescript(
+                f"{_SCHEMA}\nINSERT INTO schema_version (version) VALUES ({SCHEMA_VERSION});"
             )
-            for r in rows
-        ]
+        # link, not rename: it fails if another run created the store meanwhile, and then
+        # that store (complete, as it was built the same way) is the one used
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    except (OSError, sqlite3.Error) as exc:
+        raise InputError(f"{path}: cannot create the history store: {exc}") from exc
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def _check_schema(db: sqlite3.Connection, path: Path) -> None:
+    """``db`` is a history store of our schema version (else ``InputError``, nothing written)."""
+    tables = {
+        str(row[0])
+        for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    }
+    if "schema_version" not in tables:
+        what = (
+            "an empty file" if not tables else f"a database with tables {', '.join(sorted(tables))}"
+        )
+        raise InputError(
+            f"{path}: not a sidecar-chaos history store ({what}, no schema_version); "
+            "give another --history path"
+        )
+    rows = db.execute("SELECT version FROM schema_version").fetchall()
+    versions = {row[0] for row in rows}
+    if versions != {SCHEMA_VERSION}:
+        shown = ", ".join(sorted(map(str, versions))) or "none"
+        raise InputError(
+            f"{path}: history store schema version {shown}; this sidecar-chaos reads "
+            f"version {SCHEMA_VERSION}"
+        )
+    if not {"runs", "results"} <= tables:
+        raise InputError(f"{path}: damaged history store (its runs or results table is missing)")

@@ -8,7 +8,6 @@ Content-Security-Policy that lets the page load nothing but its own data: images
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ import jinja2
 import numpy as np
 
 from chaos.analysis import FaultResult, Summary
+from chaos.outpaths import write_atomically
 from chaos.report.charts import (
     TimelineInput,
     latency_cdf_chart,
@@ -318,8 +318,5 @@ def render_report(run_dirs: Sequence[Path], out: Path) -> Path:
             cross=_cross_rows(runs) if len(runs) > 1 else [],
         )
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, out)
+    write_atomically(out, html, "--output")
     return out

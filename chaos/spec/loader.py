@@ -6,7 +6,9 @@ Every problem is a :class:`chaos.errors.SpecError` whose ``str()`` is one line,
 ``FILE:LINE: FIELD: MESSAGE``. When a file has several problems, all are reported
 at once as a :class:`SpecErrorGroup` (a ``SpecError`` too): its ``file``, ``field``
 and ``line`` are the first problem's, ``errors`` holds every one, and its ``str()``
-is one line per problem, in file order.
+is one line per problem, most specific first: problems at a key or item of the file
+in line order, then fields that are missing (a missing ``traffic:`` is often the
+consequence of a defect elsewhere, such as a misspelt or mis-indented key).
 """
 
 from __future__ import annotations
@@ -25,23 +27,9 @@ from chaos.errors import SpecError
 from chaos.spec._base import ALL_SETUPS
 from chaos.spec.messages import Override, located_error, spec_errors
 from chaos.spec.models import BASE_DIR, Experiment
-from chaos.spec.source import Loc, Source, read_source
+from chaos.spec.source import Loc, Source, one_or_group, read_source
 
 _SEGMENT = re.compile(r"^(?:[A-Za-z_][A-Za-z0-9_-]*|\d+)$")
-
-
-class SpecErrorGroup(SpecError):
-    """Several problems in one experiment file; ``str()`` is one line per problem."""
-
-    def __init__(self, errors: Sequence[SpecError]) -> None:
-        if not errors:
-            raise ValueError("a SpecErrorGroup needs at least one error")
-        self.errors: tuple[SpecError, ...] = tuple(errors)
-        first = self.errors[0]
-        super().__init__(first.message, file=first.file, field=first.field, line=first.line)
-
-    def __str__(self) -> str:
-        return "\n".join(str(e) for e in self.errors)
 
 
 class Located(Protocol):
@@ -79,7 +67,7 @@ def load_experiment(
         experiment = Experiment.model_validate(data, context={BASE_DIR: path.parent})
     except ValidationError as exc:
         errors = spec_errors(exc, Source(source.file, data, source.lines), applied, _schema())
-        raise (errors[0] if len(errors) == 1 else SpecErrorGroup(errors)) from None
+        raise one_or_group(errors) from None
     experiment = _narrow(experiment, setups, source)
     if check is not None:
         found = [
@@ -88,7 +76,7 @@ def load_experiment(
         ]
         if found:
             found.sort(key=lambda e: (e.line is None, e.line or 0, e.field or ""))
-            raise found[0] if len(found) == 1 else SpecErrorGroup(found)
+            raise one_or_group(found)
     return experiment
 
 
