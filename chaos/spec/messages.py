@@ -180,7 +180,8 @@ def _shown(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return json.dumps(value if len(value) <= 60 else value[:57] + "...")
-    return repr(value)
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
 def _allowed_keys(schema: Mapping[str, Any], loc: Loc, data: object) -> list[str]:

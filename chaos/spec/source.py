@@ -82,8 +82,9 @@ def read_source(path: Path, *, shown_as: str | None = None) -> Source:
     """Read and parse ``path``; ``shown_as`` is the name used in messages (default: ``path``)."""
     name = shown_as if shown_as is not None else str(path)
     text = _read_text(path, name)
-    loader = _loader(text, name)
+    loader: _Loader | None = None
     try:
+        loader = _loader(text, name)  # PyYAML's reader checks the characters right away
         node = loader.get_single_node()
         if node is None:
             raise SpecError(
@@ -106,15 +107,25 @@ def read_source(path: Path, *, shown_as: str | None = None) -> Source:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
+        if exc.problem and exc.context and exc.context_mark is not None:
+            context = " ".join(str(exc.context).split())
+            problem = f"{problem} ({context} on line {exc.context_mark.line + 1})"
         raise SpecError(
             f"invalid YAML: {problem}",
             file=name,
             line=mark.line + 1 if mark is not None else None,
         ) from exc
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow, at an offset
+        raise SpecError(
+            f"invalid YAML: the control character U+{exc.character:04X} is not allowed in YAML",
+            file=name,
+            line=text.count("\n", 0, max(exc.position, 0)) + 1,
+        ) from exc
     except yaml.YAMLError as exc:
         raise SpecError(f"invalid YAML: {' '.join(str(exc).split())}", file=name) from exc
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     assert isinstance(data, dict)  # a MappingNode constructs a dict
     return Source(file=name, data=data, lines=lines)
 
