@@ -282,6 +282,7 @@ def run(
         if workers < 0:
             raise InputError(f"--workers: {workers} is not a number of worker processes (>= 0)")
         slots = _slots(slot or [])
+        _check_outputs(out_dir, None if no_history else history)
         experiment = _load(file, set_ or [], setup or [], slots)
         platform = _platform(experiment.platform, slots)
         if dry_run:
@@ -337,6 +338,19 @@ def _slots(values: list[str]) -> dict[str, int]:
     return slots
 
 
+def _check_outputs(run_dir: Path | None, history: Path | None) -> None:
+    """Where a run will write, checked before anything starts (nothing is created)."""
+    from chaos.outpaths import check_run_dir
+    from chaos.report import HistoryStore
+
+    if run_dir is not None:
+        check_run_dir(run_dir, "--out")
+    if history is not None:
+        if history.is_dir() or not history.name:
+            raise InputError(f"--history: {history} is not a file path (use --no-history to skip)")
+        HistoryStore(history).check()
+
+
 def _execute(
     experiment: Experiment,
     platform: Platform,
@@ -350,11 +364,10 @@ def _execute(
     from chaos.engine.run import Engine, RunOptions, copy_experiment
     from chaos.engine.view import make_view
     from chaos.outcome import finish
+    from chaos.outpaths import create_run_dir
 
-    if history is not None and (history.is_dir() or not history.name):
-        raise InputError(f"--history: {history} is not a file path (use --no-history to skip)")
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise InputError(f"--out: {run_dir} is not empty; pick a new run directory")
+    _check_outputs(run_dir, history)
+    create_run_dir(run_dir)
     copy_experiment(file, run_dir)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     _plain(f"run directory: {run_dir}")
@@ -417,16 +430,22 @@ def report(
     ),
 ) -> None:
     """Write one self-contained HTML report comparing run directories."""
+    from chaos.outpaths import check_output_file
     from chaos.report import render_report
+    from chaos.rundir import RESULTS_FILE
 
     try:
+        check_output_file(output, "--output")
         for d in run_dirs:
-            if not (d / "results.json").is_file():
-                raise InputError(f"{d}: not a run directory with results (no results.json)")
+            if not (d / RESULTS_FILE).is_file():
+                raise InputError(f"{d}: not a run directory with results (no {RESULTS_FILE})")
         path = render_report(run_dirs, output)
     except ChaosError as exc:
         _fail(exc)
     _plain(f"report: {path}")
+
+
+_MAX_SINCE_S = 100 * 366 * 86400
 
 
 @app.command()
@@ -440,19 +459,25 @@ def trend(
     """Recovery time and error rate across runs, with regressions flagged."""
     from datetime import timedelta
 
+    from chaos.outpaths import check_output_file
     from chaos.report import HistoryStore, render_trend
 
     try:
         units = {"d": 86400, "h": 3600, "m": 60}
         if len(since) < 2 or since[-1] not in units or not since[:-1].isdigit():
             raise InputError(f"--since: {since!r} is not like 30d, 12h or 90m")
+        seconds = int(since[:-1]) * units[since[-1]]
+        if seconds > _MAX_SINCE_S:
+            raise InputError(f"--since: {since} is more than 100 years back")
+        if window < 1:
+            raise InputError(f"--window: {window} is not a number of previous runs (>= 1)")
+        if history.is_dir():
+            raise InputError(f"--history: {history} is a directory, not a history store")
         if not history.is_file():
             raise InputError(f"--history: {history} does not exist (no run recorded yet)")
+        check_output_file(output, "--output")
         result = render_trend(
-            HistoryStore(history),
-            timedelta(seconds=int(since[:-1]) * units[since[-1]]),
-            output,
-            window_n=window,
+            HistoryStore(history), timedelta(seconds=seconds), output, window_n=window
         )
     except ChaosError as exc:
         _fail(exc)

@@ -52,8 +52,8 @@ class RunMeta:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> RunMeta:
-        """Inverse of ``to_dict``; raises ``InputError`` on a missing or mistyped key."""
+    def from_dict(cls, d: Mapping[str, Any], source: str = META_FILE) -> RunMeta:
+        """Inverse of ``to_dict``; ``InputError`` naming ``source`` on a missing or mistyped key."""
         try:
             params = d.get("parameters") or {}
             if not isinstance(params, Mapping):
@@ -75,8 +75,12 @@ class RunMeta:
                 faults=tuple(str(f) for f in d.get("faults") or ()),
                 parameters={str(k): v for k, v in params.items()},
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"meta.json: {exc}") from exc
+        except KeyError as exc:
+            raise InputError(f"{source}: {exc.args[0]} is missing") from exc
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InputError(
+                f"{source}: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+            ) from exc
 
 
 def write_meta(run_dir: Path | str, meta: RunMeta) -> Path:
@@ -93,8 +97,9 @@ def read_meta(run_dir: Path | str) -> RunMeta:
     path = Path(run_dir) / META_FILE
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable meta file: {exc}") from exc
+    except (OSError, ValueError, RecursionError) as exc:
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{path}: not a readable meta file: {why}") from exc
     if not isinstance(raw, Mapping):
         raise InputError(f"{path}: not a JSON object")
-    return RunMeta.from_dict(raw)
+    return RunMeta.from_dict(raw, str(path))

@@ -165,7 +165,7 @@ def load_run(run_dir: Path | str) -> RunData:
     directory = Path(run_dir)
     analysis = read_results(directory)
     meta = read_meta(directory) if (directory / META_FILE).exists() else None
-    entries = read_journal(directory)
+    entries = read_journal(directory, strict=True)
     index = _WindowIndex(analysis.runs)
     text, description, summaries = _experiment(directory)
     return RunData(
