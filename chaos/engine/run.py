@@ -25,6 +25,7 @@ from chaos.errors import AbortedError, ChaosError
 from chaos.faults import driver_for
 from chaos.faults.base import Evidence, Fault, FaultPlan
 from chaos.platforms.base import Event, Platform, RunningTopology, StartOptions
+from chaos.proc import RUN_MARKER_ENV, start_ticks
 from chaos.rundir import EXPERIMENT_FILE, SAMPLES_DIR, TOPOLOGIES_DIR
 from chaos.rundir.counters import append_counters
 from chaos.rundir.journal import Journal
@@ -201,6 +202,12 @@ class Engine:
         stack.enter_context(sampler)
         traffic = stack.enter_context(self.options.traffic(self._traffic_config(topology, key)))
         traffic.wait_started()
+        # What ``clean`` needs to prove a leftover Locust process is this run's.
+        self.journal.write(
+            "traffic_started",
+            setup=key.setup,
+            processes=[[pid, start_ticks(pid)] for pid in traffic.pids],
+        )
         record.warmup_start_t = time.monotonic()
         self.journal.write("warmup", setup=key.setup, seconds=timeline.warmup)
         self._hold(key, "warm-up", timeline.warmup, traffic)
@@ -318,6 +325,7 @@ class Engine:
             token_url=topology.token_url,
             token_refresh_s=TOKEN_REFRESH_S,
             workers=self.options.workers,
+            extra_env=((RUN_MARKER_ENV, self.marker),),
         )
 
 
