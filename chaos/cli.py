@@ -431,14 +431,14 @@ def report(
 ) -> None:
     """Write one self-contained HTML report comparing run directories."""
     from chaos.outpaths import check_output_file
-    from chaos.report import render_report
-    from chaos.rundir import RESULTS_FILE
+    from chaos.rundir.check import check_readable
 
     try:
         check_output_file(output, "--output")
         for d in run_dirs:
-            if not (d / RESULTS_FILE).is_file():
-                raise InputError(f"{d}: not a run directory with results (no {RESULTS_FILE})")
+            check_readable(d)  # cheap: a damaged directory is refused before the heavy imports
+        from chaos.report import render_report
+
         path = render_report(run_dirs, output)
     except ChaosError as exc:
         _fail(exc)

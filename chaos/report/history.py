@@ -24,8 +24,8 @@ from typing import Any, Final, TypeVar
 
 from chaos.analysis import read_results
 from chaos.errors import InputError
-from chaos.report.meta import RunMeta, read_meta
 from chaos.rundir import META_FILE
+from chaos.rundir.meta import RunMeta, read_meta
 
 DEFAULT_HISTORY = Path("reports") / "history.db"
 

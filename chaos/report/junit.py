@@ -21,9 +21,9 @@ from pathlib import Path
 
 from chaos.analysis import FaultResult, Summary, read_results
 from chaos.errors import InputError
-from chaos.report.meta import RunMeta, read_meta
 from chaos.report.verdict import seconds
 from chaos.rundir import JUNIT_FILE, META_FILE
+from chaos.rundir.meta import RunMeta, read_meta
 
 
 def _problems(runs: Sequence[FaultResult]) -> tuple[list[str], list[str]]:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from chaos.analysis import FaultResult, RunAnalysis, read_results
 from chaos.errors import ChaosError
-from chaos.report.meta import RunMeta, read_meta
 from chaos.rundir import EXPERIMENT_FILE, META_FILE
 from chaos.rundir.journal import JournalEntry, read_journal
+from chaos.rundir.meta import RunMeta, read_meta
 
 #: Journal ``event`` kinds drawn on timelines, with a short label.
 EVENT_LABELS: dict[str, str] = {
