@@ -340,8 +340,8 @@ def _slots(values: list[str]) -> dict[str, int]:
 
 def _check_outputs(run_dir: Path | None, history: Path | None) -> None:
     """Where a run will write, checked before anything starts (nothing is created)."""
+    from chaos.history import HistoryStore
     from chaos.outpaths import check_run_dir
-    from chaos.report import HistoryStore
 
     if run_dir is not None:
         check_run_dir(run_dir, "--out")
@@ -459,8 +459,8 @@ def trend(
     """Recovery time and error rate across runs, with regressions flagged."""
     from datetime import timedelta
 
+    from chaos.history import HistoryStore
     from chaos.outpaths import check_output_file
-    from chaos.report import HistoryStore, render_trend
 
     try:
         units = {"d": 86400, "h": 3600, "m": 60}
@@ -476,9 +476,12 @@ def trend(
         if not history.is_file():
             raise InputError(f"--history: {history} does not exist (no run recorded yet)")
         check_output_file(output, "--output")
-        result = render_trend(
-            HistoryStore(history), timedelta(seconds=seconds), output, window_n=window
-        )
+        store = HistoryStore(history)
+        # cheap: a foreign or damaged store is refused before the heavy imports
+        store.results([run.run_id for run in store.runs()])
+        from chaos.report import render_trend
+
+        result = render_trend(store, timedelta(seconds=seconds), output, window_n=window)
     except ChaosError as exc:
         _fail(exc)
     _plain(f"trend: {result.out}")

@@ -32,7 +32,7 @@ CASES = cases()
 CPU_LIMIT_S = 1.0
 MEMORY_LIMIT_MB = 100.0
 #: A hang guard, not the measure: the machine running the tests may be loaded.
-WALL_LIMIT_S = 30.0
+WALL_LIMIT_S = 120.0
 
 pytestmark = pytest.mark.skipif(not SCRIPT.is_file(), reason="console script not installed")
 

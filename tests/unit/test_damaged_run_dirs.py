@@ -255,3 +255,22 @@ def test_run_history_that_is_foreign_is_refused_before_starting(tmp_path: Path) 
     )
     answer.assert_refused_in_one_line(starts=f"error: {history}: ")
     assert not (tmp_path / "run").exists()
+
+
+# -- clean ------------------------------------------------------------------------------------------
+
+
+def test_clean_on_a_journal_with_bad_times_still_reverts(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / JOURNAL_FILE).write_text(
+        '{"kind": "run_started", "t": "later", "platform": "local"}\n'
+        '{"kind": "fault_planned", "t": null, "fault_id": "latency-1"}\n'
+        '{"kind": "fault_applied", "t": [], "fault_id": "latency-1"}\n',
+        encoding="utf-8",
+    )
+    answer = cli("clean", str(run))
+    assert "Traceback" not in answer.stderr, answer.stderr
+    assert answer.code == 0, answer.stderr
+    assert "reverted latency-1" in answer.stdout
+    assert '"fault_reverted"' in (run / JOURNAL_FILE).read_text(encoding="utf-8")
