@@ -257,7 +257,7 @@ def test_run_history_that_is_foreign_is_refused_before_starting(tmp_path: Path) 
     assert not (tmp_path / "run").exists()
 
 
-# -- clean ------------------------------------------------------------------------------------------
+# -- clean -----------------------------------------------------------------------------------------
 
 
 def test_clean_on_a_journal_with_bad_times_still_reverts(tmp_path: Path) -> None:
