@@ -20,14 +20,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-import yaml
 from pydantic import ValidationError
 
 from chaos.errors import SpecError
 from chaos.spec._base import ALL_SETUPS
 from chaos.spec.messages import Override, located_error, spec_errors
 from chaos.spec.models import BASE_DIR, Experiment
-from chaos.spec.source import Loc, Source, one_or_group, read_source
+from chaos.spec.source import Loc, Source, one_or_group, parse_value, read_source
 
 _SEGMENT = re.compile(r"^(?:[A-Za-z_][A-Za-z0-9_-]*|\d+)$")
 
@@ -100,7 +99,8 @@ def _apply(data: dict[str, object], text: str, file: str) -> Override:
     """Apply one ``path=value`` to ``data`` in place; the record says what it touched."""
 
     def bad(why: str) -> SpecError:
-        return SpecError(f"--set {text}: {why}", file=file)
+        shown = text if len(text) <= 80 else text[:77] + "..."
+        return SpecError(f"--set {shown}: {why}", file=file)
 
     dotted, sep, raw = text.partition("=")
     dotted = dotted.strip()
@@ -110,9 +110,9 @@ def _apply(data: dict[str, object], text: str, file: str) -> Override:
     if not all(_SEGMENT.match(p) for p in parts):
         raise bad(f'"{dotted}" is not a field path like faults.0.percent')
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise bad(f"the value is not valid YAML ({' '.join(str(exc).split())})") from exc
+        value = parse_value(raw, file) if raw.strip() else ""
+    except SpecError as exc:
+        raise bad(f"the value is {exc.message}") from exc
     loc: list[str | int] = []
     created: list[Loc] = []
     node: object = data

@@ -130,6 +130,20 @@ def read_source(path: Path, *, shown_as: str | None = None) -> Source:
     return Source(file=name, data=data, lines=lines)
 
 
+def parse_value(text: str, name: str) -> object:
+    """One YAML value (a ``--set`` override's), bounded like a file; ``SpecError`` if refused."""
+    loader: _Loader | None = None
+    try:
+        loader = _loader(text, name)
+        node = loader.get_single_node()
+        return None if node is None else loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"not valid YAML ({' '.join(str(exc).split())})", file=name) from exc
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
 def _read_text(path: Path, name: str) -> str:
     """The file's text: a regular file of at most ``MAX_BYTES``, UTF-8, no NUL bytes."""
     try:

@@ -297,3 +297,15 @@ def test_every_duplicate_key_is_reported_at_once(tmp_path: Path) -> None:
     with pytest.raises(SpecErrorGroup) as info:
         load_experiment(path)
     assert [(e.field, e.line) for e in info.value.errors] == [("name", 2), ("seed", 4)]
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [("&a [*a]", "recursive alias"), ("[" * 3000 + "]" * 3000, "nest")],
+)
+def test_a_set_value_is_bounded_like_a_file(value: str, says: str) -> None:
+    latency = Path(__file__).resolve().parents[2] / "experiments" / "latency.yaml"
+    with pytest.raises(SpecError) as info:
+        load_experiment(latency, [f"traffic.endpoints={value}"])
+    assert says in str(info.value) and "\n" not in str(info.value)
+    assert len(str(info.value)) < 400
