@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chaos.engine.counters import CounterSampler
+from chaos.engine.rounds import rounds
 from chaos.engine.signals import RunInterrupted, SignalGuard
 from chaos.engine.view import RunView
 from chaos.errors import AbortedError, ChaosError
@@ -95,7 +96,7 @@ def schedule(experiment: Experiment) -> list[WindowKey]:
     rng = random.Random(experiment.seed)
     names = experiment.fault_names()
     keys: list[WindowKey] = []
-    for repetition in range(experiment.repetitions):
+    for repetition in range(experiment.planned_repetitions):
         for index, fault in enumerate(experiment.faults):
             setups = [
                 s
@@ -133,7 +134,7 @@ class Engine:
         )
         try:
             with SignalGuard():
-                for key in schedule(self.experiment):
+                for key in rounds(self.experiment, self.windows, self.run_dir, say=self._say):
                     self._window(key)
         except AbortedError as exc:
             self.aborted = str(exc)
