@@ -363,6 +363,7 @@ def run(
     try:
         if workers < 0:
             raise InputError(f"--workers: {workers} is not a number of worker processes (>= 0)")
+        _check_outputs(out_dir, None if no_history else history)
         monitoring = Monitoring(pushgateway, metrics_port, metrics_address).checked()
         options = PlatformOptions(_slots(slot or []), kubeconfig, kube_context, allow_context)
         if platform_name is not None:
@@ -436,6 +437,19 @@ def _slots(values: list[str]) -> dict[str, int]:
     return slots
 
 
+def _check_outputs(run_dir: Path | None, history: Path | None) -> None:
+    """Where a run will write, checked before anything starts (nothing is created)."""
+    from chaos.history import HistoryStore
+    from chaos.outpaths import check_run_dir
+
+    if run_dir is not None:
+        check_run_dir(run_dir, "--out")
+    if history is not None:
+        if history.is_dir() or not history.name:
+            raise InputError(f"--history: {history} is not a file path (use --no-history to skip)")
+        HistoryStore(history).check()
+
+
 def _execute(
     experiment: Experiment,
     platform: Platform,
@@ -452,15 +466,14 @@ def _execute(
     from chaos.engine.view import make_view
     from chaos.metrics.hooks import Monitoring, push_after_run, start_live_metrics, tee
     from chaos.outcome import finish
+    from chaos.outpaths import create_run_dir
     from chaos.report.effective import write_effective_experiment
     from chaos.report.summary import run_summary
 
-    if history is not None and (history.is_dir() or not history.name):
-        raise InputError(f"--history: {history} is not a file path (use --no-history to skip)")
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise InputError(f"--out: {run_dir} is not empty; pick a new run directory")
+    _check_outputs(run_dir, history)
     monitoring = monitoring or Monitoring()
     live = start_live_metrics(monitoring, experiment.name, _plain)  # a taken port: exit 2 now
+    create_run_dir(run_dir)
     copy_experiment(file, run_dir)
     write_effective_experiment(run_dir, experiment, *overrides)
     started = datetime.now(UTC).isoformat(timespec="seconds")
@@ -541,16 +554,22 @@ def report(
     ),
 ) -> None:
     """Write one self-contained HTML report comparing run directories."""
-    from chaos.report import render_report
+    from chaos.outpaths import check_output_file
+    from chaos.rundir.check import check_readable
 
     try:
+        check_output_file(output, "--output")
         for d in run_dirs:
-            if not (d / "results.json").is_file():
-                raise InputError(f"{d}: not a run directory with results (no results.json)")
+            check_readable(d)  # cheap: a damaged directory is refused before the heavy imports
+        from chaos.report import render_report
+
         path = render_report(run_dirs, output)
     except ChaosError as exc:
         _fail(exc)
     _plain(f"report: {path}")
+
+
+_MAX_SINCE_S = 100 * 366 * 86400
 
 
 @app.command()
@@ -564,20 +583,29 @@ def trend(
     """Recovery time and error rate across runs, with regressions flagged."""
     from datetime import timedelta
 
-    from chaos.report import HistoryStore, render_trend
+    from chaos.history import HistoryStore
+    from chaos.outpaths import check_output_file
 
     try:
         units = {"d": 86400, "h": 3600, "m": 60}
         if len(since) < 2 or since[-1] not in units or not since[:-1].isdigit():
             raise InputError(f"--since: {since!r} is not like 30d, 12h or 90m")
+        seconds = int(since[:-1]) * units[since[-1]]
+        if seconds > _MAX_SINCE_S:
+            raise InputError(f"--since: {since} is more than 100 years back")
+        if window < 1:
+            raise InputError(f"--window: {window} is not a number of previous runs (>= 1)")
+        if history.is_dir():
+            raise InputError(f"--history: {history} is a directory, not a history store")
         if not history.is_file():
             raise InputError(f"--history: {history} does not exist (no run recorded yet)")
-        result = render_trend(
-            HistoryStore(history),
-            timedelta(seconds=int(since[:-1]) * units[since[-1]]),
-            output,
-            window_n=window,
-        )
+        check_output_file(output, "--output")
+        store = HistoryStore(history)
+        # cheap: a foreign or damaged store is refused before the heavy imports
+        store.results([run.run_id for run in store.runs()])
+        from chaos.report import render_trend
+
+        result = render_trend(store, timedelta(seconds=seconds), output, window_n=window)
     except ChaosError as exc:
         _fail(exc)
     _plain(f"trend: {result.out}")

@@ -259,14 +259,13 @@ def read_results(run_dir: Path | str) -> RunAnalysis:
         comparisons = [comparison_from_dict(d) for d in document["comparisons"]]
         broken = [broken_from_dict(d) for d in document.get("broken", [])]
         decided = decision_set_from_dict(document["decisions"]) if "decisions" in document else None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"{path}: not a readable results file: {exc}") from exc
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, KeyError):
+            why = f"{exc.args[0]} is missing"
+        raise InputError(f"{path}: not a readable results file: {why}") from exc
     buckets_path = directory / BUCKETS_FILE
-    buckets = (
-        pd.read_csv(buckets_path, dtype={"setup": "str", "fault": "str"})
-        if buckets_path.exists()
-        else _empty_buckets()
-    )
+    buckets = _read_buckets(buckets_path) if buckets_path.exists() else _empty_buckets()
     return RunAnalysis(
         runs=runs,
         summaries=summaries,
@@ -275,3 +274,24 @@ def read_results(run_dir: Path | str) -> RunAnalysis:
         decided=decided,
         broken=broken,
     )
+
+
+def _read_buckets(path: Path) -> pd.DataFrame:
+    """``buckets.csv`` with the columns ``write_results`` writes, numbers as numbers."""
+    expected = list(_empty_buckets().columns)
+    try:
+        frame = pd.read_csv(path, dtype={"setup": "str", "fault": "str"})
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{path}: not a readable buckets file: {why}") from exc
+    missing = [c for c in expected if c not in frame.columns]
+    if missing:
+        raise InputError(f"{path}: not a buckets file (no column {', '.join(missing[:4])})")
+    for column in expected:
+        if column in _LABELS:
+            continue
+        try:
+            frame[column] = pd.to_numeric(frame[column], errors="raise")
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"{path}: column {column} holds something not a number") from exc
+    return frame

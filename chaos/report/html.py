@@ -8,7 +8,6 @@ Content-Security-Policy that lets the page load nothing but its own data: images
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ import numpy as np
 
 from chaos.analysis import BrokenWindow, FaultResult, Summary
 from chaos.analysis.hypotheses import Decision, DecisionSet, claim_text
+from chaos.outpaths import write_atomically
 from chaos.report.charts import (
     TimelineInput,
     latency_cdf_chart,
@@ -434,8 +434,5 @@ def render_report(run_dirs: Sequence[Path], out: Path) -> Path:
             cross=_cross_rows(runs) if len(runs) > 1 else [],
         )
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, out)
+    write_atomically(out, html, "--output")
     return out

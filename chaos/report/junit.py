@@ -32,11 +32,11 @@ from pathlib import Path
 from chaos.analysis import FaultResult, Summary, read_results
 from chaos.analysis.hypotheses import DecisionSet, claim_text
 from chaos.errors import InputError
-from chaos.report.meta import RunMeta, read_meta
 from chaos.report.rundata import abort_reason
 from chaos.report.verdict import seconds
 from chaos.rundir import JUNIT_FILE, META_FILE
 from chaos.rundir.journal import read_journal
+from chaos.rundir.meta import RunMeta, read_meta
 
 
 def _problems(

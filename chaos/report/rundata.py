@@ -15,9 +15,9 @@ from pathlib import Path
 
 from chaos.analysis import FaultResult, RunAnalysis, read_results
 from chaos.errors import ChaosError
-from chaos.report.meta import RunMeta, read_meta
 from chaos.rundir import EFFECTIVE_FILE, EXPERIMENT_FILE, META_FILE
 from chaos.rundir.journal import JournalEntry, read_journal
+from chaos.rundir.meta import RunMeta, read_meta
 
 #: Journal ``event`` kinds drawn on timelines, with a short label.
 EVENT_LABELS: dict[str, str] = {
@@ -182,7 +182,7 @@ def load_run(run_dir: Path | str) -> RunData:
     directory = Path(run_dir)
     analysis = read_results(directory)
     meta = read_meta(directory) if (directory / META_FILE).exists() else None
-    entries = read_journal(directory)
+    entries = read_journal(directory, strict=True)
     index = _WindowIndex(analysis.runs)
     text, description, summaries = _experiment(directory)
     return RunData(

@@ -20,10 +20,10 @@ import pandas as pd
 from chaos.analysis import FaultWindow, SteadyState, analyze_run, write_results
 from chaos.analysis.adaptive import decisions_for
 from chaos.analysis.synthetic import Outage, Slowdown, synthetic_samples
-from chaos.report.meta import RunMeta, write_meta
 from chaos.rundir import EXPERIMENT_FILE, JOURNAL_FILE
 from chaos.rundir.chunks import encode_chunk
 from chaos.rundir.counters import CounterSample
+from chaos.rundir.meta import RunMeta, write_meta
 from chaos.rundir.samples import samples_dir
 from chaos.spec import load_experiment
 

@@ -22,7 +22,6 @@ never recovered flags nothing new.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from chaos.outpaths import write_atomically
 from chaos.report.charts import TrendSeries, setup_color, trend_chart
 from chaos.report.history import HistoryStore, RecordedResult, RecordedRun
 from chaos.report.html import environment
@@ -296,8 +296,5 @@ def render_trend(
             sections=sections,
         )
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, out)
+    write_atomically(out, html, "--output")
     return TrendResult(out=out, runs=len(runs), series=trends, regressions=regressions)

@@ -8,7 +8,7 @@ these files (names defined here and nowhere else)::
     counters.csv      proxy counters sampled per window     (chaos.rundir.counters)
     results.json      per-window results, summary, decisions (chaos.analysis.results_io)
     buckets.csv       100 ms buckets
-    meta.json         versions, parameters, exit code       (chaos.report.meta)
+    meta.json         versions, parameters, exit code       (chaos.rundir.meta)
     experiment.yaml   the experiment file exactly as given
     experiment.effective.yaml  the experiment as run (after --set, --setup)
                                                             (chaos.report.effective)

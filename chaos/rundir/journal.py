@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import threading
 import time
@@ -21,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
-from chaos.errors import RunDirectoryError
+from chaos.errors import InputError, RunDirectoryError
 from chaos.rundir import JOURNAL_FILE
 
 JsonValue = str | int | float | bool | None | list["JsonValue"] | dict[str, "JsonValue"]
@@ -87,28 +88,43 @@ class Journal:
         self.close()
 
 
-def read_journal(run_dir: Path) -> list[JournalEntry]:
-    """Every complete entry of the journal in ``run_dir`` (a torn last line is skipped)."""
+def read_journal(run_dir: Path, *, strict: bool = False) -> list[JournalEntry]:
+    """Every complete entry of the journal in ``run_dir`` (a torn last line is skipped).
+
+    An entry whose ``t`` is not a number (a damaged or hand-edited journal) is an
+    ``InputError`` naming the line when ``strict`` (the report, which places entries
+    in time); otherwise it is kept with ``t`` NaN, so ``clean`` still sees every plan.
+    """
     path = run_dir / JOURNAL_FILE
     if not path.is_file():
         return []
-    return list(_parse(path.read_text(encoding="utf-8", errors="replace").splitlines()))
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the journal: {exc.strerror or exc}") from exc
+    return list(_parse(text.splitlines(), path, strict))
 
 
-def _parse(lines: list[str]) -> Iterator[JournalEntry]:
-    for line in lines:
+def _parse(lines: list[str], path: Path, strict: bool) -> Iterator[JournalEntry]:
+    for number, line in enumerate(lines, start=1):
         try:
             raw = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             continue
         if not isinstance(raw, Mapping) or "kind" not in raw:
             continue
+        t = raw.get("t", 0.0)
+        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
+            if strict:
+                shown = json.dumps(t)[:40]
+                raise InputError(
+                    f"{path}:{number}: t must be a number of seconds (got {shown}); "
+                    "the journal is damaged"
+                )
+            t = math.nan
         data = {k: v for k, v in raw.items() if k not in ("kind", "utc", "t")}
         yield JournalEntry(
-            kind=str(raw["kind"]),
-            utc=str(raw.get("utc", "")),
-            t=float(raw.get("t", 0.0)),
-            data=data,
+            kind=str(raw["kind"]), utc=str(raw.get("utc", "")), t=float(t), data=data
         )
 
 

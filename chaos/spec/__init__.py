@@ -35,7 +35,7 @@ from chaos.spec.faults import (
     Target,
     UniformDelay,
 )
-from chaos.spec.loader import SpecErrorGroup, experiment_json_schema, load_experiment
+from chaos.spec.loader import experiment_json_schema, load_experiment
 from chaos.spec.models import (
     Endpoint,
     ErrorRateAbove,
@@ -46,6 +46,7 @@ from chaos.spec.models import (
     Timeline,
     Traffic,
 )
+from chaos.spec.source import SpecErrorGroup
 
 __all__ = [
     "ALL_SETUPS",

@@ -6,7 +6,9 @@ Every problem is a :class:`chaos.errors.SpecError` whose ``str()`` is one line,
 ``FILE:LINE: FIELD: MESSAGE``. When a file has several problems, all are reported
 at once as a :class:`SpecErrorGroup` (a ``SpecError`` too): its ``file``, ``field``
 and ``line`` are the first problem's, ``errors`` holds every one, and its ``str()``
-is one line per problem, in file order.
+is one line per problem, most specific first: problems at a key or item of the file
+in line order, then fields that are missing (a missing ``traffic:`` is often the
+consequence of a defect elsewhere, such as a misspelt or mis-indented key).
 """
 
 from __future__ import annotations
@@ -18,30 +20,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-import yaml
 from pydantic import ValidationError
 
 from chaos.errors import SpecError
 from chaos.spec._base import ALL_SETUPS
 from chaos.spec.messages import Override, located_error, spec_errors
 from chaos.spec.models import BASE_DIR, Experiment
-from chaos.spec.source import Loc, Source, read_source
+from chaos.spec.source import Loc, Source, one_or_group, parse_value, read_source
 
 _SEGMENT = re.compile(r"^(?:[A-Za-z_][A-Za-z0-9_-]*|\d+)$")
-
-
-class SpecErrorGroup(SpecError):
-    """Several problems in one experiment file; ``str()`` is one line per problem."""
-
-    def __init__(self, errors: Sequence[SpecError]) -> None:
-        if not errors:
-            raise ValueError("a SpecErrorGroup needs at least one error")
-        self.errors: tuple[SpecError, ...] = tuple(errors)
-        first = self.errors[0]
-        super().__init__(first.message, file=first.file, field=first.field, line=first.line)
-
-    def __str__(self) -> str:
-        return "\n".join(str(e) for e in self.errors)
 
 
 class Located(Protocol):
@@ -79,7 +66,7 @@ def load_experiment(
         experiment = Experiment.model_validate(data, context={BASE_DIR: path.parent})
     except ValidationError as exc:
         errors = spec_errors(exc, Source(source.file, data, source.lines), applied, _schema())
-        raise (errors[0] if len(errors) == 1 else SpecErrorGroup(errors)) from None
+        raise one_or_group(errors) from None
     experiment = _narrow(experiment, setups, source)
     if check is not None:
         found = [
@@ -88,7 +75,7 @@ def load_experiment(
         ]
         if found:
             found.sort(key=lambda e: (e.line is None, e.line or 0, e.field or ""))
-            raise found[0] if len(found) == 1 else SpecErrorGroup(found)
+            raise one_or_group(found)
     return experiment
 
 
@@ -112,7 +99,8 @@ def _apply(data: dict[str, object], text: str, file: str) -> Override:
     """Apply one ``path=value`` to ``data`` in place; the record says what it touched."""
 
     def bad(why: str) -> SpecError:
-        return SpecError(f"--set {text}: {why}", file=file)
+        shown = text if len(text) <= 80 else text[:77] + "..."
+        return SpecError(f"--set {shown}: {why}", file=file)
 
     dotted, sep, raw = text.partition("=")
     dotted = dotted.strip()
@@ -122,9 +110,9 @@ def _apply(data: dict[str, object], text: str, file: str) -> Override:
     if not all(_SEGMENT.match(p) for p in parts):
         raise bad(f'"{dotted}" is not a field path like faults.0.percent')
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise bad(f"the value is not valid YAML ({' '.join(str(exc).split())})") from exc
+        value = parse_value(raw, file) if raw.strip() else ""
+    except SpecError as exc:
+        raise bad(f"the value is {exc.message}") from exc
     loc: list[str | int] = []
     created: list[Loc] = []
     node: object = data

@@ -56,9 +56,18 @@ def spec_errors(
     # items): that second error is noise, the item errors say what to fix.
     failing = {tuple(err["loc"][:n]) for err in details for n in range(len(err["loc"]))}
     details = [err for err in details if not (err["type"] == "too_short" and err["loc"] in failing)]
-    errors = [_one(err, source, overrides, schema) for err in details]
-    errors.sort(key=lambda e: (e.line is None, e.line or 0, e.field or ""))
-    return errors
+    located = [_one(err, source, overrides, schema) for err in details]
+    # Most specific first: an error at a key or item the file has, in line order, before
+    # one about a field that is absent (it carries its parent's line, often line 1).
+    located.sort(
+        key=lambda p: (
+            p[1] not in source.lines,
+            p[0].line is None,
+            p[0].line or 0,
+            p[0].field or "",
+        )
+    )
+    return [error for error, _ in located]
 
 
 def _one(
@@ -66,7 +75,7 @@ def _one(
     source: Source,
     overrides: Sequence[Override],
     schema: Mapping[str, Any],
-) -> SpecError:
+) -> tuple[SpecError, Loc]:
     ctx = err.get("ctx") or {}
     kind = err["type"]
     raw: tuple[str | int, ...] = tuple(err["loc"])
@@ -75,7 +84,7 @@ def _one(
     loc = _clean_loc(raw, source.data)
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         loc = (*loc, str(ctx.get("discriminator", "type")).strip("'"))
-    return located_error(_message(err, loc, source, schema), loc, source, overrides)
+    return located_error(_message(err, loc, source, schema), loc, source, overrides), loc
 
 
 def located_error(
@@ -171,7 +180,8 @@ def _shown(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return json.dumps(value if len(value) <= 60 else value[:57] + "...")
-    return repr(value)
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
 def _allowed_keys(schema: Mapping[str, Any], loc: Loc, data: object) -> list[str]:

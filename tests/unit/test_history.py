@@ -95,3 +95,62 @@ def test_trend_does_not_flag_noise(tmp_path: Path) -> None:
     assert "No regression" in result.out.read_text()
     # the window excludes old nights
     assert render_trend(store, timedelta(days=2.5), tmp_path / "t2.html").runs == 2
+
+
+_RECORDER = """
+import dataclasses, shutil, sys
+from pathlib import Path
+from chaos.report import HistoryStore
+from chaos.rundir.meta import read_meta, write_meta
+base, store, work = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[5])
+day, count = sys.argv[3], int(sys.argv[4])
+meta = read_meta(base)
+for i in range(count):
+    run = work / f"{day}-{i}"
+    shutil.copytree(base, run)
+    write_meta(run, dataclasses.replace(meta, started_utc=f"2025-01-{day}T00:{i:02d}:00+00:00"))
+    HistoryStore(store).record(run)
+"""
+
+
+def test_two_processes_recording_at_once_into_a_new_store(tmp_path: Path) -> None:
+    """Both create the store at the same moment and then write 12 runs each, interleaved."""
+    import subprocess
+    import sys
+
+    base = write_synthetic_run(tmp_path / "base", SyntheticRun(faults=FAULT, repetitions=1))
+    store = tmp_path / "history.db"
+    count = 12
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RECORDER, str(base), str(store), day, str(count), str(tmp_path)]
+        )
+        for day in ("01", "02")
+    ]
+    assert [p.wait(timeout=600) for p in procs] == [0, 0]
+    assert _count(store, "runs") == 2 * count
+    assert _count(store, "results") == 2 * count * 2  # two setups, one repetition
+    with sqlite3.connect(store) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+    db.close()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_reading_never_creates_or_writes(tmp_path: Path) -> None:
+    missing = tmp_path / "nothing.db"
+    assert HistoryStore(missing).runs() == []
+    assert not missing.exists()
+
+
+def test_a_store_of_another_schema_version_is_refused(tmp_path: Path) -> None:
+    run = write_synthetic_run(tmp_path / "run", SyntheticRun(faults=FAULT, repetitions=1))
+    store = HistoryStore(tmp_path / "history.db")
+    store.record(run)
+    with sqlite3.connect(store.path) as db:
+        db.execute("UPDATE schema_version SET version = 99")
+    db.close()
+    with pytest.raises(InputError, match="schema version 99"):
+        store.runs()
+    with pytest.raises(InputError, match="schema version 99"):
+        store.record(run)

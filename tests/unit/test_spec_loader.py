@@ -279,3 +279,46 @@ def test_a_setup_without_any_fault_is_an_error(tmp_path: Path) -> None:
         load_experiment(write(tmp_path, text))
     assert info.value.field == "setups"
     assert "no fault applies to mesh" in info.value.message
+
+
+def test_every_problem_is_reported_most_specific_first(tmp_path: Path) -> None:
+    """A misspelt key is the defect; the missing field it leaves behind comes after it."""
+    path = tmp_path / "typo.yaml"
+    path.write_text(
+        "name: typo\n"
+        "trafic:\n"
+        "  users: 2\n"
+        "  rate: 10\n"
+        "faults:\n"
+        "  - type: latency\n"
+        "    target: {service: checkout}\n"
+        "    delay: 200ms\n"
+        "    percent: 150\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(SpecErrorGroup) as info:
+        load_experiment(path)
+    fields = [e.field for e in info.value.errors]
+    assert fields == ["trafic", "faults.0.percent", "traffic"], str(info.value)
+    assert 'did you mean "traffic"' in info.value.errors[0].message
+    assert str(info.value).count("\n") == len(fields) - 1  # one line per problem
+
+
+def test_every_duplicate_key_is_reported_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "twice.yaml"
+    path.write_text("name: a\nname: b\nseed: 1\nseed: 2\n", encoding="utf-8")
+    with pytest.raises(SpecErrorGroup) as info:
+        load_experiment(path)
+    assert [(e.field, e.line) for e in info.value.errors] == [("name", 2), ("seed", 4)]
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [("&a [*a]", "recursive alias"), ("[" * 3000 + "]" * 3000, "nest")],
+)
+def test_a_set_value_is_bounded_like_a_file(value: str, says: str) -> None:
+    latency = Path(__file__).resolve().parents[2] / "experiments" / "latency.yaml"
+    with pytest.raises(SpecError) as info:
+        load_experiment(latency, [f"traffic.endpoints={value}"])
+    assert says in str(info.value) and "\n" not in str(info.value)
+    assert len(str(info.value)) < 400

@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from chaos.errors import AddressInUseError, InputError, PlatformError
+from chaos.platforms.local.keyfiles import private_dir, write_private
 
 _log = logging.getLogger(__name__)
 
@@ -128,16 +129,6 @@ def check_token(token: str, jwks_json: str, *, issuer: str, audience: str) -> To
     except (jwt.PyJWTError, ValueError) as exc:
         return TokenCheck(False, str(exc))
     return TokenCheck(True, subject=str(claims.get("sub")), kid=kid)
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Create ``path`` with mode 0600 from the start (never readable by others)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.chmod(path, 0o600)
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -269,13 +260,13 @@ class IdentityProvider:
         key = _SigningKey.generate()
         self._history.append(key)
         if self.key_dir is not None:
-            self.key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            private_dir(self.key_dir)
             pem = key.key.private_bytes(
                 serialization.Encoding.PEM,
                 serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption(),
             )
-            _write_private(self.key_dir / f"{key.kid}.key.pem", pem)
+            write_private(self.key_dir / f"{key.kid}.key.pem", pem)
         return key
 
     def _write_jwks_file(self) -> None:

@@ -22,6 +22,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from chaos.platforms.local.keyfiles import private_dir, write_private
+
 CERT_FILE = "cert.pem"
 KEY_FILE = "key.pem"
 CA_FILE = "ca.pem"
@@ -154,34 +156,24 @@ class CertificateAuthority:
 
     def save(self, directory: Path) -> None:
         """Write the CA's certificate (0644) and key (0600) to ``directory``."""
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(directory)
         key_pem = self._key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        _write_private(directory / "ca-key.pem", key_pem)
+        write_private(directory / "ca-key.pem", key_pem)
         (directory / CA_FILE).write_bytes(self.ca_pem)
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Create ``path`` with mode 0600 from the start: the key is never readable by others."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.chmod(path, 0o600)
 
 
 def write_identity(directory: Path, issued: IssuedCertificate, ca_pem: bytes) -> None:
     """Install ``issued`` into ``directory`` atomically (see the module docstring)."""
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(directory)
     stamp = f"..{_utcnow().strftime('%Y%m%dT%H%M%S%f')}_{secrets.token_hex(3)}"
     version = directory / stamp
     version.mkdir(mode=0o700)
     (version / CERT_FILE).write_bytes(issued.cert_pem)
-    _write_private(version / KEY_FILE, issued.key_pem)
+    write_private(version / KEY_FILE, issued.key_pem)
     (version / CA_FILE).write_bytes(ca_pem)
     tmp_link = directory / f"{_DATA_LINK}_tmp"
     if tmp_link.is_symlink():
