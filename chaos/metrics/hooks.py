@@ -1,14 +1,20 @@
-"""Prometheus for ``run`` and ``demo``: check the options, serve live metrics, push at the end."""
+"""Prometheus for ``run`` and ``demo``: check the options, serve live metrics, push at the end.
+
+Light to import: the CLI checks these options before it reads the experiment, and a
+hostile file must be refused quickly; what pushes and serves is imported when used.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from chaos.engine.view import RunView
 from chaos.errors import InputError
-from chaos.metrics.push import check_gateway_url, push_results
+
+if TYPE_CHECKING:
+    from chaos.engine.view import RunView
 
 
 @dataclass(frozen=True)
@@ -24,7 +30,11 @@ class Monitoring:
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise InputError(f"--metrics-port: {self.metrics_port} is not a port (0..65535)")
         # An empty value (an unset CI variable) means no push.
-        gateway = check_gateway_url(self.pushgateway) if self.pushgateway else None
+        if not self.pushgateway:
+            return Monitoring(None, self.metrics_port, self.metrics_address)
+        from chaos.metrics.push import check_gateway_url
+
+        gateway = check_gateway_url(self.pushgateway)
         return Monitoring(gateway, self.metrics_port, self.metrics_address)
 
 
@@ -58,6 +68,8 @@ def push_after_run(run_dir: Path, monitoring: Monitoring, warn: Callable[[str], 
     """Push the run's results when ``--pushgateway`` was given; a failure is one warning line."""
     if monitoring.pushgateway is None:
         return
+    from chaos.metrics.push import push_results
+
     outcome = push_results(run_dir, monitoring.pushgateway)
     if outcome.warning is not None:
         warn(f"warning: {outcome.warning}")

@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from chaos.analysis import read_results
 from chaos.platforms.local.admin import ANALYSIS_STATS_FILTER, counters
 from chaos.platforms.local.layout import build_layout
-from chaos.platforms.local.platform import LocalRunning
+from chaos.platforms.local.running import LocalRunning
 from chaos.platforms.local.scrape import write_scrape_config
 from chaos.platforms.local.topology import LocalTopology
 from chaos.proc import spawn

@@ -23,8 +23,8 @@ from chaos.errors import FaultError
 from chaos.faults import driver_for
 from chaos.faults.base import Fault, FaultPlan, resolve_targets
 from chaos.faults.http import delay_ms
-from chaos.platforms.local.faultops import LocalFaultOps, workload_of
-from chaos.platforms.local.layout import build_layout
+from chaos.platforms.local.faultops import LocalFaultOps
+from chaos.platforms.local.layout import build_layout, workload_of
 from chaos.spec import FAULT_TYPES, LatencyFault, Setup, Target, load_experiment
 from chaos.spec import Fault as FaultSpec
 

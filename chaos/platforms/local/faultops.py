@@ -32,7 +32,7 @@ from chaos.platforms.local.admin import admin_post, counters
 from chaos.platforms.local.certagent import init_identity
 from chaos.platforms.local.envoy_faults import FaultConfig, fault_runtime_values
 from chaos.platforms.local.layout import Pod as LayoutPod
-from chaos.platforms.local.layout import TopologyLayout
+from chaos.platforms.local.layout import TopologyLayout, workload_of
 from chaos.platforms.local.pki import read_certificate
 from chaos.platforms.local.topology import LocalTopology
 from chaos.spec import Setup
@@ -41,12 +41,6 @@ _TLS_FAILURES = (".ssl.fail_verify_error", ".ssl.connection_error", ".upstream_c
 _JWT_DENIED = (".jwt_authn.denied",)
 _RUNTIME = "admin API runtime_modify on the fault filter"
 _RUNTIME_UNDO = "fault filter back to 0 %"
-
-
-def workload_of(layout: TopologyLayout) -> Workload:
-    """The neutral view of a local layout's pods."""
-    pods = tuple(Pod(p.name, p.service, p.node, p.replica) for p in layout.pods)
-    return Workload(layout.setup, pods)
 
 
 def _fault_config(fault: HttpFault) -> FaultConfig:

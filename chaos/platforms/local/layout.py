@@ -25,6 +25,8 @@ import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from chaos.platforms.base import Pod as WorkloadPod
+from chaos.platforms.base import Workload
 from chaos.spec import Setup
 
 TRUST_DOMAIN = "cluster.local"
@@ -35,6 +37,8 @@ NODES: tuple[str, ...] = ("node-1", "node-2")
 REPLICAS = 2
 INGRESS_HOST = "127.0.0.1"
 JWT_AUDIENCE = "sidecar-chaos-demo"
+#: Every process a topology spawns, one JSON line each, in its directory (``clean`` reads it).
+PROCESS_LEDGER = "processes.jsonl"
 
 
 #: Default slot (third octet) per setup, so that the three can run at once.
@@ -311,3 +315,9 @@ def build_layout(setup: Setup, run_dir: Path, *, slot: int, ingress_port: int) -
         node_proxies=node_proxies,
         waypoints=waypoints,
     )
+
+
+def workload_of(layout: TopologyLayout) -> Workload:
+    """The neutral view of a local layout's pods (what fault targets are checked against)."""
+    pods = tuple(WorkloadPod(p.name, p.service, p.node, p.replica) for p in layout.pods)
+    return Workload(layout.setup, pods)

@@ -12,122 +12,38 @@ import json
 import signal
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from chaos.errors import FaultError
-from chaos.metrics.promql import PrometheusCounters
 from chaos.platforms.base import (
-    EventCallback,
     FaultOps,
     Platform,
-    Pod,
     Problem,
     RunningTopology,
     StartOptions,
     Workload,
 )
-from chaos.platforms.local.admin import ANALYSIS_STATS_FILTER, counters
 from chaos.platforms.local.backoff import BackoffPolicy
-from chaos.platforms.local.envoy_config import ProxyOptions, envoy_binary
-from chaos.platforms.local.faultops import LocalFaultOps, workload_of
-from chaos.platforms.local.layout import DEFAULT_SLOT, build_layout, default_ingress_port
-from chaos.platforms.local.scrape import SETUP_LABEL
-from chaos.platforms.local.topology import PROCESS_LEDGER, LocalTopology, TopologyOptions
+from chaos.platforms.local.layout import (
+    DEFAULT_SLOT,
+    TopologyLayout,
+    build_layout,
+    default_ingress_port,
+    workload_of,
+)
 from chaos.proc import is_same_process, kill_group
-from chaos.rundir.counters import CounterSample
-from chaos.rundir.journal import JournalEntry, JsonValue
+from chaos.rundir.journal import JournalEntry
 from chaos.spec import ALL_SETUPS, Experiment, Setup
 
-#: The demo service that records its writes (lost and duplicated writes are counted there).
-_WRITER = "payments"
-
-
-class LocalRunning:
-    """A running :class:`LocalTopology`, as the engine and the faults see it."""
-
-    def __init__(
-        self, topology: LocalTopology, prometheus: PrometheusCounters | None = None
-    ) -> None:
-        self.topology = topology
-        self._ops = LocalFaultOps.of(topology)
-        self._admins = topology.layout.proxy_admins()
-        #: Read the Envoy counters through Prometheus instead of the admin endpoints.
-        self.prometheus = prometheus
-
-    @property
-    def setup(self) -> Setup:
-        return self.topology.layout.setup
-
-    @property
-    def pods(self) -> tuple[Pod, ...]:
-        return self._ops.workload.pods
-
-    @property
-    def ingress_url(self) -> str:
-        return self.topology.layout.ingress.url
-
-    @property
-    def token_url(self) -> str | None:
-        server = self.topology.idp_server
-        return server.token_url if server is not None else None
-
-    @property
-    def startup_s(self) -> float:
-        return self.topology.startup_s
-
-    @property
-    def ops(self) -> FaultOps:
-        return self._ops
-
-    def journal_record(self) -> dict[str, JsonValue]:
-        pids: dict[str, JsonValue] = dict(self.topology.supervisor.pids().items())
-        return {
-            "pids": pids,
-            "ledger": str(self.topology.layout.dir / PROCESS_LEDGER),
-            "marker": self.topology.options.marker,
-        }
-
-    def subscribe(self, callback: EventCallback) -> Callable[[], None]:
-        return self.topology.events.subscribe(callback)
-
-    def read_counters(self) -> list[CounterSample]:
-        supervisor = self.topology.supervisor
-        samples: list[CounterSample] = []
-        for proxy, _ in self._admins:
-            samples.append(
-                CounterSample(time.monotonic(), proxy, "restarts", supervisor.restarts(proxy))
-            )
-        if self.prometheus is not None:
-            return samples + self.prometheus.read()
-        for proxy, admin_url in self._admins:
-            now = time.monotonic()
-            try:
-                stats = counters(admin_url, stats_filter=ANALYSIS_STATS_FILTER)
-            except FaultError:
-                continue  # down or restarting: no reading now
-            samples += [CounterSample(now, proxy, name, float(v)) for name, v in stats.items()]
-        return samples
-
-    def recorded_writes(self) -> list[str]:
-        ids: list[str] = []
-        for pod in self.topology.layout.pods_of(_WRITER):
-            path = pod.dir / "writes.jsonl"
-            if path.is_file():
-                ids += _write_ids(path)
-        return ids
-
-
-def _write_ids(path: Path) -> list[str]:
-    ids = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        with contextlib.suppress(ValueError):
-            record = json.loads(line)
-            if isinstance(record, dict) and isinstance(record.get("id"), str):
-                ids.append(record["id"])
-    return ids
+if TYPE_CHECKING:
+    # The processes, certificates and Envoy configs are imported when a topology starts:
+    # `validate` only needs the layout, and a hostile file must be refused quickly.
+    from chaos.metrics.promql import PrometheusCounters
+    from chaos.platforms.local.faultops import LocalFaultOps
+    from chaos.platforms.local.running import LocalRunning
 
 
 @dataclass
@@ -155,18 +71,17 @@ class LocalPlatform:
         # Read at call time: DEFAULT_SLOT may be moved (the tests lease free slots).
         return self.slots.get(setup.value, DEFAULT_SLOT[setup])
 
-    def _layout_only(self, setup: Setup) -> LocalFaultOps:
+    def _layout(self, setup: Setup) -> TopologyLayout:
         slot = self._slot(setup)
-        layout = build_layout(
+        return build_layout(
             setup,
             Path(tempfile.gettempdir()) / "sidecar-chaos-plan",
             slot=slot,
             ingress_port=default_ingress_port(slot),
         )
-        return LocalFaultOps(layout)
 
     def workload(self, setup: Setup) -> Workload:
-        return workload_of(self._layout_only(setup).layout)
+        return workload_of(self._layout(setup))
 
     def validate(self, experiment: Experiment) -> list[Problem]:
         problems = []
@@ -179,6 +94,12 @@ class LocalPlatform:
 
     @contextlib.contextmanager
     def start(self, setup: Setup, options: StartOptions) -> Iterator[RunningTopology]:
+        import time
+
+        from chaos.platforms.local.envoy_config import ProxyOptions
+        from chaos.platforms.local.running import LocalRunning
+        from chaos.platforms.local.topology import LocalTopology, TopologyOptions
+
         proxy = ProxyOptions()
         if options.connection_lifetime_s is not None:
             proxy = ProxyOptions(connection_lifetime_s=options.connection_lifetime_s)
@@ -199,14 +120,21 @@ class LocalPlatform:
     def _counter_source(self, setup: Setup, started_wall: float) -> PrometheusCounters | None:
         if self.prometheus_url is None:
             return None
+        from chaos.metrics.promql import PrometheusCounters
+        from chaos.platforms.local.scrape import SETUP_LABEL
+
         return PrometheusCounters(
             self.prometheus_url, selector={SETUP_LABEL: setup.value}, since_wall=started_wall
         )
 
     def plan_ops(self, setup: Setup) -> FaultOps:
-        return self._layout_only(setup)
+        from chaos.platforms.local.faultops import LocalFaultOps
+
+        return LocalFaultOps(self._layout(setup))
 
     def versions(self) -> dict[str, str]:
+        from chaos.platforms.local.envoy_process import envoy_binary
+
         try:
             envoy = subprocess.run(
                 [str(envoy_binary()), "--version"], capture_output=True, text=True, timeout=10
@@ -217,6 +145,8 @@ class LocalPlatform:
         return {"envoy": version}
 
     def parameters(self) -> dict[str, float | str]:
+        from chaos.platforms.local.envoy_config import ProxyOptions
+
         return {"connection_lifetime_s": ProxyOptions().connection_lifetime_s}
 
     def clean(self, run_dir: Path, entries: Sequence[JournalEntry]) -> list[str]:
@@ -270,4 +200,4 @@ def _implements_the_port(
     return platform, running, ops
 
 
-__all__ = ["LocalPlatform", "LocalRunning"]
+__all__ = ["LocalPlatform"]

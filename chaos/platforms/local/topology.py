@@ -43,6 +43,7 @@ from chaos.platforms.local.idp import IdentityProvider, IdpServer
 from chaos.platforms.local.layout import (
     DEFAULT_SLOT,
     JWT_AUDIENCE,
+    PROCESS_LEDGER,
     Pod,
     Port,
     TopologyLayout,
@@ -54,9 +55,6 @@ from chaos.platforms.local.pki import CertificateAuthority
 from chaos.platforms.local.probes import HttpProbe
 from chaos.platforms.local.supervisor import ProcessSpec, Supervisor
 from chaos.spec import Setup
-
-#: Every process a topology spawns, one JSON line each (``clean`` reads it).
-PROCESS_LEDGER = "processes.jsonl"
 
 #: Events after which ``status`` is worth rewriting.
 _STATUS_EVENTS = frozenset(
