@@ -13,16 +13,24 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from chaos.errors import InputError
-from chaos.rundir.samples import ERROR_KINDS, OK, SAMPLE_COLUMNS, SAMPLE_DTYPES
+from chaos.rundir.samples import DROPPED, ERROR_KINDS, OK, SAMPLE_COLUMNS, SAMPLE_DTYPES
 
 # The samples' columns and error kinds are the run directory's contract
 # (chaos.rundir.samples). ``t`` is when the request was *sent* (its start);
 # ``latency_ms`` is its duration, so the request was in flight over
 # ``[t, t + latency_ms / 1000]``. Recording the start (not the completion) makes a
 # request that hangs until a timeout count at the moment the trouble began.
+# Under open-loop load ``t`` is the scheduled start and ``latency_ms`` runs from it, so
+# a driver that sent late does not hide the wait; DROPPED rows (never sent) are split
+# off by :func:`split_dropped` and counted apart.
+
+#: Columns the analysis can do without (run directories written before they existed).
+OPTIONAL_COLUMNS: frozenset[str] = frozenset({"send_lag_ms"})
 
 #: The kind of value each column must hold, from its dtype in the contract.
 _COLUMN_KINDS: dict[str, str] = {
@@ -42,10 +50,12 @@ def validate_samples(samples: pd.DataFrame) -> None:
     Checks the columns and their kinds, that times and latencies are finite, that
     latencies are not negative and that every ``error_kind`` is known.
     """
-    missing = [c for c in SAMPLE_COLUMNS if c not in samples.columns]
+    missing = [c for c in SAMPLE_COLUMNS if c not in samples.columns and c not in OPTIONAL_COLUMNS]
     if missing:
         raise InputError(f"samples lack columns: {', '.join(missing)}")
     for name, kind in _COLUMN_KINDS.items():
+        if name not in samples.columns:
+            continue
         column = samples[name]
         ok = {
             "float": pd.api.types.is_numeric_dtype(column)
@@ -63,9 +73,23 @@ def validate_samples(samples: pd.DataFrame) -> None:
         raise InputError("samples have missing t or latency_ms values")
     if (latency < 0).any():
         raise InputError("samples have negative latency_ms values")
-    unknown = set(samples["error_kind"].unique()) - {OK, *ERROR_KINDS}
+    unknown = set(samples["error_kind"].unique()) - {OK, DROPPED, *ERROR_KINDS}
     if unknown:
         raise InputError(f"samples have unknown error kinds: {sorted(map(str, unknown))}")
+
+
+def split_dropped(samples: pd.DataFrame) -> tuple[pd.DataFrame, npt.NDArray[np.float64]]:
+    """The requests that were sent, and the scheduled times of the DROPPED ones (sorted).
+
+    A dropped request never reached the system under test: it is neither a failure
+    nor a latency, only the driver's shortfall against its schedule.
+    """
+    kinds = samples["error_kind"].to_numpy(dtype=object)
+    dropped = kinds == DROPPED
+    if not dropped.any():
+        return samples, np.empty(0, dtype=np.float64)
+    times = np.sort(samples["t"].to_numpy(dtype=np.float64)[dropped])
+    return samples[~dropped], times
 
 
 @dataclass(frozen=True)
@@ -169,6 +193,9 @@ class FaultResult:
     writes_duplicated: int | None
     counters: CounterDeltas
     errors_by_kind: dict[str, int]
+    #: Requests the open-loop schedule called for in the window that the driver could
+    #: not send (its concurrency cap was full); not in ``total_requests``.
+    dropped_requests: int = 0
 
     @property
     def setup(self) -> str:

@@ -62,6 +62,7 @@ from chaos.analysis.model import (
     FaultWindow,
     RecordedWrites,
     SteadyState,
+    split_dropped,
     validate_samples,
 )
 from chaos.rundir.counters import CounterSample
@@ -74,6 +75,7 @@ class SampleSet:
 
     def __init__(self, samples: pd.DataFrame) -> None:
         validate_samples(samples)
+        samples, self.dropped_t = split_dropped(samples)
         if not samples["t"].is_monotonic_increasing:
             samples = samples.sort_values("t", kind="stable")
         self.frame = samples.reset_index(drop=True)
@@ -300,6 +302,9 @@ def measure_window(
         writes_duplicated=duplicated,
         counters=counter_deltas(counters, w) if counters is not None else CounterDeltas(),
         errors_by_kind=errors_by_kind,
+        dropped_requests=int(
+            np.searchsorted(s.dropped_t, w.end_t) - np.searchsorted(s.dropped_t, w.inject_t)
+        ),
     )
 
 

@@ -28,7 +28,7 @@ from chaos.report.charts import (
 )
 from chaos.report.rundata import RunData, load_run
 from chaos.report.verdict import FaultVerdict, fault_verdict, seconds
-from chaos.rundir.samples import load_samples, samples_dir
+from chaos.rundir.samples import DROPPED, load_samples, samples_dir
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -148,6 +148,10 @@ def _row(
     for r in measured:
         for k, v in r.errors_by_kind.items():
             kinds[k] = kinds.get(k, 0) + v
+    dropped = sum(r.dropped_requests for r in measured)
+    errors = ", ".join(f"{k} {v:,}" for k, v in sorted(kinds.items()) if v) or "none"
+    if dropped:
+        errors += f"; not sent (the driver's in-flight cap was full): {dropped:,}"
     est = summary.time_to_recover_s if summary else None
     counters = [r.counters for r in measured]
     return SetupRow(
@@ -169,13 +173,14 @@ def _row(
         ejections=_num(_median([c.ejections for c in counters])),
         connect_failures=_num(_median([c.connect_failures for c in counters])),
         restarts=_num(_median([c.restarts for c in counters])),
-        errors_by_kind=", ".join(f"{k} {v:,}" for k, v in sorted(kinds.items()) if v) or "none",
+        errors_by_kind=errors,
     )
 
 
 def _cdf_quantiles(run: RunData) -> dict[tuple[str, str], np.ndarray]:
     """Latency quantiles per (fault, setup) over injection..window end, from the samples."""
     samples = load_samples(samples_dir(run.run_dir))
+    samples = samples[samples["error_kind"] != DROPPED]  # never sent: no latency
     t = samples["t"].to_numpy(dtype=np.float64)
     latency = samples["latency_ms"].to_numpy(dtype=np.float64)
     parts: dict[tuple[str, str], list[np.ndarray]] = {}

@@ -4,14 +4,15 @@ A samples file is a sequence of chunks, each written with one ``write()`` to an
 ``O_APPEND`` file, so a crash leaves at most one partial chunk at the end, which
 readers ignore. A chunk::
 
-    header  <4s I I I I>   magic b"CHS1", rows, body length, raw length, crc32(body)
+    header  <4s I I I I>   magic b"CHS2", rows, body length, raw length, crc32(body)
     body    zlib(raw)
     raw     u32 n + JSON list of the chunk's strings (index 0 is always "")
-            t f8[rows] | latency_ms f8[rows] | status i4[rows]
+            t f8[rows] | latency_ms f8[rows] | send_lag_ms f8[rows] | status i4[rows]
             endpoint u4[rows] | method u4[rows] | error_kind u4[rows] | write_id u4[rows]
 
 String columns are indexes into the chunk's own string list, so every chunk can be
-read alone. Only numpy and the standard library here: the writer runs in the Locust
+read alone. Chunks written before open-loop load (magic b"CHS1") have no
+``send_lag_ms``; they read with a lag of 0 (their requests were sent when started). Only numpy and the standard library here: the writer runs in the Locust
 process, the reader in the main one.
 """
 
@@ -30,11 +31,14 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-MAGIC: Final = b"CHS1"
+MAGIC: Final = b"CHS2"
+#: The format before ``send_lag_ms``; still read.
+MAGIC_V1: Final = b"CHS1"
 SUFFIX: Final = ".chs"
 _HEAD = struct.Struct("<4sIIII")
 _U32 = struct.Struct("<I")
-_NUMERIC = (("t", "<f8"), ("latency_ms", "<f8"), ("status", "<i4"))
+_NUMERIC = (("t", "<f8"), ("latency_ms", "<f8"), ("send_lag_ms", "<f8"), ("status", "<i4"))
+_NUMERIC_V1 = (("t", "<f8"), ("latency_ms", "<f8"), ("status", "<i4"))
 _CODED = ("endpoint", "method", "error_kind", "write_id")
 DEFAULT_MAX_ROWS: Final = 1000
 DEFAULT_MAX_AGE_S: Final = 0.25
@@ -46,6 +50,7 @@ class Chunk:
 
     t: npt.NDArray[np.float64]
     latency_ms: npt.NDArray[np.float64]
+    send_lag_ms: npt.NDArray[np.float64]
     status: npt.NDArray[np.int32]
     endpoint: npt.NDArray[np.object_]
     method: npt.NDArray[np.object_]
@@ -57,13 +62,19 @@ class Chunk:
 
 
 def encode_chunk(
-    t: list[float],
-    latency_ms: list[float],
-    status: list[int],
+    t: Sequence[float],
+    latency_ms: Sequence[float],
+    status: Sequence[int],
     strings: dict[str, list[str]],
+    send_lag_ms: Sequence[float] | None = None,
 ) -> bytes:
-    """One chunk from equal-length columns (``strings`` holds the four string columns)."""
+    """One chunk from equal-length columns (``strings`` holds the four string columns).
+
+    ``send_lag_ms`` defaults to zeros (requests sent when they were due).
+    """
     rows = len(t)
+    if send_lag_ms is None:
+        send_lag_ms = [0.0] * rows
     table: dict[str, int] = {"": 0}
     coded: list[bytes] = []
     for name in _CODED:
@@ -73,7 +84,7 @@ def encode_chunk(
         coded.append(np.asarray(codes, dtype="<u4").tobytes())
     names = json.dumps(list(table), separators=(",", ":")).encode()
     parts = [_U32.pack(len(names)), names]
-    numeric: tuple[Sequence[float], ...] = (t, latency_ms, status)
+    numeric: tuple[Sequence[float], ...] = (t, latency_ms, send_lag_ms, status)
     for (name, dtype), values in zip(_NUMERIC, numeric, strict=True):
         if len(values) != rows:
             raise ValueError(f"column {name} has {len(values)} rows, expected {rows}")
@@ -84,25 +95,27 @@ def encode_chunk(
     return _HEAD.pack(MAGIC, rows, len(body), len(raw), zlib.crc32(body)) + body
 
 
-def _decode_body(rows: int, raw: bytes) -> Chunk:
+def _decode_body(rows: int, raw: bytes, *, version: int) -> Chunk:
     (names_len,) = _U32.unpack_from(raw, 0)
     pos = _U32.size
     table = np.asarray(json.loads(raw[pos : pos + names_len]), dtype=object)
     pos += names_len
-    numeric: list[npt.NDArray[np.generic]] = []
-    for _, dtype in _NUMERIC:
+    numeric: dict[str, npt.NDArray[np.generic]] = {}
+    for name, dtype in _NUMERIC if version == 2 else _NUMERIC_V1:
         width = np.dtype(dtype).itemsize * rows
-        numeric.append(np.frombuffer(raw, dtype=dtype, count=rows, offset=pos))
+        numeric[name] = np.frombuffer(raw, dtype=dtype, count=rows, offset=pos)
         pos += width
+    lag = numeric.get("send_lag_ms")
     coded: list[npt.NDArray[np.object_]] = []
     for _ in _CODED:
         codes = np.frombuffer(raw, dtype="<u4", count=rows, offset=pos)
         coded.append(table[codes])
         pos += 4 * rows
     return Chunk(
-        t=numeric[0].astype(np.float64),
-        latency_ms=numeric[1].astype(np.float64),
-        status=numeric[2].astype(np.int32),
+        t=numeric["t"].astype(np.float64),
+        latency_ms=numeric["latency_ms"].astype(np.float64),
+        send_lag_ms=np.zeros(rows) if lag is None else lag.astype(np.float64),
+        status=numeric["status"].astype(np.int32),
         endpoint=coded[0],
         method=coded[1],
         error_kind=coded[2],
@@ -119,7 +132,7 @@ def iter_chunks(data: bytes) -> Iterator[tuple[Chunk, int]]:
     while len(data) - pos >= _HEAD.size:
         magic, rows, body_len, raw_len, crc = _HEAD.unpack_from(data, pos)
         end = pos + _HEAD.size + body_len
-        if magic != MAGIC or end > len(data):
+        if magic not in (MAGIC, MAGIC_V1) or end > len(data):
             return
         body = data[pos + _HEAD.size : end]
         if zlib.crc32(body) != crc:
@@ -127,7 +140,7 @@ def iter_chunks(data: bytes) -> Iterator[tuple[Chunk, int]]:
         raw = zlib.decompress(body)
         if len(raw) != raw_len:
             return
-        yield _decode_body(rows, raw), end
+        yield _decode_body(rows, raw, version=2 if magic == MAGIC else 1), end
         pos = end
 
 
@@ -184,6 +197,7 @@ class SampleWriter:
     def _reset(self) -> None:
         self._t: list[float] = []
         self._latency: list[float] = []
+        self._lag: list[float] = []
         self._status: list[int] = []
         self._strings: dict[str, list[str]] = {name: [] for name in _CODED}
         self._first_at = 0.0
@@ -203,6 +217,7 @@ class SampleWriter:
         status: int,
         error_kind: str,
         write_id: str,
+        send_lag_ms: float = 0.0,
     ) -> None:
         """Buffer one sample, writing a chunk when the buffer is full or old."""
         if self._fd is None:
@@ -212,6 +227,7 @@ class SampleWriter:
             self._first_at = now
         self._t.append(t)
         self._latency.append(latency_ms)
+        self._lag.append(send_lag_ms)
         self._status.append(status)
         self._strings["endpoint"].append(endpoint)
         self._strings["method"].append(method)
@@ -229,7 +245,7 @@ class SampleWriter:
         """Write whatever is buffered as one chunk."""
         if not self._t or self._fd is None:
             return
-        chunk = encode_chunk(self._t, self._latency, self._status, self._strings)
+        chunk = encode_chunk(self._t, self._latency, self._status, self._strings, self._lag)
         view = memoryview(chunk)
         # one write() normally; loop only if the kernel takes a part (a full disk)
         while view:
