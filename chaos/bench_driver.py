@@ -286,9 +286,7 @@ def _plain_locustfile(work: Path, spec: DriverSpec) -> Path:
     return path
 
 
-def _window(
-    pid: int, target: Target, window_s: float, core: int | None
-) -> tuple[float, int]:
+def _window(pid: int, target: Target, window_s: float, core: int | None) -> tuple[float, int]:
     """CPU seconds of ``pid`` and requests Envoy completed over a window after a warm-up."""
     time.sleep(_WARMUP_S)
     if core is not None:

@@ -12,7 +12,9 @@ readers ignore. A chunk::
 
 String columns are indexes into the chunk's own string list, so every chunk can be
 read alone. Chunks written before open-loop load (magic b"CHS1") have no
-``send_lag_ms``; they read with a lag of 0 (their requests were sent when started). Only numpy and the standard library here: the writer runs in the Locust
+``send_lag_ms``; they read with a lag of 0 (their requests were sent when started).
+
+Only numpy and the standard library here: the writer runs in the Locust
 process, the reader in the main one.
 """
 

@@ -105,22 +105,23 @@ def pick_endpoint() -> Endpoint:
     return random.choices(_ENDPOINTS, cum_weights=_CUM_WEIGHTS)[0]
 
 
-def send_request(client: Any, endpoint: Endpoint, due: float) -> None:
+def send_request(client: Any, endpoint: Endpoint, due: float | None = None) -> None:
     """Send one request through a FastHttpUser's ``client``; ``due`` is its scheduled start.
 
     The recorder takes the latency from ``due`` (and the lag from ``due`` to the send),
-    so a request that went out late carries its wait.
+    so a request that went out late carries its wait. None: due now (closed loop).
     """
     method = _METHODS[endpoint.name]
     token = TOKENS.current() if TOKENS is not None else None
     write_id = next_write_id() if method == "POST" else ""
+    sent = time.monotonic()
     response = client.request(
         method,
         endpoint.path,
         name=endpoint.name,
         headers={"Authorization": f"Bearer {token}"} if token else None,
         json={"id": write_id} if write_id else None,
-        context={T0_KEY: due, SENT_KEY: time.monotonic(), WRITE_ID_KEY: write_id},
+        context={T0_KEY: sent if due is None else due, SENT_KEY: sent, WRITE_ID_KEY: write_id},
     )
     if response.status_code == 401 and TOKENS is not None:
         TOKENS.rejected(token)

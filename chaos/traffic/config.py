@@ -72,7 +72,8 @@ class TrafficConfig:
     the responses do, with at most ``max_in_flight`` (default ``users``) under way
     over all processes; a request due while the cap is full is recorded as dropped.
     In mode "closed" each of ``users`` users waits for its response and paces itself
-    at ``rate / users``. A user's own locustfile sets its own pacing (mode ignored). ``duration_s`` bounds the run three times:
+    at ``rate / users``. A user's own locustfile sets its own pacing (mode ignored).
+    ``duration_s`` bounds the run three times:
     the recorder quits it on the monotonic clock, Locust's ``--run-time`` is a backstop,
     and the runner kills what is left at a deadline.
     ``workers`` = 0 runs one Locust process; N runs a master and N workers on loopback.
@@ -153,11 +154,14 @@ class TrafficConfig:
 
     @property
     def run_time_s(self) -> int:
-        """Locust's ``--run-time``, a backstop: whole seconds, a second past ``duration_s``.
+        """Locust's ``--run-time``, a backstop: whole seconds past ``duration_s``.
 
-        The run itself ends at ``duration_s`` on the monotonic clock (see the recorder).
+        The run itself ends at ``duration_s`` on the monotonic clock (see the recorder)
+        and then waits for the requests under way; the backstop leaves them the request
+        timeout and a second, or it would end the process with requests still in flight
+        whose samples are then lost.
         """
-        return math.ceil(self.duration_s) + 1
+        return math.ceil(self.duration_s + self.request_timeout_s) + 1
 
     @property
     def per_user_rate(self) -> float:

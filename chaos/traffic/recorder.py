@@ -164,6 +164,11 @@ def recorder_of(environment: Environment) -> SampleRecorder:
 
 
 def _attach(environment: Environment, **_kwargs: Any) -> None:
+    # gevent's loop clock is cached from its last turn, before Locust imported the
+    # locustfile; on a busy machine that import takes seconds, and Locust's
+    # ``--run-time`` timer (started right after this hook) would fire that much early,
+    # ending the run before ``duration_s``.
+    gevent.get_hub().loop.update_now()
     config = load_current_config()
     recorder = SampleRecorder(samples_dir(config.out_dir))
     setattr(environment, _RECORDER_ATTR, recorder)
