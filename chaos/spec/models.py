@@ -42,7 +42,8 @@ class Traffic(SpecModel):
 
     ``mode: open`` (the default): ``rate`` requests a second start on schedule whatever
     the responses do (no coordinated omission), at most ``max_in_flight`` (default
-    ``users``) under way; a request due while the cap is full is recorded as dropped.
+    ``users``) under way; a request due while the cap is full waits for a slot up to
+    100 ms (sent late, its lag counted in its latency), then is recorded as dropped.
     ``mode: closed``: ``users`` users each wait for their response, paced at
     ``rate / users``, so slow responses lower the load.
     """

@@ -70,7 +70,8 @@ class TrafficConfig:
     default) it is an arrival rate: each Locust process keeps its own schedule of
     ``rate / processes`` requests a second and starts every request on time whatever
     the responses do, with at most ``max_in_flight`` (default ``users``) under way
-    over all processes; a request due while the cap is full is recorded as dropped.
+    over all processes; a request due while the cap is full waits for a slot until it
+    is ``max_lateness_s`` late, and is recorded as dropped past that.
     In mode "closed" each of ``users`` users waits for its response and paces itself
     at ``rate / users``. A user's own locustfile sets its own pacing (mode ignored).
     ``duration_s`` bounds the run three times:
@@ -94,6 +95,8 @@ class TrafficConfig:
     mode: str = OPEN
     #: Open loop: the most requests under way at once over all processes; None: ``users``.
     max_in_flight: int | None = None
+    #: Open loop: how late a request due while the cap is full may still be sent.
+    max_lateness_s: float = 0.1
     request_timeout_s: float = 5.0
     startup_timeout_s: float = 30.0
     extra_env: tuple[tuple[str, str], ...] = field(default=())
@@ -123,6 +126,8 @@ class TrafficConfig:
             raise InputError(f"traffic workers must be 0 or more, got {self.workers}")
         if self.workers > self.users:
             raise InputError(f"traffic workers ({self.workers}) exceed users ({self.users})")
+        if not (math.isfinite(self.max_lateness_s) and self.max_lateness_s >= 0):
+            raise InputError(f"traffic max_lateness_s must be 0 or more, got {self.max_lateness_s}")
         if self.mode not in MODES:
             raise InputError(f"traffic mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.max_in_flight is not None and not (
@@ -211,6 +216,7 @@ class TrafficConfig:
                 "workers": self.workers,
                 "mode": self.mode,
                 "max_in_flight": self.max_in_flight,
+                "max_lateness_s": self.max_lateness_s,
                 "request_timeout_s": self.request_timeout_s,
                 "startup_timeout_s": self.startup_timeout_s,
                 "extra_env": [list(kv) for kv in self.extra_env],
@@ -238,6 +244,7 @@ class TrafficConfig:
             workers=int(raw["workers"]),
             mode=str(raw.get("mode", OPEN)),
             max_in_flight=raw.get("max_in_flight"),
+            max_lateness_s=float(raw.get("max_lateness_s", 0.1)),
             request_timeout_s=float(raw["request_timeout_s"]),
             startup_timeout_s=float(raw["startup_timeout_s"]),
             extra_env=tuple((str(k), str(v)) for k, v in raw["extra_env"]),
