@@ -100,9 +100,10 @@ def test_a_small_cap_records_the_shortfall_as_dropped(
     dropped = frame[frame.error_kind == DROPPED]
     # the schedule itself holds 80/s: what could not go out is on record, as dropped
     assert _rate(frame.t) >= 76.0, _rate(frame.t)
-    # 8 in flight at 200 ms each carry at most 40/s; the rest is dropped, not skipped
-    assert _rate(sent.t) == pytest.approx(40.0, rel=0.15)
-    assert len(dropped) == pytest.approx(len(frame) / 2, rel=0.2)
+    # 8 in flight at 200 ms each carry at most 40/s (less on a busy machine, where the
+    # server answers later); the rest is dropped, not skipped
+    assert 20.0 <= _rate(sent.t) <= 44.0, _rate(sent.t)
+    assert len(dropped) >= 0.4 * len(frame), len(dropped)
     assert (dropped.status == 0).all() and (dropped.latency_ms == 0).all()
     # every request sent is a sample, and nothing else is
     assert slow_server.received[0] == len(sent)
