@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import socket
 import statistics
@@ -44,7 +45,8 @@ from chaos.traffic.runner import TrafficRun
 HOST = "127.0.0.1"
 _STAT_PREFIX = "bench"
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
-_WARMUP_S = 2.0
+_WARMUP_S = 1.0
+_STARTUP_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,9 @@ def _bootstrap(port: int, admin_port: int) -> dict[str, object]:
     }
     return {
         "admin": {"address": {"socket_address": {"address": HOST, "port_value": admin_port}}},
+        # workers' counters reach /stats only at a flush (every 5 s by default): flush on
+        # each admin read, so a window's count is exact
+        "stats_flush_on_admin": True,
         "static_resources": {
             "listeners": [
                 {
@@ -286,8 +291,19 @@ def _plain_locustfile(work: Path, spec: DriverSpec) -> Path:
     return path
 
 
-def _window(pid: int, target: Target, window_s: float, core: int | None) -> tuple[float, int]:
-    """CPU seconds of ``pid`` and requests Envoy completed over a window after a warm-up."""
+def _window(
+    pid: int, target: Target, before: int, window_s: float, core: int | None
+) -> tuple[float, int]:
+    """CPU seconds of ``pid`` and requests Envoy completed over a window.
+
+    The window opens a warm-up after the first request reached Envoy, so Locust's
+    start-up (imports, spawning users) is not counted.
+    """
+    deadline = time.monotonic() + _STARTUP_TIMEOUT_S
+    while target.completed() <= before:
+        if time.monotonic() > deadline:
+            raise StartupError(f"no request reached the Envoy target in {_STARTUP_TIMEOUT_S} s")
+        time.sleep(0.05)
     time.sleep(_WARMUP_S)
     if core is not None:
         pin(pid, core)  # again: Locust may have started threads since
@@ -301,7 +317,9 @@ def _run_plain(
     spec: DriverSpec, target: Target, work: Path, window_s: float, core: int | None
 ) -> DriverRun:
     locustfile = _plain_locustfile(work, spec)
-    run_time = int(_WARMUP_S + window_s + 2)
+    # a backstop only: the run is ended (SIGTERM) right after the window, since Locust's
+    # own timer can fire seconds early on a busy machine (gevent's clock is stale then)
+    run_time = math.ceil(_STARTUP_TIMEOUT_S + _WARMUP_S + window_s)
     argv = [
         sys.executable, "-m", "locust", "-f", str(locustfile), "--host", target.url,
         "--headless", "--users", str(spec.users), "--spawn-rate", "1000",
@@ -313,8 +331,7 @@ def _run_plain(
     try:
         if core is not None:
             pin(proc.pid, core)
-        cpu, requests = _window(proc.pid, target, window_s, core)
-        proc.wait(run_time + 15)
+        cpu, requests = _window(proc.pid, target, before, window_s, core)
     finally:
         stop_processes([proc], 5.0)
     return DriverRun(spec.name, window_s, cpu, requests, target.completed() - before, None, None)
@@ -327,7 +344,9 @@ def _run_driver(
     config = TrafficConfig(
         host=target.url,
         out_dir=out,
-        duration_s=_WARMUP_S + window_s + 1.0,
+        # a backstop only, as for plain Locust: the run is stopped right after the window
+        duration_s=_STARTUP_TIMEOUT_S + _WARMUP_S + window_s,
+        startup_timeout_s=_STARTUP_TIMEOUT_S,
         users=spec.users,
         spawn_rate=1000.0,
         rate=spec.rate or 50_000.0,
@@ -339,9 +358,10 @@ def _run_driver(
         pid = run.pids[0]
         if core is not None:
             pin(pid, core)
-        cpu, requests = _window(pid, target, window_s, core)
-        if not run.wait(config.duration_s + 20):
-            raise ProcessError("the driver did not end by itself")
+        cpu, requests = _window(pid, target, before, window_s, core)
+        run.stop()  # SIGTERM: Locust stops the users, requests under way are recorded
+        if any(code != 0 for code in run.returncodes.values()):
+            raise ProcessError(f"the driver ended with {run.returncodes}")
     frame = load_samples(samples_dir(out))
     dropped = int((frame["error_kind"] == DROPPED).sum())
     return DriverRun(
