@@ -359,7 +359,7 @@ def _run_driver(
         if core is not None:
             pin(pid, core)
         cpu, requests = _window(pid, target, before, window_s, core)
-        run.stop()  # SIGTERM: Locust stops the users, requests under way are recorded
+        run.stop(30.0)  # SIGTERM: Locust stops the users, requests under way are recorded
         if any(code != 0 for code in run.returncodes.values()):
             raise ProcessError(f"the driver ended with {run.returncodes}")
     frame = load_samples(samples_dir(out))
