@@ -295,6 +295,7 @@ def run(
             _run_dir(out_dir, experiment.name),
             workers,
             None if no_history else history,
+            overrides=(set_ or [], setup or []),
         )
     except ChaosError as exc:
         _fail(exc)
@@ -306,6 +307,7 @@ def describe_plan(experiment: Experiment, platform: Platform) -> list[str]:
     from chaos.engine.run import schedule
     from chaos.faults.plans import plan_offline
     from chaos.spec import Setup
+    from chaos.spec.hypotheses import describe_decisions
 
     t = experiment.timeline
     lines = [
@@ -315,6 +317,14 @@ def describe_plan(experiment: Experiment, platform: Platform) -> list[str]:
         f"each window: up -> warm-up {t.warmup:g}s -> inject -> hold {t.hold:g}s -> revert -> "
         f"recovery {t.recovery:g}s -> down; traffic {experiment.traffic.rate:g} rps, "
         f"{experiment.traffic.users} users; platform {platform.name}",
+        *describe_decisions(
+            experiment.hypotheses,
+            experiment.repetitions,
+            experiment.max_repetitions,
+            experiment.budget,
+            experiment.planned_repetitions,
+            experiment.multiple_testing,
+        ),
     ]
     ops: dict[str, FaultOps] = {s: platform.plan_ops(Setup(s)) for s in experiment.setups}
     for number, key in enumerate(schedule(experiment), start=1):
@@ -344,18 +354,22 @@ def _execute(
     run_dir: Path,
     workers: int,
     history: Path | None,
+    overrides: tuple[list[str], list[str]] = ([], []),
 ) -> int:
     from datetime import UTC, datetime
 
     from chaos.engine.run import Engine, RunOptions, copy_experiment
     from chaos.engine.view import make_view
     from chaos.outcome import finish
+    from chaos.report.effective import write_effective_experiment
+    from chaos.report.summary import run_summary
 
     if history is not None and (history.is_dir() or not history.name):
         raise InputError(f"--history: {history} is not a file path (use --no-history to skip)")
     if run_dir.exists() and any(run_dir.iterdir()):
         raise InputError(f"--out: {run_dir} is not empty; pick a new run directory")
     copy_experiment(file, run_dir)
+    write_effective_experiment(run_dir, experiment, *overrides)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     _plain(f"run directory: {run_dir}")
     view = make_view(out)
@@ -378,8 +392,8 @@ def _execute(
         err.print(f"hypothesis failed: {failure}", markup=False, highlight=False, soft_wrap=True)
     if engine.aborted:
         err.print(f"aborted: {engine.aborted}", markup=False, highlight=False)
-    if outcome.report is not None:
-        _plain(f"report: {outcome.report}")
+    for line in run_summary(run_dir, outcome.exit_code, outcome.report):
+        _plain(line)
     return outcome.exit_code
 
 
@@ -401,6 +415,7 @@ def demo(
             _run_dir(out_dir, experiment.name),
             0,
             Path("reports/history.db"),
+            overrides=(set_ or [], []),
         )
     except ChaosError as exc:
         _fail(exc)

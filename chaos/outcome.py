@@ -3,8 +3,8 @@
 The engine runs the windows and hands over what it recorded; this module, which
 the CLI calls, turns a run directory into every output. It also decides the
 exit code: 0 every hypothesis held; 1 a hypothesis failed (steady state not
-restored, not recovered) or a fault had no effect; 3 the run was aborted by a
-stop condition or a signal.
+restored, not recovered, a stated comparative hypothesis refuted) or a fault had
+no effect; 3 the run was aborted by a stop condition or a signal.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 
 from chaos import __version__
 from chaos.analysis import FaultWindow, RecordedWrites, SteadyState, analyze_run, write_results
+from chaos.analysis.adaptive import decisions_for, refuted_lines
 from chaos.analysis.model import FaultResult
 from chaos.engine.run import WindowRecord
 from chaos.platforms.base import Platform
@@ -124,6 +125,7 @@ def finish(
     samples_root = run_dir / SAMPLES_DIR
     samples = load_samples(run_dir) if samples_root.is_dir() else None
     runs: list[FaultResult] = []
+    refuted: list[str] = []
     if samples is not None and windows:
         writes = RecordedWrites.from_ids(i for r in records for i in r.recorded_writes)
         analysis = analyze_run(
@@ -135,11 +137,25 @@ def finish(
             recorded_writes=writes,
             seed=experiment.seed,
         )
+        decided = decisions_for(
+            experiment.hypotheses,
+            analysis.runs,
+            adaptive=experiment.adaptive,
+            max_rounds=experiment.planned_repetitions,
+            seed=experiment.seed,
+            family=experiment.multiple_testing,
+        )
         write_results(
-            run_dir, analysis.runs, analysis.summaries, analysis.comparisons, analysis.buckets
+            run_dir,
+            analysis.runs,
+            analysis.summaries,
+            analysis.comparisons,
+            analysis.buckets,
+            decided=decided,
         )
         runs = list(analysis.runs)
-    failures = judge(records, runs, aborted_reason is not None)
+        refuted = refuted_lines(decided.decisions)
+    failures = judge(records, runs, aborted_reason is not None) + refuted
     exit_code = 3 if aborted_reason is not None else (1 if failures else 0)
     v = versions(target)
     write_meta(

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -19,6 +20,9 @@ import pandas as pd
 
 from chaos.errors import InputError
 from chaos.rundir.samples import DROPPED, ERROR_KINDS, OK, SAMPLE_COLUMNS, SAMPLE_DTYPES
+
+if TYPE_CHECKING:
+    from chaos.analysis.hypotheses import DecisionSet
 
 # The samples' columns and error kinds are the run directory's contract
 # (chaos.rundir.samples). ``t`` is when the request was *sent* (its start);
@@ -284,9 +288,11 @@ class RunAnalysis:
 
     ``buckets`` has the ``BUCKET_COLUMNS`` plus ``setup``, ``fault``,
     ``repetition`` and ``t_rel`` (seconds since that window's injection).
+    ``decided``: the hypotheses' decisions (None in results written before them).
     """
 
     runs: list[FaultResult]
     summaries: list[Summary]
     comparisons: list[Comparison]
     buckets: pd.DataFrame
+    decided: DecisionSet | None = None

@@ -1,7 +1,9 @@
 """``results.json`` and ``buckets.csv`` of a run directory: the engine writes, the report reads.
 
 ``results.json`` holds ``runs`` (one object per setup, fault and repetition),
-``summary`` (per setup and fault) and ``comparisons``. Infinite and undefined
+``summary`` (per setup and fault), ``comparisons`` and, when the run made them,
+``decisions`` (the hypotheses' outcomes, see ``chaos.analysis.hypotheses``;
+files without it still read). Infinite and undefined
 numbers are written as ``null`` (strict JSON); a null ``time_to_recover_s`` means
 not recovered. Both files are written to a temporary name and renamed, so a
 reader never sees half a file.
@@ -20,6 +22,8 @@ from typing import Any
 import pandas as pd
 
 from chaos.analysis.buckets import BUCKET_COLUMNS
+from chaos.analysis.decisions_io import decision_set_from_dict, decision_set_to_dict
+from chaos.analysis.hypotheses import DecisionSet
 from chaos.analysis.model import (
     Comparison,
     CounterDeltas,
@@ -207,17 +211,19 @@ def write_results(
     summaries: Sequence[Summary],
     comparisons: Sequence[Comparison],
     buckets: pd.DataFrame | None = None,
+    decided: DecisionSet | None = None,
 ) -> None:
     """Write ``results.json`` and ``buckets.csv`` (header only when ``buckets`` is None)."""
     directory = Path(run_dir)
-    document = _clean(
-        {
-            "format": FORMAT_VERSION,
-            "runs": [run_to_dict(r) for r in results],
-            "summary": [asdict(s) for s in summaries],
-            "comparisons": [asdict(c) for c in comparisons],
-        }
-    )
+    body: dict[str, object] = {
+        "format": FORMAT_VERSION,
+        "runs": [run_to_dict(r) for r in results],
+        "summary": [asdict(s) for s in summaries],
+        "comparisons": [asdict(c) for c in comparisons],
+    }
+    if decided is not None:
+        body["decisions"] = decision_set_to_dict(decided)
+    document = _clean(body)
     text = json.dumps(document, indent=2, allow_nan=False) + "\n"
     _replace(directory / RESULTS_FILE, lambda p: p.write_text(text, encoding="utf-8"))
     frame = buckets if buckets is not None else _empty_buckets()
@@ -237,6 +243,7 @@ def read_results(run_dir: Path | str) -> RunAnalysis:
         runs = [run_from_dict(d) for d in document["runs"]]
         summaries = [summary_from_dict(d) for d in document["summary"]]
         comparisons = [comparison_from_dict(d) for d in document["comparisons"]]
+        decided = decision_set_from_dict(document["decisions"]) if "decisions" in document else None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(f"{path}: not a readable results file: {exc}") from exc
     buckets_path = directory / BUCKETS_FILE
@@ -245,4 +252,6 @@ def read_results(run_dir: Path | str) -> RunAnalysis:
         if buckets_path.exists()
         else _empty_buckets()
     )
-    return RunAnalysis(runs=runs, summaries=summaries, comparisons=comparisons, buckets=buckets)
+    return RunAnalysis(
+        runs=runs, summaries=summaries, comparisons=comparisons, buckets=buckets, decided=decided
+    )

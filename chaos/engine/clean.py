@@ -9,10 +9,12 @@ applied and not reverted is then recorded as reverted by ``clean``.
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 from chaos.errors import InputError
 from chaos.platforms import platform_factory
+from chaos.proc import is_same_process, kill_group
 from chaos.rundir import JOURNAL_FILE
 from chaos.rundir.journal import Journal, JournalEntry, read_journal, unreverted_plans
 
@@ -34,6 +36,25 @@ def _platform_name(entries: list[JournalEntry]) -> str:
     return "local"
 
 
+def _traffic_leftovers(entries: list[JournalEntry]) -> list[str]:
+    """Kill the run's Locust processes still alive, proven by pid, start time and marker."""
+    marker = next((e.get_str("marker") for e in entries if e.kind == "run_started"), "")
+    lines: list[str] = []
+    for entry in entries:
+        processes = entry.data.get("processes")
+        if entry.kind != "traffic_started" or not isinstance(processes, list):
+            continue
+        for item in processes:
+            if not (isinstance(item, list) and len(item) == 2):
+                continue
+            pid, ticks = item
+            if not (isinstance(pid, int) and isinstance(ticks, int)):
+                continue
+            if is_same_process(pid, ticks, marker) and kill_group(pid, signal.SIGKILL):
+                lines.append(f"killed leftover traffic process (pid {pid})")
+    return lines
+
+
 def clean_run(run_dir: Path) -> list[str]:
     """Undo every applied-but-not-reverted fault of ``run_dir``; lines saying what was done."""
     _refuse_unsafe(run_dir)
@@ -41,7 +62,7 @@ def clean_run(run_dir: Path) -> list[str]:
     if not entries:
         raise InputError(f"{run_dir}: the journal has no entries; is it a run directory?")
     platform = platform_factory(_platform_name(entries))()
-    lines = platform.clean(run_dir, entries)
+    lines = platform.clean(run_dir, entries) + _traffic_leftovers(entries)
     pending = unreverted_plans(entries)
     with Journal(run_dir) as journal:
         for entry in pending:

@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chaos.engine.counters import CounterSampler
+from chaos.engine.rounds import rounds
 from chaos.engine.signals import RunInterrupted, SignalGuard
 from chaos.engine.view import RunView
 from chaos.errors import AbortedError, ChaosError
 from chaos.faults import driver_for
 from chaos.faults.base import Evidence, Fault, FaultPlan
 from chaos.platforms.base import Event, Platform, RunningTopology, StartOptions
+from chaos.proc import RUN_MARKER_ENV, start_ticks
 from chaos.rundir import EXPERIMENT_FILE, SAMPLES_DIR, TOPOLOGIES_DIR
 from chaos.rundir.counters import append_counters
 from chaos.rundir.journal import Journal
@@ -94,7 +96,7 @@ def schedule(experiment: Experiment) -> list[WindowKey]:
     rng = random.Random(experiment.seed)
     names = experiment.fault_names()
     keys: list[WindowKey] = []
-    for repetition in range(experiment.repetitions):
+    for repetition in range(experiment.planned_repetitions):
         for index, fault in enumerate(experiment.faults):
             setups = [
                 s
@@ -132,7 +134,7 @@ class Engine:
         )
         try:
             with SignalGuard():
-                for key in schedule(self.experiment):
+                for key in rounds(self.experiment, self.windows, self.run_dir, say=self._say):
                     self._window(key)
         except AbortedError as exc:
             self.aborted = str(exc)
@@ -201,6 +203,12 @@ class Engine:
         stack.enter_context(sampler)
         traffic = stack.enter_context(self.options.traffic(self._traffic_config(topology, key)))
         traffic.wait_started()
+        # What ``clean`` needs to prove a leftover Locust process is this run's.
+        self.journal.write(
+            "traffic_started",
+            setup=key.setup,
+            processes=[[pid, start_ticks(pid)] for pid in traffic.pids],
+        )
         record.warmup_start_t = time.monotonic()
         self.journal.write("warmup", setup=key.setup, seconds=timeline.warmup)
         self._hold(key, "warm-up", timeline.warmup, traffic)
@@ -320,6 +328,7 @@ class Engine:
             workers=self.options.workers,
             mode=traffic.mode,
             max_in_flight=traffic.max_in_flight,
+            extra_env=((RUN_MARKER_ENV, self.marker),),
         )
 
 

@@ -18,6 +18,7 @@ import jinja2
 import numpy as np
 
 from chaos.analysis import FaultResult, Summary
+from chaos.analysis.hypotheses import Decision, DecisionSet, claim_text
 from chaos.report.charts import (
     TimelineInput,
     latency_cdf_chart,
@@ -26,6 +27,7 @@ from chaos.report.charts import (
     timeline_chart,
     ttr_spread_chart,
 )
+from chaos.report.method import method_paragraphs
 from chaos.report.rundata import RunData, load_run
 from chaos.report.verdict import FaultVerdict, fault_verdict, seconds
 from chaos.rundir.samples import DROPPED, load_samples, samples_dir
@@ -109,6 +111,19 @@ class FaultView:
 
 
 @dataclass(frozen=True)
+class HypothesisView:
+    """One decided claim in the headline."""
+
+    name: str
+    fault: str
+    outcome: str
+    claim: str
+    effect: str
+    repetitions: str
+    statement: str
+
+
+@dataclass(frozen=True)
 class RunView:
     """One run directory's part of the report."""
 
@@ -121,6 +136,10 @@ class RunView:
     versions: list[tuple[str, str]]
     parameters: list[tuple[str, str]]
     experiment_text: str
+    hypotheses: list[HypothesisView]
+    stop_reason: str
+    method: list[str]
+    effective_text: str
 
 
 @dataclass(frozen=True)
@@ -145,7 +164,7 @@ def _row(
     lost = [r.writes_lost for r in measured if r.writes_lost is not None]
     dup = [r.writes_duplicated for r in measured if r.writes_duplicated is not None]
     kinds: dict[str, int] = {}
-    for r in measured:
+    for r in mine:  # every window, aborted ones too: the same failures results.json counts
         for k, v in r.errors_by_kind.items():
             kinds[k] = kinds.get(k, 0) + v
     dropped = sum(r.dropped_requests for r in measured)
@@ -161,7 +180,7 @@ def _row(
         ttr_interval=interval(est.low, est.high) if est and est.n else "",
         recovered=f"{sum(r.recovered for r in measured)}/{len(measured)}",
         impact=_num(_median([r.time_to_impact_s for r in measured]), 2, " s"),
-        failed=_num(summary.failed_requests.median if summary else None),
+        failed=_failed(summary, mine, measured),
         error_rate=_pct(summary.error_rate.median if summary else None),
         p95=_num(_median([r.p95_ms_during_fault for r in measured]), 1, " ms"),
         p99=_num(_median([r.p99_ms_during_fault for r in measured]), 1, " ms"),
@@ -175,6 +194,14 @@ def _row(
         restarts=_num(_median([c.restarts for c in counters])),
         errors_by_kind=errors,
     )
+
+
+def _failed(summary: Summary | None, mine: list[FaultResult], measured: list[FaultResult]) -> str:
+    """Median failed requests over measured windows; the aborted windows' sum when none was."""
+    if measured and summary is not None:
+        return _num(summary.failed_requests.median)
+    aborted = [r.failed_requests for r in mine if r.window.aborted]
+    return f"{sum(aborted):,} (aborted)" if aborted else "–"
 
 
 def _cdf_quantiles(run: RunData) -> dict[tuple[str, str], np.ndarray]:
@@ -222,13 +249,81 @@ def _fault_view(
         name=fault,
         anchor=f"f{index}",
         summary=run.fault_summaries.get(fault, runs[0].window.fault_type),
-        verdict=fault_verdict(fault, run.analysis.summaries, run.analysis.comparisons),
+        verdict=fault_verdict(
+            fault,
+            run.analysis.summaries,
+            run.analysis.comparisons,
+            decided=run.analysis.decided,
+            abort_cause=run.abort_cause,
+        ),
         rows=rows,
-        statements=[c.statement for c in run.analysis.comparisons if c.fault == fault],
+        statements=_statements(run, fault),
         timeline=timeline,
         spread=ttr_spread_chart(runs, setups),
         cdf=latency_cdf_chart(quantiles, setups) if has_cdf else "",
     )
+
+
+def _statements(run: RunData, fault: str) -> list[str]:
+    decided = run.analysis.decided
+    if decided is None:
+        return [c.statement for c in run.analysis.comparisons if c.fault == fault]
+    return [d.statement for d in decided.decisions if d.claim.fault == fault]
+
+
+def _effect(d: Decision) -> str:
+    unit = {"time_to_recover": " s", "time_to_impact": " s", "p95": " ms", "p99": " ms"}.get(
+        d.claim.metric, ""
+    )
+    scale = 100.0 if d.claim.metric == "error_rate" else 1.0
+    unit = " pp" if d.claim.metric == "error_rate" else unit
+    if d.difference is None:
+        return "–"
+    bound = "≥ " if d.censored and d.difference > 0 else "≤ " if d.censored else ""
+    text = f"{bound}{d.difference * scale:+.2f}{unit}"
+    if d.low is not None and d.high is not None:
+        text += f" [{d.low * scale:+.2f}, {d.high * scale:+.2f}]"
+    return text
+
+
+def hypothesis_views(decided: DecisionSet | None) -> list[HypothesisView]:
+    """The headline rows: stated hypotheses only (the ranking is in the fault cards)."""
+    if decided is None or not decided.stated:
+        return []
+    views = []
+    for d in decided.decisions:
+        if d.outcome == "undecided":
+            reps = f"{d.repetitions} so far; " + (
+                f"about {d.more_repetitions} more needed"
+                if d.more_repetitions is not None
+                else "more are not expected to decide"
+            )
+        else:
+            reps = f"decided after {d.repetitions}"
+        views.append(
+            HypothesisView(
+                name=d.claim.hypothesis,
+                fault=d.claim.fault,
+                outcome=d.outcome,
+                claim=claim_text(d.claim),
+                effect=_effect(d),
+                repetitions=reps,
+                statement=d.statement,
+            )
+        )
+    return views
+
+
+def _outcome(run: RunData) -> str:
+    meta = run.meta
+    if meta is None or meta.exit_code is None:
+        return "unknown"
+    code = meta.exit_code
+    if code == 0:
+        return "passed (exit 0)"
+    if code == 3 or run.abort_reason:
+        return f"aborted (exit {code}): {run.abort_reason or 'see the journal'}"
+    return f"failed (exit {code})"
 
 
 def _run_view(run: RunData, index: int) -> RunView:
@@ -251,21 +346,32 @@ def _run_view(run: RunData, index: int) -> RunView:
         (k, "–" if v is None else str(v))
         for k, v in sorted((meta.parameters if meta else {}).items())
     ]
-    if meta is None or meta.exit_code is None:
-        outcome = "unknown"
-    else:
-        outcome = "passed (exit 0)" if meta.exit_code == 0 else f"failed (exit {meta.exit_code})"
+    decided = run.analysis.decided
     return RunView(
         label=run.label,
         anchor=f"r{index}",
         run_dir=str(run.run_dir),
         description=run.description,
-        outcome=outcome,
+        outcome=_outcome(run),
         faults=[_fault_view(run, f, i, cdfs) for i, f in enumerate(run.faults())],
         versions=versions,
         parameters=params,
         experiment_text=run.experiment_text,
+        hypotheses=hypothesis_views(decided),
+        stop_reason=(decided.stop_reason or "") if decided else "",
+        method=method_paragraphs(decided),
+        effective_text=run.effective_text,
     )
+
+
+def _unmeasured(run: RunData, fault: str, setup: str) -> str:
+    """A cell for a setup and fault with no measured repetition: what the aborted ones showed."""
+    ttrs = [
+        seconds(r.time_to_recover_s)
+        for r in run.runs
+        if r.fault == fault and r.setup == setup and r.window.aborted
+    ]
+    return f"aborted: {', '.join(ttrs)}" if ttrs else "no measured repetition"
 
 
 def _cross_rows(runs: Sequence[RunData]) -> list[CrossRunRow]:
@@ -285,8 +391,12 @@ def _cross_rows(runs: Sequence[RunData]) -> list[CrossRunRow]:
             for r in runs
         ]
         cells = [
-            "not run" if e is None else f"{seconds(e.median)} {interval(e.low, e.high)}"
-            for e in ests
+            "not run"
+            if e is None
+            else _unmeasured(r, fault, setup)
+            if e.n == 0
+            else f"{seconds(e.median)} {interval(e.low, e.high)}"
+            for e, r in zip(ests, runs, strict=True)
         ]
         first, last = ests[0], ests[-1]
         change = "–"

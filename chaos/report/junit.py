@@ -10,6 +10,13 @@ after the fault". Over its repetitions the testcase
   repetition (a fault that changed nothing tested nothing);
 * passes otherwise, with the time to recover in its output.
 
+Each stated hypothesis adds one testcase per fault it was checked on (classname
+``<experiment>.hypotheses``): **refuted** is a failure, **undecided** is skipped
+(with the repetitions it would need), supported and equivalent pass; the sentence
+with the effect size and its interval is the output. An aborted repetition is
+named as the journal names the abort (``interrupted by SIGINT`` or the stop
+condition that held).
+
 Written with ``xml.etree`` so every string is escaped.
 """
 
@@ -20,19 +27,24 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from chaos.analysis import FaultResult, Summary, read_results
+from chaos.analysis.hypotheses import DecisionSet, claim_text
 from chaos.errors import InputError
 from chaos.report.meta import RunMeta, read_meta
+from chaos.report.rundata import abort_reason
 from chaos.report.verdict import seconds
 from chaos.rundir import JUNIT_FILE, META_FILE
+from chaos.rundir.journal import read_journal
 
 
-def _problems(runs: Sequence[FaultResult]) -> tuple[list[str], list[str]]:
+def _problems(
+    runs: Sequence[FaultResult], cause: str = "aborted by a stop condition"
+) -> tuple[list[str], list[str]]:
     """(errors, failures) of one setup and fault, one line per repetition that broke."""
     errors, failures = [], []
     for r in sorted(runs, key=lambda r: r.repetition):
         tag = f"repetition {r.repetition}"
         if r.window.aborted:
-            errors.append(f"{tag}: aborted by a stop condition")
+            errors.append(f"{tag}: {cause}")
             continue
         if r.had_impact is None:
             errors.append(f"{tag}: no requests were measured")
@@ -97,6 +109,8 @@ def write_junit(run_dir: Path | str) -> Path:
         )
         counts.update(tests=1, errors=1)
         return _write(directory, suite, counts)
+    reason = abort_reason(read_journal(directory))
+    cause = f"aborted: {reason}" if reason else "aborted by a stop condition"
     groups: dict[tuple[str, str], list[FaultResult]] = {}
     for r in analysis.runs:
         groups.setdefault((r.setup, r.fault), []).append(r)
@@ -110,7 +124,7 @@ def write_junit(run_dir: Path | str) -> Path:
             time=f"{sum(r.window.end_t - r.window.warmup_start_t for r in runs):.3f}",
         )
         counts["tests"] += 1
-        errors, failures = _problems(runs)
+        errors, failures = _problems(runs, cause)
         details = _details(runs, summaries.get((setup, fault)))
         if errors:
             counts["errors"] += 1
@@ -121,6 +135,8 @@ def write_junit(run_dir: Path | str) -> Path:
                 case, "failure", message="; ".join(failures), type="hypothesis"
             ).text = details
         ET.SubElement(case, "system-out").text = details
+    if analysis.decided is not None:
+        _hypotheses(suite, name, analysis.decided, counts)
     if not groups and meta is not None and meta.exit_code not in (None, 0):
         case = ET.SubElement(suite, "testcase", classname=name, name="run")
         ET.SubElement(
@@ -129,6 +145,32 @@ def write_junit(run_dir: Path | str) -> Path:
         counts["tests"] += 1
         counts["errors"] += 1
     return _write(directory, suite, counts)
+
+
+def _hypotheses(suite: ET.Element, name: str, decided: DecisionSet, counts: dict[str, int]) -> None:
+    """One testcase per stated hypothesis and fault: refuted fails, undecided is skipped."""
+    if not decided.stated:
+        return
+    for d in decided.decisions:
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            classname=f"{name}.hypotheses",
+            name=f"{d.claim.hypothesis}: {claim_text(d.claim)}",
+        )
+        counts["tests"] += 1
+        if d.outcome == "refuted":
+            counts["failures"] += 1
+            ET.SubElement(case, "failure", message="refuted", type="hypothesis").text = d.statement
+        elif d.outcome == "undecided":
+            counts["skipped"] = counts.get("skipped", 0) + 1
+            more = (
+                f"undecided: would need about {d.more_repetitions} more repetition(s)"
+                if d.more_repetitions is not None
+                else "undecided"
+            )
+            ET.SubElement(case, "skipped", message=more)
+        ET.SubElement(case, "system-out").text = d.statement
 
 
 def _write(directory: Path, suite: ET.Element, counts: dict[str, int]) -> Path:

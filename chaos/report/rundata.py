@@ -16,7 +16,7 @@ from pathlib import Path
 from chaos.analysis import FaultResult, RunAnalysis, read_results
 from chaos.errors import ChaosError
 from chaos.report.meta import RunMeta, read_meta
-from chaos.rundir import EXPERIMENT_FILE, META_FILE
+from chaos.rundir import EFFECTIVE_FILE, EXPERIMENT_FILE, META_FILE
 from chaos.rundir.journal import JournalEntry, read_journal
 
 #: Journal ``event`` kinds drawn on timelines, with a short label.
@@ -58,6 +58,15 @@ class RunData:
     experiment_text: str
     description: str
     fault_summaries: dict[str, str] = field(default_factory=dict)
+    #: Why the run ended early, as the journal says it (``run_aborted``); None if it did not.
+    abort_reason: str | None = None
+    #: ``experiment.effective.yaml`` (the experiment after overrides), "" when absent.
+    effective_text: str = ""
+
+    @property
+    def abort_cause(self) -> str:
+        """How aborted repetitions ended, for a sentence: ``interrupted by SIGINT; ...``."""
+        return self.abort_reason or "by a stop condition"
 
     @property
     def label(self) -> str:
@@ -160,6 +169,14 @@ def _experiment(run_dir: Path) -> tuple[str, str, dict[str, str]]:
     return text, experiment.description, summaries
 
 
+def abort_reason(entries: Sequence[JournalEntry]) -> str | None:
+    """The reason of the journal's ``run_aborted`` entry (SIGINT, stop condition...), if any."""
+    for e in entries:
+        if e.kind == "run_aborted":
+            return e.get_str("reason") or "aborted"
+    return None
+
+
 def load_run(run_dir: Path | str) -> RunData:
     """Read a run directory; ``InputError`` when it has no readable ``results.json``."""
     directory = Path(run_dir)
@@ -177,4 +194,13 @@ def load_run(run_dir: Path | str) -> RunData:
         experiment_text=text,
         description=description,
         fault_summaries=summaries,
+        abort_reason=abort_reason(entries),
+        effective_text=_read(directory / EFFECTIVE_FILE),
     )
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""

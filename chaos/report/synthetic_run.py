@@ -18,12 +18,14 @@ import numpy as np
 import pandas as pd
 
 from chaos.analysis import FaultWindow, SteadyState, analyze_run, write_results
+from chaos.analysis.adaptive import decisions_for
 from chaos.analysis.synthetic import Outage, Slowdown, synthetic_samples
 from chaos.report.meta import RunMeta, write_meta
 from chaos.rundir import EXPERIMENT_FILE, JOURNAL_FILE
 from chaos.rundir.chunks import encode_chunk
 from chaos.rundir.counters import CounterSample
 from chaos.rundir.samples import samples_dir
+from chaos.spec import load_experiment
 
 _STRING_COLUMNS = ("endpoint", "method", "error_kind", "write_id")
 
@@ -59,6 +61,10 @@ class SyntheticRun:
     started_utc: str = "2025-01-01T02:00:00+00:00"
     exit_code: int = 0
     aborted: Sequence[tuple[str, str, int]] = ()
+    #: The journal's ``run_aborted`` reason (empty: the run was not aborted).
+    abort_reason: str = ""
+    #: The ``hypotheses:`` section, as YAML lines (indented by two spaces), if any.
+    hypotheses_yaml: str = ""
 
 
 def _yaml_string(s: str) -> str:
@@ -96,6 +102,8 @@ def experiment_yaml(spec: SyntheticRun) -> str:
             lines.append("    status: 503")
         elif f.type == "cert-expiry":
             lines.append("    ttl: 1s")
+    if spec.hypotheses_yaml:
+        lines += ["hypotheses:", spec.hypotheses_yaml.rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
@@ -161,6 +169,8 @@ def write_synthetic_run(run_dir: Path, spec: SyntheticRun = SyntheticRun()) -> P
             CounterSample(end - 0.1, proxy, "restarts", 1 if healing and effect else 0),
         ]
         t = end + 1.0
+    if spec.abort_reason:
+        log("run_aborted", t, reason=spec.abort_reason)
     samples = pd.concat(frames, ignore_index=True)
     _write_samples(run_dir, samples)
     (run_dir / JOURNAL_FILE).write_text(
@@ -169,10 +179,23 @@ def write_synthetic_run(run_dir: Path, spec: SyntheticRun = SyntheticRun()) -> P
     analysis = analyze_run(
         samples, windows, SteadyState(0.01, 100.0), 1.0, counters=counters, resamples=500
     )
-    write_results(
-        run_dir, analysis.runs, analysis.summaries, analysis.comparisons, analysis.buckets
-    )
     (run_dir / EXPERIMENT_FILE).write_text(experiment_yaml(spec), encoding="utf-8")
+    experiment = load_experiment(run_dir / EXPERIMENT_FILE)
+    decided = decisions_for(
+        experiment.hypotheses,
+        analysis.runs,
+        seed=spec.seed,
+        max_rounds=spec.repetitions,
+        family=experiment.multiple_testing,
+    )
+    write_results(
+        run_dir,
+        analysis.runs,
+        analysis.summaries,
+        analysis.comparisons,
+        analysis.buckets,
+        decided=decided,
+    )
     write_meta(
         run_dir,
         RunMeta(

@@ -1,9 +1,11 @@
 """One sentence per fault: which setup recovered faster, by how much, and how sure.
 
-Built from the analysis' summaries and pairwise comparisons; "faster" is said
-only where ``chaos.analysis.compare`` found the difference supported. When no
-comparison can reach significance with the repetitions at hand (3 against 3
-cannot reach p < 0.05 with Mann-Whitney), the sentence says so plainly.
+Built from the run's decisions (``chaos.analysis.hypotheses``): without stated
+hypotheses, every pair of setups per fault is decided on time to recover
+(supported: one is faster; equivalent within the margin; undecided, with the
+repetitions it would need). With stated hypotheses the fault's card names the
+fastest setup and the outcomes of the hypotheses about that fault. Results written
+before decisions existed fall back to the pairwise Mann-Whitney comparisons.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from chaos.analysis import Comparison, Summary
+from chaos.analysis.hypotheses import Decision, DecisionSet
 
 #: How a verdict reads at a glance (the report colours its card by it).
-VerdictLevel = Literal["supported", "unsupported", "insufficient", "no-effect", "single"]
+VerdictLevel = Literal[
+    "supported", "refuted", "equivalent", "undecided", "no-effect", "single", "none"
+]
 
 
 @dataclass(frozen=True)
@@ -35,11 +40,13 @@ class FaultVerdict:
 
 
 _BADGES: dict[str, str] = {
-    "supported": "supported difference",
-    "unsupported": "no supported difference",
-    "insufficient": "not enough repetitions",
+    "supported": "supported",
+    "refuted": "refuted",
+    "equivalent": "equivalent",
+    "undecided": "undecided",
     "no-effect": "no effect",
     "single": "one setup",
+    "none": "no hypothesis",
 }
 
 
@@ -78,7 +85,7 @@ def _median_of(c: Comparison, setup: str) -> float | None:
     return c.median_a if setup == c.setup_a else c.median_b
 
 
-def _tail(summaries: Sequence[Summary]) -> str:
+def _tail(summaries: Sequence[Summary], abort_cause: str = "by a stop condition") -> str:
     notes = []
     for s in summaries:
         measured = s.repetitions - s.aborted - s.unmeasured
@@ -88,7 +95,7 @@ def _tail(summaries: Sequence[Summary]) -> str:
                 f"{measured - s.recovered} of {measured} repetitions"
             )
         if s.aborted:
-            notes.append(f"{s.aborted} {s.setup} repetition(s) were aborted by a stop condition")
+            notes.append(f"{s.aborted} {s.setup} repetition(s) were aborted ({abort_cause})")
     return "".join(f" {n[0].upper()}{n[1:]}." for n in notes)
 
 
@@ -97,12 +104,17 @@ def fault_verdict(
     summaries: Sequence[Summary],
     comparisons: Sequence[Comparison],
     *,
+    decided: DecisionSet | None = None,
+    abort_cause: str = "by a stop condition",
     alpha: float = 0.05,
 ) -> FaultVerdict:
-    """The verdict on ``fault`` from its summaries (one per setup) and comparisons."""
+    """The verdict on ``fault`` from its summaries (one per setup) and decisions.
+
+    ``abort_cause`` words why aborted repetitions ended, as the journal says it.
+    """
     ss = [s for s in summaries if s.fault == fault]
     cs = [c for c in comparisons if c.fault == fault]
-    tail = _tail(ss)
+    tail = _tail(ss, abort_cause)
     measured = [s for s in ss if s.time_to_recover_s.n > 0]
     if measured and all(s.no_impact == s.time_to_recover_s.n for s in measured):
         return FaultVerdict(
@@ -129,12 +141,22 @@ def fault_verdict(
         ),
     )
     if not ranked:
-        return FaultVerdict(fault, "No repetition was measured." + tail, "insufficient", None)
+        return FaultVerdict(fault, "No repetition was measured." + tail, "undecided", None)
     best = ranked[0].setup
     others = [s.setup for s in ranked[1:]]
+    medians = ", ".join(f"{s.setup} {seconds(s.time_to_recover_s.median)}" for s in ranked)
+    if decided is not None:
+        mine = [d for d in decided.decisions if d.claim.fault == fault]
+        if decided.stated:
+            return _stated(fault, best, medians, mine, tail)
+        never = {
+            s.setup
+            for s in ss
+            if s.time_to_recover_s.n and s.recovered == 0 and s.no_impact < s.time_to_recover_s.n
+        }
+        return _ranked(fault, best, others, medians, mine, tail, never)
     pairs = [(o, _pair(cs, best, o)) for o in others]
     won = [(o, c) for o, c in pairs if c is not None and c.supported and c.faster == best]
-    medians = ", ".join(f"{s.setup} {seconds(s.time_to_recover_s.median)}" for s in ranked)
     if won and len(won) == len(others):
         clauses = " and ".join(_faster_clause(c, best, o) for o, c in won)
         return FaultVerdict(
@@ -159,7 +181,7 @@ def fault_verdict(
             f"{best} had the lowest median time to recover ({medians}), but with {reps} "
             f"repetitions per setup there are not enough repetitions to tell "
             f"(no test can reach p < {alpha:g}; run more)." + tail,
-            "insufficient",
+            "undecided",
             best,
         )
     ps = [c.p_value for _, c in pairs if c is not None and c.p_value is not None]
@@ -167,6 +189,113 @@ def fault_verdict(
     return FaultVerdict(
         fault,
         f"No supported difference between the setups ({medians}; {p_text})." + tail,
-        "unsupported",
+        "undecided",
         None,
     )
+
+
+def _pair_decision(ds: Sequence[Decision], a: str, b: str) -> Decision | None:
+    for d in ds:
+        if {d.claim.setup, d.claim.compared_to} == {a, b}:
+            return d
+    return None
+
+
+def _more(d: Decision) -> str:
+    if d.more_repetitions is None:
+        return "more repetitions are not expected to decide it"
+    return f"would need about {d.more_repetitions} more repetition(s) per setup"
+
+
+def _evidence(d: Decision) -> str:
+    """``mean difference 1.50 s [95 % interval 1.20–1.80], p = 0.004, 5 repetitions``."""
+    diff = "–" if d.difference is None else f"{abs(d.difference):.2f} s"
+    ci = ""
+    if d.low is not None and d.high is not None:
+        lo, hi = sorted((abs(d.low), abs(d.high))) if d.low * d.high > 0 else (d.low, d.high)
+        ci = f" [95 % interval {lo:.2f}–{hi:.2f}]"
+    bound = " at least" if d.censored else ""
+    p = "" if d.p_value is None else f", p = {d.p_value:.2g}"
+    return f"mean difference{bound} {diff}{ci}{p}, {d.repetitions} repetitions"
+
+
+def _ranked(
+    fault: str,
+    best: str,
+    others: list[str],
+    medians: str,
+    ds: Sequence[Decision],
+    tail: str,
+    never: set[str],
+) -> FaultVerdict:
+    """The verdict from the ranking decisions; ``never``: setups that never recovered."""
+    pairs = [(o, _pair_decision(ds, best, o)) for o in others]
+    won = [(o, d) for o, d in pairs if d and d.outcome == "supported" and d.faster == best]
+    same = [(o, d) for o, d in pairs if d and d.outcome == "equivalent"]
+    open_ = [(o, d) for o, d in pairs if (o, d) not in won and (o, d) not in same]
+
+    def beat(o: str, d: Decision) -> str:
+        if o in never:
+            return f"it recovered while {o} did not ({_evidence(d)})"
+        return f"{abs(d.difference or 0.0):.2f} s faster than {o} ({_evidence(d)})"
+
+    def rest(items: list[tuple[str, Decision | None]]) -> str:
+        words = []
+        for o, d in items:
+            if d is None:
+                words.append(f"{o}: not compared")
+            elif d.outcome == "equivalent":
+                words.append(f"{o}: equivalent within ±{d.claim.margin:g} s")
+            else:
+                words.append(f"{o}: undecided, {_more(d)}")
+        return "; ".join(words)
+
+    if won and len(won) == len(others):
+        clauses = " and ".join(beat(o, d) for o, d in won)
+        return FaultVerdict(
+            fault, f"{best} recovered fastest: {clauses}." + tail, "supported", best
+        )
+    if won:
+        clauses = " and ".join(beat(o, d) for o, d in won)
+        return FaultVerdict(
+            fault,
+            f"{best} recovered {clauses}; against {rest([*same, *open_])} "
+            f"(medians: {medians})." + tail,
+            "supported",
+            best,
+        )
+    if same and len(same) == len(others):
+        margin = same[0][1].claim.margin
+        return FaultVerdict(
+            fault,
+            f"The setups recover equally fast, within ±{margin:g} s ({medians})." + tail,
+            "equivalent",
+            None,
+        )
+    return FaultVerdict(
+        fault,
+        f"{best} had the lowest median time to recover ({medians}), but the difference is "
+        f"undecided: {rest([*same, *open_])}." + tail,
+        "undecided",
+        best,
+    )
+
+
+def _stated(fault: str, best: str, medians: str, ds: Sequence[Decision], tail: str) -> FaultVerdict:
+    head = f"{best} had the lowest median time to recover ({medians})."
+    if not ds:
+        return FaultVerdict(
+            fault, head + " No hypothesis is about this fault." + tail, "none", best
+        )
+    outcomes = [d.outcome for d in ds]
+    level: VerdictLevel = (
+        "refuted"
+        if "refuted" in outcomes
+        else "undecided"
+        if "undecided" in outcomes
+        else "equivalent"
+        if all(o == "equivalent" for o in outcomes)
+        else "supported"
+    )
+    said = " ".join(f"Hypothesis {d.claim.hypothesis}: {d.outcome}." for d in ds)
+    return FaultVerdict(fault, f"{head} {said}" + tail, level, best)

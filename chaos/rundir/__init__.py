@@ -6,10 +6,12 @@ these files (names defined here and nowhere else)::
     journal.jsonl     every step, written as it goes        (chaos.rundir.journal)
     samples/          one record per request, columnar     (chaos.rundir.samples)
     counters.csv      proxy counters sampled per window     (chaos.rundir.counters)
-    results.json      per-window results and the summary    (chaos.analysis.results_io)
+    results.json      per-window results, summary, decisions (chaos.analysis.results_io)
     buckets.csv       100 ms buckets
     meta.json         versions, parameters, exit code       (chaos.report.meta)
     experiment.yaml   the experiment file exactly as given
+    experiment.effective.yaml  the experiment as run (after --set, --setup)
+                                                            (chaos.report.effective)
     junit.xml         one case per setup and fault
     report.html       the self-contained report
     topologies/       per-window platform files (configs, logs, certificates)
@@ -28,6 +30,7 @@ RESULTS_FILE: Final = "results.json"
 BUCKETS_FILE: Final = "buckets.csv"
 META_FILE: Final = "meta.json"
 EXPERIMENT_FILE: Final = "experiment.yaml"
+EFFECTIVE_FILE: Final = "experiment.effective.yaml"
 JUNIT_FILE: Final = "junit.xml"
 REPORT_FILE: Final = "report.html"
 TOPOLOGIES_DIR: Final = "topologies"
@@ -35,6 +38,7 @@ TOPOLOGIES_DIR: Final = "topologies"
 __all__ = [
     "BUCKETS_FILE",
     "COUNTERS_FILE",
+    "EFFECTIVE_FILE",
     "EXPERIMENT_FILE",
     "JOURNAL_FILE",
     "JUNIT_FILE",

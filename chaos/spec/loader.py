@@ -173,4 +173,8 @@ def _narrow(experiment: Experiment, setups: Sequence[str], source: Source) -> Ex
                 line=line,
             )
     narrowed = tuple(s for s in experiment.setups if s in setups)
-    return experiment.model_copy(update={"setups": narrowed})
+    # a hypothesis about a setup that no longer runs cannot be decided: it is left out
+    kept = tuple(
+        h for h in experiment.hypotheses if h.setup in narrowed and h.compared_to in narrowed
+    )
+    return experiment.model_copy(update={"setups": narrowed, "hypotheses": kept})

@@ -23,6 +23,14 @@ from chaos.spec._base import (
 )
 from chaos.spec.durations import Duration, NonNegativeDuration
 from chaos.spec.faults import Fault
+from chaos.spec.hypotheses import (
+    WINDOW_OVERHEAD_S,
+    Hypothesis,
+    Repetitions,
+    check_hypotheses,
+    check_repetitions,
+    hypothesis_windows,
+)
 
 #: Key of the validation context holding the directory relative locustfiles resolve against.
 BASE_DIR = "base_dir"
@@ -146,7 +154,15 @@ class Experiment(SpecModel):
     description: str = ""
     platform: Literal["local", "kubernetes"] = "local"
     setups: Annotated[tuple[SetupName, ...], Field(min_length=1)] = ALL_SETUPS
-    repetitions: Annotated[Int, Field(ge=1, le=1000)] = 1
+    #: A number, or ``auto``: add repetitions until the hypotheses are decided (see
+    #: ``chaos.spec.hypotheses``), up to ``max_repetitions`` and/or within ``budget``.
+    repetitions: Repetitions = 1
+    max_repetitions: Annotated[Int, Field(ge=2, le=1000)] | None = None
+    budget: Duration | None = None
+    hypotheses: Annotated[tuple[Hypothesis, ...], Field(max_length=100)] = ()
+    #: How the hypotheses share the error rate: ``holm`` (any order) or ``in-order``
+    #: (each at the full alpha, tested one after another as listed: fixed-sequence).
+    multiple_testing: Literal["holm", "in-order"] = "holm"
     seed: Annotated[Int, Field(ge=0, lt=2**32)] = 0
     traffic: Traffic
     steady_state: SteadyState = SteadyState()
@@ -181,7 +197,40 @@ class Experiment(SpecModel):
         for setup in self.setups:
             if not self.faults_for(setup):
                 raise field_error("setups", f"no fault applies to {setup} (see target.setups)")
+        check_repetitions(self.repetitions, self.max_repetitions, self.budget)
+        check_hypotheses(self.hypotheses, self.setups, names, self.setups_of_faults())
         return self
+
+    def setups_of_faults(self) -> dict[str, tuple[str, ...]]:
+        """The setups each fault (by name) runs in."""
+        return {
+            name: tuple(s for s in self.setups if f.target.setups is None or s in f.target.setups)
+            for name, f in zip(self.fault_names(), self.faults, strict=True)
+        }
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether ``repetitions: auto``."""
+        return self.repetitions == "auto"
+
+    @property
+    def planned_repetitions(self) -> int:
+        """Rounds to schedule: the number given, or the most ``auto`` may run.
+
+        With a budget: the first round runs every window, later rounds only those the
+        hypotheses compare; as many rounds as fit (each window costs its timeline plus
+        ``WINDOW_OVERHEAD_S``), at least 2, at most ``max_repetitions``.
+        """
+        if isinstance(self.repetitions, int):
+            return self.repetitions
+        if self.max_repetitions is not None and self.budget is None:
+            return self.max_repetitions
+        per_window = self.timeline.total + WINDOW_OVERHEAD_S
+        of_fault = self.setups_of_faults()
+        first = sum(len(s) for s in of_fault.values()) * per_window
+        later = max(1, len(hypothesis_windows(self.hypotheses, of_fault))) * per_window
+        fits = max(2, 1 + int(max(0.0, (self.budget or 0.0) - first) // later))
+        return min(fits, self.max_repetitions) if self.max_repetitions is not None else fits
 
     def fault_names(self) -> list[str]:
         """A unique name per fault: its ``name``, else ``<type>-<position from 1>``."""

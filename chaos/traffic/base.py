@@ -13,6 +13,11 @@ from chaos.traffic.live import LiveStats
 class Traffic(Protocol):
     """Load running against a topology's ingress until stopped or its duration ends."""
 
+    @property
+    def pids(self) -> list[int]:
+        """The processes sending the load on this machine (none for a remote driver)."""
+        ...
+
     def wait_started(self, timeout: float | None = None) -> None:
         """Block until requests flow (or raise why they cannot)."""
         ...

@@ -39,6 +39,10 @@ class FakeTraffic:
     ) -> None:
         self.stop()
 
+    @property
+    def pids(self) -> list[int]:
+        return []
+
     def wait_started(self, timeout: float | None = None) -> None:
         return None
 

@@ -219,7 +219,9 @@ def test_clean_kills_only_processes_proven_to_be_the_runs(tmp_path: Path) -> Non
     sneaky = subprocess.Popen(
         [sneaky_path, "30"], cwd=elsewhere, start_new_session=True, env={"PATH": "/usr/bin"}
     )
-    procs = (ours, stranger, reused, foreign, sneaky)
+    locust = _sleeper(elsewhere, marker)
+    locust_reused = _sleeper(elsewhere, marker)
+    procs = (ours, stranger, reused, foreign, sneaky, locust, locust_reused)
     try:
         ledger = topo_dir / "processes.jsonl"
         rows = [
@@ -243,15 +245,24 @@ def test_clean_kills_only_processes_proven_to_be_the_runs(tmp_path: Path) -> Non
                 ledger=str(ledger),
                 marker=marker,
             )
+            journal.write(
+                "traffic_started",
+                processes=[
+                    [locust.pid, start_ticks(locust.pid)],
+                    [locust_reused.pid, (start_ticks(locust_reused.pid) or 0) + 7],
+                ],
+            )
             journal.write("fault_planned", fault_id="f1")
             journal.write("fault_applied", fault_id="f1")
         lines = clean_run(run_dir)
         assert ours.wait(timeout=5) == -signal.SIGKILL
+        assert locust.wait(timeout=5) == -signal.SIGKILL
         time.sleep(0.2)
-        for survivor in (stranger, reused, foreign, sneaky):
+        for survivor in (stranger, reused, foreign, sneaky, locust_reused):
             assert survivor.poll() is None, f"clean killed {survivor.args}, not the run's"
         assert f"killed leftover process checkout-0.proxy (pid {ours.pid})" in lines
-        assert sum("killed" in line for line in lines) == 1, lines
+        assert f"killed leftover traffic process (pid {locust.pid})" in lines
+        assert sum("killed" in line for line in lines) == 2, lines
         reverted = [e for e in read_journal(run_dir) if e.kind == "fault_reverted"]
         assert [e.get_str("by") for e in reverted] == ["clean"]
     finally:

@@ -104,3 +104,23 @@ def test_unreadable_results_raise_input_error(tmp_path: Path) -> None:
         read_results(tmp_path)
     with pytest.raises(InputError):
         read_results(tmp_path / "missing")
+
+
+def test_decisions_round_trip_and_files_without_them_still_read(tmp_path: Path) -> None:
+    from chaos.analysis.adaptive import decisions_for
+    from tests.unit.windows import window_result
+
+    runs = [
+        window_result(setup, "crash", rep, ttr=ttr)
+        for rep in range(4)
+        for setup, ttr in (("mesh", 0.5 + rep / 10), ("sidecar", None))
+    ]
+    decided = decisions_for([], runs, adaptive=True, max_rounds=6)
+    write_results(tmp_path, runs, [], [], decided=decided)
+    back = read_results(tmp_path)
+    assert back.decided == decided
+    assert back.decided is not None and back.decided.stop_reason is not None
+    document = json.loads((tmp_path / "results.json").read_text())
+    del document["decisions"]
+    (tmp_path / "results.json").write_text(json.dumps(document))
+    assert read_results(tmp_path).decided is None

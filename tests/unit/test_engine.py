@@ -94,6 +94,7 @@ def test_every_window_runs_in_order_and_reverts(tmp_path: Path) -> None:
     per_window = [
         "window_started",
         "topology_up",
+        "traffic_started",
         "warmup",
         "fault_planned",
         "fault_applied",

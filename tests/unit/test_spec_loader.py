@@ -15,6 +15,7 @@ from chaos.spec import (
     SpecErrorGroup,
     load_experiment,
 )
+from chaos.spec.hypotheses import hypothesis_windows
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "experiments").glob("*.yaml"))
@@ -68,10 +69,22 @@ def test_gameday_fits_in_ten_minutes() -> None:
     game = load_experiment(ROOT / "experiments" / "gameday.yaml")
     assert set(game.setups) == {"sidecar", "mesh", "ambient"}
     assert [f.type for f in game.faults] == ["latency", "crash", "cert-expiry"]
-    assert game.repetitions == 3
+    assert game.repetitions == "auto" and game.budget is not None
+    assert game.budget < 10 * 60
     startup = 5.0  # seconds per window to start and stop a topology and Locust, measured
-    runs = len(game.setups) * len(game.faults) * game.repetitions
-    assert runs * (game.timeline.total + startup) < 10 * 60
+    per_window = game.timeline.total + startup
+    # the first round runs every window, later rounds only the hypotheses' windows
+    first = len(game.setups) * len(game.faults) * per_window
+    later = len(hypothesis_windows(game.hypotheses, game.setups_of_faults())) * per_window
+    assert later == 5 * per_window  # cert expiry: mesh, sidecar; crash: all three
+    assert first + (game.planned_repetitions - 1) * later <= game.budget
+    # enough rounds for an exact test with 3 hypotheses to decide a clear difference
+    assert game.planned_repetitions >= 4
+    assert [h.name for h in game.hypotheses] == [
+        "mesh-retries-hide-crash",
+        "mesh-heals-cert-expiry",
+        "ambient-crash-wider-blast",
+    ]
     expiry = game.faults[2]
     assert isinstance(expiry, CertExpiryFault)
     assert expiry.ttl < game.timeline.hold  # the cert does expire within the hold

@@ -1,0 +1,647 @@
+"""Every write a fault makes to a cluster, recorded before it is made, undone exactly.
+
+:class:`ChangeLedger` is a write-ahead log in the run directory
+(``kubernetes-changes.jsonl``): a change is written (and fsynced) *before* the API
+call that makes it, and marked done once undone. ``clean`` after a dead runner
+undoes every change not marked done, newest first, from this file alone.
+
+:class:`ClusterWriter` makes the writes. Each kind of write has one undo:
+
+=============  =====================================================  ==========================
+action         the write                                              its undo
+=============  =====================================================  ==========================
+``field``      PUT the object with one field changed (read-modify-    PUT the recorded value back
+               write on ``resourceVersion``, 409 re-read and retried) (or remove the field)
+``create``     POST an object carrying the ownership label and run    DELETE it, if it still
+               annotation                                             carries this run's mark
+``scale``      PUT ``/scale``                                         PUT ``/scale`` with the
+                                                                      recorded replica count
+``runtime``    POST ``/runtime_modify`` on a proxy's admin port        POST the clearing values
+``delete``     DELETE a pod (its controller brings a new one)          none needed
+``exec``       a command in a container                               none needed
+=============  =====================================================  ==========================
+
+Applying the same field change twice records the original value once (the second
+apply is built from it, so nothing stacks); undoing twice is harmless; an object
+already gone counts as undone. With ``dry_run`` nothing is read or written: every
+call and its undo is listed instead (``run --dry-run``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import threading
+import urllib.parse
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from chaos.errors import FaultError, PlatformError
+from chaos.platforms.kubernetes.api import (
+    DEPLOYMENT,
+    KINDS,
+    POD,
+    KubeApi,
+    KubeObject,
+    PodExec,
+    ResourceKind,
+)
+from chaos.platforms.kubernetes.names import ANNOTATION_RUN, LABEL_MANAGED_BY, MANAGED_BY
+from chaos.rundir.journal import JournalEntry
+
+LEDGER_FILE = "kubernetes-changes.jsonl"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One write, with what is needed to undo it (JSON-serialisable)."""
+
+    id: str
+    action: str
+    api_version: str
+    kind: str
+    namespace: str
+    name: str
+    run_id: str
+    path: tuple[str, ...] = ()
+    before: Any = None
+    had: bool = True
+    #: When the field was absent: the index in ``path`` of the first key that was missing
+    #: (the undo removes from there, so no empty parent is left behind).
+    missing_from: int = -1
+    annotation_before: str | None = None
+    port: int = 0
+    container: str = ""
+    undo_values: Mapping[str, str] = field(default_factory=dict)
+    detail: str = ""
+
+    @property
+    def resource(self) -> ResourceKind:
+        return KINDS[(self.api_version, self.kind)]
+
+    def where(self) -> str:
+        namespace = f"{self.namespace}/" if self.namespace else ""
+        return f"{self.kind} {namespace}{self.name}"
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["path"] = list(self.path)
+        data["undo_values"] = dict(self.undo_values)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Change:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known["path"] = tuple(known.get("path") or ())
+        known["undo_values"] = dict(known.get("undo_values") or {})
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class LedgerHeader:
+    """Where the changes were made: enough for ``clean`` to reconnect."""
+
+    run_id: str
+    context: str
+    kubeconfig: str
+
+
+class ChangeLedger:
+    """The write-ahead log of one run directory's cluster changes (thread-safe)."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        header: LedgerHeader,
+        record: Callable[..., object] | None = None,
+    ) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = run_dir / LEDGER_FILE
+        self._lock = threading.Lock()
+        self._active: dict[str, Change] = {}
+        #: The run journal's writer too (``object_changed`` / ``object_restored``), if given.
+        self._record = record
+        self._append({"op": "header", **asdict(header)})
+
+    def _append(self, record: Mapping[str, Any]) -> None:
+        line = json.dumps({**record, "utc": datetime.now(UTC).isoformat()}) + "\n"
+        with self._lock, self.path.open("a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def intend(self, change: Change) -> None:
+        self._append({"op": "intend", "change": change.to_json()})
+        if self._record is not None:
+            self._record("object_changed", platform="kubernetes", change=change.to_json())
+        with self._lock:
+            self._active[change.id] = change
+
+    def done(self, change: Change) -> None:
+        self._append({"op": "done", "id": change.id})
+        if self._record is not None:
+            self._record("object_restored", platform="kubernetes", id=change.id)
+        with self._lock:
+            self._active.pop(change.id, None)
+
+    def active(self) -> list[Change]:
+        """Changes made and not undone, oldest first."""
+        with self._lock:
+            return list(self._active.values())
+
+
+def read_ledger(run_dir: Path) -> tuple[list[LedgerHeader], list[Change]]:
+    """The headers and the changes not undone (oldest first) of a run directory's ledger."""
+    path = run_dir / LEDGER_FILE
+    if not path.is_file():
+        return [], []
+    headers: list[LedgerHeader] = []
+    pending: dict[str, Change] = {}
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a torn last line
+        if not isinstance(record, dict):
+            continue
+        op = record.get("op")
+        if op == "header":
+            headers.append(
+                LedgerHeader(
+                    str(record.get("run_id", "")),
+                    str(record.get("context", "")),
+                    str(record.get("kubeconfig", "")),
+                )
+            )
+        elif op == "intend" and isinstance(record.get("change"), dict):
+            change = Change.from_json(record["change"])
+            pending[change.id] = change
+        elif op == "done":
+            pending.pop(str(record.get("id")), None)
+    return headers, list(pending.values())
+
+
+def pending_changes(
+    run_dir: Path, entries: Sequence[JournalEntry] = ()
+) -> list[tuple[Path, Change]]:
+    """Changes not undone, oldest first, with the directory of the ledger that holds them.
+
+    From every ledger under ``run_dir`` (each window's topology has its own) and from the
+    run journal's ``object_changed`` / ``object_restored`` entries, so either alone will do.
+    """
+    found: dict[str, tuple[Path, Change]] = {}
+    done: set[str] = set()
+    in_ledgers: set[str] = set()
+    for path in sorted(run_dir.rglob(LEDGER_FILE)):
+        found |= {c.id: (path.parent, c) for c in read_ledger(path.parent)[1]}
+        in_ledgers |= _intended_ids(path)
+    for entry in entries:
+        if entry.kind == "object_changed" and isinstance(entry.data.get("change"), dict):
+            change = Change.from_json(entry.data["change"])  # type: ignore[arg-type]
+            if change.id not in in_ledgers:  # a ledger, where there is one, decides
+                found.setdefault(change.id, (run_dir, change))
+        elif entry.kind == "object_restored":
+            done.add(entry.get_str("id"))
+    return [(where, c) for key, (where, c) in found.items() if key not in done]
+
+
+def _intended_ids(path: Path) -> set[str]:
+    ids: set[str] = set()
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("op") == "intend":
+            ids.add(str((record.get("change") or {}).get("id")))
+    return ids
+
+
+def ledger_headers(run_dir: Path) -> list[LedgerHeader]:
+    """Every ledger header under ``run_dir`` (where each window's changes were made)."""
+    headers: list[LedgerHeader] = []
+    for path in sorted(run_dir.rglob(LEDGER_FILE)):
+        headers += read_ledger(path.parent)[0]
+    return headers
+
+
+def mark_done(run_dir: Path, change: Change) -> None:
+    """Record in a run directory's ledger that ``change`` was undone (by ``clean``)."""
+    line = json.dumps({"op": "done", "id": change.id, "utc": datetime.now(UTC).isoformat()})
+    with (run_dir / LEDGER_FILE).open("a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+# -- JSON paths --------------------------------------------------------------------------
+
+
+def get_path(obj: Mapping[str, Any], path: Sequence[str]) -> tuple[bool, Any]:
+    node: Any = obj
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            return False, None
+        node = node[key]
+    return True, copy.deepcopy(node)
+
+
+def set_path(obj: dict[str, Any], path: Sequence[str], value: Any) -> None:
+    node = obj
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = copy.deepcopy(value)
+
+
+def del_path(obj: dict[str, Any], path: Sequence[str]) -> None:
+    node: Any = obj
+    for key in path[:-1]:
+        if not isinstance(node, dict) or key not in node:
+            return
+        node = node[key]
+    if isinstance(node, dict):
+        node.pop(path[-1], None)
+
+
+# -- the writer --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlannedCall:
+    """A call a dry run would make, and how it would be undone."""
+
+    call: str
+    undo: str
+
+    def line(self) -> str:
+        return f"{self.call}; undo: {self.undo}"
+
+
+def _annotations(obj: Mapping[str, Any]) -> dict[str, str]:
+    return dict((obj.get("metadata") or {}).get("annotations") or {})
+
+
+class ClusterWriter:
+    """Makes a run's writes through :class:`KubeApi`, each recorded first; undoes them."""
+
+    def __init__(
+        self,
+        api: KubeApi | None,
+        pod_exec: PodExec | None,
+        ledger: ChangeLedger | None,
+        run_id: str,
+        *,
+        dry_run: bool = False,
+    ) -> None:
+        if not dry_run and (api is None or ledger is None):
+            raise ValueError("a writer that writes needs an API and a ledger")
+        self._api = api
+        self._exec = pod_exec
+        self._ledger = ledger
+        self.run_id = run_id
+        self.dry_run = dry_run
+        #: What a dry run would have done, in order.
+        self.planned: list[PlannedCall] = []
+        self._lock = threading.RLock()
+
+    @property
+    def api(self) -> KubeApi:
+        if self._api is None:
+            raise FaultError("dry run: no cluster to read from")
+        return self._api
+
+    @property
+    def pod_exec(self) -> PodExec:
+        if self._exec is None:
+            raise FaultError("no exec/port-forward access to pods here")
+        return self._exec
+
+    def active(self) -> list[Change]:
+        return self._ledger.active() if self._ledger else []
+
+    def _new(self, **kwargs: Any) -> Change:
+        return Change(id=uuid.uuid4().hex[:12], run_id=self.run_id, **kwargs)
+
+    def _plan(self, call: str, undo: str) -> None:
+        self.planned.append(PlannedCall(call, undo))
+
+    # -- writes --------------------------------------------------------------------------
+
+    def set_field(
+        self,
+        kind: ResourceKind,
+        namespace: str,
+        name: str,
+        path: Sequence[str],
+        build: Callable[[Any], Any],
+        *,
+        detail: str = "",
+    ) -> Change | None:
+        """Set ``path`` of an object to ``build(value as first read)``; None in a dry run.
+
+        A second call for the same field builds from the value recorded by the first,
+        so applying twice does not stack.
+        """
+        dotted = ".".join(path)
+        target = f"{kind.path(namespace, name)}"
+        if self.dry_run:
+            self._plan(f"PUT {target} ({dotted}: {detail})", f"PUT {target} ({dotted} as read)")
+            return None
+        with self._lock:
+            change = self._find("field", kind, namespace, name, tuple(path))
+            if change is None:
+                current = self.api.get(kind, namespace, name)
+                if current is None:
+                    raise FaultError(f"{kind.kind} {namespace}/{name} does not exist")
+                had, before = get_path(current, path)
+                missing_from = next(
+                    (i for i in range(len(path)) if not get_path(current, path[: i + 1])[0]), -1
+                )
+                change = self._new(
+                    action="field",
+                    api_version=kind.api_version,
+                    kind=kind.kind,
+                    namespace=namespace,
+                    name=name,
+                    path=tuple(path),
+                    before=before,
+                    had=had,
+                    missing_from=missing_from,
+                    annotation_before=_annotations(current).get(ANNOTATION_RUN),
+                    detail=detail,
+                )
+                assert self._ledger is not None
+                self._ledger.intend(change)
+            wanted = build(copy.deepcopy(change.before) if change.had else None)
+
+            def edit(obj: KubeObject) -> KubeObject:
+                set_path(obj, path, wanted)
+                obj["metadata"].setdefault("annotations", {})[ANNOTATION_RUN] = self.run_id
+                return obj
+
+            if self.api.update(kind, namespace, name, edit) is None:
+                raise FaultError(f"{kind.kind} {namespace}/{name} disappeared while changing it")
+            return change
+
+    def create(self, manifest: KubeObject, *, detail: str = "") -> Change | None:
+        """Create an object marked as this run's; a second call finds it and does nothing."""
+        kind = KINDS[(manifest["apiVersion"], manifest["kind"])]
+        meta = manifest["metadata"]
+        namespace, name = str(meta.get("namespace", "")), str(meta["name"])
+        suffix = f": {detail}" if detail else ""
+        if self.dry_run:
+            self._plan(
+                f"POST {kind.path(namespace or None)} ({kind.kind} {name}{suffix})",
+                f"DELETE {kind.path(namespace or None, name)} if it still carries this run's mark",
+            )
+            return None
+        with self._lock:
+            existing = self._find("create", kind, namespace, name, ())
+            if existing is not None:
+                return existing
+            change = self._new(
+                action="create",
+                api_version=kind.api_version,
+                kind=kind.kind,
+                namespace=namespace,
+                name=name,
+                detail=detail,
+            )
+            assert self._ledger is not None
+            self._ledger.intend(change)
+            marked = copy.deepcopy(manifest)
+            marked["metadata"].setdefault("labels", {})[LABEL_MANAGED_BY] = MANAGED_BY
+            marked["metadata"].setdefault("annotations", {})[ANNOTATION_RUN] = self.run_id
+            self.api.create(marked)
+            return change
+
+    def scale(self, namespace: str, deployment: str, replicas: int) -> Change | None:
+        """Scale a Deployment; the first call records the count to restore."""
+        target = DEPLOYMENT.path(namespace, deployment, "scale")
+        if self.dry_run:
+            self._plan(
+                f"PUT {target} (replicas: {replicas})",
+                f"PUT {target} (replicas as read before)",
+            )
+            return None
+        with self._lock:
+            change = self._find("scale", DEPLOYMENT, namespace, deployment, ())
+            if change is None:
+                previous = self.api.read_scale(namespace, deployment)
+                change = self._new(
+                    action="scale",
+                    api_version=DEPLOYMENT.api_version,
+                    kind=DEPLOYMENT.kind,
+                    namespace=namespace,
+                    name=deployment,
+                    before=previous,
+                    detail=f"replicas {previous} -> {replicas}",
+                )
+                assert self._ledger is not None
+                self._ledger.intend(change)
+            self.api.scale(namespace, deployment, replicas)
+            return change
+
+    def runtime(
+        self,
+        namespace: str,
+        pod: str,
+        container: str,
+        port: int,
+        values: Mapping[str, str],
+        undo_values: Mapping[str, str],
+    ) -> Change | None:
+        """Set Envoy admin runtime keys on a pod's proxy (a port-forward to ``port``)."""
+        query = urllib.parse.urlencode(dict(values))
+        target = f"POST {namespace}/{pod}:{port}/runtime_modify"
+        if self.dry_run:
+            self._plan(f"{target}?{query} (port-forward)", f"{target} clearing the same keys")
+            return None
+        with self._lock:
+            change = self._find("runtime", POD, namespace, pod, (str(port),))
+            if change is None:
+                change = self._new(
+                    action="runtime",
+                    api_version=POD.api_version,
+                    kind=POD.kind,
+                    namespace=namespace,
+                    name=pod,
+                    path=(str(port),),
+                    port=port,
+                    container=container,
+                    undo_values=dict(undo_values),
+                )
+                assert self._ledger is not None
+                self._ledger.intend(change)
+            self.pod_exec.http(namespace, pod, port, "POST", f"/runtime_modify?{query}", 5.0)
+            return change
+
+    def delete_pod(self, namespace: str, pod: str, *, detail: str = "") -> None:
+        """Delete a pod its controller replaces (nothing to undo, but it is journaled)."""
+        if self.dry_run:
+            self._plan(
+                f"DELETE {POD.path(namespace, pod)} ({detail})",
+                "none: its controller creates a new pod",
+            )
+            return
+        change = self._new(
+            action="delete",
+            api_version=POD.api_version,
+            kind=POD.kind,
+            namespace=namespace,
+            name=pod,
+            detail=detail,
+        )
+        assert self._ledger is not None
+        self._ledger.intend(change)
+        self.api.delete(POD, namespace, pod)
+        self._ledger.done(change)
+
+    def exec(self, namespace: str, pod: str, container: str, command: Sequence[str]) -> str:
+        """Run a command in a container (journaled; nothing to undo)."""
+        if self.dry_run:
+            self._plan(
+                f"exec {namespace}/{pod} -c {container} -- {' '.join(command)}",
+                "none: the kubelet restarts the container",
+            )
+            return ""
+        change = self._new(
+            action="exec",
+            api_version=POD.api_version,
+            kind=POD.kind,
+            namespace=namespace,
+            name=pod,
+            container=container,
+            detail=" ".join(command),
+        )
+        assert self._ledger is not None
+        self._ledger.intend(change)
+        try:
+            return self.pod_exec.exec(namespace, pod, container, command, 10.0)
+        finally:
+            self._ledger.done(change)
+
+    # -- undo ----------------------------------------------------------------------------
+
+    def _find(
+        self, action: str, kind: ResourceKind, namespace: str, name: str, path: tuple[str, ...]
+    ) -> Change | None:
+        for change in self.active():
+            if (
+                change.action == action
+                and change.kind == kind.kind
+                and change.api_version == kind.api_version
+                and change.namespace == namespace
+                and change.name == name
+                and change.path == path
+            ):
+                return change
+        return None
+
+    def find(
+        self, action: str, kind: ResourceKind, namespace: str, name: str, path: Sequence[str] = ()
+    ) -> Change | None:
+        """The active change of that kind on that object, if this run made one."""
+        return self._find(action, kind, namespace, name, tuple(path))
+
+    def undo(self, change: Change) -> str:
+        """Undo one change (idempotent; an object already gone is fine); a line saying what."""
+        if self.dry_run:
+            return f"would undo {change.action} on {change.where()}"
+        with self._lock:
+            line = undo_change(self.api, self._exec, change)
+            if self._ledger is not None:
+                self._ledger.done(change)
+            return line
+
+    def undo_all(self) -> list[str]:
+        """Undo every active change, newest first; errors are collected, not hidden."""
+        lines: list[str] = []
+        failures: list[str] = []
+        for change in reversed(self.active()):
+            try:
+                lines.append(self.undo(change))
+            except PlatformError as exc:
+                failures.append(f"{change.where()}: {exc}")
+        if failures:
+            raise PlatformError("could not undo: " + "; ".join(failures))
+        return lines
+
+
+def undo_change(api: KubeApi, pod_exec: PodExec | None, change: Change) -> str:
+    """The undo of one recorded change, against the cluster as it is now."""
+    where = change.where()
+    if change.action == "field":
+        kind = change.resource
+
+        def restore(obj: KubeObject) -> KubeObject | None:
+            had, now = get_path(obj, change.path)
+            annotations = obj["metadata"].get("annotations") or {}
+            mark = annotations.get(ANNOTATION_RUN)
+            if (had, now) == (change.had, change.before) and mark != change.run_id:
+                return None  # already as recorded
+            if change.had:
+                set_path(obj, change.path, change.before)
+            else:
+                cut = change.missing_from if change.missing_from >= 0 else len(change.path) - 1
+                del_path(obj, change.path[: cut + 1])
+            if mark == change.run_id:
+                if change.annotation_before is None:
+                    annotations.pop(ANNOTATION_RUN, None)
+                else:
+                    annotations[ANNOTATION_RUN] = change.annotation_before
+                if annotations:
+                    obj["metadata"]["annotations"] = annotations
+                else:  # absent and empty are the same to the API; absent is what was read
+                    obj["metadata"].pop("annotations", None)
+            return obj
+
+        stored = api.update(kind, change.namespace or None, change.name, restore)
+        if stored is None:
+            return f"{where}: already gone"
+        return f"{where}: {'.'.join(change.path)} restored"
+    if change.action == "create":
+        kind = change.resource
+        current = api.get(kind, change.namespace or None, change.name)
+        if current is None:
+            return f"{where}: already gone"
+        if _annotations(current).get(ANNOTATION_RUN) != change.run_id:
+            return f"{where}: no longer this run's; left alone"
+        api.delete(kind, change.namespace or None, change.name)
+        return f"{where}: deleted"
+    if change.action == "scale":
+        if api.get(DEPLOYMENT, change.namespace, change.name) is None:
+            return f"{where}: already gone"
+        api.scale(change.namespace, change.name, int(change.before))
+        return f"{where}: scaled back to {int(change.before)}"
+    if change.action == "runtime":
+        if api.get(POD, change.namespace, change.name) is None:
+            return f"{where}: pod gone (its proxy took the runtime overrides with it)"
+        if pod_exec is None:
+            raise PlatformError(f"{where}: no port-forward access to clear the runtime keys")
+        query = urllib.parse.urlencode(dict(change.undo_values))
+        pod_exec.http(
+            change.namespace, change.name, change.port, "POST", f"/runtime_modify?{query}", 5.0
+        )
+        return f"{where}: runtime keys cleared"
+    return f"{where}: {change.action}: nothing to undo"
+
+
+__all__ = [
+    "LEDGER_FILE",
+    "Change",
+    "ChangeLedger",
+    "ClusterWriter",
+    "LedgerHeader",
+    "PlannedCall",
+    "ledger_headers",
+    "mark_done",
+    "pending_changes",
+    "read_ledger",
+    "undo_change",
+]

@@ -1,0 +1,271 @@
+"""The Kubernetes platform: the same experiments on a kind cluster (``platform: kubernetes``).
+
+``cluster up`` deploys the demo workload once per setup (namespaces ``sc-sidecar``,
+``sc-mesh``, ``sc-ambient``); :meth:`KubernetesPlatform.start` does not deploy, it
+finds that workload, waits for it to be ready, and yields a
+:class:`~.topology.KubeTopology` whose fault ops write through a change ledger in
+the run directory. Leaving ``start`` undoes whatever a fault left applied; ``clean``
+does the same from the ledger after a runner died.
+
+Safety: a kube context that is not a kind cluster (``kind-...``) is refused unless
+it is named by ``allow_context`` (``--allow-context``, or the environment variable
+``SIDECAR_CHAOS_ALLOW_CONTEXT``); nothing is written in ``kube-system`` (the API
+adapter refuses it); in ``istio-system`` only istiod's scale and ztunnel, which the
+faults name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from chaos.errors import InputError, PlatformError, StartupError
+from chaos.platforms.base import Problem, RunningTopology, StartOptions, Workload
+from chaos.platforms.kubernetes import names
+from chaos.platforms.kubernetes.api import (
+    DEPLOYMENT,
+    NAMESPACE,
+    KubeApi,
+    KubePodExec,
+    PodExec,
+)
+from chaos.platforms.kubernetes.changes import (
+    ChangeLedger,
+    ClusterWriter,
+    LedgerHeader,
+    ledger_headers,
+    mark_done,
+    pending_changes,
+    undo_change,
+)
+from chaos.platforms.kubernetes.faultops import ISTIOD, KubeFaultOps, demo_workload
+from chaos.platforms.kubernetes.topology import KubeTopology
+from chaos.rundir.journal import JournalEntry, JsonValue
+from chaos.spec import Experiment, Setup
+
+ALLOW_CONTEXT_ENV = "SIDECAR_CHAOS_ALLOW_CONTEXT"
+CONTEXT_ENV = "SIDECAR_CHAOS_KUBE_CONTEXT"
+INGRESS_ENV = "SIDECAR_CHAOS_KUBE_INGRESS"
+#: ``cluster up``'s state directory (its CA is in ``ca/`` there).
+KIND_DIR_ENV = "SIDECAR_CHAOS_KIND_DIR"
+
+PodExecFactory = Callable[[KubeApi], PodExec]
+
+
+def check_context(context: str, allow: str | None) -> None:
+    """Refuse a context that is not a kind cluster, unless it is the one allowed."""
+    if context.startswith("kind-") or (allow is not None and context == allow):
+        return
+    raise InputError(
+        f"kube context {context!r} is not a kind cluster (kind-...); the tool injects faults "
+        f"there only with --allow-context {context}"
+    )
+
+
+class KubernetesPlatform:
+    """:class:`~chaos.platforms.base.Platform` on a Kubernetes cluster (kind by default)."""
+
+    def __init__(
+        self,
+        *,
+        kubeconfig: Path | None = None,
+        context: str | None = None,
+        allow_context: str | None = None,
+        pod_exec: PodExecFactory | None = None,
+        ready_timeout_s: float = 180.0,
+        rollout_timeout_s: float = 120.0,
+        watch_timeout_s: int = 5,
+        ingress_url: str | None = None,
+        ca_dir: Path | None = None,
+    ) -> None:
+        self.kubeconfig = kubeconfig
+        self.context = context or os.environ.get(CONTEXT_ENV) or None
+        self.allow_context = allow_context or os.environ.get(ALLOW_CONTEXT_ENV) or None
+        self._pod_exec: PodExecFactory = pod_exec or KubePodExec
+        self.ready_timeout_s = ready_timeout_s
+        self.rollout_timeout_s = rollout_timeout_s
+        #: How long one watch request lasts (and so how long leaving ``start`` may wait).
+        self.watch_timeout_s = watch_timeout_s
+        #: Where the engine's traffic enters (default: the frontend Service's in-cluster URL;
+        #: a loopback port-forward for Locust on this machine).
+        self.ingress_url = ingress_url or os.environ.get(INGRESS_ENV) or None
+        #: The CA ``cluster up`` issued the sidecars' certificates with (cert-expiry).
+        kind_dir = os.environ.get(KIND_DIR_ENV)
+        self.ca_dir = ca_dir or (Path(kind_dir) / "ca" if kind_dir else None)
+
+    @property
+    def name(self) -> str:
+        return "kubernetes"
+
+    @property
+    def setups(self) -> tuple[Setup, ...]:
+        return (Setup.SIDECAR, Setup.MESH, Setup.AMBIENT)
+
+    def workload(self, setup: Setup) -> Workload:
+        return demo_workload(names.Setup(setup.value))
+
+    def validate(self, experiment: Experiment) -> list[Problem]:
+        problems: list[Problem] = []
+        for index, setup in enumerate(experiment.setups):
+            if setup not in {s.value for s in self.setups}:
+                problems.append(Problem(("setups", index), f"no setup {setup!r} on kubernetes"))
+        return problems
+
+    # -- connecting ----------------------------------------------------------------------
+
+    def connect(self, *, kubeconfig: Path | None = None, context: str | None = None) -> KubeApi:
+        """A client for the configured context, after the kind-only guard."""
+        api = KubeApi.from_kubeconfig(kubeconfig or self.kubeconfig, context or self.context)
+        try:
+            check_context(api.context, self.allow_context)
+        except InputError:
+            api.close()
+            raise
+        return api
+
+    # -- a run ---------------------------------------------------------------------------
+
+    def start(
+        self, setup: Setup, options: StartOptions
+    ) -> contextlib.AbstractContextManager[RunningTopology]:
+        return self._start(setup, options)
+
+    @contextlib.contextmanager
+    def _start(self, setup: Setup, options: StartOptions) -> Iterator[RunningTopology]:
+        kube_setup = names.Setup(setup.value)
+        namespace = names.namespace_of(kube_setup)
+        begun = time.monotonic()
+        api = self.connect()
+        try:
+            if api.get(NAMESPACE, None, namespace) is None:
+                raise InputError(
+                    f"namespace {namespace} not found in context {api.context}: "
+                    "run `sidecar-chaos cluster up` first"
+                )
+            workload = demo_workload(kube_setup)
+            self._wait_ready(api, namespace, workload)
+            run_id = options.run_marker or options.run_dir.name
+            kubeconfig = str(self.kubeconfig or os.environ.get("KUBECONFIG", ""))
+            ledger = ChangeLedger(
+                options.run_dir, LedgerHeader(run_id, api.context, kubeconfig), options.record
+            )
+            writer = ClusterWriter(api, self._pod_exec(api), ledger, run_id)
+            ops = KubeFaultOps(
+                kube_setup,
+                workload,
+                writer,
+                rollout_timeout_s=self.rollout_timeout_s,
+                ca_dir=self.ca_dir,
+            )
+            record: dict[str, JsonValue] = {
+                "platform": self.name,
+                "context": api.context,
+                "kubeconfig": kubeconfig,
+                "namespace": namespace,
+                "run_id": run_id,
+                "ledger": ledger.path.name,
+            }
+            topology = KubeTopology(
+                kube_setup,
+                workload,
+                api,
+                ops,
+                startup_s=time.monotonic() - begun,
+                record=record,
+                watch_timeout_s=self.watch_timeout_s,
+                ingress_url=self.ingress_url,
+            )
+            topology.start()
+            try:
+                yield topology
+            except BaseException as exc:
+                topology.close()
+                try:
+                    writer.undo_all()
+                except PlatformError as undo:
+                    # The window's own error stays the one raised; what could not be
+                    # undone stays in the ledger for `clean`, and the error says so.
+                    exc.add_note(f"also, leaving the topology: {undo} (run `clean`)")
+                raise
+            else:
+                topology.close()
+                # A fault's own revert normally did this already; this catches the rest.
+                writer.undo_all()
+        finally:
+            api.close()
+
+    def _wait_ready(self, api: KubeApi, namespace: str, workload: Workload) -> None:
+        deadline = time.monotonic() + self.ready_timeout_s
+        missing: list[str] = []
+        while time.monotonic() < deadline:
+            pods = api.list_pods(namespace, {names.LABEL_MANAGED_BY: names.MANAGED_BY})
+            ready = {
+                names.deployment_name(p.labels.get(names.LABEL_APP, ""), int(r))
+                for p in pods
+                if p.ready and not p.deleting and (r := p.labels.get(names.LABEL_REPLICA))
+            }
+            missing = [p.name for p in workload.pods if p.name not in ready]
+            if not missing:
+                return
+            time.sleep(0.5)
+        raise StartupError(
+            f"{namespace}: pods not ready after {self.ready_timeout_s:g} s: {', '.join(missing)}"
+        )
+
+    def plan_ops(self, setup: Setup) -> KubeFaultOps:
+        kube_setup = names.Setup(setup.value)
+        writer = ClusterWriter(None, None, None, "dry-run", dry_run=True)
+        return KubeFaultOps(kube_setup, demo_workload(kube_setup), writer)
+
+    def versions(self) -> dict[str, str]:
+        found = {"envoy (plain sidecar image)": names.ENVOY_IMAGE}
+        try:
+            api = self.connect()
+        except (InputError, PlatformError) as exc:
+            return {**found, "kubernetes": f"unknown ({exc})"}
+        try:
+            found["kubernetes"] = api.server_version()
+            istiod = api.get(DEPLOYMENT, names.ISTIO_NAMESPACE, ISTIOD)
+            if istiod is not None:
+                image = _first_image(istiod)
+                found["istio"] = image.rsplit(":", 1)[-1] if ":" in image else image
+        except PlatformError as exc:
+            found.setdefault("kubernetes", f"unknown ({exc})")
+        finally:
+            api.close()
+        return found
+
+    # -- after a dead runner -------------------------------------------------------------
+
+    def clean(self, run_dir: Path, entries: Sequence[JournalEntry]) -> list[str]:
+        """Undo every recorded change not undone, newest first; lines saying what."""
+        pending = pending_changes(run_dir, entries)
+        if not pending:
+            return ["kubernetes: nothing to undo (every change was reverted)"]
+        headers = ledger_headers(run_dir)
+        header = headers[-1] if headers else None
+        api = self.connect(
+            kubeconfig=Path(header.kubeconfig) if header and header.kubeconfig else None,
+            context=(header.context or None) if header else None,
+        )
+        lines: list[str] = []
+        try:
+            pod_exec = self._pod_exec(api)
+            for where, change in reversed(pending):
+                lines.append(f"kubernetes: {undo_change(api, pod_exec, change)}")
+                mark_done(where, change)
+        finally:
+            api.close()
+        return lines
+
+
+def _first_image(deployment: dict[str, Any]) -> str:
+    containers = deployment.get("spec", {}).get("template", {}).get("spec", {}).get("containers")
+    return str((containers or [{}])[0].get("image", ""))
+
+
+__all__ = ["ALLOW_CONTEXT_ENV", "KubernetesPlatform", "check_context"]

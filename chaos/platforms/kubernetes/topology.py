@@ -1,0 +1,205 @@
+"""One setup's workload on a cluster, as the engine sees it while a window runs.
+
+Pods come from the API (the demo's Deployments, found by label), events from a
+watch on the namespace's pods (a restart count that rises is ``restarted``, a
+Ready condition that flips is ``ready``/``unready``, a new or deleted pod is
+``started``/``stopped``), counters from each proxy's admin ``/stats`` through
+:class:`~.api.PodExec` plus the restart counts of the pods' status.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from chaos.errors import PlatformError
+from chaos.platforms.base import Event, EventCallback, EventKind, FaultOps, Pod, Workload
+from chaos.platforms.kubernetes import names
+from chaos.platforms.kubernetes.api import POD, KubeApi, PodState
+from chaos.platforms.kubernetes.faultops import KubeFaultOps
+from chaos.rundir.counters import CounterSample
+from chaos.rundir.journal import JsonValue
+
+#: The Envoy counters the analysis reads (as on the local platform).
+COUNTER_SUFFIXES = (
+    ".upstream_rq_retry",
+    ".ssl.fail_verify_error",
+    ".ssl.connection_error",
+    ".ssl.fail_verify_san",
+    ".ssl.fail_verify_no_cert",
+    ".ejections_enforced_total",
+    ".upstream_cx_connect_fail",
+)
+
+
+def workload_name(pod: PodState) -> str:
+    """The neutral name of a live pod: its Deployment's ``<service>-<replica>``."""
+    service = pod.labels.get(names.LABEL_APP)
+    replica = pod.labels.get(names.LABEL_REPLICA)
+    if service is None or replica is None:
+        return pod.name
+    return names.deployment_name(service, int(replica))
+
+
+class KubeTopology:
+    """:class:`~chaos.platforms.base.RunningTopology` of one setup's namespace."""
+
+    def __init__(
+        self,
+        setup: Any,
+        workload: Workload,
+        api: KubeApi,
+        ops: KubeFaultOps,
+        *,
+        startup_s: float,
+        record: dict[str, JsonValue],
+        watch_timeout_s: int = 5,
+        ingress_url: str | None = None,
+    ) -> None:
+        self._setup = setup
+        self._workload = workload
+        self._api = api
+        self._ops = ops
+        self._startup_s = startup_s
+        self._record = record
+        self._watch_timeout_s = watch_timeout_s
+        self._ingress_url = ingress_url
+        self._callbacks: list[EventCallback] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._known: dict[str, PodState] = {}
+        self._thread = threading.Thread(target=self._watch, name="kube-pod-watch", daemon=True)
+
+    # -- RunningTopology -----------------------------------------------------------------
+
+    @property
+    def setup(self) -> Any:
+        return self._setup
+
+    @property
+    def pods(self) -> tuple[Pod, ...]:
+        return self._workload.pods
+
+    @property
+    def ingress_url(self) -> str:
+        """The frontend Service's in-cluster URL (traffic inside the cluster), or as configured."""
+        if self._ingress_url:
+            return self._ingress_url
+        return f"http://{names.service_host('frontend', self._setup)}:{names.APP_PORT}"
+
+    @property
+    def token_url(self) -> str | None:
+        return None
+
+    @property
+    def startup_s(self) -> float:
+        return self._startup_s
+
+    @property
+    def ops(self) -> FaultOps:
+        return self._ops
+
+    def journal_record(self) -> dict[str, JsonValue]:
+        return dict(self._record)
+
+    def subscribe(self, callback: EventCallback) -> Callable[[], None]:
+        with self._lock:
+            self._callbacks.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._callbacks:
+                    self._callbacks.remove(callback)
+
+        return unsubscribe
+
+    def read_counters(self) -> list[CounterSample]:
+        samples: list[CounterSample] = []
+        container = self._ops.proxy_container()
+        pods = [p for p in self._api.list_pods(self._ops.namespace) if not p.deleting]
+        for pod in pods:
+            now = time.monotonic()
+            proxy = f"{workload_name(pod)}/{container}"
+            samples.append(CounterSample(now, proxy, "restarts", float(pod.restarts(container))))
+            try:
+                stats = self._ops.stats(pod, COUNTER_SUFFIXES)
+            except (PlatformError, ValueError):
+                continue  # down or restarting: no reading now
+            samples += [CounterSample(now, proxy, k, float(v)) for k, v in stats.items()]
+        return samples
+
+    def recorded_writes(self) -> list[str]:
+        # The demo service records its writes in the pod's files; not collected here yet.
+        return []
+
+    # -- the watch -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """List the pods once (the baseline), then watch them in a thread."""
+        for pod in self._api.list_pods(self._ops.namespace):
+            self._known[pod.name] = pod
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self._watch_timeout_s + 5.0)
+
+    def _emit(self, event: Event) -> None:
+        with self._lock:
+            callbacks = list(self._callbacks)
+        for callback in callbacks:
+            callback(event)
+
+    def _watch(self) -> None:
+        version: str | None = None
+        while not self._stop.is_set():
+            try:
+                if version is None:
+                    listed = self._api.request("GET", POD.path(self._ops.namespace))
+                    version = str(listed.get("metadata", {}).get("resourceVersion", "")) or None
+                for event in self._api.watch(
+                    POD,
+                    self._ops.namespace,
+                    resource_version=version,
+                    timeout_s=self._watch_timeout_s,
+                ):
+                    version = str(event.object.get("metadata", {}).get("resourceVersion", version))
+                    self._on_change(event.type, PodState.of(event.object))
+                    if self._stop.is_set():
+                        return
+            except PlatformError:
+                version = None  # relist and watch again
+                self._stop.wait(1.0)
+
+    def _on_change(self, kind: str, pod: PodState) -> None:
+        subject = workload_name(pod)
+        before = self._known.get(pod.name)
+        if kind == "DELETED":
+            self._known.pop(pod.name, None)
+            self._emit(Event.now(EventKind.STOPPED, subject, f"pod {pod.name} deleted"))
+            return
+        self._known[pod.name] = pod
+        if before is None:
+            self._emit(Event.now(EventKind.STARTED, subject, f"pod {pod.name}"))
+            if pod.ready:
+                self._emit(Event.now(EventKind.READY, subject, f"pod {pod.name}"))
+            return
+        for container in pod.containers:
+            previous = before.container(container.name)
+            if previous is not None and container.restarts > previous.restarts:
+                self._emit(
+                    Event.now(
+                        EventKind.RESTARTED,
+                        subject,
+                        f"{pod.name}/{container.name} restart {container.restarts}",
+                    )
+                )
+        if pod.ready != before.ready:
+            kind_ = EventKind.READY if pod.ready else EventKind.UNREADY
+            self._emit(Event.now(kind_, subject, f"pod {pod.name}"))
+
+
+__all__ = ["COUNTER_SUFFIXES", "KubeTopology", "workload_name"]
