@@ -35,7 +35,7 @@ from pathlib import Path
 
 from chaos.rundir import REPORT_FILE, SAMPLES_DIR
 from chaos.rundir.journal import read_journal
-from chaos.rundir.samples import load_samples
+from chaos.rundir.samples import DROPPED, load_samples
 from chaos.traffic.config import SENT_FILE
 
 #: The experiment the soak runs; ``{...}`` are filled from the options.
@@ -277,7 +277,10 @@ def run_soak(
         else []
     )
     samples_root = run_dir / SAMPLES_DIR
-    recorded = len(load_samples(run_dir)) if samples_root.is_dir() else 0
+    # DROPPED rows (open-loop requests never sent) are no request Locust counted
+    recorded = (
+        int((load_samples(run_dir)["error_kind"] != DROPPED).sum()) if samples_root.is_dir() else 0
+    )
     result = SoakResult(
         minutes=plan.minutes,
         crashes=plan.crashes,

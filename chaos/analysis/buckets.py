@@ -19,6 +19,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from chaos.analysis.model import split_dropped
+
 #: Columns of a bucket frame, in order.
 BUCKET_COLUMNS: tuple[str, ...] = (
     "t",
@@ -169,7 +171,7 @@ def bucketize(
     """
     if width_s <= 0:
         raise ValueError("width_s must be positive")
-    t, latency, failed = sample_arrays(samples)
+    t, latency, failed = sample_arrays(split_dropped(samples)[0])
     if start is None or stop is None:
         if len(t) == 0:
             return pd.DataFrame({c: pd.Series(dtype="float64") for c in BUCKET_COLUMNS})

@@ -20,7 +20,7 @@ import pandas as pd
 
 from chaos.errors import InputError
 from chaos.rundir.columns import SampleColumns
-from chaos.rundir.samples import ERROR_KINDS, OK, SAMPLE_COLUMNS, SAMPLE_DTYPES
+from chaos.rundir.samples import DROPPED, ERROR_KINDS, OK, SAMPLE_COLUMNS, SAMPLE_DTYPES
 
 if TYPE_CHECKING:
     from chaos.analysis.hypotheses import DecisionSet
@@ -30,6 +30,12 @@ if TYPE_CHECKING:
 # ``latency_ms`` is its duration, so the request was in flight over
 # ``[t, t + latency_ms / 1000]``. Recording the start (not the completion) makes a
 # request that hangs until a timeout count at the moment the trouble began.
+# Under open-loop load ``t`` is the scheduled start and ``latency_ms`` runs from it, so
+# a driver that sent late does not hide the wait; DROPPED rows (never sent) are split
+# off by :func:`split_dropped` and counted apart.
+
+#: Columns the analysis can do without (run directories written before they existed).
+OPTIONAL_COLUMNS: frozenset[str] = frozenset({"send_lag_ms"})
 
 #: The kind of value each column must hold, from its dtype in the contract.
 _COLUMN_KINDS: dict[str, str] = {
@@ -49,10 +55,12 @@ def validate_samples(samples: pd.DataFrame) -> None:
     Checks the columns and their kinds, that times and latencies are finite, that
     latencies are not negative and that every ``error_kind`` is known.
     """
-    missing = [c for c in SAMPLE_COLUMNS if c not in samples.columns]
+    missing = [c for c in SAMPLE_COLUMNS if c not in samples.columns and c not in OPTIONAL_COLUMNS]
     if missing:
         raise InputError(f"samples lack columns: {', '.join(missing)}")
     for name, kind in _COLUMN_KINDS.items():
+        if name not in samples.columns:
+            continue
         column = samples[name]
         ok = {
             "float": pd.api.types.is_numeric_dtype(column)
@@ -70,7 +78,7 @@ def validate_samples(samples: pd.DataFrame) -> None:
         raise InputError("samples have missing t or latency_ms values")
     if (latency < 0).any():
         raise InputError("samples have negative latency_ms values")
-    unknown = set(samples["error_kind"].unique()) - {OK, *ERROR_KINDS}
+    unknown = set(samples["error_kind"].unique()) - {OK, DROPPED, *ERROR_KINDS}
     if unknown:
         raise InputError(f"samples have unknown error kinds: {sorted(map(str, unknown))}")
 
@@ -80,7 +88,7 @@ def validate_columns(columns: SampleColumns) -> None:
 
     The checks of :func:`validate_samples`, on arrays: finite times and latencies,
     no negative latency, only known error kinds (checked on the names in use, not
-    per row).
+    per row; DROPPED included).
     """
     if len(columns) == 0:
         return
@@ -89,9 +97,41 @@ def validate_columns(columns: SampleColumns) -> None:
     if (columns.latency_ms < 0).any():
         raise InputError("samples have negative latency_ms values")
     used = np.bincount(columns.coded("error_kind"), minlength=len(columns.names)) > 0
-    unknown = {str(n) for n in columns.names[used]} - {OK, *ERROR_KINDS}
+    unknown = {str(n) for n in columns.names[used]} - {OK, DROPPED, *ERROR_KINDS}
     if unknown:
         raise InputError(f"samples have unknown error kinds: {sorted(unknown)}")
+
+
+def split_dropped(samples: pd.DataFrame) -> tuple[pd.DataFrame, npt.NDArray[np.float64]]:
+    """The requests that were sent, and the scheduled times of the DROPPED ones (sorted).
+
+    A dropped request never reached the system under test: it is neither a failure
+    nor a latency, only the driver's shortfall against its schedule.
+    """
+    kinds = samples["error_kind"].to_numpy(dtype=object)
+    dropped = kinds == DROPPED
+    if not dropped.any():
+        return samples, np.empty(0, dtype=np.float64)
+    times = np.sort(samples["t"].to_numpy(dtype=np.float64)[dropped])
+    return samples[~dropped], times
+
+
+def split_dropped_columns(
+    columns: SampleColumns,
+) -> tuple[SampleColumns, npt.NDArray[np.float64]]:
+    """:func:`split_dropped` on columns: the sent requests, and the DROPPED ones' times.
+
+    Copies the columns only when some request was dropped (open-loop load whose cap
+    was reached); otherwise ``columns`` comes back as it is.
+    """
+    code = columns.code_of(DROPPED)
+    if code is None:
+        return columns, np.empty(0, dtype=np.float64)
+    dropped = columns.coded("error_kind") == code
+    if not dropped.any():
+        return columns, np.empty(0, dtype=np.float64)
+    times = np.sort(columns.t[dropped])
+    return columns.take(~dropped), times
 
 
 @dataclass(frozen=True)
@@ -238,6 +278,9 @@ class FaultResult:
     writes_duplicated: int | None
     counters: CounterDeltas
     errors_by_kind: dict[str, int]
+    #: Requests the open-loop schedule called for in the window that the driver could
+    #: not send (its concurrency cap was full); not in ``total_requests``.
+    dropped_requests: int = 0
 
     @property
     def setup(self) -> str:

@@ -83,6 +83,7 @@ def run_to_dict(r: FaultResult) -> dict[str, object]:
         "writes_duplicated": r.writes_duplicated,
         "counters": asdict(r.counters),
         "errors_by_kind": dict(r.errors_by_kind),
+        "dropped_requests": r.dropped_requests,
         "window": {
             "inject_t": w.inject_t,
             "revert_t": w.revert_t,
@@ -144,6 +145,7 @@ def run_from_dict(d: Mapping[str, Any]) -> FaultResult:
             by_counter={str(k): int(v) for k, v in counters["by_counter"].items()},
         ),
         errors_by_kind={str(k): int(v) for k, v in d["errors_by_kind"].items()},
+        dropped_requests=int(d.get("dropped_requests", 0)),
     )
 
 

@@ -62,6 +62,8 @@ from chaos.analysis.model import (
     FaultWindow,
     RecordedWrites,
     SteadyState,
+    split_dropped,
+    split_dropped_columns,
     validate_columns,
     validate_samples,
 )
@@ -76,14 +78,17 @@ class SampleSet:
 
     Built from a samples frame or, at scale, from :class:`SampleColumns` as
     :func:`chaos.rundir.columns.load_columns` reads them (no Python object per row).
+    DROPPED rows (open-loop requests never sent) are taken out of both: their
+    scheduled times are kept in ``dropped_t`` (sorted), to be counted apart.
     """
 
     def __init__(self, samples: pd.DataFrame | SampleColumns) -> None:
         if isinstance(samples, SampleColumns):
             validate_columns(samples)
-            columns = samples
+            columns, self.dropped_t = split_dropped_columns(samples)
         else:
             validate_samples(samples)
+            samples, self.dropped_t = split_dropped(samples)
             if not samples["t"].is_monotonic_increasing:
                 samples = samples.sort_values("t", kind="stable")
             columns = SampleColumns.from_frame(samples)
@@ -323,6 +328,9 @@ def measure_window(
         writes_duplicated=duplicated,
         counters=counter_deltas(counters, w) if counters is not None else CounterDeltas(),
         errors_by_kind=s.errors_by_kind(in_window),
+        dropped_requests=int(
+            np.searchsorted(s.dropped_t, w.end_t) - np.searchsorted(s.dropped_t, w.inject_t)
+        ),
     )
 
 

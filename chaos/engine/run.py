@@ -355,6 +355,8 @@ class Engine:
             token_url=topology.token_url,
             token_refresh_s=TOKEN_REFRESH_S,
             workers=self.options.workers,
+            mode=traffic.mode,
+            max_in_flight=traffic.max_in_flight,
             extra_env=((RUN_MARKER_ENV, self.marker),),
         )
 

@@ -170,6 +170,10 @@ def _row(
     for r in mine:  # every window, aborted ones too: the same failures results.json counts
         for k, v in r.errors_by_kind.items():
             kinds[k] = kinds.get(k, 0) + v
+    dropped = sum(r.dropped_requests for r in measured)
+    errors = ", ".join(f"{k} {v:,}" for k, v in sorted(kinds.items()) if v) or "none"
+    if dropped:
+        errors += f"; not sent (the driver's in-flight cap was full): {dropped:,}"
     est = summary.time_to_recover_s if summary else None
     counters = [r.counters for r in measured]
     return SetupRow(
@@ -191,7 +195,7 @@ def _row(
         ejections=_num(_median([c.ejections for c in counters])),
         connect_failures=_num(_median([c.connect_failures for c in counters])),
         restarts=_num(_median([c.restarts for c in counters])),
-        errors_by_kind=", ".join(f"{k} {v:,}" for k, v in sorted(kinds.items()) if v) or "none",
+        errors_by_kind=errors,
     )
 
 
@@ -207,7 +211,7 @@ def _cdf_quantiles(run: RunData) -> dict[tuple[str, str], np.ndarray]:
     """Latency quantiles per (fault, setup) over injection..window end, from the samples."""
     if not run.runs:
         return {}  # every window broke: maybe no sample was ever written
-    t, latency = load_latencies(samples_dir(run.run_dir))
+    t, latency = load_latencies(samples_dir(run.run_dir))  # without DROPPED rows: no latency
     parts: dict[tuple[str, str], list[np.ndarray]] = {}
     for r in run.runs:
         lo, hi = np.searchsorted(t, [r.window.inject_t, r.window.end_t])

@@ -11,6 +11,11 @@ def method_paragraphs(decided: DecisionSet | None) -> list[str]:
         "Time to recover counts from the revert (from injection for faults that heal by "
         "themselves, such as a crash) until the error rate and p95 stay within the steady "
         "state for the hold period. Medians carry percentile bootstrap 95 % intervals.",
+        "Load is open-loop unless the experiment says mode: closed: requests start on "
+        "schedule at the configured arrival rate whatever the responses do, and latency "
+        "counts from the scheduled start, so a slow system cannot lower the load it is "
+        "measured under. A request due while the driver's in-flight cap was full is "
+        "counted as not sent, apart from the errors.",
     ]
     if decided is None:
         out.append(

@@ -4,14 +4,17 @@ A samples file is a sequence of chunks, each written with one ``write()`` to an
 ``O_APPEND`` file, so a crash leaves at most one partial chunk at the end, which
 readers ignore. A chunk::
 
-    header  <4s I I I I>   magic b"CHS1", rows, body length, raw length, crc32(body)
+    header  <4s I I I I>   magic b"CHS2", rows, body length, raw length, crc32(body)
     body    zlib(raw)
     raw     u32 n + JSON list of the chunk's strings (index 0 is always "")
-            t f8[rows] | latency_ms f8[rows] | status i4[rows]
+            t f8[rows] | latency_ms f8[rows] | send_lag_ms f8[rows] | status i4[rows]
             endpoint u4[rows] | method u4[rows] | error_kind u4[rows] | write_id u4[rows]
 
 String columns are indexes into the chunk's own string list, so every chunk can be
-read alone. Only numpy and the standard library here: the writer runs in the Locust
+read alone. Chunks written before open-loop load (magic b"CHS1") have no
+``send_lag_ms``; they read with a lag of 0 (their requests were sent when started).
+
+Only numpy and the standard library here: the writer runs in the Locust
 process, the reader in the main one.
 """
 
@@ -31,11 +34,14 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-MAGIC: Final = b"CHS1"
+MAGIC: Final = b"CHS2"
+#: The format before ``send_lag_ms``; still read.
+MAGIC_V1: Final = b"CHS1"
 SUFFIX: Final = ".chs"
 _HEAD = struct.Struct("<4sIIII")
 _U32 = struct.Struct("<I")
-_NUMERIC = (("t", "<f8"), ("latency_ms", "<f8"), ("status", "<i4"))
+_NUMERIC = (("t", "<f8"), ("latency_ms", "<f8"), ("send_lag_ms", "<f8"), ("status", "<i4"))
+_NUMERIC_V1 = (("t", "<f8"), ("latency_ms", "<f8"), ("status", "<i4"))
 _CODED = ("endpoint", "method", "error_kind", "write_id")
 DEFAULT_MAX_ROWS: Final = 1000
 DEFAULT_MAX_AGE_S: Final = 0.25
@@ -47,6 +53,7 @@ class Chunk:
 
     t: npt.NDArray[np.float64]
     latency_ms: npt.NDArray[np.float64]
+    send_lag_ms: npt.NDArray[np.float64]
     status: npt.NDArray[np.int32]
     endpoint: npt.NDArray[np.object_]
     method: npt.NDArray[np.object_]
@@ -58,13 +65,19 @@ class Chunk:
 
 
 def encode_chunk(
-    t: list[float],
-    latency_ms: list[float],
-    status: list[int],
+    t: Sequence[float],
+    latency_ms: Sequence[float],
+    status: Sequence[int],
     strings: dict[str, list[str]],
+    send_lag_ms: Sequence[float] | None = None,
 ) -> bytes:
-    """One chunk from equal-length columns (``strings`` holds the four string columns)."""
+    """One chunk from equal-length columns (``strings`` holds the four string columns).
+
+    ``send_lag_ms`` defaults to zeros (requests sent when they were due).
+    """
     rows = len(t)
+    if send_lag_ms is None:
+        send_lag_ms = [0.0] * rows
     table: dict[str, int] = {"": 0}
     coded: list[bytes] = []
     for name in _CODED:
@@ -72,7 +85,7 @@ def encode_chunk(
         if len(codes) != rows:
             raise ValueError(f"column {name} has {len(codes)} rows, expected {rows}")
         coded.append(np.asarray(codes, dtype="<u4").tobytes())
-    numeric: tuple[Sequence[float], ...] = (t, latency_ms, status)
+    numeric: tuple[Sequence[float], ...] = (t, latency_ms, send_lag_ms, status)
     for (name, _), values in zip(_NUMERIC, numeric, strict=True):
         if len(values) != rows:
             raise ValueError(f"column {name} has {len(values)} rows, expected {rows}")
@@ -85,25 +98,29 @@ def encode_coded_chunk(
     status: npt.NDArray[np.integer],
     codes: Sequence[npt.NDArray[np.integer]],
     names: Sequence[str],
+    send_lag_ms: npt.NDArray[np.float64] | None = None,
 ) -> bytes:
     """One chunk from arrays whose four string columns are already indexes into ``names``.
 
     ``codes`` holds the endpoint, method, error_kind and write_id columns, in that
     order; ``names[0]`` must be ``""``. For writers that build columns with numpy
     (synthetic runs at benchmark scale) instead of one row at a time.
+    ``send_lag_ms`` defaults to zeros (requests sent when they were due).
     """
     rows = len(t)
     if not names or names[0] != "":
         raise ValueError('names[0] must be ""')
-    if len(codes) != len(_CODED) or any(len(c) != rows for c in (latency_ms, status, *codes)):
+    lag = np.zeros(rows, dtype=np.float64) if send_lag_ms is None else send_lag_ms
+    if len(codes) != len(_CODED) or any(len(c) != rows for c in (latency_ms, lag, status, *codes)):
         raise ValueError(f"every column needs {rows} rows, and there are four coded columns")
     coded = [np.asarray(c, dtype="<u4").tobytes() for c in codes]
-    return _frame(rows, list(names), [t, latency_ms, status], coded)
+    return _frame(rows, list(names), [t, latency_ms, lag, status], coded)
 
 
 def _frame(
     rows: int, names: list[str], numeric: Sequence[npt.NDArray[np.generic]], coded: list[bytes]
 ) -> bytes:
+    """A current-version (``MAGIC``) chunk: numeric columns in ``_NUMERIC`` order."""
     table = json.dumps(names, separators=(",", ":")).encode()
     parts = [_U32.pack(len(table)), table]
     for (_, dtype), values in zip(_NUMERIC, numeric, strict=True):
@@ -119,11 +136,13 @@ class CodedChunk:
     """One chunk's columns as read-only views into its raw bytes; strings still coded.
 
     ``codes`` holds endpoint, method, error_kind and write_id, each an index into
-    ``names`` (whose first entry is ``""``).
+    ``names`` (whose first entry is ``""``). ``send_lag_ms`` is zeros for a
+    ``MAGIC_V1`` chunk (written before the column existed).
     """
 
     t: npt.NDArray[np.float64]
     latency_ms: npt.NDArray[np.float64]
+    send_lag_ms: npt.NDArray[np.float64]
     status: npt.NDArray[np.int32]
     codes: tuple[npt.NDArray[np.uint32], ...]
     names: list[str]
@@ -132,41 +151,49 @@ class CodedChunk:
         return len(self.t)
 
 
-def _decode_coded(rows: int, raw: bytes) -> CodedChunk:
+def _decode_coded(rows: int, raw: bytes, *, version: int) -> CodedChunk:
     (names_len,) = _U32.unpack_from(raw, 0)
     pos = _U32.size
     names = json.loads(raw[pos : pos + names_len])
     pos += names_len
-    numeric: list[npt.NDArray[np.generic]] = []
-    for _, dtype in _NUMERIC:
-        numeric.append(np.frombuffer(raw, dtype=dtype, count=rows, offset=pos))
+    numeric: dict[str, npt.NDArray[np.generic]] = {}
+    for name, dtype in _NUMERIC if version == 2 else _NUMERIC_V1:
+        numeric[name] = np.frombuffer(raw, dtype=dtype, count=rows, offset=pos)
         pos += np.dtype(dtype).itemsize * rows
+    lag = numeric.get("send_lag_ms")
     codes: list[npt.NDArray[np.uint32]] = []
     for _ in _CODED:
         codes.append(np.frombuffer(raw, dtype="<u4", count=rows, offset=pos))
         pos += 4 * rows
     return CodedChunk(
-        t=numeric[0].astype(np.float64, copy=False),
-        latency_ms=numeric[1].astype(np.float64, copy=False),
-        status=numeric[2].astype(np.int32, copy=False),
+        t=numeric["t"].astype(np.float64, copy=False),
+        latency_ms=numeric["latency_ms"].astype(np.float64, copy=False),
+        send_lag_ms=(
+            np.zeros(rows, dtype=np.float64) if lag is None else lag.astype(np.float64, copy=False)
+        ),
+        status=numeric["status"].astype(np.int32, copy=False),
         codes=tuple(codes),
         names=names,
     )
 
 
-def _decode_body(rows: int, raw: bytes) -> Chunk:
-    coded = _decode_coded(rows, raw)
+def _decode_body(rows: int, raw: bytes, *, version: int) -> Chunk:
+    coded = _decode_coded(rows, raw, version=version)
     table = np.asarray(coded.names, dtype=object)
     endpoint, method, error_kind, write_id = (table[c] for c in coded.codes)
     return Chunk(
         t=coded.t.astype(np.float64),
         latency_ms=coded.latency_ms.astype(np.float64),
+        send_lag_ms=coded.send_lag_ms.astype(np.float64),
         status=coded.status.astype(np.int32),
         endpoint=endpoint,
         method=method,
         error_kind=error_kind,
         write_id=write_id,
     )
+
+
+_VERSIONS: Final = {MAGIC: 2, MAGIC_V1: 1}
 
 
 def rows_upper_bound(data: bytes | mmap.mmap) -> int:
@@ -179,7 +206,7 @@ def rows_upper_bound(data: bytes | mmap.mmap) -> int:
     while len(data) - pos >= _HEAD.size:
         magic, rows, body_len, _, _ = _HEAD.unpack_from(data, pos)
         end = pos + _HEAD.size + body_len
-        if magic != MAGIC or end > len(data):
+        if magic not in _VERSIONS or end > len(data):
             break
         rows_total += rows
         pos = end
@@ -188,18 +215,20 @@ def rows_upper_bound(data: bytes | mmap.mmap) -> int:
 
 def iter_coded_chunks(data: bytes | mmap.mmap) -> Iterator[tuple[CodedChunk, int]]:
     """Like :func:`iter_chunks`, but the columns stay coded (no Python string per row)."""
-    for rows, raw, end in _iter_raw(data):
-        yield _decode_coded(rows, raw), end
+    for rows, raw, end, version in _iter_raw(data):
+        yield _decode_coded(rows, raw, version=version), end
 
 
-def _iter_raw(data: bytes | mmap.mmap) -> Iterator[tuple[int, bytes, int]]:
+def _iter_raw(data: bytes | mmap.mmap) -> Iterator[tuple[int, bytes, int, int]]:
+    """Rows, raw body, offset past the chunk and format version of each complete chunk."""
     pos = 0
     view = memoryview(data)
     try:
         while len(data) - pos >= _HEAD.size:
             magic, rows, body_len, raw_len, crc = _HEAD.unpack_from(data, pos)
             end = pos + _HEAD.size + body_len
-            if magic != MAGIC or end > len(data):
+            version = _VERSIONS.get(magic)
+            if version is None or end > len(data):
                 return
             body = view[pos + _HEAD.size : end]
             if zlib.crc32(body) != crc:
@@ -208,7 +237,7 @@ def _iter_raw(data: bytes | mmap.mmap) -> Iterator[tuple[int, bytes, int]]:
             del body  # no view of ``data`` may outlive the loop (an mmap must close)
             if len(raw) != raw_len:
                 return
-            yield rows, raw, end
+            yield rows, raw, end, version
             pos = end
     finally:
         view.release()
@@ -218,9 +247,10 @@ def iter_chunks(data: bytes | mmap.mmap) -> Iterator[tuple[Chunk, int]]:
     """Complete chunks in ``data`` with the offset just past each.
 
     Stops at the first incomplete or damaged chunk: that is a crash's leftover.
+    Reads both ``MAGIC`` and ``MAGIC_V1`` chunks (the latter with a lag of 0).
     """
-    for rows, raw, end in _iter_raw(data):
-        yield _decode_body(rows, raw), end
+    for rows, raw, end, version in _iter_raw(data):
+        yield _decode_body(rows, raw, version=version), end
 
 
 class ChunkTail:
@@ -276,6 +306,7 @@ class SampleWriter:
     def _reset(self) -> None:
         self._t: list[float] = []
         self._latency: list[float] = []
+        self._lag: list[float] = []
         self._status: list[int] = []
         self._strings: dict[str, list[str]] = {name: [] for name in _CODED}
         self._first_at = 0.0
@@ -295,6 +326,7 @@ class SampleWriter:
         status: int,
         error_kind: str,
         write_id: str,
+        send_lag_ms: float = 0.0,
     ) -> None:
         """Buffer one sample, writing a chunk when the buffer is full or old."""
         if self._fd is None:
@@ -304,6 +336,7 @@ class SampleWriter:
             self._first_at = now
         self._t.append(t)
         self._latency.append(latency_ms)
+        self._lag.append(send_lag_ms)
         self._status.append(status)
         self._strings["endpoint"].append(endpoint)
         self._strings["method"].append(method)
@@ -321,7 +354,7 @@ class SampleWriter:
         """Write whatever is buffered as one chunk."""
         if not self._t or self._fd is None:
             return
-        chunk = encode_chunk(self._t, self._latency, self._status, self._strings)
+        chunk = encode_chunk(self._t, self._latency, self._status, self._strings, self._lag)
         view = memoryview(chunk)
         start = os.lseek(self._fd, 0, os.SEEK_END)
         try:

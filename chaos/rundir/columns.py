@@ -4,7 +4,13 @@
 string per row and column; at 10 M rows that is gigabytes. :func:`load_columns`
 reads the same chunks into arrays allocated once (row counts come from the chunk
 headers), keeps the four string columns as ``int32`` indexes into one shared
-table of names, and sorts by ``t`` once. About 36 bytes a row.
+table of names, and sorts by ``t`` once. About 36 bytes a row, plus 8 for
+``send_lag_ms`` once a run has a lag that is not 0 (open-loop load): all-zero lag
+(closed loop, and ``CHS1`` files) stays in pages never touched.
+
+Both chunk versions read (see :mod:`chaos.rundir.chunks`). DROPPED rows (open-loop
+requests never sent) are kept by :func:`load_columns`, like ``load_samples``, for the
+analysis to count apart; :func:`load_latencies` leaves them out (they have no latency).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from chaos.rundir.chunks import iter_coded_chunks, rows_upper_bound
-from chaos.rundir.samples import OK, SAMPLE_DTYPES, sample_files
+from chaos.rundir.samples import DROPPED, OK, SAMPLE_DTYPES, sample_files
 
 #: The coded columns, in the order of :attr:`SampleColumns.codes`' rows.
 CODED_COLUMNS: Final = ("endpoint", "method", "error_kind", "write_id")
@@ -36,6 +42,8 @@ class SampleColumns:
 
     t: npt.NDArray[np.float64]
     latency_ms: npt.NDArray[np.float64]
+    #: Actual send minus scheduled start (0 for closed-loop load and ``CHS1`` files).
+    send_lag_ms: npt.NDArray[np.float64]
     status: npt.NDArray[np.int32]
     #: Shape ``(4, rows)``: endpoint, method, error_kind, write_id (see CODED_COLUMNS).
     codes: npt.NDArray[np.int32]
@@ -59,6 +67,17 @@ class SampleColumns:
         found = np.flatnonzero(self.names == name)
         return int(found[0]) if len(found) else None
 
+    def take(self, rows: npt.NDArray[np.bool_]) -> SampleColumns:
+        """The samples where ``rows`` is true (same table of names, order kept)."""
+        return SampleColumns(
+            t=self.t[rows],
+            latency_ms=self.latency_ms[rows],
+            send_lag_ms=self.send_lag_ms[rows],
+            status=self.status[rows],
+            codes=self.codes[:, rows],
+            names=self.names,
+        )
+
     def frame(self) -> pd.DataFrame:
         """The samples as :func:`chaos.rundir.samples.load_samples` returns them."""
         data: dict[str, object] = {"t": self.t}
@@ -68,6 +87,7 @@ class SampleColumns:
         data["status"] = self.status.astype(np.int64)
         for name in ("error_kind", "write_id"):
             data[name] = self.names[self.coded(name)]
+        data["send_lag_ms"] = self.send_lag_ms
         return pd.DataFrame(data).astype(SAMPLE_DTYPES)
 
     @classmethod
@@ -80,9 +100,15 @@ class SampleColumns:
         )
         codes, names = pd.factorize(strings)
         rows = len(samples)
+        lag = (
+            samples["send_lag_ms"].to_numpy(dtype=np.float64)
+            if "send_lag_ms" in samples.columns
+            else np.zeros(rows, dtype=np.float64)  # a frame from before the column
+        )
         return cls(
             t=samples["t"].to_numpy(dtype=np.float64),
             latency_ms=samples["latency_ms"].to_numpy(dtype=np.float64),
+            send_lag_ms=lag,
             status=samples["status"].to_numpy(dtype=np.int32),
             codes=codes[1:].astype(np.int32).reshape(len(CODED_COLUMNS), rows),
             names=np.asarray(names, dtype=object),
@@ -98,23 +124,29 @@ def _open(path: Path) -> mmap.mmap | bytes:
 
 def load_columns(source: str | Path | Sequence[str | Path]) -> SampleColumns:
     """All samples of a run (directory) or of the given files, ordered by ``t``."""
-    t, latency, status, codes, table = _read(source, strings=True)
+    t, latency, lag, status, codes, table = _read(source, strings=True)
     names = np.empty(len(table), dtype=object)
     names[:] = table
-    return SampleColumns(t=t, latency_ms=latency, status=status, codes=codes, names=names)
+    return SampleColumns(
+        t=t, latency_ms=latency, send_lag_ms=lag, status=status, codes=codes, names=names
+    )
 
 
 def load_latencies(
     source: str | Path | Sequence[str | Path],
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Only ``t`` and ``latency_ms`` of every sample, ordered by ``t`` (16 bytes a row)."""
-    t, latency, _, _, _ = _read(source, strings=False)
+    """Only ``t`` and ``latency_ms`` of every request sent, ordered by ``t`` (16 bytes a row).
+
+    DROPPED rows (never sent, so no latency) are left out.
+    """
+    t, latency, _, _, _, _ = _read(source, strings=False)
     return t, latency
 
 
 def _read(
     source: str | Path | Sequence[str | Path], *, strings: bool
 ) -> tuple[
+    npt.NDArray[np.float64],
     npt.NDArray[np.float64],
     npt.NDArray[np.float64],
     npt.NDArray[np.int32],
@@ -127,6 +159,9 @@ def _read(
         width = total if strings else 0
         t = np.empty(total, dtype=np.float64)
         latency = np.empty(total, dtype=np.float64)
+        # calloc'd: the pages of a lag that stays 0 are never touched (no memory held)
+        lag = np.zeros(width, dtype=np.float64)
+        any_lag = False
         status = np.empty(width, dtype=np.int32)
         codes = np.empty((len(CODED_COLUMNS), width), dtype=np.int32)
         # Every chunk's names go into one list; codes first index that list, and one
@@ -136,15 +171,29 @@ def _read(
         n = 0
         for data in files:
             for chunk, _ in iter_coded_chunks(data):
-                end = n + len(chunk)
-                t[n:end] = chunk.t
-                latency[n:end] = chunk.latency_ms
                 if strings:
+                    end = n + len(chunk)
+                    t[n:end] = chunk.t
+                    latency[n:end] = chunk.latency_ms
+                    if chunk.send_lag_ms.any():
+                        lag[n:end] = chunk.send_lag_ms
+                        any_lag = True
                     status[n:end] = chunk.status
                     offset = len(every_name)
                     every_name += chunk.names
                     for k, column in enumerate(chunk.codes):
                         np.add(column, offset, out=codes[k, n:end], casting="unsafe")
+                elif DROPPED in chunk.names:  # latencies only: a dropped row has none
+                    sent = chunk.codes[CODED_COLUMNS.index("error_kind")] != chunk.names.index(
+                        DROPPED
+                    )
+                    end = n + int(sent.sum())
+                    t[n:end] = chunk.t[sent]
+                    latency[n:end] = chunk.latency_ms[sent]
+                else:
+                    end = n + len(chunk)
+                    t[n:end] = chunk.t
+                    latency[n:end] = chunk.latency_ms
                 n = end
     finally:
         for data in files:
@@ -155,7 +204,7 @@ def _read(
     t, latency = t[:n], latency[:n]
     table = [OK]
     if strings:
-        status, codes = status[:n], codes[:, :n]
+        lag, status, codes = lag[:n], status[:n], codes[:, :n]
         unique_codes, uniques = pd.factorize(np.asarray(every_name, dtype=object))
         del every_name
         remap = unique_codes.astype(np.int32)
@@ -166,8 +215,10 @@ def _read(
         order = np.argsort(t, kind="stable")
         t, latency = t[order], latency[order]
         if strings:
+            if any_lag:
+                lag = lag[order]
             status = status[order]
             for k in range(len(CODED_COLUMNS)):  # a row at a time: one extra row in memory
                 codes[k] = codes[k][order]
         del order
-    return t, latency, status, codes, table
+    return t, latency, lag, status, codes, table

@@ -2,15 +2,26 @@
 
 One row per request (the contract with the analysis package)::
 
-    t           float64  time.monotonic() at request start (CLOCK_MONOTONIC, system-wide)
+    t           float64  time.monotonic() at request start (CLOCK_MONOTONIC, system-wide):
+                         the *scheduled* start under open-loop load, the send otherwise
     endpoint    str      endpoint name
     method      str      HTTP method
-    latency_ms  float64  request start to response end (or to the error)
+    latency_ms  float64  request start (as ``t``) to response end (or to the error): under
+                         open-loop load it includes ``send_lag_ms``, so a driver that fell
+                         behind does not hide the wait (no coordinated omission)
     status      int64    HTTP status; 0 when no response arrived
     error_kind  str      "" (OK) success, else one of ERROR_KINDS: "connect", "reset",
                          "tls", "timeout", "http" (status >= 400); see
-                         chaos.traffic.errorkind.classify
+                         chaos.traffic.errorkind.classify; or DROPPED
     write_id    str      the id a POST sent as {"id": ...}, else ""
+    send_lag_ms float64  actual send minus scheduled start (how late the driver sent it);
+                         0 for closed-loop load and for run directories written before
+                         the column existed. Latency from the send: latency_ms - send_lag_ms
+
+A DROPPED row is a request the open-loop schedule called for that was never sent,
+because the driver's concurrency cap (``max_in_flight``) was reached at its time:
+status 0, latency 0. It is the driver's shortfall, not an answer of the system
+under test, so the analysis counts it apart from failed requests.
 
 Every Locust process appends its own file ``<run>/samples/samples-<pid>-<token>.chs``
 (format in :mod:`chaos.rundir.chunks`); :func:`load_samples` concatenates them.
@@ -39,6 +50,7 @@ SAMPLE_DTYPES: Final = {
     "status": "int64",
     "error_kind": "str",
     "write_id": "str",
+    "send_lag_ms": "float64",
 }
 SAMPLE_COLUMNS: Final = tuple(SAMPLE_DTYPES)
 
@@ -46,6 +58,8 @@ SAMPLE_COLUMNS: Final = tuple(SAMPLE_DTYPES)
 OK: Final = ""
 #: Every value ``error_kind`` takes for a failed request (see chaos.traffic.errorkind).
 ERROR_KINDS: Final = ("connect", "reset", "tls", "timeout", "http")
+#: ``error_kind`` of a request the schedule called for but the driver could not send.
+DROPPED: Final = "dropped"
 
 
 def samples_dir(run_dir: Path) -> Path:
@@ -90,6 +104,7 @@ def load_samples(source: str | Path | Sequence[str | Path]) -> pd.DataFrame:
             "status": column("status", "int64"),
             "error_kind": column("error_kind", "object"),
             "write_id": column("write_id", "object"),
+            "send_lag_ms": column("send_lag_ms", "float64"),
         }
     ).astype(SAMPLE_DTYPES)
     return frame.sort_values("t", kind="stable", ignore_index=True)

@@ -46,12 +46,23 @@ class Endpoint(SpecModel):
 
 
 class Traffic(SpecModel):
-    """The load: Locust users, their spawn rate, the total request rate, and what they call."""
+    """The load: an arrival rate (or closed-loop users), its concurrency cap, what it calls.
+
+    ``mode: open`` (the default): ``rate`` requests a second start on schedule whatever
+    the responses do (no coordinated omission), at most ``max_in_flight`` (default
+    ``users``) under way; a request due while the cap is full waits for a slot up to
+    100 ms (sent late, its lag counted in its latency), then is recorded as dropped.
+    ``mode: closed``: ``users`` users each wait for their response, paced at
+    ``rate / users``, so slow responses lower the load.
+    """
 
     users: Annotated[Int, Field(ge=1, le=10_000)]
     spawn_rate: Annotated[Number, Field(gt=0, le=10_000)]
-    #: Requests per second over all users (a constant-throughput pacing).
+    #: Requests per second in all (open: the arrival rate; closed: the pacing of users).
     rate: Annotated[Number, Field(gt=0, le=100_000)]
+    mode: Literal["open", "closed"] = "open"
+    #: Open loop: the most requests under way at once; ``users`` when not given.
+    max_in_flight: Annotated[Int, Field(ge=1, le=100_000)] | None = None
     endpoints: Annotated[tuple[Endpoint, ...], Field(min_length=1)] | None = None
     #: The user's own locustfile instead of ``endpoints``; relative to the experiment file.
     locustfile: Path | None = None

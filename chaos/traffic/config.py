@@ -14,7 +14,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Final, NamedTuple
 from urllib.parse import urlsplit
 
 from chaos.errors import InputError
@@ -29,6 +29,12 @@ SENT_FILE = "locust-sent.json"
 """Environment variable holding the path of the JSON config inside a Locust process."""
 
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+
+OPEN: Final = "open"
+"""Open-loop load: requests start on an arrival schedule whatever the responses do."""
+CLOSED: Final = "closed"
+"""Closed-loop load: each user sends its next request once the last one answered."""
+MODES: Final = (OPEN, CLOSED)
 
 
 class Endpoint(NamedTuple):
@@ -66,9 +72,15 @@ def check_loopback_url(url: str, what: str) -> None:
 class TrafficConfig:
     """How much traffic, to where, for how long.
 
-    ``rate`` is the target total of requests per second over all users (the built-in
-    user paces itself with Locust's ``constant_throughput(rate / users)``; a user's own
-    locustfile sets its own pacing). ``duration_s`` bounds the run three times:
+    ``rate`` is the target total of requests per second. In ``mode`` "open" (the
+    default) it is an arrival rate: each Locust process keeps its own schedule of
+    ``rate / processes`` requests a second and starts every request on time whatever
+    the responses do, with at most ``max_in_flight`` (default ``users``) under way
+    over all processes; a request due while the cap is full waits for a slot until it
+    is ``max_lateness_s`` late, and is recorded as dropped past that.
+    In mode "closed" each of ``users`` users waits for its response and paces itself
+    at ``rate / users``. A user's own locustfile sets its own pacing (mode ignored).
+    ``duration_s`` bounds the run three times:
     the recorder quits it on the monotonic clock, Locust's ``--run-time`` is a backstop,
     and the runner kills what is left at a deadline.
     ``workers`` = 0 runs one Locust process; N runs a master and N workers on loopback.
@@ -86,6 +98,11 @@ class TrafficConfig:
     #: Fetch a fresh token this often (clients renew short-lived tokens); None: only on 401.
     token_refresh_s: float | None = None
     workers: int = 0
+    mode: str = OPEN
+    #: Open loop: the most requests under way at once over all processes; None: ``users``.
+    max_in_flight: int | None = None
+    #: Open loop: how late a request due while the cap is full may still be sent.
+    max_lateness_s: float = 0.1
     request_timeout_s: float = 5.0
     startup_timeout_s: float = 30.0
     extra_env: tuple[tuple[str, str], ...] = field(default=())
@@ -115,6 +132,17 @@ class TrafficConfig:
             raise InputError(f"traffic workers must be 0 or more, got {self.workers}")
         if self.workers > self.users:
             raise InputError(f"traffic workers ({self.workers}) exceed users ({self.users})")
+        if not (math.isfinite(self.max_lateness_s) and self.max_lateness_s >= 0):
+            raise InputError(f"traffic max_lateness_s must be 0 or more, got {self.max_lateness_s}")
+        if self.mode not in MODES:
+            raise InputError(f"traffic mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.max_in_flight is not None and not (
+            isinstance(self.max_in_flight, int) and self.max_in_flight >= self.processes
+        ):
+            raise InputError(
+                f"traffic max_in_flight must be a whole number of at least {self.processes} "
+                f"(one per Locust process), got {self.max_in_flight!r}"
+            )
         if self.locustfile is not None:
             if not self.locustfile.is_file():
                 raise InputError(f"locustfile not found: {self.locustfile}")
@@ -137,16 +165,45 @@ class TrafficConfig:
 
     @property
     def run_time_s(self) -> int:
-        """Locust's ``--run-time``, a backstop: whole seconds, a second past ``duration_s``.
+        """Locust's ``--run-time``, a backstop: whole seconds past ``duration_s``.
 
-        The run itself ends at ``duration_s`` on the monotonic clock (see the recorder).
+        The run itself ends at ``duration_s`` on the monotonic clock (see the recorder)
+        and then waits for the requests under way; the backstop leaves them the request
+        timeout and a second, or it would end the process with requests still in flight
+        whose samples are then lost.
         """
-        return math.ceil(self.duration_s) + 1
+        return math.ceil(self.duration_s + self.request_timeout_s) + 1
 
     @property
     def per_user_rate(self) -> float:
-        """Requests per second each user of the built-in user aims at."""
+        """Closed loop: requests per second each user of the built-in user aims at."""
         return self.rate / self.users
+
+    @property
+    def processes(self) -> int:
+        """Locust processes that send requests: the workers, or the one local process."""
+        return max(1, self.workers)
+
+    @property
+    def open_loop(self) -> bool:
+        """Whether the built-in user runs an arrival schedule (mode open, no own locustfile)."""
+        return self.mode == OPEN and self.locustfile is None
+
+    @property
+    def process_rate(self) -> float:
+        """Open loop: the arrival rate each sending process keeps on its own schedule."""
+        return self.rate / self.processes
+
+    @property
+    def process_in_flight(self) -> int:
+        """Open loop: the in-flight cap of each sending process (the total split evenly)."""
+        cap = self.users if self.max_in_flight is None else self.max_in_flight
+        return max(1, cap // self.processes)
+
+    @property
+    def locust_users(self) -> int:
+        """``--users`` for Locust: one scheduling user per process in open loop, else users."""
+        return self.processes if self.open_loop else self.users
 
     def to_json(self) -> str:
         """Serialise for the Locust processes."""
@@ -163,6 +220,9 @@ class TrafficConfig:
                 "token_url": self.token_url,
                 "token_refresh_s": self.token_refresh_s,
                 "workers": self.workers,
+                "mode": self.mode,
+                "max_in_flight": self.max_in_flight,
+                "max_lateness_s": self.max_lateness_s,
                 "request_timeout_s": self.request_timeout_s,
                 "startup_timeout_s": self.startup_timeout_s,
                 "extra_env": [list(kv) for kv in self.extra_env],
@@ -188,6 +248,9 @@ class TrafficConfig:
             token_url=raw["token_url"],
             token_refresh_s=raw.get("token_refresh_s"),
             workers=int(raw["workers"]),
+            mode=str(raw.get("mode", OPEN)),
+            max_in_flight=raw.get("max_in_flight"),
+            max_lateness_s=float(raw.get("max_lateness_s", 0.1)),
             request_timeout_s=float(raw["request_timeout_s"]),
             startup_timeout_s=float(raw["startup_timeout_s"]),
             extra_env=tuple((str(k), str(v)) for k, v in raw["extra_env"]),

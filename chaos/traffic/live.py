@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from chaos.rundir.chunks import DEFAULT_MAX_AGE_S, SUFFIX, ChunkTail
+from chaos.rundir.samples import DROPPED
 
 WINDOW_S = 1.0
 LAG_S = DEFAULT_MAX_AGE_S
@@ -64,9 +65,10 @@ class LiveTail:
         failed: list[npt.NDArray[np.bool_]] = [self._failed]
         for tail in self._tails.values():
             for chunk in tail.read_new():
-                done.append(chunk.t + chunk.latency_ms / 1000.0)
-                latency.append(chunk.latency_ms)
-                failed.append(chunk.error_kind != "")
+                sent = chunk.error_kind != DROPPED  # never sent: neither done nor failed
+                done.append(chunk.t[sent] + chunk.latency_ms[sent] / 1000.0)
+                latency.append(chunk.latency_ms[sent])
+                failed.append(chunk.error_kind[sent] != "")
         self._done = np.concatenate(done)
         self._latency = np.concatenate(latency)
         self._failed = np.concatenate(failed)

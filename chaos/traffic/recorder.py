@@ -28,12 +28,14 @@ from locust.env import Environment
 from locust.runners import WorkerRunner
 
 from chaos.rundir.chunks import DEFAULT_MAX_AGE_S, SUFFIX, SampleWriter
-from chaos.rundir.samples import samples_dir
+from chaos.rundir.samples import DROPPED, samples_dir
 from chaos.traffic.config import RECORDER_EXIT_BASE, SENT_FILE, load_current_config
 from chaos.traffic.errorkind import classify
 
 T0_KEY = "chaos_t0"
-"""Request context key: ``time.monotonic()`` when the user started the request."""
+"""Request context key: ``time.monotonic()`` the request was due (its scheduled start)."""
+SENT_KEY = "chaos_sent"
+"""Request context key: ``time.monotonic()`` just before the request was sent."""
 WRITE_ID_KEY = "chaos_write_id"
 """Request context key: the write id a POST sent."""
 
@@ -94,15 +96,68 @@ class SampleRecorder:
         exception: BaseException | None = None,
         **_kwargs: Any,
     ) -> None:
-        """Locust ``request`` listener."""
+        """Locust ``request`` listener.
+
+        With the built-in users' context (:data:`T0_KEY`, :data:`SENT_KEY`) the sample
+        starts at the scheduled time and its latency runs from there; without it (a
+        user's own locustfile) it starts at the send.
+        """
         now = time.monotonic()
         latency_ms = float(response_time or 0.0)
         context = context or {}
-        t0 = context.get(T0_KEY)
-        t = float(t0) if isinstance(t0, float) else now - latency_ms / 1000.0
+        due = context.get(T0_KEY)
+        sent = context.get(SENT_KEY)
+        lag_ms = 0.0
+        if isinstance(due, float):
+            t = due
+            if isinstance(sent, float) and sent > due:
+                lag_ms = (sent - due) * 1000.0
+                latency_ms += lag_ms
+        else:
+            t = now - latency_ms / 1000.0
         status = getattr(response, "status_code", 0)
         status = status if isinstance(status, int) else 0
         self.requests_seen += 1
+        self._add(
+            t=t,
+            endpoint=str(name),
+            method=str(request_type).upper(),
+            latency_ms=latency_ms,
+            status=status,
+            error_kind=classify(exception, status),
+            write_id=str(context.get(WRITE_ID_KEY, "")),
+            send_lag_ms=lag_ms,
+        )
+
+    def dropped(self, due: float, endpoint: str, method: str) -> None:
+        """Record a request that was due at ``due`` but not sent (the in-flight cap was full).
+
+        Not a request Locust saw, so not in :attr:`requests_seen`.
+        """
+        self._add(
+            t=due,
+            endpoint=endpoint,
+            method=method,
+            latency_ms=0.0,
+            status=0,
+            error_kind=DROPPED,
+            write_id="",
+            send_lag_ms=0.0,
+        )
+
+    def _add(
+        self,
+        *,
+        t: float,
+        endpoint: str,
+        method: str,
+        latency_ms: float,
+        status: int,
+        error_kind: str,
+        write_id: str,
+        send_lag_ms: float,
+    ) -> None:
+        """Buffer one sample; after a write error nothing more is recorded."""
         if self.failed is not None:
             return
         if self._writer is None:
@@ -113,12 +168,13 @@ class SampleRecorder:
         self._guard(
             lambda: writer.add(
                 t=t,
-                endpoint=str(name),
-                method=str(request_type).upper(),
+                endpoint=endpoint,
+                method=method,
                 latency_ms=latency_ms,
                 status=status,
-                error_kind=classify(exception, status),
-                write_id=str(context.get(WRITE_ID_KEY, "")),
+                error_kind=error_kind,
+                write_id=write_id,
+                send_lag_ms=send_lag_ms,
             )
         )
 
@@ -174,9 +230,26 @@ def _end_after(duration_s: float) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
+_RECORDER_ATTR = "chaos_recorder"
+
+
+def recorder_of(environment: Environment) -> SampleRecorder:
+    """The recorder attached to a Locust environment (for users that record drops)."""
+    recorder = getattr(environment, _RECORDER_ATTR, None)
+    if not isinstance(recorder, SampleRecorder):
+        raise RuntimeError("chaos.traffic.recorder is not attached to this environment")
+    return recorder
+
+
 def _attach(environment: Environment, **_kwargs: Any) -> None:
+    # gevent's loop clock is cached from its last turn, before Locust imported the
+    # locustfile; on a busy machine that import takes seconds, and Locust's
+    # ``--run-time`` timer (started right after this hook) would fire that much early,
+    # ending the run before ``duration_s``.
+    gevent.get_hub().loop.update_now()
     config = load_current_config()
     recorder = SampleRecorder(samples_dir(config.out_dir), _quit_for(environment))
+    setattr(environment, _RECORDER_ATTR, recorder)
     if not isinstance(environment.runner, WorkerRunner):
 
         def on_test_start(**_kw: Any) -> None:

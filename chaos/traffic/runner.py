@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 BUILTIN_LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+OPEN_LOOP_LOCUSTFILE = Path(__file__).with_name("openloop.py")
 ATTACH_LOCUSTFILE = Path(__file__).with_name("attach.py")
 _DEADLINE_GRACE_S = 10.0  # past the run time, on top of Locust's stop timeout
 
@@ -121,7 +122,7 @@ class TrafficRun:
 
     def _locustfiles(self) -> str:
         if self.config.locustfile is None:
-            return str(BUILTIN_LOCUSTFILE)
+            return str(OPEN_LOOP_LOCUSTFILE if self.config.open_loop else BUILTIN_LOCUSTFILE)
         return f"{ATTACH_LOCUSTFILE},{self.config.locustfile.resolve()}"
 
     def _env(self) -> dict[str, str]:
@@ -143,7 +144,7 @@ class TrafficRun:
         base = [sys.executable, "-m", "locust", "-f", self._locustfiles(), "--host", cfg.host]
         lead = [
             "--headless",
-            "--users", str(cfg.users),
+            "--users", str(cfg.locust_users),
             "--spawn-rate", str(cfg.spawn_rate),
             "--run-time", f"{cfg.run_time_s}s",
             "--only-summary",

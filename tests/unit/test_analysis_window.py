@@ -16,6 +16,7 @@ from chaos.analysis import (
 )
 from chaos.analysis.synthetic import Hang, Outage, Slowdown, synthetic_samples
 from chaos.rundir.counters import CounterSample
+from chaos.rundir.samples import DROPPED
 
 STEADY = SteadyState(max_error_rate=0.01, max_p95_ms=50.0)
 HOLD = 5.0
@@ -258,3 +259,32 @@ def test_window_times_out_of_order_are_rejected() -> None:
 
     with pytest.raises(InputError, match="inject_t <= revert_t"):
         FaultWindow("s", "f", "crash", 1, 10.0, 9.0, 20.0, False, 0.0)
+
+
+def test_dropped_requests_are_counted_apart_from_failures_and_latency() -> None:
+    """A request the driver could not send is neither a failure nor a latency of 0 ms."""
+    samples = synthetic_samples(100.0, 140.0, 500, slowdowns=[Slowdown(INJECT, INJECT + 2.0, 80.0)])
+    due = [INJECT + 0.5 + i / 100 for i in range(100)]  # 100 not sent during the fault
+    dropped = pd.DataFrame(
+        {
+            "t": due,
+            "endpoint": "e",
+            "method": "GET",
+            "latency_ms": 0.0,
+            "status": 0,
+            "error_kind": DROPPED,
+            "write_id": "",
+            "send_lag_ms": 0.0,
+        }
+    )
+    plain = measure_window(samples, window(2.0), STEADY, HOLD)
+    both = measure_window(pd.concat([samples, dropped]), window(2.0), STEADY, HOLD)
+    assert plain.dropped_requests == 0
+    assert both.dropped_requests == 100
+    assert both.failed_requests == plain.failed_requests == 0
+    assert both.total_requests == plain.total_requests
+    assert both.p50_ms_during_fault == plain.p50_ms_during_fault
+    assert both.time_to_recover_s == plain.time_to_recover_s
+    assert window_buckets(pd.concat([samples, dropped]), window(2.0)).equals(
+        window_buckets(samples, window(2.0))
+    )

@@ -295,3 +295,27 @@ def test_platform_problems_are_reported_at_their_field(tmp_path: Path) -> None:
         load_experiment(path, check=_check(platform))
     assert info.value.field == "traffic.rate"
     assert info.value.line == textwrap.dedent(path.read_text()).splitlines().index("  rate: 10") + 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "mode", "cap"),
+    [
+        ("", "open", None),
+        ("  mode: closed\n", "closed", None),
+        ("  max_in_flight: 40\n", "open", 40),
+    ],
+)
+def test_the_traffic_mode_and_cap_reach_the_driver(
+    tmp_path: Path, extra: str, mode: str, cap: int | None
+) -> None:
+    path = experiment_file(tmp_path)
+    path.write_text(path.read_text().replace("  rate: 10\n", "  rate: 10\n" + extra))
+    seen: list[TrafficConfig] = []
+
+    def traffic(config: TrafficConfig) -> FakeTraffic:
+        seen.append(config)
+        return FakeTraffic(config)
+
+    options = RunOptions(run_dir=tmp_path / "run", traffic=traffic, tick_s=0.01)
+    Engine(load_experiment(path), FakePlatform(), options).run()
+    assert seen and {(c.mode, c.max_in_flight) for c in seen} == {(mode, cap)}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from chaos.rundir.chunks import ChunkTail, SampleWriter, encode_chunk, iter_chunks
-from chaos.rundir.samples import SAMPLE_DTYPES, load_samples, samples_dir
+from chaos.rundir.samples import DROPPED, SAMPLE_DTYPES, load_samples, samples_dir
 from chaos.traffic.live import LAG_S, LiveTail
 
 
@@ -58,7 +58,7 @@ def test_loader_concatenates_files_and_orders_by_time(tmp_path: Path) -> None:
     frame = load_samples(tmp_path)
     assert len(frame) == 10
     assert frame.t.is_monotonic_increasing
-    assert load_samples([directory / "samples-1.chs"]).shape == (5, 7)
+    assert load_samples([directory / "samples-1.chs"]).shape == (5, len(SAMPLE_DTYPES))
 
 
 def test_empty_run_gives_typed_empty_frame(tmp_path: Path) -> None:
@@ -188,6 +188,16 @@ def test_live_stats_count_the_last_complete_second(tmp_path: Path) -> None:
             error_kind="",
             write_id="",
         )
+    for i in range(30):  # due inside the window but never sent: not requests, not errors
+        writer.add(
+            t=end - 0.5 + i * 0.001,
+            endpoint="e",
+            method="GET",
+            latency_ms=0.0,
+            status=0,
+            error_kind=DROPPED,
+            write_id="",
+        )
     writer.close()
     stats = LiveTail(directory).stats(now=now)
     assert stats.requests == 100
@@ -200,3 +210,54 @@ def test_live_stats_count_the_last_complete_second(tmp_path: Path) -> None:
 def test_live_stats_without_samples(tmp_path: Path) -> None:
     stats = LiveTail(tmp_path / "nothing").stats(now=5.0)
     assert (stats.requests, stats.errors, stats.p95_ms, stats.error_rate) == (0, 0, None, 0.0)
+
+
+def test_send_lag_round_trips_and_defaults_to_zero(tmp_path: Path) -> None:
+    writer = SampleWriter(tmp_path / "a.chs")
+    writer.add(
+        t=1.0, endpoint="e", method="GET", latency_ms=250.0, status=200, error_kind="",
+        write_id="", send_lag_ms=50.0,
+    )  # fmt: skip
+    _write(writer, 1, t=2.0)
+    writer.close()
+    frame = load_samples(tmp_path)
+    assert frame.send_lag_ms.tolist() == [50.0, 0.0]
+    assert frame.latency_ms.tolist() == [250.0, 1.0]
+
+
+def _chunk_v1(t: list[float], latency: list[float], status: list[int]) -> bytes:
+    """A chunk in the first format (b"CHS1", no send_lag_ms), built from its description."""
+    import json
+    import struct
+    import zlib
+
+    names = json.dumps(["", "ep", "GET"]).encode()
+    rows = len(t)
+    raw = b"".join(
+        [
+            struct.pack("<I", len(names)),
+            names,
+            np.asarray(t, "<f8").tobytes(),
+            np.asarray(latency, "<f8").tobytes(),
+            np.asarray(status, "<i4").tobytes(),
+            np.full(rows, 1, "<u4").tobytes(),  # endpoint "ep"
+            np.full(rows, 2, "<u4").tobytes(),  # method "GET"
+            np.zeros(rows, "<u4").tobytes(),  # error_kind ""
+            np.zeros(rows, "<u4").tobytes(),  # write_id ""
+        ]
+    )
+    body = zlib.compress(raw)
+    return struct.pack("<4sIIII", b"CHS1", rows, len(body), len(raw), zlib.crc32(body)) + body
+
+
+def test_a_run_directory_from_before_send_lag_still_reads(tmp_path: Path) -> None:
+    old = _chunk_v1([1.0, 2.0], [3.0, 4.0], [200, 503])
+    new = encode_chunk([5.0], [6.0], [200], _strings(1), [1.5])
+    (tmp_path / "s.chs").write_bytes(old + new)
+    frame = load_samples(tmp_path)
+    assert {c: str(d) for c, d in frame.dtypes.items()} == SAMPLE_DTYPES
+    assert frame.t.tolist() == [1.0, 2.0, 5.0]
+    assert frame.latency_ms.tolist() == [3.0, 4.0, 6.0]
+    assert frame.status.tolist() == [200, 503, 200]
+    assert frame.send_lag_ms.tolist() == [0.0, 0.0, 1.5]
+    assert frame.endpoint.tolist()[:2] == ["ep", "ep"]

@@ -29,9 +29,15 @@ from chaos.analysis.synthetic import Outage, synthetic_samples
 from chaos.bench.finish_scale import LOST_EVERY, _finish_here, write_scale_run
 from chaos.errors import InputError
 from chaos.report.synthetic_run import SyntheticFault, SyntheticRun, write_synthetic_run
-from chaos.rundir.chunks import encode_chunk, encode_coded_chunk, iter_chunks
+from chaos.rundir.chunks import (
+    MAGIC,
+    encode_chunk,
+    encode_coded_chunk,
+    iter_chunks,
+    iter_coded_chunks,
+)
 from chaos.rundir.columns import SampleColumns, load_columns, load_latencies
-from chaos.rundir.samples import load_samples, samples_dir
+from chaos.rundir.samples import DROPPED, load_samples, samples_dir
 
 STEADY = SteadyState(0.01, 100.0)
 
@@ -157,3 +163,112 @@ def test_scale_run_goes_through_the_finish_step_with_known_writes(tmp_path: Path
     assert sum(r.writes_lost or 0 for r in results.runs) >= 1
     assert sum(r.writes_lost or 0 for r in results.runs) <= 240_000 // 4 // LOST_EVERY
     assert (run / "report.html").exists() and (run / "junit.xml").exists()
+
+
+def _chunk_v1(t: list[float], latency: list[float], kinds: list[str]) -> bytes:
+    """A chunk in the first format (b"CHS1", no send_lag_ms), built from its description."""
+    import json
+    import struct
+    import zlib
+
+    names = ["", "ep", "GET", *sorted({k for k in kinds if k})]
+    table = json.dumps(names).encode()
+    rows = len(t)
+    raw = b"".join(
+        [
+            struct.pack("<I", len(table)),
+            table,
+            np.asarray(t, "<f8").tobytes(),
+            np.asarray(latency, "<f8").tobytes(),
+            np.full(rows, 200, "<i4").tobytes(),
+            np.full(rows, 1, "<u4").tobytes(),  # endpoint "ep"
+            np.full(rows, 2, "<u4").tobytes(),  # method "GET"
+            np.asarray([names.index(k) for k in kinds], "<u4").tobytes(),  # error_kind
+            np.zeros(rows, "<u4").tobytes(),  # write_id ""
+        ]
+    )
+    body = zlib.compress(raw)
+    return struct.pack("<4sIIII", b"CHS1", rows, len(body), len(raw), zlib.crc32(body)) + body
+
+
+def _mixed_versions(tmp_path: Path) -> Path:
+    """A CHS1 file and a CHS2 file (with lag and dropped rows) in one samples directory."""
+    d = samples_dir(tmp_path)
+    d.mkdir(parents=True)
+    (d / "old.chs").write_bytes(_chunk_v1([1.0, 4.0, 2.0], [3.0, 4.0, 5.0], ["", "reset", ""]))
+    new = encode_coded_chunk(
+        np.array([1.5, 3.0, 2.5, 5.0]),
+        np.array([7.0, 0.0, 9.0, 0.0]),
+        np.array([200, 0, 200, 0]),
+        (np.array([1, 1, 1, 1]), np.array([2, 2, 2, 2]), np.array([0, 3, 0, 3]), np.zeros(4)),
+        ["", "ep", "GET", DROPPED],
+        send_lag_ms=np.array([2.0, 0.0, 0.5, 0.0]),
+    )
+    (d / "new.chs").write_bytes(new + new[:-5])  # and a cut-off copy: ignored
+    return tmp_path
+
+
+def test_both_chunk_versions_read_alike_in_the_frame_and_the_columns_path(tmp_path: Path) -> None:
+    run = _mixed_versions(tmp_path)
+    frame = load_samples(run)
+    columns = load_columns(run)
+    pd.testing.assert_frame_equal(columns.frame(), frame)
+    assert frame.t.tolist() == [1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0]
+    assert frame.send_lag_ms.tolist() == [0.0, 2.0, 0.0, 0.5, 0.0, 0.0, 0.0]
+    assert frame.error_kind.tolist() == ["", "", "", "", DROPPED, "reset", DROPPED]
+    # only the requests sent: a dropped one has no latency
+    t, latency = load_latencies(run)
+    assert t.tolist() == [1.0, 1.5, 2.0, 2.5, 4.0]
+    assert latency.tolist() == [3.0, 7.0, 5.0, 9.0, 4.0]
+    [(chunk, _)] = list(iter_coded_chunks((samples_dir(run) / "old.chs").read_bytes()))
+    assert chunk.send_lag_ms.tolist() == [0.0, 0.0, 0.0]
+
+
+def test_encoders_write_version_2_with_a_lag_of_zero_unless_given() -> None:
+    strings = {"endpoint": ["/"], "method": ["GET"], "error_kind": [""], "write_id": [""]}
+    plain = encode_chunk([1.0], [2.0], [200], strings)
+    coded = encode_coded_chunk(
+        np.array([1.0]), np.array([2.0]), np.array([200]), tuple(np.array([0]) for _ in range(4)),
+        [""],
+    )  # fmt: skip
+    for raw in (plain, coded):
+        assert raw[:4] == MAGIC
+        [(chunk, _)] = list(iter_chunks(raw))
+        assert chunk.send_lag_ms.tolist() == [0.0] and chunk.latency_ms.tolist() == [2.0]
+    lagged = encode_chunk([1.0], [2.0], [200], strings, [0.5])
+    [(chunk, _)] = list(iter_chunks(lagged))
+    assert chunk.send_lag_ms.tolist() == [0.5]
+    with pytest.raises(ValueError, match="rows"):
+        encode_coded_chunk(
+            np.array([1.0]), np.array([2.0]), np.array([200]),
+            tuple(np.array([0]) for _ in range(4)), [""], send_lag_ms=np.array([1.0, 2.0]),
+        )  # fmt: skip
+
+
+def test_dropped_requests_are_counted_apart_on_the_columns_path_too() -> None:
+    samples = synthetic_samples(
+        0.0, 6.0, 100.0, outages=[Outage(2.0, 3.0), Outage(3.0, 3.5, "reset", 0)]
+    )
+    samples["send_lag_ms"] = 0.0
+    due = [2.2 + i / 100 for i in range(40)] + [5.9, 7.5]  # 41 in the window, 1 after it
+    dropped = pd.DataFrame(
+        {
+            "t": due,
+            "endpoint": "e",
+            "method": "GET",
+            "latency_ms": 0.0,
+            "status": 0,
+            "error_kind": DROPPED,
+            "write_id": "",
+            "send_lag_ms": 0.0,
+        }
+    )
+    both = pd.concat([samples, dropped]).sort_values("t", kind="stable", ignore_index=True)
+    w = FaultWindow("sidecar", "x", "abort", 0, 2.0, 4.0, 6.0, False, 0.0)
+    plain = measure_window(samples, w, STEADY, 1.0)
+    from_frame = measure_window(both, w, STEADY, 1.0)
+    from_columns = measure_window(SampleColumns.from_frame(both), w, STEADY, 1.0)
+    assert from_frame == from_columns
+    assert from_columns.dropped_requests == 41 and plain.dropped_requests == 0
+    assert from_columns.errors_by_kind == plain.errors_by_kind == {"http": 100, "reset": 50}
+    assert replace(from_columns, dropped_requests=0) == plain

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -87,4 +88,39 @@ def test_json_round_trip(tmp_path: Path) -> None:
     )
     assert TrafficConfig.from_json(config.to_json()) == config
     assert config.per_user_rate == 10.0
-    assert config.run_time_s == 4
+    assert config.run_time_s == 9  # 3 s, the 5 s request timeout for requests under way, 1 s
+
+
+def test_open_loop_is_the_default_and_splits_rate_and_cap_over_processes(tmp_path: Path) -> None:
+    one = _config(tmp_path, users=8, rate=80.0)
+    assert one.mode == "open" and one.open_loop
+    assert (one.processes, one.process_rate, one.process_in_flight) == (1, 80.0, 8)
+    assert one.locust_users == 1  # one scheduling user per process
+    two = _config(tmp_path, users=8, rate=80.0, workers=2, max_in_flight=41)
+    assert (two.processes, two.process_rate, two.process_in_flight) == (2, 40.0, 20)
+    assert two.locust_users == 2
+    assert TrafficConfig.from_json(two.to_json()) == two
+
+
+def test_closed_loop_and_own_locustfiles_keep_their_users(tmp_path: Path) -> None:
+    closed = _config(tmp_path, users=8, mode="closed")
+    assert not closed.open_loop and closed.locust_users == 8
+    own = tmp_path / "mine.py"
+    own.write_text("")
+    mine = _config(tmp_path, users=5, endpoints=(), locustfile=own)
+    assert not mine.open_loop and mine.locust_users == 5
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"mode": "poisson"}, "traffic mode must be one of open, closed"),
+        ({"max_in_flight": 0}, "max_in_flight must be a whole number of at least 1"),
+        ({"max_in_flight": 1, "workers": 2, "users": 2}, "at least 2 (one per Locust process)"),
+    ],
+)
+def test_bad_open_loop_settings_are_input_errors(
+    tmp_path: Path, kw: dict[str, object], message: str
+) -> None:
+    with pytest.raises(InputError, match=re.escape(message)):
+        _config(tmp_path, **kw)

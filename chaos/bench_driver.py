@@ -1,0 +1,444 @@
+"""The traffic driver's CPU per request, side by side with plain Locust ``FastHttpUser``.
+
+A real Envoy answering ``GET /`` with a ``direct_response`` is the target (pinned to
+the first core when the machine has two or more); each load generator runs in its own
+Locust process (pinned to the second core) against it, one after the other, with the
+order interleaved over repetitions. For each run the Locust process's CPU time
+(``utime + stime`` from ``/proc/<pid>/stat``) and the requests Envoy completed are
+read at the start and the end of a steady window after a warm-up, so start-up and
+shut-down cost are left out: CPU per request = CPU seconds / requests in the window.
+
+The tool's driver must also lose no sample: every request Envoy saw in the whole run
+is a sample in the run directory (dropped requests, which Envoy never saw, apart).
+
+Call :func:`measure_driver_cost` (the bench calls it), or run
+``python -m chaos.bench_driver [--window 5] [--repeats 3] [--json FILE]``.
+Loopback only; every process is ended by its own pid; bounded in time (about
+``repeats * drivers * (window + 6) s``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from chaos.errors import ChaosError, ProcessError, StartupError
+from chaos.platforms.local.envoy_process import envoy_binary
+from chaos.proc import spawn, stop_processes
+from chaos.rundir.samples import DROPPED, load_samples, samples_dir
+from chaos.traffic.config import CLOSED, OPEN, Endpoint, TrafficConfig
+from chaos.traffic.runner import TrafficRun
+
+HOST = "127.0.0.1"
+_STAT_PREFIX = "bench"
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_WARMUP_S = 1.0
+_STARTUP_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class DriverSpec:
+    """One load generator to measure: plain Locust or the tool's driver, and its load."""
+
+    name: str
+    #: "plain" (a bare FastHttpUser locustfile) or "driver" (chaos.traffic, recording on)
+    kind: str
+    users: int = 20
+    #: Requests per second in all; None: as fast as it goes (plain: no wait at all).
+    rate: float | None = None
+    mode: str = OPEN
+    #: The plain Locust row this one is compared with (same target, same load).
+    baseline: str | None = None
+
+
+#: The default comparison: as fast as each goes, and at one fixed rate both can carry.
+_PLAIN_FAST = "plain FastHttpUser, no wait"
+_PLAIN_PACED = "plain FastHttpUser, 2,000/s"
+DEFAULT_DRIVERS: tuple[DriverSpec, ...] = (
+    DriverSpec(_PLAIN_FAST, "plain"),
+    DriverSpec(
+        "driver closed loop, rate 50,000", "driver", rate=50_000.0, mode=CLOSED,
+        baseline=_PLAIN_FAST,
+    ),
+    DriverSpec(_PLAIN_PACED, "plain", rate=2_000.0),
+    DriverSpec("driver open loop, 2,000/s", "driver", rate=2_000.0, baseline=_PLAIN_PACED),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class DriverRun:
+    """One measured window of one load generator."""
+
+    name: str
+    window_s: float
+    cpu_s: float
+    requests: int
+    #: The whole run: requests Envoy completed, samples recorded (driver only), dropped.
+    envoy_requests_total: int
+    samples_recorded: int | None
+    samples_dropped: int | None
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return self.cpu_s / self.requests * 1e6 if self.requests else float("inf")
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.requests / self.window_s
+
+    @property
+    def cpu_share(self) -> float:
+        """CPU seconds per wall second of the window (1.0 is one busy core)."""
+        return self.cpu_s / self.window_s
+
+
+@dataclass(frozen=True)
+class DriverCost:
+    """Median CPU per request of each load generator over the repetitions."""
+
+    name: str
+    runs: list[DriverRun] = field(default_factory=list)
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return statistics.median(r.cpu_us_per_request for r in self.runs)
+
+    @property
+    def requests_per_s(self) -> float:
+        return statistics.median(r.requests_per_s for r in self.runs)
+
+    @property
+    def samples_lost(self) -> int | None:
+        """Requests Envoy completed that have no sample (driver runs only)."""
+        lost = [
+            r.envoy_requests_total - r.samples_recorded
+            for r in self.runs
+            if r.samples_recorded is not None
+        ]
+        return sum(lost) if lost else None
+
+
+# -- the target ---------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _bootstrap(port: int, admin_port: int) -> dict[str, object]:
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network."
+        "http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": _STAT_PREFIX,
+        "route_config": {
+            "virtual_hosts": [
+                {
+                    "name": "all",
+                    "domains": ["*"],
+                    "routes": [
+                        {
+                            "match": {"prefix": "/"},
+                            "direct_response": {"status": 200, "body": {"inline_string": "ok"}},
+                        }
+                    ],
+                }
+            ]
+        },
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                },
+            }
+        ],
+    }
+    return {
+        "admin": {"address": {"socket_address": {"address": HOST, "port_value": admin_port}}},
+        # workers' counters reach /stats only at a flush (every 5 s by default): flush on
+        # each admin read, so a window's count is exact
+        "stats_flush_on_admin": True,
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "bench",
+                    "address": {"socket_address": {"address": HOST, "port_value": port}},
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {"name": "envoy.filters.network.http_connection_manager",
+                                 "typed_config": hcm}
+                            ]
+                        }
+                    ],
+                }
+            ]
+        },
+    }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Target:
+    """The Envoy being loaded: its URL and a way to read how many requests it completed."""
+
+    url: str
+    admin_url: str
+    pid: int
+
+    def completed(self) -> int:
+        """Requests Envoy has completed so far (``downstream_rq_completed``)."""
+        name = f"http.{_STAT_PREFIX}.downstream_rq_completed"
+        with urllib.request.urlopen(f"{self.admin_url}/stats?filter=^{name}$", timeout=5) as r:
+            text = bytes(r.read()).decode()
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == name:
+                return int(value)
+        return 0
+
+
+@contextmanager
+def envoy_target(work: Path, core: int | None) -> Iterator[Target]:
+    """A real Envoy answering every request with 200 "ok", on loopback; ended by its pid."""
+    port, admin_port = _free_port(), _free_port()
+    config = work / "envoy-target.json"
+    config.write_text(json.dumps(_bootstrap(port, admin_port)))
+    argv = [
+        str(envoy_binary()), "--config-path", str(config), "--disable-hot-restart",
+        "--concurrency", "1", "--log-level", "error", "--log-path", str(work / "envoy.log"),
+    ]  # fmt: skip
+    proc = spawn(argv, log_path=work / "envoy.out", name="Envoy target")
+    try:
+        admin = f"http://{HOST}:{admin_port}"
+        deadline = time.monotonic() + 15.0
+        while True:
+            try:
+                with urllib.request.urlopen(f"{admin}/ready", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise StartupError(f"the Envoy target did not get ready (see {work}/envoy.out)")
+            time.sleep(0.05)
+        if core is not None:
+            pin(proc.pid, core)
+        yield Target(f"http://{HOST}:{port}", admin, proc.pid)
+    finally:
+        stop_processes([proc], 3.0)
+
+
+# -- measuring a process ------------------------------------------------------------------
+
+
+def pin(pid: int, core: int) -> None:
+    """Pin every thread of ``pid`` to one core (best effort: a thread may have ended)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            os.sched_setaffinity(int(task.name), {core})
+        except OSError:
+            continue
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds ``pid`` has used (``/proc/<pid>/stat``, all threads)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime
+
+
+def _cores() -> tuple[int | None, int | None]:
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return None, None
+    return cores[0], cores[1]
+
+
+# -- the load generators ------------------------------------------------------------------
+
+_PLAIN_LOCUSTFILE = """\
+from locust import FastHttpUser, constant, constant_throughput, task
+
+class Plain(FastHttpUser):
+    wait_time = {wait}
+
+    @task
+    def get(self):
+        self.client.get("/")
+"""
+
+
+def _plain_locustfile(work: Path, spec: DriverSpec) -> Path:
+    wait = "constant(0)" if spec.rate is None else f"constant_throughput({spec.rate / spec.users})"
+    path = work / f"plain-{os.getpid()}-{time.monotonic_ns()}.py"
+    path.write_text(textwrap.dedent(_PLAIN_LOCUSTFILE.format(wait=wait)))
+    return path
+
+
+def _window(
+    pid: int, target: Target, before: int, window_s: float, core: int | None
+) -> tuple[float, int]:
+    """CPU seconds of ``pid`` and requests Envoy completed over a window.
+
+    The window opens a warm-up after the first request reached Envoy, so Locust's
+    start-up (imports, spawning users) is not counted.
+    """
+    deadline = time.monotonic() + _STARTUP_TIMEOUT_S
+    while target.completed() <= before:
+        if time.monotonic() > deadline:
+            raise StartupError(f"no request reached the Envoy target in {_STARTUP_TIMEOUT_S} s")
+        time.sleep(0.05)
+    time.sleep(_WARMUP_S)
+    if core is not None:
+        pin(pid, core)  # again: Locust may have started threads since
+    cpu0, rq0 = process_cpu_s(pid), target.completed()
+    time.sleep(window_s)
+    cpu1, rq1 = process_cpu_s(pid), target.completed()
+    return cpu1 - cpu0, rq1 - rq0
+
+
+def _run_plain(
+    spec: DriverSpec, target: Target, work: Path, window_s: float, core: int | None
+) -> DriverRun:
+    locustfile = _plain_locustfile(work, spec)
+    # a backstop only: the run is ended (SIGTERM) right after the window, since Locust's
+    # own timer can fire seconds early on a busy machine (gevent's clock is stale then)
+    run_time = math.ceil(_STARTUP_TIMEOUT_S + _WARMUP_S + window_s)
+    argv = [
+        sys.executable, "-m", "locust", "-f", str(locustfile), "--host", target.url,
+        "--headless", "--users", str(spec.users), "--spawn-rate", "1000",
+        "--run-time", f"{run_time}s", "--only-summary", "--exit-code-on-error", "0",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
+    before = target.completed()
+    proc = spawn(argv, env=env, log_path=work / "plain-locust.out", name="plain Locust")
+    try:
+        if core is not None:
+            pin(proc.pid, core)
+        cpu, requests = _window(proc.pid, target, before, window_s, core)
+    finally:
+        stop_processes([proc], 5.0)
+    return DriverRun(spec.name, window_s, cpu, requests, target.completed() - before, None, None)
+
+
+def _run_driver(
+    spec: DriverSpec, target: Target, work: Path, window_s: float, core: int | None
+) -> DriverRun:
+    out = Path(tempfile.mkdtemp(prefix="driver-", dir=work))
+    config = TrafficConfig(
+        host=target.url,
+        out_dir=out,
+        # a backstop only, as for plain Locust: the run is stopped right after the window
+        duration_s=_STARTUP_TIMEOUT_S + _WARMUP_S + window_s,
+        startup_timeout_s=_STARTUP_TIMEOUT_S,
+        users=spec.users,
+        spawn_rate=1000.0,
+        rate=spec.rate or 50_000.0,
+        mode=spec.mode,
+        endpoints=(Endpoint("get", "GET", "/"),),
+    )
+    before = target.completed()
+    with TrafficRun(config) as run:
+        pid = run.pids[0]
+        if core is not None:
+            pin(pid, core)
+        cpu, requests = _window(pid, target, before, window_s, core)
+        run.stop(30.0)  # SIGTERM: Locust stops the users, requests under way are recorded
+        if any(code != 0 for code in run.returncodes.values()):
+            raise ProcessError(f"the driver ended with {run.returncodes}")
+    frame = load_samples(samples_dir(out))
+    dropped = int((frame["error_kind"] == DROPPED).sum())
+    return DriverRun(
+        spec.name,
+        window_s,
+        cpu,
+        requests,
+        target.completed() - before,
+        len(frame) - dropped,
+        dropped,
+    )
+
+
+def measure_driver_cost(
+    *,
+    window_s: float = 5.0,
+    repeats: int = 3,
+    drivers: Sequence[DriverSpec] = DEFAULT_DRIVERS,
+    work_dir: Path | None = None,
+) -> list[DriverCost]:
+    """CPU per request of each load generator against one real Envoy, side by side.
+
+    Each repetition runs every generator once, in a rotated order. Results are in
+    the order of ``drivers``; see :class:`DriverCost` for the medians.
+    """
+    envoy_core, locust_core = _cores()
+    results = {d.name: DriverCost(d.name) for d in drivers}
+    with tempfile.TemporaryDirectory(prefix="bench-driver-", dir=work_dir) as tmp:
+        work = Path(tmp)
+        with envoy_target(work, envoy_core) as target:
+            for rep in range(repeats):
+                order = list(drivers[rep % len(drivers) :]) + list(drivers[: rep % len(drivers)])
+                for spec in order:
+                    run = (_run_plain if spec.kind == "plain" else _run_driver)(
+                        spec, target, work, window_s, locust_core
+                    )
+                    results[spec.name].runs.append(run)
+    return [results[d.name] for d in drivers]
+
+
+def render(costs: Sequence[DriverCost], drivers: Sequence[DriverSpec] = DEFAULT_DRIVERS) -> str:
+    """A plain-text table of the medians; each driver row against its plain Locust row."""
+    by_name = {c.name: c for c in costs}
+    base = {d.name: d.baseline for d in drivers if d.baseline}
+    head = f"{'load generator':<36} {'CPU µs/req':>10} {'vs plain':>9} {'req/s':>8} {'lost':>5}"
+    lines = [head]
+    for c in costs:
+        lost = "-" if c.samples_lost is None else str(c.samples_lost)
+        ref = by_name.get(base.get(c.name) or "")
+        ratio = f"{c.cpu_us_per_request / ref.cpu_us_per_request:>8.3f}x" if ref else " " * 9
+        lines.append(
+            f"{c.name:<36} {c.cpu_us_per_request:>10.1f} {ratio} {c.requests_per_s:>8,.0f} "
+            f"{lost:>5}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--window", type=float, default=5.0, help="seconds measured per run")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="also write the runs as JSON here")
+    args = parser.parse_args(argv)
+    try:
+        costs = measure_driver_cost(window_s=args.window, repeats=args.repeats)
+    except ChaosError as exc:
+        print(f"bench_driver: {exc}", file=sys.stderr)
+        return 2
+    print(render(costs, DEFAULT_DRIVERS))
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                [{"name": c.name, "runs": [asdict(r) for r in c.runs]} for c in costs], indent=2
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

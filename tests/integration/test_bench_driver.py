@@ -1,0 +1,40 @@
+"""The driver-cost measurement runs end to end (real Envoy, real Locust) and loses nothing.
+
+Numbers are the bench's business (``python -m chaos.bench_driver``); this only checks
+that the measurement works and that every request Envoy answered is a sample.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from chaos.bench_driver import DriverSpec, measure_driver_cost, process_cpu_s, render
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def test_process_cpu_counts_this_process() -> None:
+    before = process_cpu_s(os.getpid())
+    sum(i * i for i in range(2_000_000))
+    assert process_cpu_s(os.getpid()) > before
+
+
+def test_plain_and_driver_are_measured_side_by_side(tmp_path: Path) -> None:
+    drivers = (
+        DriverSpec("plain", "plain", users=5, rate=200.0),
+        DriverSpec("driver", "driver", users=5, rate=200.0, baseline="plain"),
+    )
+    costs = measure_driver_cost(window_s=1.0, repeats=1, drivers=drivers, work_dir=tmp_path)
+    assert [c.name for c in costs] == ["plain", "driver"]
+    for cost in costs:
+        (run,) = cost.runs
+        assert run.requests > 50, run  # about 200 in the second
+        assert run.cpu_s > 0 and math.isfinite(cost.cpu_us_per_request)
+    plain, driver = costs
+    assert plain.samples_lost is None
+    assert driver.samples_lost == 0, driver.runs  # every request Envoy answered is a sample
+    assert "driver" in render(costs, drivers)
