@@ -190,7 +190,10 @@ def test_abort_for_exactly_d_seconds_is_measured_as_d(topo: LocalTopology, tmp_p
     )
     result = measure_window(samples, window, STEADY, HOLD_S)
     check_samples(result, samples)
-    assert outage.failed_share == 1.0, outage  # an abort at 100 %: every probe failed
+    # An abort at 100 %: every probe failed, but for one at each end that can cross the
+    # few milliseconds between the two frontends' switches (set one after the other).
+    successes = round((1.0 - outage.failed_share) * outage.probes)
+    assert successes <= 2 and outage.probes > 100, outage
     assert result.error_rate_during_fault is not None and result.error_rate_during_fault > 0.95
     assert result.time_to_impact_s is not None and result.impact_duration_s is not None
     assert result.time_to_recover_s is not None

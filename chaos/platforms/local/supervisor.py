@@ -538,8 +538,15 @@ class Supervisor:
     @staticmethod
     def _why_not_ready(proc: _Proc) -> tuple[str, Path | None]:
         state = proc.state
-        if state is ProcessState.RUNNING:
-            why = f"running, probe: {proc.last_probe_error or 'no answer yet'}"
+        probe = proc.last_probe_error or "no answer yet"
+        if state is ProcessState.RUNNING and proc.restarts and proc.last_exit:
+            # Restarted after a crash and not ready yet: still a crash loop.
+            why = (
+                f"crash-looping, last {proc.last_exit}, {proc.restarts} restarts, "
+                f"running again, probe: {probe}"
+            )
+        elif state is ProcessState.RUNNING:
+            why = f"running, probe: {probe}"
         elif state is ProcessState.BACKOFF:
             why = f"crash-looping, last {proc.last_exit}, {proc.restarts} restarts"
         elif state is ProcessState.EXITED:
