@@ -172,7 +172,7 @@ def finish(
     runs: list[FaultResult] = []
     refuted: list[str] = []
     if samples is not None and windows:
-        writes = RecordedWrites.from_ids(i for r in records for i in r.recorded_writes)
+        writes = RecordedWrites.concat(r.recorded_writes for r in records)
         analysis = analyze_run(
             samples,
             windows,

@@ -18,7 +18,6 @@ from chaos.analysis.model import (
     Estimate,
     FaultResult,
     FaultWindow,
-    RecordedWrites,
     RunAnalysis,
     SteadyState,
     Summary,
@@ -30,6 +29,7 @@ from chaos.analysis.pipeline import analyze_run
 from chaos.analysis.results_io import read_results, write_results
 from chaos.analysis.stats import bootstrap_median, compare, compare_all, summarize
 from chaos.analysis.window import SampleSet, measure_window, window_buckets
+from chaos.rundir.writes import RecordedWrites
 
 __all__ = [
     "BUCKET_COLUMNS",

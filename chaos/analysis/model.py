@@ -9,8 +9,6 @@ Time is always seconds on ``time.monotonic()`` (the clock of the run journal).
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -210,39 +208,6 @@ class CounterDeltas:
     connect_failures: int = 0
     restarts: int = 0
     by_counter: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, eq=False)
-class RecordedWrites:
-    """The write ids the ``payments`` service recorded, duplicates included.
-
-    Held as one array (millions of ids in a long soak); :meth:`counts_of` looks a
-    table of names up in one hash pass instead of a dict entry per id.
-    """
-
-    ids: npt.NDArray[np.object_]
-
-    @classmethod
-    def from_ids(cls, ids: Iterable[str]) -> RecordedWrites:
-        """Every recorded id (duplicates included), in any order."""
-        listed = ids if isinstance(ids, list) else list(ids)
-        array = np.empty(len(listed), dtype=object)
-        array[:] = listed
-        return cls(ids=array)
-
-    @property
-    def counts(self) -> dict[str, int]:
-        """How often each id was recorded."""
-        return dict(Counter(self.ids.tolist()))
-
-    def counts_of(self, names: npt.NDArray[np.object_]) -> npt.NDArray[np.int64]:
-        """How often each of ``names`` (distinct strings) was recorded."""
-        if len(self.ids) == 0:
-            return np.zeros(len(names), dtype=np.int64)
-        # names are distinct and come first, so their codes are 0 .. len(names) - 1
-        codes, uniques = pd.factorize(np.concatenate([names, self.ids]))
-        counts = np.bincount(codes[len(names) :], minlength=len(uniques))
-        return counts[: len(names)].astype(np.int64)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ import pandas as pd
 from chaos.analysis.counters import counter_frame
 from chaos.analysis.model import (
     FaultWindow,
-    RecordedWrites,
     RunAnalysis,
     SteadyState,
 )
@@ -17,6 +16,7 @@ from chaos.analysis.stats import compare_all, summarize
 from chaos.analysis.window import SampleSet, measure_window, window_buckets
 from chaos.rundir.columns import SampleColumns
 from chaos.rundir.counters import CounterSample
+from chaos.rundir.writes import RecordedWrites
 
 
 def analyze_run(

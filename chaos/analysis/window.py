@@ -52,7 +52,6 @@ from chaos.analysis.buckets import (
     BucketStats,
     FloatArray,
     Grid,
-    IntArray,
     bucket_stats,
 )
 from chaos.analysis.counters import counter_deltas
@@ -60,7 +59,6 @@ from chaos.analysis.model import (
     CounterDeltas,
     FaultResult,
     FaultWindow,
-    RecordedWrites,
     SteadyState,
     split_dropped,
     split_dropped_columns,
@@ -69,6 +67,7 @@ from chaos.analysis.model import (
 )
 from chaos.rundir.columns import SampleColumns
 from chaos.rundir.counters import CounterSample
+from chaos.rundir.writes import NO_WRITE, RecordedWrites
 
 _EPS = 1e-9
 
@@ -96,7 +95,6 @@ class SampleSet:
         self.t, self.latency_ms = columns.t, columns.latency_ms
         self.failed = columns.failed()
         self.max_latency_s = float(self.latency_ms.max()) / 1000.0 if len(self.t) else 0.0
-        self._recorded: tuple[RecordedWrites, IntArray] | None = None
 
     def __len__(self) -> int:
         return len(self.t)
@@ -117,12 +115,6 @@ class SampleSet:
         counts = np.bincount(kinds, minlength=len(self.columns.names))
         order = sorted(np.flatnonzero(counts), key=lambda k: -counts[k])
         return {str(self.columns.names[k]): int(counts[k]) for k in order}
-
-    def recorded_counts(self, recorded: RecordedWrites) -> IntArray:
-        """How often ``payments`` recorded each name of the table (0 for most)."""
-        if self._recorded is None or self._recorded[0] is not recorded:
-            self._recorded = (recorded, recorded.counts_of(self.columns.names))
-        return self._recorded[1]
 
 
 @dataclass(frozen=True)
@@ -350,13 +342,14 @@ def _writes(
     """Acknowledged writes missing from the record, and writes recorded more than once."""
     if recorded is None:
         return None, None
-    ids = s.columns.coded("write_id")[part]
+    keys = s.columns.write_key[part]
     status = s.columns.status[part]
-    written = ids != 0
-    acked = np.unique(ids[written & (status >= 200) & (status < 300)])
-    counts = s.recorded_counts(recorded)
-    lost = int((counts[acked] == 0).sum())
-    duplicated = int((counts[np.unique(ids[written])] > 1).sum())
+    written = keys != NO_WRITE
+    if not written.any():
+        return 0, 0
+    acked = np.unique(keys[written & (status >= 200) & (status < 300)])
+    lost = int((recorded.counts_of(acked) == 0).sum())
+    duplicated = int((recorded.counts_of(np.unique(keys[written])) > 1).sum())
     return lost, duplicated
 
 

@@ -2,10 +2,11 @@
 
 :func:`write_scale_run` writes a run directory as a real run leaves it before its
 finish step: sample chunks of 1,000 rows (what the recorder writes), the
-experiment file, the journal, and the engine's window records (with the write
-ids ``payments`` recorded) in ``scale-records.json``. Traffic is a constant
-5,000 requests/s, as in a soak; the run is two setups times three repetitions of
-an abort fault, so N samples means N / 5,000 seconds of windows. A quarter of
+experiment file, the journal, the engine's window records in ``scale-records.json``
+and the write ids ``payments`` recorded, per window, in ``scale-recorded.npz``.
+Traffic is a constant 5,000 requests/s, as in a soak; the run is two setups times
+three repetitions of an abort fault, so N samples means N / 5,000 seconds of
+windows. A quarter of
 the requests are POSTs carrying a write id; a few acknowledged writes are
 missing from the record and a few recorded twice, so the write check has work.
 
@@ -29,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from chaos.report.synthetic_run import SyntheticFault, SyntheticRun, experiment_yaml
 from chaos.rundir import EXPERIMENT_FILE, JOURNAL_FILE
@@ -39,6 +41,7 @@ SETUPS = ("sidecar", "mesh")
 REPETITIONS = 3
 FAULT = "abort-checkout"
 RECORDS_FILE = "scale-records.json"
+RECORDED_FILE = "scale-recorded.npz"
 #: Fewest samples whose windows' recovery (half a window) is the 1 s ``recovered_for``.
 MIN_SAMPLES = 60_000
 CHUNK_ROWS = 1000
@@ -106,7 +109,7 @@ def write_scale_run(run_dir: Path, samples: int, seed: int = 11) -> list[ScaleWi
     )
     (run_dir / EXPERIMENT_FILE).write_text(experiment_yaml(spec), encoding="utf-8")
     rng = np.random.default_rng(seed)
-    recorded: dict[str, list[str]] = {}
+    recorded: list[npt.NDArray[np.int64]] = []  # per window, in the order of ``windows``
     journal: list[str] = []
     path = samples_dir(run_dir) / "samples-0-scale.chs"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +130,7 @@ def write_scale_run(run_dir: Path, samples: int, seed: int = 11) -> list[ScaleWi
             acked = ids[pay & ~failing]
             keep = acked[acked % LOST_EVERY != 0]
             again = acked[acked % DUPLICATED_EVERY == 0]
-            recorded[f"{w.setup}#{w.repetition}"] = [f"w{i}" for i in (*keep, *again)]
+            recorded.append(np.concatenate((keep, again)))
             for lo in range(0, n, CHUNK_ROWS):
                 hi = min(n, lo + CHUNK_ROWS)
                 part = ids[lo:hi]
@@ -154,8 +157,10 @@ def write_scale_run(run_dir: Path, samples: int, seed: int = 11) -> list[ScaleWi
                 entry = {"kind": "event", "t": at, "event": kind_name, "subject": "checkout-0"}
                 journal.append(json.dumps({**entry, "utc": "2026-01-01T00:00:00+00:00", **ids_}))
     (run_dir / JOURNAL_FILE).write_text("".join(j + "\n" for j in journal), encoding="utf-8")
-    payload = {"windows": [asdict(w) for w in windows], "recorded": recorded}
+    payload = {"windows": [asdict(w) for w in windows]}
     (run_dir / RECORDS_FILE).write_text(json.dumps(payload), encoding="utf-8")
+    ends = np.cumsum([len(r) for r in recorded])
+    np.savez(run_dir / RECORDED_FILE, ids=np.concatenate(recorded), ends=ends)
     return windows
 
 
@@ -168,22 +173,26 @@ def _finish_here(run_dir: Path) -> FinishMeasure:
     from chaos.engine.run import WindowKey, WindowRecord
     from chaos.outcome import finish
     from chaos.platforms.fake import FakePlatform
+    from chaos.rundir.writes import RecordedWrites
     from chaos.spec import load_experiment
 
     payload = json.loads((run_dir / RECORDS_FILE).read_text(encoding="utf-8"))
-    records = [
-        WindowRecord(
-            key=WindowKey(w["setup"], 0, FAULT, w["repetition"]),
-            fault_type="abort",
-            warmup_start_t=w["warmup_start_t"],
-            inject_t=w["inject_t"],
-            revert_t=w["revert_t"],
-            end_t=w["end_t"],
-            recorded_writes=payload["recorded"][f"{w['setup']}#{w['repetition']}"],
-        )
-        for w in payload["windows"]
-    ]
-    del payload
+    with np.load(run_dir / RECORDED_FILE) as recorded:
+        ids = np.split(recorded["ids"], recorded["ends"][:-1])
+        records = [
+            WindowRecord(
+                key=WindowKey(w["setup"], 0, FAULT, w["repetition"]),
+                fault_type="abort",
+                warmup_start_t=w["warmup_start_t"],
+                inject_t=w["inject_t"],
+                revert_t=w["revert_t"],
+                end_t=w["end_t"],
+                # as the engine holds them (keys, not strings), one window's ids at a time
+                recorded_writes=RecordedWrites.from_ids(f"w{i}" for i in window_ids),
+            )
+            for w, window_ids in zip(payload["windows"], ids, strict=True)
+        ]
+    del payload, ids
     experiment = load_experiment(run_dir / EXPERIMENT_FILE)
     before = _rss_mb()
     started, cpu_started = time.perf_counter(), time.process_time()

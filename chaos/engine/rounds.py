@@ -47,7 +47,7 @@ def measured_so_far(
         SteadyState(experiment.steady_state.max_error_rate, experiment.steady_state.max_p95_ms),
         experiment.timeline.recovered_for,
         counters=read_counters(run_dir),
-        recorded_writes=RecordedWrites.from_ids(i for r in records for i in r.recorded_writes),
+        recorded_writes=RecordedWrites.concat(r.recorded_writes for r in records),
         resamples=200,
         seed=experiment.seed,
     )

@@ -31,6 +31,7 @@ from chaos.proc import RUN_MARKER_ENV, start_ticks
 from chaos.rundir import EXPERIMENT_FILE, SAMPLES_DIR, TOPOLOGIES_DIR
 from chaos.rundir.counters import append_counters
 from chaos.rundir.journal import Journal
+from chaos.rundir.writes import RecordedWrites
 from chaos.spec import CertExpiryFault, Experiment, Setup, StopCondition
 from chaos.spec import Fault as FaultSpec
 from chaos.traffic import Endpoint, LiveStats, TrafficConfig, TrafficRun
@@ -87,7 +88,8 @@ class WindowRecord:
     error: str | None = None
     #: The step the window was in; a broken window names the step it broke in.
     phase: str = "start"
-    recorded_writes: list[str] = field(default_factory=list)
+    #: The write ids ``payments`` recorded, as keys (compact: millions in a soak).
+    recorded_writes: RecordedWrites = field(default_factory=RecordedWrites.empty)
 
 
 @dataclass(frozen=True)
@@ -291,7 +293,7 @@ class Engine:
         self._say(f"{record.key.label}: reverted")
 
     def _collect_writes(self, topology: RunningTopology, record: WindowRecord) -> None:
-        record.recorded_writes += topology.recorded_writes()
+        record.recorded_writes += RecordedWrites.from_ids(topology.recorded_writes())
 
     def _on_event(self, event: Event) -> None:
         self.journal.write(

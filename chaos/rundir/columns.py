@@ -3,10 +3,12 @@
 :func:`chaos.rundir.samples.load_samples` builds a pandas frame with one Python
 string per row and column; at 10 M rows that is gigabytes. :func:`load_columns`
 reads the same chunks into arrays allocated once (row counts come from the chunk
-headers), keeps the four string columns as ``int32`` indexes into one shared
-table of names, and sorts by ``t`` once. About 36 bytes a row, plus 8 for
-``send_lag_ms`` once a run has a lag that is not 0 (open-loop load): all-zero lag
-(closed loop, and ``CHS1`` files) stays in pages never touched.
+headers), keeps endpoint, method and error kind as ``int32`` indexes into one
+shared table of names, the write id as a 64-bit key (:mod:`chaos.rundir.writes`:
+millions of distinct ids never become Python strings), and sorts by ``t`` once.
+About 32 bytes a row, plus 8 for ``write_key`` once a run has writes and 8 for
+``send_lag_ms`` once it has a lag that is not 0 (open-loop load): columns that stay
+0 (closed loop, ``CHS1`` files, read-only traffic) stay in pages never touched.
 
 Both chunk versions read (see :mod:`chaos.rundir.chunks`). DROPPED rows (open-loop
 requests never sent) are kept by :func:`load_columns`, like ``load_samples``, for the
@@ -26,18 +28,22 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from chaos.rundir.chunks import iter_coded_chunks, rows_upper_bound
+from chaos.rundir.chunks import CodedChunk, iter_coded_chunks, rows_upper_bound
 from chaos.rundir.samples import DROPPED, OK, SAMPLE_DTYPES, sample_files
+from chaos.rundir.writes import KeyArray, write_keys
 
 #: The coded columns, in the order of :attr:`SampleColumns.codes`' rows.
-CODED_COLUMNS: Final = ("endpoint", "method", "error_kind", "write_id")
+CODED_COLUMNS: Final = ("endpoint", "method", "error_kind")
+#: Position of the write id among a chunk's coded columns (after the three above).
+_CHUNK_WRITE_ID = 3
 
 
 @dataclass(frozen=True)
 class SampleColumns:
     """Every sample as arrays ordered by ``t``; ``codes[k]`` indexes ``names``.
 
-    ``names[0]`` is ``""`` (no write id, or a request that succeeded).
+    ``names[0]`` is ``""`` (a request that succeeded). ``write_key`` is the key of
+    each row's write id (:func:`chaos.rundir.writes.write_keys`; 0: none).
     """
 
     t: npt.NDArray[np.float64]
@@ -45,9 +51,10 @@ class SampleColumns:
     #: Actual send minus scheduled start (0 for closed-loop load and ``CHS1`` files).
     send_lag_ms: npt.NDArray[np.float64]
     status: npt.NDArray[np.int32]
-    #: Shape ``(4, rows)``: endpoint, method, error_kind, write_id (see CODED_COLUMNS).
+    #: Shape ``(3, rows)``: endpoint, method, error_kind (see CODED_COLUMNS).
     codes: npt.NDArray[np.int32]
     names: npt.NDArray[np.object_]
+    write_key: KeyArray
 
     def __len__(self) -> int:
         return len(self.t)
@@ -76,19 +83,21 @@ class SampleColumns:
             status=self.status[rows],
             codes=self.codes[:, rows],
             names=self.names,
+            write_key=self.write_key[rows],
         )
 
     def frame(self) -> pd.DataFrame:
-        """The samples as :func:`chaos.rundir.samples.load_samples` returns them."""
+        """The samples as :func:`chaos.rundir.samples.load_samples` returns them, but
+        ``write_id`` (only its key is kept: see ``write_key``)."""
         data: dict[str, object] = {"t": self.t}
         for name in ("endpoint", "method"):
             data[name] = self.names[self.coded(name)]
         data["latency_ms"] = self.latency_ms
         data["status"] = self.status.astype(np.int64)
-        for name in ("error_kind", "write_id"):
-            data[name] = self.names[self.coded(name)]
+        data["error_kind"] = self.names[self.coded("error_kind")]
         data["send_lag_ms"] = self.send_lag_ms
-        return pd.DataFrame(data).astype(SAMPLE_DTYPES)
+        dtypes = {k: v for k, v in SAMPLE_DTYPES.items() if k != "write_id"}
+        return pd.DataFrame(data).astype(dtypes)
 
     @classmethod
     def from_frame(cls, samples: pd.DataFrame) -> SampleColumns:
@@ -112,6 +121,7 @@ class SampleColumns:
             status=samples["status"].to_numpy(dtype=np.int32),
             codes=codes[1:].astype(np.int32).reshape(len(CODED_COLUMNS), rows),
             names=np.asarray(names, dtype=object),
+            write_key=write_keys(samples["write_id"].to_numpy(dtype=object)),
         )
 
 
@@ -124,11 +134,17 @@ def _open(path: Path) -> mmap.mmap | bytes:
 
 def load_columns(source: str | Path | Sequence[str | Path]) -> SampleColumns:
     """All samples of a run (directory) or of the given files, ordered by ``t``."""
-    t, latency, lag, status, codes, table = _read(source, strings=True)
+    t, latency, lag, status, codes, table, keys = _read(source, strings=True)
     names = np.empty(len(table), dtype=object)
     names[:] = table
     return SampleColumns(
-        t=t, latency_ms=latency, send_lag_ms=lag, status=status, codes=codes, names=names
+        t=t,
+        latency_ms=latency,
+        send_lag_ms=lag,
+        status=status,
+        codes=codes,
+        names=names,
+        write_key=keys,
     )
 
 
@@ -139,7 +155,7 @@ def load_latencies(
 
     DROPPED rows (never sent, so no latency) are left out.
     """
-    t, latency, _, _, _, _ = _read(source, strings=False)
+    t, latency, _, _, _, _, _ = _read(source, strings=False)
     return t, latency
 
 
@@ -152,6 +168,7 @@ def _read(
     npt.NDArray[np.int32],
     npt.NDArray[np.int32],
     list[str],
+    KeyArray,
 ]:
     files = [_open(p) for p in sample_files(source)]
     try:
@@ -159,13 +176,14 @@ def _read(
         width = total if strings else 0
         t = np.empty(total, dtype=np.float64)
         latency = np.empty(total, dtype=np.float64)
-        # calloc'd: the pages of a lag that stays 0 are never touched (no memory held)
+        # calloc'd: the pages of a lag (or a write key) that stays 0 are never touched
         lag = np.zeros(width, dtype=np.float64)
-        any_lag = False
+        keys = np.zeros(width, dtype=np.uint64)
+        any_lag = any_write = False
         status = np.empty(width, dtype=np.int32)
         codes = np.empty((len(CODED_COLUMNS), width), dtype=np.int32)
-        # Every chunk's names go into one list; codes first index that list, and one
-        # hash pass (pd.factorize) at the end maps them to a table without duplicates.
+        # Every chunk's names in use go into one list; codes first index that list, and
+        # one hash pass (pd.factorize) at the end maps them to a table without duplicates.
         # A Python dict lookup per name costs more than everything else at 10 M rows.
         every_name: list[str] = [OK]
         n = 0
@@ -179,10 +197,10 @@ def _read(
                         lag[n:end] = chunk.send_lag_ms
                         any_lag = True
                     status[n:end] = chunk.status
-                    offset = len(every_name)
-                    every_name += chunk.names
-                    for k, column in enumerate(chunk.codes):
-                        np.add(column, offset, out=codes[k, n:end], casting="unsafe")
+                    _coded(chunk, every_name, codes[:, n:end])
+                    if chunk.codes[_CHUNK_WRITE_ID].any():
+                        keys[n:end] = _keys(chunk)
+                        any_write = True
                 elif DROPPED in chunk.names:  # latencies only: a dropped row has none
                     sent = chunk.codes[CODED_COLUMNS.index("error_kind")] != chunk.names.index(
                         DROPPED
@@ -204,21 +222,48 @@ def _read(
     t, latency = t[:n], latency[:n]
     table = [OK]
     if strings:
-        lag, status, codes = lag[:n], status[:n], codes[:, :n]
+        lag, status, codes, keys = lag[:n], status[:n], codes[:, :n], keys[:n]
         unique_codes, uniques = pd.factorize(np.asarray(every_name, dtype=object))
         del every_name
         remap = unique_codes.astype(np.int32)
         for k in range(len(CODED_COLUMNS)):
             codes[k] = remap[codes[k]]
         table = list(uniques)
-    if n and not bool((np.diff(t) >= 0).all()):
+    if n > 1 and not bool((t[1:] >= t[:-1]).all()):
         order = np.argsort(t, kind="stable")
         t, latency = t[order], latency[order]
         if strings:
             if any_lag:
                 lag = lag[order]
+            if any_write:
+                keys = keys[order]
             status = status[order]
             for k in range(len(CODED_COLUMNS)):  # a row at a time: one extra row in memory
                 codes[k] = codes[k][order]
         del order
-    return t, latency, lag, status, codes, table
+    return t, latency, lag, status, codes, table, keys
+
+
+def _coded(chunk: CodedChunk, every_name: list[str], out: npt.NDArray[np.int32]) -> None:
+    """Append the names ``chunk``'s coded columns use to ``every_name``; codes into ``out``.
+
+    Only names in use: a chunk's table also holds its write ids, which stay out (they
+    become keys), or the table would hold a Python string per write of the run.
+    """
+    columns = chunk.codes[: len(CODED_COLUMNS)]
+    used = np.zeros(len(chunk.names), dtype=np.bool_)
+    for column in columns:
+        used[column] = True
+    kept = np.flatnonzero(used)
+    local = np.zeros(len(chunk.names), dtype=np.int32)
+    local[kept] = np.arange(len(every_name), len(every_name) + len(kept), dtype=np.int32)
+    every_name += [chunk.names[i] for i in kept]
+    for k, column in enumerate(columns):
+        np.take(local, column, out=out[k])
+
+
+def _keys(chunk: CodedChunk) -> KeyArray:
+    """The write key of each row of ``chunk`` (0: no write id)."""
+    table = write_keys(chunk.names)
+    found: KeyArray = table[chunk.codes[_CHUNK_WRITE_ID]]
+    return found

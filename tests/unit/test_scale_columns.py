@@ -38,8 +38,15 @@ from chaos.rundir.chunks import (
 )
 from chaos.rundir.columns import SampleColumns, load_columns, load_latencies
 from chaos.rundir.samples import DROPPED, load_samples, samples_dir
+from chaos.rundir.writes import NO_WRITE, write_keys
 
 STEADY = SteadyState(0.01, 100.0)
+
+
+def _same_rows(columns: SampleColumns, frame: pd.DataFrame) -> None:
+    """``columns`` hold ``frame``'s rows: every column, and the write ids as their keys."""
+    pd.testing.assert_frame_equal(columns.frame(), frame.drop(columns="write_id"))
+    assert columns.write_key.tolist() == write_keys(frame["write_id"].to_numpy()).tolist()
 
 
 def _run(tmp_path: Path) -> Path:
@@ -54,12 +61,14 @@ def test_columns_match_the_frame_loader_row_for_row(tmp_path: Path) -> None:
     run = _run(tmp_path)
     frame = load_samples(run)
     columns = load_columns(run)
-    pd.testing.assert_frame_equal(columns.frame(), frame)
+    _same_rows(columns, frame)
+    assert (columns.write_key != NO_WRITE).sum() == (frame["write_id"] != "").sum()
     t, latency = load_latencies(run)
     assert np.array_equal(t, frame["t"].to_numpy()) and np.array_equal(
         latency, frame["latency_ms"].to_numpy()
     )
     assert columns.names[0] == "" and len(set(columns.names)) == len(columns.names)
+    assert not any(str(n).startswith("w") for n in columns.names)  # no write id as a string
 
 
 def test_columns_from_several_files_and_a_cut_off_chunk(tmp_path: Path) -> None:
@@ -74,8 +83,8 @@ def test_columns_from_several_files_and_a_cut_off_chunk(tmp_path: Path) -> None:
     (d / "b.chs").write_bytes(chunk([2.0, 4.0], ["w3", "w2"]))
     columns = load_columns(tmp_path)
     assert columns.t.tolist() == [1.0, 2.0, 3.0, 4.0]
-    assert list(columns.names[columns.coded("write_id")]) == ["w2", "w3", "w1", "w2"]
-    pd.testing.assert_frame_equal(columns.frame(), load_samples(tmp_path))
+    assert columns.write_key.tolist() == write_keys(["w2", "w3", "w1", "w2"]).tolist()
+    _same_rows(columns, load_samples(tmp_path))
     (tmp_path / "empty").mkdir()
     assert len(load_columns(tmp_path / "empty")) == 0
 
@@ -130,9 +139,10 @@ def test_writes_lost_and_duplicated_by_codes() -> None:
     ok = inside[(inside.status >= 200) & (inside.status < 300)]
     assert r.writes_lost == sum(1 for i in set(ok.write_id) if times[i] == 0) > 0
     assert r.writes_duplicated == sum(1 for i in set(inside.write_id) if times[i] > 1) > 0
-    names = np.array(["w0", acked[-19], "nope"], dtype=object)
-    assert recorded.counts_of(names).tolist() == [times["w0"], 2, 0]
-    assert recorded.counts == dict(times)
+    keys = write_keys(["w0", acked[-19], "nope"])
+    assert recorded.counts_of(keys).tolist() == [times["w0"], 2, 0]
+    assert len(recorded) == len(recorded_ids)
+    assert all(recorded.count(i) == n for i, n in times.items())
 
 
 def test_errors_by_kind_and_unknown_kinds_from_columns() -> None:
@@ -212,7 +222,7 @@ def test_both_chunk_versions_read_alike_in_the_frame_and_the_columns_path(tmp_pa
     run = _mixed_versions(tmp_path)
     frame = load_samples(run)
     columns = load_columns(run)
-    pd.testing.assert_frame_equal(columns.frame(), frame)
+    _same_rows(columns, frame)
     assert frame.t.tolist() == [1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0]
     assert frame.send_lag_ms.tolist() == [0.0, 2.0, 0.0, 0.5, 0.0, 0.0, 0.0]
     assert frame.error_kind.tolist() == ["", "", "", "", DROPPED, "reset", DROPPED]
