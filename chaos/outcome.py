@@ -204,7 +204,9 @@ def finish(
         del analysis, writes
     elif broken:
         write_results(run_dir, [], [], [], broken=broken)  # a run of broken windows says so
-    del samples  # the report reads what it needs itself: never two copies at the peak
+    # the report needs only the times and latencies: keep those, never two copies at the peak
+    latencies = {run_dir: samples.sent_latencies()} if samples is not None else None
+    del samples
     failures = judge(records, runs, aborted_reason is not None) + refuted
     code = exit_code(
         aborted=aborted_reason is not None, failures=bool(failures), broken=bool(broken)
@@ -244,8 +246,9 @@ def finish(
     )
     report: Path | None = None
     if runs or broken:
-        report = render_report([run_dir], run_dir / REPORT_FILE)
+        report = render_report([run_dir], run_dir / REPORT_FILE, latencies=latencies)
         write_junit(run_dir)
+    del latencies
     if history is not None:
         HistoryStore(history).record(run_dir)
     return RunOutcome(code, report, tuple(failures), tuple(runs), tuple(broken))

@@ -8,7 +8,7 @@ Content-Security-Policy that lets the page load nothing but its own data: images
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +30,7 @@ from chaos.report.charts import (
 from chaos.report.method import method_paragraphs
 from chaos.report.rundata import RunData, load_run
 from chaos.report.verdict import FaultVerdict, fault_verdict, seconds
-from chaos.rundir.columns import load_latencies
+from chaos.rundir.columns import Latencies, load_latencies
 from chaos.rundir.samples import samples_dir
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -207,11 +207,14 @@ def _failed(summary: Summary | None, mine: list[FaultResult], measured: list[Fau
     return f"{sum(aborted):,} (aborted)" if aborted else "–"
 
 
-def _cdf_quantiles(run: RunData) -> dict[tuple[str, str], np.ndarray]:
+def _cdf_quantiles(
+    run: RunData, latencies: Latencies | None = None
+) -> dict[tuple[str, str], np.ndarray]:
     """Latency quantiles per (fault, setup) over injection..window end, from the samples."""
     if not run.runs:
         return {}  # every window broke: maybe no sample was ever written
-    t, latency = load_latencies(samples_dir(run.run_dir))  # without DROPPED rows: no latency
+    # without DROPPED rows: no latency
+    t, latency = latencies or load_latencies(samples_dir(run.run_dir))
     parts: dict[tuple[str, str], list[np.ndarray]] = {}
     for r in run.runs:
         lo, hi = np.searchsorted(t, [r.window.inject_t, r.window.end_t])
@@ -330,8 +333,8 @@ def _outcome(run: RunData) -> str:
     return f"failed (exit {code})"
 
 
-def _run_view(run: RunData, index: int) -> RunView:
-    cdfs = _cdf_quantiles(run)
+def _run_view(run: RunData, index: int, latencies: Latencies | None = None) -> RunView:
+    cdfs = _cdf_quantiles(run, latencies)
     meta = run.meta
     versions = (
         [
@@ -422,10 +425,19 @@ def _cross_rows(runs: Sequence[RunData]) -> list[CrossRunRow]:
     return rows
 
 
-def render_report(run_dirs: Sequence[Path], out: Path) -> Path:
-    """Write one self-contained HTML report comparing ``run_dirs`` to ``out``; return ``out``."""
+def render_report(
+    run_dirs: Sequence[Path], out: Path, *, latencies: Mapping[Path, Latencies] | None = None
+) -> Path:
+    """Write one self-contained HTML report comparing ``run_dirs`` to ``out``; return ``out``.
+
+    ``latencies``: a run directory's request times and latencies already in memory
+    (the finish step holds them), so the samples are not read a second time.
+    """
     runs = [load_run(d) for d in run_dirs]
-    views = [_run_view(r, i) for i, r in enumerate(runs)]
+    held = latencies or {}
+    views = [
+        _run_view(r, i, held.get(d)) for i, (d, r) in enumerate(zip(run_dirs, runs, strict=True))
+    ]
     names = list(dict.fromkeys(r.meta.experiment_name if r.meta else r.run_dir.name for r in runs))
     html = (
         environment()

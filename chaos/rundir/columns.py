@@ -32,6 +32,8 @@ from chaos.rundir.chunks import CodedChunk, iter_coded_chunks, rows_upper_bound
 from chaos.rundir.samples import DROPPED, OK, SAMPLE_DTYPES, sample_files
 from chaos.rundir.writes import KeyArray, write_keys
 
+#: ``t`` and ``latency_ms`` of the requests sent, by ``t`` (:func:`load_latencies`).
+Latencies = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]
 #: The coded columns, in the order of :attr:`SampleColumns.codes`' rows.
 CODED_COLUMNS: Final = ("endpoint", "method", "error_kind")
 #: Position of the write id among a chunk's coded columns (after the three above).
@@ -73,6 +75,14 @@ class SampleColumns:
         """The code of ``name`` in the table, or None when no sample has it."""
         found = np.flatnonzero(self.names == name)
         return int(found[0]) if len(found) else None
+
+    def sent_latencies(self) -> Latencies:
+        """What :func:`load_latencies` reads: DROPPED rows (never sent) left out."""
+        dropped = self.code_of(DROPPED)
+        if dropped is None:
+            return self.t, self.latency_ms
+        sent = self.coded("error_kind") != dropped
+        return self.t[sent], self.latency_ms[sent]
 
     def take(self, rows: npt.NDArray[np.bool_]) -> SampleColumns:
         """The samples where ``rows`` is true (same table of names, order kept)."""
@@ -148,9 +158,7 @@ def load_columns(source: str | Path | Sequence[str | Path]) -> SampleColumns:
     )
 
 
-def load_latencies(
-    source: str | Path | Sequence[str | Path],
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+def load_latencies(source: str | Path | Sequence[str | Path]) -> Latencies:
     """Only ``t`` and ``latency_ms`` of every request sent, ordered by ``t`` (16 bytes a row).
 
     DROPPED rows (never sent, so no latency) are left out.

@@ -83,10 +83,14 @@ class RecordedWrites:
     def counts_of(self, keys: KeyArray) -> npt.NDArray[np.int64]:
         """How often each of ``keys`` was recorded (0 for a key never recorded)."""
         unique, counts = self._table
-        if len(unique) == 0:
-            return np.zeros(len(keys), dtype=np.int64)
-        at = np.minimum(np.searchsorted(unique, keys), len(unique) - 1)
-        found: npt.NDArray[np.int64] = np.where(unique[at] == keys, counts[at], 0)
+        found = np.zeros(len(keys), dtype=np.int64)
+        if len(unique) == 0 or len(keys) == 0:
+            return found
+        # sorted needles walk the table in order: random ones miss the cache at every step
+        order = np.argsort(keys)
+        needles = keys[order]
+        at = np.minimum(np.searchsorted(unique, needles), len(unique) - 1)
+        found[order] = np.where(unique[at] == needles, counts[at], 0)
         return found
 
     def count(self, write_id: str) -> int:

@@ -230,6 +230,8 @@ def test_both_chunk_versions_read_alike_in_the_frame_and_the_columns_path(tmp_pa
     t, latency = load_latencies(run)
     assert t.tolist() == [1.0, 1.5, 2.0, 2.5, 4.0]
     assert latency.tolist() == [3.0, 7.0, 5.0, 9.0, 4.0]
+    held_t, held_latency = columns.sent_latencies()  # what the finish step hands the report
+    assert held_t.tolist() == t.tolist() and held_latency.tolist() == latency.tolist()
     [(chunk, _)] = list(iter_coded_chunks((samples_dir(run) / "old.chs").read_bytes()))
     assert chunk.send_lag_ms.tolist() == [0.0, 0.0, 0.0]
 
