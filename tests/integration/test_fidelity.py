@@ -24,6 +24,7 @@ import pandas as pd
 import pytest
 
 from chaos.analysis import FaultResult, FaultWindow, SteadyState, measure_window
+from chaos.bench.prober import Prober
 from chaos.platforms.base import EventKind, HttpFault
 from chaos.platforms.local.backoff import BackoffPolicy
 from chaos.platforms.local.faultops import LocalFaultOps
@@ -31,7 +32,6 @@ from chaos.platforms.local.topology import LocalTopology, TopologyOptions, wait_
 from chaos.spec import Setup
 from chaos.traffic import Endpoint, TrafficConfig, TrafficRun
 from tests.conftest import ProcessTracker, lease_slot
-from tests.integration.prober import Prober
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -1,6 +1,7 @@
-"""An independent prober for the fidelity tests: the test's own view of an outage.
+"""An independent prober: a view of an outage that shares nothing with the tool's own.
 
-It shares nothing with the traffic or analysis packages: its own threads, the
+The fidelity tests and ``make bench`` check the analysis' times against it. It
+shares nothing with the traffic or analysis packages: its own threads, the
 standard library's ``http.client`` on a kept-alive connection per thread, its own
 timestamps (``time.monotonic()`` just before the request is written). A few
 threads take turns on a fixed schedule, so a slow answer on one does not delay
@@ -20,6 +21,10 @@ from urllib.parse import urlsplit
 
 #: Status recorded for a probe that got no HTTP answer (refused, reset, timeout).
 NO_ANSWER = 0
+
+
+class ProbeError(RuntimeError):
+    """The prober did not stop, or saw no complete outage where one was expected."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,8 @@ class Prober:
         self._stop.set()
         for worker in self._workers:
             worker.join(self.timeout_s + 5.0)
-            assert not worker.is_alive(), "the prober did not stop"
+            if worker.is_alive():
+                raise ProbeError("the prober did not stop")
 
     def snapshot(self) -> list[ProbeResult]:
         """The probes answered so far, in send order."""
@@ -148,12 +154,14 @@ class Prober:
                 conn.close()
 
     def outage(self, after_t: float) -> Outage:
-        """The outage that began at or after ``after_t`` (fails if none or not over)."""
+        """The outage that began at or after ``after_t``; ``ProbeError`` if none or not over."""
         probes = [r for r in self.snapshot() if r.t >= after_t]
         first = next((i for i, r in enumerate(probes) if not r.ok), None)
-        assert first is not None, f"the prober saw no failure after t={after_t:.3f}"
+        if first is None:
+            raise ProbeError(f"the prober saw no failure after t={after_t:.3f}")
         last_failure = max(i for i, r in enumerate(probes) if not r.ok)
-        assert last_failure + 1 < len(probes), "the prober never saw a success after the outage"
+        if last_failure + 1 >= len(probes):
+            raise ProbeError("the prober never saw a success after the outage")
         during = probes[first : last_failure + 1]
         return Outage(
             start_t=probes[first].t,
