@@ -1,38 +1,43 @@
-"""Load generators side by side through one topology's ingress: wrk, plain Locust, the driver.
+"""Load generators side by side against one real Envoy: wrk, plain Locust, the tool's driver.
 
-Each row is requests per second and CPU per request of the generator's own
-processes (``RUSAGE_CHILDREN`` before and after), over the same URL, token and
-duration. wrk (Debian's ``wrk``) is measured here when installed. The rows for
-plain Locust and this tool's driver (recording on and off) come from issue 11
-part A's measuring function: :data:`DRIVER_HOOK` names it, and
-:func:`measure_load_generators` calls it once it exists; until then those rows
-say so instead of showing a number.
+The target is a real Envoy answering ``GET /`` with a ``direct_response``, pinned
+to the first core (:func:`chaos.bench_driver.envoy_target`); the generator runs
+pinned to the second. The Locust rows (plain ``FastHttpUser`` and this tool's
+driver, closed and open loop, each against a plain Locust row at the same load)
+come from :func:`chaos.bench_driver.measure_driver_cost`: CPU per request of the
+Locust process over a steady window, and samples lost. The driver always records
+(plain Locust is the row without recording). Debian's ``wrk`` gets a row when
+installed (``wrk -t1 -c20``: its CPU per request over its whole run); without it
+the row says so.
 """
 
 from __future__ import annotations
 
-import importlib
+import os
 import re
 import resource
 import shutil
 import subprocess
-from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-#: ``module:function`` of part A's measurement: ``(url, token, seconds) -> list[LoadGenRow]``.
-DRIVER_HOOK = "chaos.traffic.costs:measure_generators"
-NEEDS_PART_A = "needs issue 11 part A's measuring function (chaos.traffic.costs)"
+from chaos.bench_driver import DEFAULT_DRIVERS, Target, measure_driver_cost
+
 CONNECTIONS = 20
 
 
 @dataclass(frozen=True)
 class LoadGenRow:
-    """One load generator's figure (None where it was not measured, with ``note`` saying why)."""
+    """One load generator's figure (None where it was not measured, ``note`` says why)."""
 
     generator: str
     requests_per_s: float | None
     cpu_us_per_request: float | None
     note: str = ""
+    #: The row this one is compared with (plain Locust at the same load), if any.
+    baseline: str | None = None
+    #: Requests Envoy answered that have no sample (the driver's rows only).
+    samples_lost: int | None = None
 
 
 def _children_cpu_s() -> float:
@@ -40,59 +45,44 @@ def _children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def measure_wrk(url: str, token: str, seconds: float) -> LoadGenRow:
-    """``wrk -t1 -c20`` for ``seconds`` (a row with a reason when wrk is missing)."""
+def measure_wrk(target: Target, seconds: float, core: int | None) -> LoadGenRow:
+    """``wrk -t1 -c20`` against ``target`` for ``seconds`` (a row with a reason without wrk)."""
     name = f"wrk -t1 -c{CONNECTIONS}"
     wrk = shutil.which("wrk")
     if wrk is None:
-        return LoadGenRow(name, None, None, "wrk not installed (apt-get install wrk)")
-    before = _children_cpu_s()
+        return LoadGenRow(name, None, None, "not measured: wrk not installed (apt-get install wrk)")
+    before = _children_cpu_s()  # wrk is the only child that ends (and is reaped) meanwhile
     done = subprocess.run(
-        [
-            wrk,
-            "-t1",
-            f"-c{CONNECTIONS}",
-            f"-d{max(1, round(seconds))}s",
-            "-H",
-            f"Authorization: Bearer {token}",
-            url,
-        ],
+        [wrk, "-t1", f"-c{CONNECTIONS}", f"-d{max(1, round(seconds))}s", target.url + "/"],
         capture_output=True,
         text=True,
         timeout=seconds + 30,
         check=False,
+        preexec_fn=(lambda: os.sched_setaffinity(0, {core})) if core is not None else None,
     )
     cpu = _children_cpu_s() - before
     total = re.search(r"(\d+) requests in", done.stdout)
     rate = re.search(r"Requests/sec:\s+([\d.]+)", done.stdout)
     if done.returncode != 0 or total is None or rate is None:
         return LoadGenRow(name, None, None, f"wrk failed (exit {done.returncode})")
-    requests = int(total.group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", done.stdout)
     note = f"{errors.group(1)} non-2xx answers" if errors else ""
-    return LoadGenRow(
-        name, round(float(rate.group(1)), 1), round(cpu / max(1, requests) * 1e6, 1), note
-    )
+    requests = max(1, int(total.group(1)))
+    return LoadGenRow(name, round(float(rate.group(1)), 1), round(cpu / requests * 1e6, 1), note)
 
 
-def _part_a() -> Callable[[str, str, float], list[LoadGenRow]] | None:
-    module, _, function = DRIVER_HOOK.partition(":")
-    try:
-        found = getattr(importlib.import_module(module), function, None)
-    except ImportError:
-        return None
-    return found if callable(found) else None
-
-
-def measure_load_generators(url: str, token: str, seconds: float) -> list[LoadGenRow]:
-    """Every generator's row: wrk here, the Locust rows through part A's hook."""
-    rows = [measure_wrk(url, token, seconds)]
-    driver = _part_a()
-    if driver is not None:
-        return [*rows, *driver(url, token, seconds)]
-    waiting = (
-        f"plain Locust FastHttpUser, {CONNECTIONS} users",
-        "this tool's driver, recording on",
-        "this tool's driver, recording off",
-    )
-    return [*rows, *(LoadGenRow(name, None, None, NEEDS_PART_A) for name in waiting)]
+def measure_locust_rows(window_s: float, repeats: int, work: Path) -> list[LoadGenRow]:
+    """Plain Locust and the driver, side by side (medians over ``repeats``)."""
+    baselines = {d.name: d.baseline for d in DEFAULT_DRIVERS}
+    costs = measure_driver_cost(window_s=window_s, repeats=repeats, work_dir=work)
+    return [
+        LoadGenRow(
+            c.name,
+            round(c.requests_per_s, 1),
+            round(c.cpu_us_per_request, 1),
+            f"median of {len(c.runs)} windows of {window_s:g} s",
+            baselines.get(c.name),
+            c.samples_lost,
+        )
+        for c in costs
+    ]

@@ -4,17 +4,20 @@ Figures, in order (each bounded; a figure that fails says why in its section and
 the others still run):
 
 1. topology start-up to ready, per setup, and GET / through the whole chain;
-2. load generators through one ingress: wrk, plain Locust, the driver (hook for
-   issue 11 part A);
-3. open-loop schedule accuracy (needs part A's open-loop driver);
-4. injection lag per fault and setup, and the run's wall time against its
-   planned windows, from one real short run of ``sidecar-chaos run``;
-5. time-to-recover fidelity against an independent prober (not yet here);
+2. against one real Envoy ``direct_response`` target: wrk (when installed), the
+   open-loop driver's schedule accuracy at 1,000 requests/s, and requests/s per
+   worker-core with 0, 1 and 2 workers;
+3. plain Locust against the tool's driver, closed and open loop
+   (:func:`chaos.bench_driver.measure_driver_cost`);
+4. time-to-recover fidelity against an independent prober, on faults of known truth;
+5. injection lag per fault and setup, and the run's wall time against its planned
+   windows, from one real short run of ``sidecar-chaos run``;
 6. the finish step (analysis, results, report, JUnit, history) at 100 k, 1 M
    and 10 M samples: wall time, CPU time, peak memory, growth.
 
-``--short`` is the smoke mode the tests use: one setup, one start, a small run
-and 240 k samples. Loopback only.
+About 5 minutes on a quiet 2-core machine. ``--short`` is the smoke mode the tests
+use: one setup, one start, tiny windows, no plain-Locust rows and no fidelity
+figure (their own tests run them), a one-window run and 240 k samples. Loopback only.
 """
 
 from __future__ import annotations
@@ -34,15 +37,19 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from chaos.bench.driverruns import Lateness, WorkersRow, measure_lateness, measure_workers
+from chaos.bench.fidelity import FidelityRow, measure_fidelity
 from chaos.bench.finish_scale import FinishMeasure, measure_finish, write_scale_run
-from chaos.bench.loadgen import LoadGenRow, measure_load_generators
-from chaos.bench.realrun import FAULTS, RealRun, run_experiment
+from chaos.bench.loadgen import LoadGenRow, measure_locust_rows, measure_wrk
+from chaos.bench.realrun import FAULTS, RealRun, Timeline, run_experiment
 from chaos.bench.render import render_markdown
-from chaos.bench.startup import SetupResult, bench_setup, free_slot
+from chaos.bench.startup import SetupResult, bench_setup
 from chaos.spec import Setup
 
 FULL_SIZES = (100_000, 1_000_000, 10_000_000)
 SHORT_SIZES = (240_000,)  # windows of 8 s: every window can recover
+#: The open-loop rate whose schedule accuracy the issue asks for.
+LATENESS_RATE = 1000.0
 
 
 @dataclass
@@ -63,11 +70,17 @@ class BenchResults:
     command: str
     started_utc: str
     machine: Machine
+    short: bool = False
     startup: list[SetupResult] = field(default_factory=list)
     loadgen: list[LoadGenRow] = field(default_factory=list)
+    lateness: Lateness | None = None
+    workers: list[WorkersRow] = field(default_factory=list)
+    fidelity: list[FidelityRow] = field(default_factory=list)
     realrun: RealRun | None = None
     finish: list[tuple[int, FinishMeasure]] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
+    #: Figure -> seconds it took.
+    took: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     out: Path | None = None
 
@@ -99,13 +112,14 @@ def machine() -> Machine:
         "kernel": platform.release(),
         "wrk": "installed" if shutil.which("wrk") else "not installed",
     }
-    return Machine(os.cpu_count() or 1, cpu, os.getloadavg(), versions=versions)
+    return Machine(len(os.sched_getaffinity(0)), cpu, os.getloadavg(), versions=versions)
 
 
 def _figure(results: BenchResults, name: str, step: Callable[[], None]) -> None:
     print(f"bench: {name} ...", file=sys.stderr, flush=True)
     if results.out is not None:  # what is measured so far, should the bench be cut short
         results.out.write_text(render_markdown(results), encoding="utf-8")
+    started = time.monotonic()
     try:
         step()
     except Exception as exc:  # one figure failing (say, a port taken) must not lose the rest
@@ -113,15 +127,23 @@ def _figure(results: BenchResults, name: str, step: Callable[[], None]) -> None:
             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         )
         print(f"bench: {name} failed: {results.errors[name]}", file=sys.stderr, flush=True)
+    results.took[name] = round(time.monotonic() - started, 1)
 
 
-def _loadgen(seconds: float) -> list[LoadGenRow]:
-    from chaos.platforms.local.topology import LocalTopology, TopologyOptions
+def _on_target(results: BenchResults, args: argparse.Namespace, work: Path) -> None:
+    """wrk, schedule accuracy and workers, against one Envoy target."""
+    from chaos.bench.driverruns import locust_cores
+    from chaos.bench_driver import envoy_target
 
-    options = TopologyOptions(setup=Setup.SIDECAR, slot=free_slot(), ingress_port=0, publish=False)
-    with LocalTopology(options) as topology:
-        url = topology.layout.ingress.url + "/"
-        return measure_load_generators(url, topology.idp.token(), seconds)
+    cores = sorted(os.sched_getaffinity(0))
+    envoy_core = cores[0] if len(cores) > 1 else None
+    others = locust_cores()
+    load_core = min(others) if others else None
+    with envoy_target(work, envoy_core) as target:
+        results.loadgen.append(measure_wrk(target, args.wrk_seconds, load_core))
+        results.lateness = measure_lateness(target, work, args.lateness_rate, args.window)
+        for workers in args.workers:
+            results.workers.append(measure_workers(target, work, workers, args.window))
 
 
 def _finish_sizes(results: BenchResults, sizes: Sequence[int], work: Path) -> None:
@@ -139,6 +161,7 @@ def run_bench(args: argparse.Namespace) -> BenchResults:
         command="make bench" if not args.short else "python -m chaos.bench --short",
         started_utc=datetime.now(UTC).isoformat(timespec="seconds"),
         machine=machine(),
+        short=args.short,
         out=args.out,
     )
     setups = [Setup(s) for s in args.setups]
@@ -151,14 +174,23 @@ def run_bench(args: argparse.Namespace) -> BenchResults:
                     bench_setup(setup, args.repeats, args.duration, args.connections)
                 )
 
-        _figure(results, "startup", startup)
-        _figure(results, "loadgen", lambda: results.loadgen.extend(_loadgen(args.loadgen_seconds)))
+        def locust() -> None:
+            rows = measure_locust_rows(args.driver_window, args.driver_repeats, work)
+            results.loadgen.extend(rows)
+
+        def fidelity() -> None:
+            results.fidelity = measure_fidelity(work / "fidelity")
 
         def realrun() -> None:
             results.realrun = run_experiment(
-                work / "realrun", tuple(s.value for s in setups), args.faults
+                work / "realrun", tuple(s.value for s in setups), args.faults, args.timeline
             )
 
+        _figure(results, "startup", startup)
+        _figure(results, "target", lambda: _on_target(results, args, work))
+        if not args.short:
+            _figure(results, "locust", locust)
+            _figure(results, "fidelity", fidelity)
         _figure(results, "realrun", realrun)
         _figure(results, "finish", lambda: _finish_sizes(results, args.sizes, work))
     results.machine.load_after = os.getloadavg()
@@ -187,10 +219,17 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.short:
         args.setups = args.setups[:1] if args.setups else ["sidecar"]
         args.repeats, args.duration, args.connections = 1, 0.5, 4
-        args.loadgen_seconds, args.sizes, args.faults = 1.0, SHORT_SIZES, FAULTS[:1]
+        args.wrk_seconds, args.window, args.lateness_rate, args.workers = 1.0, 1.0, 200.0, (0,)
+        args.driver_window, args.driver_repeats = 1.0, 1
+        args.sizes, args.faults = SHORT_SIZES, FAULTS[:1]
+        args.timeline = Timeline(warmup_s=2.0, hold_s=1.5, recovery_s=2.5)
     else:
-        args.repeats, args.duration, args.connections = 3, 3.0, 16
-        args.loadgen_seconds, args.sizes, args.faults = 10.0, FULL_SIZES, FAULTS
+        args.repeats, args.duration, args.connections = 2, 3.0, 16
+        args.wrk_seconds, args.window, args.lateness_rate = 5.0, 4.0, LATENESS_RATE
+        args.workers = (0, 1, 2)
+        args.driver_window, args.driver_repeats = 3.0, 2
+        args.sizes, args.faults = FULL_SIZES, FAULTS
+        args.timeline = Timeline(warmup_s=2.0, hold_s=2.0, recovery_s=4.0)
     return args
 
 
@@ -201,15 +240,17 @@ def _jsonable(value: Any) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the bench, write ``--out``; exit 2 on bad options, 1 when a figure failed."""
+    """Run the bench, write ``--out`` and print it; exit 2 on bad options, 1 if a figure failed."""
     try:
         args = _parse(argv)
     except BadOption as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     results = run_bench(args)
-    args.out.write_text(render_markdown(results), encoding="utf-8")
+    text = render_markdown(results)
+    args.out.write_text(text, encoding="utf-8")
     if args.json is not None:
         args.json.write_text(json.dumps(asdict(results), indent=2, default=_jsonable) + "\n")
+    print(text)
     print(f"bench: wrote {args.out} in {results.seconds:g} s", file=sys.stderr)
     return 1 if results.errors else 0

@@ -25,7 +25,20 @@ from pathlib import Path
 
 from chaos.analysis import read_results
 
-WARMUP_S, HOLD_S, RECOVERY_S = 3.0, 3.0, 5.0
+
+@dataclass(frozen=True)
+class Timeline:
+    """Each window's planned warm-up, hold and recovery (seconds)."""
+
+    warmup_s: float = 3.0
+    hold_s: float = 3.0
+    recovery_s: float = 5.0
+
+    @property
+    def window_s(self) -> float:
+        return self.warmup_s + self.hold_s + self.recovery_s
+
+
 #: Bounds the whole subprocess (a run that hangs is a failed bench, not a stuck one).
 TIMEOUT_S = 600.0
 
@@ -74,7 +87,9 @@ _FAULT_SPECS = {
 }
 
 
-def experiment_text(setups: tuple[str, ...], faults: tuple[str, ...] = FAULTS) -> str:
+def experiment_text(
+    setups: tuple[str, ...], faults: tuple[str, ...] = FAULTS, timeline: Timeline = Timeline()
+) -> str:
     """The bench's experiment file (``faults``: some of :data:`FAULTS`)."""
     blocks = "".join(f"  - name: {name}\n    {_FAULT_SPECS[name]}\n" for name in faults)
     return f"""\
@@ -93,21 +108,24 @@ steady_state:
   max_error_rate: 0.01
   max_p95_ms: 150
 timeline:
-  warmup: {WARMUP_S:g}s
-  hold: {HOLD_S:g}s
-  recovery: {RECOVERY_S:g}s
+  warmup: {timeline.warmup_s:g}s
+  hold: {timeline.hold_s:g}s
+  recovery: {timeline.recovery_s:g}s
   recovered_for: 1s
 faults:
 {blocks}"""
 
 
 def run_experiment(
-    work: Path, setups: tuple[str, ...], faults: tuple[str, ...] = FAULTS
+    work: Path,
+    setups: tuple[str, ...],
+    faults: tuple[str, ...] = FAULTS,
+    timeline: Timeline = Timeline(),
 ) -> RealRun:
     """Run the bench experiment with the CLI in a subprocess and read its figures."""
     work.mkdir(parents=True, exist_ok=True)
     spec = work / "bench-experiment.yaml"
-    spec.write_text(experiment_text(setups, faults), encoding="utf-8")
+    spec.write_text(experiment_text(setups, faults, timeline), encoding="utf-8")
     run_dir = work / "run"
     cli = Path(sys.executable).with_name("sidecar-chaos")
     argv = [str(cli)] if cli.exists() else [sys.executable, "-m", "chaos.cli"]
@@ -131,7 +149,7 @@ def run_experiment(
         setups=setups,
         windows=windows,
         wall_s=round(wall, 2),
-        planned_s=windows * (WARMUP_S + HOLD_S + RECOVERY_S),
+        planned_s=windows * timeline.window_s,
         exit_code=done.returncode,
         lags=lags,
         run_dir=run_dir,

@@ -34,15 +34,17 @@ def _machine(results: BenchResults) -> list[str]:
     versions = ", ".join(f"{k} {v}" for k, v in m.versions.items())
     load = " / ".join(f"{x:.1f}" for x in m.load_before)
     after = " / ".join(f"{x:.1f}" for x in m.load_after)
+    took = ", ".join(f"{k} {v:g} s" for k, v in results.took.items())
     return [
         "## Machine and command",
         "",
         f"- command: `{results.command}` (started {results.started_utc}, "
-        f"took {results.seconds:g} s)",
+        f"took {results.seconds:g} s: {took})",
         f"- {m.cores} cores, {m.cpu}",
-        f"- load average (1/5/15 min) before: {load}; after: {after}. Above {m.cores} the "
-        "machine was shared with other work and wall times are inflated; CPU times are "
-        "steadier.",
+        f"- load average (1/5/15 min) at the start: {load}; at the end: {after}. The "
+        "machine is shared with other work (other engineers' builds and tests): a load "
+        f"above {m.cores} means the bench competed for the cores, and wall times are "
+        "inflated; CPU times are steadier.",
         f"- versions: {versions}",
         "",
     ]
@@ -76,32 +78,121 @@ def _startup(results: BenchResults) -> list[str]:
 
 def _loadgen(results: BenchResults) -> list[str]:
     lines = [
-        "## Load generators through one ingress (sidecar)",
+        "## Load generators against one Envoy",
         "",
-        "Same URL, token and duration; CPU per request is the generator's own processes.",
+        "A real Envoy answering `GET /` with a `direct_response`, pinned to the first "
+        "core; the generator pinned to the second. CPU per request is the generator's own "
+        "process over a steady window (`chaos.bench_driver.measure_driver_cost` for the "
+        "Locust rows). The driver always records its samples (no switch turns recording "
+        "off); plain Locust is the row without recording.",
         "",
-        *_failed(results, "loadgen"),
-        "| generator | requests/s | CPU µs per request | ratio to wrk (CPU) | note |",
-        "|---|---|---|---|---|",
+        *_failed(results, "target"),
+        *_failed(results, "locust"),
+        "| generator | requests/s | CPU µs per request | against plain Locust (CPU) "
+        "| against wrk (CPU) | samples lost | note |",
+        "|---|---|---|---|---|---|---|",
     ]
+    by_name = {r.generator: r for r in results.loadgen}
     wrk = next((r for r in results.loadgen if r.generator.startswith("wrk")), None)
-    base = wrk.cpu_us_per_request if wrk else None
+    wrk_cpu = wrk.cpu_us_per_request if wrk else None
     for r in results.loadgen:
-        ratio = r.cpu_us_per_request / base if r.cpu_us_per_request and base else None
+        base = by_name.get(r.baseline or "")
+        vs_plain = (
+            r.cpu_us_per_request / base.cpu_us_per_request
+            if base and r.cpu_us_per_request and base.cpu_us_per_request
+            else None
+        )
+        vs_wrk = r.cpu_us_per_request / wrk_cpu if r.cpu_us_per_request and wrk_cpu else None
+        against = f"{_n(vs_plain, 3, 'x')} ({base.generator})" if base and vs_plain else "–"
+        lost = "–" if r.samples_lost is None else f"{r.samples_lost:,}"
         lines.append(
             f"| {r.generator} | {_n(r.requests_per_s, 0)} | {_n(r.cpu_us_per_request, 1)} | "
-            f"{_n(ratio, 1, 'x')} | {r.note} |"
+            f"{against} | {_n(vs_wrk, 1, 'x')} | {lost} | {r.note} |"
         )
-    lines += [
-        "",
+    if results.short:
+        lines += ["", "_`--short`: the plain Locust and driver rows are left out._"]
+    return [*lines, "", *_lateness(results), *_workers(results)]
+
+
+def _lateness(results: BenchResults) -> list[str]:
+    lines = [
         "## Open-loop schedule accuracy",
         "",
-        "| rate | lateness p50 | lateness p99 |",
-        "|---|---|---|",
-        "| 1,000 requests/s | needs open-loop driver | needs open-loop driver |",
+        "The open-loop driver against the same Envoy target, one Locust process, a cap "
+        "of 50 requests in flight: lateness is each request's recorded `send_lag_ms` "
+        "(actual send minus its scheduled start) over a steady window.",
         "",
+        *_failed(results, "target"),
+        "| rate | window s | sent | achieved requests/s | dropped | lateness p50 ms "
+        "| lateness p99 ms | worst ms |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    return lines
+    x = results.lateness
+    if x is not None:
+        lines.append(
+            f"| {x.rate:,.0f} requests/s | {x.window_s:.1f} | {x.sent:,} | "
+            f"{x.achieved_rps:,.0f} | {x.dropped:,} | {x.p50_ms:.2f} | {x.p99_ms:.2f} | "
+            f"{x.max_ms:.1f} |"
+        )
+    return [*lines, ""]
+
+
+def _workers(results: BenchResults) -> list[str]:
+    cores = results.machine.cores
+    lines = [
+        "## Requests/s per worker-core as workers are added",
+        "",
+        f"The driver closed loop as fast as it goes (20 users) against the same target. "
+        f"This machine has {cores} cores: Envoy has the first, every Locust process "
+        f"shares the other {max(1, cores - 1)}, so workers beyond that compete for it; "
+        "flat requests/s per busy worker-core is what says that distributed Locust adds "
+        "no cost per request (more machines add the cores).",
+        "",
+        *_failed(results, "target"),
+        "| workers | Locust processes | requests/s | worker CPU (cores) | master CPU (cores) "
+        "| requests/s per worker-core | against 0 workers |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    first = next((w.rps_per_worker_core for w in results.workers), None)
+    for w in results.workers:
+        per = w.rps_per_worker_core
+        ratio = per / first if per and first else None
+        lines.append(
+            f"| {w.workers} | {1 if w.workers == 0 else w.workers + 1} | "
+            f"{w.requests_per_s:,.0f} | {w.worker_cores:.2f} | {w.master_cores:.2f} | "
+            f"{_n(per, 0)} | {_n(ratio, 2, 'x')} |"
+        )
+    return [*lines, ""]
+
+
+def _fidelity(results: BenchResults) -> list[str]:
+    lines = [
+        "## Time-to-recover fidelity against an independent prober",
+        "",
+        "A sidecar topology (no retries), the driver at 200 requests/s and an independent "
+        "prober (`chaos/bench/prober.py`: its own threads, client and clock) at 100/s "
+        "through the ingress; faults whose truth is known by construction. Differences "
+        "are the analysis minus the prober (the fidelity tests hold them within 100 ms).",
+        "",
+        *_failed(results, "fidelity"),
+    ]
+    if results.short:
+        return [*lines, "_`--short`: not measured (tests/integration/test_fidelity.py)._", ""]
+    lines += [
+        "| fault | truth | analysis impact s | prober outage s | impact − truth ms "
+        "| analysis TTR s | prober TTR s | TTR diff ms | TTI diff ms |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results.fidelity:
+        impact_err = None if r.impact_error_s is None else 1000 * r.impact_error_s
+        ttr_err = None if r.ttr_error_s is None else 1000 * r.ttr_error_s
+        tti_err = None if r.tti_error_s is None else 1000 * r.tti_error_s
+        lines.append(
+            f"| {r.fault} | {r.truth} | {_n(r.impact_s, 3)} | {r.prober_outage_s:.3f} | "
+            f"{_n(impact_err, 0)} | {_n(r.ttr_s, 3)} | {r.prober_ttr_s:.3f} | "
+            f"{_n(ttr_err, 0)} | {_n(tti_err, 0)} |"
+        )
+    return [*lines, ""]
 
 
 def _realrun(results: BenchResults) -> list[str]:
@@ -126,7 +217,7 @@ def _realrun(results: BenchResults) -> list[str]:
         + " |",
         "|---" * (2 * len(setups) + 2) + "|",
     ]
-    for fault in FAULTS:
+    for fault in (f for f in FAULTS if any(r.fault == f for r in run.lags)):
         by = {r.setup: r for r in run.lags if r.fault == fault}
         lag = [_n(by[s].lag_s, 3) if s in by else "–" for s in setups]
         ttr = [_n(by[s].ttr_s, 2) if s in by else "–" for s in setups]
@@ -141,7 +232,7 @@ def _realrun(results: BenchResults) -> list[str]:
         "",
         "## Run wall time against its planned windows",
         "",
-        "| windows | planned s (warm-up + hold + recovery) | wall s | ratio | exit |",
+        "| windows | planned s (sum of warm-up + hold + recovery) | wall s | ratio | exit |",
         "|---|---|---|---|---|",
         f"| {run.windows} | {run.planned_s:.0f} | {run.wall_s:.1f} | {run.overhead_ratio:.2f} "
         f"| {run.exit_code} |",
@@ -154,11 +245,6 @@ def _realrun(results: BenchResults) -> list[str]:
 
 def _finish(results: BenchResults) -> list[str]:
     lines = [
-        "## Time-to-recover fidelity against an independent prober",
-        "",
-        "_Not in the bench yet: the prober lives in tests/integration/prober.py "
-        "(test_fidelity.py checks the same thing with tolerances)._",
-        "",
         "## Finish step at scale",
         "",
         "Analysis, results, report, JUnit and history of a run directory holding N "
@@ -182,7 +268,26 @@ def _finish(results: BenchResults) -> list[str]:
             f"{m.before_rss_mb:,.0f} | {m.cpu_seconds / (n / 1e6):.2f} | {growth} |"
         )
         previous = (n, m.cpu_seconds)
-    return [*lines, ""]
+    return [*lines, "", *_growth(results), ""]
+
+
+def _growth(results: BenchResults) -> list[str]:
+    """A least-squares line through CPU seconds against samples: fixed cost + cost per M."""
+    if len(results.finish) < 2:
+        return []
+    n = [s / 1e6 for s, _ in results.finish]
+    cpu = [m.cpu_seconds for _, m in results.finish]
+    mean_n, mean_cpu = statistics.fmean(n), statistics.fmean(cpu)
+    slope = sum((a - mean_n) * (b - mean_cpu) for a, b in zip(n, cpu, strict=True)) / sum(
+        (a - mean_n) ** 2 for a in n
+    )
+    fixed = mean_cpu - slope * mean_n
+    worst = max(abs(fixed + slope * a - b) for a, b in zip(n, cpu, strict=True))
+    return [
+        f"Growth: CPU ≈ {fixed:.2f} s + {slope:.2f} s per million samples (least squares; "
+        f"no size is off the line by more than {worst:.2f} s): linear, plus a fixed cost "
+        "(imports, the report's charts) that dominates below 1 M."
+    ]
 
 
 def render_markdown(results: BenchResults) -> str:
@@ -196,6 +301,7 @@ def render_markdown(results: BenchResults) -> str:
         *_machine(results),
         *_startup(results),
         *_loadgen(results),
+        *_fidelity(results),
         *_realrun(results),
         *_finish(results),
     ]

@@ -366,6 +366,8 @@ def test_bench_runs_and_reports(tmp_path: Path) -> None:
         "## Topology start-up per setup",
         "## Load generators",
         "## Open-loop schedule accuracy",
+        "## Requests/s per worker-core as workers are added",
+        "## Time-to-recover fidelity against an independent prober",
         "## Injection lag per fault and setup",
         "## Run wall time against its planned windows",
         "## Finish step at scale",
@@ -379,6 +381,7 @@ def test_bench_runs_and_reports(tmp_path: Path) -> None:
     [(samples, finish)] = results["finish"]
     assert samples == 240_000 and finish["exit_code"] == 0
     assert results["realrun"]["windows"] == 1 and results["realrun"]["lags"][0]["lag_s"] is not None
+    assert results["lateness"]["sent"] > 0 and results["workers"][0]["requests_per_s"] > 0
     assert_one_line_error(
         subprocess.run(
             [sys.executable, "-m", "chaos.bench", "--setups", "nope"],
