@@ -14,8 +14,12 @@ if TYPE_CHECKING:
 
 #: The issue's goal for the finish step at 10 M samples.
 FINISH_GOAL_S, FINISH_GOAL_MIB = 10.0, 1024.0
-#: Measured on main before issue 11 (same harness, same machine, heavily loaded then).
-FINISH_BEFORE_10M = "CPU 31.9 s, peak 2,692 MiB (load average about 20)"
+#: Measured before issue 11 (same harness, same machine, heavily loaded then), and before
+#: write ids became 64-bit keys (``python -m chaos.bench.finish_scale measure`` on 10 M).
+FINISH_BEFORE_10M = (
+    "CPU 31.9 s, peak 2,692 MiB (load average about 20); with write ids still held as "
+    "Python strings: CPU 13.0 s, peak 1,150 MiB (load average 3.6)"
+)
 
 
 def _n(x: float | None, digits: int = 2, unit: str = "") -> str:
