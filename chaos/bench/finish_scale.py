@@ -4,11 +4,11 @@
 finish step: sample chunks of 1,000 rows (what the recorder writes), the
 experiment file, the journal, the engine's window records in ``scale-records.json``
 and the write ids ``payments`` recorded, per window, in ``scale-recorded.npz``.
-Traffic is a constant 5,000 requests/s, as in a soak; the run is two setups times
-three repetitions of an abort fault, so N samples means N / 5,000 seconds of
-windows. A quarter of
-the requests are POSTs carrying a write id; a few acknowledged writes are
-missing from the record and a few recorded twice, so the write check has work.
+Traffic is a constant 5,000 requests/s, open loop (each request has a small lag
+behind its schedule), as in a soak; the run is two setups times three repetitions
+of an abort fault, so N samples means N / 5,000 seconds of windows. A quarter of
+the requests are POSTs carrying a write id; a few acknowledged writes are missing
+from the record and a few recorded twice, so the write check has work.
 
 :func:`measure_finish` runs :func:`chaos.outcome.finish` on such a directory in
 a fresh Python process and reports its wall time and the process's peak
@@ -119,6 +119,8 @@ def write_scale_run(run_dir: Path, samples: int, seed: int = 11) -> list[ScaleWi
             n = int((w.end_t - w.warmup_start_t) * RATE_RPS)
             t = w.warmup_start_t + (np.arange(n) + rng.uniform(0.0, 1.0, n)) / RATE_RPS
             latency = rng.lognormal(np.log(4.0), 0.25, n)
+            # open loop (the default): every request carries its lag behind the schedule
+            lag = rng.exponential(0.3, n)
             failing = (t >= w.inject_t + 0.05) & (t < w.revert_t + RECOVERY_S[w.setup])
             latency[failing] = 0.5
             status = np.where(failing, 503, 200).astype(np.int32)
@@ -150,6 +152,7 @@ def write_scale_run(run_dir: Path, samples: int, seed: int = 11) -> list[ScaleWi
                             codes,
                         ),
                         names,
+                        send_lag_ms=lag[lo:hi],
                     )
                 )
             ids_ = {"setup": w.setup, "fault": FAULT, "repetition": w.repetition}

@@ -252,8 +252,8 @@ def _finish(results: BenchResults) -> list[str]:
         "## Finish step at scale",
         "",
         "Analysis, results, report, JUnit and history of a run directory holding N "
-        "synthetic samples (real sample chunks, 5,000 requests/s, 6 windows, a quarter "
-        "of them writes), in a fresh process (`chaos/bench/finish_scale.py`). Goal at "
+        "synthetic samples (real sample chunks, 5,000 requests/s open loop, 6 windows, a "
+        "quarter of them writes), in a fresh process (`chaos/bench/finish_scale.py`). Goal at "
         f"10 M: {FINISH_GOAL_S:g} s and {FINISH_GOAL_MIB:,.0f} MiB. Before issue 11 "
         f"at 10 M on this harness: {FINISH_BEFORE_10M}.",
         "",
