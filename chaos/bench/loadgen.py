@@ -50,7 +50,7 @@ def measure_wrk(target: Target, seconds: float, core: int | None) -> LoadGenRow:
     name = f"wrk -t1 -c{CONNECTIONS}"
     wrk = shutil.which("wrk")
     if wrk is None:
-        return LoadGenRow(name, None, None, "not measured: wrk not installed (apt-get install wrk)")
+        return LoadGenRow(name, None, None, "wrk not installed (apt-get install wrk)")
     before = _children_cpu_s()  # wrk is the only child that ends (and is reaped) meanwhile
     done = subprocess.run(
         [wrk, "-t1", f"-c{CONNECTIONS}", f"-d{max(1, round(seconds))}s", target.url + "/"],
