@@ -30,7 +30,7 @@ import pandas as pd
 
 from chaos.rundir.chunks import CodedChunk, iter_coded_chunks, rows_upper_bound
 from chaos.rundir.samples import DROPPED, OK, SAMPLE_DTYPES, sample_files
-from chaos.rundir.writes import KeyArray, write_keys
+from chaos.rundir.writes import NO_WRITE, KeyArray, hash_ids, write_keys
 
 #: ``t`` and ``latency_ms`` of the requests sent, by ``t`` (:func:`load_latencies`).
 Latencies = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]
@@ -291,6 +291,9 @@ def _coded(chunk: CodedChunk, every_name: list[str], out: npt.NDArray[np.int32])
 
 def _keys(chunk: CodedChunk) -> KeyArray:
     """The write key of each row of ``chunk`` (0: no write id)."""
-    table = write_keys(chunk.names)
+    names = np.empty(len(chunk.names), dtype=object)
+    names[:] = chunk.names
+    table = hash_ids(names)
+    table[0] = NO_WRITE  # a chunk's names are distinct, and the first is always ""
     found: KeyArray = table[chunk.codes[_CHUNK_WRITE_ID]]
     return found

@@ -40,9 +40,15 @@ def write_keys(ids: Iterable[str] | npt.NDArray[np.object_]) -> KeyArray:
         array[:] = listed
     if len(array) == 0:
         return np.zeros(0, dtype=np.uint64)
-    keys: KeyArray = pd.util.hash_array(array, categorize=False)
-    keys[keys == NO_WRITE] = 1  # a real id whose hash is 0 (one chance in 2^64)
+    keys = hash_ids(array)
     keys[array == ""] = NO_WRITE
+    return keys
+
+
+def hash_ids(ids: npt.NDArray[np.object_]) -> KeyArray:
+    """The keys of non-empty ids (:func:`write_keys` without the check for ``""``)."""
+    keys: KeyArray = pd.util.hash_array(ids, categorize=False)
+    keys[keys == NO_WRITE] = 1  # a real id whose hash is 0 (one chance in 2^64)
     return keys
 
 
