@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from chaos.bench_driver import DriverSpec, measure_driver_cost, process_cpu_s, render
+from chaos.bench_driver import DriverSpec, measure_driver_cost, process_cpu_s, render, to_json
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -28,13 +28,19 @@ def test_plain_and_driver_are_measured_side_by_side(tmp_path: Path) -> None:
         DriverSpec("plain", "plain", users=5, rate=200.0),
         DriverSpec("driver", "driver", users=5, rate=200.0, baseline="plain"),
     )
-    costs = measure_driver_cost(window_s=1.0, repeats=1, drivers=drivers, work_dir=tmp_path)
-    assert [c.name for c in costs] == ["plain", "driver"]
-    for cost in costs:
+    report = measure_driver_cost(1.0, 1, drivers=drivers, work_dir=tmp_path)
+    assert [c.name for c in report.generators] == ["plain", "driver"]
+    for cost in report.generators:
         (run,) = cost.runs
         assert run.requests > 50, run  # about 200 in the second
         assert run.cpu_s > 0 and math.isfinite(cost.cpu_us_per_request)
-    plain, driver = costs
-    assert plain.samples_lost is None
+    plain, driver = report.generators
+    assert plain.samples_lost is None and report.ratio("plain") is None
     assert driver.samples_lost == 0, driver.runs  # every request Envoy answered is a sample
-    assert "driver" in render(costs, drivers)
+    assert driver.samples_recorded == driver.requests_sent > 0
+    ratio = report.ratio("driver")
+    assert ratio == driver.cpu_us_per_request / plain.cpu_us_per_request
+    assert report.samples_lost == 0
+    table = render(report)
+    assert "driver" in table and "load average" in table
+    assert to_json(report)["generators"][1]["samples_lost"] == 0  # type: ignore[index]
