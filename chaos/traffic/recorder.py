@@ -211,7 +211,7 @@ def _end_after(duration_s: float) -> None:
     """
     end = time.monotonic() + duration_s
     while (left := end - time.monotonic()) > 0:
-        gevent.sleep(min(left, 0.05))
+        gevent.sleep(left)  # may wake early (the loop's clock lags): then sleeps the rest
     logging.getLogger("chaos.traffic").info("duration of %.3f s reached, quitting", duration_s)
     # Locust's SIGTERM handler is its one clean exit path for a local runner and a
     # master alike: it stops the users (and workers), prints the summary, exits.
