@@ -14,10 +14,12 @@ is a sample in the run directory (dropped requests, which Envoy never saw, apart
 Each driver row has a plain Locust baseline in the same mode: ``FastHttpUser``, the
 same users, target, pinning and spawn rate, no recording. Closed loop: the driver at a
 rate it cannot reach (50,000/s) against plain users with ``constant(0)``. Open loop:
-the driver's arrival schedule at 2,000/s against plain Locust's cheapest way to keep a
-rate, ``constant_throughput(rate / users)`` per user (closed-loop pacing: it keeps no
-schedule, drops nothing, and its sends bunch up, which the event loop serves in fewer
-wake-ups than evenly spaced arrivals).
+the driver's arrival schedule at 2,000/s against plain Locust keeping the same even
+schedule (a shared next slot and 20 sender greenlets, no cap, drops or recording: the
+like-for-like baseline), and, as a reference, against plain Locust's cheapest pacing,
+``constant_throughput(rate / users)`` per user. That one keeps no schedule: its users'
+sends bunch up, and the event loop serves a bunch in one wake-up where evenly spaced
+arrivals cost one each, so it is cheaper per request than any even schedule.
 
 Call :func:`measure_driver_cost` (the bench calls it; it returns a
 :class:`DriverCostReport`), or run
@@ -63,19 +65,25 @@ class DriverSpec:
     """One load generator to measure: plain Locust or the tool's driver, and its load."""
 
     name: str
-    #: "plain" (a bare FastHttpUser locustfile) or "driver" (chaos.traffic, recording on)
+    #: "plain" (a bare FastHttpUser locustfile, paced per user), "plain-open" (a bare
+    #: FastHttpUser keeping an even arrival schedule), or "driver" (chaos.traffic,
+    #: recording on)
     kind: str
+    #: Locust users; for "plain-open" and an open-loop driver, the requests in flight.
     users: int = 20
     #: Requests per second in all; None: as fast as it goes (plain: no wait at all).
     rate: float | None = None
     mode: str = OPEN
     #: The plain Locust row this one is compared with (same target, same load).
     baseline: str | None = None
+    #: A second plain row to compare with, shown apart (the open loop's cheapest pacing).
+    reference: str | None = None
 
 
 #: The default comparison: as fast as each goes, and at one fixed rate both can carry.
 _PLAIN_FAST = "plain FastHttpUser, no wait"
-_PLAIN_PACED = "plain FastHttpUser, 2,000/s"
+_PLAIN_PACED = "plain constant_throughput, 2,000/s"
+_PLAIN_OPEN = "plain open loop, 2,000/s"
 DEFAULT_DRIVERS: tuple[DriverSpec, ...] = (
     DriverSpec(_PLAIN_FAST, "plain"),
     DriverSpec(
@@ -83,7 +91,11 @@ DEFAULT_DRIVERS: tuple[DriverSpec, ...] = (
         baseline=_PLAIN_FAST,
     ),
     DriverSpec(_PLAIN_PACED, "plain", rate=2_000.0),
-    DriverSpec("driver open loop, 2,000/s", "driver", rate=2_000.0, baseline=_PLAIN_PACED),
+    DriverSpec(_PLAIN_OPEN, "plain-open", rate=2_000.0),
+    DriverSpec(
+        "driver open loop, 2,000/s", "driver", rate=2_000.0,
+        baseline=_PLAIN_OPEN, reference=_PLAIN_PACED,
+    ),
 )  # fmt: skip
 
 
@@ -165,7 +177,8 @@ class DriverCostReport:
     """What :func:`measure_driver_cost` returns: every generator, and each driver's ratio.
 
     ``generators`` is in the order of the specs measured; ``ratio(name)`` is a
-    driver's median CPU per request over its plain baseline's (1.05 is the goal).
+    driver's median CPU per request over its like-for-like plain baseline's (1.05 is
+    the goal), ``reference_ratio(name)`` over its reference row's where it has one.
     ``load_average`` is ``os.getloadavg()`` before and after: the figures are only as
     steady as the machine was.
     """
@@ -195,6 +208,13 @@ class DriverCostReport:
         if base is None:
             return None
         return self.get(name).cpu_us_per_request / base.cpu_us_per_request
+
+    def reference_ratio(self, name: str) -> float | None:
+        """CPU per request of ``name`` over its reference row's (``DriverSpec.reference``)."""
+        spec = self.get(name).spec
+        if spec is None or not spec.reference:
+            return None
+        return self.get(name).cpu_us_per_request / self.get(spec.reference).cpu_us_per_request
 
     @property
     def samples_lost(self) -> int:
@@ -355,9 +375,53 @@ class Plain(FastHttpUser):
 """
 
 
+# The like-for-like baseline of the open-loop driver: plain Locust keeping an even
+# arrival schedule (one shared next slot, ``users`` long-lived senders), without its
+# cap, drops, lag or recording. Spawning a greenlet per request instead costs more.
+_PLAIN_OPEN_LOCUSTFILE = """\
+import random
+import time
+
+import gevent
+from locust import FastHttpUser, constant, task
+
+PERIOD = 1.0 / {rate}
+
+
+class PlainOpen(FastHttpUser):
+    concurrency = {senders}
+    wait_time = constant(1.0)
+
+    def on_start(self):
+        self.due = time.monotonic() + random.uniform(0.0, PERIOD)
+        self.senders = [gevent.spawn(self.send_from) for _ in range({senders})]
+
+    def send_from(self):
+        while True:
+            due = self.due
+            self.due = due + PERIOD
+            wait = due - time.monotonic()
+            if wait > 0:
+                gevent.sleep(wait)
+            self.client.get("/")
+
+    def on_stop(self):
+        gevent.killall(self.senders)
+
+    @task
+    def idle(self):
+        pass
+"""
+
+
 def _plain_locustfile(work: Path, spec: DriverSpec) -> Path:
-    wait = "constant(0)" if spec.rate is None else f"constant_throughput({spec.rate / spec.users})"
     path = work / f"plain-{os.getpid()}-{time.monotonic_ns()}.py"
+    if spec.kind == "plain-open":
+        if spec.rate is None:
+            raise ValueError(f"{spec.name}: a plain open loop needs a rate")
+        path.write_text(_PLAIN_OPEN_LOCUSTFILE.format(rate=spec.rate, senders=spec.users))
+        return path
+    wait = "constant(0)" if spec.rate is None else f"constant_throughput({spec.rate / spec.users})"
     path.write_text(textwrap.dedent(_PLAIN_LOCUSTFILE.format(wait=wait)))
     return path
 
@@ -393,7 +457,8 @@ def _run_plain(
     run_time = math.ceil(_STARTUP_TIMEOUT_S + _WARMUP_S + window_s)
     argv = [
         sys.executable, "-m", "locust", "-f", str(locustfile), "--host", target.url,
-        "--headless", "--users", str(spec.users), "--spawn-rate", "1000",
+        "--headless", "--users", str(1 if spec.kind == "plain-open" else spec.users),
+        "--spawn-rate", "1000",
         "--run-time", f"{run_time}s", "--only-summary", "--exit-code-on-error", "0",
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
@@ -469,7 +534,7 @@ def measure_driver_cost(
             for rep in range(repeats):
                 order = list(drivers[rep % len(drivers) :]) + list(drivers[: rep % len(drivers)])
                 for spec in order:
-                    run = (_run_plain if spec.kind == "plain" else _run_driver)(
+                    run = (_run_driver if spec.kind == "driver" else _run_plain)(
                         spec, target, work, window_s, locust_core
                     )
                     results[spec.name].runs.append(run)
@@ -502,6 +567,10 @@ def render(report: DriverCostReport) -> str:
             f"{c.requests_sent:>7} {n(c.samples_recorded):>8} {n(c.samples_dropped):>7} "
             f"{n(c.samples_lost):>5}"
         )
+    for c in report.generators:
+        ref = report.reference_ratio(c.name)
+        if ref is not None and c.spec is not None:
+            lines.append(f"{c.name} vs {c.spec.reference}: {ref:.3f}x")
     before, after = report.load_average
     lines.append(
         f"window {report.window_s:g} s x {report.repeats} repetitions (medians); "
@@ -522,8 +591,10 @@ def to_json(report: DriverCostReport) -> dict[str, object]:
             {
                 "name": c.name,
                 "baseline": c.spec.baseline if c.spec else None,
+                "reference": c.spec.reference if c.spec else None,
                 "cpu_us_per_request": c.cpu_us_per_request,
                 "ratio": report.ratio(c.name),
+                "reference_ratio": report.reference_ratio(c.name),
                 "requests_per_s": c.requests_per_s,
                 "requests_sent": c.requests_sent,
                 "samples_recorded": c.samples_recorded,
