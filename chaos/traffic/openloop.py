@@ -15,9 +15,9 @@ Senders are long-lived greenlets, at most the cap of them; each one takes the ne
 slot, sleeps until it and sends, then takes the following one, so no greenlet is
 spawned and nothing is handed over per request. A sender about to send while no other
 one waits for a slot starts one more (under the cap), so the next slot always has a
-sender waiting for it. A slot taken more than ``max_lateness_s`` late with every sender
-busy at the cap is dropped; the Locust user itself only wakes every so often to drop
-such slots while every sender is still busy, so drops are on record as they happen.
+sender waiting for it. A slot more than ``max_lateness_s`` late while every sender is
+busy at the cap is dropped: by the sender that frees up first, or by the Locust user,
+which wakes every so often to drop such slots, so drops are on record as they happen.
 
 Loaded by Locust (``-f``) in its own process, never imported by the main process.
 """
@@ -95,8 +95,8 @@ class OpenLoopUser(FastHttpUser):
                     gevent.sleep(wait)
                 finally:
                     waiting.discard(me)
-            elif -wait > MAX_LATENESS_S and len(senders) >= CAP:
-                self._drop(due)  # it waited too long for one of the busy senders
+            elif -wait > MAX_LATENESS_S and len(senders) >= CAP and not waiting:
+                self._drop(due)  # it waited too long for a sender: all of them were busy
                 due = self._take()
                 continue
             if not waiting and len(senders) < CAP and self.due < self.end:
@@ -113,12 +113,13 @@ class OpenLoopUser(FastHttpUser):
 
     @task
     def tend(self) -> None:
-        """Slots too late that no sender took: dropped at the cap, else sent by a new sender."""
+        """Slots too late that no sender took: dropped if every sender is busy at the cap."""
         now = time.monotonic()
         while self.due + MAX_LATENESS_S < now and self.due < self.end:
-            due = self._take()
-            if due is None:
-                break
+            if self.waiting:
+                break  # the process was busy, not the senders: they send it late
+            due = self.due
+            self.due = due + PERIOD_S
             if len(self.senders) < CAP:
                 self.senders.spawn(self._send_from, due)
             else:
