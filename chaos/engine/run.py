@@ -26,7 +26,7 @@ from chaos.engine.view import RunView
 from chaos.errors import AbortedError, ChaosError, RunDirectoryError
 from chaos.faults import driver_for
 from chaos.faults.base import Evidence, Fault, FaultPlan
-from chaos.platforms.base import Event, Platform, RunningTopology, StartOptions
+from chaos.platforms.base import Event, HostsTraffic, Platform, RunningTopology, StartOptions
 from chaos.proc import RUN_MARKER_ENV, start_ticks
 from chaos.rundir import EXPERIMENT_FILE, SAMPLES_DIR, TOPOLOGIES_DIR
 from chaos.rundir.counters import append_counters
@@ -35,6 +35,7 @@ from chaos.spec import CertExpiryFault, Experiment, Setup, StopCondition
 from chaos.spec import Fault as FaultSpec
 from chaos.traffic import Endpoint, LiveStats, TrafficConfig, TrafficRun
 from chaos.traffic.base import Traffic, TrafficFactory
+from chaos.traffic.config import LOOPBACK
 
 #: I/O errors that mean the run directory cannot take more (the run stops: exit 3).
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO})
@@ -223,7 +224,11 @@ class Engine:
         stack.callback(lambda: append_counters(self.run_dir, sampler.samples))
         stack.enter_context(sampler)
         record.phase = "traffic"
-        traffic = stack.enter_context(self.options.traffic(self._traffic_config(topology, key)))
+        # A platform that runs the load itself (Locust inside a cluster) provides it.
+        hosted = topology.hosted_traffic() if isinstance(topology, HostsTraffic) else None
+        start_traffic = hosted.start if hosted is not None else self.options.traffic
+        network = hosted.network if hosted is not None else LOOPBACK
+        traffic = stack.enter_context(start_traffic(self._traffic_config(topology, key, network)))
         traffic.wait_started()
         # What ``clean`` needs to prove a leftover Locust process is this run's.
         self.journal.write(
@@ -338,7 +343,9 @@ class Engine:
             record=self.journal.write,
         )
 
-    def _traffic_config(self, topology: RunningTopology, key: WindowKey) -> TrafficConfig:
+    def _traffic_config(
+        self, topology: RunningTopology, key: WindowKey, network: str = LOOPBACK
+    ) -> TrafficConfig:
         traffic = self.experiment.traffic
         timeline = self.experiment.timeline
         return TrafficConfig(
@@ -358,6 +365,7 @@ class Engine:
             mode=traffic.mode,
             max_in_flight=traffic.max_in_flight,
             extra_env=((RUN_MARKER_ENV, self.marker),),
+            network=network,
         )
 
 

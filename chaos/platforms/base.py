@@ -13,6 +13,9 @@ group and provides:
 * :class:`RunningTopology`: the pods, the ingress URL, a token source, events
   to subscribe to, proxy counters, recorded writes, the start-up time, and the
   :class:`FaultOps` bound to it.
+* :class:`HostsTraffic` (optional on a running topology): the platform runs the
+  window's load itself (Locust inside a cluster) instead of the engine's Locust
+  on this machine.
 * :class:`FaultOps`: the mechanisms faults need, named by intent. The platform
   decides *how* (an admin runtime call, a pushed route, a VirtualService, a
   kill, a Kubernetes object); the fault keeps the policy (what, where, for how
@@ -35,6 +38,7 @@ from typing import Literal, Protocol, runtime_checkable
 from chaos.rundir.counters import CounterSample
 from chaos.rundir.journal import JournalEntry, JsonValue
 from chaos.spec import Experiment, Setup
+from chaos.traffic.base import TrafficFactory
 
 Direction = Literal["inbound", "outbound"]
 
@@ -310,6 +314,26 @@ class RunningTopology(Protocol):
 
 
 @dataclass(frozen=True)
+class HostedTraffic:
+    """Load a platform runs itself (Locust inside a cluster), not on this machine."""
+
+    #: Starts the window's load from the engine's config (entered on the window's stack).
+    start: TrafficFactory
+    #: The :class:`~chaos.traffic.config.TrafficConfig` network its URLs are checked
+    #: against (``cluster``: the cluster's own Service names, never an external host).
+    network: str
+
+
+@runtime_checkable
+class HostsTraffic(Protocol):
+    """Optional for a :class:`RunningTopology`: where its platform runs the load itself."""
+
+    def hosted_traffic(self) -> HostedTraffic | None:
+        """The platform's own traffic, or None: the engine's Locust on this machine."""
+        ...
+
+
+@dataclass(frozen=True)
 class StartOptions:
     """How to bring a setup up for one fault window."""
 
@@ -378,6 +402,8 @@ __all__ = [
     "EventCallback",
     "EventKind",
     "FaultOps",
+    "HostedTraffic",
+    "HostsTraffic",
     "HttpFault",
     "HttpFaultSite",
     "Mechanism",

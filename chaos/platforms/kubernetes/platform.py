@@ -44,8 +44,11 @@ from chaos.platforms.kubernetes.changes import (
 )
 from chaos.platforms.kubernetes.faultops import ISTIOD, KubeFaultOps, demo_workload
 from chaos.platforms.kubernetes.topology import KubeTopology
+from chaos.platforms.kubernetes.traffic import ClusterTraffic, TrafficTimings
 from chaos.rundir.journal import JournalEntry, JsonValue
 from chaos.spec import Experiment, Setup
+from chaos.traffic.base import TrafficFactory
+from chaos.traffic.config import TrafficConfig
 
 ALLOW_CONTEXT_ENV = "SIDECAR_CHAOS_ALLOW_CONTEXT"
 CONTEXT_ENV = "SIDECAR_CHAOS_KUBE_CONTEXT"
@@ -81,6 +84,7 @@ class KubernetesPlatform:
         watch_timeout_s: int = 5,
         ingress_url: str | None = None,
         ca_dir: Path | None = None,
+        traffic_timings: TrafficTimings | None = None,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.context = context or os.environ.get(CONTEXT_ENV) or None
@@ -90,9 +94,13 @@ class KubernetesPlatform:
         self.rollout_timeout_s = rollout_timeout_s
         #: How long one watch request lasts (and so how long leaving ``start`` may wait).
         self.watch_timeout_s = watch_timeout_s
-        #: Where the engine's traffic enters (default: the frontend Service's in-cluster URL;
-        #: a loopback port-forward for Locust on this machine).
+        #: Where the engine's traffic enters. Default: Locust runs in the cluster and sends
+        #: to the frontend Service through its pods' client-side proxy. A loopback
+        #: port-forward (``$SIDECAR_CHAOS_KUBE_INGRESS``) runs Locust on this machine
+        #: instead, entering the frontend server-side: it bypasses the client-side proxy.
         self.ingress_url = ingress_url or os.environ.get(INGRESS_ENV) or None
+        #: How long in-cluster Locust may take to start and stop (:mod:`.traffic`).
+        self.traffic_timings = traffic_timings
         #: The CA ``cluster up`` issued the sidecars' certificates with (cert-expiry).
         kind_dir = os.environ.get(KIND_DIR_ENV)
         self.ca_dir = ca_dir or (Path(kind_dir) / "ca" if kind_dir else None)
@@ -178,6 +186,7 @@ class KubernetesPlatform:
                 record=record,
                 watch_timeout_s=self.watch_timeout_s,
                 ingress_url=self.ingress_url,
+                traffic=self._traffic_factory(kube_setup, writer, options),
             )
             topology.start()
             try:
@@ -197,6 +206,20 @@ class KubernetesPlatform:
                 writer.undo_all()
         finally:
             api.close()
+
+    def _traffic_factory(
+        self, setup: names.Setup, writer: ClusterWriter, options: StartOptions
+    ) -> TrafficFactory:
+        def start(config: TrafficConfig) -> ClusterTraffic:
+            return ClusterTraffic(
+                config,
+                setup=setup,
+                writer=writer,
+                record=options.record,
+                timings=self.traffic_timings,
+            )
+
+        return start
 
     def _wait_ready(self, api: KubeApi, namespace: str, workload: Workload) -> None:
         deadline = time.monotonic() + self.ready_timeout_s

@@ -15,12 +15,22 @@ from collections.abc import Callable
 from typing import Any
 
 from chaos.errors import PlatformError
-from chaos.platforms.base import Event, EventCallback, EventKind, FaultOps, Pod, Workload
+from chaos.platforms.base import (
+    Event,
+    EventCallback,
+    EventKind,
+    FaultOps,
+    HostedTraffic,
+    Pod,
+    Workload,
+)
 from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.api import POD, KubeApi, PodState
 from chaos.platforms.kubernetes.faultops import KubeFaultOps
 from chaos.rundir.counters import CounterSample
 from chaos.rundir.journal import JsonValue
+from chaos.traffic.base import TrafficFactory
+from chaos.traffic.config import CLUSTER
 
 #: The Envoy counters the analysis reads (as on the local platform).
 COUNTER_SUFFIXES = (
@@ -57,6 +67,7 @@ class KubeTopology:
         record: dict[str, JsonValue],
         watch_timeout_s: int = 5,
         ingress_url: str | None = None,
+        traffic: TrafficFactory | None = None,
     ) -> None:
         self._setup = setup
         self._workload = workload
@@ -66,6 +77,7 @@ class KubeTopology:
         self._record = record
         self._watch_timeout_s = watch_timeout_s
         self._ingress_url = ingress_url
+        self._traffic = traffic
         self._callbacks: list[EventCallback] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -84,10 +96,21 @@ class KubeTopology:
 
     @property
     def ingress_url(self) -> str:
-        """The frontend Service's in-cluster URL (traffic inside the cluster), or as configured."""
+        """The frontend Service's in-cluster URL (traffic inside the cluster), or as configured.
+
+        ``$SIDECAR_CHAOS_KUBE_INGRESS`` (a loopback port-forward) runs Locust on this
+        machine instead: its requests enter the frontend server-side, so they bypass the
+        client-side proxy, where a mesh applies VirtualService faults.
+        """
         if self._ingress_url:
             return self._ingress_url
         return f"http://{names.service_host('frontend', self._setup)}:{names.APP_PORT}"
+
+    def hosted_traffic(self) -> HostedTraffic | None:
+        """Locust in the cluster (:mod:`.traffic`); None with a loopback ingress override."""
+        if self._ingress_url or self._traffic is None:
+            return None
+        return HostedTraffic(start=self._traffic, network=CLUSTER)
 
     @property
     def token_url(self) -> str | None:

@@ -29,6 +29,8 @@ from chaos.traffic.config import CONFIG_ENV
 #: The package's source in the image (``deploy/kind/Dockerfile`` installs it editable there).
 IMAGE_SOURCE_DIR = PurePosixPath("/opt/sidecar-chaos")
 LOCUSTFILE = IMAGE_SOURCE_DIR / "chaos" / "traffic" / "locustfile.py"
+#: The open-loop user (``traffic.mode: open``, the default).
+OPEN_LOOP_LOCUSTFILE = IMAGE_SOURCE_DIR / "chaos" / "traffic" / "openloop.py"
 CONFIG_DIR = PurePosixPath("/etc/sidecar-chaos/traffic")
 CONFIG_FILE = "traffic-config.json"
 #: Where each Locust pod writes its samples (``<OUT_DIR>/samples/``).
@@ -36,6 +38,9 @@ OUT_DIR = PurePosixPath("/run/sidecar-chaos/out")
 #: The client identity of Locust's plain sidecar (sidecar setup).
 CLIENT_SERVICE = "locust"
 LOCUST_CERTS_SECRET = "locust-certs"
+#: A container of each worker pod that only keeps its samples reachable by exec while
+#: Locust itself stops (and the kubelet restarts it): the run copies them from here.
+SAMPLES_CONTAINER = "samples"
 _MASTER = "master"
 _WORKER = "worker"
 
@@ -55,6 +60,10 @@ class LocustDeployment:
     #: Extra seconds the master waits for workers and for requests under way.
     startup_timeout_s: float = 60.0
     stop_timeout_s: float = 5.0
+    #: The user the pods run (closed loop by default; :data:`OPEN_LOOP_LOCUSTFILE`).
+    locustfile: PurePosixPath = LOCUSTFILE
+    #: Extra environment of the Locust containers (the run's marker).
+    env: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -100,7 +109,7 @@ def _labels(plan: LocustDeployment, role: str) -> dict[str, str]:
 
 
 def _locust_base(plan: LocustDeployment) -> list[str]:
-    return ["python", "-m", "locust", "-f", str(LOCUSTFILE), "--host", target_host(plan.setup)]
+    return ["python", "-m", "locust", "-f", str(plan.locustfile), "--host", target_host(plan.setup)]
 
 
 def master_command(plan: LocustDeployment) -> list[str]:
@@ -140,6 +149,7 @@ def _locust_container(plan: LocustDeployment, command: list[str]) -> Manifest:
         "env": [
             {"name": CONFIG_ENV, "value": str(CONFIG_DIR / CONFIG_FILE)},
             {"name": "PYTHONUNBUFFERED", "value": "1"},
+            *({"name": k, "value": v} for k, v in plan.env),
         ],
         "ports": [{"containerPort": names.LOCUST_MASTER_PORT, "protocol": "TCP"}],
         "volumeMounts": [
@@ -147,6 +157,18 @@ def _locust_container(plan: LocustDeployment, command: list[str]) -> Manifest:
             {"name": "out", "mountPath": str(OUT_DIR)},
         ],
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+    }
+
+
+def _samples_container(plan: LocustDeployment) -> Manifest:
+    """Sleeps as long as the run may last; exec reads the samples through it."""
+    return {
+        "name": SAMPLES_CONTAINER,
+        "image": names.APP_IMAGE,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python", "-c", f"import time; time.sleep({plan.deadline_s})"],
+        "volumeMounts": [{"name": "out", "mountPath": str(OUT_DIR), "readOnly": True}],
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
     }
 
 
@@ -226,7 +248,10 @@ def worker_deployment(plan: LocustDeployment) -> Manifest:
     labels = {**_labels(plan, _WORKER), **names.managed_labels()}
     pod_labels = {**labels, **_data_plane_labels(plan.setup)}
     pod_spec: Manifest = {
-        "containers": [_locust_container(plan, worker_command(plan))],
+        "containers": [
+            _locust_container(plan, worker_command(plan)),
+            _samples_container(plan),
+        ],
         "volumes": _volumes(plan),
         "terminationGracePeriodSeconds": math.ceil(plan.stop_timeout_s) + 5,
     }
