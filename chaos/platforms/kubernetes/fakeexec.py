@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import threading
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from chaos.errors import PlatformError
 from chaos.platforms.kubernetes.api import ExecInterrupted
@@ -35,12 +35,24 @@ KILL_COMMANDS = (
 )
 ADMIN_PORT = 15000
 
+#: ``(namespace, pod, container, command, timeout_s)`` -> the output, or None: not mine.
+ExecHandler = Callable[[str, str, str, Sequence[str], float], str | None]
+
 
 class FakePodExec:
     """Exec and port-forward into the pods of a fake cluster."""
 
-    def __init__(self, cluster: FakeCluster, *, kills_close_the_session: bool = False) -> None:
+    def __init__(
+        self,
+        cluster: FakeCluster,
+        *,
+        kills_close_the_session: bool = False,
+        handler: ExecHandler | None = None,
+    ) -> None:
         self.cluster = cluster
+        #: Asked first for every exec (a fake kubelet running real processes for some
+        #: pods); its None leaves the command to the fakes here.
+        self.handler = handler
         #: As on a real cluster, a kill may end the exec session before it answers.
         self.kills_close_the_session = kills_close_the_session
         self._lock = threading.Lock()
@@ -61,6 +73,10 @@ class FakePodExec:
         with self._lock:
             self.calls.append(("exec", namespace, pod, container, " ".join(command)))
         self._pod(namespace, pod)
+        if self.handler is not None:
+            answer = self.handler(namespace, pod, container, command, timeout_s)
+            if answer is not None:
+                return answer
         if tuple(command) not in KILL_COMMANDS:
             raise PlatformError(f"fake exec: no fake for {' '.join(command)!r}")
         try:
@@ -113,4 +129,4 @@ class FakePodExec:
                     counters[name] = counters.get(name, 0) + rise
 
 
-__all__ = ["KILL_COMMANDS", "FakePodExec"]
+__all__ = ["KILL_COMMANDS", "ExecHandler", "FakePodExec"]

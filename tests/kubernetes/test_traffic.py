@@ -1,0 +1,306 @@
+"""In-cluster traffic without a cluster: real Locust pods behind the fake API server.
+
+The platform creates the Locust master Job and workers through the unmodified official
+client against the fake API server; a fake kubelet (``fakekubelet``) runs each pod's
+``locust`` container as a real Locust process with the manifest's command and env,
+sending to a real Envoy (``direct_response``) on loopback that stands for the
+frontend Service. The samples come back through exec (``FakePodExec`` hands the
+kubelet's pods to it, which runs the real copy script on the pod's directories).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from chaos.bench_driver import Target, envoy_target
+from chaos.errors import InputError
+from chaos.platforms.base import HostsTraffic, StartOptions
+from chaos.platforms.kubernetes import names
+from chaos.platforms.kubernetes.api import CONFIGMAP, DEPLOYMENT, JOB, POD, SERVICE, KubeApi
+from chaos.platforms.kubernetes.changes import (
+    ChangeLedger,
+    ClusterWriter,
+    LedgerHeader,
+    pending_changes,
+)
+from chaos.platforms.kubernetes.fakeapi import FakeCluster
+from chaos.platforms.kubernetes.fakeexec import FakePodExec
+from chaos.platforms.kubernetes.platform import KubernetesPlatform
+from chaos.platforms.kubernetes.traffic import (
+    CLOCK_FILE,
+    ClockReading,
+    ClusterTraffic,
+    PodClock,
+    TrafficTimings,
+    shift_chunks,
+)
+from chaos.rundir.chunks import encode_chunk, iter_chunks
+from chaos.rundir.samples import DROPPED, load_samples, samples_dir
+from chaos.spec import Setup
+from chaos.traffic.config import CLUSTER, Endpoint, TrafficConfig
+from tests.kubernetes.fakecluster import comparable
+from tests.kubernetes.fakekubelet import FakeKubelet
+
+FRONTEND = f"{names.service_host('frontend', names.Setup.MESH)}:{names.APP_PORT}"
+TRAFFIC_KINDS = (CONFIGMAP, SERVICE, JOB, DEPLOYMENT, POD)
+
+
+# -- pure parts -------------------------------------------------------------------------
+
+
+def _cfg(host: str, **kwargs: Any) -> TrafficConfig:
+    kwargs.setdefault("endpoints", [Endpoint("a", "GET", "/")])
+    return TrafficConfig(host=host, out_dir=Path("/x"), duration_s=1, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://frontend.sc-mesh.svc.cluster.local:8080",
+        "http://127.0.0.1:15001",
+        "https://checkout.sc-ambient.svc.cluster.local",
+    ],
+)
+def test_in_cluster_traffic_goes_to_the_cluster_s_own_services(url: str) -> None:
+    assert _cfg(url, network=CLUSTER).network == CLUSTER
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.com",
+        "http://10.96.0.10:8080",
+        "http://frontend.svc.cluster.local",
+        "http://a.b.c.svc.cluster.local",
+        "http://frontend.sc-mesh.svc.cluster.local.evil.com",
+        "ftp://frontend.sc-mesh.svc.cluster.local",
+    ],
+)
+def test_in_cluster_traffic_never_reaches_an_external_host(url: str) -> None:
+    with pytest.raises(InputError, match="cluster's own Services"):
+        assert _cfg(url, network=CLUSTER).network == CLUSTER
+
+
+def test_local_traffic_keeps_to_loopback() -> None:
+    with pytest.raises(InputError, match="loopback"):
+        _cfg(f"http://{FRONTEND}")
+    with pytest.raises(InputError, match="network"):
+        _cfg("http://127.0.0.1:1", network="internet")
+
+
+def test_a_user_locustfile_cannot_go_into_the_cluster(tmp_path: Path) -> None:
+    own = tmp_path / "mine.py"
+    own.write_text("")
+    with pytest.raises(InputError, match="cannot run inside"):
+        _cfg(f"http://{FRONTEND}", locustfile=own, network=CLUSTER, endpoints=())
+
+
+def _chunk(t: list[float]) -> bytes:
+    n = len(t)
+    strings = {
+        "endpoint": ["browse"] * n,
+        "method": ["GET"] * n,
+        "error_kind": [""] * (n - 1) + ["http_503"],
+        "write_id": [""] * n,
+    }
+    return encode_chunk(t, [1.5] * n, [200] * (n - 1) + [503], strings, [0.25] * n)
+
+
+def test_chunks_move_onto_this_machine_s_clock_and_a_torn_tail_waits() -> None:
+    first, second = _chunk([10.0, 10.5]), _chunk([11.0, 11.25, 11.5])
+    data = first + second[:-7]  # the second chunk is still being written in the pod
+    shifted, used = shift_chunks(data, 1000.0)
+    assert used == len(first)
+    [(chunk, _)] = list(iter_chunks(shifted))
+    assert chunk.t.tolist() == [1010.0, 1010.5]
+    assert chunk.status.tolist() == [200, 503]
+    assert chunk.error_kind.tolist() == ["", "http_503"]
+    assert chunk.send_lag_ms.tolist() == [0.25, 0.25]
+    rest, used_rest = shift_chunks(data[used:] + second[-7:], 1000.0)
+    assert used_rest == len(second)
+    assert [c.t.tolist() for c, _ in iter_chunks(rest)] == [[1011.0, 1011.25, 1011.5]]
+
+
+def test_a_pod_clock_is_mapped_through_wall_time_and_checked_by_the_round_trip() -> None:
+    # The pod's monotonic clock is 500 s behind ours; both wall clocks agree.
+    local_wall_minus_mono = 1_700_000_000.0
+    reading = ClockReading(
+        pod_mono=100.0,
+        pod_wall=100.0 + 500.0 + local_wall_minus_mono,
+        local_before=599.98,
+        local_after=600.05,
+        local_wall_minus_mono=local_wall_minus_mono,
+    )
+    clock = PodClock.first("w", reading)
+    assert clock.method == "wall-clock"
+    assert clock.offset_s == pytest.approx(500.0)
+    assert clock.bound_s == pytest.approx(0.05)  # the reading happened inside the round trip
+    # a later reading after the wall clock stepped by 2 s: the offset stays put (times
+    # never jump), and the round trip still agrees with it
+    stepped = ClockReading(200.0, 200.0 + 502.0 + local_wall_minus_mono, 699.9, 700.1, 1.7e9)
+    clock.check(stepped)
+    assert clock.offset_s == pytest.approx(500.0) and clock.worst_outside_s == 0.0
+    # a reading the fixed offset cannot explain (2 s outside its round trip) is recorded
+    clock.check(ClockReading(300.0, 0.0, 802.0, 802.1, 0.0))
+    assert clock.worst_outside_s == pytest.approx(2.0) and clock.readings == 3
+    skewed = ClockReading(300.0, 300.0 + 503.0 + local_wall_minus_mono, 799.9, 800.1, 1.7e9)
+    off = PodClock.first("w2", skewed)  # the wall clocks disagree by 3 s: the round trip wins
+    assert off.method == "round-trip"
+    assert off.offset_s == pytest.approx(500.0)
+    assert off.bound_s == pytest.approx(0.1)
+
+
+# -- real Locust pods behind the fake API server ------------------------------------------
+
+
+@pytest.fixture
+def target(tmp_path: Path) -> Iterator[Target]:
+    work = tmp_path / "envoy"
+    work.mkdir()
+    with envoy_target(work, None) as found:
+        yield found
+
+
+@pytest.fixture
+def traffic_ns(api: KubeApi, seeded: FakeCluster) -> FakeCluster:
+    """``sc-traffic`` as ``cluster up`` leaves it."""
+    meta = {"name": names.TRAFFIC_NAMESPACE, "labels": names.managed_labels()}
+    api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": meta})
+    return seeded
+
+
+def _traffic_objects(api: KubeApi) -> dict[str, list[str]]:
+    return {
+        kind.kind: sorted(
+            o["metadata"]["name"] for o in api.list_objects(kind, names.TRAFFIC_NAMESPACE)
+        )
+        for kind in TRAFFIC_KINDS
+    }
+
+
+def _config(out_dir: Path, host: str) -> TrafficConfig:
+    return TrafficConfig(
+        host=host,
+        out_dir=out_dir,
+        duration_s=30.0,  # a backstop: the test stops it after a few seconds
+        users=4,
+        rate=40.0,
+        workers=2,
+        endpoints=(Endpoint("browse", "GET", "/"),),
+        request_timeout_s=2.0,
+        network=CLUSTER,
+    )
+
+
+def _raw_samples(kubelet: FakeKubelet) -> list[Any]:
+    chunks = []
+    for path in sorted(kubelet.work.glob("*/volumes/out/samples/*.chs")):
+        chunks += [c for c, _ in iter_chunks(path.read_bytes())]
+    return chunks
+
+
+def test_locust_pods_send_and_their_samples_come_back_complete_on_this_clock(
+    traffic_ns: FakeCluster, api: KubeApi, kubeconfig: Path, target: Target, tmp_path: Path
+) -> None:
+    before = comparable(traffic_ns)
+    records: list[tuple[str, dict[str, Any]]] = []
+    run_dir = tmp_path / "run"
+    out_dir = run_dir / "samples" / "mesh-abort-1"
+    target_at = target.url.removeprefix("http://")
+    with FakeKubelet(traffic_ns, tmp_path / "kubelet", {FRONTEND: target_at}) as kubelet:
+        pod_exec = FakePodExec(traffic_ns, handler=kubelet.exec)
+        platform = KubernetesPlatform(
+            kubeconfig=kubeconfig,
+            pod_exec=lambda _api: pod_exec,
+            ready_timeout_s=10.0,
+            watch_timeout_s=1,
+            traffic_timings=TrafficTimings(startup_timeout_s=60.0, sync_interval_s=0.2),
+        )
+        options = StartOptions(
+            run_dir=run_dir / "topologies" / "mesh-abort-1",
+            run_marker="run-7",
+            record=lambda kind, **data: records.append((kind, data)),
+        )
+        with platform.start(Setup.MESH, options) as topology:
+            assert isinstance(topology, HostsTraffic)
+            hosted = topology.hosted_traffic()
+            assert hosted is not None and hosted.network == CLUSTER
+            config = _config(out_dir, topology.ingress_url)
+            started = time.monotonic()
+            with hosted.start(config) as traffic:
+                assert traffic.pids == []  # nothing of it runs on this machine
+                traffic.wait_started()
+                made = _traffic_objects(api)
+                assert made["Job"] == ["locust-mesh-master"]
+                assert made["Deployment"] == ["locust-mesh-worker"]
+                assert len(made["Pod"]) == 3  # the master and two workers
+                for job in api.list_objects(JOB, names.TRAFFIC_NAMESPACE):
+                    assert job["metadata"]["labels"][names.LABEL_MANAGED_BY] == names.MANAGED_BY
+                    assert job["metadata"]["annotations"][names.ANNOTATION_RUN] == "run-7"
+                deadline = time.monotonic() + 20.0
+                while (stats := traffic.live_stats()).requests == 0:
+                    assert time.monotonic() < deadline, "no live stats from the pods"
+                    time.sleep(0.2)
+                assert stats.errors == 0
+                traffic.check()
+                traffic.stop()
+                assert len(kubelet.pids) == 3
+                # the deleted pods' processes end (the kubelet's part; bounded)
+                deadline = time.monotonic() + 15.0
+                while any(p.process and p.process.poll() is None for p in kubelet.pods.values()):
+                    assert time.monotonic() < deadline, "a Locust pod's process outlived its pod"
+                    time.sleep(0.1)
+            stopped = time.monotonic()
+            # stop deleted every object it made (the Job's pod with it)
+            assert _traffic_objects(api) == {k.kind: [] for k in TRAFFIC_KINDS}
+            ledger_dir = options.run_dir
+            assert pending_changes(ledger_dir) == []
+        assert kubelet.errors == []
+
+    samples = load_samples(samples_dir(out_dir))
+    sent = samples[samples["error_kind"] != DROPPED]
+    # every request the server completed is a sample here, and nothing else is
+    assert len(sent) == target.completed() > 0
+    assert (samples["status"] == 200).all()
+    # exactly what the pods wrote, with times moved onto this machine's monotonic clock
+    raw = _raw_samples(kubelet)
+    assert sum(len(c) for c in raw) == len(samples)
+    clocks = json.loads((out_dir / CLOCK_FILE).read_text())["pods"]
+    assert len(clocks) == 2 and {c["method"] for c in clocks} == {"wall-clock"}
+    assert all(c["bound_s"] < 10.0 and c["worst_outside_s"] == 0.0 for c in clocks)
+    assert [k for k, _ in records].count("traffic_clock") == 1
+    raw_t = np.sort(np.concatenate([c.t for c in raw]))
+    local_t = np.sort(samples["t"].to_numpy())
+    offsets = {c["offset_s"] for c in clocks}
+    assert all(abs(o) < 0.5 for o in offsets)  # one machine: the clocks nearly agree
+    assert np.abs(local_t - raw_t).max() <= max(abs(o) for o in offsets) + 1e-6
+    assert started <= local_t.min() and local_t.max() <= stopped
+    # the fake cluster is left as found (sc-traffic as cluster up made it)
+    assert comparable(traffic_ns) == before
+
+
+def test_clean_after_a_dead_runner_deletes_the_traffic_objects(
+    traffic_ns: FakeCluster, api: KubeApi, kubeconfig: Path, tmp_path: Path
+) -> None:
+    before = comparable(traffic_ns)
+    run_dir = tmp_path / "run"
+    topology_dir = run_dir / "topologies" / "sidecar-crash-1"
+    ledger = ChangeLedger(topology_dir, LedgerHeader("run-9", api.context, str(kubeconfig)))
+    writer = ClusterWriter(api, FakePodExec(traffic_ns), ledger, "run-9")
+    config = _config(run_dir / "samples" / "sidecar-crash-1", "http://127.0.0.1:15001")
+    traffic = ClusterTraffic(config, setup=names.Setup.SIDECAR, writer=writer)
+    traffic.start()  # ... and the runner dies here: nothing stops it
+    assert _traffic_objects(api)["Job"] == ["locust-sidecar-master"]
+    assert len(_traffic_objects(api)["Pod"]) == 3
+    lines = KubernetesPlatform(kubeconfig=kubeconfig).clean(run_dir, [])
+    assert sum("deleted" in line for line in lines) == 4, lines
+    assert _traffic_objects(api) == {k.kind: [] for k in TRAFFIC_KINDS}
+    assert comparable(traffic_ns) == before
+    assert pending_changes(run_dir) == []
