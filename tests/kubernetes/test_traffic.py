@@ -10,6 +10,7 @@ kubelet's pods to it, which runs the real copy script on the pod's directories).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -20,8 +21,10 @@ import numpy as np
 import pytest
 
 from chaos.bench_driver import Target, envoy_target
+from chaos.engine.run import Engine, RunOptions
 from chaos.errors import InputError
-from chaos.platforms.base import HostsTraffic, StartOptions
+from chaos.platforms.base import HostedTraffic, HostsTraffic, RunningTopology, StartOptions
+from chaos.platforms.fake import FakePlatform, FakeTopology
 from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.api import CONFIGMAP, DEPLOYMENT, JOB, POD, SERVICE, KubeApi
 from chaos.platforms.kubernetes.changes import (
@@ -43,8 +46,9 @@ from chaos.platforms.kubernetes.traffic import (
 )
 from chaos.rundir.chunks import encode_chunk, iter_chunks
 from chaos.rundir.samples import DROPPED, load_samples, samples_dir
-from chaos.spec import Setup
+from chaos.spec import Setup, load_experiment
 from chaos.traffic.config import CLUSTER, Endpoint, TrafficConfig
+from chaos.traffic.fake import FakeTraffic, healthy
 from tests.kubernetes.fakecluster import comparable
 from tests.kubernetes.fakekubelet import FakeKubelet
 
@@ -304,3 +308,51 @@ def test_clean_after_a_dead_runner_deletes_the_traffic_objects(
     assert _traffic_objects(api) == {k.kind: [] for k in TRAFFIC_KINDS}
     assert comparable(traffic_ns) == before
     assert pending_changes(run_dir) == []
+
+
+# -- the engine takes the platform's traffic ------------------------------------------------
+
+
+class _HostingTopology(FakeTopology):
+    @property
+    def ingress_url(self) -> str:
+        return f"http://{FRONTEND}"
+
+    def hosted_traffic(self) -> HostedTraffic:
+        return HostedTraffic(start=self._start, network=CLUSTER)
+
+    def _start(self, config: TrafficConfig) -> FakeTraffic:
+        STARTED.append(config)
+        return FakeTraffic(config, healthy)
+
+
+STARTED: list[TrafficConfig] = []
+
+
+class _HostingPlatform(FakePlatform):
+    @contextlib.contextmanager
+    def start(self, setup: Setup, options: StartOptions) -> Iterator[RunningTopology]:
+        yield _HostingTopology(self, setup, options)
+
+
+def test_the_engine_runs_the_load_the_platform_hosts(tmp_path: Path) -> None:
+    path = tmp_path / "e.yaml"
+    path.write_text(
+        "name: e\nsetups: [mesh]\nseed: 1\n"
+        "traffic: {users: 1, spawn_rate: 1, rate: 10, endpoints: [{name: browse, path: /}]}\n"
+        "timeline: {warmup: 20ms, hold: 50ms, recovery: 20ms, recovered_for: 10ms}\n"
+        "faults: [{type: abort, name: a, target: {service: checkout, replica: 0}, percent: 50}]\n"
+    )
+    local: list[TrafficConfig] = []
+
+    def on_this_machine(config: TrafficConfig) -> FakeTraffic:
+        local.append(config)
+        return FakeTraffic(config, healthy)
+
+    STARTED.clear()
+    options = RunOptions(run_dir=tmp_path / "run", traffic=on_this_machine, tick_s=0.01)
+    windows = Engine(load_experiment(path), _HostingPlatform(), options).run()
+    assert [w.error for w in windows] == [None]
+    assert local == []  # the platform's own traffic, not Locust on this machine
+    [config] = STARTED
+    assert config.network == CLUSTER and config.host == f"http://{FRONTEND}"
