@@ -158,7 +158,7 @@ class TrafficConfig:
             )
         check_url = check_cluster_url if self.network == CLUSTER else check_loopback_url
         check_url(self.host, "traffic host")
-        if self.token_url is not None:
+        if self.token_url is not None and not self._token_in_a_file():
             check_url(self.token_url, "token_url")
         for name, value in (
             ("users", self.users),
@@ -209,6 +209,11 @@ class TrafficConfig:
                 check_url(e.path, f"endpoint {e.name}")
             elif not e.path.startswith("/"):
                 raise InputError(f"endpoint {e.name}: path must start with '/': {e.path!r}")
+
+    def _token_in_a_file(self) -> bool:
+        """In the cluster the token may be a file in the pod (``file:///...``, from a Secret)."""
+        url = urlsplit(self.token_url or "")
+        return self.network == CLUSTER and url.scheme == "file" and url.path.startswith("/")
 
     @property
     def run_time_s(self) -> int:

@@ -5,8 +5,8 @@ this kubelet starts the container's command (the manifest's command and env, as
 built by :mod:`chaos.platforms.kubernetes.manifests.locust`) as a real ``python -m
 locust`` process. It plays the parts of a node a process needs:
 
-* volumes: each ``emptyDir`` is a local directory, each ConfigMap volume a directory
-  holding the ConfigMap's files; paths under a mount (in the command, the env and the
+* volumes: each ``emptyDir`` is a local directory, each ConfigMap or Secret volume a
+  directory holding its files; paths under a mount (in the command, the env and the
   mounted files) are rewritten to the local directory;
 * the image: ``/opt/sidecar-chaos`` is this checkout, ``python`` this interpreter;
 * cluster DNS and Services: ``<service>.<namespace>.svc.cluster.local:<port>`` goes to
@@ -24,6 +24,7 @@ by its pid in :meth:`FakeKubelet.stop`.
 
 from __future__ import annotations
 
+import base64
 import copy
 import os
 import re
@@ -186,10 +187,11 @@ class FakeKubelet:
             entry.mounts[mount["mountPath"]] = root / "volumes" / mount["name"]
         # ConfigMap files are written after the mounts are known (their paths are rewritten)
         for volume in spec.get("volumes") or []:
+            local = root / "volumes" / volume["name"]
             if "configMap" in volume:
-                self._write_config_map(
-                    volume["configMap"]["name"], root / "volumes" / volume["name"], entry
-                )
+                self._write_config_map(volume["configMap"]["name"], local, entry)
+            if "secret" in volume:
+                self._write_secret(volume["secret"]["secretName"], local)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         for item in locust.get("env") or []:
             env[item["name"]] = self.rewrite(str(item.get("value", "")), entry)
@@ -211,6 +213,16 @@ class FakeKubelet:
             return  # a real kubelet waits; the tool creates the ConfigMap first
         for key, value in (cm.get("data") or {}).items():
             (local / key).write_text(self.rewrite(str(value), pod))
+
+    def _write_secret(self, name: str, local: Path) -> None:
+        try:
+            secret = self.cluster.get(
+                self.cluster.resources[("v1", "secrets")], names.TRAFFIC_NAMESPACE, name
+            )
+        except ApiError:
+            return
+        for key, value in (secret.get("data") or {}).items():
+            (local / key).write_bytes(base64.b64decode(value))
 
     def _report_exit(self, entry: _Pod, code: int) -> None:
         pods = self.cluster.resources[("v1", "pods")]

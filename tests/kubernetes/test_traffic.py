@@ -10,29 +10,33 @@ kubelet's pods to it, which runs the real copy script on the pod's directories).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
+import socket
 import time
+import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from chaos.bench_driver import Target, envoy_target
 from chaos.engine.run import Engine, RunOptions
 from chaos.errors import InputError
 from chaos.platforms.base import HostedTraffic, HostsTraffic, RunningTopology, StartOptions
 from chaos.platforms.fake import FakePlatform, FakeTopology
 from chaos.platforms.kubernetes import names
-from chaos.platforms.kubernetes.api import CONFIGMAP, DEPLOYMENT, JOB, POD, SERVICE, KubeApi
+from chaos.platforms.kubernetes.api import CONFIGMAP, DEPLOYMENT, JOB, POD, SECRET, SERVICE, KubeApi
 from chaos.platforms.kubernetes.changes import (
     ChangeLedger,
     ClusterWriter,
     LedgerHeader,
     pending_changes,
 )
+from chaos.platforms.kubernetes.cluster import JWT_ISSUER
 from chaos.platforms.kubernetes.fakeapi import FakeCluster
 from chaos.platforms.kubernetes.fakeexec import FakePodExec
 from chaos.platforms.kubernetes.platform import KubernetesPlatform
@@ -44,6 +48,10 @@ from chaos.platforms.kubernetes.traffic import (
     TrafficTimings,
     shift_chunks,
 )
+from chaos.platforms.local.envoy_common import jwt_filter, router_filter
+from chaos.platforms.local.envoy_process import envoy_binary
+from chaos.platforms.local.idp import IdentityProvider, check_token
+from chaos.proc import spawn, stop_processes
 from chaos.rundir.chunks import encode_chunk, iter_chunks
 from chaos.rundir.samples import DROPPED, load_samples, samples_dir
 from chaos.spec import Setup, load_experiment
@@ -53,7 +61,7 @@ from tests.kubernetes.fakecluster import comparable
 from tests.kubernetes.fakekubelet import FakeKubelet
 
 FRONTEND = f"{names.service_host('frontend', names.Setup.MESH)}:{names.APP_PORT}"
-TRAFFIC_KINDS = (CONFIGMAP, SERVICE, JOB, DEPLOYMENT, POD)
+TRAFFIC_KINDS = (CONFIGMAP, SECRET, SERVICE, JOB, DEPLOYMENT, POD)
 
 
 # -- pure parts -------------------------------------------------------------------------
@@ -164,12 +172,104 @@ def test_a_pod_clock_is_mapped_through_wall_time_and_checked_by_the_round_trip()
 # -- real Locust pods behind the fake API server ------------------------------------------
 
 
+@dataclass(frozen=True)
+class JwtTarget:
+    """A real Envoy that answers 200 only with a valid token of ``cluster up``'s key."""
+
+    url: str
+    admin_url: str
+
+    def counter(self, name: str) -> int:
+        stat = f"http.target.{name}"
+        with urllib.request.urlopen(f"{self.admin_url}/stats?filter=^{stat}$", timeout=5) as r:
+            for line in bytes(r.read()).decode().splitlines():
+                key, _, value = line.partition(":")
+                if key.strip() == stat:
+                    return int(value)
+        return 0
+
+
+def _target_bootstrap(port: int, admin: int, jwks_json: str) -> dict[str, Any]:
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network."
+        "http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "target",
+        "route_config": {
+            "virtual_hosts": [
+                {
+                    "name": "all",
+                    "domains": ["*"],
+                    "routes": [
+                        {
+                            "match": {"prefix": "/"},
+                            "direct_response": {"status": 200, "body": {"inline_string": "ok"}},
+                        }
+                    ],
+                }
+            ]
+        },
+        "http_filters": [
+            jwt_filter(JWT_ISSUER, names.JWT_AUDIENCE, {"inline_string": jwks_json}),
+            router_filter(),
+        ],
+    }
+    listener = {
+        "name": "target",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [
+            {
+                "filters": [
+                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+                ]
+            }
+        ],
+    }
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "stats_flush_on_admin": True,
+        "static_resources": {"listeners": [listener]},
+    }
+
+
 @pytest.fixture
-def target(tmp_path: Path) -> Iterator[Target]:
+def idp(tmp_path: Path) -> IdentityProvider:
+    """The signing key as ``cluster up`` leaves it in its state directory."""
+    return IdentityProvider(JWT_ISSUER, names.JWT_AUDIENCE, key_dir=tmp_path / "state" / "idp")
+
+
+@pytest.fixture
+def target(tmp_path: Path, idp: IdentityProvider) -> Iterator[JwtTarget]:
     work = tmp_path / "envoy"
     work.mkdir()
-    with envoy_target(work, None) as found:
-        yield found
+    port, admin_port = _free_port(), _free_port()
+    config = work / "target.json"
+    config.write_text(json.dumps(_target_bootstrap(port, admin_port, idp.jwks_json())))
+    argv = [str(envoy_binary()), "--config-path", str(config), "--disable-hot-restart",
+            "--concurrency", "1", "--log-level", "error", "--base-id", str(port)]  # fmt: skip
+    proc = spawn(argv, log_path=work / "envoy.out", name="Envoy target")
+    try:
+        admin = f"http://127.0.0.1:{admin_port}"
+        deadline = time.monotonic() + 15.0
+        while True:
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{admin}/ready", timeout=1) as r,
+            ):
+                if r.status == 200:
+                    break
+            log = (work / "envoy.out").read_text()
+            assert proc.poll() is None and time.monotonic() < deadline, log
+            time.sleep(0.05)
+        yield JwtTarget(f"http://127.0.0.1:{port}", admin)
+    finally:
+        stop_processes([proc], 3.0)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 @pytest.fixture
@@ -211,7 +311,12 @@ def _raw_samples(kubelet: FakeKubelet) -> list[Any]:
 
 
 def test_locust_pods_send_and_their_samples_come_back_complete_on_this_clock(
-    traffic_ns: FakeCluster, api: KubeApi, kubeconfig: Path, target: Target, tmp_path: Path
+    traffic_ns: FakeCluster,
+    api: KubeApi,
+    kubeconfig: Path,
+    target: JwtTarget,
+    idp: IdentityProvider,
+    tmp_path: Path,
 ) -> None:
     before = comparable(traffic_ns)
     records: list[tuple[str, dict[str, Any]]] = []
@@ -226,6 +331,7 @@ def test_locust_pods_send_and_their_samples_come_back_complete_on_this_clock(
             ready_timeout_s=10.0,
             watch_timeout_s=1,
             traffic_timings=TrafficTimings(startup_timeout_s=60.0, sync_interval_s=0.2),
+            idp_dir=tmp_path / "state" / "idp",
         )
         options = StartOptions(
             run_dir=run_dir / "topologies" / "mesh-abort-1",
@@ -245,9 +351,22 @@ def test_locust_pods_send_and_their_samples_come_back_complete_on_this_clock(
                 assert made["Job"] == ["locust-mesh-master"]
                 assert made["Deployment"] == ["locust-mesh-worker"]
                 assert len(made["Pod"]) == 3  # the master and two workers
-                for job in api.list_objects(JOB, names.TRAFFIC_NAMESPACE):
-                    assert job["metadata"]["labels"][names.LABEL_MANAGED_BY] == names.MANAGED_BY
-                    assert job["metadata"]["annotations"][names.ANNOTATION_RUN] == "run-7"
+                assert made["Secret"] == ["locust-mesh-token"]
+                for kind in (JOB, DEPLOYMENT, SECRET, CONFIGMAP, SERVICE):
+                    [obj] = [
+                        o
+                        for o in api.list_objects(kind, names.TRAFFIC_NAMESPACE)
+                        if o["metadata"]["name"].startswith("locust-mesh")
+                    ]
+                    assert obj["metadata"]["labels"][names.LABEL_MANAGED_BY] == names.MANAGED_BY
+                    assert obj["metadata"]["annotations"][names.ANNOTATION_RUN] == "run-7"
+                # the workers' token: minted with cluster up's key, valid for the window
+                secret = api.get(SECRET, names.TRAFFIC_NAMESPACE, "locust-mesh-token")
+                assert secret is not None
+                token = base64.b64decode(secret["data"]["token"]).decode()
+                jwks = idp.jwks_json()
+                check = check_token(token, jwks, issuer=JWT_ISSUER, audience=names.JWT_AUDIENCE)
+                assert check.valid, check
                 deadline = time.monotonic() + 20.0
                 while (stats := traffic.live_stats()).requests == 0:
                     assert time.monotonic() < deadline, "no live stats from the pods"
@@ -271,8 +390,10 @@ def test_locust_pods_send_and_their_samples_come_back_complete_on_this_clock(
     samples = load_samples(samples_dir(out_dir))
     sent = samples[samples["error_kind"] != DROPPED]
     # every request the server completed is a sample here, and nothing else is
-    assert len(sent) == target.completed() > 0
+    assert len(sent) == target.counter("downstream_rq_completed") > 0
+    # ... and each one carried a valid token (the target denies a request without one)
     assert (samples["status"] == 200).all()
+    assert target.counter("jwt_authn.allowed") == len(sent)
     # exactly what the pods wrote, with times moved onto this machine's monotonic clock
     raw = _raw_samples(kubelet)
     assert sum(len(c) for c in raw) == len(samples)

@@ -43,8 +43,10 @@ from chaos.platforms.kubernetes.changes import (
     undo_change,
 )
 from chaos.platforms.kubernetes.faultops import ISTIOD, KubeFaultOps, demo_workload
+from chaos.platforms.kubernetes.tokens import default_idp_dir, mint_token
 from chaos.platforms.kubernetes.topology import KubeTopology
 from chaos.platforms.kubernetes.traffic import ClusterTraffic, TrafficTimings
+from chaos.platforms.local.idp import JWKS_FILE
 from chaos.rundir.journal import JournalEntry, JsonValue
 from chaos.spec import Experiment, Setup
 from chaos.traffic.base import TrafficFactory
@@ -85,6 +87,7 @@ class KubernetesPlatform:
         ingress_url: str | None = None,
         ca_dir: Path | None = None,
         traffic_timings: TrafficTimings | None = None,
+        idp_dir: Path | None = None,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.context = context or os.environ.get(CONTEXT_ENV) or None
@@ -104,6 +107,9 @@ class KubernetesPlatform:
         #: The CA ``cluster up`` issued the sidecars' certificates with (cert-expiry).
         kind_dir = os.environ.get(KIND_DIR_ENV)
         self.ca_dir = ca_dir or (Path(kind_dir) / "ca" if kind_dir else None)
+        #: ``cluster up``'s JWT signing key: in-cluster Locust sends tokens minted with it
+        #: (no key there: no token, and validating setups deny every request).
+        self.idp_dir = idp_dir or (Path(kind_dir) / "idp" if kind_dir else default_idp_dir())
 
     @property
     def name(self) -> str:
@@ -210,13 +216,28 @@ class KubernetesPlatform:
     def _traffic_factory(
         self, setup: names.Setup, writer: ClusterWriter, options: StartOptions
     ) -> TrafficFactory:
+        idp_dir = self.idp_dir
+        token_source = None
+        if (idp_dir / JWKS_FILE).is_file():
+
+            def token_source(ttl_s: float) -> str:
+                return mint_token(idp_dir, ttl_s)
+
         def start(config: TrafficConfig) -> ClusterTraffic:
+            if options.record is not None:
+                options.record(
+                    "traffic_token",
+                    platform="kubernetes",
+                    minted=token_source is not None,
+                    key_dir=str(idp_dir),
+                )
             return ClusterTraffic(
                 config,
                 setup=setup,
                 writer=writer,
                 record=options.record,
                 timings=self.traffic_timings,
+                token_source=token_source,
             )
 
         return start

@@ -28,6 +28,10 @@ machine that enters the frontend server-side.
   trip here; how far it can be off is recorded (``clock.json`` and the journal). If
   the wall clocks disagree by more than that, the offset comes from the round trip
   instead (its midpoint, uncertain by half of it).
+* **tokens**: with a ``token_source`` (the platform mints one with ``cluster up``'s
+  signing key, :mod:`.tokens`), the token goes to the workers in a Secret the run
+  owns, read by Locust from a file (``token_url`` ``file:///etc/sidecar-chaos/token/
+  token``) at start and after a 401.
 * **stop**: SIGTERM to the master's Locust (PID 1 of its container): it stops the
   workers, which finish their requests under way and flush; the last chunks are
   copied; then every object is deleted (the Job with background propagation, so its
@@ -63,9 +67,12 @@ from chaos.platforms.kubernetes.manifests.locust import (
     OPEN_LOOP_LOCUSTFILE,
     OUT_DIR,
     SAMPLES_CONTAINER,
+    TOKEN_DIR,
+    TOKEN_FILE,
     LocustDeployment,
     locust_objects,
     target_host,
+    token_secret,
 )
 from chaos.rundir.chunks import SUFFIX, encode_coded_chunk, iter_coded_chunks
 from chaos.rundir.samples import samples_dir
@@ -237,6 +244,7 @@ class ClusterTraffic:
         writer: ClusterWriter,
         record: Callable[..., object] | None = None,
         timings: TrafficTimings | None = None,
+        token_source: Callable[[float], str] | None = None,
     ) -> None:
         if config.network != CLUSTER:
             raise TrafficError(f"in-cluster traffic needs network {CLUSTER!r}: {config.network}")
@@ -252,11 +260,13 @@ class ClusterTraffic:
         self.exec_timeout_s = timings.exec_timeout_s
         self.stop_grace_s = timings.stop_grace_s
         self.instance = secrets.token_hex(4)
+        self._token_source = token_source
         self.pod_config = dataclasses.replace(
             config,
             host=target_host(setup),
             out_dir=Path(str(OUT_DIR)),
             workers=max(1, config.workers),
+            token_url=f"file://{TOKEN_DIR / TOKEN_FILE}" if token_source else None,
         )
         self.plan = LocustDeployment(
             setup=setup,
@@ -269,6 +279,7 @@ class ClusterTraffic:
             stop_timeout_s=math.ceil(config.request_timeout_s) + 1,
             locustfile=OPEN_LOOP_LOCUSTFILE if self.pod_config.open_loop else LOCUSTFILE,
             env=config.extra_env,
+            token=token_source is not None,
         )
         self._changes: list[Change] = []
         self._pods: dict[str, _PodSamples] = {}
@@ -295,9 +306,11 @@ class ClusterTraffic:
 
     # -- starting ----------------------------------------------------------------------------
 
-    def objects(self) -> list[dict[str, Any]]:
+    def objects(self, token: str | None = None) -> list[dict[str, Any]]:
         """The window's Locust objects, each pod template labelled with this window's id."""
         built = locust_objects(self.plan)
+        if token is not None:
+            built.insert(0, token_secret(self.plan, token))
         for obj in built:
             template = obj.get("spec", {}).get("template")
             if template is not None:
@@ -311,8 +324,12 @@ class ClusterTraffic:
         out = self.config.out_dir
         samples_dir(out).mkdir(parents=True, exist_ok=True)
         (out / "traffic-config.json").write_text(self.pod_config.to_json())
+        token = None
+        if self._token_source is not None:
+            # valid for as long as the window can last: start-up, Locust's run time, a margin
+            token = self._token_source(self.startup_timeout_s + self.plan.deadline_s + 300.0)
         try:
-            for obj in self.objects():
+            for obj in self.objects(token):
                 change = self._writer.create(obj, detail="in-cluster Locust")
                 if change is not None:
                     self._changes.append(change)

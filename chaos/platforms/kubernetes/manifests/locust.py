@@ -35,6 +35,9 @@ CONFIG_DIR = PurePosixPath("/etc/sidecar-chaos/traffic")
 CONFIG_FILE = "traffic-config.json"
 #: Where each Locust pod writes its samples (``<OUT_DIR>/samples/``).
 OUT_DIR = PurePosixPath("/run/sidecar-chaos/out")
+#: Where the workers read their bearer token (a Secret the run creates; see ``token_secret``).
+TOKEN_DIR = PurePosixPath("/etc/sidecar-chaos/token")
+TOKEN_FILE = "token"
 #: The client identity of Locust's plain sidecar (sidecar setup).
 CLIENT_SERVICE = "locust"
 LOCUST_CERTS_SECRET = "locust-certs"
@@ -64,6 +67,8 @@ class LocustDeployment:
     locustfile: PurePosixPath = LOCUSTFILE
     #: Extra environment of the Locust containers (the run's marker).
     env: tuple[tuple[str, str], ...] = ()
+    #: Send a bearer token from :data:`TOKEN_DIR` (the run creates :func:`token_secret`).
+    token: bool = False
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -86,6 +91,10 @@ class LocustDeployment:
     @property
     def config_map_name(self) -> str:
         return self.prefix
+
+    @property
+    def token_secret_name(self) -> str:
+        return f"{self.prefix}-token"
 
     @property
     def deadline_s(self) -> int:
@@ -141,6 +150,12 @@ def worker_command(plan: LocustDeployment) -> list[str]:
 
 
 def _locust_container(plan: LocustDeployment, command: list[str]) -> Manifest:
+    mounts: list[Manifest] = [
+        {"name": "traffic-config", "mountPath": str(CONFIG_DIR), "readOnly": True},
+        {"name": "out", "mountPath": str(OUT_DIR)},
+    ]
+    if plan.token:
+        mounts.append({"name": "token", "mountPath": str(TOKEN_DIR), "readOnly": True})
     return {
         "name": "locust",
         "image": names.APP_IMAGE,
@@ -152,10 +167,7 @@ def _locust_container(plan: LocustDeployment, command: list[str]) -> Manifest:
             *({"name": k, "value": v} for k, v in plan.env),
         ],
         "ports": [{"containerPort": names.LOCUST_MASTER_PORT, "protocol": "TCP"}],
-        "volumeMounts": [
-            {"name": "traffic-config", "mountPath": str(CONFIG_DIR), "readOnly": True},
-            {"name": "out", "mountPath": str(OUT_DIR)},
-        ],
+        "volumeMounts": mounts,
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
     }
 
@@ -173,10 +185,13 @@ def _samples_container(plan: LocustDeployment) -> Manifest:
 
 
 def _volumes(plan: LocustDeployment) -> list[Manifest]:
-    return [
+    volumes: list[Manifest] = [
         {"name": "traffic-config", "configMap": {"name": plan.config_map_name}},
         {"name": "out", "emptyDir": {}},
     ]
+    if plan.token:
+        volumes.append({"name": "token", "secret": {"secretName": plan.token_secret_name}})
+    return volumes
 
 
 def config_map(plan: LocustDeployment) -> Manifest:
@@ -184,6 +199,16 @@ def config_map(plan: LocustDeployment) -> Manifest:
         plan.config_map_name,
         names.TRAFFIC_NAMESPACE,
         {CONFIG_FILE: plan.config_json},
+        run_id=plan.run_id,
+    )
+
+
+def token_secret(plan: LocustDeployment, token: str) -> Manifest:
+    """The bearer token the workers send (minted by the run with ``cluster up``'s key)."""
+    return core.secret(
+        plan.token_secret_name,
+        names.TRAFFIC_NAMESPACE,
+        {TOKEN_FILE: token.encode()},
         run_id=plan.run_id,
     )
 
