@@ -477,3 +477,22 @@ def test_the_engine_runs_the_load_the_platform_hosts(tmp_path: Path) -> None:
     assert local == []  # the platform's own traffic, not Locust on this machine
     [config] = STARTED
     assert config.network == CLUSTER and config.host == f"http://{FRONTEND}"
+
+
+def test_the_objects_of_a_window_pass_the_official_strict_schema(tmp_path: Path) -> None:
+    """What :class:`ClusterTraffic` creates (with a token), as ``test_manifests`` checks."""
+    from tests.kubernetes.test_manifests import _validate_builtin
+
+    writer = ClusterWriter(None, None, None, "run-3", dry_run=True)
+    config = _config(tmp_path, f"http://{FRONTEND}")
+    traffic = ClusterTraffic(
+        config, setup=names.Setup.MESH, writer=writer, token_source=lambda ttl: "a.b.c"
+    )
+    objects = traffic.objects("a.b.c")
+    assert [o["kind"] for o in objects] == ["Secret", "ConfigMap", "Service", "Job", "Deployment"]
+    for obj in objects:
+        _validate_builtin(obj)
+    pod_config = TrafficConfig.from_json(objects[1]["data"]["traffic-config.json"])
+    assert pod_config.token_url == "file:///etc/sidecar-chaos/token/token"
+    assert pod_config.network == CLUSTER and pod_config.workers == 2
+    assert pod_config.host == f"http://{FRONTEND}"

@@ -251,8 +251,6 @@ class ClusterTraffic:
         self.config = config
         self.setup = setup
         self._writer = writer
-        self._api = writer.api
-        self._exec = writer.pod_exec
         self._record = record
         timings = timings or TrafficTimings()
         self.startup_timeout_s = timings.startup_timeout_s
@@ -302,7 +300,13 @@ class ClusterTraffic:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop()
+        try:
+            self.stop()
+        except TrafficError as stop_error:
+            if exc is None:
+                raise
+            # the window's own error stays the one raised
+            exc.add_note(f"also, stopping in-cluster traffic: {stop_error}")
 
     # -- starting ----------------------------------------------------------------------------
 
@@ -339,7 +343,9 @@ class ClusterTraffic:
 
     def _pods_now(self) -> list[PodState]:
         labels = {names.LABEL_APP: self.plan.prefix, LABEL_INSTANCE: self.instance}
-        return [p for p in self._api.list_pods(names.TRAFFIC_NAMESPACE, labels) if not p.deleting]
+        return [
+            p for p in self._writer.api.list_pods(names.TRAFFIC_NAMESPACE, labels) if not p.deleting
+        ]
 
     def _role(self, pods: list[PodState], role: str) -> list[PodState]:
         return [p for p in pods if p.labels.get(names.LABEL_TRAFFIC_ROLE) == role]
@@ -417,7 +423,7 @@ class ClusterTraffic:
             offsets = {name: f.copied for name, f in state.files.items()}
             command = ["python", "-c", SYNC_SCRIPT, str(REMOTE_SAMPLES), json.dumps(offsets)]
             local_before = time.monotonic()
-            output = self._exec.exec(
+            output = self._writer.pod_exec.exec(
                 names.TRAFFIC_NAMESPACE,
                 pod,
                 SAMPLES_CONTAINER,
@@ -487,7 +493,7 @@ class ClusterTraffic:
             if master.phase == "Running":
                 # ended meanwhile, or the session closed with it: the wait below tells
                 with contextlib.suppress(PlatformError):
-                    self._exec.exec(
+                    self._writer.pod_exec.exec(
                         names.TRAFFIC_NAMESPACE,
                         master.name,
                         LOCUST_CONTAINER,
