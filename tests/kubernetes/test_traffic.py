@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from chaos.engine.run import Engine, RunOptions
-from chaos.errors import InputError
+from chaos.errors import InputError, TrafficError
 from chaos.platforms.base import HostedTraffic, HostsTraffic, RunningTopology, StartOptions
 from chaos.platforms.fake import FakePlatform, FakeTopology
 from chaos.platforms.kubernetes import names
@@ -422,8 +422,16 @@ def test_clean_after_a_dead_runner_deletes_the_traffic_objects(
     config = _config(run_dir / "samples" / "sidecar-crash-1", "http://127.0.0.1:15001")
     traffic = ClusterTraffic(config, setup=names.Setup.SIDECAR, writer=writer)
     traffic.start()  # ... and the runner dies here: nothing stops it
-    assert _traffic_objects(api)["Job"] == ["locust-sidecar-master"]
-    assert len(_traffic_objects(api)["Pod"]) == 3
+    left = _traffic_objects(api)
+    assert left["Job"] == ["locust-sidecar-master"] and len(left["Pod"]) == 3
+    # the next run says what is in its way, and leaves the dead run's objects alone
+    other_dir = tmp_path / "next" / "topologies" / "sidecar-crash-1"
+    other = ChangeLedger(other_dir, LedgerHeader("run-10", api.context, str(kubeconfig)))
+    next_writer = ClusterWriter(api, FakePodExec(traffic_ns), other, "run-10")
+    with pytest.raises(TrafficError, match=r"exists already.*clean"):
+        ClusterTraffic(config, setup=names.Setup.SIDECAR, writer=next_writer).start()
+    next_writer.undo_all()
+    assert _traffic_objects(api) == left
     lines = KubernetesPlatform(kubeconfig=kubeconfig).clean(run_dir, [])
     assert sum("deleted" in line for line in lines) == 4, lines
     assert _traffic_objects(api) == {k.kind: [] for k in TRAFFIC_KINDS}

@@ -60,7 +60,7 @@ import numpy as np
 
 from chaos.errors import ChaosError, PlatformError, StartupError, TrafficError
 from chaos.platforms.kubernetes import names
-from chaos.platforms.kubernetes.api import PodState
+from chaos.platforms.kubernetes.api import ConflictError, PodState
 from chaos.platforms.kubernetes.changes import Change, ClusterWriter
 from chaos.platforms.kubernetes.manifests.locust import (
     LOCUSTFILE,
@@ -274,6 +274,7 @@ class ClusterTraffic:
             users=self.pod_config.locust_users,
             spawn_rate=self.pod_config.spawn_rate,
             run_time_s=self.pod_config.run_time_s,
+            startup_timeout_s=self.startup_timeout_s,
             stop_timeout_s=math.ceil(config.request_timeout_s) + 1,
             locustfile=OPEN_LOOP_LOCUSTFILE if self.pod_config.open_loop else LOCUSTFILE,
             env=config.extra_env,
@@ -334,7 +335,14 @@ class ClusterTraffic:
             token = self._token_source(self.startup_timeout_s + self.plan.deadline_s + 300.0)
         try:
             for obj in self.objects(token):
-                change = self._writer.create(obj, detail="in-cluster Locust")
+                try:
+                    change = self._writer.create(obj, detail="in-cluster Locust")
+                except ConflictError as exc:
+                    where = f"{obj['kind']} {names.TRAFFIC_NAMESPACE}/{obj['metadata']['name']}"
+                    raise TrafficError(
+                        f"{where} exists already: a run that died left it? "
+                        "(`sidecar-chaos clean RUN_DIR` deletes a dead run's objects)"
+                    ) from exc
                 if change is not None:
                     self._changes.append(change)
         except ChaosError:
