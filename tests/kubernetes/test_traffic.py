@@ -53,6 +53,7 @@ from chaos.platforms.local.envoy_process import envoy_binary
 from chaos.platforms.local.idp import IdentityProvider, check_token
 from chaos.proc import spawn, stop_processes
 from chaos.rundir.chunks import encode_chunk, iter_chunks
+from chaos.rundir.journal import read_journal
 from chaos.rundir.samples import DROPPED, load_samples, samples_dir
 from chaos.spec import Setup, load_experiment
 from chaos.traffic.config import CLUSTER, Endpoint, TrafficConfig
@@ -504,3 +505,45 @@ def test_the_objects_of_a_window_pass_the_official_strict_schema(tmp_path: Path)
     assert pod_config.token_url == "file:///etc/sidecar-chaos/token/token"
     assert pod_config.network == CLUSTER and pod_config.workers == 2
     assert pod_config.host == f"http://{FRONTEND}"
+
+
+def test_an_experiment_on_the_fake_cluster_runs_its_load_in_the_cluster(
+    traffic_ns: FakeCluster,
+    kubeconfig: Path,
+    target: JwtTarget,
+    tmp_path: Path,
+) -> None:
+    """The engine, a VirtualService fault and in-cluster Locust: run, revert, left as found."""
+    before = comparable(traffic_ns)
+    path = tmp_path / "kube.yaml"
+    path.write_text(
+        "name: kube\nplatform: kubernetes\nsetups: [mesh]\nseed: 3\n"
+        "traffic: {users: 4, spawn_rate: 4, rate: 40, endpoints: [{name: browse, path: /}]}\n"
+        "timeline: {warmup: 300ms, hold: 700ms, recovery: 300ms, recovered_for: 100ms}\n"
+        "faults: [{type: abort, name: a, target: {service: checkout, replica: 0}, percent: 50}]\n"
+    )
+    run_dir = tmp_path / "run"
+    target_at = target.url.removeprefix("http://")
+    with FakeKubelet(traffic_ns, tmp_path / "kubelet", {FRONTEND: target_at}) as kubelet:
+        pod_exec = FakePodExec(traffic_ns, handler=kubelet.exec)
+        platform = KubernetesPlatform(
+            kubeconfig=kubeconfig,
+            pod_exec=lambda _api: pod_exec,
+            ready_timeout_s=10.0,
+            watch_timeout_s=1,
+            traffic_timings=TrafficTimings(startup_timeout_s=60.0, sync_interval_s=0.2),
+            idp_dir=tmp_path / "state" / "idp",
+        )
+        options = RunOptions(run_dir=run_dir, workers=2, tick_s=0.2)
+        [window] = Engine(load_experiment(path), platform, options).run()
+        assert window.error is None, window.error
+        assert kubelet.errors == []
+    entries = read_journal(run_dir)
+    assert [e.data.get("processes") for e in entries if e.kind == "traffic_started"] == [[]]
+    assert [e.data.get("minted") for e in entries if e.kind == "traffic_token"] == [True]
+    assert pending_changes(run_dir, entries) == []
+    samples = load_samples(run_dir / "samples")
+    assert len(samples) == target.counter("jwt_authn.allowed") > 0
+    assert window.inject_t is not None and window.end_t is not None
+    assert samples["t"].min() < window.inject_t < window.end_t  # one clock: the engine's
+    assert comparable(traffic_ns) == before
