@@ -40,14 +40,8 @@ from chaos.platforms.kubernetes.cluster import JWT_ISSUER
 from chaos.platforms.kubernetes.fakeapi import FakeCluster
 from chaos.platforms.kubernetes.fakeexec import FakePodExec
 from chaos.platforms.kubernetes.platform import KubernetesPlatform
-from chaos.platforms.kubernetes.traffic import (
-    CLOCK_FILE,
-    ClockReading,
-    ClusterTraffic,
-    PodClock,
-    TrafficTimings,
-    shift_chunks,
-)
+from chaos.platforms.kubernetes.samplecopy import ClockReading, PodClock, shift_chunks
+from chaos.platforms.kubernetes.traffic import CLOCK_FILE, ClusterTraffic, TrafficTimings
 from chaos.platforms.local.envoy_common import jwt_filter, router_filter
 from chaos.platforms.local.envoy_process import envoy_binary
 from chaos.platforms.local.idp import IdentityProvider, check_token

@@ -11,23 +11,13 @@ machine that enters the frontend server-side.
   Service and Job, the workers' Deployment (:mod:`.manifests.locust`). The Job is
   bounded by ``activeDeadlineSeconds``.
 * **samples**: each worker writes chunks in the local platform's format into its
-  pod's ``OUT_DIR``. :meth:`ClusterTraffic.sync` execs :data:`SYNC_SCRIPT` in the
-  worker's ``samples`` container (through :class:`~.api.PodExec`, the official
-  client's exec stream): it reads each file from the offset already copied and
-  answers base64 (the exec stream is text) with the pod's clocks. Complete chunks
-  are re-encoded with their times moved onto this machine's monotonic clock and
-  appended under ``<out_dir>/samples/``: the analysis and the report read them as
-  they read local Locust's. Copied while the window runs (live stats) and completely
-  at stop.
-* **the clock**: a sample's ``t`` is the pod's ``time.monotonic()``; fault times are
-  this machine's. The two share only wall-clock time, so each pod's offset is
-  ``(pod wall - pod monotonic) - (local wall - local monotonic)``, read at the first
-  copy and kept for the run (times never jump). It is exact where the node's clock
-  is this machine's (kind: one kernel), otherwise as good as the clocks' NTP sync.
-  Checked at every copy: the pod's reading, mapped, must fall inside the exec's round
-  trip here; how far it can be off is recorded (``clock.json`` and the journal). If
-  the wall clocks disagree by more than that, the offset comes from the round trip
-  instead (its midpoint, uncertain by half of it).
+  pod's ``OUT_DIR``; :meth:`ClusterTraffic.sync` copies them through
+  :class:`~.api.PodExec` (exec in the worker's ``samples`` container, which outlives
+  Locust) with :class:`~.samplecopy.SampleCopier`, moving their times onto this
+  machine's monotonic clock, under ``<out_dir>/samples/``: the analysis and the report
+  read them as they read local Locust's. Copied while the window runs (live stats,
+  stop conditions) and completely at stop. Each pod's clock offset and how far it can
+  be off are written to ``clock.json`` and the journal (``traffic_clock``).
 * **tokens**: with a ``token_source`` (the platform mints one with ``cluster up``'s
   signing key, :mod:`.tokens`), the token goes to the workers in a Secret the run
   owns, read by Locust from a file (``token_url`` ``file:///etc/sidecar-chaos/token/
@@ -40,23 +30,18 @@ machine that enters the frontend server-side.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import dataclasses
 import json
 import math
-import os
 import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-
-import numpy as np
 
 from chaos.errors import ChaosError, PlatformError, StartupError, TrafficError
 from chaos.platforms.kubernetes import names
@@ -74,7 +59,8 @@ from chaos.platforms.kubernetes.manifests.locust import (
     target_host,
     token_secret,
 )
-from chaos.rundir.chunks import SUFFIX, encode_coded_chunk, iter_coded_chunks
+from chaos.platforms.kubernetes.samplecopy import PodClock, SampleCopier
+from chaos.rundir.chunks import SUFFIX
 from chaos.rundir.samples import samples_dir
 from chaos.traffic.config import CLUSTER, TrafficConfig
 from chaos.traffic.live import LiveStats, LiveTail
@@ -88,133 +74,9 @@ CLOCK_FILE = "clock.json"
 #: Labels a pod with the traffic of one window (a new window never mistakes the last
 #: window's pods, still being deleted, for its own).
 LABEL_INSTANCE = "sidecar-chaos.dev/traffic-instance"
-_MAX_BYTES = 4 * 1024 * 1024
-
-#: Read the pod's clocks, then every sample file from the offset already copied.
-#: ``argv``: the samples directory, ``{file: offset}`` as JSON, the most bytes per file.
-#: (``.chs`` is :data:`~chaos.rundir.chunks.SUFFIX`.)
-SYNC_SCRIPT = """\
-import base64, json, os, sys, time
-root, offsets, limit = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
-mono, wall = time.monotonic(), time.time()
-files = {}
-for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
-    if name.endswith(".chs"):
-        with open(os.path.join(root, name), "rb") as f:
-            f.seek(int(offsets.get(name, 0)))
-            files[name] = base64.b64encode(f.read(limit)).decode()
-print(json.dumps({"mono": mono, "wall": wall, "files": files}))
-"""
 
 #: Locust's clean exit (it stops its workers first): SIGTERM to PID 1 of its container.
 STOP_COMMAND = ("python", "-c", "import os, signal; os.kill(1, signal.SIGTERM)")
-
-
-# -- the clock ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ClockReading:
-    """One copy's clock reading: the pod's two clocks, this machine's around the exec."""
-
-    pod_mono: float
-    pod_wall: float
-    local_before: float
-    local_after: float
-    #: This machine's ``time.time() - time.monotonic()`` at the reading.
-    local_wall_minus_mono: float
-
-    @property
-    def wall_offset(self) -> float:
-        """Pod monotonic -> local monotonic, through the wall clocks."""
-        return (self.pod_wall - self.pod_mono) - self.local_wall_minus_mono
-
-    def outside(self, offset: float) -> float:
-        """How far the pod's reading, mapped with ``offset``, falls outside the round trip."""
-        mapped = self.pod_mono + offset
-        return max(0.0, self.local_before - mapped, mapped - self.local_after)
-
-    def bound(self, offset: float) -> float:
-        """The most ``offset`` can be wrong, given that the reading happened in the round trip."""
-        mapped = self.pod_mono + offset
-        return max(mapped - self.local_before, self.local_after - mapped)
-
-
-@dataclass
-class PodClock:
-    """One pod's monotonic clock on this machine's: fixed at the first reading, then checked."""
-
-    pod: str
-    offset_s: float
-    method: str
-    bound_s: float
-    readings: int = 1
-    #: The most a later reading put the fixed offset outside its round trip (0: never).
-    worst_outside_s: float = 0.0
-
-    @classmethod
-    def first(cls, pod: str, reading: ClockReading) -> PodClock:
-        offset = reading.wall_offset
-        if reading.outside(offset) == 0.0:
-            return cls(pod, offset, "wall-clock", reading.bound(offset))
-        # The wall clocks disagree by more than the round trip: trust the round trip.
-        middle = (reading.local_before + reading.local_after) / 2
-        offset = middle - reading.pod_mono
-        return cls(pod, offset, "round-trip", (reading.local_after - reading.local_before) / 2)
-
-    def check(self, reading: ClockReading) -> None:
-        self.readings += 1
-        self.worst_outside_s = max(self.worst_outside_s, reading.outside(self.offset_s))
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def shift_chunks(data: bytes, offset_s: float) -> tuple[bytes, int]:
-    """The complete chunks of ``data`` with ``t`` moved by ``offset_s``, and the bytes used.
-
-    A partial chunk at the end (still being written in the pod) is left for the next copy.
-    """
-    out: list[bytes] = []
-    used = 0
-    for chunk, end in iter_coded_chunks(data):
-        out.append(
-            encode_coded_chunk(
-                chunk.t + offset_s,
-                chunk.latency_ms,
-                chunk.status,
-                chunk.codes,
-                chunk.names,
-                send_lag_ms=np.asarray(chunk.send_lag_ms, dtype=np.float64),
-            )
-        )
-        used = end
-    return b"".join(out), used
-
-
-# -- one worker pod's files -----------------------------------------------------------------
-
-
-@dataclass
-class _RemoteFile:
-    copied: int = 0  # bytes read from the pod's file
-    pending: bytes = b""  # read, not yet a complete chunk
-
-
-@dataclass
-class _PodSamples:
-    pod: str
-    clock: PodClock | None = None
-    files: dict[str, _RemoteFile] = field(default_factory=dict)
-
-
-def _parse_sync(output: str, pod: str) -> tuple[float, float, dict[str, bytes]]:
-    try:
-        answer = json.loads(output.strip().splitlines()[-1])
-        files = {str(k): base64.b64decode(v) for k, v in answer["files"].items()}
-        return float(answer["mono"]), float(answer["wall"]), files
-    except (ValueError, IndexError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
-        raise PlatformError(f"pod {pod}: unreadable samples listing: {output[:200]!r}") from exc
 
 
 # -- the traffic ----------------------------------------------------------------------------
@@ -281,7 +143,9 @@ class ClusterTraffic:
             token=token_source is not None,
         )
         self._changes: list[Change] = []
-        self._pods: dict[str, _PodSamples] = {}
+        self._copier = SampleCopier(
+            REMOTE_SAMPLES, samples_dir(config.out_dir), self._in_samples_container
+        )
         self._lock = threading.RLock()
         self._last_sync = -math.inf
         self._last_check = -math.inf
@@ -420,58 +284,19 @@ class ClusterTraffic:
                 if pod.phase != "Running":
                     continue
                 try:
-                    self._sync_pod(pod.name)
+                    self._copier.copy(pod.name)
                 except PlatformError as exc:
                     failed.append(f"{pod.name}: {exc}")
             return failed
 
-    def _sync_pod(self, pod: str) -> None:
-        state = self._pods.setdefault(pod, _PodSamples(pod))
-        while True:
-            offsets = {name: f.copied for name, f in state.files.items()}
-            command = ["python", "-c", SYNC_SCRIPT, str(REMOTE_SAMPLES), json.dumps(offsets)]
-            local_before = time.monotonic()
-            output = self._writer.pod_exec.exec(
-                names.TRAFFIC_NAMESPACE,
-                pod,
-                SAMPLES_CONTAINER,
-                [*command, str(_MAX_BYTES)],
-                self.exec_timeout_s,
-            )
-            local_after = time.monotonic()
-            wall_minus_mono = time.time() - time.monotonic()
-            pod_mono, pod_wall, files = _parse_sync(output, pod)
-            reading = ClockReading(pod_mono, pod_wall, local_before, local_after, wall_minus_mono)
-            if state.clock is None:
-                state.clock = PodClock.first(pod, reading)
-            else:
-                state.clock.check(reading)
-            full = False
-            for name, data in files.items():
-                remote = state.files.setdefault(name, _RemoteFile())
-                remote.copied += len(data)
-                full = full or len(data) >= _MAX_BYTES
-                remote.pending += data
-                shifted, used = shift_chunks(remote.pending, state.clock.offset_s)
-                remote.pending = remote.pending[used:]
-                if shifted:
-                    self._append(f"{pod}-{name}", shifted)
-            if not full:
-                return
-
-    def _append(self, name: str, data: bytes) -> None:
-        path = samples_dir(self.config.out_dir) / name
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
+    def _in_samples_container(self, pod: str, command: list[str]) -> str:
+        return self._writer.pod_exec.exec(
+            names.TRAFFIC_NAMESPACE, pod, SAMPLES_CONTAINER, command, self.exec_timeout_s
+        )
 
     def clocks(self) -> list[PodClock]:
         """Each worker pod's clock offset, as used for its samples."""
-        return [s.clock for s in self._pods.values() if s.clock is not None]
+        return self._copier.clocks()
 
     # -- stopping -----------------------------------------------------------------------------
 
@@ -524,12 +349,7 @@ class ClusterTraffic:
             if not failed:
                 break
             time.sleep(0.5)
-        lost = [
-            f"{pod}/{name}: {len(f.pending)} bytes of a torn chunk"
-            for pod, state in self._pods.items()
-            for name, f in state.files.items()
-            if f.pending
-        ]
+        lost = self._copier.torn()
         return [f"samples not copied from {', '.join(failed + lost)}"] if failed or lost else []
 
     def _write_clock(self) -> None:
@@ -577,10 +397,6 @@ __all__ = [
     "LOCUST_CONTAINER",
     "REMOTE_SAMPLES",
     "STOP_COMMAND",
-    "SYNC_SCRIPT",
-    "ClockReading",
     "ClusterTraffic",
-    "PodClock",
     "TrafficTimings",
-    "shift_chunks",
 ]
