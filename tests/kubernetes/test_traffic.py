@@ -528,7 +528,7 @@ def test_an_experiment_on_the_fake_cluster_runs_its_load_in_the_cluster(
             traffic_timings=TrafficTimings(startup_timeout_s=60.0, sync_interval_s=0.2),
             idp_dir=tmp_path / "state" / "idp",
         )
-        options = RunOptions(run_dir=run_dir, workers=2, tick_s=0.2)
+        options = RunOptions(run_dir=run_dir, workers=1, tick_s=0.2)
         [window] = Engine(load_experiment(path), platform, options).run()
         assert window.error is None, window.error
         assert kubelet.errors == []

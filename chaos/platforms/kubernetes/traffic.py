@@ -22,10 +22,10 @@ machine that enters the frontend server-side.
   signing key, :mod:`.tokens`), the token goes to the workers in a Secret the run
   owns, read by Locust from a file (``token_url`` ``file:///etc/sidecar-chaos/token/
   token``) at start and after a 401.
-* **stop**: SIGTERM to the master's Locust (PID 1 of its container): it stops the
-  workers, which finish their requests under way and flush; the last chunks are
-  copied; then every object is deleted (the Job with background propagation, so its
-  pod goes too).
+* **stop**: SIGTERM to the master's Locust (PID 1 of its container; to the workers'
+  if the master is gone): it stops the workers, which finish their requests under way
+  and flush; the last chunks are copied (from the ``samples`` container); then every
+  object is deleted (the Job with background propagation, so its pod goes too).
 """
 
 from __future__ import annotations
@@ -318,29 +318,36 @@ class ClusterTraffic:
             raise TrafficError("in-cluster traffic: " + "; ".join(problems))
 
     def _stop_locust(self, grace_s: float) -> list[str]:
+        """SIGTERM the master (it stops the workers); the workers themselves if it is gone."""
         try:
             pods = self._pods_now()
+            masters = [p for p in self._role(pods, "master") if not _locust_ended(p)]
+            # Both at once would race: a worker told to quit by its master while quitting
+            # on its own signal can end before the requests under way are recorded.
+            for pod in masters or self._role(pods, "worker"):
+                if pod.phase == "Running" and not _locust_ended(pod):
+                    # ended meanwhile, or the session closed with it: the wait below tells
+                    with contextlib.suppress(PlatformError):
+                        self._writer.pod_exec.exec(
+                            names.TRAFFIC_NAMESPACE,
+                            pod.name,
+                            LOCUST_CONTAINER,
+                            list(STOP_COMMAND),
+                            self.exec_timeout_s,
+                        )
+            deadline = time.monotonic() + grace_s
+            while True:
+                running = [
+                    p for p in self._role(self._pods_now(), "worker") if not _locust_ended(p)
+                ]
+                if not running:
+                    return []
+                if time.monotonic() >= deadline:
+                    names_ = ", ".join(p.name for p in running)
+                    return [f"Locust still running after {grace_s:g} s in {names_}"]
+                time.sleep(0.2)
         except PlatformError as exc:
-            return [f"cannot list the Locust pods: {exc}"]
-        for master in self._role(pods, "master"):
-            if master.phase == "Running":
-                # ended meanwhile, or the session closed with it: the wait below tells
-                with contextlib.suppress(PlatformError):
-                    self._writer.pod_exec.exec(
-                        names.TRAFFIC_NAMESPACE,
-                        master.name,
-                        LOCUST_CONTAINER,
-                        list(STOP_COMMAND),
-                        self.exec_timeout_s,
-                    )
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline:
-            workers = self._role(self._pods_now(), "worker")
-            if all(_locust_ended(p) for p in workers):
-                return []
-            time.sleep(0.2)
-        still = [p.name for p in self._role(self._pods_now(), "worker") if not _locust_ended(p)]
-        return [f"Locust still running after {grace_s:g} s in {', '.join(still)}"] if still else []
+            return [f"cannot stop the Locust pods: {exc}"]
 
     def _final_sync(self) -> list[str]:
         failed: list[str] = []
