@@ -40,8 +40,18 @@ from chaos.platforms.kubernetes.cluster import JWT_ISSUER
 from chaos.platforms.kubernetes.fakeapi import FakeCluster
 from chaos.platforms.kubernetes.fakeexec import FakePodExec
 from chaos.platforms.kubernetes.platform import KubernetesPlatform
-from chaos.platforms.kubernetes.samplecopy import ClockReading, PodClock, shift_chunks
-from chaos.platforms.kubernetes.traffic import CLOCK_FILE, ClusterTraffic, TrafficTimings
+from chaos.platforms.kubernetes.samplecopy import (
+    SYNC_SCRIPT,
+    ClockReading,
+    PodClock,
+    shift_chunks,
+)
+from chaos.platforms.kubernetes.traffic import (
+    CLOCK_FILE,
+    STOP_COMMAND,
+    ClusterTraffic,
+    TrafficTimings,
+)
 from chaos.platforms.local.envoy_common import jwt_filter, router_filter
 from chaos.platforms.local.envoy_process import envoy_binary
 from chaos.platforms.local.idp import IdentityProvider, check_token
@@ -541,3 +551,49 @@ def test_an_experiment_on_the_fake_cluster_runs_its_load_in_the_cluster(
     assert window.inject_t is not None and window.end_t is not None
     assert samples["t"].min() < window.inject_t < window.end_t  # one clock: the engine's
     assert comparable(traffic_ns) == before
+
+
+def _set_locust_status(cluster: FakeCluster, role: str, phase: str, state: dict[str, Any]) -> None:
+    """What a kubelet reports for the Locust container of the pods of ``role``."""
+    pods = cluster.resources[("v1", "pods")]
+    for pod in cluster.select(pods, names.TRAFFIC_NAMESPACE, f"{names.LABEL_TRAFFIC_ROLE}={role}"):
+        for item in pod["status"]["containerStatuses"]:
+            if item["name"] == "locust":
+                item["state"] = state
+        pod["status"]["phase"] = phase
+        name = pod["metadata"]["name"]
+        cluster.replace(pods, names.TRAFFIC_NAMESPACE, name, pod, status_only=True)
+
+
+def test_a_locust_pod_that_ends_or_cannot_start_breaks_the_window(
+    traffic_ns: FakeCluster, api: KubeApi, kubeconfig: Path, tmp_path: Path
+) -> None:
+    def no_samples_yet(ns: str, pod: str, container: str, command: Any, _t: float) -> str | None:
+        if tuple(command) == STOP_COMMAND:
+            return ""
+        if list(command[:3]) == ["python", "-c", SYNC_SCRIPT]:
+            return json.dumps({"mono": time.monotonic(), "wall": time.time(), "files": {}})
+        return None
+
+    ledger = ChangeLedger(tmp_path / "t", LedgerHeader("run-4", api.context, str(kubeconfig)))
+    pod_exec = FakePodExec(traffic_ns, handler=no_samples_yet)
+    writer = ClusterWriter(api, pod_exec, ledger, "run-4")
+    config = _config(tmp_path / "out", f"http://{FRONTEND}")
+    timings = TrafficTimings(sync_interval_s=0.0, stop_grace_s=0.5)
+    traffic = ClusterTraffic(config, setup=names.Setup.MESH, writer=writer, timings=timings)
+    with pytest.raises(TrafficError, match=r"cannot start.*ErrImagePull") as raised, traffic:
+        _set_locust_status(traffic_ns, "worker", "Pending", {"waiting": {"reason": "ErrImagePull"}})
+        traffic.wait_started(timeout=10.0)
+    # stopping could not end Locust in the workers either: said, not hidden, not raised
+    assert any("still running" in note for note in raised.value.__notes__)
+    assert _traffic_objects(api) == {k.kind: [] for k in TRAFFIC_KINDS}  # deleted on the way out
+
+    traffic = ClusterTraffic(config, setup=names.Setup.MESH, writer=writer, timings=timings)
+    with traffic:
+        traffic.check()  # all running
+        ended = {"terminated": {"exitCode": 0, "reason": "Completed"}}
+        _set_locust_status(traffic_ns, "master", "Succeeded", ended)
+        with pytest.raises(TrafficError, match=r"ended during the window.*master"):
+            traffic.check()
+        _set_locust_status(traffic_ns, "worker", "Running", ended)
+    assert _traffic_objects(api) == {k.kind: [] for k in TRAFFIC_KINDS}

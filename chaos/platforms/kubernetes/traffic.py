@@ -286,7 +286,7 @@ class ClusterTraffic:
                 try:
                     self._copier.copy(pod.name)
                 except PlatformError as exc:
-                    failed.append(f"{pod.name}: {exc}")
+                    failed.append(f"{pod.name}: {str(exc)[:200]}")
             return failed
 
     def _in_samples_container(self, pod: str, command: list[str]) -> str:
