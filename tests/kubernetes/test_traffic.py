@@ -161,9 +161,10 @@ def test_a_pod_clock_is_mapped_through_wall_time_and_checked_by_the_round_trip()
     assert clock.bound_s == pytest.approx(0.05)  # the reading happened inside the round trip
     # a later reading after the wall clock stepped by 2 s: the offset stays put (times
     # never jump), and the round trip still agrees with it
-    stepped = ClockReading(200.0, 200.0 + 502.0 + local_wall_minus_mono, 699.9, 700.1, 1.7e9)
+    stepped = ClockReading(200.0, 200.0 + 502.0 + local_wall_minus_mono, 699.99, 700.01, 1.7e9)
     clock.check(stepped)
     assert clock.offset_s == pytest.approx(500.0) and clock.worst_outside_s == 0.0
+    assert clock.bound_s == pytest.approx(0.01)  # a shorter round trip: a tighter bound
     # a reading the fixed offset cannot explain (2 s outside its round trip) is recorded
     clock.check(ClockReading(300.0, 0.0, 802.0, 802.1, 0.0))
     assert clock.worst_outside_s == pytest.approx(2.0) and clock.readings == 3

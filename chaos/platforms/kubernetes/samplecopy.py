@@ -13,10 +13,11 @@ The clock: the pod and this machine share only wall-clock time, so the offset is
 fixed at a pod's first copy so times never jump. It is exact where the pod's node
 shares this machine's clock (kind on this host), else as good as the clocks' NTP
 sync. Every copy checks it: the pod's reading, mapped, must fall inside the exec's
-round trip here; the first reading bounds the error (``bound_s``) and later ones
-record how far the fixed offset ever fell outside (``worst_outside_s``). Where the
-wall clocks disagree by more than the round trip, the offset comes from the round
-trip itself (its midpoint, uncertain by half of it).
+round trip here; together the readings bound its error (``bound_s``, shrinking as
+they come), and how far the fixed offset ever fell outside one is recorded
+(``worst_outside_s``: the clocks drifted or stepped). Where the wall clocks disagree
+by more than the round trip, the offset comes from the round trip itself (its
+midpoint, uncertain by half of it).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import base64
 import binascii
 import dataclasses
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -89,29 +91,45 @@ class ClockReading:
 
 @dataclass
 class PodClock:
-    """One pod's monotonic clock on this machine's: fixed at the first reading, then checked."""
+    """One pod's monotonic clock on this machine's: fixed at the first reading, then checked.
+
+    Each reading proves the true offset lies in ``[before - pod_mono, after - pod_mono]``
+    (the pod read its clock during the exec); ``bound_s`` is how far the fixed offset
+    can be from the intersection of those intervals, so it shrinks as readings come.
+    """
 
     pod: str
     offset_s: float
     method: str
+    #: The most the offset can be off, from the round trips seen so far.
     bound_s: float
     readings: int = 1
     #: The most a later reading put the fixed offset outside its round trip (0: never).
     worst_outside_s: float = 0.0
+    #: The offsets every reading so far allows (their intersection).
+    low_s: float = -math.inf
+    high_s: float = math.inf
 
     @classmethod
     def first(cls, pod: str, reading: ClockReading) -> PodClock:
         offset = reading.wall_offset
-        if reading.outside(offset) == 0.0:
-            return cls(pod, offset, "wall-clock", reading.bound(offset))
-        # The wall clocks disagree by more than the round trip: trust the round trip.
-        middle = (reading.local_before + reading.local_after) / 2
-        offset = middle - reading.pod_mono
-        return cls(pod, offset, "round-trip", (reading.local_after - reading.local_before) / 2)
+        method = "wall-clock"
+        if reading.outside(offset) > 0.0:
+            # The wall clocks disagree by more than the round trip: trust the round trip.
+            offset = (reading.local_before + reading.local_after) / 2 - reading.pod_mono
+            method = "round-trip"
+        clock = cls(pod, offset, method, reading.bound(offset), readings=0)
+        clock.check(reading)
+        return clock
 
     def check(self, reading: ClockReading) -> None:
         self.readings += 1
         self.worst_outside_s = max(self.worst_outside_s, reading.outside(self.offset_s))
+        low = max(self.low_s, reading.local_before - reading.pod_mono)
+        high = min(self.high_s, reading.local_after - reading.pod_mono)
+        if low <= self.offset_s <= high:  # else the clocks drifted or stepped: worst_outside
+            self.low_s, self.high_s = low, high
+            self.bound_s = max(self.offset_s - low, high - self.offset_s)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
