@@ -39,7 +39,7 @@ from chaos.platforms.kubernetes.changes import (
 from chaos.platforms.kubernetes.cluster import JWT_ISSUER
 from chaos.platforms.kubernetes.fakeapi import FakeCluster
 from chaos.platforms.kubernetes.fakeexec import FakePodExec
-from chaos.platforms.kubernetes.platform import KubernetesPlatform
+from chaos.platforms.kubernetes.platform import INGRESS_ENV, KubernetesPlatform
 from chaos.platforms.kubernetes.samplecopy import (
     SYNC_SCRIPT,
     ClockReading,
@@ -598,3 +598,23 @@ def test_a_locust_pod_that_ends_or_cannot_start_breaks_the_window(
             traffic.check()
         _set_locust_status(traffic_ns, "worker", "Running", ended)
     assert _traffic_objects(api) == {k.kind: [] for k in TRAFFIC_KINDS}
+
+
+def test_a_user_locustfile_is_refused_for_the_cluster_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(INGRESS_ENV, raising=False)
+    own = tmp_path / "mine.py"
+    own.write_text("from locust import HttpUser\n")
+    path = tmp_path / "e.yaml"
+    path.write_text(
+        "name: e\nplatform: kubernetes\nsetups: [mesh]\n"
+        f"traffic: {{users: 1, spawn_rate: 1, rate: 1, locustfile: {own}}}\n"
+        "timeline: {warmup: 1s, hold: 1s, recovery: 1s, recovered_for: 100ms}\n"
+        "faults: [{type: crash, name: c, target: {service: checkout, replica: 0}}]\n"
+    )
+    experiment = load_experiment(path)
+    [problem] = KubernetesPlatform().validate(experiment)
+    assert problem.at == ("traffic", "locustfile") and "inside the cluster" in problem.message
+    opted_out = KubernetesPlatform(ingress_url="http://127.0.0.1:18080")
+    assert opted_out.validate(experiment) == []

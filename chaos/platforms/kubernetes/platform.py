@@ -127,6 +127,14 @@ class KubernetesPlatform:
         for index, setup in enumerate(experiment.setups):
             if setup not in {s.value for s in self.setups}:
                 problems.append(Problem(("setups", index), f"no setup {setup!r} on kubernetes"))
+        if experiment.traffic.locustfile is not None and self.ingress_url is None:
+            problems.append(
+                Problem(
+                    ("traffic", "locustfile"),
+                    "a user's own locustfile cannot run inside the cluster (it is not in the "
+                    f"traffic image); ${INGRESS_ENV} runs Locust on this machine instead",
+                )
+            )
         return problems
 
     # -- connecting ----------------------------------------------------------------------
