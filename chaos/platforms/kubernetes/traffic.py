@@ -149,6 +149,7 @@ class ClusterTraffic:
         self._lock = threading.RLock()
         self._last_sync = -math.inf
         self._last_check = -math.inf
+        self._failed_checks = 0
         self._stopped = False
         self._stopping = False
         self._live = LiveTail(samples_dir(config.out_dir))
@@ -251,7 +252,16 @@ class ClusterTraffic:
         if now - self._last_check < self.sync_interval_s:
             return
         self._last_check = now
-        self._raise_if_broken(self._pods_now(), starting=False)
+        try:
+            pods = self._pods_now()
+        except PlatformError as exc:
+            # one failed read is the API's hiccup; three in a row, the window cannot be watched
+            self._failed_checks += 1
+            if self._failed_checks >= 3:
+                raise TrafficError(f"in-cluster traffic cannot be watched: {exc}") from exc
+            return
+        self._failed_checks = 0
+        self._raise_if_broken(pods, starting=False)
 
     def _raise_if_broken(self, pods: list[PodState], *, starting: bool) -> None:
         for pod in pods:
@@ -280,7 +290,11 @@ class ClusterTraffic:
                 return []
             self._last_sync = now
             failed: list[str] = []
-            for pod in self._role(self._pods_now(), "worker"):
+            try:
+                workers = self._role(self._pods_now(), "worker")
+            except PlatformError as exc:
+                return [f"cannot list the Locust pods: {str(exc)[:200]}"]
+            for pod in workers:
                 if pod.phase != "Running":
                     continue
                 try:
