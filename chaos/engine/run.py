@@ -346,27 +346,49 @@ class Engine:
     def _traffic_config(
         self, topology: RunningTopology, key: WindowKey, network: str = LOOPBACK
     ) -> TrafficConfig:
-        traffic = self.experiment.traffic
-        timeline = self.experiment.timeline
-        return TrafficConfig(
+        return traffic_config(
+            self.experiment,
             host=topology.ingress_url,
             out_dir=self.run_dir / SAMPLES_DIR / key.slug,
-            duration_s=timeline.warmup + timeline.hold + timeline.recovery + TRAFFIC_SLACK_S,
-            users=traffic.users,
-            spawn_rate=traffic.spawn_rate,
-            rate=traffic.rate,
-            endpoints=tuple(
-                Endpoint(e.name, e.method, e.path, e.weight) for e in traffic.endpoints or ()
-            ),
-            locustfile=traffic.locustfile,
             token_url=topology.token_url,
-            token_refresh_s=TOKEN_REFRESH_S,
             workers=self.options.workers,
-            mode=traffic.mode,
-            max_in_flight=traffic.max_in_flight,
-            extra_env=((RUN_MARKER_ENV, self.marker),),
+            marker=self.marker,
             network=network,
         )
+
+
+def traffic_config(
+    experiment: Experiment,
+    *,
+    host: str,
+    out_dir: Path,
+    token_url: str | None = None,
+    workers: int = 0,
+    marker: str = "",
+    network: str = LOOPBACK,
+) -> TrafficConfig:
+    """The load of one window of ``experiment`` (the dry run describes it too)."""
+    traffic = experiment.traffic
+    timeline = experiment.timeline
+    return TrafficConfig(
+        host=host,
+        out_dir=out_dir,
+        duration_s=timeline.warmup + timeline.hold + timeline.recovery + TRAFFIC_SLACK_S,
+        users=traffic.users,
+        spawn_rate=traffic.spawn_rate,
+        rate=traffic.rate,
+        endpoints=tuple(
+            Endpoint(e.name, e.method, e.path, e.weight) for e in traffic.endpoints or ()
+        ),
+        locustfile=traffic.locustfile,
+        token_url=token_url,
+        token_refresh_s=TOKEN_REFRESH_S,
+        workers=workers,
+        mode=traffic.mode,
+        max_in_flight=traffic.max_in_flight,
+        extra_env=((RUN_MARKER_ENV, marker),),
+        network=network,
+    )
 
 
 class _ConditionWatch:

@@ -15,7 +15,8 @@ group and provides:
   :class:`FaultOps` bound to it.
 * :class:`HostsTraffic` (optional on a running topology): the platform runs the
   window's load itself (Locust inside a cluster) instead of the engine's Locust
-  on this machine.
+  on this machine; :class:`PlansTraffic` (optional on a platform) lists the
+  calls that load makes, for the dry run.
 * :class:`FaultOps`: the mechanisms faults need, named by intent. The platform
   decides *how* (an admin runtime call, a pushed route, a VirtualService, a
   kill, a Kubernetes object); the fault keeps the policy (what, where, for how
@@ -39,6 +40,7 @@ from chaos.rundir.counters import CounterSample
 from chaos.rundir.journal import JournalEntry, JsonValue
 from chaos.spec import Experiment, Setup
 from chaos.traffic.base import TrafficFactory
+from chaos.traffic.config import TrafficConfig
 
 Direction = Literal["inbound", "outbound"]
 
@@ -333,6 +335,19 @@ class HostsTraffic(Protocol):
         ...
 
 
+@runtime_checkable
+class PlansTraffic(Protocol):
+    """Optional for a :class:`Platform` whose topologies host their load (dry run)."""
+
+    def plan_traffic(self, setup: Setup, config: TrafficConfig) -> list[str]:
+        """Each call a window's load makes on the platform, with its undo (no side effects).
+
+        ``config`` is the window's load as the engine configures it; the platform puts
+        its own host and network in.
+        """
+        ...
+
+
 @dataclass(frozen=True)
 class StartOptions:
     """How to bring a setup up for one fault window."""
@@ -407,6 +422,7 @@ __all__ = [
     "HttpFault",
     "HttpFaultSite",
     "Mechanism",
+    "PlansTraffic",
     "Platform",
     "Pod",
     "Problem",

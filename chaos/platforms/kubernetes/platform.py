@@ -17,6 +17,7 @@ faults name.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -43,6 +44,7 @@ from chaos.platforms.kubernetes.changes import (
     undo_change,
 )
 from chaos.platforms.kubernetes.faultops import ISTIOD, KubeFaultOps, demo_workload
+from chaos.platforms.kubernetes.manifests.locust import target_host
 from chaos.platforms.kubernetes.tokens import default_idp_dir, mint_token
 from chaos.platforms.kubernetes.topology import KubeTopology
 from chaos.platforms.kubernetes.traffic import ClusterTraffic, TrafficTimings
@@ -50,7 +52,7 @@ from chaos.platforms.local.idp import JWKS_FILE
 from chaos.rundir.journal import JournalEntry, JsonValue
 from chaos.spec import Experiment, Setup
 from chaos.traffic.base import TrafficFactory
-from chaos.traffic.config import TrafficConfig
+from chaos.traffic.config import CLUSTER, TrafficConfig
 
 ALLOW_CONTEXT_ENV = "SIDECAR_CHAOS_ALLOW_CONTEXT"
 CONTEXT_ENV = "SIDECAR_CHAOS_KUBE_CONTEXT"
@@ -272,6 +274,28 @@ class KubernetesPlatform:
         kube_setup = names.Setup(setup.value)
         writer = ClusterWriter(None, None, None, "dry-run", dry_run=True)
         return KubeFaultOps(kube_setup, demo_workload(kube_setup), writer)
+
+    def plan_traffic(self, setup: Setup, config: TrafficConfig) -> list[str]:
+        """The calls one window's in-cluster Locust makes and their undo (``--dry-run``)."""
+        if self.ingress_url:
+            return [
+                f"traffic: Locust on this machine at {self.ingress_url} (${INGRESS_ENV}; "
+                "it bypasses the client-side proxies); nothing is created in the cluster"
+            ]
+        kube_setup = names.Setup(setup.value)
+        writer = ClusterWriter(None, None, None, "dry-run", dry_run=True)
+        planned = ClusterTraffic(
+            dataclasses.replace(config, host=target_host(kube_setup), network=CLUSTER),
+            setup=kube_setup,
+            writer=writer,
+        )
+        minted = (self.idp_dir / JWKS_FILE).is_file()
+        for obj in planned.objects(token="<minted at the window's start>" if minted else None):
+            writer.create(obj, detail="in-cluster Locust")
+        lines = [f"traffic: {c.line()}" for c in writer.planned]
+        if not minted:
+            lines.append(f"traffic: no signing key in {self.idp_dir}: requests carry no token")
+        return lines
 
     def versions(self) -> dict[str, str]:
         found = {"envoy (plain sidecar image)": names.ENVOY_IMAGE}
