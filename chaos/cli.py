@@ -118,16 +118,16 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     setup: Annotated[str | None, typer.Option(help="only this setup")] = None,
 ) -> None:
-    """Show the running local topologies."""
+    """Show the running local topologies: `up`'s and those of every running `run`."""
     from chaos.platforms.local import registry
 
     try:
         wanted = _setup(setup) if setup is not None else None
-        found = [s for s in registry.running() if wanted is None or s.setup == wanted]
+        found = [s for s in registry.every_topology() if wanted is None or s.setup == wanted]
     except ChaosError as exc:
         _fail(exc)
     if as_json:
-        if setup is not None or len(found) == 1:
+        if len(found) == 1 or (setup is not None and not found):
             payload: object = found[0].to_json() if found else {}
         else:
             payload = {"topologies": [s.to_json() for s in found]}
@@ -137,7 +137,8 @@ def status(
         out.print("no local topology is running")
         return
     for topo in found:
-        table = Table(title=f"{topo.setup}  ingress {topo.ingress}  (runner pid {topo.owner_pid})")
+        _plain(registry.headline(topo))
+        table = Table()
         for column in ("pod", "service", "node", "address", "ready", "restarts", "pids"):
             table.add_column(column)
         for pod in topo.pods:
@@ -187,6 +188,10 @@ def down(
 @app.command()
 def token(
     setup: Annotated[str | None, typer.Option(help="the topology whose identity provider")] = None,
+    run: Annotated[
+        str | None, typer.Option(help="a run's topology: the run id (its directory's name)")
+    ] = None,
+    slot: Annotated[int | None, typer.Option(help="the topology in this slot")] = None,
 ) -> None:
     """Print a valid bearer token from a running topology's identity provider."""
     import httpx
@@ -195,17 +200,12 @@ def token(
 
     try:
         wanted = _setup(setup) if setup is not None else None
-        found = [s for s in registry.running() if wanted is None or s.setup == wanted]
-        if not found:
-            raise InputError("no local topology is running (start one with `sidecar-chaos up`)")
-        if len(found) > 1:
-            names = ", ".join(s.setup for s in found)
-            raise InputError(f"several topologies are running ({names}); pick one with --setup")
+        chosen = registry.select(registry.every_topology(), setup=wanted, run=run, slot=slot)
         try:
-            response = httpx.get(f"{found[0].idp_url}/token", timeout=5.0)
+            response = httpx.get(chosen.mint_url, timeout=5.0)
             response.raise_for_status()
         except httpx.HTTPError as exc:
-            raise InputError(f"identity provider at {found[0].idp_url} failed: {exc}") from exc
+            raise InputError(f"identity provider at {chosen.idp_url} failed: {exc}") from exc
     except ChaosError as exc:
         _fail(exc)
     sys.stdout.write(response.text.strip() + "\n")
@@ -394,8 +394,9 @@ def run(
 
 def describe_plan(experiment: Experiment, platform: Platform) -> list[str]:
     """What a run will touch, in which order, and how each change is undone (no side effects)."""
-    from chaos.engine.run import schedule
+    from chaos.engine.run import schedule, traffic_config
     from chaos.faults.plans import plan_offline
+    from chaos.platforms.base import PlansTraffic
     from chaos.spec import Setup
     from chaos.spec.hypotheses import describe_decisions
 
@@ -416,6 +417,13 @@ def describe_plan(experiment: Experiment, platform: Platform) -> list[str]:
             experiment.multiple_testing,
         ),
     ]
+    if isinstance(platform, PlansTraffic):
+        load = traffic_config(experiment, host="http://127.0.0.1", out_dir=Path("samples"))
+        for setup in experiment.setups:
+            lines.append(
+                f"every {setup} window's load (created as the window starts, deleted as it ends):"
+            )
+            lines += [f"       {line}" for line in platform.plan_traffic(Setup(setup), load)]
     ops: dict[str, FaultOps] = {s: platform.plan_ops(Setup(s)) for s in experiment.setups}
     for number, key in enumerate(schedule(experiment), start=1):
         lines.append(f"{number:3d}. {key.label}")

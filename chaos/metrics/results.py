@@ -62,7 +62,7 @@ from chaos.analysis import (
 from chaos.analysis.hypotheses import OUTCOMES, DecisionSet
 from chaos.errors import InputError
 from chaos.metrics import PREFIX
-from chaos.report.junit import _problems as junit_problems
+from chaos.report.junit import window_problems
 from chaos.report.meta import RunMeta, read_meta
 from chaos.rundir.journal import read_journal
 
@@ -246,7 +246,7 @@ def _comparison_metrics(comparisons: Sequence[Comparison]) -> Iterator[Metric]:
 
 def hypothesis_outcome(runs: Sequence[FaultResult]) -> str:
     """``held``, ``failed`` or ``error``, by the rules of ``junit.xml``'s testcases."""
-    errors, failures = junit_problems(runs)
+    errors, failures = window_problems(runs)
     return "error" if errors else "failed" if failures else "held"
 
 

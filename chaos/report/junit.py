@@ -39,7 +39,7 @@ from chaos.rundir.journal import read_journal
 from chaos.rundir.meta import RunMeta, read_meta
 
 
-def _problems(
+def window_problems(
     runs: Sequence[FaultResult], cause: str = "aborted by a stop condition"
 ) -> tuple[list[str], list[str]]:
     """(errors, failures) of one setup and fault, one line per repetition that broke."""
@@ -127,7 +127,7 @@ def write_junit(run_dir: Path | str) -> Path:
             time=f"{sum(r.window.end_t - r.window.warmup_start_t for r in runs):.3f}",
         )
         counts["tests"] += 1
-        errors, failures = _problems(runs, cause)
+        errors, failures = window_problems(runs, cause)
         details = _details(runs, summaries.get((setup, fault)))
         if errors:
             counts["errors"] += 1

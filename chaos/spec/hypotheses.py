@@ -276,6 +276,13 @@ def describe_decisions(
             f"({', '.join(x for x in limits if x)}; at most {planned} rounds planned; "
             "rounds after the first run only the windows undecided hypotheses compare)"
         ]
+    elif max_repetitions is not None or budget is not None:
+        ignored = " and ".join(
+            n
+            for n, v in (("max_repetitions", max_repetitions), ("budget", budget))
+            if v is not None
+        )
+        lines = [f"repetitions: {repetitions}, fixed: {ignored} do not apply"]
     else:
         lines = []
     if not hypotheses:

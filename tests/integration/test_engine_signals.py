@@ -19,6 +19,7 @@ import pytest
 
 from chaos.engine.clean import clean_run
 from chaos.engine.run import Engine, RunOptions, WindowKey
+from chaos.platforms.local import registry
 from chaos.platforms.local.platform import LocalPlatform
 from chaos.proc import RUN_MARKER_ENV, pid_alive, start_ticks
 from chaos.rundir.journal import Journal, read_journal
@@ -94,13 +95,18 @@ def test_a_second_sigint_does_not_skip_the_revert(tmp_path: Path, free_slot: int
     assert "SIGINT again: still reverting" in run.stderr, run.stderr
 
 
-def test_clean_after_sigkill_reverts_and_leaves_nothing(tmp_path: Path, free_slot: int) -> None:
+def test_clean_after_sigkill_reverts_and_leaves_nothing(
+    tmp_path: Path, free_slot: int, chaos_state_dir: Path
+) -> None:
     run = start_run(tmp_path, free_slot, write_experiment(tmp_path, hold="20s"))
     applied = run.wait_for_entry("fault_applied")
     run.proc.send_signal(signal.SIGKILL)
     assert run.wait() == -signal.SIGKILL
     fault_id = applied.get_str("fault_id")
     assert "fault_reverted" not in fault_steps(run.journal())[fault_id]
+    # The killed runner could not withdraw its topology's record: it is stale.
+    stale = list((chaos_state_dir / registry.RUNS_DIR).glob("*.json"))
+    assert [p.name.split("-")[:2] for p in stale] == [[str(free_slot), str(run.proc.pid)]]
 
     cleaned = subprocess.run(
         cli_argv("clean", str(run.run_dir)),
@@ -126,6 +132,8 @@ def test_clean_after_sigkill_reverts_and_leaves_nothing(tmp_path: Path, free_slo
     )
     assert again.returncode == 0, again.stderr
     assert "nothing to clean" in again.stdout, again.stdout
+    # Never shown as running (and removed by the reader that found it stale).
+    assert registry.every_topology() == [] and not stale[0].exists()
 
 
 def test_clean_of_a_directory_without_journal_is_exit_2(tmp_path: Path, free_slot: int) -> None:

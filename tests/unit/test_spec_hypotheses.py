@@ -134,6 +134,13 @@ def test_dry_run_mentions_the_hypotheses() -> None:
     assert "mesh-heals-cert-expiry: mesh's time to recover is lower than sidecar's" in out
 
 
+def test_dry_run_says_a_fixed_repetitions_override_drops_the_limits() -> None:
+    game = load_experiment(ROOT / "experiments" / "gameday.yaml", ["repetitions=2"])
+    out = "\n".join(describe_plan(game, _platform(game.platform)))
+    assert "repetitions: auto" not in out
+    assert "repetitions: 2, fixed: " in out and "do not apply" in out
+
+
 def test_setup_narrowing_leaves_out_hypotheses_about_dropped_setups() -> None:
     game = ROOT / "experiments" / "gameday.yaml"
     alone = load_experiment(game, setups=["sidecar"])

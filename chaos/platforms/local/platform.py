@@ -35,6 +35,7 @@ from chaos.platforms.local.layout import (
     workload_of,
 )
 from chaos.proc import is_same_process, kill_group
+from chaos.rundir import TOPOLOGIES_DIR
 from chaos.rundir.journal import JournalEntry
 from chaos.spec import ALL_SETUPS, Experiment, Setup
 
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from chaos.metrics.promql import PrometheusCounters
     from chaos.platforms.local.faultops import LocalFaultOps
     from chaos.platforms.local.running import LocalRunning
+    from chaos.platforms.local.topology import RunLabel
 
 
 @dataclass
@@ -53,8 +55,11 @@ class LocalPlatform:
     #: Slot per setup (third octet of pod addresses); default: the setup's own.
     slots: Mapping[str, int] = field(default_factory=dict)
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
-    #: Record started topologies for ``status``/``down``.
+    #: Record started topologies for ``status``/``down`` as ``up`` does (one per setup).
     publish: bool = False
+    #: List each started topology as its run's (``status``, ``token``): several runs
+    #: of one setup may coexist, each in its own slot.
+    list_runs: bool = True
     #: A Prometheus that scrapes the proxies (``up --prometheus-config``): counters come
     #: from its query API instead of the admin endpoints.
     prometheus_url: str | None = None
@@ -111,6 +116,7 @@ class LocalPlatform:
             ingress_port=0,
             backoff=self.backoff,
             publish=self.publish,
+            run_label=_run_label(options.run_dir) if self.list_runs else None,
             marker=options.run_marker,
         )
         started_wall = time.time()
@@ -172,6 +178,15 @@ class LocalPlatform:
                 else:
                     lines.append(f"could not kill leftover process {name} (pid {pid})")
         return lines
+
+
+def _run_label(window_dir: Path) -> RunLabel:
+    """The run a window's topology serves: the engine starts it in ``RUN/topologies/WINDOW``."""
+    from chaos.platforms.local.topology import RunLabel
+
+    window_dir = window_dir.absolute()
+    run_dir = window_dir.parent.parent if window_dir.parent.name == TOPOLOGIES_DIR else window_dir
+    return RunLabel(run_id=run_dir.name, run_dir=run_dir, window=window_dir.name)
 
 
 def _ledger(path: Path, run_dir: Path) -> Iterator[tuple[str, int, int]]:

@@ -39,7 +39,7 @@ from chaos.platforms.local.envoy_config import (
     sidecar_jwks_path,
 )
 from chaos.platforms.local.events import EventLog
-from chaos.platforms.local.idp import IdentityProvider, IdpServer
+from chaos.platforms.local.idp import TOKEN_PATH, IdentityProvider, IdpServer
 from chaos.platforms.local.layout import (
     DEFAULT_SLOT,
     JWT_AUDIENCE,
@@ -54,12 +54,24 @@ from chaos.platforms.local.layout import (
 from chaos.platforms.local.pki import CertificateAuthority
 from chaos.platforms.local.probes import HttpProbe
 from chaos.platforms.local.supervisor import ProcessSpec, Supervisor
+from chaos.proc import start_ticks
 from chaos.spec import Setup
 
 #: Events after which ``status`` is worth rewriting.
 _STATUS_EVENTS = frozenset(
     {EventKind.READY, EventKind.UNREADY, EventKind.CRASHED, EventKind.RESTARTED, EventKind.STOPPED}
 )
+
+
+@dataclass(frozen=True)
+class RunLabel:
+    """Which run a topology serves, for its record in the registry (``status``, ``token``)."""
+
+    #: The run's id (its directory's name) and directory.
+    run_id: str
+    run_dir: Path
+    #: The window the topology was brought up for.
+    window: str = ""
 
 
 @dataclass(frozen=True)
@@ -79,6 +91,9 @@ class TopologyOptions:
     #: Record the topology for ``status``/``down`` (off in tests that run many at once).
     publish: bool = True
     registry_dir: Path | None = None
+    #: A run's topology (when not ``publish``): recorded as the run's, unclaimed,
+    #: so that several runs of one setup (in other slots) are listed side by side.
+    run_label: RunLabel | None = None
     #: Put into every child's environment; ``clean`` kills only processes carrying it.
     marker: str = ""
 
@@ -166,6 +181,8 @@ class LocalTopology:
         self._stack = contextlib.ExitStack()
         self._status_lock = threading.Lock()
         self._started_utc = ""
+        #: Whether the registry may show this topology (off from the start of teardown).
+        self._listed = False
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -225,16 +242,13 @@ class LocalTopology:
             self.supervisor.wait_ready(timeout_s=self.options.ready_timeout_s)
         except StartupError as exc:
             raise _explain_startup_failure(exc, layout.dir) from exc
-        if self.options.publish:
+        if self.options.publish or self._run_label is not None:
+            self._listed = True
             self._publish()
-            unsubscribe = self.events.subscribe(self._on_event)
-            self._stack.callback(unsubscribe)
-            self._stack.callback(
-                registry.withdraw,
-                layout.setup.value,
-                os.getpid(),
-                self.options.registry_dir,
-            )
+            # Unlisted before the processes stop (the stack unwinds in reverse): a run's
+            # runner lives on, and must never be shown with a topology that is gone.
+            self._stack.callback(self._withdraw)
+            self._stack.callback(self.events.subscribe(self._on_event))
 
     # -- init step -------------------------------------------------------------------
 
@@ -376,15 +390,21 @@ class LocalTopology:
                 {"http": layout.ingress.port, "admin": int(Port.ADMIN)},
             )
         )
+        label = self._run_label
         return registry.TopologyStatus(
             setup=layout.setup.value,
             slot=layout.slot,
             ingress=layout.ingress.url,
             owner_pid=os.getpid(),
-            run_dir=str(layout.dir),
+            run_dir=str(layout.dir if label is None else label.run_dir),
             idp_url=layout.idp_url,
             started_utc=self._started_utc,
             pods=rows,
+            kind=registry.KIND_UP if label is None else registry.KIND_RUN,
+            owner_start_ticks=start_ticks(os.getpid()),
+            token_url=layout.idp_url + TOKEN_PATH,
+            run_id="" if label is None else label.run_id,
+            window="" if label is None else label.window,
         )
 
     def _row(
@@ -403,9 +423,32 @@ class LocalTopology:
             pids=pids,
         )
 
+    @property
+    def _run_label(self) -> RunLabel | None:
+        """The run this topology is listed under; None for ``up``'s (or an unlisted one)."""
+        return None if self.options.publish else self.options.run_label
+
     def _publish(self) -> None:
         with self._status_lock:
-            registry.publish(self.status(), self.options.registry_dir)
+            if not self._listed:
+                return
+            status = self.status()
+            if self._run_label is None:
+                registry.publish(status, self.options.registry_dir)
+                return
+            # A run goes on without its record (a read-only state directory, no /proc):
+            # being listed by `status` serves the people watching, not the run.
+            with contextlib.suppress(OSError, ValueError):
+                registry.publish_run(status, self.options.registry_dir)
+
+    def _withdraw(self) -> None:
+        with self._status_lock:
+            self._listed = False
+            if self._run_label is None:
+                registry.withdraw(self.layout.setup.value, os.getpid(), self.options.registry_dir)
+            else:
+                with contextlib.suppress(OSError):
+                    registry.withdraw_run(self.status(), self.options.registry_dir)
 
     def _on_event(self, event: Event) -> None:
         if event.kind in _STATUS_EVENTS:
@@ -454,4 +497,4 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: floa
     return predicate()
 
 
-__all__ = ["LocalTopology", "TopologyOptions", "check_addresses_free", "wait_until"]
+__all__ = ["LocalTopology", "RunLabel", "TopologyOptions", "check_addresses_free", "wait_until"]
