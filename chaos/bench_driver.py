@@ -11,7 +11,18 @@ shut-down cost are left out: CPU per request = CPU seconds / requests in the win
 The tool's driver must also lose no sample: every request Envoy saw in the whole run
 is a sample in the run directory (dropped requests, which Envoy never saw, apart).
 
-Call :func:`measure_driver_cost` (the bench calls it), or run
+Each driver row has a plain Locust baseline in the same mode: ``FastHttpUser``, the
+same users, target, pinning and spawn rate, no recording. Closed loop: the driver at a
+rate it cannot reach (50,000/s) against plain users with ``constant(0)``. Open loop:
+the driver's arrival schedule at 2,000/s against plain Locust keeping the same even
+schedule (a shared next slot and 20 sender greenlets, no cap, drops or recording: the
+like-for-like baseline), and, as a reference, against plain Locust's cheapest pacing,
+``constant_throughput(rate / users)`` per user. That one keeps no schedule: its users'
+sends bunch up, and the event loop serves a bunch in one wake-up where evenly spaced
+arrivals cost one each, so it is cheaper per request than any even schedule.
+
+Call :func:`measure_driver_cost` (the bench calls it; it returns a
+:class:`DriverCostReport`), or run
 ``python -m chaos.bench_driver [--window 5] [--repeats 3] [--json FILE]``.
 Loopback only; every process is ended by its own pid; bounded in time (about
 ``repeats * drivers * (window + 6) s``).
@@ -54,19 +65,25 @@ class DriverSpec:
     """One load generator to measure: plain Locust or the tool's driver, and its load."""
 
     name: str
-    #: "plain" (a bare FastHttpUser locustfile) or "driver" (chaos.traffic, recording on)
+    #: "plain" (a bare FastHttpUser locustfile, paced per user), "plain-open" (a bare
+    #: FastHttpUser keeping an even arrival schedule), or "driver" (chaos.traffic,
+    #: recording on)
     kind: str
+    #: Locust users; for "plain-open" and an open-loop driver, the requests in flight.
     users: int = 20
     #: Requests per second in all; None: as fast as it goes (plain: no wait at all).
     rate: float | None = None
     mode: str = OPEN
     #: The plain Locust row this one is compared with (same target, same load).
     baseline: str | None = None
+    #: A second plain row to compare with, shown apart (the open loop's cheapest pacing).
+    reference: str | None = None
 
 
 #: The default comparison: as fast as each goes, and at one fixed rate both can carry.
 _PLAIN_FAST = "plain FastHttpUser, no wait"
-_PLAIN_PACED = "plain FastHttpUser, 2,000/s"
+_PLAIN_PACED = "plain constant_throughput, 2,000/s"
+_PLAIN_OPEN = "plain open loop, 2,000/s"
 DEFAULT_DRIVERS: tuple[DriverSpec, ...] = (
     DriverSpec(_PLAIN_FAST, "plain"),
     DriverSpec(
@@ -74,7 +91,11 @@ DEFAULT_DRIVERS: tuple[DriverSpec, ...] = (
         baseline=_PLAIN_FAST,
     ),
     DriverSpec(_PLAIN_PACED, "plain", rate=2_000.0),
-    DriverSpec("driver open loop, 2,000/s", "driver", rate=2_000.0, baseline=_PLAIN_PACED),
+    DriverSpec(_PLAIN_OPEN, "plain-open", rate=2_000.0),
+    DriverSpec(
+        "driver open loop, 2,000/s", "driver", rate=2_000.0,
+        baseline=_PLAIN_OPEN, reference=_PLAIN_PACED,
+    ),
 )  # fmt: skip
 
 
@@ -107,18 +128,38 @@ class DriverRun:
 
 @dataclass(frozen=True)
 class DriverCost:
-    """Median CPU per request of each load generator over the repetitions."""
+    """One load generator over the repetitions: medians, and every request accounted for."""
 
     name: str
     runs: list[DriverRun] = field(default_factory=list)
+    spec: DriverSpec | None = None
 
     @property
     def cpu_us_per_request(self) -> float:
+        """Median CPU microseconds per request (the figure compared)."""
         return statistics.median(r.cpu_us_per_request for r in self.runs)
 
     @property
     def requests_per_s(self) -> float:
+        """Median requests per second Envoy completed in the measured windows."""
         return statistics.median(r.requests_per_s for r in self.runs)
+
+    @property
+    def requests_sent(self) -> int:
+        """Requests Envoy completed over the whole runs (start-up and shut-down included)."""
+        return sum(r.envoy_requests_total for r in self.runs)
+
+    @property
+    def samples_recorded(self) -> int | None:
+        """Samples of sent requests in the run directories (driver only; None for plain)."""
+        recorded = [r.samples_recorded for r in self.runs if r.samples_recorded is not None]
+        return sum(recorded) if recorded else None
+
+    @property
+    def samples_dropped(self) -> int | None:
+        """Open-loop requests recorded as dropped (never sent: the cap was full)."""
+        dropped = [r.samples_dropped for r in self.runs if r.samples_dropped is not None]
+        return sum(dropped) if dropped else None
 
     @property
     def samples_lost(self) -> int | None:
@@ -129,6 +170,56 @@ class DriverCost:
             if r.samples_recorded is not None
         ]
         return sum(lost) if lost else None
+
+
+@dataclass(frozen=True)
+class DriverCostReport:
+    """What :func:`measure_driver_cost` returns: every generator, and each driver's ratio.
+
+    ``generators`` is in the order of the specs measured; ``ratio(name)`` is a
+    driver's median CPU per request over its like-for-like plain baseline's (1.05 is
+    the goal), ``reference_ratio(name)`` over its reference row's where it has one.
+    ``load_average`` is ``os.getloadavg()`` before and after: the figures are only as
+    steady as the machine was.
+    """
+
+    window_s: float
+    repeats: int
+    generators: tuple[DriverCost, ...]
+    load_average: tuple[tuple[float, float, float], tuple[float, float, float]]
+    #: Cores the Envoy target and the load generators were pinned to (None: not pinned).
+    cores: tuple[int | None, int | None]
+
+    def get(self, name: str) -> DriverCost:
+        """The generator called ``name``."""
+        for cost in self.generators:
+            if cost.name == name:
+                return cost
+        raise KeyError(name)
+
+    def baseline_of(self, name: str) -> DriverCost | None:
+        """The plain Locust row a driver row is compared with (None for a plain row)."""
+        spec = self.get(name).spec
+        return self.get(spec.baseline) if spec is not None and spec.baseline else None
+
+    def ratio(self, name: str) -> float | None:
+        """CPU per request of ``name`` over its baseline's; None without a baseline."""
+        base = self.baseline_of(name)
+        if base is None:
+            return None
+        return self.get(name).cpu_us_per_request / base.cpu_us_per_request
+
+    def reference_ratio(self, name: str) -> float | None:
+        """CPU per request of ``name`` over its reference row's (``DriverSpec.reference``)."""
+        spec = self.get(name).spec
+        if spec is None or not spec.reference:
+            return None
+        return self.get(name).cpu_us_per_request / self.get(spec.reference).cpu_us_per_request
+
+    @property
+    def samples_lost(self) -> int:
+        """Requests sent and not recorded, over every driver run (0 is the goal)."""
+        return sum(c.samples_lost or 0 for c in self.generators)
 
 
 # -- the target ---------------------------------------------------------------------------
@@ -284,9 +375,53 @@ class Plain(FastHttpUser):
 """
 
 
+# The like-for-like baseline of the open-loop driver: plain Locust keeping an even
+# arrival schedule (one shared next slot, ``users`` long-lived senders), without its
+# cap, drops, lag or recording. Spawning a greenlet per request instead costs more.
+_PLAIN_OPEN_LOCUSTFILE = """\
+import random
+import time
+
+import gevent
+from locust import FastHttpUser, constant, task
+
+PERIOD = 1.0 / {rate}
+
+
+class PlainOpen(FastHttpUser):
+    concurrency = {senders}
+    wait_time = constant(1.0)
+
+    def on_start(self):
+        self.due = time.monotonic() + random.uniform(0.0, PERIOD)
+        self.senders = [gevent.spawn(self.send_from) for _ in range({senders})]
+
+    def send_from(self):
+        while True:
+            due = self.due
+            self.due = due + PERIOD
+            wait = due - time.monotonic()
+            if wait > 0:
+                gevent.sleep(wait)
+            self.client.get("/")
+
+    def on_stop(self):
+        gevent.killall(self.senders)
+
+    @task
+    def idle(self):
+        pass
+"""
+
+
 def _plain_locustfile(work: Path, spec: DriverSpec) -> Path:
-    wait = "constant(0)" if spec.rate is None else f"constant_throughput({spec.rate / spec.users})"
     path = work / f"plain-{os.getpid()}-{time.monotonic_ns()}.py"
+    if spec.kind == "plain-open":
+        if spec.rate is None:
+            raise ValueError(f"{spec.name}: a plain open loop needs a rate")
+        path.write_text(_PLAIN_OPEN_LOCUSTFILE.format(rate=spec.rate, senders=spec.users))
+        return path
+    wait = "constant(0)" if spec.rate is None else f"constant_throughput({spec.rate / spec.users})"
     path.write_text(textwrap.dedent(_PLAIN_LOCUSTFILE.format(wait=wait)))
     return path
 
@@ -322,7 +457,8 @@ def _run_plain(
     run_time = math.ceil(_STARTUP_TIMEOUT_S + _WARMUP_S + window_s)
     argv = [
         sys.executable, "-m", "locust", "-f", str(locustfile), "--host", target.url,
-        "--headless", "--users", str(spec.users), "--spawn-rate", "1000",
+        "--headless", "--users", str(1 if spec.kind == "plain-open" else spec.users),
+        "--spawn-rate", "1000",
         "--run-time", f"{run_time}s", "--only-summary", "--exit-code-on-error", "0",
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
@@ -376,47 +512,99 @@ def _run_driver(
 
 
 def measure_driver_cost(
-    *,
     window_s: float = 5.0,
     repeats: int = 3,
+    *,
     drivers: Sequence[DriverSpec] = DEFAULT_DRIVERS,
     work_dir: Path | None = None,
-) -> list[DriverCost]:
+) -> DriverCostReport:
     """CPU per request of each load generator against one real Envoy, side by side.
 
-    Each repetition runs every generator once, in a rotated order. Results are in
-    the order of ``drivers``; see :class:`DriverCost` for the medians.
+    Each repetition runs every generator once, in a rotated order, for a
+    ``window_s``-second measured window after a warm-up. Bounded: about
+    ``repeats * len(drivers) * (window_s + 6)`` seconds. Raises
+    :class:`~chaos.errors.ChaosError` when a generator cannot start or dies.
     """
     envoy_core, locust_core = _cores()
-    results = {d.name: DriverCost(d.name) for d in drivers}
+    load_before = os.getloadavg()
+    results = {d.name: DriverCost(d.name, spec=d) for d in drivers}
     with tempfile.TemporaryDirectory(prefix="bench-driver-", dir=work_dir) as tmp:
         work = Path(tmp)
         with envoy_target(work, envoy_core) as target:
             for rep in range(repeats):
                 order = list(drivers[rep % len(drivers) :]) + list(drivers[: rep % len(drivers)])
                 for spec in order:
-                    run = (_run_plain if spec.kind == "plain" else _run_driver)(
+                    run = (_run_driver if spec.kind == "driver" else _run_plain)(
                         spec, target, work, window_s, locust_core
                     )
                     results[spec.name].runs.append(run)
-    return [results[d.name] for d in drivers]
+    return DriverCostReport(
+        window_s=window_s,
+        repeats=repeats,
+        generators=tuple(results[d.name] for d in drivers),
+        load_average=(load_before, os.getloadavg()),
+        cores=(envoy_core, locust_core),
+    )
 
 
-def render(costs: Sequence[DriverCost], drivers: Sequence[DriverSpec] = DEFAULT_DRIVERS) -> str:
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def render(report: DriverCostReport) -> str:
     """A plain-text table of the medians; each driver row against its plain Locust row."""
-    by_name = {c.name: c for c in costs}
-    base = {d.name: d.baseline for d in drivers if d.baseline}
-    head = f"{'load generator':<36} {'CPU µs/req':>10} {'vs plain':>9} {'req/s':>8} {'lost':>5}"
+    head = (
+        f"{'load generator':<36} {'CPU µs/req':>10} {'vs plain':>9} {'req/s':>8} "
+        f"{'sent':>7} {'recorded':>8} {'dropped':>7} {'lost':>5}"
+    )
     lines = [head]
-    for c in costs:
-        lost = "-" if c.samples_lost is None else str(c.samples_lost)
-        ref = by_name.get(base.get(c.name) or "")
-        ratio = f"{c.cpu_us_per_request / ref.cpu_us_per_request:>8.3f}x" if ref else " " * 9
+    for c in report.generators:
+        ratio = report.ratio(c.name)
+        shown = f"{ratio:>8.3f}x" if ratio is not None else " " * 9
+        n = _count
         lines.append(
-            f"{c.name:<36} {c.cpu_us_per_request:>10.1f} {ratio} {c.requests_per_s:>8,.0f} "
-            f"{lost:>5}"
+            f"{c.name:<36} {c.cpu_us_per_request:>10.1f} {shown} {c.requests_per_s:>8,.0f} "
+            f"{c.requests_sent:>7} {n(c.samples_recorded):>8} {n(c.samples_dropped):>7} "
+            f"{n(c.samples_lost):>5}"
         )
+    for c in report.generators:
+        ref = report.reference_ratio(c.name)
+        if ref is not None and c.spec is not None:
+            lines.append(f"{c.name} vs {c.spec.reference}: {ref:.3f}x")
+    before, after = report.load_average
+    lines.append(
+        f"window {report.window_s:g} s x {report.repeats} repetitions (medians); "
+        f"Envoy on core {report.cores[0]}, Locust on core {report.cores[1]}; "
+        f"load average {before[0]:.2f} before, {after[0]:.2f} after"
+    )
     return "\n".join(lines)
+
+
+def to_json(report: DriverCostReport) -> dict[str, object]:
+    """The report as plain JSON data: medians, ratios and every run."""
+    return {
+        "window_s": report.window_s,
+        "repeats": report.repeats,
+        "load_average": report.load_average,
+        "cores": report.cores,
+        "generators": [
+            {
+                "name": c.name,
+                "baseline": c.spec.baseline if c.spec else None,
+                "reference": c.spec.reference if c.spec else None,
+                "cpu_us_per_request": c.cpu_us_per_request,
+                "ratio": report.ratio(c.name),
+                "reference_ratio": report.reference_ratio(c.name),
+                "requests_per_s": c.requests_per_s,
+                "requests_sent": c.requests_sent,
+                "samples_recorded": c.samples_recorded,
+                "samples_dropped": c.samples_dropped,
+                "samples_lost": c.samples_lost,
+                "runs": [asdict(r) for r in c.runs],
+            }
+            for c in report.generators
+        ],
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -426,17 +614,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the runs as JSON here")
     args = parser.parse_args(argv)
     try:
-        costs = measure_driver_cost(window_s=args.window, repeats=args.repeats)
+        report = measure_driver_cost(args.window, args.repeats)
     except ChaosError as exc:
         print(f"bench_driver: {exc}", file=sys.stderr)
         return 2
-    print(render(costs, DEFAULT_DRIVERS))
+    print(render(report))
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                [{"name": c.name, "runs": [asdict(r) for r in c.runs]} for c in costs], indent=2
-            )
-        )
+        args.json.write_text(json.dumps(to_json(report), indent=2))
     return 0
 
 

@@ -394,8 +394,9 @@ def run(
 
 def describe_plan(experiment: Experiment, platform: Platform) -> list[str]:
     """What a run will touch, in which order, and how each change is undone (no side effects)."""
-    from chaos.engine.run import schedule
+    from chaos.engine.run import schedule, traffic_config
     from chaos.faults.plans import plan_offline
+    from chaos.platforms.base import PlansTraffic
     from chaos.spec import Setup
     from chaos.spec.hypotheses import describe_decisions
 
@@ -416,6 +417,13 @@ def describe_plan(experiment: Experiment, platform: Platform) -> list[str]:
             experiment.multiple_testing,
         ),
     ]
+    if isinstance(platform, PlansTraffic):
+        load = traffic_config(experiment, host="http://127.0.0.1", out_dir=Path("samples"))
+        for setup in experiment.setups:
+            lines.append(
+                f"every {setup} window's load (created as the window starts, deleted as it ends):"
+            )
+            lines += [f"       {line}" for line in platform.plan_traffic(Setup(setup), load)]
     ops: dict[str, FaultOps] = {s: platform.plan_ops(Setup(s)) for s in experiment.setups}
     for number, key in enumerate(schedule(experiment), start=1):
         lines.append(f"{number:3d}. {key.label}")

@@ -5,10 +5,10 @@ to the first core (:func:`chaos.bench_driver.envoy_target`); the generator runs
 pinned to the second. The Locust rows (plain ``FastHttpUser`` and this tool's
 driver, closed and open loop, each against a plain Locust row at the same load)
 come from :func:`chaos.bench_driver.measure_driver_cost`: CPU per request of the
-Locust process over a steady window, and samples lost. The driver always records
-(plain Locust is the row without recording). Debian's ``wrk`` gets a row when
-installed (``wrk -t1 -c20``: its CPU per request over its whole run); without it
-the row says so.
+Locust process over a steady window, and samples lost. The driver always records;
+the plain Locust rows (paced, no wait, and an even open-loop schedule) are the rows
+without recording. Debian's ``wrk`` gets a row when installed (``wrk -t1 -c20``:
+its CPU per request over its whole run); without it the row says so.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from chaos.bench_driver import DEFAULT_DRIVERS, Target, measure_driver_cost
+from chaos.bench_driver import Target, measure_driver_cost
 
 CONNECTIONS = 20
 
@@ -73,16 +73,21 @@ def measure_wrk(target: Target, seconds: float, core: int | None) -> LoadGenRow:
 
 def measure_locust_rows(window_s: float, repeats: int, work: Path) -> list[LoadGenRow]:
     """Plain Locust and the driver, side by side (medians over ``repeats``)."""
-    baselines = {d.name: d.baseline for d in DEFAULT_DRIVERS}
-    costs = measure_driver_cost(window_s=window_s, repeats=repeats, work_dir=work)
-    return [
-        LoadGenRow(
-            c.name,
-            round(c.requests_per_s, 1),
-            round(c.cpu_us_per_request, 1),
-            f"median of {len(c.runs)} windows of {window_s:g} s",
-            baselines.get(c.name),
-            c.samples_lost,
+    report = measure_driver_cost(window_s, repeats, work_dir=work)
+    rows = []
+    for c in report.generators:
+        note = f"median of {len(c.runs)} windows of {window_s:g} s"
+        reference = report.reference_ratio(c.name)
+        if reference is not None and c.spec is not None:
+            note += f"; {reference:.3f}x the CPU of {c.spec.reference}"
+        rows.append(
+            LoadGenRow(
+                c.name,
+                round(c.requests_per_s, 1),
+                round(c.cpu_us_per_request, 1),
+                note,
+                c.spec.baseline if c.spec is not None else None,
+                c.samples_lost,
+            )
         )
-        for c in costs
-    ]
+    return rows

@@ -88,7 +88,7 @@ def _loadgen(results: BenchResults) -> list[str]:
         "core; the generator pinned to the second. CPU per request is the generator's own "
         "process over a steady window (`chaos.bench_driver.measure_driver_cost` for the "
         "Locust rows). The driver always records its samples (no switch turns recording "
-        "off); plain Locust is the row without recording.",
+        "off); the plain Locust rows are the same loads without recording.",
         "",
         *_failed(results, "target"),
         *_failed(results, "locust"),

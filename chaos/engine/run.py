@@ -26,7 +26,7 @@ from chaos.engine.view import RunView
 from chaos.errors import AbortedError, ChaosError, RunDirectoryError
 from chaos.faults import driver_for
 from chaos.faults.base import Evidence, Fault, FaultPlan
-from chaos.platforms.base import Event, Platform, RunningTopology, StartOptions
+from chaos.platforms.base import Event, HostsTraffic, Platform, RunningTopology, StartOptions
 from chaos.proc import RUN_MARKER_ENV, start_ticks
 from chaos.rundir import EXPERIMENT_FILE, SAMPLES_DIR, TOPOLOGIES_DIR
 from chaos.rundir.counters import append_counters
@@ -36,6 +36,7 @@ from chaos.spec import CertExpiryFault, Experiment, Setup, StopCondition
 from chaos.spec import Fault as FaultSpec
 from chaos.traffic import Endpoint, LiveStats, TrafficConfig, TrafficRun
 from chaos.traffic.base import Traffic, TrafficFactory
+from chaos.traffic.config import LOOPBACK
 
 #: I/O errors that mean the run directory cannot take more (the run stops: exit 3).
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO})
@@ -90,6 +91,8 @@ class WindowRecord:
     phase: str = "start"
     #: The write ids ``payments`` recorded, as keys (compact: millions in a soak).
     recorded_writes: RecordedWrites = field(default_factory=RecordedWrites.empty)
+    #: The platform could not read the recorded writes: the run's writes are not checked.
+    writes_unreadable: bool = False
 
 
 @dataclass(frozen=True)
@@ -225,7 +228,11 @@ class Engine:
         stack.callback(lambda: append_counters(self.run_dir, sampler.samples))
         stack.enter_context(sampler)
         record.phase = "traffic"
-        traffic = stack.enter_context(self.options.traffic(self._traffic_config(topology, key)))
+        # A platform that runs the load itself (Locust inside a cluster) provides it.
+        hosted = topology.hosted_traffic() if isinstance(topology, HostsTraffic) else None
+        start_traffic = hosted.start if hosted is not None else self.options.traffic
+        network = hosted.network if hosted is not None else LOOPBACK
+        traffic = stack.enter_context(start_traffic(self._traffic_config(topology, key, network)))
         traffic.wait_started()
         # What ``clean`` needs to prove a leftover Locust process is this run's.
         self.journal.write(
@@ -293,7 +300,12 @@ class Engine:
         self._say(f"{record.key.label}: reverted")
 
     def _collect_writes(self, topology: RunningTopology, record: WindowRecord) -> None:
-        record.recorded_writes += RecordedWrites.from_ids(topology.recorded_writes())
+        found = topology.recorded_writes()
+        if found is None:
+            record.writes_unreadable = True
+            self.journal.write("writes_unreadable", setup=record.key.setup)
+        else:
+            record.recorded_writes += RecordedWrites.from_ids(found)
 
     def _on_event(self, event: Event) -> None:
         self.journal.write(
@@ -340,27 +352,52 @@ class Engine:
             record=self.journal.write,
         )
 
-    def _traffic_config(self, topology: RunningTopology, key: WindowKey) -> TrafficConfig:
-        traffic = self.experiment.traffic
-        timeline = self.experiment.timeline
-        return TrafficConfig(
+    def _traffic_config(
+        self, topology: RunningTopology, key: WindowKey, network: str = LOOPBACK
+    ) -> TrafficConfig:
+        return traffic_config(
+            self.experiment,
             host=topology.ingress_url,
             out_dir=self.run_dir / SAMPLES_DIR / key.slug,
-            duration_s=timeline.warmup + timeline.hold + timeline.recovery + TRAFFIC_SLACK_S,
-            users=traffic.users,
-            spawn_rate=traffic.spawn_rate,
-            rate=traffic.rate,
-            endpoints=tuple(
-                Endpoint(e.name, e.method, e.path, e.weight) for e in traffic.endpoints or ()
-            ),
-            locustfile=traffic.locustfile,
             token_url=topology.token_url,
-            token_refresh_s=TOKEN_REFRESH_S,
             workers=self.options.workers,
-            mode=traffic.mode,
-            max_in_flight=traffic.max_in_flight,
-            extra_env=((RUN_MARKER_ENV, self.marker),),
+            marker=self.marker,
+            network=network,
         )
+
+
+def traffic_config(
+    experiment: Experiment,
+    *,
+    host: str,
+    out_dir: Path,
+    token_url: str | None = None,
+    workers: int = 0,
+    marker: str = "",
+    network: str = LOOPBACK,
+) -> TrafficConfig:
+    """The load of one window of ``experiment`` (the dry run describes it too)."""
+    traffic = experiment.traffic
+    timeline = experiment.timeline
+    return TrafficConfig(
+        host=host,
+        out_dir=out_dir,
+        duration_s=timeline.warmup + timeline.hold + timeline.recovery + TRAFFIC_SLACK_S,
+        users=traffic.users,
+        spawn_rate=traffic.spawn_rate,
+        rate=traffic.rate,
+        endpoints=tuple(
+            Endpoint(e.name, e.method, e.path, e.weight) for e in traffic.endpoints or ()
+        ),
+        locustfile=traffic.locustfile,
+        token_url=token_url,
+        token_refresh_s=TOKEN_REFRESH_S,
+        workers=workers,
+        mode=traffic.mode,
+        max_in_flight=traffic.max_in_flight,
+        extra_env=((RUN_MARKER_ENV, marker),),
+        network=network,
+    )
 
 
 class _ConditionWatch:

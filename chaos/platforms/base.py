@@ -13,6 +13,10 @@ group and provides:
 * :class:`RunningTopology`: the pods, the ingress URL, a token source, events
   to subscribe to, proxy counters, recorded writes, the start-up time, and the
   :class:`FaultOps` bound to it.
+* :class:`HostsTraffic` (optional on a running topology): the platform runs the
+  window's load itself (Locust inside a cluster) instead of the engine's Locust
+  on this machine; :class:`PlansTraffic` (optional on a platform) lists the
+  calls that load makes, for the dry run.
 * :class:`FaultOps`: the mechanisms faults need, named by intent. The platform
   decides *how* (an admin runtime call, a pushed route, a VirtualService, a
   kill, a Kubernetes object); the fault keeps the policy (what, where, for how
@@ -35,6 +39,8 @@ from typing import Literal, Protocol, runtime_checkable
 from chaos.rundir.counters import CounterSample
 from chaos.rundir.journal import JournalEntry, JsonValue
 from chaos.spec import Experiment, Setup
+from chaos.traffic.base import TrafficFactory
+from chaos.traffic.config import TrafficConfig
 
 Direction = Literal["inbound", "outbound"]
 
@@ -304,8 +310,45 @@ class RunningTopology(Protocol):
         """One reading of every proxy's counters the analysis uses (restarts included)."""
         ...
 
-    def recorded_writes(self) -> list[str]:
-        """The ids of the writes the workload recorded (lost and duplicated writes)."""
+    def recorded_writes(self) -> list[str] | None:
+        """The ids of the writes the workload recorded (lost and duplicated writes).
+
+        None when they could not be read: the run's writes are then not checked
+        (an empty list would count every acknowledged write as lost).
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class HostedTraffic:
+    """Load a platform runs itself (Locust inside a cluster), not on this machine."""
+
+    #: Starts the window's load from the engine's config (entered on the window's stack).
+    start: TrafficFactory
+    #: The :class:`~chaos.traffic.config.TrafficConfig` network its URLs are checked
+    #: against (``cluster``: the cluster's own Service names, never an external host).
+    network: str
+
+
+@runtime_checkable
+class HostsTraffic(Protocol):
+    """Optional for a :class:`RunningTopology`: where its platform runs the load itself."""
+
+    def hosted_traffic(self) -> HostedTraffic | None:
+        """The platform's own traffic, or None: the engine's Locust on this machine."""
+        ...
+
+
+@runtime_checkable
+class PlansTraffic(Protocol):
+    """Optional for a :class:`Platform` whose topologies host their load (dry run)."""
+
+    def plan_traffic(self, setup: Setup, config: TrafficConfig) -> list[str]:
+        """Each call a window's load makes on the platform, with its undo (no side effects).
+
+        ``config`` is the window's load as the engine configures it; the platform puts
+        its own host and network in.
+        """
         ...
 
 
@@ -378,9 +421,12 @@ __all__ = [
     "EventCallback",
     "EventKind",
     "FaultOps",
+    "HostedTraffic",
+    "HostsTraffic",
     "HttpFault",
     "HttpFaultSite",
     "Mechanism",
+    "PlansTraffic",
     "Platform",
     "Pod",
     "Problem",

@@ -26,6 +26,7 @@ import os
 import struct
 import time
 import zlib
+from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -304,11 +305,16 @@ class SampleWriter:
         self._reset()
 
     def _reset(self) -> None:
-        self._t: list[float] = []
-        self._latency: list[float] = []
-        self._lag: list[float] = []
-        self._status: list[int] = []
-        self._strings: dict[str, list[str]] = {name: [] for name in _CODED}
+        # typed arrays, not lists: an append stores the value, not a float object, and
+        # the chunk's numeric columns are then one copy of their buffers
+        self._t = array("d")
+        self._latency = array("d")
+        self._lag = array("d")
+        self._status = array("i")
+        self._endpoint: list[str] = []
+        self._method: list[str] = []
+        self._error_kind: list[str] = []
+        self._write_id: list[str] = []
         self._first_at = 0.0
 
     @property
@@ -329,20 +335,35 @@ class SampleWriter:
         send_lag_ms: float = 0.0,
     ) -> None:
         """Buffer one sample, writing a chunk when the buffer is full or old."""
+        self.append(t, latency_ms, send_lag_ms, status, endpoint, method, error_kind, write_id)
+
+    def append(
+        self,
+        t: float,
+        latency_ms: float,
+        send_lag_ms: float,
+        status: int,
+        endpoint: str,
+        method: str,
+        error_kind: str,
+        write_id: str,
+    ) -> None:
+        """:meth:`add` with positional arguments, for a recorder that calls it per request."""
         if self._fd is None:
             return
         now = time.monotonic()
-        if not self._t:
+        rows = self._t
+        if not rows:
             self._first_at = now
-        self._t.append(t)
+        rows.append(t)
         self._latency.append(latency_ms)
         self._lag.append(send_lag_ms)
         self._status.append(status)
-        self._strings["endpoint"].append(endpoint)
-        self._strings["method"].append(method)
-        self._strings["error_kind"].append(error_kind)
-        self._strings["write_id"].append(write_id)
-        if len(self._t) >= self.max_rows or now - self._first_at >= self.max_age_s:
+        self._endpoint.append(endpoint)
+        self._method.append(method)
+        self._error_kind.append(error_kind)
+        self._write_id.append(write_id)
+        if len(rows) >= self.max_rows or now - self._first_at >= self.max_age_s:
             self.flush()
 
     def flush_if_due(self) -> None:
@@ -354,7 +375,13 @@ class SampleWriter:
         """Write whatever is buffered as one chunk."""
         if not self._t or self._fd is None:
             return
-        chunk = encode_chunk(self._t, self._latency, self._status, self._strings, self._lag)
+        strings = {
+            "endpoint": self._endpoint,
+            "method": self._method,
+            "error_kind": self._error_kind,
+            "write_id": self._write_id,
+        }
+        chunk = encode_chunk(self._t, self._latency, self._status, strings, self._lag)
         view = memoryview(chunk)
         start = os.lseek(self._fd, 0, os.SEEK_END)
         try:

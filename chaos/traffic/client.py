@@ -123,5 +123,5 @@ def send_request(client: Any, endpoint: Endpoint, due: float | None = None) -> N
         json={"id": write_id} if write_id else None,
         context={T0_KEY: sent if due is None else due, SENT_KEY: sent, WRITE_ID_KEY: write_id},
     )
-    if response.status_code == 401 and TOKENS is not None:
+    if TOKENS is not None and response.status_code == 401:  # no property read without tokens
         TOKENS.rejected(token)

@@ -36,6 +36,14 @@ CLOSED: Final = "closed"
 """Closed-loop load: each user sends its next request once the last one answered."""
 MODES: Final = (OPEN, CLOSED)
 
+LOOPBACK: Final = "loopback"
+"""Locust runs on this machine: every URL is on 127.0.0.0/8 (the local platform's rule)."""
+CLUSTER: Final = "cluster"
+"""Locust runs inside a Kubernetes cluster: URLs are the cluster's own Service names
+(``<service>.<namespace>.svc.cluster.local``) or the pod's loopback (its own sidecar)."""
+NETWORKS: Final = (LOOPBACK, CLUSTER)
+CLUSTER_DOMAIN: Final = ".svc.cluster.local"
+
 
 class Endpoint(NamedTuple):
     """One endpoint of the built-in user: ``(name, method, path, weight)``.
@@ -68,6 +76,31 @@ def check_loopback_url(url: str, what: str) -> None:
         raise InputError(f"{what}: {url!r} is not on loopback; traffic never leaves the machine")
 
 
+def check_cluster_url(url: str, what: str) -> None:
+    """Raise :class:`InputError` unless ``url`` is a cluster Service name or on loopback.
+
+    In-cluster traffic never reaches an external host: only ``http(s)://<service>.
+    <namespace>.svc.cluster.local`` (the cluster's DNS) and the pod's own loopback.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    labels = host.removesuffix(CLUSTER_DOMAIN).split(".")
+    if (
+        parts.scheme in ("http", "https")
+        and host.endswith(CLUSTER_DOMAIN)
+        and len(labels) == 2
+        and all(labels)
+    ):
+        return
+    try:
+        check_loopback_url(url, what)
+    except InputError:
+        raise InputError(
+            f"{what}: {url!r}: traffic inside the cluster goes only to the cluster's own "
+            f"Services (<service>.<namespace>{CLUSTER_DOMAIN}) or the pod's loopback"
+        ) from None
+
+
 @dataclass(frozen=True)
 class TrafficConfig:
     """How much traffic, to where, for how long.
@@ -84,6 +117,9 @@ class TrafficConfig:
     the recorder quits it on the monotonic clock, Locust's ``--run-time`` is a backstop,
     and the runner kills what is left at a deadline.
     ``workers`` = 0 runs one Locust process; N runs a master and N workers on loopback.
+    ``network`` says where Locust runs and so which hosts it may reach: ``loopback``
+    (this machine, 127.0.0.0/8 only) or ``cluster`` (inside Kubernetes: the cluster's
+    Service names only, see :func:`check_cluster_url`).
     """
 
     host: str
@@ -106,6 +142,7 @@ class TrafficConfig:
     request_timeout_s: float = 5.0
     startup_timeout_s: float = 30.0
     extra_env: tuple[tuple[str, str], ...] = field(default=())
+    network: str = LOOPBACK
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out_dir", Path(self.out_dir))
@@ -115,9 +152,14 @@ class TrafficConfig:
         self._validate()
 
     def _validate(self) -> None:
-        check_loopback_url(self.host, "traffic host")
-        if self.token_url is not None:
-            check_loopback_url(self.token_url, "token_url")
+        if self.network not in NETWORKS:
+            raise InputError(
+                f"traffic network must be one of {', '.join(NETWORKS)}, got {self.network!r}"
+            )
+        check_url = check_cluster_url if self.network == CLUSTER else check_loopback_url
+        check_url(self.host, "traffic host")
+        if self.token_url is not None and not self._token_in_a_file():
+            check_url(self.token_url, "token_url")
         for name, value in (
             ("users", self.users),
             ("spawn_rate", self.spawn_rate),
@@ -144,6 +186,11 @@ class TrafficConfig:
                 f"(one per Locust process), got {self.max_in_flight!r}"
             )
         if self.locustfile is not None:
+            if self.network == CLUSTER:
+                raise InputError(
+                    f"locustfile {self.locustfile}: a user's own locustfile cannot run inside "
+                    "the cluster yet (it is not in the traffic image); use the built-in users"
+                )
             if not self.locustfile.is_file():
                 raise InputError(f"locustfile not found: {self.locustfile}")
         elif not self.endpoints:
@@ -159,9 +206,14 @@ class TrafficConfig:
             if not (math.isfinite(e.weight) and e.weight > 0):
                 raise InputError(f"endpoint {e.name}: weight must be positive")
             if e.path.startswith(("http://", "https://")):
-                check_loopback_url(e.path, f"endpoint {e.name}")
+                check_url(e.path, f"endpoint {e.name}")
             elif not e.path.startswith("/"):
                 raise InputError(f"endpoint {e.name}: path must start with '/': {e.path!r}")
+
+    def _token_in_a_file(self) -> bool:
+        """In the cluster the token may be a file in the pod (``file:///...``, from a Secret)."""
+        url = urlsplit(self.token_url or "")
+        return self.network == CLUSTER and url.scheme == "file" and url.path.startswith("/")
 
     @property
     def run_time_s(self) -> int:
@@ -226,6 +278,7 @@ class TrafficConfig:
                 "request_timeout_s": self.request_timeout_s,
                 "startup_timeout_s": self.startup_timeout_s,
                 "extra_env": [list(kv) for kv in self.extra_env],
+                "network": self.network,
             },
             indent=2,
         )
@@ -254,6 +307,7 @@ class TrafficConfig:
             request_timeout_s=float(raw["request_timeout_s"]),
             startup_timeout_s=float(raw["startup_timeout_s"]),
             extra_env=tuple((str(k), str(v)) for k, v in raw["extra_env"]),
+            network=str(raw.get("network", LOOPBACK)),
         )
 
 

@@ -28,7 +28,7 @@ from locust.env import Environment
 from locust.runners import WorkerRunner
 
 from chaos.rundir.chunks import DEFAULT_MAX_AGE_S, SUFFIX, SampleWriter
-from chaos.rundir.samples import DROPPED, samples_dir
+from chaos.rundir.samples import DROPPED, OK, samples_dir
 from chaos.traffic.config import RECORDER_EXIT_BASE, SENT_FILE, load_current_config
 from chaos.traffic.errorkind import classify
 
@@ -38,6 +38,7 @@ SENT_KEY = "chaos_sent"
 """Request context key: ``time.monotonic()`` just before the request was sent."""
 WRITE_ID_KEY = "chaos_write_id"
 """Request context key: the write id a POST sent."""
+_UPPER = {m: m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")}
 
 
 class SampleRecorder:
@@ -79,12 +80,16 @@ class SampleRecorder:
         try:
             action()
         except OSError as exc:
-            self.failed = exc
-            if self._writer is not None:
-                with contextlib.suppress(OSError):
-                    self._writer.discard()
-            if self.on_failure is not None:
-                self.on_failure(exc)
+            self._fail(exc)
+
+    def _fail(self, exc: OSError) -> None:
+        """Stop recording after the first I/O error and report it once."""
+        self.failed = exc
+        if self._writer is not None:
+            with contextlib.suppress(OSError):
+                self._writer.discard()
+        if self.on_failure is not None:
+            self.on_failure(exc)
 
     def on_request(
         self,
@@ -96,87 +101,70 @@ class SampleRecorder:
         exception: BaseException | None = None,
         **_kwargs: Any,
     ) -> None:
-        """Locust ``request`` listener.
+        """Locust ``request`` listener (runs once per request: kept lean).
 
         With the built-in users' context (:data:`T0_KEY`, :data:`SENT_KEY`) the sample
         starts at the scheduled time and its latency runs from there; without it (a
         user's own locustfile) it starts at the send.
         """
-        now = time.monotonic()
+        self.requests_seen += 1
         latency_ms = float(response_time or 0.0)
-        context = context or {}
-        due = context.get(T0_KEY)
-        sent = context.get(SENT_KEY)
         lag_ms = 0.0
+        write_id = ""
+        due = sent = None
+        if context:
+            due = context.get(T0_KEY)
+            sent = context.get(SENT_KEY)
+            write_id = str(context.get(WRITE_ID_KEY, ""))
         if isinstance(due, float):
             t = due
             if isinstance(sent, float) and sent > due:
                 lag_ms = (sent - due) * 1000.0
                 latency_ms += lag_ms
         else:
-            t = now - latency_ms / 1000.0
+            t = time.monotonic() - latency_ms / 1000.0
         status = getattr(response, "status_code", 0)
-        status = status if isinstance(status, int) else 0
-        self.requests_seen += 1
-        self._add(
-            t=t,
-            endpoint=str(name),
-            method=str(request_type).upper(),
-            latency_ms=latency_ms,
-            status=status,
-            error_kind=classify(exception, status),
-            write_id=str(context.get(WRITE_ID_KEY, "")),
-            send_lag_ms=lag_ms,
-        )
+        if not isinstance(status, int):
+            status = 0
+        kind = OK if exception is None and status < 400 else classify(exception, status)
+        method = _UPPER.get(request_type) or str(request_type).upper()
+        self._append(t, latency_ms, lag_ms, status, str(name), method, kind, write_id)
 
     def dropped(self, due: float, endpoint: str, method: str) -> None:
         """Record a request that was due at ``due`` but not sent (the in-flight cap was full).
 
         Not a request Locust saw, so not in :attr:`requests_seen`.
         """
-        self._add(
-            t=due,
-            endpoint=endpoint,
-            method=method,
-            latency_ms=0.0,
-            status=0,
-            error_kind=DROPPED,
-            write_id="",
-            send_lag_ms=0.0,
-        )
+        self._append(due, 0.0, 0.0, 0, endpoint, method, DROPPED, "")
 
-    def _add(
+    def _append(
         self,
-        *,
         t: float,
+        latency_ms: float,
+        send_lag_ms: float,
+        status: int,
         endpoint: str,
         method: str,
-        latency_ms: float,
-        status: int,
         error_kind: str,
         write_id: str,
-        send_lag_ms: float,
     ) -> None:
         """Buffer one sample; after a write error nothing more is recorded."""
-        if self.failed is not None:
-            return
-        if self._writer is None:
-            self._guard(self._open)
         writer = self._writer
         if writer is None:
+            if self.failed is not None:
+                return
+            self._guard(self._open)
+            writer = self._writer
+            if writer is None:
+                return
+        elif self.failed is not None:
             return
-        self._guard(
-            lambda: writer.add(
-                t=t,
-                endpoint=endpoint,
-                method=method,
-                latency_ms=latency_ms,
-                status=status,
-                error_kind=error_kind,
-                write_id=write_id,
-                send_lag_ms=send_lag_ms,
+        try:
+            writer.append(
+                t, latency_ms, send_lag_ms, status, endpoint, method, error_kind, write_id
             )
-        )
+        except OSError as exc:
+            self._fail(exc)
 
     def close(self, **_kwargs: Any) -> None:
         """Flush and close the file (Locust ``quit`` listener, after the users stopped)."""
@@ -223,7 +211,7 @@ def _end_after(duration_s: float) -> None:
     """
     end = time.monotonic() + duration_s
     while (left := end - time.monotonic()) > 0:
-        gevent.sleep(min(left, 0.05))
+        gevent.sleep(left)  # may wake early (the loop's clock lags): then sleeps the rest
     logging.getLogger("chaos.traffic").info("duration of %.3f s reached, quitting", duration_s)
     # Locust's SIGTERM handler is its one clean exit path for a local runner and a
     # master alike: it stops the users (and workers), prints the summary, exits.

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from chaos.bench_driver import DriverSpec, measure_driver_cost, process_cpu_s, render
+from chaos.bench_driver import DriverSpec, measure_driver_cost, process_cpu_s, render, to_json
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -26,15 +26,26 @@ def test_process_cpu_counts_this_process() -> None:
 def test_plain_and_driver_are_measured_side_by_side(tmp_path: Path) -> None:
     drivers = (
         DriverSpec("plain", "plain", users=5, rate=200.0),
-        DriverSpec("driver", "driver", users=5, rate=200.0, baseline="plain"),
+        DriverSpec("plain open", "plain-open", users=5, rate=200.0),
+        DriverSpec(
+            "driver", "driver", users=5, rate=200.0, baseline="plain open", reference="plain"
+        ),
     )
-    costs = measure_driver_cost(window_s=1.0, repeats=1, drivers=drivers, work_dir=tmp_path)
-    assert [c.name for c in costs] == ["plain", "driver"]
-    for cost in costs:
+    report = measure_driver_cost(1.0, 1, drivers=drivers, work_dir=tmp_path)
+    assert [c.name for c in report.generators] == ["plain", "plain open", "driver"]
+    for cost in report.generators:
         (run,) = cost.runs
         assert run.requests > 50, run  # about 200 in the second
         assert run.cpu_s > 0 and math.isfinite(cost.cpu_us_per_request)
-    plain, driver = costs
-    assert plain.samples_lost is None
+    plain, plain_open, driver = report.generators
+    assert plain.samples_lost is None and report.ratio("plain") is None
     assert driver.samples_lost == 0, driver.runs  # every request Envoy answered is a sample
-    assert "driver" in render(costs, drivers)
+    assert driver.samples_recorded == driver.requests_sent > 0
+    ratio = report.ratio("driver")
+    assert ratio == driver.cpu_us_per_request / plain_open.cpu_us_per_request
+    reference = report.reference_ratio("driver")
+    assert reference == driver.cpu_us_per_request / plain.cpu_us_per_request
+    assert report.samples_lost == 0
+    table = render(report)
+    assert "driver vs plain:" in table and "load average" in table
+    assert to_json(report)["generators"][2]["samples_lost"] == 0  # type: ignore[index]

@@ -25,7 +25,7 @@ from chaos.platforms.kubernetes.api import VIRTUAL_SERVICE, KubeApi
 from chaos.platforms.kubernetes.changes import LEDGER_FILE, read_ledger
 from chaos.platforms.kubernetes.fakeapi import FakeApiServer, FakeCluster
 from chaos.platforms.kubernetes.faultops import KubeFaultOps
-from chaos.platforms.kubernetes.platform import ALLOW_CONTEXT_ENV, KubernetesPlatform
+from chaos.platforms.kubernetes.platform import ALLOW_CONTEXT_ENV, KIND_DIR_ENV, KubernetesPlatform
 from chaos.spec import Setup
 from tests.kubernetes.fakecluster import comparable
 
@@ -257,3 +257,27 @@ def test_sidecar_chaos_clean_after_the_engine_was_killed_mid_fault(
     assert again.returncode == 0, again.stderr
     assert "nothing to undo" in again.stdout
     assert comparable(seeded) == before
+
+
+def test_the_dry_run_lists_the_in_cluster_load_and_its_undo(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from chaos.cli import describe_plan
+    from chaos.spec import load_experiment
+
+    monkeypatch.setenv(KIND_DIR_ENV, str(tmp_path / "no-cluster-state"))
+    experiment = load_experiment(
+        Path(__file__).parents[2] / "experiments" / "crash.yaml",
+        ["platform=kubernetes", "setups=[mesh]"],
+    )
+    lines = describe_plan(experiment, platform_factory("kubernetes")())
+    load = [line.strip() for line in lines if line.strip().startswith("traffic:")]
+    created = [line for line in load if line.startswith("traffic: POST")]
+    assert [line.split("(")[1].split(":")[0] for line in created] == [
+        "ConfigMap locust-mesh",
+        "Service locust-mesh-master",
+        "Job locust-mesh-master",
+        "Deployment locust-mesh-worker",
+    ]
+    assert all("/namespaces/sc-traffic/" in line and "undo: DELETE" in line for line in created)
+    assert load[-1].startswith("traffic: no signing key in ")

@@ -53,8 +53,9 @@ def test_a_run_on_the_fake_cluster_completes_and_leaves_it_as_found(
         pod_exec=lambda _api: pod_exec,
         ready_timeout_s=10.0,
         watch_timeout_s=1,
-        # The engine's traffic runs on this machine (in-cluster Locust is not wired yet);
-        # FakeTraffic sends nothing, the URL only has to pass the loopback check.
+        # The opt-out ($SIDECAR_CHAOS_KUBE_INGRESS): the engine's own traffic on this
+        # machine; FakeTraffic sends nothing, the URL only has to pass the loopback
+        # check. In-cluster Locust is test_traffic.py's.
         ingress_url="http://127.0.0.1:18080",
     )
 

@@ -53,6 +53,7 @@ MANAGED_BY = "sidecar-chaos"
 
 _MERGE_PATCH = "application/merge-patch+json"
 _JSON_PATCH = "application/json-patch+json"
+_PROPAGATE = {"propagationPolicy": "Background"}
 
 
 class ConflictError(PlatformError):
@@ -431,10 +432,14 @@ class KubeApi:
         )
 
     def delete(self, kind: ResourceKind, namespace: str | None, name: str) -> bool:
-        """Delete; False when it was already gone (which is fine for an undo)."""
+        """Delete; False when it was already gone (which is fine for an undo).
+
+        Dependents go too (``propagationPolicy=Background``): a Job deleted through the
+        API without it leaves its pods behind (batch/v1 orphans by default).
+        """
         _guard(namespace)
         try:
-            self.request("DELETE", kind.path(namespace, name))
+            self.request("DELETE", kind.path(namespace, name), query=_PROPAGATE)
         except NotFoundError:
             return False
         return True

@@ -18,7 +18,9 @@ kubeconfig this module writes) for what the platform uses:
 * just enough controllers to make faults visible: a Deployment keeps
   ``spec.replicas`` pods (pods name their owner in ``ownerReferences``, kind
   ``Deployment`` directly: no ReplicaSets), a deleted pod of a Deployment or a
-  DaemonSet comes back under a new name, and :meth:`FakeCluster.restart_container`
+  DaemonSet comes back under a new name, a Job starts one pod, deleting an owner
+  deletes its pods by ``propagationPolicy`` (a Job orphans them without one, as
+  batch/v1 does), and :meth:`FakeCluster.restart_container`
   plays the kubelet restarting a container (its ``restartCount`` rises).
 
 Not modelled: admission, defaulting beyond a pod's status, strategic-merge list
@@ -282,7 +284,9 @@ class FakeApiServer:
                 cluster.replace(route.resource, namespace, name, patched, status_only=status_only)
             )
         if method == "DELETE":
-            return web.json_response(cluster.delete(route.resource, namespace, name))
+            options = await request.json() if request.can_read_body else {}
+            policy = query.get("propagationPolicy") or (options or {}).get("propagationPolicy")
+            return web.json_response(cluster.delete(route.resource, namespace, name, policy))
         raise ApiError(405, "MethodNotAllowed", f"{method} is not allowed")
 
     @staticmethod

@@ -11,7 +11,9 @@ Each pod's proxy is modelled as much as the platform reads and writes of it:
 * the kill commands the platform uses (``kill -TERM 1``, ``pilot-agent request POST
   quitquitquit``): the fake kubelet restarts the container (``restartCount`` + 1 in
   the pod's status, so a watch sees it) and the restarted proxy forgets its runtime
-  overrides, as Envoy does.
+  overrides, as Envoy does;
+* the demo app's ``GET /writes`` (the writes ``payments`` accepted), from
+  :attr:`FakePodExec.app_writes`.
 
 Anything else (another command, a pod that does not exist) fails as the real
 exec or port-forward would: a :class:`~chaos.errors.PlatformError`.
@@ -22,9 +24,10 @@ from __future__ import annotations
 import json
 import threading
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from chaos.errors import PlatformError
+from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.api import ExecInterrupted
 from chaos.platforms.kubernetes.fakeapi import ApiError, FakeCluster
 from chaos.platforms.local.envoy_faults import FAULT_KEYS
@@ -35,17 +38,32 @@ KILL_COMMANDS = (
 )
 ADMIN_PORT = 15000
 
+#: ``(namespace, pod, container, command, timeout_s)`` -> the output, or None: not mine.
+ExecHandler = Callable[[str, str, str, Sequence[str], float], str | None]
+
 
 class FakePodExec:
     """Exec and port-forward into the pods of a fake cluster."""
 
-    def __init__(self, cluster: FakeCluster, *, kills_close_the_session: bool = False) -> None:
+    def __init__(
+        self,
+        cluster: FakeCluster,
+        *,
+        kills_close_the_session: bool = False,
+        handler: ExecHandler | None = None,
+    ) -> None:
         self.cluster = cluster
+        #: Asked first for every exec (a fake kubelet running real processes for some
+        #: pods); its None leaves the command to the fakes here.
+        self.handler = handler
         #: As on a real cluster, a kill may end the exec session before it answers.
         self.kills_close_the_session = kills_close_the_session
         self._lock = threading.Lock()
         self.runtime: dict[tuple[str, str], dict[str, str]] = {}
         self.counters: dict[tuple[str, str], dict[str, int]] = {}
+        #: The writes each demo app accepted (its ``GET /writes`` on the app port); a pod
+        #: missing here refuses the connection, as an app that is down does.
+        self.app_writes: dict[tuple[str, str], list[str]] = {}
         #: Every call: ("exec", ns, pod, container, command) or ("http", ns, pod, method, path).
         self.calls: list[tuple[str, ...]] = []
 
@@ -61,6 +79,10 @@ class FakePodExec:
         with self._lock:
             self.calls.append(("exec", namespace, pod, container, " ".join(command)))
         self._pod(namespace, pod)
+        if self.handler is not None:
+            answer = self.handler(namespace, pod, container, command, timeout_s)
+            if answer is not None:
+                return answer
         if tuple(command) not in KILL_COMMANDS:
             raise PlatformError(f"fake exec: no fake for {' '.join(command)!r}")
         try:
@@ -79,6 +101,11 @@ class FakePodExec:
         with self._lock:
             self.calls.append(("http", namespace, pod, method, path))
         self._pod(namespace, pod)
+        if port == names.APP_PORT and method == "GET" and path == "/writes":
+            with self._lock:
+                ids = self.app_writes.get((namespace, pod))
+                if ids is not None:
+                    return json.dumps({"pod": pod, "count": len(ids), "ids": ids}).encode()
         if port != ADMIN_PORT:
             raise PlatformError(f"port-forward to {namespace}/{pod}:{port}: connection refused")
         url = urllib.parse.urlsplit(path)
@@ -113,4 +140,4 @@ class FakePodExec:
                     counters[name] = counters.get(name, 0) + rise
 
 
-__all__ = ["KILL_COMMANDS", "FakePodExec"]
+__all__ = ["KILL_COMMANDS", "ExecHandler", "FakePodExec"]

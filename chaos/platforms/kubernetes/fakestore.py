@@ -195,6 +195,8 @@ class FakeCluster:
             self._bump(resource, namespace, "ADDED", obj)
             self._objects[key] = obj
             self._after_write(resource, namespace, obj)
+            if resource.kind == "Job":  # the Job controller: one pod (backoffLimit 0)
+                self._pod_from_template(namespace, "Job", obj)
             return copy.deepcopy(obj)
 
     def replace(
@@ -242,13 +244,30 @@ class FakeCluster:
             self._after_write(resource, namespace, new)
             return copy.deepcopy(new)
 
-    def delete(self, resource: Resource, namespace: str, name: str) -> Obj:
+    def delete(
+        self, resource: Resource, namespace: str, name: str, propagation: str | None = None
+    ) -> Obj:
+        """Delete; with ``Background`` or ``Foreground`` the pods it owns go too.
+
+        Without a policy, as the real API: a batch/v1 Job orphans its pods, the rest
+        propagate in the background.
+        """
         with self._lock:
             key = (resource.prefix, resource.plural, namespace, name)
             obj = self._objects.pop(key, None)
             if obj is None:
                 raise not_found(resource.kind, name)
             self._bump(resource, namespace, "DELETED", obj)
+            if propagation is None:
+                propagation = "Orphan" if resource.kind == "Job" else "Background"
+            if propagation in ("Background", "Foreground"):
+                pods = self.resources[("v1", "pods")]
+                uid = obj["metadata"].get("uid")
+                for pod in self._owned_pods(namespace, resource.kind, name):
+                    refs = pod["metadata"].get("ownerReferences") or []
+                    if any(r.get("uid") == uid for r in refs):
+                        gone = self._objects.pop(("v1", "pods", namespace, pod["metadata"]["name"]))
+                        self._bump(pods, namespace, "DELETED", gone)
             if resource.kind == "Namespace":
                 for other in [k for k in self._objects if k[2] == name]:
                     gone = self._objects.pop(other)

@@ -17,6 +17,7 @@ faults name.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -43,9 +44,15 @@ from chaos.platforms.kubernetes.changes import (
     undo_change,
 )
 from chaos.platforms.kubernetes.faultops import ISTIOD, KubeFaultOps, demo_workload
+from chaos.platforms.kubernetes.manifests.locust import target_host
+from chaos.platforms.kubernetes.tokens import default_idp_dir, mint_token
 from chaos.platforms.kubernetes.topology import KubeTopology
+from chaos.platforms.kubernetes.traffic import ClusterTraffic, TrafficTimings
+from chaos.platforms.local.idp import JWKS_FILE
 from chaos.rundir.journal import JournalEntry, JsonValue
 from chaos.spec import Experiment, Setup
+from chaos.traffic.base import TrafficFactory
+from chaos.traffic.config import CLUSTER, TrafficConfig
 
 ALLOW_CONTEXT_ENV = "SIDECAR_CHAOS_ALLOW_CONTEXT"
 CONTEXT_ENV = "SIDECAR_CHAOS_KUBE_CONTEXT"
@@ -81,6 +88,8 @@ class KubernetesPlatform:
         watch_timeout_s: int = 5,
         ingress_url: str | None = None,
         ca_dir: Path | None = None,
+        traffic_timings: TrafficTimings | None = None,
+        idp_dir: Path | None = None,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.context = context or os.environ.get(CONTEXT_ENV) or None
@@ -90,12 +99,19 @@ class KubernetesPlatform:
         self.rollout_timeout_s = rollout_timeout_s
         #: How long one watch request lasts (and so how long leaving ``start`` may wait).
         self.watch_timeout_s = watch_timeout_s
-        #: Where the engine's traffic enters (default: the frontend Service's in-cluster URL;
-        #: a loopback port-forward for Locust on this machine).
+        #: Where the engine's traffic enters. Default: Locust runs in the cluster and sends
+        #: to the frontend Service through its pods' client-side proxy. A loopback
+        #: port-forward (``$SIDECAR_CHAOS_KUBE_INGRESS``) runs Locust on this machine
+        #: instead, entering the frontend server-side: it bypasses the client-side proxy.
         self.ingress_url = ingress_url or os.environ.get(INGRESS_ENV) or None
+        #: How long in-cluster Locust may take to start and stop (:mod:`.traffic`).
+        self.traffic_timings = traffic_timings
         #: The CA ``cluster up`` issued the sidecars' certificates with (cert-expiry).
         kind_dir = os.environ.get(KIND_DIR_ENV)
         self.ca_dir = ca_dir or (Path(kind_dir) / "ca" if kind_dir else None)
+        #: ``cluster up``'s JWT signing key: in-cluster Locust sends tokens minted with it
+        #: (no key there: no token, and validating setups deny every request).
+        self.idp_dir = idp_dir or (Path(kind_dir) / "idp" if kind_dir else default_idp_dir())
 
     @property
     def name(self) -> str:
@@ -113,6 +129,14 @@ class KubernetesPlatform:
         for index, setup in enumerate(experiment.setups):
             if setup not in {s.value for s in self.setups}:
                 problems.append(Problem(("setups", index), f"no setup {setup!r} on kubernetes"))
+        if experiment.traffic.locustfile is not None and self.ingress_url is None:
+            problems.append(
+                Problem(
+                    ("traffic", "locustfile"),
+                    "a user's own locustfile cannot run inside the cluster (it is not in the "
+                    f"traffic image); ${INGRESS_ENV} runs Locust on this machine instead",
+                )
+            )
         return problems
 
     # -- connecting ----------------------------------------------------------------------
@@ -178,6 +202,7 @@ class KubernetesPlatform:
                 record=record,
                 watch_timeout_s=self.watch_timeout_s,
                 ingress_url=self.ingress_url,
+                traffic=self._traffic_factory(kube_setup, writer, options),
             )
             topology.start()
             try:
@@ -197,6 +222,35 @@ class KubernetesPlatform:
                 writer.undo_all()
         finally:
             api.close()
+
+    def _traffic_factory(
+        self, setup: names.Setup, writer: ClusterWriter, options: StartOptions
+    ) -> TrafficFactory:
+        idp_dir = self.idp_dir
+        token_source = None
+        if (idp_dir / JWKS_FILE).is_file():
+
+            def token_source(ttl_s: float) -> str:
+                return mint_token(idp_dir, ttl_s)
+
+        def start(config: TrafficConfig) -> ClusterTraffic:
+            if options.record is not None:
+                options.record(
+                    "traffic_token",
+                    platform="kubernetes",
+                    minted=token_source is not None,
+                    key_dir=str(idp_dir),
+                )
+            return ClusterTraffic(
+                config,
+                setup=setup,
+                writer=writer,
+                record=options.record,
+                timings=self.traffic_timings,
+                token_source=token_source,
+            )
+
+        return start
 
     def _wait_ready(self, api: KubeApi, namespace: str, workload: Workload) -> None:
         deadline = time.monotonic() + self.ready_timeout_s
@@ -220,6 +274,28 @@ class KubernetesPlatform:
         kube_setup = names.Setup(setup.value)
         writer = ClusterWriter(None, None, None, "dry-run", dry_run=True)
         return KubeFaultOps(kube_setup, demo_workload(kube_setup), writer)
+
+    def plan_traffic(self, setup: Setup, config: TrafficConfig) -> list[str]:
+        """The calls one window's in-cluster Locust makes and their undo (``--dry-run``)."""
+        if self.ingress_url:
+            return [
+                f"traffic: Locust on this machine at {self.ingress_url} (${INGRESS_ENV}; "
+                "it bypasses the client-side proxies); nothing is created in the cluster"
+            ]
+        kube_setup = names.Setup(setup.value)
+        writer = ClusterWriter(None, None, None, "dry-run", dry_run=True)
+        planned = ClusterTraffic(
+            dataclasses.replace(config, host=target_host(kube_setup), network=CLUSTER),
+            setup=kube_setup,
+            writer=writer,
+        )
+        minted = (self.idp_dir / JWKS_FILE).is_file()
+        for obj in planned.objects(token="<minted at the window's start>" if minted else None):
+            writer.create(obj, detail="in-cluster Locust")
+        lines = [f"traffic: {c.line()}" for c in writer.planned]
+        if not minted:
+            lines.append(f"traffic: no signing key in {self.idp_dir}: requests carry no token")
+        return lines
 
     def versions(self) -> dict[str, str]:
         found = {"envoy (plain sidecar image)": names.ENVOY_IMAGE}

@@ -29,13 +29,21 @@ from chaos.traffic.config import CONFIG_ENV
 #: The package's source in the image (``deploy/kind/Dockerfile`` installs it editable there).
 IMAGE_SOURCE_DIR = PurePosixPath("/opt/sidecar-chaos")
 LOCUSTFILE = IMAGE_SOURCE_DIR / "chaos" / "traffic" / "locustfile.py"
+#: The open-loop user (``traffic.mode: open``, the default).
+OPEN_LOOP_LOCUSTFILE = IMAGE_SOURCE_DIR / "chaos" / "traffic" / "openloop.py"
 CONFIG_DIR = PurePosixPath("/etc/sidecar-chaos/traffic")
 CONFIG_FILE = "traffic-config.json"
 #: Where each Locust pod writes its samples (``<OUT_DIR>/samples/``).
 OUT_DIR = PurePosixPath("/run/sidecar-chaos/out")
+#: Where the workers read their bearer token (a Secret the run creates; see ``token_secret``).
+TOKEN_DIR = PurePosixPath("/etc/sidecar-chaos/token")
+TOKEN_FILE = "token"
 #: The client identity of Locust's plain sidecar (sidecar setup).
 CLIENT_SERVICE = "locust"
 LOCUST_CERTS_SECRET = "locust-certs"
+#: A container of each worker pod that only keeps its samples reachable by exec while
+#: Locust itself stops (and the kubelet restarts it): the run copies them from here.
+SAMPLES_CONTAINER = "samples"
 _MASTER = "master"
 _WORKER = "worker"
 
@@ -55,6 +63,12 @@ class LocustDeployment:
     #: Extra seconds the master waits for workers and for requests under way.
     startup_timeout_s: float = 60.0
     stop_timeout_s: float = 5.0
+    #: The user the pods run (closed loop by default; :data:`OPEN_LOOP_LOCUSTFILE`).
+    locustfile: PurePosixPath = LOCUSTFILE
+    #: Extra environment of the Locust containers (the run's marker).
+    env: tuple[tuple[str, str], ...] = ()
+    #: Send a bearer token from :data:`TOKEN_DIR` (the run creates :func:`token_secret`).
+    token: bool = False
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -79,6 +93,10 @@ class LocustDeployment:
         return self.prefix
 
     @property
+    def token_secret_name(self) -> str:
+        return f"{self.prefix}-token"
+
+    @property
     def deadline_s(self) -> int:
         """The master Job's ``activeDeadlineSeconds``: start-up, run, stop, and a margin."""
         return math.ceil(self.startup_timeout_s + self.run_time_s + self.stop_timeout_s + 30)
@@ -100,7 +118,7 @@ def _labels(plan: LocustDeployment, role: str) -> dict[str, str]:
 
 
 def _locust_base(plan: LocustDeployment) -> list[str]:
-    return ["python", "-m", "locust", "-f", str(LOCUSTFILE), "--host", target_host(plan.setup)]
+    return ["python", "-m", "locust", "-f", str(plan.locustfile), "--host", target_host(plan.setup)]
 
 
 def master_command(plan: LocustDeployment) -> list[str]:
@@ -132,6 +150,12 @@ def worker_command(plan: LocustDeployment) -> list[str]:
 
 
 def _locust_container(plan: LocustDeployment, command: list[str]) -> Manifest:
+    mounts: list[Manifest] = [
+        {"name": "traffic-config", "mountPath": str(CONFIG_DIR), "readOnly": True},
+        {"name": "out", "mountPath": str(OUT_DIR)},
+    ]
+    if plan.token:
+        mounts.append({"name": "token", "mountPath": str(TOKEN_DIR), "readOnly": True})
     return {
         "name": "locust",
         "image": names.APP_IMAGE,
@@ -140,21 +164,34 @@ def _locust_container(plan: LocustDeployment, command: list[str]) -> Manifest:
         "env": [
             {"name": CONFIG_ENV, "value": str(CONFIG_DIR / CONFIG_FILE)},
             {"name": "PYTHONUNBUFFERED", "value": "1"},
+            *({"name": k, "value": v} for k, v in plan.env),
         ],
         "ports": [{"containerPort": names.LOCUST_MASTER_PORT, "protocol": "TCP"}],
-        "volumeMounts": [
-            {"name": "traffic-config", "mountPath": str(CONFIG_DIR), "readOnly": True},
-            {"name": "out", "mountPath": str(OUT_DIR)},
-        ],
+        "volumeMounts": mounts,
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
     }
 
 
+def _samples_container(plan: LocustDeployment) -> Manifest:
+    """Sleeps as long as the run may last; exec reads the samples through it."""
+    return {
+        "name": SAMPLES_CONTAINER,
+        "image": names.APP_IMAGE,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python", "-c", f"import time; time.sleep({plan.deadline_s})"],
+        "volumeMounts": [{"name": "out", "mountPath": str(OUT_DIR), "readOnly": True}],
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+    }
+
+
 def _volumes(plan: LocustDeployment) -> list[Manifest]:
-    return [
+    volumes: list[Manifest] = [
         {"name": "traffic-config", "configMap": {"name": plan.config_map_name}},
         {"name": "out", "emptyDir": {}},
     ]
+    if plan.token:
+        volumes.append({"name": "token", "secret": {"secretName": plan.token_secret_name}})
+    return volumes
 
 
 def config_map(plan: LocustDeployment) -> Manifest:
@@ -162,6 +199,16 @@ def config_map(plan: LocustDeployment) -> Manifest:
         plan.config_map_name,
         names.TRAFFIC_NAMESPACE,
         {CONFIG_FILE: plan.config_json},
+        run_id=plan.run_id,
+    )
+
+
+def token_secret(plan: LocustDeployment, token: str) -> Manifest:
+    """The bearer token the workers send (minted by the run with ``cluster up``'s key)."""
+    return core.secret(
+        plan.token_secret_name,
+        names.TRAFFIC_NAMESPACE,
+        {TOKEN_FILE: token.encode()},
         run_id=plan.run_id,
     )
 
@@ -226,7 +273,10 @@ def worker_deployment(plan: LocustDeployment) -> Manifest:
     labels = {**_labels(plan, _WORKER), **names.managed_labels()}
     pod_labels = {**labels, **_data_plane_labels(plan.setup)}
     pod_spec: Manifest = {
-        "containers": [_locust_container(plan, worker_command(plan))],
+        "containers": [
+            _locust_container(plan, worker_command(plan)),
+            _samples_container(plan),
+        ],
         "volumes": _volumes(plan),
         "terminationGracePeriodSeconds": math.ceil(plan.stop_timeout_s) + 5,
     }
