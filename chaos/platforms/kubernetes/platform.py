@@ -43,6 +43,12 @@ from chaos.platforms.kubernetes.changes import (
     pending_changes,
     undo_change,
 )
+from chaos.platforms.kubernetes.existing import (
+    ExistingFaultOps,
+    ExistingTarget,
+    build_workload,
+    check_setup,
+)
 from chaos.platforms.kubernetes.faultops import ISTIOD, KubeFaultOps, demo_workload
 from chaos.platforms.kubernetes.manifests.locust import target_host
 from chaos.platforms.kubernetes.tokens import default_idp_dir, mint_token
@@ -51,6 +57,7 @@ from chaos.platforms.kubernetes.traffic import ClusterTraffic, TrafficTimings
 from chaos.platforms.local.idp import JWKS_FILE
 from chaos.rundir.journal import JournalEntry, JsonValue
 from chaos.spec import Experiment, Setup
+from chaos.spec.models import EXTRA_HOST
 from chaos.traffic.base import TrafficFactory
 from chaos.traffic.config import CLUSTER, TrafficConfig
 
@@ -162,29 +169,49 @@ class KubernetesPlatform:
     def _start(self, setup: Setup, options: StartOptions) -> Iterator[RunningTopology]:
         kube_setup = names.Setup(setup.value)
         namespace = names.namespace_of(kube_setup)
+        existing = ExistingTarget.from_extra(options.extra)
+        traffic_host = options.extra.get(EXTRA_HOST) or None
         begun = time.monotonic()
         api = self.connect()
         try:
-            if api.get(NAMESPACE, None, namespace) is None:
-                raise InputError(
-                    f"namespace {namespace} not found in context {api.context}: "
-                    "run `sidecar-chaos cluster up` first"
+            if existing is not None:
+                # The team's own pods: found by their labels, the setup checked against them.
+                namespace = existing.namespace
+                workload, ports = build_workload(
+                    api, existing, kube_setup, check_setup(api, existing, kube_setup)
                 )
-            workload = demo_workload(kube_setup)
-            self._wait_ready(api, namespace, workload)
+            else:
+                if api.get(NAMESPACE, None, namespace) is None:
+                    raise InputError(
+                        f"namespace {namespace} not found in context {api.context}: "
+                        "run `sidecar-chaos cluster up` first"
+                    )
+                workload = demo_workload(kube_setup)
+                self._wait_ready(api, namespace, workload)
             run_id = options.run_marker or options.run_dir.name
             kubeconfig = str(self.kubeconfig or os.environ.get("KUBECONFIG", ""))
             ledger = ChangeLedger(
                 options.run_dir, LedgerHeader(run_id, api.context, kubeconfig), options.record
             )
             writer = ClusterWriter(api, self._pod_exec(api), ledger, run_id)
-            ops = KubeFaultOps(
-                kube_setup,
-                workload,
-                writer,
-                rollout_timeout_s=self.rollout_timeout_s,
-                ca_dir=self.ca_dir,
-            )
+            ops: KubeFaultOps
+            if existing is not None:
+                ops = ExistingFaultOps(
+                    kube_setup,
+                    workload,
+                    writer,
+                    target=existing,
+                    ports=ports,
+                    rollout_timeout_s=self.rollout_timeout_s,
+                )
+            else:
+                ops = KubeFaultOps(
+                    kube_setup,
+                    workload,
+                    writer,
+                    rollout_timeout_s=self.rollout_timeout_s,
+                    ca_dir=self.ca_dir,
+                )
             record: dict[str, JsonValue] = {
                 "platform": self.name,
                 "context": api.context,
@@ -202,7 +229,8 @@ class KubernetesPlatform:
                 record=record,
                 watch_timeout_s=self.watch_timeout_s,
                 ingress_url=self.ingress_url,
-                traffic=self._traffic_factory(kube_setup, writer, options),
+                traffic=self._traffic_factory(kube_setup, writer, options, traffic_host),
+                traffic_host=traffic_host,
             )
             topology.start()
             try:
@@ -224,7 +252,11 @@ class KubernetesPlatform:
             api.close()
 
     def _traffic_factory(
-        self, setup: names.Setup, writer: ClusterWriter, options: StartOptions
+        self,
+        setup: names.Setup,
+        writer: ClusterWriter,
+        options: StartOptions,
+        host: str | None = None,
     ) -> TrafficFactory:
         idp_dir = self.idp_dir
         token_source = None
@@ -248,6 +280,7 @@ class KubernetesPlatform:
                 record=options.record,
                 timings=self.traffic_timings,
                 token_source=token_source,
+                host=host,
             )
 
         return start

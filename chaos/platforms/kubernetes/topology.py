@@ -68,6 +68,7 @@ class KubeTopology:
         watch_timeout_s: int = 5,
         ingress_url: str | None = None,
         traffic: TrafficFactory | None = None,
+        traffic_host: str | None = None,
     ) -> None:
         self._setup = setup
         self._workload = workload
@@ -78,6 +79,8 @@ class KubeTopology:
         self._watch_timeout_s = watch_timeout_s
         self._ingress_url = ingress_url
         self._traffic = traffic
+        #: The team's own in-cluster URL (``traffic.host``), for in-cluster Locust.
+        self._traffic_host = traffic_host
         self._callbacks: list[EventCallback] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -104,6 +107,8 @@ class KubeTopology:
         """
         if self._ingress_url:
             return self._ingress_url
+        if self._traffic_host:
+            return self._traffic_host
         return f"http://{names.service_host('frontend', self._setup)}:{names.APP_PORT}"
 
     def hosted_traffic(self) -> HostedTraffic | None:

@@ -107,6 +107,7 @@ class ClusterTraffic:
         record: Callable[..., object] | None = None,
         timings: TrafficTimings | None = None,
         token_source: Callable[[float], str] | None = None,
+        host: str | None = None,
     ) -> None:
         if config.network != CLUSTER:
             raise TrafficError(f"in-cluster traffic needs network {CLUSTER!r}: {config.network}")
@@ -123,7 +124,8 @@ class ClusterTraffic:
         self._token_source = token_source
         self.pod_config = dataclasses.replace(
             config,
-            host=target_host(setup),
+            # the team's own URL (traffic.host), else the demo's frontend
+            host=host or target_host(setup),
             out_dir=Path(str(OUT_DIR)),
             workers=max(1, config.workers),
             token_url=f"file://{TOKEN_DIR / TOKEN_FILE}" if token_source else None,

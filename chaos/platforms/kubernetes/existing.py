@@ -1,0 +1,277 @@
+"""A team's own workload as the target: ``target: {namespace, selector, container}``.
+
+The demo workload is found by the tool's naming conventions; an existing one is
+found by its labels. Its pods come from the cluster (namespace + selector), each
+becomes a :class:`~chaos.platforms.base.Pod` (service: the Kubernetes Service that
+selects it, else its ``app.kubernetes.io/name`` / ``app`` label; replica: its index
+among that service's pods sorted by name; node: ``spec.nodeName``), and the existing
+fault mechanisms act on them:
+
+* mesh (an ``istio-proxy`` container, or a native sidecar of that name): HTTP faults
+  as a VirtualService ``fault`` on its Service (an owned one created when no
+  VirtualService names the host; else the whole ``http`` list patched from what was
+  read), crash by ``pilot-agent request POST quitquitquit``;
+* ambient (``istio.io/dataplane-mode=ambient`` on the namespace or pod): the same
+  VirtualService, crash by deleting the ztunnel pod of the target's node;
+* sidecar (the named ``container``, a plain Envoy with the fault filters' runtime keys
+  and its admin on port 15000): runtime keys through a port-forward, crash by exec.
+
+The setup is told (the window's setup) and checked against what the pods show
+(:func:`detect_setup`); a mismatch is one line before anything is changed. Nothing is
+created in the team's namespace but the faults' own (journaled, reverted) changes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from chaos.errors import FaultError, InputError
+from chaos.platforms.base import Direction, HttpFaultSite, Pod, Workload
+from chaos.platforms.kubernetes import builders, names
+from chaos.platforms.kubernetes.api import (
+    FORBIDDEN_NAMESPACES,
+    NAMESPACE,
+    POD,
+    SERVICE,
+    VIRTUAL_SERVICE,
+    KubeApi,
+    PodState,
+)
+from chaos.platforms.kubernetes.changes import Change
+from chaos.platforms.kubernetes.faultops import KubeFaultOps
+from chaos.platforms.kubernetes.opsbase import AMBIENT, FAULT_SUFFIXES, SIDECAR, Site
+from chaos.spec import Setup as SpecSetup
+from chaos.spec.models import EXTRA_HOST, EXTRA_TARGET
+
+#: Istio's label (namespace or pod) putting a workload in the ambient data plane.
+DATAPLANE_MODE = "istio.io/dataplane-mode"
+SERVICE_LABELS = ("app.kubernetes.io/name", "app")
+
+
+@dataclass(frozen=True)
+class ExistingTarget:
+    """The team's workload: its namespace, the labels of its pods, its proxy container."""
+
+    namespace: str
+    selector: tuple[tuple[str, str], ...]
+    container: str | None = None
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(self.selector)
+
+    def describe(self) -> str:
+        labels = ",".join(f"{k}={v}" for k, v in self.selector)
+        return f"{self.namespace} pods {labels}"
+
+    def to_extra(self) -> str:
+        return json.dumps(
+            {"namespace": self.namespace, "selector": self.labels, "container": self.container},
+            sort_keys=True,
+        )
+
+    @classmethod
+    def of(
+        cls, namespace: str, selector: Mapping[str, str], container: str | None
+    ) -> ExistingTarget:
+        if namespace in FORBIDDEN_NAMESPACES:
+            raise InputError(f"namespace {namespace} is never targeted")
+        return cls(namespace, tuple(sorted(selector.items())), container)
+
+    @classmethod
+    def from_extra(cls, extra: Mapping[str, str]) -> ExistingTarget | None:
+        raw = extra.get(EXTRA_TARGET)
+        if not raw:
+            return None
+        data = json.loads(raw)
+        return cls.of(str(data["namespace"]), dict(data["selector"]), data.get("container"))
+
+
+def detect_setup(
+    pods: Sequence[PodState], namespace_labels: Mapping[str, str], container: str | None
+) -> tuple[names.Setup | None, str]:
+    """The setup the pods show, and why: mesh, ambient, sidecar, or None (and why not)."""
+    if not pods:
+        return None, "no pod matches"
+    if all(p.container(names.ISTIO_PROXY_CONTAINER) is not None for p in pods):
+        return names.Setup.MESH, f"their pods run an {names.ISTIO_PROXY_CONTAINER} container"
+    if namespace_labels.get(DATAPLANE_MODE) == "ambient":
+        return names.Setup.AMBIENT, f"their namespace has {DATAPLANE_MODE}=ambient"
+    if all(p.labels.get(DATAPLANE_MODE) == "ambient" for p in pods):
+        return names.Setup.AMBIENT, f"their pods have {DATAPLANE_MODE}=ambient"
+    if container is not None and all(p.container(container) is not None for p in pods):
+        return names.Setup.SIDECAR, f"their pods run the named container {container}"
+    if container is not None:
+        return None, f"not every pod runs an {names.ISTIO_PROXY_CONTAINER} or {container} container"
+    return None, (
+        f"no {names.ISTIO_PROXY_CONTAINER} container, no {DATAPLANE_MODE}=ambient, "
+        "and no proxy container named (target.container)"
+    )
+
+
+def find_pods(api: KubeApi, target: ExistingTarget) -> list[PodState]:
+    """The target's live pods, by name."""
+    found = api.list_pods(target.namespace, target.labels)
+    return sorted((p for p in found if not p.deleting), key=lambda p: p.name)
+
+
+def check_setup(api: KubeApi, target: ExistingTarget, told: names.Setup) -> list[PodState]:
+    """The target's pods, after checking they run the ``told`` setup (else one line)."""
+    ns = api.get(NAMESPACE, None, target.namespace)
+    if ns is None:
+        raise InputError(f"target.namespace: no namespace {target.namespace} in {api.context}")
+    pods = find_pods(api, target)
+    ns_labels = dict(ns.get("metadata", {}).get("labels") or {})
+    detected, why = detect_setup(pods, ns_labels, target.container)
+    if detected is None:
+        raise InputError(f"target {target.describe()}: no proxy setup found ({why})")
+    if detected != told:
+        raise InputError(
+            f"target {target.describe()}: the experiment says {told.value}, the pods show "
+            f"{detected.value} ({why}); set `setups: [{detected.value}]`"
+        )
+    if told == SIDECAR and target.container is None:
+        raise InputError(f"target {target.describe()}: sidecar needs target.container")
+    return pods
+
+
+def _selects(service: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    selector = service.get("spec", {}).get("selector") or {}
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def build_workload(
+    api: KubeApi, target: ExistingTarget, setup: names.Setup, pods: Sequence[PodState]
+) -> tuple[Workload, dict[str, int]]:
+    """The Workload of ``pods``, and the first port of each service (for a new route)."""
+    services = sorted(api.list_objects(SERVICE, target.namespace), key=_name)
+    ports: dict[str, int] = {}
+    grouped: dict[str, list[PodState]] = {}
+    for pod in pods:
+        match = next((s for s in services if _selects(s, pod.labels)), None)
+        if match is not None:
+            service = _name(match)
+            for port in match.get("spec", {}).get("ports") or []:
+                ports.setdefault(service, int(port.get("port", names.APP_PORT)))
+        else:
+            labelled = (pod.labels.get(k) for k in SERVICE_LABELS)
+            service = next((v for v in labelled if v), "-".join(v for _, v in target.selector))
+        grouped.setdefault(service, []).append(pod)
+    built = tuple(
+        Pod(name=p.name, service=service, node=p.node_name, replica=index)
+        for service, members in sorted(grouped.items())
+        for index, p in enumerate(sorted(members, key=lambda p: p.name))
+    )
+    return Workload(setup=SpecSetup(setup.value), pods=built), ports
+
+
+def _name(obj: Mapping[str, Any]) -> str:
+    return str(obj.get("metadata", {}).get("name", ""))
+
+
+class ExistingFaultOps(KubeFaultOps):
+    """:class:`~.faultops.KubeFaultOps` on a team's pods: found by name, not by convention."""
+
+    def __init__(
+        self,
+        setup: names.Setup,
+        workload: Workload,
+        writer: Any,
+        *,
+        target: ExistingTarget,
+        ports: Mapping[str, int] | None = None,
+        rollout_timeout_s: float = 120.0,
+    ) -> None:
+        super().__init__(
+            setup,
+            workload,
+            writer,
+            namespace=target.namespace,
+            rollout_timeout_s=rollout_timeout_s,
+        )
+        self.target = target
+        self._ports = dict(ports or {})
+
+    def proxy_container(self) -> str:
+        if self._setup == SIDECAR and self.target.container is not None:
+            return self.target.container
+        return names.ISTIO_PROXY_CONTAINER
+
+    def live(self, pod: Pod) -> PodState:
+        found = self.writer.api.get(POD, self.namespace, pod.name)
+        if found is None:
+            raise FaultError(f"pod {self.namespace}/{pod.name} is gone")
+        state = PodState.of(found)
+        if state.deleting:
+            raise FaultError(f"pod {self.namespace}/{pod.name} is being deleted")
+        return state
+
+    def _pods_of(self, pod: Pod) -> list[PodState]:
+        found = self.writer.api.get(POD, self.namespace, pod.name)
+        return [] if found is None else [PodState.of(found)]
+
+    def http_fault_sites(self, pods: Sequence[Pod], direction: Direction) -> list[HttpFaultSite]:
+        if direction == "outbound" and self._setup != SIDECAR:
+            raise FaultError(
+                "an outbound fault in a mesh needs the workload's call graph: on an existing "
+                "workload, target the called service's pods with an inbound fault"
+            )
+        return super().http_fault_sites(pods, direction)
+
+    def _vs_fault(self, target: Site, fault: dict[str, Any]) -> Change | None:
+        service = target.service
+        host = f"{service}.{self.namespace}.svc.cluster.local"
+        port = self._ports.get(service, names.APP_PORT)
+
+        def build(before: Any) -> list[dict[str, Any]]:
+            routes = before if isinstance(before, list) and before else []
+            routes = routes or [builders.default_route(host, port)]
+            return builders.http_with_fault(routes, fault, source_labels=None)
+
+        detail = f"fault {json.dumps(fault, sort_keys=True)}"
+        if self.planning:
+            return self.writer.set_field(
+                VIRTUAL_SERVICE, self.namespace, service, ("spec", "http"), build, detail=detail
+            )
+        found = self._virtual_service(service, host)
+        if found is not None:
+            return self.writer.set_field(
+                VIRTUAL_SERVICE, self.namespace, found, ("spec", "http"), build, detail=detail
+            )
+        manifest = {
+            "apiVersion": VIRTUAL_SERVICE.api_version,
+            "kind": VIRTUAL_SERVICE.kind,
+            "metadata": {"name": f"sc-fault-{service}", "namespace": self.namespace},
+            "spec": {"hosts": [host], "http": build(None)},
+        }
+        return self.writer.create(manifest, detail="an HTTP fault")
+
+    def _virtual_service(self, service: str, host: str) -> str | None:
+        """The team's VirtualService for ``service`` (by its hosts), if one exists."""
+        aliases = {service, f"{service}.{self.namespace}", f"{service}.{self.namespace}.svc", host}
+        for vs in sorted(self.writer.api.list_objects(VIRTUAL_SERVICE, self.namespace), key=_name):
+            if aliases & set(vs.get("spec", {}).get("hosts") or []):
+                return _name(vs)
+        return None
+
+    def http_faults_injected(self, site: HttpFaultSite) -> int:
+        if self._setup == AMBIENT:
+            # Waypoints are the team's (any name): every Envoy of the namespace counts.
+            return sum(self._counts(self._namespace_pods(), FAULT_SUFFIXES).values())
+        return super().http_faults_injected(site)
+
+
+__all__ = [
+    "DATAPLANE_MODE",
+    "EXTRA_HOST",
+    "EXTRA_TARGET",
+    "ExistingFaultOps",
+    "ExistingTarget",
+    "build_workload",
+    "check_setup",
+    "detect_setup",
+    "find_pods",
+]
