@@ -57,7 +57,8 @@ class Target(SpecModel):
         self._check_existing()
         if self.service is None and self.node is None and not self.existing:
             raise field_error("service", "a target needs a service or a node")
-        if self.service is None and (self.replica is not None or self.share is not None):
+        narrows = self.replica is not None or self.share is not None
+        if self.service is None and narrows and not self.existing:
             at = "replica" if self.replica is not None else "share"
             raise field_error(at, "replica and share select pods of a service; name the service")
         if self.setups is not None and len(set(self.setups)) != len(self.setups):
