@@ -309,8 +309,9 @@ def test_an_outbound_mesh_fault_on_a_team_workload_is_refused(
 ) -> None:
     team_namespace(api, "istio-proxy")
     with running(platform, "mesh", tmp_path / "run", target_extra()) as (_, ops):
+        pods = list(ops.workload.pods)
         with pytest.raises(FaultError, match="call graph"):
-            ops.http_fault_sites(list(ops.workload.pods), "outbound")
+            ops.http_fault_sites(pods, "outbound")
 
 
 # -- a named sidecar ---------------------------------------------------------------------
