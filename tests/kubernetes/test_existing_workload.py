@@ -9,11 +9,13 @@ faults must change nothing there but what they journal and revert.
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from typer.testing import CliRunner
@@ -30,12 +32,15 @@ from chaos.platforms.kubernetes.fakeapi import FakeCluster
 from chaos.platforms.kubernetes.fakeexec import FakePodExec
 from chaos.platforms.kubernetes.platform import KubernetesPlatform
 from chaos.platforms.kubernetes.topology import KubeTopology
+from chaos.platforms.kubernetes.traffic import TrafficTimings
 from chaos.rundir.journal import read_journal
+from chaos.rundir.samples import load_samples
 from chaos.spec import Setup, load_experiment
 from chaos.spec.models import EXTRA_HOST, EXTRA_TARGET
 from chaos.traffic.config import TrafficConfig
 from chaos.traffic.fake import FakeTraffic
 from tests.kubernetes.fakecluster import comparable
+from tests.kubernetes.fakekubelet import FakeKubelet
 
 TEAM = "shop"
 SELECTOR = {"app": "cart", "team": "shop"}
@@ -481,3 +486,112 @@ def test_spec_errors_name_file_and_line_with_exit_2(
     assert result.exit_code == 2, result.output
     assert f"{path}:12: {message}" in result.output
     assert "Traceback" not in result.output
+
+
+# -- in-cluster Locust against the team's URL, with their own locustfile ----------------
+
+TEAM_LOCUSTFILE = """\
+from locust import HttpUser, constant, task
+
+
+class Shopper(HttpUser):
+    wait_time = constant(0.1)
+
+    @task
+    def cart(self):
+        self.client.get("/cart")
+"""
+
+LOCUST_EXPERIMENT = """\
+name: team-load
+platform: kubernetes
+setups: [mesh]
+seed: 7
+traffic:
+  users: 2
+  spawn_rate: 2
+  rate: 20
+  host: http://cart-svc.shop.svc.cluster.local:9090
+  locustfile: shopper.py
+timeline: {warmup: 300ms, hold: 700ms, recovery: 300ms, recovered_for: 100ms}
+faults:
+  - type: abort
+    name: cart-503
+    target: {namespace: shop, selector: {app: cart, team: shop}}
+    percent: 50
+"""
+
+
+class _Counting(http.server.BaseHTTPRequestHandler):
+    paths: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        type(self).paths.append(self.path)
+        body = b"ok"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def team_service() -> Iterator[tuple[str, list[str]]]:
+    """A real HTTP server on loopback standing for the team's Service."""
+
+    class Handler(_Counting):
+        paths: ClassVar[list[str]] = []
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}", Handler.paths
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_in_cluster_locust_runs_the_teams_locustfile_against_their_url(
+    api: KubeApi,
+    kubeconfig: Path,
+    fake_server: Any,
+    team_service: tuple[str, list[str]],
+    tmp_path: Path,
+) -> None:
+    cluster: FakeCluster = fake_server.cluster
+    team_namespace(api, "istio-proxy")
+    meta = {"name": names.TRAFFIC_NAMESPACE, "labels": names.managed_labels()}
+    api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": meta})
+    before = comparable(cluster)
+    (tmp_path / "shopper.py").write_text(TEAM_LOCUSTFILE, encoding="utf-8")
+    path = tmp_path / "team.yaml"
+    path.write_text(LOCUST_EXPERIMENT, encoding="utf-8")
+    address, paths = team_service
+    run_dir = tmp_path / "run"
+    services = {"cart-svc.shop.svc.cluster.local:9090": address}
+    with FakeKubelet(cluster, tmp_path / "kubelet", services) as kubelet:
+        pod_exec = FakePodExec(cluster, handler=kubelet.exec)
+        platform = KubernetesPlatform(
+            kubeconfig=kubeconfig,
+            pod_exec=lambda _api: pod_exec,
+            watch_timeout_s=1,
+            traffic_timings=TrafficTimings(startup_timeout_s=60.0, sync_interval_s=0.2),
+            idp_dir=tmp_path / "no-idp",
+        )
+        options = RunOptions(run_dir=run_dir, workers=1, tick_s=0.2)
+        [window] = Engine(load_experiment(path), platform, options).run()
+        assert window.error is None, window.error
+        assert kubelet.errors == []
+        shipped = list(kubelet.work.glob("*/volumes/traffic-config/locustfile.py"))
+        assert shipped and shipped[0].read_text() == TEAM_LOCUSTFILE
+    entries = read_journal(run_dir)
+    assert pending_changes(run_dir, entries) == []
+    samples = load_samples(run_dir / "samples")
+    assert len(samples) > 0 and set(samples["endpoint"]) == {"/cart"}
+    assert len(samples) <= len(paths) and set(paths) == {"/cart"}
+    # the VirtualService fault came and went; the Locust objects too: all as found
+    assert comparable(cluster) == before

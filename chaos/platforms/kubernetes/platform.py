@@ -50,7 +50,7 @@ from chaos.platforms.kubernetes.existing import (
     check_setup,
 )
 from chaos.platforms.kubernetes.faultops import ISTIOD, KubeFaultOps, demo_workload
-from chaos.platforms.kubernetes.manifests.locust import target_host
+from chaos.platforms.kubernetes.manifests.locust import USER_LOCUSTFILE_MAX_BYTES, target_host
 from chaos.platforms.kubernetes.tokens import default_idp_dir, mint_token
 from chaos.platforms.kubernetes.topology import KubeTopology
 from chaos.platforms.kubernetes.traffic import ClusterTraffic, TrafficTimings
@@ -136,14 +136,19 @@ class KubernetesPlatform:
         for index, setup in enumerate(experiment.setups):
             if setup not in {s.value for s in self.setups}:
                 problems.append(Problem(("setups", index), f"no setup {setup!r} on kubernetes"))
-        if experiment.traffic.locustfile is not None and self.ingress_url is None:
-            problems.append(
-                Problem(
-                    ("traffic", "locustfile"),
-                    "a user's own locustfile cannot run inside the cluster (it is not in the "
-                    f"traffic image); ${INGRESS_ENV} runs Locust on this machine instead",
+        own = experiment.traffic.locustfile
+        if own is not None and self.ingress_url is None:
+            # It goes to the Locust pods in the traffic ConfigMap: bounded in size.
+            size = own.stat().st_size if own.is_file() else 0
+            if size > USER_LOCUSTFILE_MAX_BYTES:
+                problems.append(
+                    Problem(
+                        ("traffic", "locustfile"),
+                        f"{size} bytes do not fit the traffic ConfigMap "
+                        f"(at most {USER_LOCUSTFILE_MAX_BYTES}); ${INGRESS_ENV} runs Locust "
+                        "on this machine instead",
+                    )
                 )
-            )
         return problems
 
     # -- connecting ----------------------------------------------------------------------
