@@ -595,3 +595,34 @@ def test_in_cluster_locust_runs_the_teams_locustfile_against_their_url(
     assert len(samples) <= len(paths) and set(paths) == {"/cart"}
     # the VirtualService fault came and went; the Locust objects too: all as found
     assert comparable(cluster) == before
+
+
+def test_the_dry_run_reads_the_team_workload_and_lists_its_calls_without_writing(
+    api: KubeApi, kubeconfig: Path, fake_server: Any, tmp_path: Path
+) -> None:
+    team_namespace(api, "istio-proxy")
+    api.create(
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService",
+            "metadata": {"name": "cart-routes", "namespace": TEAM},
+            "spec": {"hosts": ["cart-svc"], "http": [{"route": [{"destination": {"host": "x"}}]}]},
+        }
+    )
+    before = comparable(fake_server.cluster)
+    path = tmp_path / "team.yaml"
+    path.write_text(
+        SPEC.format(platform="kubernetes", namespace=TEAM)
+        + "  - type: crash\n    target: {namespace: shop, selector: {app: cart}, replica: 1}\n",
+        encoding="utf-8",
+    )
+    args = ["run", str(path), "--dry-run", "--kubeconfig", str(kubeconfig)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    pods = sorted(p.name for p in api.list_pods(TEAM))
+    vs_path = f"/apis/networking.istio.io/v1/namespaces/{TEAM}/virtualservices/cart-routes"
+    assert f"via PUT {vs_path} (the team's" in result.output
+    assert f"{pods[1]}/istio-proxy" in result.output  # replica 1: the second pod by name
+    assert "quitquitquit" in result.output
+    assert "nothing was touched (dry run)" in result.output
+    assert comparable(fake_server.cluster) == before

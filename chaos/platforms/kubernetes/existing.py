@@ -23,6 +23,7 @@ created in the team's namespace but the faults' own (journaled, reverted) change
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -172,6 +173,16 @@ def _name(obj: Mapping[str, Any]) -> str:
     return str(obj.get("metadata", {}).get("name", ""))
 
 
+def virtual_service_of(api: KubeApi, namespace: str, service: str) -> str | None:
+    """The team's VirtualService for ``service`` (one of its hosts names it), if any."""
+    host = f"{service}.{namespace}.svc.cluster.local"
+    aliases = {service, f"{service}.{namespace}", f"{service}.{namespace}.svc", host}
+    for vs in sorted(api.list_objects(VIRTUAL_SERVICE, namespace), key=_name):
+        if aliases & set(vs.get("spec", {}).get("hosts") or []):
+            return _name(vs)
+    return None
+
+
 class ExistingFaultOps(KubeFaultOps):
     """:class:`~.faultops.KubeFaultOps` on a team's pods: found by name, not by convention."""
 
@@ -184,6 +195,7 @@ class ExistingFaultOps(KubeFaultOps):
         target: ExistingTarget,
         ports: Mapping[str, int] | None = None,
         rollout_timeout_s: float = 120.0,
+        planned_virtual_services: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(
             setup,
@@ -194,6 +206,9 @@ class ExistingFaultOps(KubeFaultOps):
         )
         self.target = target
         self._ports = dict(ports or {})
+        #: A dry run's reading of the team's VirtualServices (service -> name), made
+        #: before planning: a planning writer has no cluster to read from.
+        self._planned_vs = dict(planned_virtual_services or {})
 
     def proxy_container(self) -> str:
         if self._setup == SIDECAR and self.target.container is not None:
@@ -221,6 +236,35 @@ class ExistingFaultOps(KubeFaultOps):
             )
         return super().http_fault_sites(pods, direction)
 
+    def _team_vs(self, service: str) -> str | None:
+        if self.planning:
+            return self._planned_vs.get(service)
+        return virtual_service_of(self.writer.api, self.namespace, service)
+
+    def _vs_site(self, service: str, source: Pod | None, direction: Direction) -> HttpFaultSite:
+        site = super()._vs_site(service, source, direction)
+        applied_by = (
+            "the service's waypoint" if self._setup == AMBIENT else "the client-side istio-proxies"
+        )
+        name = self._team_vs(service)
+        if name is not None:
+            mechanism = (
+                f"PUT {VIRTUAL_SERVICE.path(self.namespace, name)} (the team's; its hosts name "
+                f"{service}) with the whole spec.http list as read plus a fault on every route "
+                f"(applied by {applied_by})"
+            )
+            undo = "PUT spec.http back exactly as read before the fault"
+        else:
+            owned = f"sc-fault-{service}"
+            mechanism = (
+                f"POST {VIRTUAL_SERVICE.path(self.namespace)} (VirtualService {owned} of this "
+                f"run for {service}.{self.namespace}.svc.cluster.local, one route with the "
+                f"fault; applied by {applied_by})"
+            )
+            where = VIRTUAL_SERVICE.path(self.namespace, owned)
+            undo = f"DELETE {where} if it carries this run's mark"
+        return dataclasses.replace(site, mechanism=mechanism, undo=undo)
+
     def _vs_fault(self, target: Site, fault: dict[str, Any]) -> Change | None:
         service = target.service
         host = f"{service}.{self.namespace}.svc.cluster.local"
@@ -232,11 +276,7 @@ class ExistingFaultOps(KubeFaultOps):
             return builders.http_with_fault(routes, fault, source_labels=None)
 
         detail = f"fault {json.dumps(fault, sort_keys=True)}"
-        if self.planning:
-            return self.writer.set_field(
-                VIRTUAL_SERVICE, self.namespace, service, ("spec", "http"), build, detail=detail
-            )
-        found = self._virtual_service(service, host)
+        found = self._team_vs(service)
         if found is not None:
             return self.writer.set_field(
                 VIRTUAL_SERVICE, self.namespace, found, ("spec", "http"), build, detail=detail
@@ -248,14 +288,6 @@ class ExistingFaultOps(KubeFaultOps):
             "spec": {"hosts": [host], "http": build(None)},
         }
         return self.writer.create(manifest, detail="an HTTP fault")
-
-    def _virtual_service(self, service: str, host: str) -> str | None:
-        """The team's VirtualService for ``service`` (by its hosts), if one exists."""
-        aliases = {service, f"{service}.{self.namespace}", f"{service}.{self.namespace}.svc", host}
-        for vs in sorted(self.writer.api.list_objects(VIRTUAL_SERVICE, self.namespace), key=_name):
-            if aliases & set(vs.get("spec", {}).get("hosts") or []):
-                return _name(vs)
-        return None
 
     def http_faults_injected(self, site: HttpFaultSite) -> int:
         if self._setup == AMBIENT:
@@ -274,4 +306,5 @@ __all__ = [
     "check_setup",
     "detect_setup",
     "find_pods",
+    "virtual_service_of",
 ]

@@ -20,7 +20,7 @@ import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from chaos.platforms.kubernetes.existing import (
     ExistingTarget,
     build_workload,
     check_setup,
+    virtual_service_of,
 )
 from chaos.platforms.kubernetes.faultops import ISTIOD, KubeFaultOps, demo_workload
 from chaos.platforms.kubernetes.manifests.locust import USER_LOCUSTFILE_MAX_BYTES, target_host
@@ -312,6 +313,33 @@ class KubernetesPlatform:
         kube_setup = names.Setup(setup.value)
         writer = ClusterWriter(None, None, None, "dry-run", dry_run=True)
         return KubeFaultOps(kube_setup, demo_workload(kube_setup), writer)
+
+    def plan_ops_for(self, setup: Setup, extra: Mapping[str, str]) -> KubeFaultOps:
+        """:meth:`plan_ops` for an existing workload: its pods read (only read) from the cluster."""
+        existing = ExistingTarget.from_extra(extra)
+        if existing is None:
+            return self.plan_ops(setup)
+        kube_setup = names.Setup(setup.value)
+        api = self.connect()
+        try:
+            pods = check_setup(api, existing, kube_setup)
+            workload, ports = build_workload(api, existing, kube_setup, pods)
+            found = {
+                s: name
+                for s in workload.services
+                if (name := virtual_service_of(api, existing.namespace, s)) is not None
+            }
+        finally:
+            api.close()
+        writer = ClusterWriter(None, None, None, "dry-run", dry_run=True)
+        return ExistingFaultOps(
+            kube_setup,
+            workload,
+            writer,
+            target=existing,
+            ports=ports,
+            planned_virtual_services=found,
+        )
 
     def plan_traffic(self, setup: Setup, config: TrafficConfig) -> list[str]:
         """The calls one window's in-cluster Locust makes and their undo (``--dry-run``)."""
