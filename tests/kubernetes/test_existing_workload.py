@@ -626,3 +626,34 @@ def test_the_dry_run_reads_the_team_workload_and_lists_its_calls_without_writing
     assert "quitquitquit" in result.output
     assert "nothing was touched (dry run)" in result.output
     assert comparable(fake_server.cluster) == before
+
+
+def test_clean_restores_the_teams_virtual_service_after_the_runner_lost_track(
+    platform: KubernetesPlatform, api: KubeApi, fake_server: Any, tmp_path: Path
+) -> None:
+    team_namespace(api, "istio-proxy")
+    routes = [{"name": "all", "route": [{"destination": {"host": "cart-svc"}}], "timeout": "3s"}]
+    api.create(
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService",
+            "metadata": {"name": "cart-routes", "namespace": TEAM},
+            "spec": {"hosts": ["cart-svc.shop.svc.cluster.local"], "http": routes},
+        }
+    )
+    before = team_objects(fake_server.cluster)
+    run_dir = tmp_path / "run"
+    started = platform.start(
+        Setup.MESH, StartOptions(run_dir=run_dir, run_marker="r", extra=target_extra())
+    )
+    topology = started.__enter__()  # a runner that dies holding it: no revert of its own
+    ops = topology.ops
+    assert isinstance(ops, ExistingFaultOps)
+    (site,) = ops.http_fault_sites(list(ops.workload.pods), "inbound")
+    ops.set_http_fault(site, ABORT)
+    assert team_objects(fake_server.cluster) != before
+    lines = KubernetesPlatform(kubeconfig=platform.kubeconfig).clean(run_dir, [])
+    assert len(lines) == 1 and "cart-routes" in lines[0], lines
+    assert team_objects(fake_server.cluster) == before
+    started.__exit__(None, None, None)  # undoing again is safe
+    assert team_objects(fake_server.cluster) == before
