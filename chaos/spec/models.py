@@ -7,6 +7,7 @@ maps every error back to its line. Models are frozen and reject unknown keys.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -31,6 +32,12 @@ from chaos.spec.hypotheses import (
     check_hypotheses,
     check_repetitions,
     hypothesis_windows,
+)
+
+#: ``traffic.host``: a Service of the cluster, nothing outside it.
+IN_CLUSTER_URL = re.compile(
+    r"^http://[a-z0-9]([-a-z0-9]*[a-z0-9])?\.[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+    r"\.svc\.cluster\.local(:[0-9]{1,5})?/?$"
 )
 
 #: Key of the validation context holding the directory relative locustfiles resolve against.
@@ -69,17 +76,17 @@ class Traffic(SpecModel):
     locustfile: Path | None = None
     #: Kubernetes only: the team's own in-cluster URL to send the load to (default: the
     #: demo's frontend), ``http://<service>.<namespace>.svc.cluster.local[:port]``.
-    host: (
-        Annotated[
-            str,
-            Field(
-                max_length=253,
-                pattern=r"^http://[a-z0-9]([-a-z0-9]*[a-z0-9])?\.[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-                r"\.svc\.cluster\.local(:[0-9]{1,5})?/?$",
-            ),
-        ]
-        | None
-    ) = None
+    host: Annotated[str, Field(max_length=253)] | None = None
+
+    @field_validator("host")
+    @classmethod
+    def _in_cluster_host(cls, value: str | None) -> str | None:
+        if value is not None and not IN_CLUSTER_URL.match(value):
+            raise field_error(
+                "",
+                "must be an in-cluster URL, http://<service>.<namespace>.svc.cluster.local[:port]",
+            )
+        return value
 
     @field_validator("locustfile", mode="before")
     @classmethod

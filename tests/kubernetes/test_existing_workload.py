@@ -657,3 +657,52 @@ def test_clean_restores_the_teams_virtual_service_after_the_runner_lost_track(
     assert team_objects(fake_server.cluster) == before
     started.__exit__(None, None, None)  # undoing again is safe
     assert team_objects(fake_server.cluster) == before
+
+
+BASE = """\
+name: team
+platform: {platform}
+setups: [mesh]
+traffic:
+  users: 1
+  spawn_rate: 1
+  rate: 5
+  endpoints: [{{name: home, path: /}}]{traffic}
+faults:
+{faults}"""
+CART = "{namespace: shop, selector: {app: cart}}"
+
+
+@pytest.mark.parametrize(
+    ("platform_name", "traffic", "faults", "line", "message"),
+    [
+        ("kubernetes", "", "  - {type: abort, target: {selector: {app: cart}}}", 10,
+         "faults.0.target.namespace: a selector needs the namespace"),
+        ("kubernetes", "", "  - {type: abort, target: {namespace: shop}}", 10,
+         "faults.0.target.selector: an existing workload needs the labels"),
+        ("kubernetes", "", "  - {type: abort, target: {service: cart, container: envoy}}", 10,
+         "faults.0.target.container: names the proxy of an existing workload"),
+        ("kubernetes", "", f"  - {{type: cert-expiry, ttl: 1m, target: {CART}}}", 10,
+         "faults.0.type: cert-expiry cannot target an existing workload"),
+        ("kubernetes", "", f"  - {{type: abort, target: {CART}}}\n"
+         "  - {type: crash, target: {service: checkout}}", 11,
+         "faults.1.target: targets the demo workload while another"),
+        ("kubernetes", "", f"  - {{type: abort, target: {CART}}}\n"
+         "  - {type: crash, target: {namespace: shop, selector: {app: pay}}}", 11,
+         "faults.1.target: an experiment targets one existing workload"),
+        ("local", "\n  host: http://cart.shop.svc.cluster.local", "  - {type: crash, target: "
+         "{service: checkout}}", 9, "traffic.host: an in-cluster URL is for platform: kubernetes"),
+        ("kubernetes", "\n  host: http://example.com", f"  - {{type: abort, target: {CART}}}", 9,
+         "traffic.host: must be an in-cluster URL"),
+    ],
+)  # fmt: skip
+def test_every_spec_problem_of_an_existing_target_is_one_line_at_its_field(
+    tmp_path: Path, platform_name: str, traffic: str, faults: str, line: int, message: str
+) -> None:
+    path = tmp_path / "team.yaml"
+    text = BASE.format(platform=platform_name, traffic=traffic, faults=faults)
+    path.write_text(text + "\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2, result.output
+    assert f"{path}:{line}: {message}" in result.output, result.output
+    assert "Traceback" not in result.output
