@@ -32,10 +32,14 @@ check: lint typecheck test
 bench: install
 	$(BIN)/python -m chaos.bench
 
-# Needs docker, kind and istioctl (not available where this project is built and tested).
+# Needs docker, kind and istioctl (not available where this project is built and tested):
+# cluster up, the kind-marked tests, the game day on the cluster, cluster down.
 e2e-kind: install
 	$(BIN)/sidecar-chaos cluster up
 	$(BIN)/pytest -q -m kind tests/kubernetes; rc=$$?; \
+	if [ $$rc = 0 ]; then \
+	  $(BIN)/sidecar-chaos run experiments/gameday.yaml --set platform=kubernetes; rc=$$?; \
+	fi; \
 	$(BIN)/sidecar-chaos cluster down; exit $$rc
 
 # 30 minutes, a crash every minute: the runner's memory stays flat, no sample is lost

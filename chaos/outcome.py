@@ -27,13 +27,13 @@ from chaos import __version__
 from chaos.analysis import (
     BrokenWindow,
     FaultWindow,
-    RecordedWrites,
     SteadyState,
     analyze_run,
     write_results,
 )
 from chaos.analysis.adaptive import decisions_for, refuted_lines
 from chaos.analysis.model import FaultResult
+from chaos.engine.rounds import recorded_writes_of
 from chaos.engine.run import WindowRecord
 from chaos.platforms.base import Platform
 from chaos.report import HistoryStore, RunMeta, render_report, write_junit, write_meta
@@ -172,7 +172,7 @@ def finish(
     runs: list[FaultResult] = []
     refuted: list[str] = []
     if samples is not None and windows:
-        writes = RecordedWrites.from_ids(i for r in records for i in r.recorded_writes)
+        writes = recorded_writes_of(records)
         analysis = analyze_run(
             samples,
             windows,

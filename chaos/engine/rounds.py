@@ -16,7 +16,7 @@ as it runs it, so the decision before round ``k`` sees every window of rounds
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +27,13 @@ from chaos.spec import Experiment
 
 if TYPE_CHECKING:
     from chaos.engine.run import WindowKey, WindowRecord
+
+
+def recorded_writes_of(records: Sequence[WindowRecord]) -> RecordedWrites | None:
+    """Every window's recorded writes; None (not checked) when a window could not read them."""
+    if any(r.writes_unreadable for r in records):
+        return None
+    return RecordedWrites.from_ids(i for r in records for i in r.recorded_writes)
 
 
 def measured_so_far(
@@ -47,7 +54,7 @@ def measured_so_far(
         SteadyState(experiment.steady_state.max_error_rate, experiment.steady_state.max_p95_ms),
         experiment.timeline.recovered_for,
         counters=read_counters(run_dir),
-        recorded_writes=RecordedWrites.from_ids(i for r in records for i in r.recorded_writes),
+        recorded_writes=recorded_writes_of(records),
         resamples=200,
         seed=experiment.seed,
     )

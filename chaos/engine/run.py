@@ -90,6 +90,8 @@ class WindowRecord:
     #: The step the window was in; a broken window names the step it broke in.
     phase: str = "start"
     recorded_writes: list[str] = field(default_factory=list)
+    #: The platform could not read the recorded writes: the run's writes are not checked.
+    writes_unreadable: bool = False
 
 
 @dataclass(frozen=True)
@@ -297,7 +299,12 @@ class Engine:
         self._say(f"{record.key.label}: reverted")
 
     def _collect_writes(self, topology: RunningTopology, record: WindowRecord) -> None:
-        record.recorded_writes += topology.recorded_writes()
+        found = topology.recorded_writes()
+        if found is None:
+            record.writes_unreadable = True
+            self.journal.write("writes_unreadable", setup=record.key.setup)
+        else:
+            record.recorded_writes += found
 
     def _on_event(self, event: Event) -> None:
         self.journal.write(

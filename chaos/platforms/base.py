@@ -310,8 +310,12 @@ class RunningTopology(Protocol):
         """One reading of every proxy's counters the analysis uses (restarts included)."""
         ...
 
-    def recorded_writes(self) -> list[str]:
-        """The ids of the writes the workload recorded (lost and duplicated writes)."""
+    def recorded_writes(self) -> list[str] | None:
+        """The ids of the writes the workload recorded (lost and duplicated writes).
+
+        None when they could not be read: the run's writes are then not checked
+        (an empty list would count every acknowledged write as lost).
+        """
         ...
 
 

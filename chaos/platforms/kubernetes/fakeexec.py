@@ -11,7 +11,9 @@ Each pod's proxy is modelled as much as the platform reads and writes of it:
 * the kill commands the platform uses (``kill -TERM 1``, ``pilot-agent request POST
   quitquitquit``): the fake kubelet restarts the container (``restartCount`` + 1 in
   the pod's status, so a watch sees it) and the restarted proxy forgets its runtime
-  overrides, as Envoy does.
+  overrides, as Envoy does;
+* the demo app's ``GET /writes`` (the writes ``payments`` accepted), from
+  :attr:`FakePodExec.app_writes`.
 
 Anything else (another command, a pod that does not exist) fails as the real
 exec or port-forward would: a :class:`~chaos.errors.PlatformError`.
@@ -25,6 +27,7 @@ import urllib.parse
 from collections.abc import Callable, Sequence
 
 from chaos.errors import PlatformError
+from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.api import ExecInterrupted
 from chaos.platforms.kubernetes.fakeapi import ApiError, FakeCluster
 from chaos.platforms.local.envoy_faults import FAULT_KEYS
@@ -58,6 +61,9 @@ class FakePodExec:
         self._lock = threading.Lock()
         self.runtime: dict[tuple[str, str], dict[str, str]] = {}
         self.counters: dict[tuple[str, str], dict[str, int]] = {}
+        #: The writes each demo app accepted (its ``GET /writes`` on the app port); a pod
+        #: missing here refuses the connection, as an app that is down does.
+        self.app_writes: dict[tuple[str, str], list[str]] = {}
         #: Every call: ("exec", ns, pod, container, command) or ("http", ns, pod, method, path).
         self.calls: list[tuple[str, ...]] = []
 
@@ -95,6 +101,11 @@ class FakePodExec:
         with self._lock:
             self.calls.append(("http", namespace, pod, method, path))
         self._pod(namespace, pod)
+        if port == names.APP_PORT and method == "GET" and path == "/writes":
+            with self._lock:
+                ids = self.app_writes.get((namespace, pod))
+                if ids is not None:
+                    return json.dumps({"pod": pod, "count": len(ids), "ids": ids}).encode()
         if port != ADMIN_PORT:
             raise PlatformError(f"port-forward to {namespace}/{pod}:{port}: connection refused")
         url = urllib.parse.urlsplit(path)

@@ -52,6 +52,9 @@ __all__ = [
     "SIDECAR_CONTAINER",
     "TRAFFIC_NAMESPACE",
     "WAYPOINT_CLASS",
+    "WRITER_SERVICE",
+    "WRITES_DIR",
+    "WRITES_FILE",
     "Setup",
     "certs_secret_name",
     "deployment_name",
@@ -102,6 +105,11 @@ LABEL_TRAFFIC_ROLE: Final = "sidecar-chaos.dev/traffic-role"
 APP_IMAGE: Final = "sidecar-chaos/demo:dev"
 ENVOY_IMAGE: Final = "envoyproxy/envoy:v1.40-latest"
 APP_CONTAINER: Final = "app"
+#: The service that records the writes it accepts (lost and duplicated writes).
+WRITER_SERVICE: Final = "payments"
+#: Its writes file, on an emptyDir so a restarted app container still reports them.
+WRITES_DIR: Final = "/var/lib/sidecar-chaos/writes"
+WRITES_FILE: Final = f"{WRITES_DIR}/writes.jsonl"
 #: The plain-sidecar setup's proxy container (Istio's is ``istio-proxy``).
 SIDECAR_CONTAINER: Final = "envoy-sidecar"
 ISTIO_PROXY_CONTAINER: Final = "istio-proxy"

@@ -9,12 +9,13 @@ Ready condition that flips is ``ready``/``unready``, a new or deleted pod is
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from chaos.errors import PlatformError
+from chaos.errors import FaultError, PlatformError
 from chaos.platforms.base import (
     Event,
     EventCallback,
@@ -85,6 +86,7 @@ class KubeTopology:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._known: dict[str, PodState] = {}
+        self._writes_before: dict[str, int] = {}
         self._thread = threading.Thread(target=self._watch, name="kube-pod-watch", daemon=True)
 
     # -- RunningTopology -----------------------------------------------------------------
@@ -158,9 +160,37 @@ class KubeTopology:
             samples += [CounterSample(now, proxy, k, float(v)) for k, v in stats.items()]
         return samples
 
-    def recorded_writes(self) -> list[str]:
-        # The demo service records its writes in the pod's files; not collected here yet.
-        return []
+    def recorded_writes(self) -> list[str] | None:
+        """The writes ``payments`` recorded since this window's start (None: unreadable).
+
+        Each replica answers ``GET /writes`` (through a port-forward) with every write
+        it accepted since it was deployed, in order; the ids before the count read at
+        :meth:`start` belong to earlier windows.
+        """
+        try:
+            found = self._read_writes()
+        except (PlatformError, FaultError):  # no port-forward here, or an app is down
+            return None
+        ids: list[str] = []
+        for pod, written in found.items():
+            ids += written[self._writes_before.get(pod, 0) :]
+        return ids
+
+    def _read_writes(self) -> dict[str, list[str]]:
+        pods = self._api.list_pods(self._ops.namespace, {names.LABEL_APP: names.WRITER_SERVICE})
+        found: dict[str, list[str]] = {}
+        for pod in pods:
+            if pod.deleting:
+                continue
+            body = self._ops.writer.pod_exec.http(
+                pod.namespace, pod.name, names.APP_PORT, "GET", "/writes", 5.0
+            )
+            try:
+                ids = json.loads(body)["ids"]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise PlatformError(f"{pod.name}: GET /writes: not the demo's answer") from exc
+            found[pod.name] = [str(i) for i in ids]
+        return found
 
     # -- the watch -----------------------------------------------------------------------
 
@@ -168,6 +198,11 @@ class KubeTopology:
         """List the pods once (the baseline), then watch them in a thread."""
         for pod in self._api.list_pods(self._ops.namespace):
             self._known[pod.name] = pod
+        try:
+            self._writes_before = {p: len(ids) for p, ids in self._read_writes().items()}
+        except (PlatformError, FaultError):
+            # every id since deployment then comes back; earlier windows' match no request
+            self._writes_before = {}
         self._thread.start()
 
     def close(self) -> None:

@@ -175,6 +175,8 @@ def app_command(service: str, replica: int, setup: names.Setup) -> list[str]:
         "--listen",
         f"0.0.0.0:{names.APP_PORT}",
     ]
+    if service == names.WRITER_SERVICE:
+        argv += ["--writes-file", names.WRITES_FILE]
     upstream = names.CALLS[service]
     if upstream is None:
         return argv
@@ -202,9 +204,15 @@ def app_container(service: str, replica: int, setup: names.Setup) -> Manifest:
             "failureThreshold": 2,
         },
         "resources": _RESOURCES,
+        **(
+            {"volumeMounts": [{"name": _WRITES_VOLUME, "mountPath": names.WRITES_DIR}]}
+            if service == names.WRITER_SERVICE
+            else {}
+        ),
     }
 
 
+_WRITES_VOLUME = "writes"
 _CERTS_VOLUME = "certs"
 _JWKS_VOLUME = "jwks"
 _CERTS_SRC_VOLUME = "certs-src"
@@ -293,6 +301,8 @@ def deployment(service: str, replica: int, setup: names.Setup) -> Manifest:
         pod_spec["volumes"] = sidecar_volumes(
             names.envoy_configmap_name(service), names.certs_secret_name(service, replica)
         )
+    if service == names.WRITER_SERVICE:
+        pod_spec.setdefault("volumes", []).append({"name": _WRITES_VOLUME, "emptyDir": {}})
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
