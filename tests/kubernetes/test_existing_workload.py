@@ -147,6 +147,7 @@ def test_the_workload_is_the_teams_pods_found_by_their_labels(
         assert {p.node for p in topology.pods} == {"sidecar-chaos-worker"}
         assert ops.namespace == TEAM
         assert topology.journal_record()["namespace"] == TEAM
+        assert topology.recorded_writes() is None  # the demo's write log: not theirs to read
 
 
 @pytest.mark.parametrize(

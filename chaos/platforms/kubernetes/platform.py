@@ -237,6 +237,7 @@ class KubernetesPlatform:
                 ingress_url=self.ingress_url,
                 traffic=self._traffic_factory(kube_setup, writer, options, traffic_host),
                 traffic_host=traffic_host,
+                demo=existing is None,
             )
             topology.start()
             try:
