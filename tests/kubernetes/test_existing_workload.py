@@ -25,7 +25,7 @@ from chaos.engine.run import Engine, RunOptions
 from chaos.errors import FaultError, InputError
 from chaos.platforms.base import HttpFault, StartOptions
 from chaos.platforms.kubernetes import names
-from chaos.platforms.kubernetes.api import POD, VIRTUAL_SERVICE, KubeApi, PodState
+from chaos.platforms.kubernetes.api import POD, SERVICE, VIRTUAL_SERVICE, KubeApi, PodState
 from chaos.platforms.kubernetes.changes import pending_changes, read_ledger
 from chaos.platforms.kubernetes.existing import ExistingFaultOps, detect_setup
 from chaos.platforms.kubernetes.fakeapi import FakeCluster
@@ -139,7 +139,10 @@ def test_the_workload_is_the_teams_pods_found_by_their_labels(
     platform: KubernetesPlatform, api: KubeApi, fake_server: Any, tmp_path: Path
 ) -> None:
     team_namespace(api, "istio-proxy", hostname="sidecar-chaos-worker")
-    with running(platform, "mesh", tmp_path / "run", target_extra()) as (topology, ops):
+    extra = {**target_extra(), EXTRA_HOST: "http://cart-svc.shop.svc.cluster.local:9090"}
+    with running(platform, "mesh", tmp_path / "run", extra) as (topology, ops):
+        assert topology.ingress_url == "http://cart-svc.shop.svc.cluster.local:9090"
+        assert topology.hosted_traffic() is not None  # Locust in its own namespace
         live = sorted(p.name for p in api.list_pods(TEAM))
         assert [p.name for p in topology.pods] == live
         assert {p.service for p in topology.pods} == {"cart-svc"}  # the Service selecting them
@@ -240,6 +243,8 @@ def test_a_mesh_fault_creates_an_owned_virtual_service_and_removes_it(
     team_namespace(api, "native")
     before = team_objects(fake_server.cluster)
     with running(platform, "mesh", tmp_path / "run", target_extra()) as (_, ops):
+        with pytest.raises(FaultError, match="call graph"):
+            ops.http_fault_sites(list(ops.workload.pods), "outbound")
         (site,) = ops.http_fault_sites(list(ops.workload.pods), "inbound")
         assert set(site.affects) == {p.name for p in ops.workload.pods}
         ops.set_http_fault(site, ABORT)
@@ -308,16 +313,6 @@ def test_a_mesh_fault_patches_the_teams_own_virtual_service_and_restores_it_exac
         assert after is not None and after["spec"]["http"] == routes
         assert after["metadata"]["annotations"] == {"owner": "team-shop"}
     assert team_objects(fake_server.cluster) == before
-
-
-def test_an_outbound_mesh_fault_on_a_team_workload_is_refused(
-    platform: KubernetesPlatform, api: KubeApi, fake_server: Any, tmp_path: Path
-) -> None:
-    team_namespace(api, "istio-proxy")
-    with running(platform, "mesh", tmp_path / "run", target_extra()) as (_, ops):
-        pods = list(ops.workload.pods)
-        with pytest.raises(FaultError, match="call graph"):
-            ops.http_fault_sites(pods, "outbound")
 
 
 # -- a named sidecar ---------------------------------------------------------------------
@@ -440,16 +435,6 @@ def test_an_engine_run_against_the_team_workload_reverts_everything_it_journaled
     assert {e.data.get("namespace") for e in journal if e.kind == "topology_up"} == {TEAM}
     assert hosts == ["http://127.0.0.1:18080"] * 2  # the opt-out wins over traffic.host
     assert team_objects(fake_server.cluster) == before
-
-
-def test_the_team_url_is_the_in_cluster_load_target(
-    platform: KubernetesPlatform, api: KubeApi, fake_server: Any, tmp_path: Path
-) -> None:
-    team_namespace(api, "istio-proxy")
-    extra = {**target_extra(), EXTRA_HOST: "http://cart-svc.shop.svc.cluster.local:9090"}
-    with running(platform, "mesh", tmp_path / "run", extra) as (topology, _):
-        assert topology.ingress_url == "http://cart-svc.shop.svc.cluster.local:9090"
-        assert topology.hosted_traffic() is not None  # Locust in its own namespace
 
 
 # -- the spec, through the CLI -----------------------------------------------------------
@@ -612,8 +597,11 @@ def test_the_dry_run_reads_the_team_workload_and_lists_its_calls_without_writing
     )
     before = comparable(fake_server.cluster)
     path = tmp_path / "team.yaml"
+    text = SPEC.format(platform="kubernetes", namespace=TEAM).replace(
+        "faults:", "  host: http://cart-svc.shop.svc.cluster.local:9090\nfaults:"
+    )
     path.write_text(
-        SPEC.format(platform="kubernetes", namespace=TEAM)
+        text
         + "  - type: crash\n    target: {namespace: shop, selector: {app: cart}, replica: 1}\n",
         encoding="utf-8",
     )
@@ -707,3 +695,60 @@ def test_every_spec_problem_of_an_existing_target_is_one_line_at_its_field(
     assert result.exit_code == 2, result.output
     assert f"{path}:{line}: {message}" in result.output, result.output
     assert "Traceback" not in result.output
+
+
+def test_an_existing_target_without_its_url_is_refused_at_traffic(
+    tmp_path: Path, kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SIDECAR_CHAOS_KUBE_INGRESS", raising=False)
+    path = tmp_path / "team.yaml"
+    path.write_text(SPEC.format(platform="kubernetes", namespace=TEAM), encoding="utf-8")
+    args = ["run", str(path), "--dry-run", "--kubeconfig", str(kubeconfig)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert f"{path}:4: traffic: the faults target pods app=cart in shop" in result.output
+
+
+def test_an_ambient_http_fault_needs_a_waypoint_for_the_service(
+    platform: KubernetesPlatform, api: KubeApi, fake_server: Any, tmp_path: Path
+) -> None:
+    team_namespace(api, "", ambient=True)
+    with running(platform, "ambient", tmp_path / "a", target_extra()) as (_, ops):
+        pods = list(ops.workload.pods)
+        with pytest.raises(FaultError, match="cart-svc has none"):
+            ops.http_fault_sites(pods, "inbound")
+
+    def label(obj: dict[str, Any]) -> dict[str, Any]:
+        obj["metadata"].setdefault("labels", {})["istio.io/use-waypoint"] = "cart-waypoint"
+        return obj
+
+    api.update(SERVICE, TEAM, "cart-svc", label)
+    before = team_objects(fake_server.cluster)
+    with running(platform, "ambient", tmp_path / "b", target_extra()) as (_, ops):
+        (site,) = ops.http_fault_sites(list(ops.workload.pods), "inbound")
+        assert "waypoint" in site.mechanism
+        ops.set_http_fault(site, ABORT)
+        assert [v["metadata"]["name"] for v in api.list_objects(VIRTUAL_SERVICE, TEAM)] == [
+            "sc-fault-cart-svc"
+        ]
+        ops.clear_http_fault(site)
+    assert team_objects(fake_server.cluster) == before
+
+
+def test_a_mesh_crash_of_a_native_sidecar_counts_its_init_container_restarts(
+    platform: KubernetesPlatform,
+    api: KubeApi,
+    fake_server: Any,
+    pod_exec: FakePodExec,
+    tmp_path: Path,
+) -> None:
+    team_namespace(api, "native")
+    with running(platform, "mesh", tmp_path / "run", target_extra()) as (_, ops):
+        pod = ops.workload.pods[0]
+        (target,) = ops.crash_targets([pod], None)
+        ops.kill_proxy(target)
+        command = "pilot-agent request POST quitquitquit"
+        assert ("exec", TEAM, pod.name, "istio-proxy", command) in pod_exec.calls
+        assert ops.proxy_restarts(target) == 1
+        raw = api.get(POD, TEAM, pod.name) or {}
+        assert raw["status"]["initContainerStatuses"][0]["restartCount"] == 1

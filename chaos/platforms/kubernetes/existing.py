@@ -49,6 +49,9 @@ from chaos.spec.models import EXTRA_HOST, EXTRA_TARGET
 
 #: Istio's label (namespace or pod) putting a workload in the ambient data plane.
 DATAPLANE_MODE = "istio.io/dataplane-mode"
+#: Istio's label (namespace or Service) sending a service's traffic through a waypoint,
+#: the only place an ambient data plane applies an HTTP (L7) fault.
+USE_WAYPOINT = "istio.io/use-waypoint"
 SERVICE_LABELS = ("app.kubernetes.io/name", "app")
 
 
@@ -169,6 +172,19 @@ def build_workload(
     return Workload(setup=SpecSetup(setup.value), pods=built), ports
 
 
+def services_with_waypoint(api: KubeApi, namespace: str, services: Sequence[str]) -> set[str]:
+    """Which of ``services`` an ambient waypoint serves (``istio.io/use-waypoint``)."""
+    ns = api.get(NAMESPACE, None, namespace) or {}
+    if (ns.get("metadata", {}).get("labels") or {}).get(USE_WAYPOINT):
+        return set(services)
+    found = set()
+    for service in services:
+        obj = api.get(SERVICE, namespace, service) or {}
+        if (obj.get("metadata", {}).get("labels") or {}).get(USE_WAYPOINT):
+            found.add(service)
+    return found
+
+
 def _name(obj: Mapping[str, Any]) -> str:
     return str(obj.get("metadata", {}).get("name", ""))
 
@@ -196,6 +212,7 @@ class ExistingFaultOps(KubeFaultOps):
         ports: Mapping[str, int] | None = None,
         rollout_timeout_s: float = 120.0,
         planned_virtual_services: Mapping[str, str] | None = None,
+        waypoints: set[str] | None = None,
     ) -> None:
         super().__init__(
             setup,
@@ -209,6 +226,8 @@ class ExistingFaultOps(KubeFaultOps):
         #: A dry run's reading of the team's VirtualServices (service -> name), made
         #: before planning: a planning writer has no cluster to read from.
         self._planned_vs = dict(planned_virtual_services or {})
+        #: Ambient: the services a waypoint serves (read as the window starts).
+        self._waypoints = set(waypoints or ())
 
     def proxy_container(self) -> str:
         if self._setup == SIDECAR and self.target.container is not None:
@@ -234,6 +253,13 @@ class ExistingFaultOps(KubeFaultOps):
                 "an outbound fault in a mesh needs the workload's call graph: on an existing "
                 "workload, target the called service's pods with an inbound fault"
             )
+        if self._setup == AMBIENT:
+            missing = sorted({p.service for p in pods} - self._waypoints)
+            if missing:
+                raise FaultError(
+                    f"ambient applies HTTP faults at a waypoint, and {', '.join(missing)} has "
+                    f"none ({USE_WAYPOINT} on its Service or namespace)"
+                )
         return super().http_fault_sites(pods, direction)
 
     def _team_vs(self, service: str) -> str | None:
@@ -306,5 +332,6 @@ __all__ = [
     "check_setup",
     "detect_setup",
     "find_pods",
+    "services_with_waypoint",
     "virtual_service_of",
 ]

@@ -48,6 +48,7 @@ from chaos.platforms.kubernetes.existing import (
     ExistingTarget,
     build_workload,
     check_setup,
+    services_with_waypoint,
     virtual_service_of,
 )
 from chaos.platforms.kubernetes.faultops import ISTIOD, KubeFaultOps, demo_workload
@@ -137,6 +138,15 @@ class KubernetesPlatform:
         for index, setup in enumerate(experiment.setups):
             if setup not in {s.value for s in self.setups}:
                 problems.append(Problem(("setups", index), f"no setup {setup!r} on kubernetes"))
+        existing = next((f.target for f in experiment.faults if f.target.existing), None)
+        if existing is not None and experiment.traffic.host is None and self.ingress_url is None:
+            problems.append(
+                Problem(
+                    ("traffic",),
+                    f"the faults target {existing.describe()}: traffic.host names their "
+                    "in-cluster URL (the demo's frontend is not theirs)",
+                )
+            )
         own = experiment.traffic.locustfile
         if own is not None and self.ingress_url is None:
             # It goes to the Locust pods in the traffic ConfigMap: bounded in size.
@@ -209,6 +219,7 @@ class KubernetesPlatform:
                     target=existing,
                     ports=ports,
                     rollout_timeout_s=self.rollout_timeout_s,
+                    waypoints=services_with_waypoint(api, namespace, workload.services),
                 )
             else:
                 ops = KubeFaultOps(
@@ -330,6 +341,7 @@ class KubernetesPlatform:
                 for s in workload.services
                 if (name := virtual_service_of(api, existing.namespace, s)) is not None
             }
+            waypoints = services_with_waypoint(api, existing.namespace, workload.services)
         finally:
             api.close()
         writer = ClusterWriter(None, None, None, "dry-run", dry_run=True)
@@ -340,6 +352,7 @@ class KubernetesPlatform:
             target=existing,
             ports=ports,
             planned_virtual_services=found,
+            waypoints=waypoints,
         )
 
     def plan_traffic(self, setup: Setup, config: TrafficConfig) -> list[str]:
