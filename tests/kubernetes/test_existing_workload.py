@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from chaos.cli import app
 from chaos.engine.run import Engine, RunOptions
-from chaos.errors import FaultError, InputError
+from chaos.errors import FaultError, InputError, StartupError
 from chaos.platforms.base import HttpFault, StartOptions
 from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.api import POD, SERVICE, VIRTUAL_SERVICE, KubeApi, PodState
@@ -151,6 +151,7 @@ def test_the_workload_is_the_teams_pods_found_by_their_labels(
         assert ops.namespace == TEAM
         assert topology.journal_record()["namespace"] == TEAM
         assert topology.recorded_writes() is None  # the demo's write log: not theirs to read
+        assert topology.journal_record()["target"] == "shop pods app=cart,team=shop"
 
 
 @pytest.mark.parametrize(
@@ -216,6 +217,27 @@ def test_a_setup_mismatch_is_one_line_before_anything_changes(
     assert team_objects(fake_server.cluster) == before
     assert pod_exec.calls == []
     assert read_ledger(tmp_path / "run") == ([], [])
+
+
+def test_a_team_pod_that_is_not_ready_stops_the_start(
+    kubeconfig: Path, api: KubeApi, fake_server: Any, pod_exec: FakePodExec, tmp_path: Path
+) -> None:
+    team_namespace(api, "istio-proxy")
+    cluster: FakeCluster = fake_server.cluster
+    pods = cluster.resources[("v1", "pods")]
+    name = sorted(p.name for p in api.list_pods(TEAM))[0]
+    obj = cluster.get(pods, TEAM, name)
+    obj["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
+    cluster.replace(pods, TEAM, name, obj, status_only=True)
+    impatient = KubernetesPlatform(
+        kubeconfig=kubeconfig, pod_exec=lambda _api: pod_exec, ready_timeout_s=0.3
+    )
+    with (
+        pytest.raises(StartupError, match=f"pods not ready after 0.3 s: {name}"),
+        running(impatient, "mesh", tmp_path / "run", target_extra()),
+    ):
+        pass
+    assert pod_exec.calls == []
 
 
 def test_a_missing_namespace_or_no_matching_pod_is_an_input_error(

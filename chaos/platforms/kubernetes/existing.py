@@ -41,7 +41,7 @@ from chaos.platforms.kubernetes.api import (
     KubeApi,
     PodState,
 )
-from chaos.platforms.kubernetes.changes import Change
+from chaos.platforms.kubernetes.changes import Change, ClusterWriter
 from chaos.platforms.kubernetes.faultops import KubeFaultOps
 from chaos.platforms.kubernetes.opsbase import AMBIENT, FAULT_SUFFIXES, SIDECAR, Site
 from chaos.spec import Setup as SpecSetup
@@ -70,12 +70,6 @@ class ExistingTarget:
     def describe(self) -> str:
         labels = ",".join(f"{k}={v}" for k, v in self.selector)
         return f"{self.namespace} pods {labels}"
-
-    def to_extra(self) -> str:
-        return json.dumps(
-            {"namespace": self.namespace, "selector": self.labels, "container": self.container},
-            sort_keys=True,
-        )
 
     @classmethod
     def of(
@@ -206,7 +200,7 @@ class ExistingFaultOps(KubeFaultOps):
         self,
         setup: names.Setup,
         workload: Workload,
-        writer: Any,
+        writer: ClusterWriter,
         *,
         target: ExistingTarget,
         ports: Mapping[str, int] | None = None,

@@ -33,6 +33,7 @@ from chaos.platforms.kubernetes.api import (
     KubeApi,
     KubePodExec,
     PodExec,
+    PodState,
 )
 from chaos.platforms.kubernetes.changes import (
     ChangeLedger,
@@ -193,9 +194,8 @@ class KubernetesPlatform:
             if existing is not None:
                 # The team's own pods: found by their labels, the setup checked against them.
                 namespace = existing.namespace
-                workload, ports = build_workload(
-                    api, existing, kube_setup, check_setup(api, existing, kube_setup)
-                )
+                pods = self._wait_ready_existing(api, existing, kube_setup)
+                workload, ports = build_workload(api, existing, kube_setup, pods)
             else:
                 if api.get(NAMESPACE, None, namespace) is None:
                     raise InputError(
@@ -237,6 +237,8 @@ class KubernetesPlatform:
                 "run_id": run_id,
                 "ledger": ledger.path.name,
             }
+            if existing is not None:
+                record["target"] = existing.describe()
             topology = KubeTopology(
                 kube_setup,
                 workload,
@@ -320,6 +322,23 @@ class KubernetesPlatform:
         raise StartupError(
             f"{namespace}: pods not ready after {self.ready_timeout_s:g} s: {', '.join(missing)}"
         )
+
+    def _wait_ready_existing(
+        self, api: KubeApi, target: ExistingTarget, setup: names.Setup
+    ) -> list[PodState]:
+        """A team's pods, once every one is ready (the setup checked on each reading)."""
+        deadline = time.monotonic() + self.ready_timeout_s
+        while True:
+            pods = check_setup(api, target, setup)
+            waiting = [p.name for p in pods if not p.ready]
+            if not waiting:
+                return pods
+            if time.monotonic() >= deadline:
+                raise StartupError(
+                    f"{target.describe()}: pods not ready after {self.ready_timeout_s:g} s: "
+                    f"{', '.join(waiting)}"
+                )
+            time.sleep(0.5)
 
     def plan_ops(self, setup: Setup) -> KubeFaultOps:
         kube_setup = names.Setup(setup.value)
