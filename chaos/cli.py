@@ -394,6 +394,7 @@ def run(
 
 def describe_plan(experiment: Experiment, platform: Platform) -> list[str]:
     """What a run will touch, in which order, and how each change is undone (no side effects)."""
+    from chaos.engine.preflight import plan_ops
     from chaos.engine.run import schedule, traffic_config
     from chaos.faults.plans import plan_offline
     from chaos.platforms.base import PlansTraffic
@@ -424,7 +425,9 @@ def describe_plan(experiment: Experiment, platform: Platform) -> list[str]:
                 f"every {setup} window's load (created as the window starts, deleted as it ends):"
             )
             lines += [f"       {line}" for line in platform.plan_traffic(Setup(setup), load)]
-    ops: dict[str, FaultOps] = {s: platform.plan_ops(Setup(s)) for s in experiment.setups}
+    ops: dict[str, FaultOps] = {
+        s: plan_ops(platform, experiment, Setup(s)) for s in experiment.setups
+    }
     for number, key in enumerate(schedule(experiment), start=1):
         lines.append(f"{number:3d}. {key.label}")
         spec = experiment.faults[key.fault_index]

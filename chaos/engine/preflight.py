@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol, runtime_checkable
 
 from chaos.faults.base import target_problems
-from chaos.platforms.base import Platform, Problem
+from chaos.platforms.base import FaultOps, Platform, Problem
 from chaos.spec import Experiment, Setup
+from chaos.spec.models import start_extra
+
+
+@runtime_checkable
+class PlansWithOptions(Protocol):
+    """A platform whose dry run needs what a window's start is told (an existing workload)."""
+
+    def plan_ops_for(self, setup: Setup, extra: Mapping[str, str]) -> FaultOps: ...
+
+
+def plan_ops(platform: Platform, experiment: Experiment, setup: Setup) -> FaultOps:
+    """The dry run's fault mechanisms of ``setup``, told what a window's start is told."""
+    extra = start_extra(experiment, experiment.faults[0])
+    if extra and isinstance(platform, PlansWithOptions):
+        return platform.plan_ops_for(setup, extra)
+    return platform.plan_ops(setup)
 
 
 def platform_checks(platform: Platform) -> Callable[[Experiment], Sequence[Problem]]:

@@ -34,6 +34,7 @@ from chaos.rundir.journal import Journal
 from chaos.rundir.writes import RecordedWrites
 from chaos.spec import CertExpiryFault, Experiment, Setup, StopCondition
 from chaos.spec import Fault as FaultSpec
+from chaos.spec.models import start_extra
 from chaos.traffic import Endpoint, LiveStats, TrafficConfig, TrafficRun
 from chaos.traffic.base import Traffic, TrafficFactory
 from chaos.traffic.config import LOOPBACK
@@ -350,6 +351,7 @@ class Engine:
             connection_lifetime_s=lifetime,
             run_marker=self.marker,
             record=self.journal.write,
+            extra=start_extra(self.experiment, spec),
         )
 
     def _traffic_config(

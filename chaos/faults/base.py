@@ -101,6 +101,8 @@ def target_problems(experiment: Experiment, workload: Callable[[Setup], Workload
         for setup in experiment.setups:
             if fault.target.setups is not None and setup not in fault.target.setups:
                 continue
+            if fault.target.existing:
+                break  # an existing workload's pods are found (and checked) as a window starts
             _, problem = _selection(workload(setup), fault.target)
             if problem is not None:
                 at: tuple[str | int, ...] = ("faults", index, "target", problem[0])

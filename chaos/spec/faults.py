@@ -6,6 +6,7 @@ it will do (``summary()``), which the dry-run plan and the report reuse.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
@@ -14,6 +15,14 @@ from chaos.spec._base import Int, Percent, SetupName, Share, Slug, SpecModel, fi
 from chaos.spec.durations import CertLifetime, Duration, NonNegativeDuration, format_duration
 
 Direction = Literal["inbound", "outbound"]
+
+#: A Kubernetes label key (``app``, ``app.kubernetes.io/name``) and value.
+LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+#: Namespaces a fault never targets.
+REFUSED_NAMESPACES = ("kube-system",)
 
 
 class Target(SpecModel):
@@ -29,22 +38,68 @@ class Target(SpecModel):
     node: Slug | None = None
     #: Narrow the fault to some of the experiment's setups (default: all of them).
     setups: Annotated[tuple[SetupName, ...], Field(min_length=1)] | None = None
+    #: Kubernetes only: the team's own workload instead of the demo (an existing one).
+    namespace: Slug | None = None
+    #: The labels its pods carry (with ``namespace``).
+    selector: dict[str, str] | None = None
+    #: The proxy container of a plain sidecar setup (an Envoy whose admin port is 15000).
+    container: Slug | None = None
+
+    @property
+    def existing(self) -> bool:
+        """Whether the target is an existing workload (``namespace`` + ``selector``)."""
+        return self.namespace is not None
 
     @model_validator(mode="after")
     def _one_selector(self) -> Target:
         if self.replica is not None and self.share is not None:
             raise field_error("share", "replica and share exclude each other; give one")
-        if self.service is None and self.node is None:
+        self._check_existing()
+        if self.service is None and self.node is None and not self.existing:
             raise field_error("service", "a target needs a service or a node")
-        if self.service is None and (self.replica is not None or self.share is not None):
+        narrows = self.replica is not None or self.share is not None
+        if self.service is None and narrows and not self.existing:
             at = "replica" if self.replica is not None else "share"
             raise field_error(at, "replica and share select pods of a service; name the service")
         if self.setups is not None and len(set(self.setups)) != len(self.setups):
             raise field_error("setups", "lists a setup twice")
         return self
 
+    def _check_existing(self) -> None:
+        if self.namespace in REFUSED_NAMESPACES:
+            raise field_error("namespace", f"{self.namespace} is never targeted")
+        for key, value in (self.selector or {}).items():
+            if len(key) > 253 or not LABEL_KEY.match(key):
+                raise field_error(f"selector.{key}", "is not a Kubernetes label key")
+            if len(value) > 63 or not LABEL_VALUE.match(value):
+                raise field_error(f"selector.{key}", f"{value!r} is not a Kubernetes label value")
+        if self.selector is not None and not 1 <= len(self.selector) <= 20:
+            raise field_error("selector", "needs 1 to 20 labels")
+        if self.namespace is not None and self.selector is None:
+            raise field_error("selector", "an existing workload needs the labels of its pods")
+        if self.selector is not None and self.namespace is None:
+            raise field_error("namespace", "a selector needs the namespace of its pods")
+        if self.container is not None and self.namespace is None:
+            raise field_error("container", "names the proxy of an existing workload (namespace)")
+        if self.existing and self.service is not None:
+            raise field_error(
+                "service", "an existing workload is named by its selector, not by service"
+            )
+        if self.existing and self.node is not None:
+            raise field_error("node", "an existing workload is named by its selector, not by node")
+
     def describe(self) -> str:
         """``checkout replica 0``, ``30% of checkout pods``, ``every pod on node-1``."""
+        if self.existing:
+            labels = ",".join(f"{k}={v}" for k, v in sorted((self.selector or {}).items()))
+            where = f"pods {labels} in {self.namespace}"
+            if self.replica is not None:
+                where = f"replica {self.replica} of {where}"
+            elif self.share is not None:
+                where = f"{self.share * 100:g}% of {where}"
+            if self.setups is not None:
+                where += f" ({', '.join(self.setups)} only)"
+            return where
         if self.service is None:
             where = f"every pod on {self.node}"
         elif self.replica is not None:

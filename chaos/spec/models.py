@@ -6,6 +6,8 @@ maps every error back to its line. Models are frozen and reject unknown keys.
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -30,6 +32,12 @@ from chaos.spec.hypotheses import (
     check_hypotheses,
     check_repetitions,
     hypothesis_windows,
+)
+
+#: ``traffic.host``: a Service of the cluster, nothing outside it.
+IN_CLUSTER_URL = re.compile(
+    r"^http://[a-z0-9]([-a-z0-9]*[a-z0-9])?\.[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+    r"\.svc\.cluster\.local(:[0-9]{1,5})?/?$"
 )
 
 #: Key of the validation context holding the directory relative locustfiles resolve against.
@@ -66,6 +74,19 @@ class Traffic(SpecModel):
     endpoints: Annotated[tuple[Endpoint, ...], Field(min_length=1)] | None = None
     #: The user's own locustfile instead of ``endpoints``; relative to the experiment file.
     locustfile: Path | None = None
+    #: Kubernetes only: the team's own in-cluster URL to send the load to (default: the
+    #: demo's frontend), ``http://<service>.<namespace>.svc.cluster.local[:port]``.
+    host: Annotated[str, Field(max_length=253)] | None = None
+
+    @field_validator("host")
+    @classmethod
+    def _in_cluster_host(cls, value: str | None) -> str | None:
+        if value is not None and not IN_CLUSTER_URL.match(value):
+            raise field_error(
+                "",
+                "must be an in-cluster URL, http://<service>.<namespace>.svc.cluster.local[:port]",
+            )
+        return value
 
     @field_validator("locustfile", mode="before")
     @classmethod
@@ -95,6 +116,77 @@ class Traffic(SpecModel):
                 if name in names[:i]:
                     raise field_error(f"endpoints.{i}.name", f'endpoint "{name}" is named twice')
         return self
+
+
+#: The fault types an existing workload can take (the others change its identity or
+#: control plane, which the tool does only in the demo's namespaces).
+EXISTING_FAULT_TYPES = ("latency", "abort", "crash")
+
+
+def check_existing_targets(experiment: Experiment) -> None:
+    """An existing workload is a Kubernetes target; one per experiment; its faults only."""
+    first = None
+    for i, fault in enumerate(experiment.faults):
+        target = fault.target
+        if not target.existing:
+            if first is not None:
+                raise field_error(
+                    f"faults.{i}.target",
+                    "targets the demo workload while another fault targets an existing one; "
+                    "an experiment targets one of them",
+                )
+            continue
+        if experiment.platform != "kubernetes":
+            raise field_error(
+                f"faults.{i}.target.namespace",
+                "an existing workload is a Kubernetes target (platform: kubernetes)",
+            )
+        if fault.type not in EXISTING_FAULT_TYPES:
+            raise field_error(
+                f"faults.{i}.type",
+                f"{fault.type} cannot target an existing workload "
+                f"(only {', '.join(EXISTING_FAULT_TYPES)})",
+            )
+        key = (target.namespace, target.selector, target.container)
+        if first is None:
+            if i > 0:
+                raise field_error(
+                    f"faults.{i}.target",
+                    "targets an existing workload while another fault targets the demo one; "
+                    "an experiment targets one of them",
+                )
+            first = key
+        elif key != first:
+            raise field_error(
+                f"faults.{i}.target",
+                "an experiment targets one existing workload: namespace, selector and "
+                "container as in the first fault",
+            )
+    if experiment.traffic.host is not None and experiment.platform != "kubernetes":
+        raise field_error("traffic.host", "an in-cluster URL is for platform: kubernetes")
+
+
+#: Keys of a platform's start options (``StartOptions.extra``) for an existing workload.
+EXTRA_TARGET = "kubernetes.existing_target"
+EXTRA_HOST = "kubernetes.traffic_host"
+
+
+def start_extra(experiment: Experiment, fault: Fault) -> dict[str, str]:
+    """What a platform is told beyond the setup: an existing target, the load's own URL."""
+    extra: dict[str, str] = {}
+    target = fault.target
+    if target.existing:
+        extra[EXTRA_TARGET] = json.dumps(
+            {
+                "namespace": target.namespace,
+                "selector": dict(target.selector or {}),
+                "container": target.container,
+            },
+            sort_keys=True,
+        )
+    if experiment.traffic.host is not None:
+        extra[EXTRA_HOST] = experiment.traffic.host.rstrip("/")
+    return extra
 
 
 class SteadyState(SpecModel):
@@ -190,6 +282,7 @@ class Experiment(SpecModel):
                         f"faults.{i}.target.setups.{j}",
                         f"{setup} is not one of the experiment's setups ({', '.join(self.setups)})",
                     )
+        check_existing_targets(self)
         names = self.fault_names()
         for i, name in enumerate(names):
             if name in names[:i]:

@@ -186,12 +186,9 @@ class TrafficConfig:
                 f"(one per Locust process), got {self.max_in_flight!r}"
             )
         if self.locustfile is not None:
-            if self.network == CLUSTER:
-                raise InputError(
-                    f"locustfile {self.locustfile}: a user's own locustfile cannot run inside "
-                    "the cluster yet (it is not in the traffic image); use the built-in users"
-                )
-            if not self.locustfile.is_file():
+            # In the cluster the platform ships the file (a ConfigMap): the pods' copy is
+            # not on this machine.
+            if self.network != CLUSTER and not self.locustfile.is_file():
                 raise InputError(f"locustfile not found: {self.locustfile}")
         elif not self.endpoints:
             raise InputError("traffic needs endpoints or a locustfile")

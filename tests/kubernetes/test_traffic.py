@@ -112,11 +112,26 @@ def test_local_traffic_keeps_to_loopback() -> None:
         _cfg("http://127.0.0.1:1", network="internet")
 
 
-def test_a_user_locustfile_cannot_go_into_the_cluster(tmp_path: Path) -> None:
+def test_a_user_locustfile_goes_into_the_cluster_in_the_traffic_config_map(
+    tmp_path: Path,
+) -> None:
     own = tmp_path / "mine.py"
-    own.write_text("")
-    with pytest.raises(InputError, match="cannot run inside"):
-        _cfg(f"http://{FRONTEND}", locustfile=own, network=CLUSTER, endpoints=())
+    own.write_text("from locust import HttpUser\n")
+    config = _cfg(f"http://{FRONTEND}", locustfile=own, network=CLUSTER, endpoints=())
+    writer = ClusterWriter(None, None, None, "dry-run", dry_run=True)
+    traffic = ClusterTraffic(config, setup=names.Setup.MESH, writer=writer)
+    [config_map] = [o for o in traffic.objects() if o["kind"] == "ConfigMap"]
+    assert config_map["data"]["locustfile.py"] == "from locust import HttpUser\n"
+    pod_config = TrafficConfig.from_json(config_map["data"]["traffic-config.json"])
+    assert str(pod_config.locustfile) == "/etc/sidecar-chaos/traffic/locustfile.py"
+    [job] = [o for o in traffic.objects() if o["kind"] == "Job"]
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[command.index("-f") + 1] == (
+        "/opt/sidecar-chaos/chaos/traffic/attach.py,/etc/sidecar-chaos/traffic/locustfile.py"
+    )
+    own.write_text("#" * (256 * 1024 + 1))
+    with pytest.raises(InputError, match="do not fit the traffic ConfigMap"):
+        ClusterTraffic(config, setup=names.Setup.MESH, writer=writer)
 
 
 def _chunk(t: list[float]) -> bytes:
@@ -600,7 +615,7 @@ def test_a_locust_pod_that_ends_or_cannot_start_breaks_the_window(
     assert _traffic_objects(api) == {k.kind: [] for k in TRAFFIC_KINDS}
 
 
-def test_a_user_locustfile_is_refused_for_the_cluster_before_anything_starts(
+def test_a_user_locustfile_too_big_for_the_config_map_is_refused_before_anything_starts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(INGRESS_ENV, raising=False)
@@ -614,7 +629,9 @@ def test_a_user_locustfile_is_refused_for_the_cluster_before_anything_starts(
         "faults: [{type: crash, name: c, target: {service: checkout, replica: 0}}]\n"
     )
     experiment = load_experiment(path)
+    assert KubernetesPlatform().validate(experiment) == []  # shipped in the ConfigMap
+    own.write_text("#" * (256 * 1024 + 1))
     [problem] = KubernetesPlatform().validate(experiment)
-    assert problem.at == ("traffic", "locustfile") and "inside the cluster" in problem.message
+    assert problem.at == ("traffic", "locustfile") and "ConfigMap" in problem.message
     opted_out = KubernetesPlatform(ingress_url="http://127.0.0.1:18080")
     assert opted_out.validate(experiment) == []

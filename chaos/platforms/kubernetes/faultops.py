@@ -88,7 +88,7 @@ class KubeFaultOps(IdentityOps):
         return sites
 
     def _runtime_site(self, pod: Pod, direction: Direction) -> HttpFaultSite:
-        proxy = f"{pod.name}/{names.SIDECAR_CONTAINER}"
+        proxy = f"{pod.name}/{self.proxy_container()}"
         self._sites[proxy] = Site("runtime", pod=pod)
         return HttpFaultSite(
             proxy=proxy,
@@ -157,7 +157,7 @@ class KubeFaultOps(IdentityOps):
             undo = fault_runtime_values(site.direction, None)
             pod_name = target.pod.name if self.planning else self.live(target.pod).name
             change = self.writer.runtime(
-                self.namespace, pod_name, names.SIDECAR_CONTAINER, names.ADMIN_PORT, values, undo
+                self.namespace, pod_name, self.proxy_container(), names.ADMIN_PORT, values, undo
             )
         else:
             istio = builders.istio_fault(

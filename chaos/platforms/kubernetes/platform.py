@@ -20,7 +20,7 @@ import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from chaos.platforms.kubernetes.api import (
     KubeApi,
     KubePodExec,
     PodExec,
+    PodState,
 )
 from chaos.platforms.kubernetes.changes import (
     ChangeLedger,
@@ -43,14 +44,23 @@ from chaos.platforms.kubernetes.changes import (
     pending_changes,
     undo_change,
 )
+from chaos.platforms.kubernetes.existing import (
+    ExistingFaultOps,
+    ExistingTarget,
+    build_workload,
+    check_setup,
+    services_with_waypoint,
+    virtual_service_of,
+)
 from chaos.platforms.kubernetes.faultops import ISTIOD, KubeFaultOps, demo_workload
-from chaos.platforms.kubernetes.manifests.locust import target_host
+from chaos.platforms.kubernetes.manifests.locust import USER_LOCUSTFILE_MAX_BYTES, target_host
 from chaos.platforms.kubernetes.tokens import default_idp_dir, mint_token
 from chaos.platforms.kubernetes.topology import KubeTopology
 from chaos.platforms.kubernetes.traffic import ClusterTraffic, TrafficTimings
 from chaos.platforms.local.idp import JWKS_FILE
 from chaos.rundir.journal import JournalEntry, JsonValue
 from chaos.spec import Experiment, Setup
+from chaos.spec.models import EXTRA_HOST
 from chaos.traffic.base import TrafficFactory
 from chaos.traffic.config import CLUSTER, TrafficConfig
 
@@ -129,14 +139,28 @@ class KubernetesPlatform:
         for index, setup in enumerate(experiment.setups):
             if setup not in {s.value for s in self.setups}:
                 problems.append(Problem(("setups", index), f"no setup {setup!r} on kubernetes"))
-        if experiment.traffic.locustfile is not None and self.ingress_url is None:
+        existing = next((f.target for f in experiment.faults if f.target.existing), None)
+        if existing is not None and experiment.traffic.host is None and self.ingress_url is None:
             problems.append(
                 Problem(
-                    ("traffic", "locustfile"),
-                    "a user's own locustfile cannot run inside the cluster (it is not in the "
-                    f"traffic image); ${INGRESS_ENV} runs Locust on this machine instead",
+                    ("traffic",),
+                    f"the faults target {existing.describe()}: traffic.host names their "
+                    "in-cluster URL (the demo's frontend is not theirs)",
                 )
             )
+        own = experiment.traffic.locustfile
+        if own is not None and self.ingress_url is None:
+            # It goes to the Locust pods in the traffic ConfigMap: bounded in size.
+            size = own.stat().st_size if own.is_file() else 0
+            if size > USER_LOCUSTFILE_MAX_BYTES:
+                problems.append(
+                    Problem(
+                        ("traffic", "locustfile"),
+                        f"{size} bytes do not fit the traffic ConfigMap "
+                        f"(at most {USER_LOCUSTFILE_MAX_BYTES}); ${INGRESS_ENV} runs Locust "
+                        "on this machine instead",
+                    )
+                )
         return problems
 
     # -- connecting ----------------------------------------------------------------------
@@ -162,29 +186,49 @@ class KubernetesPlatform:
     def _start(self, setup: Setup, options: StartOptions) -> Iterator[RunningTopology]:
         kube_setup = names.Setup(setup.value)
         namespace = names.namespace_of(kube_setup)
+        existing = ExistingTarget.from_extra(options.extra)
+        traffic_host = options.extra.get(EXTRA_HOST) or None
         begun = time.monotonic()
         api = self.connect()
         try:
-            if api.get(NAMESPACE, None, namespace) is None:
-                raise InputError(
-                    f"namespace {namespace} not found in context {api.context}: "
-                    "run `sidecar-chaos cluster up` first"
-                )
-            workload = demo_workload(kube_setup)
-            self._wait_ready(api, namespace, workload)
+            if existing is not None:
+                # The team's own pods: found by their labels, the setup checked against them.
+                namespace = existing.namespace
+                pods = self._wait_ready_existing(api, existing, kube_setup)
+                workload, ports = build_workload(api, existing, kube_setup, pods)
+            else:
+                if api.get(NAMESPACE, None, namespace) is None:
+                    raise InputError(
+                        f"namespace {namespace} not found in context {api.context}: "
+                        "run `sidecar-chaos cluster up` first"
+                    )
+                workload = demo_workload(kube_setup)
+                self._wait_ready(api, namespace, workload)
             run_id = options.run_marker or options.run_dir.name
             kubeconfig = str(self.kubeconfig or os.environ.get("KUBECONFIG", ""))
             ledger = ChangeLedger(
                 options.run_dir, LedgerHeader(run_id, api.context, kubeconfig), options.record
             )
             writer = ClusterWriter(api, self._pod_exec(api), ledger, run_id)
-            ops = KubeFaultOps(
-                kube_setup,
-                workload,
-                writer,
-                rollout_timeout_s=self.rollout_timeout_s,
-                ca_dir=self.ca_dir,
-            )
+            ops: KubeFaultOps
+            if existing is not None:
+                ops = ExistingFaultOps(
+                    kube_setup,
+                    workload,
+                    writer,
+                    target=existing,
+                    ports=ports,
+                    rollout_timeout_s=self.rollout_timeout_s,
+                    waypoints=services_with_waypoint(api, namespace, workload.services),
+                )
+            else:
+                ops = KubeFaultOps(
+                    kube_setup,
+                    workload,
+                    writer,
+                    rollout_timeout_s=self.rollout_timeout_s,
+                    ca_dir=self.ca_dir,
+                )
             record: dict[str, JsonValue] = {
                 "platform": self.name,
                 "context": api.context,
@@ -193,6 +237,8 @@ class KubernetesPlatform:
                 "run_id": run_id,
                 "ledger": ledger.path.name,
             }
+            if existing is not None:
+                record["target"] = existing.describe()
             topology = KubeTopology(
                 kube_setup,
                 workload,
@@ -202,7 +248,9 @@ class KubernetesPlatform:
                 record=record,
                 watch_timeout_s=self.watch_timeout_s,
                 ingress_url=self.ingress_url,
-                traffic=self._traffic_factory(kube_setup, writer, options),
+                traffic=self._traffic_factory(kube_setup, writer, options, traffic_host),
+                traffic_host=traffic_host,
+                demo=existing is None,
             )
             topology.start()
             try:
@@ -224,7 +272,11 @@ class KubernetesPlatform:
             api.close()
 
     def _traffic_factory(
-        self, setup: names.Setup, writer: ClusterWriter, options: StartOptions
+        self,
+        setup: names.Setup,
+        writer: ClusterWriter,
+        options: StartOptions,
+        host: str | None = None,
     ) -> TrafficFactory:
         idp_dir = self.idp_dir
         token_source = None
@@ -248,6 +300,7 @@ class KubernetesPlatform:
                 record=options.record,
                 timings=self.traffic_timings,
                 token_source=token_source,
+                host=host,
             )
 
         return start
@@ -270,10 +323,56 @@ class KubernetesPlatform:
             f"{namespace}: pods not ready after {self.ready_timeout_s:g} s: {', '.join(missing)}"
         )
 
+    def _wait_ready_existing(
+        self, api: KubeApi, target: ExistingTarget, setup: names.Setup
+    ) -> list[PodState]:
+        """A team's pods, once every one is ready (the setup checked on each reading)."""
+        deadline = time.monotonic() + self.ready_timeout_s
+        while True:
+            pods = check_setup(api, target, setup)
+            waiting = [p.name for p in pods if not p.ready]
+            if not waiting:
+                return pods
+            if time.monotonic() >= deadline:
+                raise StartupError(
+                    f"{target.describe()}: pods not ready after {self.ready_timeout_s:g} s: "
+                    f"{', '.join(waiting)}"
+                )
+            time.sleep(0.5)
+
     def plan_ops(self, setup: Setup) -> KubeFaultOps:
         kube_setup = names.Setup(setup.value)
         writer = ClusterWriter(None, None, None, "dry-run", dry_run=True)
         return KubeFaultOps(kube_setup, demo_workload(kube_setup), writer)
+
+    def plan_ops_for(self, setup: Setup, extra: Mapping[str, str]) -> KubeFaultOps:
+        """:meth:`plan_ops` for an existing workload: its pods read (only read) from the cluster."""
+        existing = ExistingTarget.from_extra(extra)
+        if existing is None:
+            return self.plan_ops(setup)
+        kube_setup = names.Setup(setup.value)
+        api = self.connect()
+        try:
+            pods = check_setup(api, existing, kube_setup)
+            workload, ports = build_workload(api, existing, kube_setup, pods)
+            found = {
+                s: name
+                for s in workload.services
+                if (name := virtual_service_of(api, existing.namespace, s)) is not None
+            }
+            waypoints = services_with_waypoint(api, existing.namespace, workload.services)
+        finally:
+            api.close()
+        writer = ClusterWriter(None, None, None, "dry-run", dry_run=True)
+        return ExistingFaultOps(
+            kube_setup,
+            workload,
+            writer,
+            target=existing,
+            ports=ports,
+            planned_virtual_services=found,
+            waypoints=waypoints,
+        )
 
     def plan_traffic(self, setup: Setup, config: TrafficConfig) -> list[str]:
         """The calls one window's in-cluster Locust makes and their undo (``--dry-run``)."""

@@ -69,6 +69,8 @@ class KubeTopology:
         watch_timeout_s: int = 5,
         ingress_url: str | None = None,
         traffic: TrafficFactory | None = None,
+        traffic_host: str | None = None,
+        demo: bool = True,
     ) -> None:
         self._setup = setup
         self._workload = workload
@@ -79,6 +81,11 @@ class KubeTopology:
         self._watch_timeout_s = watch_timeout_s
         self._ingress_url = ingress_url
         self._traffic = traffic
+        #: The team's own in-cluster URL (``traffic.host``), for in-cluster Locust.
+        self._traffic_host = traffic_host
+        #: The demo workload (whose ``payments`` records its writes); False: a team's own,
+        #: whose apps the tool never calls.
+        self._demo = demo
         self._callbacks: list[EventCallback] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -106,6 +113,8 @@ class KubeTopology:
         """
         if self._ingress_url:
             return self._ingress_url
+        if self._traffic_host:
+            return self._traffic_host
         return f"http://{names.service_host('frontend', self._setup)}:{names.APP_PORT}"
 
     def hosted_traffic(self) -> HostedTraffic | None:
@@ -162,6 +171,8 @@ class KubeTopology:
         it accepted since it was deployed, in order; the ids before the count read at
         :meth:`start` belong to earlier windows.
         """
+        if not self._demo:
+            return None  # a team's own apps: not the demo's write log, never read
         try:
             found = self._read_writes()
         except (PlatformError, FaultError):  # no port-forward here, or an app is down
@@ -194,7 +205,8 @@ class KubeTopology:
         for pod in self._api.list_pods(self._ops.namespace):
             self._known[pod.name] = pod
         try:
-            self._writes_before = {p: len(ids) for p, ids in self._read_writes().items()}
+            if self._demo:
+                self._writes_before = {p: len(ids) for p, ids in self._read_writes().items()}
         except (PlatformError, FaultError):
             # every id since deployment then comes back; earlier windows' match no request
             self._writes_before = {}

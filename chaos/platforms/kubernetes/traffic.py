@@ -43,17 +43,20 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from chaos.errors import ChaosError, PlatformError, StartupError, TrafficError
+from chaos.errors import ChaosError, InputError, PlatformError, StartupError, TrafficError
 from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.api import ConflictError, PodState
 from chaos.platforms.kubernetes.changes import Change, ClusterWriter
 from chaos.platforms.kubernetes.manifests.locust import (
+    CONFIG_DIR,
     LOCUSTFILE,
     OPEN_LOOP_LOCUSTFILE,
     OUT_DIR,
     SAMPLES_CONTAINER,
     TOKEN_DIR,
     TOKEN_FILE,
+    USER_LOCUSTFILE,
+    USER_LOCUSTFILE_MAX_BYTES,
     LocustDeployment,
     locust_objects,
     target_host,
@@ -107,6 +110,7 @@ class ClusterTraffic:
         record: Callable[..., object] | None = None,
         timings: TrafficTimings | None = None,
         token_source: Callable[[float], str] | None = None,
+        host: str | None = None,
     ) -> None:
         if config.network != CLUSTER:
             raise TrafficError(f"in-cluster traffic needs network {CLUSTER!r}: {config.network}")
@@ -121,12 +125,16 @@ class ClusterTraffic:
         self.stop_grace_s = timings.stop_grace_s
         self.instance = secrets.token_hex(4)
         self._token_source = token_source
+        user_locustfile = _read_locustfile(config.locustfile)
         self.pod_config = dataclasses.replace(
             config,
-            host=target_host(setup),
+            # the team's own URL (traffic.host), else the demo's frontend
+            host=host or target_host(setup),
             out_dir=Path(str(OUT_DIR)),
             workers=max(1, config.workers),
             token_url=f"file://{TOKEN_DIR / TOKEN_FILE}" if token_source else None,
+            # the copy the pods read from the ConfigMap
+            locustfile=None if user_locustfile is None else Path(str(CONFIG_DIR / USER_LOCUSTFILE)),
         )
         self.plan = LocustDeployment(
             setup=setup,
@@ -141,6 +149,8 @@ class ClusterTraffic:
             locustfile=OPEN_LOOP_LOCUSTFILE if self.pod_config.open_loop else LOCUSTFILE,
             env=config.extra_env,
             token=token_source is not None,
+            host=host,
+            user_locustfile=user_locustfile,
         )
         self._changes: list[Change] = []
         self._copier = SampleCopier(
@@ -393,6 +403,22 @@ class ClusterTraffic:
 _CANNOT_START = frozenset(
     {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError"}
 )
+
+
+def _read_locustfile(path: Path | None) -> str | None:
+    """A user's own locustfile, to ship in the traffic ConfigMap (bounded in size)."""
+    if path is None:
+        return None
+    try:
+        size = path.stat().st_size
+        if size > USER_LOCUSTFILE_MAX_BYTES:
+            raise InputError(
+                f"locustfile {path}: {size} bytes do not fit the traffic ConfigMap "
+                f"(at most {USER_LOCUSTFILE_MAX_BYTES})"
+            )
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"locustfile {path}: cannot read it ({exc})") from exc
 
 
 def _locust_ended(pod: PodState) -> bool:

@@ -31,8 +31,14 @@ IMAGE_SOURCE_DIR = PurePosixPath("/opt/sidecar-chaos")
 LOCUSTFILE = IMAGE_SOURCE_DIR / "chaos" / "traffic" / "locustfile.py"
 #: The open-loop user (``traffic.mode: open``, the default).
 OPEN_LOOP_LOCUSTFILE = IMAGE_SOURCE_DIR / "chaos" / "traffic" / "openloop.py"
+#: Loaded next to a user's own locustfile: it records that file's requests.
+ATTACH_LOCUSTFILE = IMAGE_SOURCE_DIR / "chaos" / "traffic" / "attach.py"
 CONFIG_DIR = PurePosixPath("/etc/sidecar-chaos/traffic")
 CONFIG_FILE = "traffic-config.json"
+#: A user's own locustfile, shipped in the traffic ConfigMap (not in the image).
+USER_LOCUSTFILE = "locustfile.py"
+#: The most a user's locustfile may weigh (a ConfigMap holds at most 1 MiB in all).
+USER_LOCUSTFILE_MAX_BYTES = 256 * 1024
 #: Where each Locust pod writes its samples (``<OUT_DIR>/samples/``).
 OUT_DIR = PurePosixPath("/run/sidecar-chaos/out")
 #: Where the workers read their bearer token (a Secret the run creates; see ``token_secret``).
@@ -69,12 +75,29 @@ class LocustDeployment:
     env: tuple[tuple[str, str], ...] = ()
     #: Send a bearer token from :data:`TOKEN_DIR` (the run creates :func:`token_secret`).
     token: bool = False
+    #: The team's own in-cluster URL (``traffic.host``); None: the demo's (:func:`target_host`).
+    host: str | None = None
+    #: The text of a user's own locustfile (``traffic.locustfile``), mounted from the
+    #: ConfigMap and run next to :data:`ATTACH_LOCUSTFILE` instead of ``locustfile``.
+    user_locustfile: str | None = None
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ValueError(f"in-cluster Locust needs at least one worker, got {self.workers}")
         if self.users < 1 or self.spawn_rate <= 0 or self.run_time_s <= 0:
             raise ValueError("users, spawn_rate and run_time_s must be positive")
+        if self.user_locustfile is not None:
+            size = len(self.user_locustfile.encode())
+            if size > USER_LOCUSTFILE_MAX_BYTES:
+                raise ValueError(
+                    f"a locustfile of {size} bytes does not fit the traffic ConfigMap "
+                    f"(at most {USER_LOCUSTFILE_MAX_BYTES})"
+                )
+
+    @property
+    def client_sidecar(self) -> bool:
+        """Whether the workers send through the tool's own Envoy client sidecar (demo only)."""
+        return self.setup is names.Setup.SIDECAR and self.host is None
 
     @property
     def prefix(self) -> str:
@@ -118,7 +141,11 @@ def _labels(plan: LocustDeployment, role: str) -> dict[str, str]:
 
 
 def _locust_base(plan: LocustDeployment) -> list[str]:
-    return ["python", "-m", "locust", "-f", str(plan.locustfile), "--host", target_host(plan.setup)]
+    files = str(plan.locustfile)
+    if plan.user_locustfile is not None:
+        files = f"{ATTACH_LOCUSTFILE},{CONFIG_DIR / USER_LOCUSTFILE}"
+    host = plan.host or target_host(plan.setup)
+    return ["python", "-m", "locust", "-f", files, "--host", host]
 
 
 def master_command(plan: LocustDeployment) -> list[str]:
@@ -195,12 +222,10 @@ def _volumes(plan: LocustDeployment) -> list[Manifest]:
 
 
 def config_map(plan: LocustDeployment) -> Manifest:
-    return core.config_map(
-        plan.config_map_name,
-        names.TRAFFIC_NAMESPACE,
-        {CONFIG_FILE: plan.config_json},
-        run_id=plan.run_id,
-    )
+    data = {CONFIG_FILE: plan.config_json}
+    if plan.user_locustfile is not None:
+        data[USER_LOCUSTFILE] = plan.user_locustfile
+    return core.config_map(plan.config_map_name, names.TRAFFIC_NAMESPACE, data, run_id=plan.run_id)
 
 
 def token_secret(plan: LocustDeployment, token: str) -> Manifest:
@@ -280,7 +305,7 @@ def worker_deployment(plan: LocustDeployment) -> Manifest:
         "volumes": _volumes(plan),
         "terminationGracePeriodSeconds": math.ceil(plan.stop_timeout_s) + 5,
     }
-    if plan.setup is names.Setup.SIDECAR:
+    if plan.client_sidecar:
         pod_spec["initContainers"] = [core.sidecar_init_container()]
         pod_spec["containers"].append(core.sidecar_container(inbound=False))
         pod_spec["volumes"] += core.sidecar_volumes(
