@@ -14,9 +14,12 @@ from chaos.soak import SoakPlan, run_soak, slope_mb_per_hour
 
 pytestmark = pytest.mark.slow
 
-#: A 2-minute hold is too short to tell a slow leak from noise: this bound catches a fast one
-#: (tens of MB in two minutes); the 30-minute soak uses 10 MB/h.
-MAX_SLOPE_MB_PER_HOUR = 120.0
+#: A 2-minute hold is too short to tell a slow leak from the runner's warm-up: this bound
+#: catches a fast one (10 MB or more over the measured 85 s); the 30-minute soak uses
+#: 10 MB/h. Measured here with ``python -m chaos.soak --minutes 2 --interval 30``: the
+#: runner grows by about 2.9 MB over that window (+120 MB/h), with the same figure on the
+#: code of the previous release, while 30 minutes gave +7.9 MB/h: warm-up, not a leak.
+MAX_SLOPE_MB_PER_HOUR = 400.0
 
 
 def test_a_two_minute_soak_loses_nothing_and_keeps_memory_flat(
