@@ -122,7 +122,7 @@ def _load(topo: LocalTopology, out_dir: Path) -> Iterator[_Load]:
         traffic.stop()
 
 
-def _switch(ops: LocalFaultOps, fault: HttpFault | None) -> float:
+def switch_frontends(ops: LocalFaultOps, fault: HttpFault | None) -> float:
     """Set (or clear, None) ``fault`` at every frontend's inbound; the time just before."""
     frontends = [p for p in ops.workload.pods if p.service == "frontend"]
     sites = ops.http_fault_sites(frontends, "inbound")
@@ -155,10 +155,10 @@ def _abort(topo: LocalTopology, work: Path) -> FidelityRow:
     ops = LocalFaultOps.of(topo)
     with _load(topo, work / "abort") as load:
         try:
-            inject_t = _switch(ops, HttpFault(percent=100, abort_status=503))
+            inject_t = switch_frontends(ops, HttpFault(percent=100, abort_status=503))
             time.sleep(max(0.0, inject_t + ABORT_S - time.monotonic()))
         finally:
-            revert_t = _switch(ops, None)
+            revert_t = switch_frontends(ops, None)
         time.sleep(HOLD_S + 1.5)
         end_t = time.monotonic()
         outage = load.prober.outage(inject_t)

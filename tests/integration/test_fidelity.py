@@ -24,6 +24,7 @@ import pandas as pd
 import pytest
 
 from chaos.analysis import FaultResult, FaultWindow, SteadyState, measure_window
+from chaos.bench.fidelity import switch_frontends
 from chaos.bench.prober import Prober
 from chaos.platforms.base import EventKind, HttpFault
 from chaos.platforms.local.backoff import BackoffPolicy
@@ -130,17 +131,10 @@ def load(
 
 
 def http_fault(ops: LocalFaultOps, fault: HttpFault | None) -> float:
-    """Switch ``fault`` on (or off, None) at every frontend pod's inbound; the time before."""
+    """Switch ``fault`` on (or off, None) at both frontends' inbound; the time before."""
     frontends = [p for p in ops.workload.pods if p.service == "frontend"]
-    sites = ops.http_fault_sites(frontends, "inbound")
-    assert len(sites) == 2
-    t = time.monotonic()
-    for site in sites:
-        if fault is None:
-            ops.clear_http_fault(site)
-        else:
-            ops.set_http_fault(site, fault)
-    return t
+    assert len(ops.http_fault_sites(frontends, "inbound")) == 2
+    return switch_frontends(ops, fault)
 
 
 def report(name: str, **errors_s: float) -> None:
