@@ -15,12 +15,15 @@ import random
 import secrets
 import time
 import urllib.request
-from typing import Any
+from typing import Any, NamedTuple
 
 import gevent.lock
+from locust.contrib.fasthttp import FAILURE_EXCEPTIONS, FastHttpSession
 
+from chaos.rundir.samples import OK
 from chaos.traffic.config import Endpoint, load_current_config
-from chaos.traffic.recorder import SENT_KEY, T0_KEY, WRITE_ID_KEY
+from chaos.traffic.errorkind import classify
+from chaos.traffic.recorder import SampleRecorder
 
 CONFIG = load_current_config()
 _log = logging.getLogger("chaos.traffic")
@@ -90,7 +93,27 @@ _WRITE_PREFIX = f"{os.getpid():x}-{secrets.token_hex(3)}"
 _write_counter = itertools.count(1)
 _ENDPOINTS: tuple[Endpoint, ...] = CONFIG.endpoints
 _CUM_WEIGHTS = list(itertools.accumulate(e.weight for e in _ENDPOINTS))
-_METHODS = {e.name: e.method.upper() for e in _ENDPOINTS}
+#: What Locust's FastHttpSession sends by default; the built-in users send it too.
+_ACCEPT_ENCODING = "gzip, deflate, br"
+
+
+class _Prepared(NamedTuple):
+    """What is fixed about an endpoint's requests, worked out once."""
+
+    method: str
+    url: str
+    name: str
+    writes: bool
+
+
+def _prepare(endpoint: Endpoint) -> _Prepared:
+    path = endpoint.path
+    url = path if path.startswith(("http://", "https://")) else CONFIG.host.rstrip("/") + path
+    method = endpoint.method.upper()
+    return _Prepared(method, url, endpoint.name, method == "POST")
+
+
+_PREPARED = {e.name: _prepare(e) for e in _ENDPOINTS}
 
 
 def next_write_id() -> str:
@@ -105,23 +128,75 @@ def pick_endpoint() -> Endpoint:
     return random.choices(_ENDPOINTS, cum_weights=_CUM_WEIGHTS)[0]
 
 
-def send_request(client: Any, endpoint: Endpoint, due: float | None = None) -> None:
-    """Send one request through a FastHttpUser's ``client``; ``due`` is its scheduled start.
+def send_request(
+    session: FastHttpSession,
+    endpoint: Endpoint,
+    recorder: SampleRecorder,
+    due: float | None = None,
+) -> None:
+    """Send one request through a FastHttpUser's ``session`` and record its sample.
 
-    The recorder takes the latency from ``due`` (and the lag from ``due`` to the send),
-    so a request that went out late carries its wait. None: due now (closed loop).
+    ``due`` is the request's scheduled start (None: due now, the closed loop). The
+    sample starts at ``due`` and its latency runs from there to the end of the
+    response body, so a request that went out late carries its wait (``send_lag_ms``).
+
+    This is Locust's own ``FastHttpSession.request`` cut down to what the built-in users
+    send: the same user agent (connection pool, timeouts, cookies, redirects) and the
+    same ``request`` event, so Locust's statistics and any listener see every request
+    as before; but the sample is pushed to the recorder directly instead of through a
+    second listener, and nothing the built-in users never use (the user's context,
+    renamed requests, basic auth, ``catch_response``) is worked out per request.
+    Failures are what ``FastHttpSession`` reports: a transport error, a status Locust
+    counts as failed, or an error while reading the body.
     """
-    method = _METHODS[endpoint.name]
+    prepared = _PREPARED[endpoint.name]
+    method = prepared.method
+    headers = {"Accept-Encoding": _ACCEPT_ENCODING}
     token = TOKENS.current() if TOKENS is not None else None
-    write_id = next_write_id() if method == "POST" else ""
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    payload: str | None = None
+    write_id = ""
+    if prepared.writes:
+        write_id = next_write_id()
+        payload = json.dumps({"id": write_id})
+        headers["Content-Type"] = headers["Accept"] = "application/json"
+    start_time = time.time()
     sent = time.monotonic()
-    response = client.request(
-        method,
-        endpoint.path,
-        name=endpoint.name,
-        headers={"Authorization": f"Bearer {token}"} if token else None,
-        json={"id": write_id} if write_id else None,
-        context={T0_KEY: sent if due is None else due, SENT_KEY: sent, WRITE_ID_KEY: write_id},
+    error: BaseException | None = None
+    length = 0
+    response: Any = None
+    try:
+        response = session.client.urlopen(
+            prepared.url, method=method, headers=headers, payload=payload
+        )
+    except FAILURE_EXCEPTIONS as exc:
+        error = exc
+        response = getattr(exc, "response", None)  # a failed status still has a response
+    if response is not None:
+        try:
+            content = response.content
+            length = len(content) if content else 0
+        except FAILURE_EXCEPTIONS as exc:
+            error = exc
+    done = time.monotonic()
+    status = response.status_code if response is not None else 0
+    session.request_event.fire(
+        request_type=method,
+        name=prepared.name,
+        context={},
+        response=response,
+        exception=error,
+        start_time=start_time,
+        url=prepared.url,
+        response_length=length,
+        response_time=(done - sent) * 1000.0,
     )
-    if TOKENS is not None and response.status_code == 401:  # no property read without tokens
+    start = sent if due is None or due > sent else due
+    kind = OK if error is None and status < 400 else classify(error, status)
+    recorder.push(
+        (start, (done - start) * 1000.0, (sent - start) * 1000.0, status,
+         prepared.name, method, kind, write_id)
+    )  # fmt: skip
+    if TOKENS is not None and status == 401:
         TOKENS.rejected(token)

@@ -14,8 +14,8 @@ import time
 import gevent
 from locust import FastHttpUser, User, task
 
-import chaos.traffic.recorder  # noqa: F401  (registers the sample recorder)
 from chaos.traffic.client import CONFIG, TOKENS, pick_endpoint, send_request
+from chaos.traffic.recorder import SampleRecorder, recorder_of
 
 _DUE = "_chaos_due"
 #: Shorter waits are not slept (see :func:`staggered_wait`).
@@ -45,7 +45,12 @@ def staggered_wait(user: User) -> float:
         due += math.ceil((now - due) / period) * period
     setattr(user, _DUE, due)
     wait = due - now
-    return wait if wait >= MIN_WAIT_S else 0.0
+    if wait < MIN_WAIT_S:
+        return 0.0
+    # gevent times a sleep from its loop's cached clock, which lags after a busy turn:
+    # refreshed here, the user cannot wake (and send) before its slot
+    gevent.get_hub().loop.update_now()
+    return wait
 
 
 class ChaosUser(FastHttpUser):
@@ -60,6 +65,7 @@ class ChaosUser(FastHttpUser):
         """Fetch the first token, then wait for this user's random phase."""
         if TOKENS is not None:
             TOKENS.current()
+        self.recorder: SampleRecorder = recorder_of(self.environment)
         due = time.monotonic() + random.uniform(0.0, 1.0 / CONFIG.per_user_rate)
         setattr(self, _DUE, due)
         gevent.sleep(max(0.0, due - time.monotonic()))
@@ -67,4 +73,4 @@ class ChaosUser(FastHttpUser):
     @task
     def send(self) -> None:
         """One request, started now (closed loop: the send is its start)."""
-        send_request(self.client, pick_endpoint())
+        send_request(self.client, pick_endpoint(), self.recorder)

@@ -84,14 +84,19 @@ class OpenLoopUser(FastHttpUser):
     def _send_from(self, due: float | None) -> None:
         """One sender: send the slot it was started for, then take the next ones."""
         client = self.client
+        recorder = self.recorder
         waiting = self.waiting
         senders = self.senders
         me = gevent.getcurrent()
+        update_now = gevent.get_hub().loop.update_now
         while due is not None:
             wait = due - time.monotonic()
             if wait > 0.0:
                 waiting.add(me)
                 try:
+                    # gevent times a sleep from its loop's cached clock, which lags after
+                    # a busy turn: refreshed first, the sender cannot wake before its slot
+                    update_now()
                     gevent.sleep(wait)
                 finally:
                     waiting.discard(me)
@@ -102,7 +107,7 @@ class OpenLoopUser(FastHttpUser):
             if not waiting and len(senders) < CAP and self.due < self.end:
                 senders.spawn(self._send_from, self._take())  # keep one waiting ahead
             self.sent += 1
-            send_request(client, pick_endpoint(), due)
+            send_request(client, pick_endpoint(), recorder, due)
             due = self._take()
 
     def wait_time(self) -> float:

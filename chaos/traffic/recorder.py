@@ -1,9 +1,11 @@
 """The per-request sample recorder, attached inside a Locust process.
 
-Importing this module (from a locustfile) registers an ``init`` hook that adds a
-``request`` listener to Locust's environment. Each request becomes one sample in
-this process's own file under ``<out_dir>/samples/``. The file is created at the
-first request, so a master (which sends no requests) writes none.
+Importing this module (from a locustfile) registers an ``init`` hook that attaches a
+:class:`SampleRecorder` to Locust's environment. Each request becomes one sample in
+this process's own file under ``<out_dir>/samples/``: the built-in users push theirs
+(:func:`chaos.traffic.client.send_request`), a user's own locustfile is recorded
+through Locust's ``request`` event. The file is created at the first chunk, so a
+master (which sends no requests) writes none.
 
 Only Locust processes import this module: it imports locust and gevent.
 """
@@ -27,22 +29,31 @@ from locust import events
 from locust.env import Environment
 from locust.runners import WorkerRunner
 
-from chaos.rundir.chunks import DEFAULT_MAX_AGE_S, SUFFIX, SampleWriter
+from chaos.rundir.chunks import (
+    DEFAULT_MAX_AGE_S,
+    DEFAULT_MAX_ROWS,
+    SUFFIX,
+    SampleRow,
+    SampleWriter,
+)
 from chaos.rundir.samples import DROPPED, OK, samples_dir
 from chaos.traffic.config import RECORDER_EXIT_BASE, SENT_FILE, load_current_config
 from chaos.traffic.errorkind import classify
 
-T0_KEY = "chaos_t0"
-"""Request context key: ``time.monotonic()`` the request was due (its scheduled start)."""
-SENT_KEY = "chaos_sent"
-"""Request context key: ``time.monotonic()`` just before the request was sent."""
 WRITE_ID_KEY = "chaos_write_id"
-"""Request context key: the write id a POST sent."""
+"""Request context key a user's own locustfile may set: the write id a POST sent."""
 _UPPER = {m: m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")}
 
 
 class SampleRecorder:
-    """Turns Locust ``request`` events into samples in one file per process.
+    """Turns requests into samples in one file per process.
+
+    The built-in users hand each request over as a ready :data:`SampleRow` through
+    :meth:`push` (see :func:`chaos.traffic.client.send_request`): one list append, no
+    event listener, no per-request function call into Locust's event hook. A user's
+    own locustfile is recorded through Locust's ``request`` event (:meth:`on_request`).
+    Rows wait in a list of at most ``max_rows`` and go to disk as one chunk when it is
+    full or, through a timer, once the oldest is ``max_age_s`` old.
 
     When the file cannot be written (a full disk), samples are not silently dropped:
     the recorder calls ``on_failure`` with the error (the process then ends with
@@ -50,46 +61,79 @@ class SampleRecorder:
     """
 
     def __init__(
-        self, directory: Path, on_failure: Callable[[OSError], None] | None = None
+        self,
+        directory: Path,
+        on_failure: Callable[[OSError], None] | None = None,
+        *,
+        max_rows: int = DEFAULT_MAX_ROWS,
+        max_age_s: float = DEFAULT_MAX_AGE_S,
     ) -> None:
         self.directory = directory
         self.path = directory / f"samples-{os.getpid()}-{secrets.token_hex(3)}{SUFFIX}"
         self.on_failure = on_failure
         self.failed: OSError | None = None
-        #: Requests Locust reported to this recorder (the soak compares it with rows loaded).
-        self.requests_seen = 0
+        self.max_rows = max_rows
+        self.max_age_s = max_age_s
+        self._rows: list[SampleRow] = []
+        #: Whether rows were buffered at the timer's last tick (see _flush_loop).
+        self._marked = False
         self._writer: SampleWriter | None = None
         self._timer: gevent.Greenlet | None = None
+        self._closed = False
 
-    def _open(self) -> None:
-        writer = SampleWriter(self.path)
-        self._writer = writer
-        # a chunk must reach the disk even when requests stall (an outage of timeouts)
-        self._timer = gevent.spawn(self._flush_loop, writer)
-        atexit.register(_close_quietly, writer)
+    def push(self, row: SampleRow) -> None:
+        """Record one sample (per request: kept to an append and a length check)."""
+        rows = self._rows
+        rows.append(row)
+        if len(rows) >= self.max_rows:
+            self.flush()
 
-    def _flush_loop(self, writer: SampleWriter) -> None:
-        while self.failed is None:
-            gevent.sleep(DEFAULT_MAX_AGE_S / 2)
-            self._guard(writer.flush_if_due)
+    def start_timer(self) -> None:
+        """Start the timer that writes buffered rows once the oldest is ``max_age_s`` old."""
+        if self._timer is None and not self._closed:
+            self._timer = gevent.spawn(self._flush_loop)
 
-    def _guard(self, action: Callable[[], None]) -> None:
-        """Run a write; the first I/O error stops recording and is reported once."""
-        if self.failed is not None:
-            return
-        try:
-            action()
-        except OSError as exc:
-            self._fail(exc)
+    def _flush_loop(self) -> None:
+        # A chunk must reach the disk even when requests stall (an outage of timeouts).
+        # The timer ticks every half max_age and writes the rows that were already
+        # buffered at its previous tick, so no row waits longer than about max_age; the
+        # timer, not each request, tells the time.
+        while self.failed is None and not self._closed:
+            gevent.sleep(self.max_age_s / 2)
+            if self._rows and self._marked:
+                self.flush()
+            else:
+                self._marked = bool(self._rows)
 
     def _fail(self, exc: OSError) -> None:
         """Stop recording after the first I/O error and report it once."""
         self.failed = exc
+        self._rows.clear()
         if self._writer is not None:
             with contextlib.suppress(OSError):
                 self._writer.discard()
         if self.on_failure is not None:
             self.on_failure(exc)
+
+    def flush(self, **_kwargs: Any) -> None:
+        """Write buffered samples now (also the ``test_stop`` and ``quitting`` listener).
+
+        The file is created at the first write, so a process that sends nothing (a
+        master) leaves none. After a write error nothing more is recorded.
+        """
+        rows = self._rows
+        if not rows:
+            return
+        self._rows = []
+        self._marked = False
+        if self.failed is not None or self._closed:
+            return
+        try:
+            if self._writer is None:
+                self._writer = SampleWriter(self.path)
+            self._writer.write_rows(rows)
+        except OSError as exc:
+            self._fail(exc)
 
     def on_request(
         self,
@@ -101,89 +145,41 @@ class SampleRecorder:
         exception: BaseException | None = None,
         **_kwargs: Any,
     ) -> None:
-        """Locust ``request`` listener (runs once per request: kept lean).
-
-        With the built-in users' context (:data:`T0_KEY`, :data:`SENT_KEY`) the sample
-        starts at the scheduled time and its latency runs from there; without it (a
-        user's own locustfile) it starts at the send.
-        """
-        self.requests_seen += 1
+        """Locust ``request`` listener, for a user's own locustfile: the sample starts at
+        the request's start, ``response_time`` before the event."""
         latency_ms = float(response_time or 0.0)
-        lag_ms = 0.0
-        write_id = ""
-        due = sent = None
-        if context:
-            due = context.get(T0_KEY)
-            sent = context.get(SENT_KEY)
-            write_id = str(context.get(WRITE_ID_KEY, ""))
-        if isinstance(due, float):
-            t = due
-            if isinstance(sent, float) and sent > due:
-                lag_ms = (sent - due) * 1000.0
-                latency_ms += lag_ms
-        else:
-            t = time.monotonic() - latency_ms / 1000.0
         status = getattr(response, "status_code", 0)
         if not isinstance(status, int):
             status = 0
         kind = OK if exception is None and status < 400 else classify(exception, status)
         method = _UPPER.get(request_type) or str(request_type).upper()
-        self._append(t, latency_ms, lag_ms, status, str(name), method, kind, write_id)
+        write_id = str(context.get(WRITE_ID_KEY, "")) if context else ""
+        t = time.monotonic() - latency_ms / 1000.0
+        self.push((t, latency_ms, 0.0, status, str(name), method, kind, write_id))
 
     def dropped(self, due: float, endpoint: str, method: str) -> None:
-        """Record a request that was due at ``due`` but not sent (the in-flight cap was full).
-
-        Not a request Locust saw, so not in :attr:`requests_seen`.
-        """
-        self._append(due, 0.0, 0.0, 0, endpoint, method, DROPPED, "")
-
-    def _append(
-        self,
-        t: float,
-        latency_ms: float,
-        send_lag_ms: float,
-        status: int,
-        endpoint: str,
-        method: str,
-        error_kind: str,
-        write_id: str,
-    ) -> None:
-        """Buffer one sample; after a write error nothing more is recorded."""
-        writer = self._writer
-        if writer is None:
-            if self.failed is not None:
-                return
-            self._guard(self._open)
-            writer = self._writer
-            if writer is None:
-                return
-        elif self.failed is not None:
-            return
-        try:
-            writer.append(
-                t, latency_ms, send_lag_ms, status, endpoint, method, error_kind, write_id
-            )
-        except OSError as exc:
-            self._fail(exc)
+        """Record a request that was due at ``due`` but not sent (the in-flight cap was full)."""
+        self.push((due, 0.0, 0.0, 0, endpoint, method, DROPPED, ""))
 
     def close(self, **_kwargs: Any) -> None:
-        """Flush and close the file (Locust ``quit`` listener, after the users stopped)."""
+        """Write what is left and close the file (Locust ``quit`` listener, users stopped)."""
+        self.flush()
+        self._closed = True
         if self._timer is not None:
             self._timer.kill(block=False)
             self._timer = None
         if self._writer is not None:
-            self._guard(self._writer.close)
+            try:
+                self._writer.close()
+            except OSError as exc:
+                if self.failed is None:
+                    self._fail(exc)
 
-    def flush(self, **_kwargs: Any) -> None:
-        """Write buffered samples now (``test_stop`` and ``quitting`` listener)."""
-        if self._writer is not None:
-            self._guard(self._writer.flush)
 
-
-def _close_quietly(writer: SampleWriter) -> None:
-    """At exit: flush what is left; a full disk was reported already (the exit code)."""
-    with contextlib.suppress(OSError):
-        writer.close()
+def _close_at_exit(recorder: SampleRecorder) -> None:
+    """At exit: write what is left; a full disk was reported already (the exit code)."""
+    recorder.on_failure = None
+    recorder.close()
 
 
 def _quit_for(environment: Environment) -> Callable[[OSError], None]:
@@ -238,13 +234,18 @@ def _attach(environment: Environment, **_kwargs: Any) -> None:
     config = load_current_config()
     recorder = SampleRecorder(samples_dir(config.out_dir), _quit_for(environment))
     setattr(environment, _RECORDER_ATTR, recorder)
+    atexit.register(_close_at_exit, recorder)
+    recorder.start_timer()
     if not isinstance(environment.runner, WorkerRunner):
 
         def on_test_start(**_kw: Any) -> None:
             gevent.spawn(_end_after, config.duration_s)
 
         _listen(environment.events.test_start, on_test_start)
-    _listen(environment.events.request, recorder.on_request)
+    if config.locustfile is not None:
+        # a user's own locustfile: its requests reach the recorder through Locust's
+        # event; the built-in users push their samples themselves (send_request)
+        _listen(environment.events.request, recorder.on_request)
     _listen(environment.events.test_stop, recorder.flush)
     # ``quitting`` fires before Locust stops the users; requests still finishing
     # after it are recorded, and the file is closed at ``quit`` (or at exit).
