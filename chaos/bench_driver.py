@@ -1,39 +1,51 @@
 """The traffic driver's CPU per request, side by side with plain Locust ``FastHttpUser``.
 
 A real Envoy answering ``GET /`` with a ``direct_response`` is the target (pinned to
-the first core when the machine has two or more); each load generator runs in its own
-Locust process (pinned to the second core) against it, one after the other, with the
-order interleaved over repetitions. For each run the Locust process's CPU time
-(``utime + stime`` from ``/proc/<pid>/stat``) and the requests Envoy completed are
-read at the start and the end of a steady window after a warm-up, so start-up and
-shut-down cost are left out: CPU per request = CPU seconds / requests in the window.
+the first core when the machine has two or more), with one listener per load
+generator so each one's requests are counted apart. Every generator runs in its own
+Locust process, pinned to the second core, and all of them are started together.
 
-The tool's driver must also lose no sample: every request Envoy saw in the whole run
-is a sample in the run directory (dropped requests, which Envoy never saw, apart).
+They take turns: only one runs at a time, the others are paused (SIGSTOP). In each
+round every generator is resumed, left a settling second (a paused open loop has
+slots to skip), measured over a window, and paused again; the order reverses every
+round. So each figure is the generator alone on its core, and a machine that gets
+faster or slower over the minutes (a shared VM does) weighs on every generator
+alike, which separate runs one after the other did not: their ratios moved by ±5-8 %
+from run to run. CPU is the process's scheduler run time (``/proc/<pid>/task/*/
+schedstat``, nanoseconds); CPU per request = CPU seconds / requests Envoy completed
+on the generator's listener, pooled over the windows.
+
+The tool's driver must also lose no sample: every request Envoy saw on its listener
+over the whole run is a sample in the run directory (dropped requests, which Envoy
+never saw, apart).
 
 Each driver row has a plain Locust baseline in the same mode: ``FastHttpUser``, the
 same users, target, pinning and spawn rate, no recording. Closed loop: the driver at a
 rate it cannot reach (50,000/s) against plain users with ``constant(0)``. Open loop:
 the driver's arrival schedule at 2,000/s against plain Locust keeping the same even
 schedule (a shared next slot and 20 sender greenlets, no cap, drops or recording: the
-like-for-like baseline), and, as a reference, against plain Locust's cheapest pacing,
+like-for-like baseline; after a pause it skips the slots more than 0.1 s late, as the
+driver drops them), and, as a reference, against plain Locust's cheapest pacing,
 ``constant_throughput(rate / users)`` per user. That one keeps no schedule: its users'
 sends bunch up, and the event loop serves a bunch in one wake-up where evenly spaced
-arrivals cost one each, so it is cheaper per request than any even schedule.
+arrivals cost one each, so it is cheaper per request than any even schedule. The
+driver rows with recording off (``TrafficConfig.record``) show what recording costs.
 
 Call :func:`measure_driver_cost` (the bench calls it; it returns a
 :class:`DriverCostReport`), or run
-``python -m chaos.bench_driver [--window 5] [--repeats 3] [--json FILE]``.
+``python -m chaos.bench_driver [--window 2] [--repeats 8] [--json FILE]``.
 Loopback only; every process is ended by its own pid; bounded in time (about
-``repeats * drivers * (window + 6) s``).
+``repeats * drivers * (window + 1) s`` plus start-up).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
+import signal
 import socket
 import statistics
 import sys
@@ -41,8 +53,8 @@ import tempfile
 import textwrap
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -57,6 +69,9 @@ HOST = "127.0.0.1"
 _STAT_PREFIX = "bench"
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _WARMUP_S = 1.0
+#: After a generator is resumed, before its window opens (an open loop skips or drops
+#: the slots it missed while paused; a closed loop is at full speed at once).
+_SETTLE_S = 1.0
 _STARTUP_TIMEOUT_S = 60.0
 
 
@@ -66,8 +81,7 @@ class DriverSpec:
 
     name: str
     #: "plain" (a bare FastHttpUser locustfile, paced per user), "plain-open" (a bare
-    #: FastHttpUser keeping an even arrival schedule), or "driver" (chaos.traffic,
-    #: recording on)
+    #: FastHttpUser keeping an even arrival schedule), or "driver" (chaos.traffic)
     kind: str
     #: Locust users; for "plain-open" and an open-loop driver, the requests in flight.
     users: int = 20
@@ -78,6 +92,8 @@ class DriverSpec:
     baseline: str | None = None
     #: A second plain row to compare with, shown apart (the open loop's cheapest pacing).
     reference: str | None = None
+    #: The driver only: whether it keeps its samples (False: the no-recording row).
+    record: bool = True
 
 
 #: The default comparison: as fast as each goes, and at one fixed rate both can carry.
@@ -90,27 +106,32 @@ DEFAULT_DRIVERS: tuple[DriverSpec, ...] = (
         "driver closed loop, rate 50,000", "driver", rate=50_000.0, mode=CLOSED,
         baseline=_PLAIN_FAST,
     ),
+    DriverSpec(
+        "driver closed loop, recording off", "driver", rate=50_000.0, mode=CLOSED,
+        baseline=_PLAIN_FAST, record=False,
+    ),
     DriverSpec(_PLAIN_PACED, "plain", rate=2_000.0),
     DriverSpec(_PLAIN_OPEN, "plain-open", rate=2_000.0),
     DriverSpec(
         "driver open loop, 2,000/s", "driver", rate=2_000.0,
         baseline=_PLAIN_OPEN, reference=_PLAIN_PACED,
     ),
+    DriverSpec(
+        "driver open loop, recording off", "driver", rate=2_000.0,
+        baseline=_PLAIN_OPEN, record=False,
+    ),
 )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class DriverRun:
-    """One measured window of one load generator."""
+    """One measured window of one load generator (its ``round``, counted from 0)."""
 
     name: str
+    round: int
     window_s: float
     cpu_s: float
     requests: int
-    #: The whole run: requests Envoy completed, samples recorded (driver only), dropped.
-    envoy_requests_total: int
-    samples_recorded: int | None
-    samples_dropped: int | None
 
     @property
     def cpu_us_per_request(self) -> float:
@@ -126,18 +147,25 @@ class DriverRun:
         return self.cpu_s / self.window_s
 
 
-@dataclass(frozen=True)
+@dataclass
 class DriverCost:
-    """One load generator over the repetitions: medians, and every request accounted for."""
+    """One load generator over the rounds, and every request it sent accounted for."""
 
     name: str
     runs: list[DriverRun] = field(default_factory=list)
     spec: DriverSpec | None = None
+    #: Requests Envoy completed on this generator's listener over the whole run.
+    requests_sent: int = 0
+    #: Samples of sent requests in the run directory (a recording driver only).
+    samples_recorded: int | None = None
+    #: Open-loop requests recorded as dropped (never sent: the cap was full).
+    samples_dropped: int | None = None
 
     @property
     def cpu_us_per_request(self) -> float:
-        """Median CPU microseconds per request (the figure compared)."""
-        return statistics.median(r.cpu_us_per_request for r in self.runs)
+        """CPU microseconds per request, pooled over the windows (the figure compared)."""
+        requests = sum(r.requests for r in self.runs)
+        return sum(r.cpu_s for r in self.runs) / requests * 1e6 if requests else float("inf")
 
     @property
     def requests_per_s(self) -> float:
@@ -145,31 +173,11 @@ class DriverCost:
         return statistics.median(r.requests_per_s for r in self.runs)
 
     @property
-    def requests_sent(self) -> int:
-        """Requests Envoy completed over the whole runs (start-up and shut-down included)."""
-        return sum(r.envoy_requests_total for r in self.runs)
-
-    @property
-    def samples_recorded(self) -> int | None:
-        """Samples of sent requests in the run directories (driver only; None for plain)."""
-        recorded = [r.samples_recorded for r in self.runs if r.samples_recorded is not None]
-        return sum(recorded) if recorded else None
-
-    @property
-    def samples_dropped(self) -> int | None:
-        """Open-loop requests recorded as dropped (never sent: the cap was full)."""
-        dropped = [r.samples_dropped for r in self.runs if r.samples_dropped is not None]
-        return sum(dropped) if dropped else None
-
-    @property
     def samples_lost(self) -> int | None:
-        """Requests Envoy completed that have no sample (driver runs only)."""
-        lost = [
-            r.envoy_requests_total - r.samples_recorded
-            for r in self.runs
-            if r.samples_recorded is not None
-        ]
-        return sum(lost) if lost else None
+        """Requests Envoy completed that have no sample (a recording driver only)."""
+        if self.samples_recorded is None:
+            return None
+        return self.requests_sent - self.samples_recorded
 
 
 @dataclass(frozen=True)
@@ -177,10 +185,10 @@ class DriverCostReport:
     """What :func:`measure_driver_cost` returns: every generator, and each driver's ratio.
 
     ``generators`` is in the order of the specs measured; ``ratio(name)`` is a
-    driver's median CPU per request over its like-for-like plain baseline's (1.05 is
-    the goal), ``reference_ratio(name)`` over its reference row's where it has one.
-    ``load_average`` is ``os.getloadavg()`` before and after: the figures are only as
-    steady as the machine was.
+    driver's CPU per request over its like-for-like plain baseline's (1.05 is the
+    goal), ``reference_ratio(name)`` over its reference row's where it has one, and
+    ``round_ratios(name)`` the ratio of each round's two windows, which shows how
+    steady it was. ``load_average`` is ``os.getloadavg()`` before and after.
     """
 
     window_s: float
@@ -209,6 +217,18 @@ class DriverCostReport:
             return None
         return self.get(name).cpu_us_per_request / base.cpu_us_per_request
 
+    def round_ratios(self, name: str) -> list[float]:
+        """Each round's CPU per request of ``name`` over its baseline's in that round."""
+        base = self.baseline_of(name)
+        if base is None:
+            return []
+        by_round = {r.round: r for r in base.runs}
+        return [
+            r.cpu_us_per_request / by_round[r.round].cpu_us_per_request
+            for r in self.get(name).runs
+            if r.round in by_round
+        ]
+
     def reference_ratio(self, name: str) -> float | None:
         """CPU per request of ``name`` over its reference row's (``DriverSpec.reference``)."""
         spec = self.get(name).spec
@@ -232,11 +252,15 @@ def _free_port() -> int:
         return port
 
 
-def _bootstrap(port: int, admin_port: int) -> dict[str, object]:
+def _stat_prefix(listener: int) -> str:
+    return _STAT_PREFIX if listener == 0 else f"{_STAT_PREFIX}_{listener}"
+
+
+def _listener(port: int, listener: int) -> dict[str, object]:
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network."
         "http_connection_manager.v3.HttpConnectionManager",
-        "stat_prefix": _STAT_PREFIX,
+        "stat_prefix": _stat_prefix(listener),
         "route_config": {
             "virtual_hosts": [
                 {
@@ -261,40 +285,38 @@ def _bootstrap(port: int, admin_port: int) -> dict[str, object]:
         ],
     }
     return {
+        "name": f"bench-{listener}",
+        "address": {"socket_address": {"address": HOST, "port_value": port}},
+        "filter_chains": [
+            {"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                          "typed_config": hcm}]}
+        ],
+    }  # fmt: skip
+
+
+def _bootstrap(ports: Sequence[int], admin_port: int) -> dict[str, object]:
+    return {
         "admin": {"address": {"socket_address": {"address": HOST, "port_value": admin_port}}},
         # workers' counters reach /stats only at a flush (every 5 s by default): flush on
         # each admin read, so a window's count is exact
         "stats_flush_on_admin": True,
-        "static_resources": {
-            "listeners": [
-                {
-                    "name": "bench",
-                    "address": {"socket_address": {"address": HOST, "port_value": port}},
-                    "filter_chains": [
-                        {
-                            "filters": [
-                                {"name": "envoy.filters.network.http_connection_manager",
-                                 "typed_config": hcm}
-                            ]
-                        }
-                    ],
-                }
-            ]
-        },
-    }  # fmt: skip
+        "static_resources": {"listeners": [_listener(p, i) for i, p in enumerate(ports)]},
+    }
 
 
 @dataclass(frozen=True)
 class Target:
-    """The Envoy being loaded: its URL and a way to read how many requests it completed."""
+    """The Envoy being loaded: its URLs (one per listener) and how many requests each completed."""
 
     url: str
     admin_url: str
     pid: int
+    #: Every listener's URL (``url`` is the first); each counts its requests apart.
+    urls: tuple[str, ...] = ()
 
-    def completed(self) -> int:
-        """Requests Envoy has completed so far (``downstream_rq_completed``)."""
-        name = f"http.{_STAT_PREFIX}.downstream_rq_completed"
+    def completed(self, listener: int = 0) -> int:
+        """Requests Envoy has completed so far on one listener (``downstream_rq_completed``)."""
+        name = f"http.{_stat_prefix(listener)}.downstream_rq_completed"
         with urllib.request.urlopen(f"{self.admin_url}/stats?filter=^{name}$", timeout=5) as r:
             text = bytes(r.read()).decode()
         for line in text.splitlines():
@@ -305,11 +327,14 @@ class Target:
 
 
 @contextmanager
-def envoy_target(work: Path, core: int | None) -> Iterator[Target]:
-    """A real Envoy answering every request with 200 "ok", on loopback; ended by its pid."""
-    port, admin_port = _free_port(), _free_port()
-    config = work / "envoy-target.json"
-    config.write_text(json.dumps(_bootstrap(port, admin_port)))
+def envoy_target(work: Path, core: int | None, listeners: int = 1) -> Iterator[Target]:
+    """A real Envoy answering every request with 200 "ok", on loopback; ended by its pid.
+
+    ``listeners`` ports, each counting its own requests (:meth:`Target.completed`).
+    """
+    ports, admin_port = [_free_port() for _ in range(max(1, listeners))], _free_port()
+    config = work / f"envoy-target-{admin_port}.json"
+    config.write_text(json.dumps(_bootstrap(ports, admin_port)))
     argv = [
         str(envoy_binary()), "--config-path", str(config), "--disable-hot-restart",
         "--concurrency", "1", "--log-level", "error", "--log-path", str(work / "envoy.log"),
@@ -330,7 +355,8 @@ def envoy_target(work: Path, core: int | None) -> Iterator[Target]:
             time.sleep(0.05)
         if core is not None:
             pin(proc.pid, core)
-        yield Target(f"http://{HOST}:{port}", admin, proc.pid)
+        urls = tuple(f"http://{HOST}:{p}" for p in ports)
+        yield Target(urls[0], admin, proc.pid, urls)
     finally:
         stop_processes([proc], 3.0)
 
@@ -348,10 +374,20 @@ def pin(pid: int, core: int) -> None:
 
 
 def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds ``pid`` has used (``/proc/<pid>/stat``, all threads)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime
+    """CPU seconds ``pid`` has run, all threads: the scheduler's own count, in nanoseconds
+    (``/proc/<pid>/task/*/schedstat``), else ``utime + stime`` in clock ticks."""
+    total_ns = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                total_ns += int((task / "schedstat").read_text().split()[0])
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # the thread ended meanwhile
+        return total_ns / 1e9
+    except (OSError, ValueError, IndexError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime
 
 
 def _cores() -> tuple[int | None, int | None]:
@@ -378,6 +414,8 @@ class Plain(FastHttpUser):
 # The like-for-like baseline of the open-loop driver: plain Locust keeping an even
 # arrival schedule (one shared next slot, ``users`` long-lived senders), without its
 # cap, drops, lag or recording. Spawning a greenlet per request instead costs more.
+# After a pause (the bench pauses every generator but the one it measures) the slots
+# more than 0.1 s late are skipped, as the driver drops them, rather than sent at once.
 _PLAIN_OPEN_LOCUSTFILE = """\
 import random
 import time
@@ -386,6 +424,7 @@ import gevent
 from locust import FastHttpUser, constant, task
 
 PERIOD = 1.0 / {rate}
+SKIP_LATE = 0.1
 
 
 class PlainOpen(FastHttpUser):
@@ -399,8 +438,11 @@ class PlainOpen(FastHttpUser):
     def send_from(self):
         while True:
             due = self.due
-            self.due = due + PERIOD
             wait = due - time.monotonic()
+            if wait < -SKIP_LATE:
+                due -= wait
+                wait = 0.0
+            self.due = due + PERIOD
             if wait > 0:
                 gevent.sleep(wait)
             self.client.get("/")
@@ -426,118 +468,165 @@ def _plain_locustfile(work: Path, spec: DriverSpec) -> Path:
     return path
 
 
-def _window(
-    pid: int, target: Target, before: int, window_s: float, core: int | None
-) -> tuple[float, int]:
-    """CPU seconds of ``pid`` and requests Envoy completed over a window.
+@dataclass(frozen=True)
+class _Generator:
+    """One load generator's Locust process, against its own listener of the target."""
 
-    The window opens a warm-up after the first request reached Envoy, so Locust's
-    start-up (imports, spawning users) is not counted.
-    """
-    deadline = time.monotonic() + _STARTUP_TIMEOUT_S
-    while target.completed() <= before:
-        if time.monotonic() > deadline:
-            raise StartupError(f"no request reached the Envoy target in {_STARTUP_TIMEOUT_S} s")
-        time.sleep(0.05)
-    time.sleep(_WARMUP_S)
-    if core is not None:
-        pin(pid, core)  # again: Locust may have started threads since
-    cpu0, rq0 = process_cpu_s(pid), target.completed()
-    time.sleep(window_s)
-    cpu1, rq1 = process_cpu_s(pid), target.completed()
-    return cpu1 - cpu0, rq1 - rq0
+    spec: DriverSpec
+    listener: int
+    pid: int
+    #: Exit codes of its processes (None while running).
+    exit_codes: Callable[[], Sequence[int | None]]
+    #: The driver's run directory (None for plain Locust).
+    out: Path | None = None
+
+    def pause(self) -> None:
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+
+    def check_running(self) -> None:
+        """Raise :class:`ProcessError` if a process of this generator has ended."""
+        if any(code is not None for code in self.exit_codes()):
+            raise ProcessError(f"{self.spec.name} ended during the bench: {self.exit_codes()}")
 
 
-def _run_plain(
-    spec: DriverSpec, target: Target, work: Path, window_s: float, core: int | None
-) -> DriverRun:
+def _start_plain(
+    spec: DriverSpec, listener: int, target: Target, work: Path, life_s: float, stack: ExitStack
+) -> _Generator:
     locustfile = _plain_locustfile(work, spec)
-    # a backstop only: the run is ended (SIGTERM) right after the window, since Locust's
-    # own timer can fire seconds early on a busy machine (gevent's clock is stale then)
-    run_time = math.ceil(_STARTUP_TIMEOUT_S + _WARMUP_S + window_s)
     argv = [
-        sys.executable, "-m", "locust", "-f", str(locustfile), "--host", target.url,
+        sys.executable, "-m", "locust", "-f", str(locustfile), "--host", target.urls[listener],
         "--headless", "--users", str(1 if spec.kind == "plain-open" else spec.users),
         "--spawn-rate", "1000",
-        "--run-time", f"{run_time}s", "--only-summary", "--exit-code-on-error", "0",
+        # a backstop only: the bench ends it (SIGTERM) once every round is measured
+        "--run-time", f"{math.ceil(life_s)}s", "--only-summary", "--exit-code-on-error", "0",
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
-    before = target.completed()
-    proc = spawn(argv, env=env, log_path=work / "plain-locust.out", name="plain Locust")
-    try:
-        if core is not None:
-            pin(proc.pid, core)
-        cpu, requests = _window(proc.pid, target, before, window_s, core)
-    finally:
+    proc = spawn(argv, env=env, log_path=work / f"plain-{spec.kind}.out", name="plain Locust")
+
+    def stop() -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGCONT)  # a paused process cannot act on SIGTERM
         stop_processes([proc], 5.0)
-    return DriverRun(spec.name, window_s, cpu, requests, target.completed() - before, None, None)
+
+    stack.callback(stop)
+    return _Generator(spec, listener, proc.pid, lambda: (proc.poll(),))
 
 
-def _run_driver(
-    spec: DriverSpec, target: Target, work: Path, window_s: float, core: int | None
-) -> DriverRun:
+def _start_driver(
+    spec: DriverSpec, listener: int, target: Target, work: Path, life_s: float, stack: ExitStack
+) -> _Generator:
     out = Path(tempfile.mkdtemp(prefix="driver-", dir=work))
     config = TrafficConfig(
-        host=target.url,
+        host=target.urls[listener],
         out_dir=out,
-        # a backstop only, as for plain Locust: the run is stopped right after the window
-        duration_s=_STARTUP_TIMEOUT_S + _WARMUP_S + window_s,
+        # a backstop only, as for plain Locust: the bench stops it after the last round
+        duration_s=life_s,
         startup_timeout_s=_STARTUP_TIMEOUT_S,
         users=spec.users,
         spawn_rate=1000.0,
         rate=spec.rate or 50_000.0,
         mode=spec.mode,
         endpoints=(Endpoint("get", "GET", "/"),),
+        record=spec.record,
     )
-    before = target.completed()
-    with TrafficRun(config) as run:
-        pid = run.pids[0]
+    run = stack.enter_context(TrafficRun(config))
+
+    def resume_all() -> None:
+        for pid in run.pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)  # a paused process cannot act on SIGTERM
+
+    stack.callback(resume_all)  # runs before the TrafficRun's own stop (last in, first out)
+    return _Generator(spec, listener, run.pids[0], lambda: tuple(run.returncodes.values()), out)
+
+
+def _first_requests(target: Target, gen: _Generator) -> None:
+    """Wait until the generator's first request reached its listener (or it died)."""
+    deadline = time.monotonic() + _STARTUP_TIMEOUT_S
+    while target.completed(gen.listener) == 0:
+        gen.check_running()
+        if time.monotonic() > deadline:
+            raise StartupError(
+                f"{gen.spec.name}: no request reached the Envoy target in {_STARTUP_TIMEOUT_S} s"
+            )
+        time.sleep(0.05)
+
+
+def _measure_window(
+    target: Target, gen: _Generator, round_: int, window_s: float, core: int | None
+) -> DriverRun:
+    """Resume ``gen``, let it settle, measure one window, pause it again."""
+    gen.check_running()
+    gen.resume()
+    try:
         if core is not None:
-            pin(pid, core)
-        cpu, requests = _window(pid, target, before, window_s, core)
-        run.stop(30.0)  # SIGTERM: Locust stops the users, requests under way are recorded
-        if any(code != 0 for code in run.returncodes.values()):
-            raise ProcessError(f"the driver ended with {run.returncodes}")
-    frame = load_samples(samples_dir(out))
-    dropped = int((frame["error_kind"] == DROPPED).sum())
-    return DriverRun(
-        spec.name,
-        window_s,
-        cpu,
-        requests,
-        target.completed() - before,
-        len(frame) - dropped,
-        dropped,
-    )
+            pin(gen.pid, core)  # again: Locust may have started threads since
+        time.sleep(_SETTLE_S)
+        cpu0, rq0, t0 = process_cpu_s(gen.pid), target.completed(gen.listener), time.monotonic()
+        time.sleep(window_s)
+        cpu1, rq1, t1 = process_cpu_s(gen.pid), target.completed(gen.listener), time.monotonic()
+    finally:
+        gen.pause()
+    return DriverRun(gen.spec.name, round_, t1 - t0, cpu1 - cpu0, rq1 - rq0)
 
 
 def measure_driver_cost(
-    window_s: float = 5.0,
-    repeats: int = 3,
+    window_s: float = 2.0,
+    repeats: int = 8,
     *,
     drivers: Sequence[DriverSpec] = DEFAULT_DRIVERS,
     work_dir: Path | None = None,
 ) -> DriverCostReport:
-    """CPU per request of each load generator against one real Envoy, side by side.
+    """CPU per request of each load generator against one real Envoy, taking turns.
 
-    Each repetition runs every generator once, in a rotated order, for a
-    ``window_s``-second measured window after a warm-up. Bounded: about
-    ``repeats * len(drivers) * (window_s + 6)`` seconds. Raises
-    :class:`~chaos.errors.ChaosError` when a generator cannot start or dies.
+    Every generator starts at once (each on its own listener, pinned to the second
+    core), warms up, and is paused; then ``repeats`` rounds each resume one generator
+    at a time for a ``window_s``-second window (after :data:`_SETTLE_S`), in an order
+    that reverses every round. Bounded: about ``repeats * len(drivers) * (window_s + 1)``
+    seconds plus start-up. Raises :class:`~chaos.errors.ChaosError` when a generator
+    cannot start or dies.
     """
     envoy_core, locust_core = _cores()
     load_before = os.getloadavg()
     results = {d.name: DriverCost(d.name, spec=d) for d in drivers}
+    life_s = _STARTUP_TIMEOUT_S + len(drivers) * (
+        _WARMUP_S + repeats * (_SETTLE_S + window_s + 1.0)
+    )
     with tempfile.TemporaryDirectory(prefix="bench-driver-", dir=work_dir) as tmp:
         work = Path(tmp)
-        with envoy_target(work, envoy_core) as target:
+        with envoy_target(work, envoy_core, len(drivers)) as target, ExitStack() as stack:
+            gens: list[_Generator] = []
+            for i, spec in enumerate(drivers):  # all at once: start-up is mostly imports
+                start = _start_driver if spec.kind == "driver" else _start_plain
+                gens.append(start(spec, i, target, work, life_s, stack))
+                if locust_core is not None:
+                    pin(gens[-1].pid, locust_core)
+            for gen in gens:
+                _first_requests(target, gen)
+            time.sleep(_WARMUP_S)
+            for gen in gens:
+                gen.pause()
             for rep in range(repeats):
-                order = list(drivers[rep % len(drivers) :]) + list(drivers[: rep % len(drivers)])
-                for spec in order:
-                    run = (_run_driver if spec.kind == "driver" else _run_plain)(
-                        spec, target, work, window_s, locust_core
+                for gen in gens if rep % 2 == 0 else gens[::-1]:
+                    results[gen.spec.name].runs.append(
+                        _measure_window(target, gen, rep, window_s, locust_core)
                     )
-                    results[spec.name].runs.append(run)
+            for gen in gens:
+                gen.check_running()
+            stack.close()  # resume and stop every generator: requests under way are recorded
+            for gen in gens:
+                if gen.out is not None and any(code != 0 for code in gen.exit_codes()):
+                    raise ProcessError(f"{gen.spec.name} ended with {gen.exit_codes()}")
+                cost = results[gen.spec.name]
+                cost.requests_sent = target.completed(gen.listener)
+                if gen.out is not None and gen.spec.record:
+                    frame = load_samples(samples_dir(gen.out))
+                    dropped = int((frame["error_kind"] == DROPPED).sum())
+                    cost.samples_recorded = len(frame) - dropped
+                    cost.samples_dropped = dropped
     return DriverCostReport(
         window_s=window_s,
         repeats=repeats,
@@ -551,11 +640,16 @@ def _count(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
+def _spread(ratios: Sequence[float]) -> str:
+    return f"{min(ratios):.3f}-{max(ratios):.3f}" if ratios else ""
+
+
 def render(report: DriverCostReport) -> str:
-    """A plain-text table of the medians; each driver row against its plain Locust row."""
+    """A plain-text table: each generator's CPU per request, each driver row against its
+    plain Locust row (pooled, and the lowest to highest of the rounds)."""
     head = (
-        f"{'load generator':<36} {'CPU µs/req':>10} {'vs plain':>9} {'req/s':>8} "
-        f"{'sent':>7} {'recorded':>8} {'dropped':>7} {'lost':>5}"
+        f"{'load generator':<36} {'CPU µs/req':>10} {'vs plain':>9} {'rounds':>11} "
+        f"{'req/s':>8} {'sent':>8} {'recorded':>8} {'dropped':>7} {'lost':>5}"
     )
     lines = [head]
     for c in report.generators:
@@ -563,8 +657,9 @@ def render(report: DriverCostReport) -> str:
         shown = f"{ratio:>8.3f}x" if ratio is not None else " " * 9
         n = _count
         lines.append(
-            f"{c.name:<36} {c.cpu_us_per_request:>10.1f} {shown} {c.requests_per_s:>8,.0f} "
-            f"{c.requests_sent:>7} {n(c.samples_recorded):>8} {n(c.samples_dropped):>7} "
+            f"{c.name:<36} {c.cpu_us_per_request:>10.1f} {shown} "
+            f"{_spread(report.round_ratios(c.name)):>11} {c.requests_per_s:>8,.0f} "
+            f"{c.requests_sent:>8} {n(c.samples_recorded):>8} {n(c.samples_dropped):>7} "
             f"{n(c.samples_lost):>5}"
         )
     for c in report.generators:
@@ -573,7 +668,8 @@ def render(report: DriverCostReport) -> str:
             lines.append(f"{c.name} vs {c.spec.reference}: {ref:.3f}x")
     before, after = report.load_average
     lines.append(
-        f"window {report.window_s:g} s x {report.repeats} repetitions (medians); "
+        f"{report.repeats} rounds of one {report.window_s:g}-s window per generator, taking "
+        f"turns (the others paused); CPU per request pooled over the rounds; "
         f"Envoy on core {report.cores[0]}, Locust on core {report.cores[1]}; "
         f"load average {before[0]:.2f} before, {after[0]:.2f} after"
     )
@@ -581,7 +677,7 @@ def render(report: DriverCostReport) -> str:
 
 
 def to_json(report: DriverCostReport) -> dict[str, object]:
-    """The report as plain JSON data: medians, ratios and every run."""
+    """The report as plain JSON data: figures, ratios and every window."""
     return {
         "window_s": report.window_s,
         "repeats": report.repeats,
@@ -594,6 +690,7 @@ def to_json(report: DriverCostReport) -> dict[str, object]:
                 "reference": c.spec.reference if c.spec else None,
                 "cpu_us_per_request": c.cpu_us_per_request,
                 "ratio": report.ratio(c.name),
+                "round_ratios": report.round_ratios(c.name),
                 "reference_ratio": report.reference_ratio(c.name),
                 "requests_per_s": c.requests_per_s,
                 "requests_sent": c.requests_sent,
@@ -609,8 +706,8 @@ def to_json(report: DriverCostReport) -> dict[str, object]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--window", type=float, default=5.0, help="seconds measured per run")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--window", type=float, default=2.0, help="seconds per window")
+    parser.add_argument("--repeats", type=int, default=8, help="rounds (windows each)")
     parser.add_argument("--json", type=Path, help="also write the runs as JSON here")
     args = parser.parse_args(argv)
     try:

@@ -72,11 +72,14 @@ def measure_wrk(target: Target, seconds: float, core: int | None) -> LoadGenRow:
 
 
 def measure_locust_rows(window_s: float, repeats: int, work: Path) -> list[LoadGenRow]:
-    """Plain Locust and the driver, side by side (medians over ``repeats``)."""
+    """Plain Locust and the driver, taking turns over ``repeats`` rounds."""
     report = measure_driver_cost(window_s, repeats, work_dir=work)
     rows = []
     for c in report.generators:
-        note = f"median of {len(c.runs)} windows of {window_s:g} s"
+        note = f"{len(c.runs)} windows of {window_s:g} s, taking turns"
+        rounds = report.round_ratios(c.name)
+        if rounds:
+            note += f"; rounds {min(rounds):.3f}-{max(rounds):.3f}x"
         reference = report.reference_ratio(c.name)
         if reference is not None and c.spec is not None:
             note += f"; {reference:.3f}x the CPU of {c.spec.reference}"

@@ -227,7 +227,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         args.repeats, args.duration, args.connections = 2, 3.0, 16
         args.wrk_seconds, args.window, args.lateness_rate = 5.0, 4.0, LATENESS_RATE
         args.workers = (0, 1, 2)
-        args.driver_window, args.driver_repeats = 3.0, 2
+        args.driver_window, args.driver_repeats = 2.0, 8
         args.sizes, args.faults = FULL_SIZES, FAULTS
         args.timeline = Timeline(warmup_s=2.0, hold_s=2.0, recovery_s=4.0)
     return args

@@ -86,9 +86,12 @@ def _loadgen(results: BenchResults) -> list[str]:
         "",
         "A real Envoy answering `GET /` with a `direct_response`, pinned to the first "
         "core; the generator pinned to the second. CPU per request is the generator's own "
-        "process over a steady window (`chaos.bench_driver.measure_driver_cost` for the "
-        "Locust rows). The driver always records its samples (no switch turns recording "
-        "off); the plain Locust rows are the same loads without recording.",
+        "process over steady windows. The Locust rows (`chaos.bench_driver."
+        "measure_driver_cost`) run at once, each against its own listener, and take turns: "
+        "one runs while the others are paused (SIGSTOP), round after round, so a machine "
+        "that drifts over the minutes weighs on every row alike; their CPU is the "
+        "scheduler's run time in nanoseconds. The plain Locust rows are the same loads "
+        "without recording; the driver's `recording off` rows show what recording costs.",
         "",
         *_failed(results, "target"),
         *_failed(results, "locust"),

@@ -143,6 +143,10 @@ class TrafficConfig:
     startup_timeout_s: float = 30.0
     extra_env: tuple[tuple[str, str], ...] = field(default=())
     network: str = LOOPBACK
+    #: Whether the built-in users keep their samples. False only for the bench's
+    #: no-recording rows (``chaos.bench_driver``): nothing is written, so a run that
+    #: waits for its first sample (``TrafficRun.wait_started``) never sees one.
+    record: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out_dir", Path(self.out_dir))
@@ -276,6 +280,7 @@ class TrafficConfig:
                 "startup_timeout_s": self.startup_timeout_s,
                 "extra_env": [list(kv) for kv in self.extra_env],
                 "network": self.network,
+                "record": self.record,
             },
             indent=2,
         )
@@ -305,6 +310,7 @@ class TrafficConfig:
             startup_timeout_s=float(raw["startup_timeout_s"]),
             extra_env=tuple((str(k), str(v)) for k, v in raw["extra_env"]),
             network=str(raw.get("network", LOOPBACK)),
+            record=bool(raw.get("record", True)),
         )
 
 

@@ -157,6 +157,13 @@ class SampleRecorder:
         t = time.monotonic() - latency_ms / 1000.0
         self.push((t, latency_ms, 0.0, status, str(name), method, kind, write_id))
 
+    def discard_rows(self) -> None:
+        """Keep nothing from now on: :meth:`push` only drops its row (recording off)."""
+        self.push = self._discard  # type: ignore[method-assign]
+
+    def _discard(self, row: SampleRow) -> None:
+        pass
+
     def dropped(self, due: float, endpoint: str, method: str) -> None:
         """Record a request that was due at ``due`` but not sent (the in-flight cap was full)."""
         self.push((due, 0.0, 0.0, 0, endpoint, method, DROPPED, ""))
@@ -233,6 +240,8 @@ def _attach(environment: Environment, **_kwargs: Any) -> None:
     gevent.get_hub().loop.update_now()
     config = load_current_config()
     recorder = SampleRecorder(samples_dir(config.out_dir), _quit_for(environment))
+    if not config.record:
+        recorder.discard_rows()
     setattr(environment, _RECORDER_ATTR, recorder)
     atexit.register(_close_at_exit, recorder)
     recorder.start_timer()

@@ -30,14 +30,18 @@ def test_plain_and_driver_are_measured_side_by_side(tmp_path: Path) -> None:
         DriverSpec(
             "driver", "driver", users=5, rate=200.0, baseline="plain open", reference="plain"
         ),
+        DriverSpec("driver off", "driver", users=5, rate=200.0, baseline="plain", record=False),
     )
-    report = measure_driver_cost(1.0, 1, drivers=drivers, work_dir=tmp_path)
-    assert [c.name for c in report.generators] == ["plain", "plain open", "driver"]
+    report = measure_driver_cost(1.0, 2, drivers=drivers, work_dir=tmp_path)
+    assert [c.name for c in report.generators] == ["plain", "plain open", "driver", "driver off"]
     for cost in report.generators:
-        (run,) = cost.runs
-        assert run.requests > 50, run  # about 200 in the second
-        assert run.cpu_s > 0 and math.isfinite(cost.cpu_us_per_request)
-    plain, plain_open, driver = report.generators
+        assert [r.round for r in cost.runs] == [0, 1]
+        for run in cost.runs:
+            assert run.requests > 50, run  # about 200 in the second
+            assert run.cpu_s > 0 and math.isfinite(cost.cpu_us_per_request)
+    plain, plain_open, driver, off = report.generators
+    assert off.samples_recorded is None and off.samples_lost is None
+    assert len(report.round_ratios("driver")) == 2
     assert plain.samples_lost is None and report.ratio("plain") is None
     assert driver.samples_lost == 0, driver.runs  # every request Envoy answered is a sample
     assert driver.samples_recorded == driver.requests_sent > 0
@@ -49,3 +53,4 @@ def test_plain_and_driver_are_measured_side_by_side(tmp_path: Path) -> None:
     table = render(report)
     assert "driver vs plain:" in table and "load average" in table
     assert to_json(report)["generators"][2]["samples_lost"] == 0  # type: ignore[index]
+    assert "taking turns" in table
