@@ -121,6 +121,12 @@ def test_a_generous_cap_holds_the_rate(slow_server: SlowServer, tmp_path: Path) 
     # sent on time, mostly (a loaded 2-core machine stalls a process now and then; the
     # bench measures the lateness, this only guards against a schedule gone wrong)
     assert frame.send_lag_ms.median() < 20.0, frame.send_lag_ms.describe()
+    # every sample starts at its slot of the one process's grid (phase + k / 80): a
+    # request sent before its slot would start off the grid, at its actual send
+    slots = (frame.t - frame.t.min()) * 80.0
+    assert ((slots - slots.round()).abs() < 1e-3).all(), slots[
+        (slots - slots.round()).abs() >= 1e-3
+    ]
 
 
 def test_closed_loop_stays_available_and_slows_with_the_responses(
