@@ -1,4 +1,10 @@
-"""The ``sidecar-chaos`` command line: parse, call the core, render. No logic lives here."""
+"""The ``sidecar-chaos`` command line: parse, call the core, render. No logic lives here.
+
+The commands are here; what they share is in their own modules: ``chaos.cliconsole`` (printing),
+``chaos.cliplatform`` (the platform and the experiment loaded against it),
+``chaos.climonitoring`` (the monitoring options), ``chaos.clirun`` (a run's execution) and
+``chaos.dryrun`` (the ``--dry-run`` description).
+"""
 
 from __future__ import annotations
 
@@ -6,21 +12,19 @@ import json
 import signal
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from chaos.cliconsole import _fail, _plain, err, out
+from chaos.climonitoring import _MetricsAddress, _MetricsPort, _Prometheus, _Pushgateway
+from chaos.cliplatform import PlatformOptions, _load, _platform, _setup, _slots
+from chaos.clirun import _check_outputs, _execute, _run_dir
+from chaos.dryrun import describe_plan
 from chaos.errors import ChaosError, InputError
-from chaos.metrics import PROMETHEUS_ENV, PUSHGATEWAY_ENV
-
-if TYPE_CHECKING:
-    from chaos.metrics.hooks import Monitoring
-    from chaos.platforms.base import FaultOps, Platform
-    from chaos.spec import Experiment
 
 app = typer.Typer(
     name="sidecar-chaos",
@@ -30,8 +34,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-out = Console()
-err = Console(stderr=True)
 
 
 def _mount_cluster_app() -> None:
@@ -41,20 +43,6 @@ def _mount_cluster_app() -> None:
 
 
 _mount_cluster_app()
-
-
-def _fail(exc: ChaosError) -> NoReturn:
-    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
-    raise typer.Exit(exc.exit_code)
-
-
-def _setup(name: str) -> str:
-    from chaos.spec import ALL_SETUPS
-
-    if name not in ALL_SETUPS:
-        raise InputError(f"--setup: unknown setup {name!r} (choose from {', '.join(ALL_SETUPS)})")
-    return name
 
 
 @app.command()
@@ -211,74 +199,6 @@ def token(
     sys.stdout.write(response.text.strip() + "\n")
 
 
-def _plain(line: str) -> None:
-    out.print(line, markup=False, highlight=False, soft_wrap=True)
-
-
-def _warn(line: str) -> None:
-    err.print(line, markup=False, highlight=False, soft_wrap=True)
-
-
-_Pushgateway = Annotated[
-    str | None,
-    typer.Option(
-        envvar=PUSHGATEWAY_ENV,
-        help="push the results to this Prometheus Pushgateway at the end (e.g. http://host:9091)",
-    ),
-]
-_MetricsPort = Annotated[
-    int | None, typer.Option(help="serve live metrics on this port while the run goes on")
-]
-_MetricsAddress = Annotated[str, typer.Option(help="address for --metrics-port")]
-
-
-@dataclass(frozen=True)
-class PlatformOptions:
-    """The CLI options that go to a platform: each platform takes its own."""
-
-    slots: dict[str, int] = field(default_factory=dict)
-    kubeconfig: Path | None = None
-    kube_context: str | None = None
-    allow_context: str | None = None
-    #: A Prometheus to read the proxy counters from (local platform).
-    prometheus: str | None = None
-
-
-def _platform(name: str, options: PlatformOptions | None = None) -> Platform:
-    """The platform ``name`` from the registry, with the options the CLI has for it."""
-    from chaos.platforms import platform_factory
-
-    opts = options or PlatformOptions()
-    factory = platform_factory(name)
-    if name == "local":
-        return factory(slots=opts.slots, prometheus_url=opts.prometheus)
-    if opts.prometheus is not None:
-        raise InputError(f"--prometheus: the {name} platform does not read counters from it yet")
-    if name == "kubernetes":
-        return factory(
-            kubeconfig=opts.kubeconfig, context=opts.kube_context, allow_context=opts.allow_context
-        )
-    return factory()
-
-
-def _load(
-    path: Path, overrides: list[str], setups: list[str], options: PlatformOptions | None = None
-) -> Experiment:
-    """Load and check an experiment, against the platform it names too (exit 2 on a problem)."""
-    from chaos.engine.preflight import platform_checks
-    from chaos.platforms.base import Problem
-    from chaos.spec import load_experiment
-
-    def check(experiment: Experiment) -> list[Problem]:
-        try:
-            platform = _platform(experiment.platform, options)
-        except InputError as exc:
-            return [Problem(("platform",), str(exc))]
-        return list(platform_checks(platform)(experiment))
-
-    return load_experiment(path, overrides, setups, check=check)
-
-
 @app.command()
 def validate(
     files: Annotated[list[Path], typer.Argument(help="experiment files")],
@@ -310,15 +230,6 @@ def schema() -> None:
     sys.stdout.write(json.dumps(experiment_json_schema(), indent=2) + "\n")
 
 
-def _run_dir(out_dir: Path | None, name: str) -> Path:
-    if out_dir is not None:
-        return out_dir
-    from datetime import UTC, datetime
-
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return Path("reports") / f"{stamp}-{name}"
-
-
 @app.command()
 def run(
     file: Annotated[Path, typer.Argument(help="the experiment file")],
@@ -338,13 +249,7 @@ def run(
     pushgateway: _Pushgateway = None,
     metrics_port: _MetricsPort = None,
     metrics_address: _MetricsAddress = "127.0.0.1",
-    prometheus: Annotated[
-        str | None,
-        typer.Option(
-            envvar=PROMETHEUS_ENV,
-            help="read proxy counters through this Prometheus (query API), not the admin API",
-        ),
-    ] = None,
+    prometheus: _Prometheus = None,
     platform_name: Annotated[
         str | None, typer.Option("--platform", help="local or kubernetes (default: the file's)")
     ] = None,
@@ -390,137 +295,6 @@ def run(
     except ChaosError as exc:
         _fail(exc)
     raise typer.Exit(code)
-
-
-def describe_plan(experiment: Experiment, platform: Platform) -> list[str]:
-    """What a run will touch, in which order, and how each change is undone (no side effects)."""
-    from chaos.engine.preflight import plan_ops
-    from chaos.engine.run import schedule, traffic_config
-    from chaos.faults.plans import plan_offline
-    from chaos.platforms.base import PlansTraffic
-    from chaos.spec import Setup
-    from chaos.spec.hypotheses import describe_decisions
-
-    t = experiment.timeline
-    lines = [
-        f"experiment {experiment.name}: {len(experiment.setups)} setups x "
-        f"{len(experiment.faults)} faults x {experiment.repetitions} repetitions "
-        f"(seed {experiment.seed})",
-        f"each window: up -> warm-up {t.warmup:g}s -> inject -> hold {t.hold:g}s -> revert -> "
-        f"recovery {t.recovery:g}s -> down; traffic {experiment.traffic.rate:g} rps, "
-        f"{experiment.traffic.users} users; platform {platform.name}",
-        *describe_decisions(
-            experiment.hypotheses,
-            experiment.repetitions,
-            experiment.max_repetitions,
-            experiment.budget,
-            experiment.planned_repetitions,
-            experiment.multiple_testing,
-        ),
-    ]
-    if isinstance(platform, PlansTraffic):
-        load = traffic_config(experiment, host="http://127.0.0.1", out_dir=Path("samples"))
-        for setup in experiment.setups:
-            lines.append(
-                f"every {setup} window's load (created as the window starts, deleted as it ends):"
-            )
-            lines += [f"       {line}" for line in platform.plan_traffic(Setup(setup), load)]
-    ops: dict[str, FaultOps] = {
-        s: plan_ops(platform, experiment, Setup(s)) for s in experiment.setups
-    }
-    for number, key in enumerate(schedule(experiment), start=1):
-        lines.append(f"{number:3d}. {key.label}")
-        spec = experiment.faults[key.fault_index]
-        plan = plan_offline(spec, ops[key.setup], key, experiment.seed)
-        lines += [f"       {line}" for line in plan]
-    lines.append("nothing was touched (dry run)")
-    return lines
-
-
-def _slots(values: list[str]) -> dict[str, int]:
-    """``--slot mesh=112`` options as a mapping, checked."""
-    slots: dict[str, int] = {}
-    for value in values:
-        name, sep, number = value.partition("=")
-        if not sep or not number.isdigit() or not 1 <= int(number) <= 254:
-            raise InputError(f"--slot: {value!r} is not like mesh=112 (slot within 1..254)")
-        slots[_setup(name)] = int(number)
-    return slots
-
-
-def _check_outputs(run_dir: Path | None, history: Path | None) -> None:
-    """Where a run will write, checked before anything starts (nothing is created)."""
-    from chaos.history import HistoryStore
-    from chaos.outpaths import check_run_dir
-
-    if run_dir is not None:
-        check_run_dir(run_dir, "--out")
-    if history is not None:
-        if history.is_dir() or not history.name:
-            raise InputError(f"--history: {history} is not a file path (use --no-history to skip)")
-        HistoryStore(history).check()
-
-
-def _execute(
-    experiment: Experiment,
-    platform: Platform,
-    file: Path,
-    run_dir: Path,
-    workers: int,
-    history: Path | None,
-    monitoring: Monitoring | None = None,
-    overrides: tuple[list[str], list[str]] = ([], []),
-) -> int:
-    from datetime import UTC, datetime
-
-    from chaos.engine.run import Engine, RunOptions, copy_experiment
-    from chaos.engine.view import make_view
-    from chaos.metrics.hooks import Monitoring, push_after_run, start_live_metrics, tee
-    from chaos.outcome import finish
-    from chaos.outpaths import create_run_dir
-    from chaos.report.effective import write_effective_experiment
-    from chaos.report.summary import run_summary
-
-    _check_outputs(run_dir, history)
-    monitoring = monitoring or Monitoring()
-    live = start_live_metrics(monitoring, experiment.name, _plain)  # a taken port: exit 2 now
-    create_run_dir(run_dir)
-    copy_experiment(file, run_dir)
-    write_effective_experiment(run_dir, experiment, *overrides)
-    started = datetime.now(UTC).isoformat(timespec="seconds")
-    _plain(f"run directory: {run_dir}")
-    view = tee(make_view(out), live)
-    options = RunOptions(run_dir=run_dir, workers=workers, view=view)
-    engine = Engine(experiment, platform, options)
-    try:
-        records = engine.run()
-    finally:
-        view.close()
-    outcome = finish(
-        experiment,
-        platform,
-        run_dir,
-        records,
-        started_utc=started,
-        aborted_reason=engine.aborted,
-        history=history,
-    )
-    push_after_run(run_dir, monitoring, _warn)
-    for failure in outcome.failures:
-        err.print(f"hypothesis failed: {failure}", markup=False, highlight=False, soft_wrap=True)
-    for broken in outcome.broken:
-        err.print(
-            # the first line: a startup failure appends log lines (results.json keeps them)
-            f"window broken: {broken.label} in {broken.phase}: {broken.reason.splitlines()[0]}",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
-    if engine.aborted:
-        err.print(f"aborted: {engine.aborted}", markup=False, highlight=False)
-    for line in run_summary(run_dir, outcome.exit_code, outcome.report):
-        _plain(line)
-    return outcome.exit_code
 
 
 @app.command()

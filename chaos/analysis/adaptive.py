@@ -15,15 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from chaos.analysis.hypotheses import (
-    Claim,
-    Decision,
-    DecisionSet,
-    Family,
-    SequentialPlan,
-    claims_for,
-    decide,
-)
+from chaos.analysis.decisions import Claim, Decision, DecisionSet, Family, SequentialPlan
+from chaos.analysis.hypotheses import claims_for, decide
 from chaos.analysis.model import FaultResult
 from chaos.spec.hypotheses import Hypothesis
 

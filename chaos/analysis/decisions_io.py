@@ -6,14 +6,7 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any, cast
 
-from chaos.analysis.hypotheses import (
-    OUTCOMES,
-    Claim,
-    Decision,
-    DecisionSet,
-    Expect,
-    SequentialPlan,
-)
+from chaos.analysis.decisions import OUTCOMES, Claim, Decision, DecisionSet, Expect, SequentialPlan
 
 
 def decision_set_to_dict(s: DecisionSet) -> dict[str, object]:

@@ -1,8 +1,10 @@
 """Decisions on comparative hypotheses: supported, refuted, equivalent or undecided.
 
 From the measured windows (``FaultResult``) and the experiment's hypotheses this
-module makes one typed ``Decision`` per hypothesis and fault, and tells an
-adaptive run whether to add a round of repetitions (``next_step``).
+module makes one typed ``Decision`` per hypothesis and fault (the types are in
+:mod:`chaos.analysis.decisions`, their words in :mod:`chaos.analysis.statements`);
+:mod:`chaos.analysis.adaptive` tells an adaptive run with it whether to add a round
+of repetitions (``next_step``).
 
 How a decision is made (the report's method section says the same in words):
 
@@ -40,13 +42,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from itertools import combinations
-from typing import Literal
 
 import numpy as np
 
 from chaos.analysis.decide import (
     Look,
-    Spending,
     boundaries,
     difference_interval,
     needed_per_group,
@@ -55,100 +55,16 @@ from chaos.analysis.decide import (
     pooled_sd,
     tost,
 )
+from chaos.analysis.decisions import (
+    RANK_MARGIN_S,
+    Claim,
+    Decision,
+    Outcome,
+    SequentialPlan,
+)
 from chaos.analysis.model import FaultResult
+from chaos.analysis.statements import statement
 from chaos.spec.hypotheses import Hypothesis
-
-Outcome = Literal["supported", "refuted", "equivalent", "undecided"]
-#: How the family's error rate is controlled: Holm (any order), or in the stated order.
-Family = Literal["holm", "in-order"]
-Expect = Literal["lower", "higher", "equivalent"]
-OUTCOMES: tuple[Outcome, ...] = ("supported", "refuted", "equivalent", "undecided")
-
-#: Family-wise error rate of the decisions.
-ALPHA = 0.05
-#: Equivalence margin of the ranking (no hypotheses): TTRs within 1 s count as equal.
-RANK_MARGIN_S = 1.0
-
-_UNITS = {
-    "time_to_recover": " s",
-    "time_to_impact": " s",
-    "failed_requests": "",
-    "error_rate": "",
-    "p95": " ms",
-    "p99": " ms",
-}
-
-
-@dataclass(frozen=True)
-class Claim:
-    """One testable claim: a hypothesis applied to one fault.
-
-    ``implicit`` marks a ranking claim (no hypotheses were given): its direction is
-    not stated in advance, so its difference test is two-sided.
-    """
-
-    hypothesis: str
-    fault: str
-    metric: str
-    setup: str
-    compared_to: str
-    expect: Expect
-    min_difference: float = 0.0
-    margin: float = 0.0
-    text: str = ""
-    implicit: bool = False
-
-    @property
-    def key(self) -> str:
-        """``<hypothesis>@<fault>``: unique within a run."""
-        return f"{self.hypothesis}@{self.fault}"
-
-
-@dataclass(frozen=True)
-class SequentialPlan:
-    """How the looks are spaced: one look (fixed repetitions) or one per round (auto)."""
-
-    adaptive: bool = False
-    max_rounds: int = 1
-    spending: Spending = "pocock"
-    #: Whether the last round seen is the last one (it may spend what is left).
-    final: bool = True
-    alpha: float = ALPHA
-    family: Family = "holm"
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The outcome of one claim, with its effect size and the test that decided it.
-
-    ``difference`` is ``mean(setup) - mean(compared_to)`` in the metric's unit, with
-    its 95 % bootstrap interval ``low``..``high``; ``censored`` says a window that
-    did not recover (or had no impact) entered at the longest measurable span, so
-    the difference is a bound. ``repetitions`` is the round at which the claim was
-    decided (or the last seen); ``more_repetitions`` how many more per setup would
-    probably decide an undecided claim (None: more are not expected to).
-    """
-
-    claim: Claim
-    outcome: Outcome
-    repetitions: int
-    n_setup: int
-    n_compared: int
-    mean_setup: float | None
-    mean_compared: float | None
-    difference: float | None
-    low: float | None
-    high: float | None
-    censored: bool
-    p_value: float | None
-    threshold: float
-    level: float
-    more_repetitions: int | None
-    faster: str | None
-    statement: str
-    #: Why an undecided claim was not tested (``family: in-order``), else "".
-    note: str = ""
-
 
 # -- values per window --------------------------------------------------------------
 
@@ -296,7 +212,7 @@ def _evaluate(
 def decide(
     runs: Sequence[FaultResult],
     claims: Sequence[Claim],
-    plan: SequentialPlan = SequentialPlan(),
+    plan: SequentialPlan = SequentialPlan(),  # noqa: B008 - frozen (immutable) dataclass
     *,
     seed: int = 0,
 ) -> list[Decision]:
@@ -460,81 +376,6 @@ def _decision(
     return replace(decision, statement=statement(decision))
 
 
-# -- words --------------------------------------------------------------------------
-
-
-def _q(value: float | None, metric: str) -> str:
-    if value is None:
-        return "–"
-    if metric == "error_rate":
-        return f"{value * 100:.1f} %"
-    if metric == "failed_requests":
-        return f"{value:,.1f}"
-    unit = _UNITS.get(metric, "")
-    return f"{value:.2f}{unit}" if abs(value) < 100 else f"{value:,.0f}{unit}"
-
-
-def claim_text(claim: Claim) -> str:
-    """The claim in words."""
-    if claim.text:
-        return claim.text
-    metric = claim.metric.replace("_", " ")
-    if claim.implicit:
-        return f"{claim.fault}: {claim.setup} and {claim.compared_to} differ in {metric}"
-    if claim.expect == "equivalent":
-        how = f"within ±{_q(claim.margin, claim.metric)} of"
-    elif claim.min_difference:
-        how = f"{claim.expect} by more than {_q(claim.min_difference, claim.metric)} than"
-    else:
-        how = f"{claim.expect} than"
-    verb = "are" if claim.metric == "failed_requests" else "is"
-    return f"{claim.fault}: {claim.setup}'s {metric} {verb} {how} {claim.compared_to}'s"
-
-
-def statement(d: Decision) -> str:
-    """One plain sentence: the outcome, the effect with its interval, the test."""
-    c = d.claim
-    metric = c.metric
-    bound = " (a bound: a window that did not recover counts at the longest span)"
-    effect = (
-        f"mean {_q(d.mean_setup, metric)} ({c.setup}) vs {_q(d.mean_compared, metric)} "
-        f"({c.compared_to}), difference {_q(d.difference, metric)} "
-        f"[95 % interval {_q(d.low, metric)} to {_q(d.high, metric)}]"
-        + (bound if d.censored else "")
-    )
-    test = (
-        f"permutation p = {d.p_value:.3g}, threshold {d.threshold:.3g}"
-        if d.p_value is not None
-        else "no test possible"
-    )
-    sizes = f"n = {d.n_setup} and {d.n_compared}"
-    if c.implicit:
-        if d.outcome == "supported" and d.faster is not None:
-            slower = c.compared_to if d.faster == c.setup else c.setup
-            head = f"{c.fault}: {d.faster}'s {metric.replace('_', ' ')} is lower than {slower}'s"
-        elif d.outcome == "equivalent":
-            head = (
-                f"{c.fault}: {c.setup} and {c.compared_to} are equivalent within "
-                f"±{_q(c.margin, metric)}"
-            )
-        else:
-            head = f"{c.fault}: {c.setup} vs {c.compared_to} undecided"
-    else:
-        head = f"{claim_text(c)}: {d.outcome}"
-    when = f"after {d.repetitions} repetition(s)"
-    tail = ""
-    if d.note.startswith("not tested"):
-        tail = f"; {d.note}"
-    elif d.outcome == "undecided":
-        tail = (
-            f"; would need about {d.more_repetitions} more repetition(s) per setup"
-            if d.more_repetitions is not None
-            else "; more repetitions are not expected to decide it (no difference in "
-            "either direction is visible)"
-        ) + (f"; {d.note}" if d.note else "")
-    return f"{head} {when} ({effect}; {test}; {sizes}){tail}."
-
-
 # -- claims from the experiment ------------------------------------------------------
 
 
@@ -589,16 +430,3 @@ def ranking_claims(runs: Sequence[FaultResult]) -> list[Claim]:
                 )
             )
     return claims
-
-
-@dataclass(frozen=True)
-class DecisionSet:
-    """A run's decisions, how they were made, and why an adaptive run stopped.
-
-    ``stated`` is False when the decisions are the ranking (no hypotheses given).
-    """
-
-    plan: SequentialPlan
-    decisions: tuple[Decision, ...]
-    stated: bool
-    stop_reason: str | None = None

@@ -21,7 +21,7 @@ from chaos.rundir.columns import SampleColumns
 from chaos.rundir.samples import DROPPED, ERROR_KINDS, OK, SAMPLE_COLUMNS, SAMPLE_DTYPES
 
 if TYPE_CHECKING:
-    from chaos.analysis.hypotheses import DecisionSet
+    from chaos.analysis.decisions import DecisionSet
 
 # The samples' columns and error kinds are the run directory's contract
 # (chaos.rundir.samples). ``t`` is when the request was *sent* (its start);

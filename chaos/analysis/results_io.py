@@ -23,8 +23,8 @@ from typing import Any
 import pandas as pd
 
 from chaos.analysis.buckets import BUCKET_COLUMNS
+from chaos.analysis.decisions import DecisionSet
 from chaos.analysis.decisions_io import decision_set_from_dict, decision_set_to_dict
-from chaos.analysis.hypotheses import DecisionSet
 from chaos.analysis.model import (
     BrokenWindow,
     Comparison,

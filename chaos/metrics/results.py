@@ -59,7 +59,7 @@ from chaos.analysis import (
     bootstrap_median,
     read_results,
 )
-from chaos.analysis.hypotheses import OUTCOMES, DecisionSet
+from chaos.analysis.decisions import OUTCOMES, DecisionSet
 from chaos.errors import InputError
 from chaos.metrics import PREFIX
 from chaos.report.junit import window_problems

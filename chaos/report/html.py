@@ -17,7 +17,8 @@ import jinja2
 import numpy as np
 
 from chaos.analysis import BrokenWindow, FaultResult, Summary
-from chaos.analysis.hypotheses import Decision, DecisionSet, claim_text
+from chaos.analysis.decisions import Decision, DecisionSet
+from chaos.analysis.statements import claim_text
 from chaos.outpaths import write_atomically
 from chaos.report.charts import (
     TimelineInput,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chaos.analysis.hypotheses import RANK_MARGIN_S, DecisionSet
+from chaos.analysis.decisions import RANK_MARGIN_S, DecisionSet
 
 
 def method_paragraphs(decided: DecisionSet | None) -> list[str]:

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from chaos.analysis import read_results
-from chaos.analysis.hypotheses import DecisionSet, claim_text
+from chaos.analysis.decisions import DecisionSet
+from chaos.analysis.statements import claim_text
 from chaos.errors import InputError
 from chaos.report.rundata import abort_reason
 from chaos.report.verdict import FaultVerdict, fault_verdict

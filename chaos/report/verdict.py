@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from chaos.analysis import Comparison, Summary
-from chaos.analysis.hypotheses import Decision, DecisionSet
+from chaos.analysis.decisions import Decision, DecisionSet
 
 #: How a verdict reads at a glance (the report colours its card by it).
 VerdictLevel = Literal[

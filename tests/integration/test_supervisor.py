@@ -20,7 +20,8 @@ from chaos.platforms.base import Event, EventKind
 from chaos.platforms.local.backoff import BackoffPolicy
 from chaos.platforms.local.events import EventLog
 from chaos.platforms.local.probes import HttpProbe, TcpProbe
-from chaos.platforms.local.supervisor import ProcessSpec, ProcessState, Supervisor
+from chaos.platforms.local.processes import ProcessSpec, ProcessState
+from chaos.platforms.local.supervisor import Supervisor
 from chaos.proc import pid_alive
 
 POLICY = BackoffPolicy(
@@ -327,7 +328,8 @@ RUNNER = textwrap.dedent(
     from chaos.platforms.local.events import EventLog
     from chaos.platforms.local.backoff import BackoffPolicy
     from chaos.platforms.local.probes import HttpProbe
-    from chaos.platforms.local.supervisor import ProcessSpec, Supervisor
+    from chaos.platforms.local.processes import ProcessSpec
+    from chaos.platforms.local.supervisor import Supervisor
 
     host, port, tmp = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     events = EventLog()

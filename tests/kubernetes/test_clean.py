@@ -262,7 +262,7 @@ def test_sidecar_chaos_clean_after_the_engine_was_killed_mid_fault(
 def test_the_dry_run_lists_the_in_cluster_load_and_its_undo(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from chaos.cli import describe_plan
+    from chaos.dryrun import describe_plan
     from chaos.spec import load_experiment
 
     monkeypatch.setenv(KIND_DIR_ENV, str(tmp_path / "no-cluster-state"))

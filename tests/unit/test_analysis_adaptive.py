@@ -11,7 +11,7 @@ from chaos.analysis.adaptive import (
     next_step,
     refuted_lines,
 )
-from chaos.analysis.hypotheses import Claim
+from chaos.analysis.decisions import Claim
 from chaos.report.summary import summary_lines
 from tests.unit.windows import window_result
 
@@ -77,7 +77,8 @@ def test_a_refuted_hypothesis_makes_exit_code_one() -> None:
     wrong = Claim("mesh-slower", "cert", "time_to_recover", "mesh", "sidecar", "higher")
     decided = decisions_for([], _rounds(4))  # ranking only: never fails a run
     assert exit_code(decided.decisions) == 0
-    from chaos.analysis.hypotheses import SequentialPlan, decide
+    from chaos.analysis.decisions import SequentialPlan
+    from chaos.analysis.hypotheses import decide
 
     decisions = decide(_rounds(4), [wrong], SequentialPlan())
     assert decisions[0].outcome == "refuted"
@@ -86,7 +87,8 @@ def test_a_refuted_hypothesis_makes_exit_code_one() -> None:
 
 
 def test_summary_lines_end_with_exit_meaning_and_report() -> None:
-    from chaos.analysis.hypotheses import DecisionSet, SequentialPlan, decide
+    from chaos.analysis.decisions import DecisionSet, SequentialPlan
+    from chaos.analysis.hypotheses import decide
 
     plan = SequentialPlan(adaptive=True, max_rounds=6)
     decisions = tuple(decide(_rounds(4), [CERT, CRASH], plan))

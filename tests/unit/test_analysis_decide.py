@@ -28,7 +28,8 @@ from chaos.analysis.decide import (
     spent,
     tost,
 )
-from chaos.analysis.hypotheses import Claim, SequentialPlan, decide
+from chaos.analysis.decisions import Claim, SequentialPlan
+from chaos.analysis.hypotheses import decide
 from tests.unit.windows import window_result
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from chaos.analysis.hypotheses import claims_for
-from chaos.cli import _platform, describe_plan
+from chaos.cliplatform import _platform
+from chaos.dryrun import describe_plan
 from chaos.spec import Experiment, experiment_json_schema, load_experiment
 from tests.unit.windows import window_result
 

@@ -1,13 +1,14 @@
-"""The one module that imports ``kubernetes``: a small adapter over the official client.
+"""A small adapter over the official ``kubernetes`` client: :class:`KubeApi`.
 
-:class:`KubeApi` speaks Kubernetes JSON (objects as dicts, exactly as the API
-server sends them) for the few kinds the platform touches, through the official
-client's ``ApiClient`` (its configuration, auth, TLS, serialisation and
-``Watch``). Foreign errors stop here: an ``ApiException`` becomes a
-:class:`~chaos.errors.PlatformError` naming the call (``NotFound`` is ``None`` or
-``False`` where "already gone" is a fine answer, a stale ``resourceVersion`` is
-:class:`ConflictError` and is retried where the caller re-reads), a kubeconfig
-that cannot be read is an :class:`~chaos.errors.InputError` naming the file.
+With :mod:`~chaos.platforms.kubernetes.podexec` (exec and port-forward), the only
+modules that import ``kubernetes``. :class:`KubeApi` speaks Kubernetes JSON (objects as
+dicts, exactly as the API server sends them) for the few kinds the platform touches
+(:mod:`~chaos.platforms.kubernetes.kinds`), through the official client's ``ApiClient``
+(its configuration, auth, TLS, serialisation and ``Watch``). Foreign errors stop here: an
+``ApiException`` becomes a :class:`~chaos.errors.PlatformError` naming the call
+(``NotFound`` is ``None`` or ``False`` where "already gone" is a fine answer, a stale
+``resourceVersion`` is :class:`ConflictError` and is retried where the caller re-reads), a
+kubeconfig that cannot be read is an :class:`~chaos.errors.InputError` naming the file.
 
 Safety at the boundary: nothing is ever written in ``kube-system``, and
 :meth:`KubeApi.apply` refuses to replace an object that does not carry the
@@ -16,6 +17,12 @@ tool's ownership label.
 Exec and port-forward sit behind :class:`PodExec` (the real one is
 :class:`KubePodExec`; tests use a fake), because no fake API server speaks the
 websocket sub-protocols.
+
+This module is the platform's one face of the API: the kinds
+(:mod:`~chaos.platforms.kubernetes.kinds`), the pod state
+(:mod:`~chaos.platforms.kubernetes.podstate`) and the exec port
+(:mod:`~chaos.platforms.kubernetes.podexec`) are defined in their own modules and
+re-exported here, so callers import them all from ``api``.
 """
 
 from __future__ import annotations
@@ -23,33 +30,50 @@ from __future__ import annotations
 import copy
 import json
 import os
-import socket
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import tenacity
 import urllib3
 import yaml
 from kubernetes import config as kube_config
-from kubernetes import stream as kube_stream
 from kubernetes import watch as kube_watch
 from kubernetes.client import ApiClient, Configuration, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
-from websocket import WebSocketConnectionClosedException, WebSocketException
 
 from chaos.errors import InputError, PlatformError
-
-#: A Kubernetes object as JSON (``apiVersion``, ``kind``, ``metadata``, ...).
-KubeObject = dict[str, Any]
-
-#: Namespaces the tool never writes to.
-FORBIDDEN_NAMESPACES = frozenset({"kube-system"})
-
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-MANAGED_BY = "sidecar-chaos"
+from chaos.platforms.kubernetes.kinds import (
+    AUTHORIZATION_POLICY,
+    CONFIGMAP,
+    CUSTOM_KINDS,
+    DAEMONSET,
+    DEPLOYMENT,
+    DESTINATION_RULE,
+    FORBIDDEN_NAMESPACES,
+    GATEWAY,
+    JOB,
+    KINDS,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    NAMESPACE,
+    PEER_AUTHENTICATION,
+    POD,
+    REQUEST_AUTHENTICATION,
+    SECRET,
+    SERVICE,
+    SERVICE_ACCOUNT,
+    VIRTUAL_SERVICE,
+    KubeObject,
+    ResourceKind,
+    is_owned,
+    kind_of,
+    label_selector,
+)
+from chaos.platforms.kubernetes.podexec import ExecInterrupted, KubePodExec, PodExec
+from chaos.platforms.kubernetes.podstate import ContainerState, PodState
 
 _MERGE_PATCH = "application/merge-patch+json"
 _JSON_PATCH = "application/json-patch+json"
@@ -62,207 +86,6 @@ class ConflictError(PlatformError):
 
 class NotFoundError(PlatformError):
     """The object (or its kind) does not exist (HTTP 404)."""
-
-
-class ExecInterrupted(PlatformError):
-    """The exec session closed before the command ended (a kill takes its own exec along)."""
-
-
-@dataclass(frozen=True)
-class ResourceKind:
-    """Where a kind lives in the API: group, version, plural, namespaced or not."""
-
-    group: str
-    version: str
-    plural: str
-    kind: str
-    namespaced: bool = True
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    def path(self, namespace: str | None, name: str | None = None, sub: str | None = None) -> str:
-        """The REST path of the collection, an object, or an object's subresource."""
-        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        if self.namespaced and namespace is not None:
-            base += f"/namespaces/{namespace}"
-        base += f"/{self.plural}"
-        if name is not None:
-            base += f"/{name}"
-            if sub is not None:
-                base += f"/{sub}"
-        return base
-
-
-NAMESPACE = ResourceKind("", "v1", "namespaces", "Namespace", namespaced=False)
-POD = ResourceKind("", "v1", "pods", "Pod")
-SECRET = ResourceKind("", "v1", "secrets", "Secret")
-CONFIGMAP = ResourceKind("", "v1", "configmaps", "ConfigMap")
-SERVICE = ResourceKind("", "v1", "services", "Service")
-SERVICE_ACCOUNT = ResourceKind("", "v1", "serviceaccounts", "ServiceAccount")
-DEPLOYMENT = ResourceKind("apps", "v1", "deployments", "Deployment")
-DAEMONSET = ResourceKind("apps", "v1", "daemonsets", "DaemonSet")
-JOB = ResourceKind("batch", "v1", "jobs", "Job")
-VIRTUAL_SERVICE = ResourceKind("networking.istio.io", "v1", "virtualservices", "VirtualService")
-DESTINATION_RULE = ResourceKind("networking.istio.io", "v1", "destinationrules", "DestinationRule")
-REQUEST_AUTHENTICATION = ResourceKind(
-    "security.istio.io", "v1", "requestauthentications", "RequestAuthentication"
-)
-AUTHORIZATION_POLICY = ResourceKind(
-    "security.istio.io", "v1", "authorizationpolicies", "AuthorizationPolicy"
-)
-PEER_AUTHENTICATION = ResourceKind(
-    "security.istio.io", "v1", "peerauthentications", "PeerAuthentication"
-)
-GATEWAY = ResourceKind("gateway.networking.k8s.io", "v1", "gateways", "Gateway")
-
-#: Every kind the platform and ``cluster up`` use, by (apiVersion, kind).
-KINDS: dict[tuple[str, str], ResourceKind] = {
-    (k.api_version, k.kind): k
-    for k in (
-        NAMESPACE,
-        POD,
-        SECRET,
-        CONFIGMAP,
-        SERVICE,
-        SERVICE_ACCOUNT,
-        DEPLOYMENT,
-        DAEMONSET,
-        JOB,
-        VIRTUAL_SERVICE,
-        DESTINATION_RULE,
-        REQUEST_AUTHENTICATION,
-        AUTHORIZATION_POLICY,
-        PEER_AUTHENTICATION,
-        GATEWAY,
-    )
-}
-
-#: The custom resources (group, version, plural) a fake API server must register.
-CUSTOM_KINDS: tuple[ResourceKind, ...] = (
-    VIRTUAL_SERVICE,
-    DESTINATION_RULE,
-    REQUEST_AUTHENTICATION,
-    AUTHORIZATION_POLICY,
-    PEER_AUTHENTICATION,
-    GATEWAY,
-)
-
-
-def kind_of(manifest: Mapping[str, Any]) -> ResourceKind:
-    """The :class:`ResourceKind` of a manifest; an unknown one is an input error."""
-    key = (str(manifest.get("apiVersion", "")), str(manifest.get("kind", "")))
-    found = KINDS.get(key)
-    if found is None:
-        raise InputError(f"manifest: unknown kind {key[1]!r} of apiVersion {key[0]!r}")
-    return found
-
-
-def label_selector(labels: Mapping[str, str] | None) -> str | None:
-    """``a=b,c=d`` for an equality selector; None selects everything."""
-    if not labels:
-        return None
-    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-
-
-def is_owned(obj: Mapping[str, Any]) -> bool:
-    """Whether an object carries the tool's ownership label."""
-    labels = obj.get("metadata", {}).get("labels") or {}
-    return bool(labels.get(MANAGED_BY_LABEL) == MANAGED_BY)
-
-
-# -- pod status --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ContainerState:
-    """One container of a pod as its status shows it."""
-
-    name: str
-    ready: bool
-    restarts: int
-    #: ``running``, ``waiting`` or ``terminated`` (or ``unknown``).
-    state: str
-    reason: str = ""
-    #: A native sidecar (an init container with ``restartPolicy: Always``), as Istio 1.27+.
-    native_sidecar: bool = False
-
-
-@dataclass(frozen=True)
-class PodState:
-    """What the platform reads of a pod: where it runs, its readiness and restarts."""
-
-    name: str
-    namespace: str
-    uid: str
-    labels: Mapping[str, str]
-    node_name: str
-    phase: str
-    ready: bool
-    deleting: bool
-    containers: tuple[ContainerState, ...]
-    resource_version: str = ""
-
-    def container(self, name: str) -> ContainerState | None:
-        return next((c for c in self.containers if c.name == name), None)
-
-    def restarts(self, container: str | None = None) -> int:
-        """Restarts of one container, or of all (native sidecars included)."""
-        if container is not None:
-            found = self.container(container)
-            return found.restarts if found else 0
-        return sum(c.restarts for c in self.containers)
-
-    @classmethod
-    def of(cls, pod: Mapping[str, Any]) -> PodState:
-        meta = pod.get("metadata", {})
-        spec = pod.get("spec", {})
-        status = pod.get("status", {}) or {}
-        native = {
-            c.get("name")
-            for c in spec.get("initContainers", []) or []
-            if c.get("restartPolicy") == "Always"
-        }
-        containers = [
-            _container_state(s, native_sidecar=s.get("name") in native)
-            for s in status.get("initContainerStatuses", []) or []
-            if s.get("name") in native
-        ]
-        containers += [
-            _container_state(s, native_sidecar=False)
-            for s in status.get("containerStatuses", []) or []
-        ]
-        ready = any(
-            c.get("type") == "Ready" and c.get("status") == "True"
-            for c in status.get("conditions", []) or []
-        )
-        return cls(
-            name=str(meta.get("name", "")),
-            namespace=str(meta.get("namespace", "")),
-            uid=str(meta.get("uid", "")),
-            labels=dict(meta.get("labels") or {}),
-            node_name=str(spec.get("nodeName", "")),
-            phase=str(status.get("phase", "Unknown")),
-            ready=ready,
-            deleting=bool(meta.get("deletionTimestamp")),
-            containers=tuple(containers),
-            resource_version=str(meta.get("resourceVersion", "")),
-        )
-
-
-def _container_state(status: Mapping[str, Any], *, native_sidecar: bool) -> ContainerState:
-    state = status.get("state") or {}
-    which = next((k for k in ("running", "waiting", "terminated") if k in state), "unknown")
-    reason = (state.get(which) or {}).get("reason", "") if which != "unknown" else ""
-    return ContainerState(
-        name=str(status.get("name", "")),
-        ready=bool(status.get("ready", False)),
-        restarts=int(status.get("restartCount", 0)),
-        state=which,
-        reason=str(reason or ""),
-        native_sidecar=native_sidecar,
-    )
 
 
 @dataclass(frozen=True)
@@ -615,116 +438,26 @@ def _translate(method: str, path: str, exc: ApiException) -> PlatformError:
     return PlatformError(text)
 
 
-# -- exec and port-forward ---------------------------------------------------------------
-
-
-class PodExec(Protocol):
-    """Commands in a container and HTTP to a pod's port: what the websocket APIs give."""
-
-    def exec(
-        self, namespace: str, pod: str, container: str, command: Sequence[str], timeout_s: float
-    ) -> str:
-        """Run ``command`` in the container; its output. A failure is a PlatformError."""
-        ...
-
-    def http(
-        self, namespace: str, pod: str, port: int, method: str, path: str, timeout_s: float
-    ) -> bytes:
-        """One HTTP request to ``port`` of the pod (a port-forward); the response body."""
-        ...
-
-
-class KubePodExec:
-    """:class:`PodExec` through the API server's exec and port-forward (websockets).
-
-    Proven only against a real cluster (``make e2e-kind``): no fake API server here
-    speaks the websocket sub-protocols.
-    """
-
-    def __init__(self, api: KubeApi) -> None:
-        self._core = CoreV1Api(api.api_client)
-
-    def exec(
-        self, namespace: str, pod: str, container: str, command: Sequence[str], timeout_s: float
-    ) -> str:
-        try:
-            output = kube_stream.stream(
-                self._core.connect_get_namespaced_pod_exec,
-                pod,
-                namespace,
-                container=container,
-                command=list(command),
-                stderr=True,
-                stdin=False,
-                stdout=True,
-                tty=False,
-                _request_timeout=timeout_s,
-            )
-        except WebSocketConnectionClosedException as exc:
-            raise ExecInterrupted(f"exec in {namespace}/{pod}/{container}: {exc}") from exc
-        except (ApiException, OSError, ValueError, WebSocketException) as exc:
-            raise PlatformError(f"exec in {namespace}/{pod}/{container} failed: {exc}") from exc
-        return str(output)
-
-    def http(
-        self, namespace: str, pod: str, port: int, method: str, path: str, timeout_s: float
-    ) -> bytes:
-        try:
-            forward: Any = kube_stream.portforward(
-                self._core.connect_get_namespaced_pod_portforward,
-                pod,
-                namespace,
-                ports=str(port),
-            )
-            sock = cast(socket.socket, forward.socket(port))
-            sock.settimeout(timeout_s)
-            request = f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-            sock.sendall(request.encode())
-            chunks: list[bytes] = []
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-            sock.close()
-        except (ApiException, OSError, ValueError, WebSocketException) as exc:
-            raise PlatformError(f"port-forward to {namespace}/{pod}:{port} failed: {exc}") from exc
-        return _http_body(b"".join(chunks), f"{namespace}/{pod}:{port}{path}")
-
-
-def _http_body(raw: bytes, where: str) -> bytes:
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status_line = head.split(b"\r\n", 1)[0].decode(errors="replace")
-    parts = status_line.split(" ", 2)
-    if len(parts) < 2 or not parts[1].isdigit():
-        raise PlatformError(f"{where}: not an HTTP answer: {status_line[:80]!r}")
-    if not 200 <= int(parts[1]) <= 299:
-        raise PlatformError(f"{where}: {status_line}")
-    if b"transfer-encoding: chunked" in head.lower():
-        body = _dechunk(body)
-    return body
-
-
-def _dechunk(body: bytes) -> bytes:
-    out = bytearray()
-    while body:
-        size_line, _, rest = body.partition(b"\r\n")
-        size = int(size_line.split(b";")[0] or b"0", 16)
-        if size == 0:
-            break
-        out += rest[:size]
-        body = rest[size + 2 :]
-    return bytes(out)
-
-
 __all__ = [
+    "AUTHORIZATION_POLICY",
     "CONFIGMAP",
     "CUSTOM_KINDS",
     "DAEMONSET",
     "DEPLOYMENT",
+    "DESTINATION_RULE",
+    "FORBIDDEN_NAMESPACES",
     "GATEWAY",
+    "JOB",
     "KINDS",
+    "MANAGED_BY",
+    "MANAGED_BY_LABEL",
     "NAMESPACE",
+    "PEER_AUTHENTICATION",
     "POD",
     "REQUEST_AUTHENTICATION",
     "SECRET",
+    "SERVICE",
+    "SERVICE_ACCOUNT",
     "VIRTUAL_SERVICE",
     "ConflictError",
     "ContainerState",
@@ -739,4 +472,5 @@ __all__ = [
     "WatchEvent",
     "is_owned",
     "kind_of",
+    "label_selector",
 ]

@@ -53,7 +53,8 @@ from chaos.platforms.local.layout import (
 )
 from chaos.platforms.local.pki import CertificateAuthority
 from chaos.platforms.local.probes import HttpProbe
-from chaos.platforms.local.supervisor import ProcessSpec, Supervisor
+from chaos.platforms.local.processes import ProcessSpec
+from chaos.platforms.local.supervisor import Supervisor
 from chaos.proc import start_ticks
 from chaos.spec import Setup
 
