@@ -56,7 +56,6 @@ from chaos.platforms.kubernetes.kinds import (
     GATEWAY,
     JOB,
     KINDS,
-    MANAGED_BY,
     MANAGED_BY_LABEL,
     NAMESPACE,
     PEER_AUTHENTICATION,
@@ -72,6 +71,7 @@ from chaos.platforms.kubernetes.kinds import (
     kind_of,
     label_selector,
 )
+from chaos.platforms.kubernetes.names import MANAGED_BY
 from chaos.platforms.kubernetes.podexec import ExecInterrupted, KubePodExec, PodExec
 from chaos.platforms.kubernetes.podstate import ContainerState, PodState
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chaos.errors import InputError
+from chaos.platforms.kubernetes.names import LABEL_MANAGED_BY, MANAGED_BY
 
 #: A Kubernetes object as JSON (``apiVersion``, ``kind``, ``metadata``, ...).
 KubeObject = dict[str, Any]
@@ -19,8 +20,8 @@ KubeObject = dict[str, Any]
 #: Namespaces the tool never writes to.
 FORBIDDEN_NAMESPACES = frozenset({"kube-system"})
 
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-MANAGED_BY = "sidecar-chaos"
+#: The tool's ownership label (the one :mod:`.names` defines), as the API module names it.
+MANAGED_BY_LABEL = LABEL_MANAGED_BY
 
 
 @dataclass(frozen=True)
