@@ -673,6 +673,11 @@ def render(report: DriverCostReport) -> str:
         f"Envoy on core {report.cores[0]}, Locust on core {report.cores[1]}; "
         f"load average {before[0]:.2f} before, {after[0]:.2f} after"
     )
+    if any(c.samples_dropped for c in report.generators):
+        lines.append(
+            "dropped: open-loop slots that fell due while the generator was paused "
+            "(recorded as dropped, never sent)"
+        )
     return "\n".join(lines)
 
 
