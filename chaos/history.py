@@ -22,7 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from chaos.errors import InputError
+from chaos.errors import InputError, OutputError
+from chaos.outpaths import check_output_file
 from chaos.rundir import META_FILE, RESULTS_FILE
 from chaos.rundir.meta import RunMeta, read_meta
 
@@ -63,6 +64,8 @@ CREATE INDEX IF NOT EXISTS runs_by_time ON runs (started_ts);
 
 #: The layout of the store's tables; a store of another version is refused, not migrated.
 SCHEMA_VERSION: Final = 1
+#: SQLite's answers that mean the file is not a store we can use (not a disk problem).
+_NOT_OURS: Final = frozenset({"SQLITE_NOTADB", "SQLITE_CORRUPT", "SQLITE_READONLY"})
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,8 @@ class HistoryStore:
         if self.path.exists():
             with self._read():
                 pass
+        else:
+            check_output_file(self.path, "--history")  # e.g. under a file or in /proc
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -162,7 +167,10 @@ class HistoryStore:
                     raise
                 db.execute("COMMIT")
         except sqlite3.Error as exc:
-            raise InputError(f"{self.path}: cannot write the history store ({exc})") from exc
+            if exc.sqlite_errorname in _NOT_OURS:
+                raise InputError(f"{self.path}: not a writable history store ({exc})") from exc
+            # a full disk, an I/O error, a lock held too long: the transaction was rolled back
+            raise OutputError(self.path, f"the history store was not changed ({exc})") from exc
 
     def record(self, run_dir: Path | str) -> str:
         """Store (or replace) the run in ``run_dir``; return its run id.
@@ -315,7 +323,7 @@ def _create(path: Path) -> None:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)
         os.close(fd)
     except OSError as exc:
-        raise InputError(f"{path}: cannot create the history store: {exc.strerror or exc}") from exc
+        raise OutputError(path, f"no new history store created ({exc.strerror or exc})") from exc
     tmp = Path(tmp_name)
     try:
         with closing(sqlite3.connect(tmp)) as db:  # private until linked: no one else sees it
@@ -327,7 +335,7 @@ def _create(path: Path) -> None:
         with contextlib.suppress(FileExistsError):
             os.link(tmp, path)
     except (OSError, sqlite3.Error) as exc:
-        raise InputError(f"{path}: cannot create the history store: {exc}") from exc
+        raise OutputError(path, f"no new history store created ({exc})") from exc
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()

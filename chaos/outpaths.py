@@ -6,6 +6,10 @@
 renames it into place, removing the temporary on any failure, so an interrupted or
 refused write leaves neither a partial file nor a ``.tmp`` behind. Every problem is
 an ``InputError`` (exit 2) naming the option and the path.
+
+``replace_file`` is the same write for the files a run writes itself (results,
+meta, JUnit): there a failed write (a full disk) is an ``OutputError`` (exit 5)
+naming the file, and whatever was at the path before is left as it was.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
-from chaos.errors import InputError
+from chaos.errors import InputError, OutputError
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -104,4 +109,29 @@ def write_atomically(path: Path, text: str, option: str) -> Path:
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
         raise
+    return path
+
+
+def replace_file(path: Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write`` on a new temporary file next to ``path`` and rename it to ``path``.
+
+    Any ``OSError`` (no space left, a file-size limit, a read-only directory) removes
+    the temporary file and becomes an ``OutputError`` naming ``path``; a reader never
+    sees a half-written ``path``.
+    """
+    tmp: Path | None = None
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        tmp = Path(name)
+        os.close(fd)
+        write(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise OutputError(path, exc.strerror or str(exc)) from exc
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
     return path
