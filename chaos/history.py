@@ -62,8 +62,39 @@ CREATE TABLE IF NOT EXISTS results (
 CREATE INDEX IF NOT EXISTS runs_by_time ON runs (started_ts);
 """
 
-#: The layout of the store's tables; a store of another version is refused, not migrated.
+#: The layout of the store's tables; a store of another version is refused.
 SCHEMA_VERSION: Final = 1
+#: Stores written before ``schema_version`` existed (version 0) have the same two tables
+#: with these columns: they are read as they are and migrated on the first write.
+_LEGACY_COLUMNS: Final = {
+    "runs": (
+        "run_id",
+        "run_dir",
+        "experiment",
+        "started_utc",
+        "started_ts",
+        "finished_utc",
+        "exit_code",
+        "meta_json",
+        "recorded_utc",
+    ),
+    "results": (
+        "run_id",
+        "setup",
+        "fault",
+        "repetition",
+        "aborted",
+        "had_impact",
+        "recovered",
+        "ttr_s",
+        "time_to_impact_s",
+        "failed_requests",
+        "total_requests",
+        "error_rate",
+        "p95_ms",
+        "p99_ms",
+    ),
+}
 #: SQLite's answers that mean the file is not a store we can use (not a disk problem).
 _NOT_OURS: Final = frozenset({"SQLITE_NOTADB", "SQLITE_CORRUPT", "SQLITE_READONLY"})
 
@@ -116,16 +147,21 @@ def parse_utc(text: str) -> datetime:
 class HistoryStore:
     """A SQLite file of recorded runs, created with its schema on the first ``record``.
 
-    The file is ours only if it carries our ``schema_version`` table: anything else
-    (an empty file, another program's database, not SQLite at all) is refused with
-    an ``InputError`` and left untouched. Reading never writes; a new store is built
-    under a temporary name and linked into place, so two runs creating it at once
-    both end up with the same complete store. Every write is one transaction taken
-    with ``BEGIN IMMEDIATE`` (writers queue on SQLite's lock instead of failing).
+    The file is ours only if it carries our ``schema_version`` table, or is a store
+    written before that table existed (exactly our ``runs`` and ``results`` tables:
+    read as it is, migrated in the first write's transaction after a copy is made next
+    to it, see ``migration_backup``). Anything else (an empty file, another program's
+    database, not SQLite at all) is refused with an ``InputError`` and left untouched.
+    Reading never writes; a new store is built under a temporary name and linked into
+    place, so two runs creating it at once both end up with the same complete store.
+    Every write is one transaction taken with ``BEGIN IMMEDIATE`` (writers queue on
+    SQLite's lock instead of failing).
     """
 
     def __init__(self, path: Path | str = DEFAULT_HISTORY) -> None:
         self.path = Path(path)
+        #: Where the store was copied before this object migrated it (None: not migrated).
+        self.migration_backup: Path | None = None
 
     def check(self) -> None:
         """Refuse, before a run starts, a path that could not take the run's record."""
@@ -160,12 +196,14 @@ class HistoryStore:
                 db.execute("PRAGMA foreign_keys = ON")
                 db.execute("BEGIN IMMEDIATE")
                 try:
-                    _check_schema(db, self.path)
+                    legacy = _check_schema(db, self.path) == 0
+                    backup = _migrate(db, self.path) if legacy else None
                     yield db
                 except BaseException:
                     db.execute("ROLLBACK")
                     raise
                 db.execute("COMMIT")
+                self.migration_backup = backup or self.migration_backup
         except sqlite3.Error as exc:
             if exc.sqlite_errorname in _NOT_OURS:
                 raise InputError(f"{self.path}: not a writable history store ({exc})") from exc
@@ -341,13 +379,15 @@ def _create(path: Path) -> None:
             tmp.unlink()
 
 
-def _check_schema(db: sqlite3.Connection, path: Path) -> None:
-    """``db`` is a history store of our schema version (else ``InputError``, nothing written)."""
+def _check_schema(db: sqlite3.Connection, path: Path) -> int:
+    """``db``'s schema version: ours, or 0 for the layout before versions (else ``InputError``)."""
     tables = {
         str(row[0])
         for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
     }
     if "schema_version" not in tables:
+        if _is_legacy(db, tables):
+            return 0
         what = (
             "an empty file" if not tables else f"a database with tables {', '.join(sorted(tables))}"
         )
@@ -365,3 +405,61 @@ def _check_schema(db: sqlite3.Connection, path: Path) -> None:
         )
     if not {"runs", "results"} <= tables:
         raise InputError(f"{path}: damaged history store (its runs or results table is missing)")
+    return SCHEMA_VERSION
+
+
+def _is_legacy(db: sqlite3.Connection, tables: set[str]) -> bool:
+    """Whether ``db`` is a store from before ``schema_version``: exactly our two old tables."""
+    if tables != set(_LEGACY_COLUMNS):
+        return False
+    return all(
+        tuple(str(row[1]) for row in db.execute(f"PRAGMA table_info({table})").fetchall())
+        == columns
+        for table, columns in _LEGACY_COLUMNS.items()
+    )
+
+
+def _migrate(db: sqlite3.Connection, path: Path) -> Path:
+    """Bring a version-0 store to ``SCHEMA_VERSION`` inside ``db``'s open write transaction.
+
+    A complete copy is made next to the store first (``history.db.v0.bak``, or
+    ``.v0.1.bak``, ... if that is taken); the caller's commit makes the change, its
+    rollback (a full disk, an error) leaves the store as it was, with the copy.
+    Version 1 only added ``schema_version``: the tables are already in its layout.
+    """
+    backup = _copy_aside(path)
+    db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+    return backup
+
+
+def _copy_aside(path: Path) -> Path:
+    """Copy the store to a new file next to it, while the caller's write transaction waits.
+
+    The copy reads through a connection of its own: the caller holds the write lock,
+    so no one changes the store meanwhile, and readers may read alongside (SQLite's
+    backup refuses a source connection that is itself in a write transaction).
+    """
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".bak", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise OutputError(path, f"no copy made before migrating ({exc.strerror or exc})") from exc
+    tmp = Path(tmp_name)
+    try:
+        with (
+            closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as source,
+            closing(sqlite3.connect(tmp)) as copy,
+        ):
+            source.backup(copy)
+        for n in range(1000):
+            backup = path.with_name(f"{path.name}.v0{f'.{n}' if n else ''}.bak")
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, backup)  # never over an earlier copy
+                return backup
+        raise FileExistsError(f"{path.name}.v0.bak to .v0.999.bak all exist")
+    except (OSError, sqlite3.Error) as exc:
+        raise OutputError(path, f"no copy made before migrating ({exc})") from exc
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()

@@ -45,6 +45,7 @@ from chaos.analysis.model import FaultResult
 from chaos.engine.rounds import recorded_writes_of
 from chaos.engine.run import WindowRecord
 from chaos.errors import OutputError
+from chaos.history import SCHEMA_VERSION
 from chaos.outpaths import replace_file
 from chaos.platforms.base import Platform
 from chaos.report import HistoryStore, RunMeta, report_html, write_junit, write_meta
@@ -70,6 +71,8 @@ class RunOutcome:
     failures: tuple[str, ...]
     runs: tuple[FaultResult, ...]
     broken: tuple[BrokenWindow, ...] = ()
+    #: Things the user should know that change nothing in the result (a migrated store).
+    notes: tuple[str, ...] = ()
 
 
 #: Exit codes of a run (see the module docstring).
@@ -312,6 +315,13 @@ def _finish(
         del html
         write_junit(run_dir)
     del latencies
+    notes: list[str] = []
     if history is not None:
-        HistoryStore(history).record(run_dir)
-    return RunOutcome(code, report, tuple(failures), tuple(runs), tuple(broken))
+        store = HistoryStore(history)
+        store.record(run_dir)
+        if store.migration_backup is not None:
+            notes.append(
+                f"history: {history} was migrated to schema version {SCHEMA_VERSION}; "
+                f"the store as it was is kept in {store.migration_backup}"
+            )
+    return RunOutcome(code, report, tuple(failures), tuple(runs), tuple(broken), tuple(notes))
