@@ -9,22 +9,28 @@ case makes the path a directory instead (the rename fails). The code treats ever
 ``OSError`` of these writes alike, so a size limit stands for ENOSPC without
 mounting a small filesystem. Each case checks the one line, the exit code, that the
 files written before are whole, that nothing half-written or temporary is left, and
-that a history store that existed is unchanged (its transaction rolled back).
+that a history store that existed is unchanged (its transaction rolled back). The
+first files of a run (``experiment.yaml``, ``experiment.effective.yaml``) are written
+the same way; their cases run the CLI, which fails before any topology starts.
 """
 
 from __future__ import annotations
 
 import json
+import resource
 import sqlite3
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from chaos.errors import OutputError
+from tests.unit.test_cli_hostile_inputs import SCRIPT
+from tests.unit.test_engine import experiment_file
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -223,3 +229,38 @@ def test_without_a_limit_the_same_child_writes_everything(finished: dict[str, Fi
         assert (run_dir / name).is_file(), name
     _assert_whole(run_dir)
     assert _runs_in(case.work / "existing.db") == 2
+
+
+def _limit_to(limit: int) -> Callable[[], None]:
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+    return limit_file_size
+
+
+@pytest.mark.skipif(not SCRIPT.is_file(), reason="console script not installed")
+@pytest.mark.parametrize(
+    ("limit", "failing"), [(100, "experiment.yaml"), (500, "experiment.effective.yaml")]
+)
+def test_a_full_disk_at_the_start_of_a_run_is_one_line_and_exit_5(
+    tmp_path: Path, limit: int, failing: str
+) -> None:
+    """The run directory's first files; nothing has started (the local platform, real CLI)."""
+    experiment = experiment_file(tmp_path)
+    assert 100 < experiment.stat().st_size < 500  # and the effective file is longer
+    run_dir = tmp_path / "run"
+    done = subprocess.run(
+        [str(SCRIPT), "run", str(experiment), "--out", str(run_dir), "--no-history"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        preexec_fn=_limit_to(limit),
+    )
+    assert done.returncode == 5, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines() == [
+        f"error: cannot write {run_dir / failing}: File too large"
+    ], done.stderr
+    assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".")]
