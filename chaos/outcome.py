@@ -15,8 +15,9 @@ exit code, the first that applies of:
 - 0: every window ran and every hypothesis held.
 
 When one of these files cannot be written (a full disk at the very end), ``finish``
-stops there and raises ``OutputError`` (exit 5): one line naming the file and saying
-which outputs were written whole before it. Every window, and so every fault's
+stops there and raises ``OutputError`` (exit 5): one line naming the file, saying
+whether the journal shows every fault reverted, and which outputs were written
+whole before it. Every window, and so every fault's
 revert and every topology's teardown, has ended before ``finish`` is called, and each
 file is written to a temporary name and renamed (the history in one transaction), so
 nothing half-written is left.
@@ -44,7 +45,7 @@ from chaos.analysis.adaptive import decisions_for, refuted_lines
 from chaos.analysis.model import FaultResult
 from chaos.engine.rounds import recorded_writes_of
 from chaos.engine.run import WindowRecord
-from chaos.errors import OutputError
+from chaos.errors import ChaosError, OutputError
 from chaos.history import SCHEMA_VERSION
 from chaos.outpaths import replace_file
 from chaos.platforms.base import Platform
@@ -59,6 +60,7 @@ from chaos.rundir import (
 )
 from chaos.rundir.columns import load_columns
 from chaos.rundir.counters import read_counters
+from chaos.rundir.journal import read_journal, unreverted_plans
 from chaos.spec import CertExpiryFault, Experiment
 
 
@@ -214,9 +216,23 @@ def _writing_outputs(run_dir: Path) -> Iterator[None]:
         written = [name for name in _OUTPUTS if (run_dir / name).is_file()]
         raise OutputError(
             exc.path,
-            f"{exc.reason}; the run had ended and every fault was reverted; written whole "
-            f"before it: {', '.join(written) or 'none of results, meta, report, junit'}",
+            f"{exc.reason}; {_faults_state(run_dir)}; written whole before it: "
+            f"{', '.join(written) or 'none of results, meta, report, junit'}",
         ) from exc
+
+
+def _faults_state(run_dir: Path) -> str:
+    """What the journal says of the run's faults once its windows are over."""
+    try:
+        left = unreverted_plans(read_journal(run_dir))
+    except ChaosError:
+        return "the windows had ended"
+    if not left:
+        return "the windows had ended and every fault was reverted"
+    return (
+        f"the windows had ended; {len(left)} fault(s) not reverted, "
+        f"see `sidecar-chaos clean {run_dir}`"
+    )
 
 
 def _finish(

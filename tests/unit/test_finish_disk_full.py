@@ -49,15 +49,17 @@ from chaos.spec import load_experiment
 from chaos.traffic.fake import FakeTraffic
 from tests.unit.test_engine import experiment_file
 
-def second_start_fails(name, starts):
+def second_start_fails(name, starts, revert_fails):
     if name == "start":
         starts.append(name)
         if len(starts) == 2:
             raise FaultError("envoy exited with code 1 before it was ready")
+    if name == "clear_http_fault" and revert_fails:
+        raise FaultError("the admin API did not answer")
 
-def run(experiment, run_dir):
+def run(experiment, run_dir, revert_fails=False):
     starts = []
-    platform = FakePlatform(on_call=lambda name: second_start_fails(name, starts))
+    platform = FakePlatform(on_call=lambda name: second_start_fails(name, starts, revert_fails))
     engine = Engine(experiment, platform, RunOptions(
         run_dir=run_dir, traffic=lambda c: FakeTraffic(c), tick_s=0.01))
     return engine, platform, engine.run()
@@ -74,7 +76,7 @@ for case in json.loads(sys.argv[1]):
     store = Path(case["history"])
     if case["earlier"]:  # an earlier run, recorded without a limit
         finish_run(experiment, *run(experiment, work / "earlier"), store)
-    engine, platform, records = run(experiment, work / "run")
+    engine, platform, records = run(experiment, work / "run", case["revert_fails"])
     calls = platform.log.names()
     if case["junit_dir"]:
         (work / "run" / "junit.xml").mkdir()
@@ -95,6 +97,8 @@ for case in json.loads(sys.argv[1]):
 NO_LIMIT = 1 << 40
 #: name -> (file-size limit, history store name, whether junit.xml is made a directory)
 CASES = {
+    # the first window's revert fails (the admin API is gone): the line says so
+    "unreverted": (200, "history.db", False),
     # results.json is about 300 bytes, meta.json 700, report.html 7,500, a store 28,000
     "results.json": (200, "history.db", False),
     "meta.json": (500, "history.db", False),
@@ -130,6 +134,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Finished]:
             "history": str(root / f"case{i}" / store),
             "earlier": store == "existing.db",
             "junit_dir": junit_dir,
+            "revert_fails": name == "unreverted",
         }
         for i, (name, (limit, store, junit_dir)) in enumerate(CASES.items())
     ]
@@ -264,3 +269,14 @@ def test_a_full_disk_at_the_start_of_a_run_is_one_line_and_exit_5(
         f"error: cannot write {run_dir / failing}: File too large"
     ], done.stderr
     assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".")]
+
+
+def test_a_fault_the_journal_shows_unreverted_is_named_with_clean(
+    finished: dict[str, Finished],
+) -> None:
+    case = finished["unreverted"]
+    run_dir = case.work / "run"
+    assert case.code == 5, case.stderr
+    assert case.stderr.startswith(f"error: cannot write {run_dir / 'results.json'}: "), case.stderr
+    assert f"1 fault(s) not reverted, see `sidecar-chaos clean {run_dir}`" in case.stderr
+    assert "every fault was reverted" not in case.stderr
