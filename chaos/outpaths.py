@@ -2,14 +2,13 @@
 
 ``check_output_file`` and ``check_run_dir`` look without touching anything (so
 ``--dry-run`` can use them); ``create_run_dir`` makes the run directory;
-``write_atomically`` writes a file through a unique temporary name next to it and
-renames it into place, removing the temporary on any failure, so an interrupted or
-refused write leaves neither a partial file nor a ``.tmp`` behind. Every problem is
-an ``InputError`` (exit 2) naming the option and the path.
-
-``replace_file`` is the same write for the files a run writes itself (results,
-meta, JUnit): there a failed write (a full disk) is an ``OutputError`` (exit 5)
-naming the file, and whatever was at the path before is left as it was.
+``write_atomically`` checks the same way, then writes a file through a unique
+temporary name next to it and renames it into place (``replace_file``, which the
+run's own files use too), removing the temporary on any failure, so an interrupted
+or refused write leaves neither a partial file nor a ``.tmp`` behind. A place that
+cannot take the file is an ``InputError`` (exit 2) naming the option and the path;
+a write that fails there (a full disk) is an ``OutputError`` (exit 5) naming the
+file, and whatever was at the path before is left as it was.
 """
 
 from __future__ import annotations
@@ -89,27 +88,17 @@ def create_run_dir(path: Path, option: str = "--out") -> Path:
 
 
 def write_atomically(path: Path, text: str, option: str) -> Path:
-    """Write ``text`` to ``path`` through a unique temporary file; nothing is left on failure."""
+    """Write ``text`` to ``path`` through a unique temporary file; nothing is left on failure.
+
+    ``InputError`` when ``path`` is no place for the file (checked first);
+    ``OutputError`` when the write itself fails (a full disk).
+    """
     check_output_file(path, option)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise InputError(f"{option}: cannot write {path}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise InputError(f"{option}: cannot write {path}: {exc.strerror or exc}") from exc
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
-    return path
+    return replace_file(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
 def replace_file(path: Path, write: Callable[[Path], object]) -> Path:

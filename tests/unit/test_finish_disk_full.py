@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from chaos.errors import OutputError
+from chaos.report.synthetic_run import SyntheticRun, write_synthetic_run
 from tests.unit.test_cli_hostile_inputs import SCRIPT
 from tests.unit.test_engine import experiment_file
 
@@ -280,3 +281,23 @@ def test_a_fault_the_journal_shows_unreverted_is_named_with_clean(
     assert case.stderr.startswith(f"error: cannot write {run_dir / 'results.json'}: "), case.stderr
     assert f"1 fault(s) not reverted, see `sidecar-chaos clean {run_dir}`" in case.stderr
     assert "every fault was reverted" not in case.stderr
+
+
+@pytest.mark.skipif(not SCRIPT.is_file(), reason="console script not installed")
+def test_report_on_a_full_disk_is_one_line_and_exit_5(tmp_path: Path) -> None:
+    """``report -o``: the place is fine (no input error), the write fails; nothing is left."""
+    run = write_synthetic_run(tmp_path / "run", SyntheticRun(repetitions=1))
+    out = tmp_path / "out" / "report.html"
+    out.parent.mkdir()
+    done = subprocess.run(
+        [str(SCRIPT), "report", str(run), "-o", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        preexec_fn=_limit_to(20_000),  # the report is far larger
+    )
+    assert done.returncode == 5, done.stderr
+    assert done.stderr.splitlines() == [f"error: cannot write {out}: File too large"]
+    assert list(out.parent.iterdir()) == []
