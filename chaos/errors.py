@@ -12,7 +12,7 @@
     │   └── ProcessError            a child process could not be started or stopped
     │       └── TrafficError        the load generator died or could not record its samples
     ├── FaultError (1)              a fault could not be applied, verified or reverted
-    ├── OutputError (5)             a file of a finished run could not be written (disk full)
+    ├── OutputError (5)             an output file could not be written (a full disk)
     └── AbortedError (3)            a run was ended by a stop condition or a signal
         └── RunDirectoryError       the run directory cannot be written (disk full, ...)
 
@@ -96,7 +96,7 @@ class FaultError(ChaosError):
 
 
 class OutputError(ChaosError):
-    """A run's output file could not be written (a full disk, a file-size limit, ...).
+    """An output file could not be written (a full disk, a file-size limit, ...).
 
     ``path`` is the file meant to be written; nothing partial is left at it.
     """
