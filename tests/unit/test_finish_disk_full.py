@@ -28,7 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from chaos.errors import OutputError
+from chaos.errors import InputError, OutputError
+from chaos.history import HistoryStore
 from chaos.report.synthetic_run import SyntheticRun, write_synthetic_run
 from tests.unit.test_cli_hostile_inputs import SCRIPT
 from tests.unit.test_engine import experiment_file
@@ -301,3 +302,15 @@ def test_report_on_a_full_disk_is_one_line_and_exit_5(tmp_path: Path) -> None:
     assert done.returncode == 5, done.stderr
     assert done.stderr.splitlines() == [f"error: cannot write {out}: File too large"]
     assert list(out.parent.iterdir()) == []
+
+
+def test_a_history_path_that_cannot_be_created_is_refused_before_the_run(tmp_path: Path) -> None:
+    """Not found at the very end: ``check`` (called before a run starts) refuses it."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x", encoding="utf-8")
+    with pytest.raises(InputError, match=r"^--history: cannot create .*: .* is not a directory"):
+        HistoryStore(blocker / "history.db").check()
+    with pytest.raises(InputError, match=r"^--history: cannot create .*: /proc is not a place"):
+        HistoryStore(Path("/proc/history.db")).check()
+    HistoryStore(tmp_path / "new" / "history.db").check()  # creatable: fine, nothing created
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
