@@ -195,14 +195,18 @@ class HistoryStore:
             with closing(sqlite3.connect(self.path, timeout=30, isolation_level=None)) as db:
                 db.execute("PRAGMA foreign_keys = ON")
                 db.execute("BEGIN IMMEDIATE")
+                backup: Path | None = None
                 try:
-                    legacy = _check_schema(db, self.path) == 0
-                    backup = _migrate(db, self.path) if legacy else None
+                    if _check_schema(db, self.path) == 0:
+                        backup = _migrate(db, self.path)
                     yield db
+                    db.execute("COMMIT")
                 except BaseException:
-                    db.execute("ROLLBACK")
+                    if db.in_transaction:  # a failed COMMIT may have rolled back already
+                        db.execute("ROLLBACK")
+                    if backup is not None:  # not migrated after all: the next write copies again
+                        backup.unlink(missing_ok=True)
                     raise
-                db.execute("COMMIT")
                 self.migration_backup = backup or self.migration_backup
         except sqlite3.Error as exc:
             if exc.sqlite_errorname in _NOT_OURS:

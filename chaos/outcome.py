@@ -17,10 +17,10 @@ exit code, the first that applies of:
 When one of these files cannot be written (a full disk at the very end), ``finish``
 stops there and raises ``OutputError`` (exit 5): one line naming the file, saying
 whether the journal shows every fault reverted, and which outputs were written
-whole before it. Every window, and so every fault's
-revert and every topology's teardown, has ended before ``finish`` is called, and each
-file is written to a temporary name and renamed (the history in one transaction), so
-nothing half-written is left.
+whole before it. Every window, and so every fault's revert and every topology's
+teardown, has ended before ``finish`` is called, and each file is written to a
+temporary name and renamed (the history in one transaction), so nothing
+half-written is left.
 """
 
 from __future__ import annotations
@@ -79,8 +79,6 @@ class RunOutcome:
 
 #: Exit codes of a run (see the module docstring).
 EXIT_OK, EXIT_FAILED, EXIT_ABORTED, EXIT_BROKEN = 0, 1, 3, 4
-#: ``finish`` could not write one of the run's files (``OutputError.exit_code``).
-EXIT_OUTPUT = OutputError.exit_code
 #: What ``finish`` writes into the run directory, in order.
 _OUTPUTS = (RESULTS_FILE, BUCKETS_FILE, META_FILE, REPORT_FILE, JUNIT_FILE)
 

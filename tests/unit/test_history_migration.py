@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from chaos.engine.run import Engine, RunOptions
-from chaos.errors import InputError
+from chaos.errors import InputError, OutputError
 from chaos.history import SCHEMA_VERSION, HistoryStore
 from chaos.outcome import finish
 from chaos.platforms.fake import FakePlatform
@@ -174,6 +174,23 @@ def test_an_earlier_copy_is_never_overwritten(tmp_path: Path) -> None:
     assert history.migration_backup == tmp_path / "history.db.v0.1.bak"
     assert earlier.read_bytes() == b"a copy the user made"
     assert _version_rows(history.migration_backup) is None
+
+
+def test_a_record_that_fails_after_the_copy_undoes_the_migration(tmp_path: Path) -> None:
+    """The write after the migration fails (here a trigger refuses it): all rolled back."""
+    store = _old_store(tmp_path)
+    with sqlite3.connect(store) as db:
+        db.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON results BEGIN SELECT RAISE(ABORT, 'no'); END"
+        )
+    db.close()
+    before = _dump(store)
+    history = HistoryStore(store)
+    with pytest.raises(OutputError, match="the history store was not changed"):
+        history.record(_new_run(tmp_path))
+    assert history.migration_backup is None
+    assert _dump(store) == before and _version_rows(store) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["history.db", "new-run", "old-run"]
 
 
 _RECORD_UNDER_LIMIT = """
