@@ -83,6 +83,8 @@ def _execute(
         history=history,
     )
     push_after_run(run_dir, monitoring, _warn)
+    for note in outcome.notes:
+        _warn(note)
     for failure in outcome.failures:
         err.print(f"hypothesis failed: {failure}", markup=False, highlight=False, soft_wrap=True)
     for broken in outcome.broken:

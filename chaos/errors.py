@@ -12,6 +12,7 @@
     │   └── ProcessError            a child process could not be started or stopped
     │       └── TrafficError        the load generator died or could not record its samples
     ├── FaultError (1)              a fault could not be applied, verified or reverted
+    ├── OutputError (5)             an output file could not be written (a full disk)
     └── AbortedError (3)            a run was ended by a stop condition or a signal
         └── RunDirectoryError       the run directory cannot be written (disk full, ...)
 
@@ -21,6 +22,8 @@ Foreign errors (``subprocess``, ``httpx``, ``OSError``, the kubernetes client's
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 
 class ChaosError(Exception):
@@ -90,6 +93,20 @@ class TrafficError(ProcessError):
 
 class FaultError(ChaosError):
     """A fault could not be applied, verified or reverted."""
+
+
+class OutputError(ChaosError):
+    """An output file could not be written (a full disk, a file-size limit, ...).
+
+    ``path`` is the file meant to be written; nothing partial is left at it.
+    """
+
+    exit_code = 5
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"cannot write {path}: {reason}")
 
 
 class AbortedError(ChaosError):

@@ -22,7 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from chaos.errors import InputError
+from chaos.errors import InputError, OutputError
+from chaos.outpaths import check_output_file
 from chaos.rundir import META_FILE, RESULTS_FILE
 from chaos.rundir.meta import RunMeta, read_meta
 
@@ -61,8 +62,41 @@ CREATE TABLE IF NOT EXISTS results (
 CREATE INDEX IF NOT EXISTS runs_by_time ON runs (started_ts);
 """
 
-#: The layout of the store's tables; a store of another version is refused, not migrated.
+#: The layout of the store's tables; a store of another version is refused.
 SCHEMA_VERSION: Final = 1
+#: Stores written before ``schema_version`` existed (version 0) have the same two tables
+#: with these columns: they are read as they are and migrated on the first write.
+_LEGACY_COLUMNS: Final = {
+    "runs": (
+        "run_id",
+        "run_dir",
+        "experiment",
+        "started_utc",
+        "started_ts",
+        "finished_utc",
+        "exit_code",
+        "meta_json",
+        "recorded_utc",
+    ),
+    "results": (
+        "run_id",
+        "setup",
+        "fault",
+        "repetition",
+        "aborted",
+        "had_impact",
+        "recovered",
+        "ttr_s",
+        "time_to_impact_s",
+        "failed_requests",
+        "total_requests",
+        "error_rate",
+        "p95_ms",
+        "p99_ms",
+    ),
+}
+#: SQLite's answers that mean the file is not a store we can use (not a disk problem).
+_NOT_OURS: Final = frozenset({"SQLITE_NOTADB", "SQLITE_CORRUPT", "SQLITE_READONLY"})
 
 
 @dataclass(frozen=True)
@@ -113,16 +147,21 @@ def parse_utc(text: str) -> datetime:
 class HistoryStore:
     """A SQLite file of recorded runs, created with its schema on the first ``record``.
 
-    The file is ours only if it carries our ``schema_version`` table: anything else
-    (an empty file, another program's database, not SQLite at all) is refused with
-    an ``InputError`` and left untouched. Reading never writes; a new store is built
-    under a temporary name and linked into place, so two runs creating it at once
-    both end up with the same complete store. Every write is one transaction taken
-    with ``BEGIN IMMEDIATE`` (writers queue on SQLite's lock instead of failing).
+    The file is ours only if it carries our ``schema_version`` table, or is a store
+    written before that table existed (exactly our ``runs`` and ``results`` tables:
+    read as it is, migrated in the first write's transaction after a copy is made next
+    to it, see ``migration_backup``). Anything else (an empty file, another program's
+    database, not SQLite at all) is refused with an ``InputError`` and left untouched.
+    Reading never writes; a new store is built under a temporary name and linked into
+    place, so two runs creating it at once both end up with the same complete store.
+    Every write is one transaction taken with ``BEGIN IMMEDIATE`` (writers queue on
+    SQLite's lock instead of failing).
     """
 
     def __init__(self, path: Path | str = DEFAULT_HISTORY) -> None:
         self.path = Path(path)
+        #: Where the store was copied before this object migrated it (None: not migrated).
+        self.migration_backup: Path | None = None
 
     def check(self) -> None:
         """Refuse, before a run starts, a path that could not take the run's record."""
@@ -131,6 +170,8 @@ class HistoryStore:
         if self.path.exists():
             with self._read():
                 pass
+        else:
+            check_output_file(self.path, "--history")  # e.g. under a file or in /proc
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -154,15 +195,24 @@ class HistoryStore:
             with closing(sqlite3.connect(self.path, timeout=30, isolation_level=None)) as db:
                 db.execute("PRAGMA foreign_keys = ON")
                 db.execute("BEGIN IMMEDIATE")
+                backup: Path | None = None
                 try:
-                    _check_schema(db, self.path)
+                    if _check_schema(db, self.path) == 0:
+                        backup = _migrate(db, self.path)
                     yield db
+                    db.execute("COMMIT")
                 except BaseException:
-                    db.execute("ROLLBACK")
+                    if db.in_transaction:  # a failed COMMIT may have rolled back already
+                        db.execute("ROLLBACK")
+                    if backup is not None:  # not migrated after all: the next write copies again
+                        backup.unlink(missing_ok=True)
                     raise
-                db.execute("COMMIT")
+                self.migration_backup = backup or self.migration_backup
         except sqlite3.Error as exc:
-            raise InputError(f"{self.path}: cannot write the history store ({exc})") from exc
+            if exc.sqlite_errorname in _NOT_OURS:
+                raise InputError(f"{self.path}: not a writable history store ({exc})") from exc
+            # a full disk, an I/O error, a lock held too long: the transaction was rolled back
+            raise OutputError(self.path, f"the history store was not changed ({exc})") from exc
 
     def record(self, run_dir: Path | str) -> str:
         """Store (or replace) the run in ``run_dir``; return its run id.
@@ -315,7 +365,7 @@ def _create(path: Path) -> None:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)
         os.close(fd)
     except OSError as exc:
-        raise InputError(f"{path}: cannot create the history store: {exc.strerror or exc}") from exc
+        raise OutputError(path, f"no new history store created ({exc.strerror or exc})") from exc
     tmp = Path(tmp_name)
     try:
         with closing(sqlite3.connect(tmp)) as db:  # private until linked: no one else sees it
@@ -327,19 +377,21 @@ def _create(path: Path) -> None:
         with contextlib.suppress(FileExistsError):
             os.link(tmp, path)
     except (OSError, sqlite3.Error) as exc:
-        raise InputError(f"{path}: cannot create the history store: {exc}") from exc
+        raise OutputError(path, f"no new history store created ({exc})") from exc
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
 
 
-def _check_schema(db: sqlite3.Connection, path: Path) -> None:
-    """``db`` is a history store of our schema version (else ``InputError``, nothing written)."""
+def _check_schema(db: sqlite3.Connection, path: Path) -> int:
+    """``db``'s schema version: ours, or 0 for the layout before versions (else ``InputError``)."""
     tables = {
         str(row[0])
         for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
     }
     if "schema_version" not in tables:
+        if _is_legacy(db, tables):
+            return 0
         what = (
             "an empty file" if not tables else f"a database with tables {', '.join(sorted(tables))}"
         )
@@ -357,3 +409,61 @@ def _check_schema(db: sqlite3.Connection, path: Path) -> None:
         )
     if not {"runs", "results"} <= tables:
         raise InputError(f"{path}: damaged history store (its runs or results table is missing)")
+    return SCHEMA_VERSION
+
+
+def _is_legacy(db: sqlite3.Connection, tables: set[str]) -> bool:
+    """Whether ``db`` is a store from before ``schema_version``: exactly our two old tables."""
+    if tables != set(_LEGACY_COLUMNS):
+        return False
+    return all(
+        tuple(str(row[1]) for row in db.execute(f"PRAGMA table_info({table})").fetchall())
+        == columns
+        for table, columns in _LEGACY_COLUMNS.items()
+    )
+
+
+def _migrate(db: sqlite3.Connection, path: Path) -> Path:
+    """Bring a version-0 store to ``SCHEMA_VERSION`` inside ``db``'s open write transaction.
+
+    A complete copy is made next to the store first (``history.db.v0.bak``, or
+    ``.v0.1.bak``, ... if that is taken); the caller's commit makes the change, its
+    rollback (a full disk, an error) leaves the store as it was, with the copy.
+    Version 1 only added ``schema_version``: the tables are already in its layout.
+    """
+    backup = _copy_aside(path)
+    db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+    return backup
+
+
+def _copy_aside(path: Path) -> Path:
+    """Copy the store to a new file next to it, while the caller's write transaction waits.
+
+    The copy reads through a connection of its own: the caller holds the write lock,
+    so no one changes the store meanwhile, and readers may read alongside (SQLite's
+    backup refuses a source connection that is itself in a write transaction).
+    """
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".bak", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise OutputError(path, f"no copy made before migrating ({exc.strerror or exc})") from exc
+    tmp = Path(tmp_name)
+    try:
+        with (
+            closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as source,
+            closing(sqlite3.connect(tmp)) as copy,
+        ):
+            source.backup(copy)
+        for n in range(1000):
+            backup = path.with_name(f"{path.name}.v0{f'.{n}' if n else ''}.bak")
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, backup)  # never over an earlier copy
+                return backup
+        raise FileExistsError(f"{path.name}.v0.bak to .v0.999.bak all exist")
+    except (OSError, sqlite3.Error) as exc:
+        raise OutputError(path, f"no copy made before migrating ({exc})") from exc
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()

@@ -13,12 +13,22 @@ exit code, the first that applies of:
   with its reason in ``results.json`` and the report and measured in nothing;
   the other windows still count. Nightly CI can retry on 4 and page on 1.
 - 0: every window ran and every hypothesis held.
+
+When one of these files cannot be written (a full disk at the very end), ``finish``
+stops there and raises ``OutputError`` (exit 5): one line naming the file, saying
+whether the journal shows every fault reverted, and which outputs were written
+whole before it. Every window, and so every fault's revert and every topology's
+teardown, has ended before ``finish`` is called, and each file is written to a
+temporary name and renamed (the history in one transaction), so nothing
+half-written is left.
 """
 
 from __future__ import annotations
 
 import platform
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,11 +45,22 @@ from chaos.analysis.adaptive import decisions_for, refuted_lines
 from chaos.analysis.model import FaultResult
 from chaos.engine.rounds import recorded_writes_of
 from chaos.engine.run import WindowRecord
+from chaos.errors import ChaosError, OutputError
+from chaos.history import SCHEMA_VERSION
+from chaos.outpaths import replace_file
 from chaos.platforms.base import Platform
-from chaos.report import HistoryStore, RunMeta, render_report, write_junit, write_meta
-from chaos.rundir import REPORT_FILE, SAMPLES_DIR
+from chaos.report import HistoryStore, RunMeta, report_html, write_junit, write_meta
+from chaos.rundir import (
+    BUCKETS_FILE,
+    JUNIT_FILE,
+    META_FILE,
+    REPORT_FILE,
+    RESULTS_FILE,
+    SAMPLES_DIR,
+)
 from chaos.rundir.columns import load_columns
 from chaos.rundir.counters import read_counters
+from chaos.rundir.journal import read_journal, unreverted_plans
 from chaos.spec import CertExpiryFault, Experiment
 
 
@@ -52,10 +73,14 @@ class RunOutcome:
     failures: tuple[str, ...]
     runs: tuple[FaultResult, ...]
     broken: tuple[BrokenWindow, ...] = ()
+    #: Things the user should know that change nothing in the result (a migrated store).
+    notes: tuple[str, ...] = ()
 
 
 #: Exit codes of a run (see the module docstring).
 EXIT_OK, EXIT_FAILED, EXIT_ABORTED, EXIT_BROKEN = 0, 1, 3, 4
+#: What ``finish`` writes into the run directory, in order.
+_OUTPUTS = (RESULTS_FILE, BUCKETS_FILE, META_FILE, REPORT_FILE, JUNIT_FILE)
 
 
 def exit_code(*, aborted: bool, failures: bool, broken: bool) -> int:
@@ -164,7 +189,60 @@ def finish(
     aborted_reason: str | None,
     history: Path | None,
 ) -> RunOutcome:
-    """Analyse the run directory, write every output, decide the exit code."""
+    """Analyse the run directory, write every output, decide the exit code.
+
+    ``OutputError`` (exit 5) when an output cannot be written; see the module docstring.
+    """
+    with _writing_outputs(run_dir):
+        return _finish(
+            experiment,
+            target,
+            run_dir,
+            records,
+            started_utc=started_utc,
+            aborted_reason=aborted_reason,
+            history=history,
+        )
+
+
+@contextmanager
+def _writing_outputs(run_dir: Path) -> Iterator[None]:
+    """An ``OutputError`` from the block, said in one line with what was written before it."""
+    try:
+        yield
+    except OutputError as exc:
+        written = [name for name in _OUTPUTS if (run_dir / name).is_file()]
+        raise OutputError(
+            exc.path,
+            f"{exc.reason}; {_faults_state(run_dir)}; written whole before it: "
+            f"{', '.join(written) or 'none of results, meta, report, junit'}",
+        ) from exc
+
+
+def _faults_state(run_dir: Path) -> str:
+    """What the journal says of the run's faults once its windows are over."""
+    try:
+        left = unreverted_plans(read_journal(run_dir))
+    except ChaosError:
+        return "the windows had ended"
+    if not left:
+        return "the windows had ended and every fault was reverted"
+    return (
+        f"the windows had ended; {len(left)} fault(s) not reverted, "
+        f"see `sidecar-chaos clean {run_dir}`"
+    )
+
+
+def _finish(
+    experiment: Experiment,
+    target: Platform,
+    run_dir: Path,
+    records: list[WindowRecord],
+    *,
+    started_utc: str,
+    aborted_reason: str | None,
+    history: Path | None,
+) -> RunOutcome:
     windows = windows_for_analysis(records)
     broken = broken_windows(records)
     samples_root = run_dir / SAMPLES_DIR
@@ -246,9 +324,18 @@ def finish(
     )
     report: Path | None = None
     if runs or broken:
-        report = render_report([run_dir], run_dir / REPORT_FILE, latencies=latencies)
+        html = report_html([run_dir], latencies=latencies)
+        report = replace_file(run_dir / REPORT_FILE, lambda p: p.write_text(html, "utf-8"))
+        del html
         write_junit(run_dir)
     del latencies
+    notes: list[str] = []
     if history is not None:
-        HistoryStore(history).record(run_dir)
-    return RunOutcome(code, report, tuple(failures), tuple(runs), tuple(broken))
+        store = HistoryStore(history)
+        store.record(run_dir)
+        if store.migration_backup is not None:
+            notes.append(
+                f"history: {history} was migrated to schema version {SCHEMA_VERSION}; "
+                f"the store as it was is kept in {store.migration_backup}"
+            )
+    return RunOutcome(code, report, tuple(failures), tuple(runs), tuple(broken), tuple(notes))

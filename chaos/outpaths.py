@@ -2,10 +2,13 @@
 
 ``check_output_file`` and ``check_run_dir`` look without touching anything (so
 ``--dry-run`` can use them); ``create_run_dir`` makes the run directory;
-``write_atomically`` writes a file through a unique temporary name next to it and
-renames it into place, removing the temporary on any failure, so an interrupted or
-refused write leaves neither a partial file nor a ``.tmp`` behind. Every problem is
-an ``InputError`` (exit 2) naming the option and the path.
+``write_atomically`` checks the same way, then writes a file through a unique
+temporary name next to it and renames it into place (``replace_file``, which the
+run's own files use too), removing the temporary on any failure, so an interrupted
+or refused write leaves neither a partial file nor a ``.tmp`` behind. A place that
+cannot take the file is an ``InputError`` (exit 2) naming the option and the path;
+a write that fails there (a full disk) is an ``OutputError`` (exit 5) naming the
+file, and whatever was at the path before is left as it was.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
-from chaos.errors import InputError
+from chaos.errors import InputError, OutputError
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -84,24 +88,39 @@ def create_run_dir(path: Path, option: str = "--out") -> Path:
 
 
 def write_atomically(path: Path, text: str, option: str) -> Path:
-    """Write ``text`` to ``path`` through a unique temporary file; nothing is left on failure."""
+    """Write ``text`` to ``path`` through a unique temporary file; nothing is left on failure.
+
+    ``InputError`` when ``path`` is no place for the file (checked first);
+    ``OutputError`` when the write itself fails (a full disk).
+    """
     check_output_file(path, option)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise InputError(f"{option}: cannot write {path}: {exc.strerror or exc}") from exc
+    return replace_file(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def replace_file(path: Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write`` on a new temporary file next to ``path`` and rename it to ``path``.
+
+    Any ``OSError`` (no space left, a file-size limit, a read-only directory) removes
+    the temporary file and becomes an ``OutputError`` naming ``path``; a reader never
+    sees a half-written ``path``.
+    """
+    tmp: Path | None = None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        tmp = Path(name)
+        os.close(fd)
+        write(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        tmp = None
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise InputError(f"{option}: cannot write {path}: {exc.strerror or exc}") from exc
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
+        raise OutputError(path, exc.strerror or str(exc)) from exc
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
     return path

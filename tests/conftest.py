@@ -4,8 +4,9 @@
   test reads or writes the registry of a person's real topologies, and subprocesses
   (the CLI) inherit it.
 * ``free_slot`` leases a random slot (third octet 100..250) whose addresses are free.
-  Other test runs on the same machine pick slots the same way; a lock file per slot
-  keeps two of ours from leasing the same one at once.
+  Other test runs and the benchmarks on the same machine pick slots the same way
+  (``chaos.platforms.local.slots.lease_slot``); a lock file per slot keeps two of
+  ours from leasing the same one at once.
 * ``process_tracker`` (autouse) collects the pid of every process a test's topologies
   start (restarts included) and fails the test if any is still alive after teardown.
 * ``running_topology`` is one topology per setup, shared by the read-only tests of one
@@ -17,14 +18,9 @@
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import os
-import random
 import re
 import signal
-import socket
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -34,7 +30,7 @@ import pytest
 
 from chaos.platforms.base import Event, EventKind
 from chaos.platforms.local.backoff import BackoffPolicy
-from chaos.platforms.local.layout import INGRESS_HOST, build_layout
+from chaos.platforms.local.slots import lease_slot
 from chaos.platforms.local.topology import LocalTopology, TopologyOptions
 from chaos.proc import pid_alive
 from chaos.spec import Setup
@@ -43,56 +39,13 @@ from chaos.spec import Setup
 TEST_BACKOFF = BackoffPolicy(
     initial_s=0.3, factor=2.0, max_s=2.0, reset_after_s=5.0, first_restart_immediate=False
 )
-SLOTS = range(100, 251)
 #: How long teardown may take before a surviving pid counts as a leak.
 LEAK_TIMEOUT_S = 5.0
 
 _PID = re.compile(r"\bpid=(\d+)\b")
-_LOCK_DIR = Path(tempfile.gettempdir()) / "sidecar-chaos-test-slots"
 
 
 # -- slots --------------------------------------------------------------------------------
-
-
-def _slot_is_free(slot: int) -> bool:
-    """Whether every pod/proxy/IdP address of every setup in ``slot`` can be bound now."""
-    pairs: set[tuple[str, int]] = set()
-    for setup in Setup:
-        layout = build_layout(setup, Path("/nonexistent"), slot=slot, ingress_port=1)
-        pairs |= {(h, p) for h, p in layout.bound_addresses() if h != INGRESS_HOST}
-    for host, port in sorted(pairs):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((host, port))
-            except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    return False
-                raise
-    return True
-
-
-@contextlib.contextmanager
-def lease_slot() -> Iterator[int]:
-    """Hold a free slot (locked against our other test processes) while the block runs."""
-    _LOCK_DIR.mkdir(parents=True, exist_ok=True)
-    candidates = list(SLOTS)
-    random.shuffle(candidates)
-    for slot in candidates:
-        fd = os.open(_LOCK_DIR / f"{slot}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            continue
-        try:
-            if not _slot_is_free(slot):
-                continue
-            yield slot
-            return
-        finally:
-            os.close(fd)  # closing releases the lock
-    raise RuntimeError("no free slot in 127.0.100-250.x")
 
 
 @pytest.fixture

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from chaos.analysis.model import (
     Summary,
 )
 from chaos.errors import InputError
+from chaos.outpaths import replace_file
 from chaos.rundir import BUCKETS_FILE, RESULTS_FILE
 
 FORMAT_VERSION = 1
@@ -213,12 +213,6 @@ def broken_from_dict(d: Mapping[str, Any]) -> BrokenWindow:
     )
 
 
-def _replace(path: Path, write: Callable[[Path], object]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def write_results(
     run_dir: Path | str,
     results: Sequence[FaultResult],
@@ -228,7 +222,10 @@ def write_results(
     decided: DecisionSet | None = None,
     broken: Sequence[BrokenWindow] = (),
 ) -> None:
-    """Write ``results.json`` and ``buckets.csv`` (header only when ``buckets`` is None)."""
+    """Write ``results.json`` and ``buckets.csv`` (header only when ``buckets`` is None).
+
+    Each is written whole or not at all; a failed write is an ``OutputError``.
+    """
     directory = Path(run_dir)
     body: dict[str, object] = {
         "format": FORMAT_VERSION,
@@ -241,9 +238,9 @@ def write_results(
         body["decisions"] = decision_set_to_dict(decided)
     document = _clean(body)
     text = json.dumps(document, indent=2, allow_nan=False) + "\n"
-    _replace(directory / RESULTS_FILE, lambda p: p.write_text(text, encoding="utf-8"))
+    replace_file(directory / RESULTS_FILE, lambda p: p.write_text(text, encoding="utf-8"))
     frame = buckets if buckets is not None else _empty_buckets()
-    _replace(directory / BUCKETS_FILE, lambda p: frame.to_csv(p, index=False))
+    replace_file(directory / BUCKETS_FILE, lambda p: frame.to_csv(p, index=False))
 
 
 def _empty_buckets() -> pd.DataFrame:

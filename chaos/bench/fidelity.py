@@ -27,10 +27,10 @@ from pathlib import Path
 
 from chaos.analysis import FaultResult, FaultWindow, SteadyState, measure_window
 from chaos.bench.prober import Outage, Prober
-from chaos.bench.startup import free_slot
 from chaos.platforms.base import HttpFault
 from chaos.platforms.local.backoff import BackoffPolicy
 from chaos.platforms.local.faultops import LocalFaultOps
+from chaos.platforms.local.slots import lease_slot
 from chaos.platforms.local.topology import LocalTopology, TopologyOptions, wait_until
 from chaos.spec import Setup
 from chaos.traffic import Endpoint, TrafficConfig, TrafficRun
@@ -209,17 +209,18 @@ def _row(
 
 def measure_fidelity(work: Path, faults: tuple[str, ...] = ("abort", "crash")) -> list[FidelityRow]:
     """Each of ``faults`` ("abort", "crash") once on one sidecar topology."""
-    options = TopologyOptions(
-        setup=Setup.SIDECAR,
-        run_dir=work / "topology",
-        slot=free_slot(),
-        ingress_port=0,
-        backoff=_BACKOFF,
-        publish=False,
-    )
     steps: dict[str, Callable[[LocalTopology, Path], FidelityRow]] = {
         "abort": _abort,
         "crash": _crash,
     }
-    with LocalTopology(options) as topo:
-        return [steps[name](topo, work) for name in faults]
+    with lease_slot() as slot:  # the lock the tests take: never the slot of a test
+        options = TopologyOptions(
+            setup=Setup.SIDECAR,
+            run_dir=work / "topology",
+            slot=slot,
+            ingress_port=0,
+            backoff=_BACKOFF,
+            publish=False,
+        )
+        with LocalTopology(options) as topo:
+            return [steps[name](topo, work) for name in faults]

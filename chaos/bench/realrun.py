@@ -1,7 +1,8 @@
 """Figures from one real, short experiment run: injection lag per fault and setup, and overhead.
 
 The run is the product's own ``sidecar-chaos run`` in a subprocess (real Envoy,
-real Locust, the real engine), on an experiment written here: an abort at the
+real Locust, the real engine) in a slot leased with the tests' lock
+(``lease_slot``), on an experiment written here: an abort at the
 frontends, a latency fault at a checkout replica and a crash of a payments
 proxy, in every setup asked for, one repetition each. From its run directory:
 
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chaos.analysis import read_results
+from chaos.platforms.local.slots import lease_slot
 
 
 @dataclass(frozen=True)
@@ -129,16 +131,19 @@ def run_experiment(
     run_dir = work / "run"
     cli = Path(sys.executable).with_name("sidecar-chaos")
     argv = [str(cli)] if cli.exists() else [sys.executable, "-m", "chaos.cli"]
-    started = time.monotonic()
-    done = subprocess.run(
-        [*argv, "run", str(spec), "--out", str(run_dir), "--no-history"],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-        check=False,
-        env={**os.environ, "MPLBACKEND": "Agg"},
-    )
-    wall = time.monotonic() - started
+    # The windows run one after another: one leased slot (the tests' lock) serves all setups.
+    with lease_slot() as slot:
+        slots = [arg for setup in setups for arg in ("--slot", f"{setup}={slot}")]
+        started = time.monotonic()
+        done = subprocess.run(
+            [*argv, "run", str(spec), "--out", str(run_dir), "--no-history", *slots],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+            check=False,
+            env={**os.environ, "MPLBACKEND": "Agg"},
+        )
+        wall = time.monotonic() - started
     if done.returncode not in (0, 1):  # 1: a hypothesis failed, still a measured run
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"the bench experiment failed (exit {done.returncode}): {tail}")

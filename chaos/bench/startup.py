@@ -1,8 +1,9 @@
 """``make bench``: how fast each local topology comes up, and what it carries.
 
-For each setup the six-pod topology is started ``--repeats`` times (a free slot
-each time, not published in the registry) and timed from the start of
-``LocalTopology.__enter__`` to every process ready; the issue's target is 3 s.
+For each setup the six-pod topology is started ``--repeats`` times (in a slot
+leased each time with the tests' lock, ``lease_slot``; not published in the
+registry) and timed from the start of ``LocalTopology.__enter__`` to every process
+ready; the issue's target is 3 s.
 Then, on the last start, a closed-loop client (``--connections`` keep-alive
 connections, each sending its next request when the last one answered) sends
 ``GET /`` through the ingress for ``--duration`` seconds: every request crosses
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
 import statistics
 import sys
 import time
@@ -27,14 +27,13 @@ from pathlib import Path
 
 import aiohttp
 
-from chaos.errors import AddressInUseError, ChaosError
-from chaos.platforms.local.layout import INGRESS_HOST, build_layout
-from chaos.platforms.local.topology import LocalTopology, TopologyOptions, check_addresses_free
+from chaos.errors import ChaosError
+from chaos.platforms.local.slots import lease_slot
+from chaos.platforms.local.topology import LocalTopology, TopologyOptions
 from chaos.spec import Setup
 
 #: The issue's aim for start-up to ready of the six-pod topology.
 TARGET_STARTUP_S = 3.0
-_SLOTS = range(100, 251)
 
 
 @dataclass(frozen=True)
@@ -71,23 +70,6 @@ class SetupResult:
     @property
     def ratio_to_target(self) -> float:
         return self.startup_median_s / TARGET_STARTUP_S
-
-
-def free_slot() -> int:
-    """A slot (100..250) whose pod, proxy and IdP addresses are all free now."""
-    candidates = list(_SLOTS)
-    random.shuffle(candidates)
-    for slot in candidates:
-        pairs: set[tuple[str, int]] = set()
-        for setup in Setup:
-            layout = build_layout(setup, Path("/"), slot=slot, ingress_port=1)
-            pairs |= {(h, p) for h, p in layout.bound_addresses() if h != INGRESS_HOST}
-        try:
-            check_addresses_free(sorted(pairs))
-        except AddressInUseError:
-            continue
-        return slot
-    raise AddressInUseError("no free slot in 127.0.100-250.x for the benchmark")
 
 
 async def _closed_loop(url: str, token: str, duration_s: float, connections: int) -> Throughput:
@@ -141,17 +123,18 @@ def bench_setup(setup: Setup, repeats: int, duration_s: float, connections: int)
     teardowns: list[float] = []
     throughput: Throughput | None = None
     for run in range(repeats):
-        options = TopologyOptions(setup=setup, slot=free_slot(), ingress_port=0, publish=False)
-        topology = LocalTopology(options)
-        with topology:
-            startups.append(topology.startup_s)
-            if run == repeats - 1 and duration_s > 0:
-                url = topology.layout.ingress.url + "/"
-                throughput = asyncio.run(
-                    _closed_loop(url, topology.idp.token(), duration_s, connections)
-                )
-            closing = time.monotonic()
-        teardowns.append(time.monotonic() - closing)
+        with lease_slot() as slot:  # the lock the tests take: never the slot of a test
+            options = TopologyOptions(setup=setup, slot=slot, ingress_port=0, publish=False)
+            topology = LocalTopology(options)
+            with topology:
+                startups.append(topology.startup_s)
+                if run == repeats - 1 and duration_s > 0:
+                    url = topology.layout.ingress.url + "/"
+                    throughput = asyncio.run(
+                        _closed_loop(url, topology.idp.token(), duration_s, connections)
+                    )
+                closing = time.monotonic()
+            teardowns.append(time.monotonic() - closing)
     return SetupResult(setup.value, startups, teardowns, throughput)
 
 

@@ -26,6 +26,7 @@ from chaos.engine.view import RunView
 from chaos.errors import AbortedError, ChaosError, RunDirectoryError
 from chaos.faults import driver_for
 from chaos.faults.base import Evidence, Fault, FaultPlan
+from chaos.outpaths import replace_file
 from chaos.platforms.base import Event, HostsTraffic, Platform, RunningTopology, StartOptions
 from chaos.proc import RUN_MARKER_ENV, start_ticks
 from chaos.rundir import EXPERIMENT_FILE, SAMPLES_DIR, TOPOLOGIES_DIR
@@ -436,9 +437,9 @@ def run_directory_error(run_dir: Path, exc: OSError) -> RunDirectoryError:
 
 
 def copy_experiment(source: Path, run_dir: Path) -> None:
-    """Keep the exact experiment file with the run (the report shows it)."""
+    """Keep the exact experiment file with the run (the report shows it; ``OutputError``)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, run_dir / EXPERIMENT_FILE)
+    replace_file(run_dir / EXPERIMENT_FILE, lambda p: shutil.copyfile(source, p))
 
 
 __all__ = ["Engine", "RunInterrupted", "RunOptions", "StopConditionHit", "WindowKey", "schedule"]

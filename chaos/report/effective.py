@@ -8,12 +8,12 @@ every default filled in (durations in seconds). The report shows both.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
 
+from chaos.outpaths import replace_file
 from chaos.rundir import EFFECTIVE_FILE
 from chaos.spec import Experiment
 
@@ -39,10 +39,7 @@ def write_effective_experiment(
     overrides: Sequence[str] = (),
     setups: Sequence[str] = (),
 ) -> Path:
-    """Write ``experiment.effective.yaml`` into ``run_dir`` (atomically) and return its path."""
+    """Write ``experiment.effective.yaml`` into ``run_dir`` (atomically; ``OutputError``)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / EFFECTIVE_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(effective_yaml(experiment, overrides, setups), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    text = effective_yaml(experiment, overrides, setups)
+    return replace_file(run_dir / EFFECTIVE_FILE, lambda p: p.write_text(text, encoding="utf-8"))

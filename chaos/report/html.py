@@ -429,7 +429,15 @@ def _cross_rows(runs: Sequence[RunData]) -> list[CrossRunRow]:
 def render_report(
     run_dirs: Sequence[Path], out: Path, *, latencies: Mapping[Path, Latencies] | None = None
 ) -> Path:
-    """Write one self-contained HTML report comparing ``run_dirs`` to ``out``; return ``out``.
+    """Write one self-contained HTML report comparing ``run_dirs`` to ``out``; return ``out``."""
+    write_atomically(out, report_html(run_dirs, latencies=latencies), "--output")
+    return out
+
+
+def report_html(
+    run_dirs: Sequence[Path], *, latencies: Mapping[Path, Latencies] | None = None
+) -> str:
+    """The self-contained HTML report comparing ``run_dirs``.
 
     ``latencies``: a run directory's request times and latencies already in memory
     (the finish step holds them), so the samples are not read a second time.
@@ -440,7 +448,7 @@ def render_report(
         _run_view(r, i, held.get(d)) for i, (d, r) in enumerate(zip(run_dirs, runs, strict=True))
     ]
     names = list(dict.fromkeys(r.meta.experiment_name if r.meta else r.run_dir.name for r in runs))
-    html = (
+    return (
         environment()
         .get_template("report.html.j2")
         .render(
@@ -451,5 +459,3 @@ def render_report(
             cross=_cross_rows(runs) if len(runs) > 1 else [],
         )
     )
-    write_atomically(out, html, "--output")
-    return out

@@ -33,6 +33,7 @@ from chaos.analysis import FaultResult, Summary, read_results
 from chaos.analysis.decisions import DecisionSet
 from chaos.analysis.statements import claim_text
 from chaos.errors import InputError
+from chaos.outpaths import replace_file
 from chaos.report.rundata import abort_reason
 from chaos.report.verdict import seconds
 from chaos.rundir import JUNIT_FILE, META_FILE
@@ -195,6 +196,7 @@ def _write(directory: Path, suite: ET.Element, counts: dict[str, int]) -> Path:
     root = ET.Element("testsuites", {k: str(v) for k, v in counts.items()})
     root.append(suite)
     ET.indent(root)
-    path = directory / JUNIT_FILE
-    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
-    return path
+    tree = ET.ElementTree(root)
+    return replace_file(
+        directory / JUNIT_FILE, lambda p: tree.write(p, encoding="utf-8", xml_declaration=True)
+    )

@@ -8,13 +8,13 @@ history store read it with ``read_meta``. Written to a temporary name and rename
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from chaos.errors import InputError
+from chaos.outpaths import replace_file
 from chaos.rundir import META_FILE
 
 #: A parameter value: parameters are shown in the report's method section as they are.
@@ -92,12 +92,9 @@ class RunMeta:
 
 
 def write_meta(run_dir: Path | str, meta: RunMeta) -> Path:
-    """Write ``meta.json`` into ``run_dir`` atomically and return its path."""
-    path = Path(run_dir) / META_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(meta.to_dict(), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    """Write ``meta.json`` into ``run_dir`` atomically and return its path (``OutputError``)."""
+    text = json.dumps(meta.to_dict(), indent=2) + "\n"
+    return replace_file(Path(run_dir) / META_FILE, lambda p: p.write_text(text, encoding="utf-8"))
 
 
 def read_meta(run_dir: Path | str) -> RunMeta:
