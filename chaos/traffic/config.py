@@ -162,6 +162,11 @@ class TrafficConfig:
             )
         check_url = check_cluster_url if self.network == CLUSTER else check_loopback_url
         check_url(self.host, "traffic host")
+        if self.locustfile is None and "@" in urlsplit(self.host).netloc:
+            raise InputError(
+                "traffic host: the URL has credentials in it (user:password@); the built-in "
+                "users do not send them (use token_url for a bearer token)"
+            )
         if self.token_url is not None and not self._token_in_a_file():
             check_url(self.token_url, "token_url")
         for name, value in (

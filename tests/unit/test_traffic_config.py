@@ -46,6 +46,17 @@ def test_loopback_hosts_are_accepted(tmp_path: Path, host: str) -> None:
     assert _config(tmp_path, host=host).host == host
 
 
+def test_credentials_in_the_host_are_refused_for_the_built_in_users(tmp_path: Path) -> None:
+    # the built-in users would not send them: a run must not look authenticated when it is not
+    with pytest.raises(InputError, match="credentials") as refused:
+        _config(tmp_path, host="http://user:secret@127.0.0.1:8080")
+    assert "secret" not in str(refused.value)  # the error does not repeat the password
+    own = tmp_path / "mine.py"
+    own.write_text("from locust import HttpUser\n")
+    mine = _config(tmp_path, host="http://user:secret@127.0.0.1:8080", locustfile=own)
+    assert mine.locustfile == own  # a user's own locustfile sends them through Locust
+
+
 def test_absolute_endpoint_and_token_url_must_be_loopback(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="endpoint far"):
         _config(tmp_path, endpoints=[("far", "GET", "http://192.168.1.1/x", 1)])
@@ -85,6 +96,7 @@ def test_json_round_trip(tmp_path: Path) -> None:
         workers=2,
         token_url="http://127.0.0.1:9/token",
         extra_env=(("A", "b"),),
+        record=False,
     )
     assert TrafficConfig.from_json(config.to_json()) == config
     assert config.per_user_rate == 10.0
