@@ -18,7 +18,7 @@ demo: install
 	$(BIN)/sidecar-chaos demo
 
 test: install
-	$(BIN)/pytest -q
+	PYTEST=$(BIN)/pytest .ci/test
 
 lint: install
 	$(BIN)/ruff check chaos tests

@@ -205,9 +205,12 @@ main()
 """
 
 
-def cli_argv(*args: str) -> list[str]:
-    """The command line that runs ``sidecar-chaos ARGS`` in the leased slot."""
-    return [sys.executable, "-c", _CLI, *args]
+def cli_argv(*args: str, prelude: str = "") -> list[str]:
+    """The command line that runs ``sidecar-chaos ARGS`` in the leased slot.
+
+    ``prelude`` is Python run first in that process (a test's own hook, e.g. a shorter wait).
+    """
+    return [sys.executable, "-c", prelude + _CLI, *args]
 
 
 def cli_env(slot: int) -> dict[str, str]:

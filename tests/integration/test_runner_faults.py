@@ -48,7 +48,12 @@ pytestmark = pytest.mark.slow
 
 
 def _start(
-    tmp_path: Path, slot: int, experiment: Path, *extra: str, env: dict[str, str] | None = None
+    tmp_path: Path,
+    slot: int,
+    experiment: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    prelude: str = "",
 ) -> CliRun:
     run_dir = tmp_path / "run"
     out_path, err_path = tmp_path / "cli.out", tmp_path / "cli.err"
@@ -62,6 +67,7 @@ def _start(
         "--history",
         str(tmp_path / "history.db"),
         *extra,
+        prelude=prelude,
     )
     with out_path.open("wb") as out, err_path.open("wb") as err:
         proc = subprocess.Popen(
@@ -87,6 +93,25 @@ def _assert_written_up(run: CliRun, reason: str) -> None:
     assert meta["exit_code"] == EXIT_BROKEN and meta["parameters"]["broken_windows"] == 1
 
 
+#: How long a topology started after the test broke Envoy waits for readiness (the default,
+#: 30 s, would be waited in full: a crash loop never becomes ready). Windows started before
+#: keep the default, so a slow machine's start-up is not cut short.
+BROKEN_READY_S = 3.0
+
+#: Run first in the runner's process: topologies made once ``FLAG`` exists wait ``READY_S``.
+_SHORT_WAIT_ONCE_BROKEN = """
+import dataclasses as _dc
+from pathlib import Path as _Path
+from chaos.platforms.local.topology import LocalTopology as _Topology
+_init = _Topology.__init__
+def _short_wait_once_broken(self, options):
+    if _Path(FLAG).exists():
+        options = _dc.replace(options, ready_timeout_s=READY_S)
+    _init(self, options)
+_Topology.__init__ = _short_wait_once_broken
+"""
+
+
 def test_envoy_that_fails_to_start_in_a_later_window(tmp_path: Path, free_slot: int) -> None:
     """From the second window on, the Envoy binary exits at once: that window breaks."""
     flag = tmp_path / "envoy-broken"
@@ -98,8 +123,15 @@ def test_envoy_that_fails_to_start_in_a_later_window(tmp_path: Path, free_slot: 
     )
     wrapper.chmod(0o755)
     experiment = write_experiment(tmp_path, hold="2s")
+    prelude = f"FLAG, READY_S = {str(flag)!r}, {BROKEN_READY_S!r}\n" + _SHORT_WAIT_ONCE_BROKEN
     run = _start(
-        tmp_path, free_slot, experiment, "--set", "repetitions=2", env={ENVOY_ENV: str(wrapper)}
+        tmp_path,
+        free_slot,
+        experiment,
+        "--set",
+        "repetitions=2",
+        env={ENVOY_ENV: str(wrapper)},
+        prelude=prelude,
     )
     run.wait_for_entry("fault_reverted", timeout_s=60)
     flag.touch()  # window 1 is in its recovery: its Envoys are up; window 2's will not start
@@ -109,6 +141,7 @@ def test_envoy_that_fails_to_start_in_a_later_window(tmp_path: Path, free_slot: 
     (broken,) = _broken(run)
     assert broken["repetition"] == 1 and broken["phase"] == "start"
     assert broken["injected"] is False
+    assert "not ready within" in str(broken["reason"]) and ".proxy (" in str(broken["reason"])
     _assert_written_up(run, "sidecar/checkout-500#2 in start: ")
     # The first window was measured, the second touched nothing.
     runs = json.loads((run.run_dir / RESULTS_FILE).read_text())["runs"]

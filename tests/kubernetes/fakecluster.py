@@ -260,9 +260,14 @@ def comparable(cluster: FakeCluster) -> dict[str, Any]:
     return out
 
 
+#: Watches end this soon (the client watches again): a platform closing its pod watch
+#: (every test's topology does) would otherwise wait for the 1 s ``timeoutSeconds`` to end.
+MAX_WATCH_S = 0.2
+
+
 @pytest.fixture
 def fake_server() -> Iterator[FakeApiServer]:
-    with FakeApiServer() as server:
+    with FakeApiServer(max_watch_s=MAX_WATCH_S) as server:
         yield server
 
 

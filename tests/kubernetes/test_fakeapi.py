@@ -98,6 +98,24 @@ def test_typed_watch_yields_events(client: ApiClient, fake_server: FakeApiServer
     assert first["type"] == "ADDED" and first["object"].metadata.name == "a"
 
 
+def test_max_watch_s_ends_a_watch_early_and_a_new_one_resumes_from_its_version(
+    client: ApiClient, fake_server: FakeApiServer
+) -> None:
+    assert fake_server.max_watch_s is not None and fake_server.max_watch_s < 1
+    core = CoreV1Api(client)
+    core.create_namespaced_config_map("default", {"metadata": {"name": "a"}, "data": {}})
+    watcher = kube_watch.Watch()
+    first = list(watcher.stream(core.list_namespaced_config_map, "default", timeout_seconds=60))
+    # Ended by the server long before its 60 s, after the current objects.
+    assert [e["object"].metadata.name for e in first] == ["a"]
+    version = first[-1]["object"].metadata.resource_version
+    core.create_namespaced_config_map("default", {"metadata": {"name": "b"}, "data": {}})
+    again = kube_watch.Watch().stream(
+        core.list_namespaced_config_map, "default", resource_version=version, timeout_seconds=60
+    )
+    assert [(e["type"], e["object"].metadata.name) for e in again] == [("ADDED", "b")]
+
+
 def test_requests_without_the_token_are_unauthorized(
     fake_server: FakeApiServer, tmp_path: Path
 ) -> None:

@@ -10,8 +10,9 @@ kubeconfig this module writes) for what the platform uses:
   exists, ``!``) and ``fieldSelector`` (``metadata.name``, ``metadata.namespace``,
   ``spec.nodeName``, ``status.phase``), watch (chunked JSON lines, from a
   ``resourceVersion`` or with the current objects first, ended after
-  ``timeoutSeconds``), create, replace, delete, merge patch (RFC 7386; a
-  strategic merge patch is treated as one), JSON patch (RFC 6902), ``/status``;
+  ``timeoutSeconds``, or sooner with ``max_watch_s``), create, replace, delete,
+  merge patch (RFC 7386; a strategic merge patch is treated as one), JSON patch
+  (RFC 6902), ``/status``;
 * a ``resourceVersion`` per write, 409 ``Conflict`` on a stale one (in a PUT body
   or a patch's ``metadata``), 409 ``AlreadyExists``, 404 ``NotFound`` and 401 in
   the real ``Status`` format;
@@ -118,11 +119,23 @@ class FakeApiServer:
     """The fake on ``127.0.0.1`` and an ephemeral port, in a thread of its own.
 
     A context manager: ``with FakeApiServer() as server: server.write_kubeconfig(path)``.
+
+    ``max_watch_s`` ends every watch after at most that long, as a real API server may
+    end one at any time (a client watches again from its last ``resourceVersion``).
+    Tests use it so that a client closing its watcher does not wait out ``timeoutSeconds``
+    (whole seconds).
     """
 
-    def __init__(self, cluster: FakeCluster | None = None, *, version: str = "v1.34.0") -> None:
+    def __init__(
+        self,
+        cluster: FakeCluster | None = None,
+        *,
+        version: str = "v1.34.0",
+        max_watch_s: float | None = None,
+    ) -> None:
         self.cluster = cluster or FakeCluster()
         self.version = version
+        self.max_watch_s = max_watch_s
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._serve, name="fake-kube-api", daemon=True)
@@ -349,6 +362,8 @@ class FakeApiServer:
         query = request.query
         labels, fields = query.get("labelSelector"), query.get("fieldSelector")
         timeout = min(float(query.get("timeoutSeconds", "1800")), 1800.0)
+        if self.max_watch_s is not None:
+            timeout = min(timeout, self.max_watch_s)
         since = query.get("resourceVersion", "")
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         response.enable_chunked_encoding()
