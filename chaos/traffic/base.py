@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from chaos.traffic.config import TrafficConfig
-from chaos.traffic.live import LiveStats
+
+if TYPE_CHECKING:
+    from chaos.traffic.live import LiveStats
 
 
 class Traffic(Protocol):
