@@ -95,7 +95,7 @@ class KubernetesPlatform:
         pod_exec: PodExecFactory | None = None,
         ready_timeout_s: float = 180.0,
         rollout_timeout_s: float = 120.0,
-        watch_timeout_s: int = 5,
+        watch_timeout_s: int = 1,
         ingress_url: str | None = None,
         ca_dir: Path | None = None,
         traffic_timings: TrafficTimings | None = None,
@@ -107,7 +107,9 @@ class KubernetesPlatform:
         self._pod_exec: PodExecFactory = pod_exec or KubePodExec
         self.ready_timeout_s = ready_timeout_s
         self.rollout_timeout_s = rollout_timeout_s
-        #: How long one watch request lasts (and so how long leaving ``start`` may wait).
+        #: How long one watch request lasts, and so how long leaving ``start`` may wait
+        #: for the watch to end (each window leaves once): 1 s, then it watches again from
+        #: its last ``resourceVersion``, one cheap request a second.
         self.watch_timeout_s = watch_timeout_s
         #: Where the engine's traffic enters. Default: Locust runs in the cluster and sends
         #: to the frontend Service through its pods' client-side proxy. A loopback

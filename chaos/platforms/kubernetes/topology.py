@@ -66,7 +66,7 @@ class KubeTopology:
         *,
         startup_s: float,
         record: dict[str, JsonValue],
-        watch_timeout_s: int = 5,
+        watch_timeout_s: int = 1,
         ingress_url: str | None = None,
         traffic: TrafficFactory | None = None,
         traffic_host: str | None = None,
