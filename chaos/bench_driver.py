@@ -1,19 +1,14 @@
 """The traffic driver's CPU per request, side by side with plain Locust ``FastHttpUser``.
 
-A real Envoy answering ``GET /`` with a ``direct_response`` is the target (pinned to
-the first core when the machine has two or more), with one listener per load
-generator so each one's requests are counted apart. Every generator runs in its own
-Locust process, pinned to the second core, and all of them are started together.
-
-They take turns: only one runs at a time, the others are paused (SIGSTOP). In each
-round every generator is resumed, left a settling second (a paused open loop has
-slots to skip), measured over a window, and paused again; the order reverses every
-round. So each figure is the generator alone on its core, and a machine that gets
-faster or slower over the minutes (a shared VM does) weighs on every generator
-alike, which separate runs one after the other did not: their ratios moved by ±5-8 %
-from run to run. CPU is the process's scheduler run time (``/proc/<pid>/task/*/
-schedstat``, nanoseconds); CPU per request = CPU seconds / requests Envoy completed
-on the generator's listener, pooled over the windows.
+The target is a real Envoy (:mod:`chaos.bench.target`) with one listener per load
+generator, pinned to the first core; every generator is a Locust process pinned to
+the second, all started together. They take turns: one runs, the others are paused
+(SIGSTOP); each round resumes every generator in turn for a settling second (a paused
+open loop has slots to skip) and a measured window, in an order that reverses every
+round. So each figure is the generator alone on its core, and a machine that drifts
+over the minutes (a shared VM does) weighs on every generator alike; separate runs
+one after the other moved the ratios by ±5-8 %. CPU per request = the process's
+scheduler run time / requests Envoy completed on its listener, pooled over windows.
 
 The tool's driver must also lose no sample: every request Envoy saw on its listener
 over the whole run is a sample in the run directory (dropped requests, which Envoy
@@ -46,28 +41,23 @@ import json
 import math
 import os
 import signal
-import socket
 import statistics
 import sys
 import tempfile
-import textwrap
 import time
-import urllib.request
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from chaos.bench.plainlocust import plain_locustfile
+from chaos.bench.target import Target, cores, envoy_target, pin, process_cpu_s
 from chaos.errors import ChaosError, ProcessError, StartupError
-from chaos.platforms.local.envoy_process import envoy_binary
 from chaos.proc import spawn, stop_processes
 from chaos.rundir.samples import DROPPED, load_samples, samples_dir
 from chaos.traffic.config import CLOSED, OPEN, Endpoint, TrafficConfig
 from chaos.traffic.runner import TrafficRun
 
-HOST = "127.0.0.1"
-_STAT_PREFIX = "bench"
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
 _WARMUP_S = 1.0
 #: After a generator is resumed, before its window opens (an open loop skips or drops
 #: the slots it missed while paused; a closed loop is at full speed at once).
@@ -242,230 +232,7 @@ class DriverCostReport:
         return sum(c.samples_lost or 0 for c in self.generators)
 
 
-# -- the target ---------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _stat_prefix(listener: int) -> str:
-    return _STAT_PREFIX if listener == 0 else f"{_STAT_PREFIX}_{listener}"
-
-
-def _listener(port: int, listener: int) -> dict[str, object]:
-    hcm = {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network."
-        "http_connection_manager.v3.HttpConnectionManager",
-        "stat_prefix": _stat_prefix(listener),
-        "route_config": {
-            "virtual_hosts": [
-                {
-                    "name": "all",
-                    "domains": ["*"],
-                    "routes": [
-                        {
-                            "match": {"prefix": "/"},
-                            "direct_response": {"status": 200, "body": {"inline_string": "ok"}},
-                        }
-                    ],
-                }
-            ]
-        },
-        "http_filters": [
-            {
-                "name": "envoy.filters.http.router",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-                },
-            }
-        ],
-    }
-    return {
-        "name": f"bench-{listener}",
-        "address": {"socket_address": {"address": HOST, "port_value": port}},
-        "filter_chains": [
-            {"filters": [{"name": "envoy.filters.network.http_connection_manager",
-                          "typed_config": hcm}]}
-        ],
-    }  # fmt: skip
-
-
-def _bootstrap(ports: Sequence[int], admin_port: int) -> dict[str, object]:
-    return {
-        "admin": {"address": {"socket_address": {"address": HOST, "port_value": admin_port}}},
-        # workers' counters reach /stats only at a flush (every 5 s by default): flush on
-        # each admin read, so a window's count is exact
-        "stats_flush_on_admin": True,
-        "static_resources": {"listeners": [_listener(p, i) for i, p in enumerate(ports)]},
-    }
-
-
-@dataclass(frozen=True)
-class Target:
-    """The Envoy being loaded: its URLs (one per listener) and how many requests each completed."""
-
-    url: str
-    admin_url: str
-    pid: int
-    #: Every listener's URL (``url`` is the first); each counts its requests apart.
-    urls: tuple[str, ...] = ()
-
-    def completed(self, listener: int = 0) -> int:
-        """Requests Envoy has completed so far on one listener (``downstream_rq_completed``)."""
-        name = f"http.{_stat_prefix(listener)}.downstream_rq_completed"
-        with urllib.request.urlopen(f"{self.admin_url}/stats?filter=^{name}$", timeout=5) as r:
-            text = bytes(r.read()).decode()
-        for line in text.splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == name:
-                return int(value)
-        return 0
-
-
-@contextmanager
-def envoy_target(work: Path, core: int | None, listeners: int = 1) -> Iterator[Target]:
-    """A real Envoy answering every request with 200 "ok", on loopback; ended by its pid.
-
-    ``listeners`` ports, each counting its own requests (:meth:`Target.completed`).
-    """
-    ports, admin_port = [_free_port() for _ in range(max(1, listeners))], _free_port()
-    config = work / f"envoy-target-{admin_port}.json"
-    config.write_text(json.dumps(_bootstrap(ports, admin_port)))
-    argv = [
-        str(envoy_binary()), "--config-path", str(config), "--disable-hot-restart",
-        "--concurrency", "1", "--log-level", "error", "--log-path", str(work / "envoy.log"),
-    ]  # fmt: skip
-    proc = spawn(argv, log_path=work / "envoy.out", name="Envoy target")
-    try:
-        admin = f"http://{HOST}:{admin_port}"
-        deadline = time.monotonic() + 15.0
-        while True:
-            try:
-                with urllib.request.urlopen(f"{admin}/ready", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise StartupError(f"the Envoy target did not get ready (see {work}/envoy.out)")
-            time.sleep(0.05)
-        if core is not None:
-            pin(proc.pid, core)
-        urls = tuple(f"http://{HOST}:{p}" for p in ports)
-        yield Target(urls[0], admin, proc.pid, urls)
-    finally:
-        stop_processes([proc], 3.0)
-
-
-# -- measuring a process ------------------------------------------------------------------
-
-
-def pin(pid: int, core: int) -> None:
-    """Pin every thread of ``pid`` to one core (best effort: a thread may have ended)."""
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            os.sched_setaffinity(int(task.name), {core})
-        except OSError:
-            continue
-
-
-def process_cpu_s(pid: int) -> float:
-    """CPU seconds ``pid`` has run, all threads: the scheduler's own count, in nanoseconds
-    (``/proc/<pid>/task/*/schedstat``), else ``utime + stime`` in clock ticks."""
-    total_ns = 0
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            try:
-                total_ns += int((task / "schedstat").read_text().split()[0])
-            except (FileNotFoundError, ProcessLookupError):
-                continue  # the thread ended meanwhile
-        return total_ns / 1e9
-    except (OSError, ValueError, IndexError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()
-        return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime
-
-
-def _cores() -> tuple[int | None, int | None]:
-    cores = sorted(os.sched_getaffinity(0))
-    if len(cores) < 2:
-        return None, None
-    return cores[0], cores[1]
-
-
 # -- the load generators ------------------------------------------------------------------
-
-_PLAIN_LOCUSTFILE = """\
-from locust import FastHttpUser, constant, constant_throughput, task
-
-class Plain(FastHttpUser):
-    wait_time = {wait}
-
-    @task
-    def get(self):
-        self.client.get("/")
-"""
-
-
-# The like-for-like baseline of the open-loop driver: plain Locust keeping an even
-# arrival schedule (one shared next slot, ``users`` long-lived senders), without its
-# cap, drops, lag or recording. Spawning a greenlet per request instead costs more.
-# After a pause (the bench pauses every generator but the one it measures) the slots
-# more than 0.1 s late are skipped, as the driver drops them, rather than sent at once.
-_PLAIN_OPEN_LOCUSTFILE = """\
-import random
-import time
-
-import gevent
-from locust import FastHttpUser, constant, task
-
-PERIOD = 1.0 / {rate}
-SKIP_LATE = 0.1
-
-
-class PlainOpen(FastHttpUser):
-    concurrency = {senders}
-    wait_time = constant(1.0)
-
-    def on_start(self):
-        self.due = time.monotonic() + random.uniform(0.0, PERIOD)
-        self.senders = [gevent.spawn(self.send_from) for _ in range({senders})]
-
-    def send_from(self):
-        while True:
-            due = self.due
-            wait = due - time.monotonic()
-            if wait < -SKIP_LATE:
-                due -= wait
-                wait = 0.0
-            self.due = due + PERIOD
-            if wait > 0:
-                gevent.sleep(wait)
-            self.client.get("/")
-
-    def on_stop(self):
-        gevent.killall(self.senders)
-
-    @task
-    def idle(self):
-        pass
-"""
-
-
-def _plain_locustfile(work: Path, spec: DriverSpec) -> Path:
-    path = work / f"plain-{os.getpid()}-{time.monotonic_ns()}.py"
-    if spec.kind == "plain-open":
-        if spec.rate is None:
-            raise ValueError(f"{spec.name}: a plain open loop needs a rate")
-        path.write_text(_PLAIN_OPEN_LOCUSTFILE.format(rate=spec.rate, senders=spec.users))
-        return path
-    wait = "constant(0)" if spec.rate is None else f"constant_throughput({spec.rate / spec.users})"
-    path.write_text(textwrap.dedent(_PLAIN_LOCUSTFILE.format(wait=wait)))
-    return path
 
 
 @dataclass(frozen=True)
@@ -495,7 +262,7 @@ class _Generator:
 def _start_plain(
     spec: DriverSpec, listener: int, target: Target, work: Path, life_s: float, stack: ExitStack
 ) -> _Generator:
-    locustfile = _plain_locustfile(work, spec)
+    locustfile = plain_locustfile(work, spec.kind, spec.users, spec.rate)
     argv = [
         sys.executable, "-m", "locust", "-f", str(locustfile), "--host", target.urls[listener],
         "--headless", "--users", str(1 if spec.kind == "plain-open" else spec.users),
@@ -589,7 +356,7 @@ def measure_driver_cost(
     seconds plus start-up. Raises :class:`~chaos.errors.ChaosError` when a generator
     cannot start or dies.
     """
-    envoy_core, locust_core = _cores()
+    envoy_core, locust_core = cores()
     load_before = os.getloadavg()
     results = {d.name: DriverCost(d.name, spec=d) for d in drivers}
     life_s = _STARTUP_TIMEOUT_S + len(drivers) * (

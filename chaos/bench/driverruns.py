@@ -1,7 +1,7 @@
 """The tool's driver against one real Envoy: open-loop schedule accuracy, and scaling with workers.
 
 Both run the driver (``chaos.traffic``, recording on) against the Envoy
-``direct_response`` target of :func:`chaos.bench_driver.envoy_target` (pinned to the
+``direct_response`` target of :func:`chaos.bench.target.envoy_target` (pinned to the
 first core; Locust to the others where there are any), skip a warm-up after the
 first request, then measure a steady window:
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from chaos.bench_driver import Target, process_cpu_s
+from chaos.bench.target import Target, process_cpu_s
 from chaos.errors import StartupError
 from chaos.rundir.samples import DROPPED
 from chaos.traffic.config import CLOSED, OPEN, Endpoint, TrafficConfig

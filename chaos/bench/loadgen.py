@@ -1,7 +1,7 @@
 """Load generators side by side against one real Envoy: wrk, plain Locust, the tool's driver.
 
 The target is a real Envoy answering ``GET /`` with a ``direct_response``, pinned
-to the first core (:func:`chaos.bench_driver.envoy_target`); the generator runs
+to the first core (:func:`chaos.bench.target.envoy_target`); the generator runs
 pinned to the second. The Locust rows (plain ``FastHttpUser`` and this tool's
 driver, closed and open loop, each against a plain Locust row at the same load)
 come from :func:`chaos.bench_driver.measure_driver_cost`: CPU per request of the
@@ -21,7 +21,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from chaos.bench_driver import Target, measure_driver_cost
+from chaos.bench.target import Target
+from chaos.bench_driver import measure_driver_cost
 
 CONNECTIONS = 20
 

@@ -133,7 +133,7 @@ def _figure(results: BenchResults, name: str, step: Callable[[], None]) -> None:
 def _on_target(results: BenchResults, args: argparse.Namespace, work: Path) -> None:
     """wrk, schedule accuracy and workers, against one Envoy target."""
     from chaos.bench.driverruns import locust_cores
-    from chaos.bench_driver import envoy_target
+    from chaos.bench.target import envoy_target
 
     cores = sorted(os.sched_getaffinity(0))
     envoy_core = cores[0] if len(cores) > 1 else None

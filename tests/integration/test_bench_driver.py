@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from chaos.bench_driver import DriverSpec, measure_driver_cost, process_cpu_s, render, to_json
+from chaos.bench.target import process_cpu_s
+from chaos.bench_driver import DriverSpec, measure_driver_cost, render, to_json
 
 pytestmark = pytest.mark.timeout(240)
 
