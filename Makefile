@@ -44,7 +44,7 @@ e2e-kind: install
 
 # 30 minutes, a crash every minute: the runner's memory stays flat, no sample is lost
 soak: install
-	$(BIN)/python -m chaos.soak --minutes $(or $(SOAK_MINUTES),30)
+	$(BIN)/python -m chaos.bench.soak --minutes $(or $(SOAK_MINUTES),30)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

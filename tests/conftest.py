@@ -28,12 +28,12 @@ from pathlib import Path
 
 import pytest
 
+from chaos.experiment import Setup
 from chaos.platforms.base import Event, EventKind
 from chaos.platforms.local.backoff import BackoffPolicy
 from chaos.platforms.local.slots import lease_slot
 from chaos.platforms.local.topology import LocalTopology, TopologyOptions
 from chaos.proc import pid_alive
-from chaos.spec import Setup
 
 #: The short CrashLoopBackOff tests use: 0.3 s doubling to 2 s, reset after 5 s.
 TEST_BACKOFF = BackoffPolicy(

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from chaos.analysis.decisions import Claim, Decision, DecisionSet, Family, SequentialPlan
 from chaos.analysis.hypotheses import claims_for, decide
 from chaos.analysis.model import FaultResult
-from chaos.spec.hypotheses import Hypothesis
+from chaos.experiment.hypotheses import Hypothesis
 
 
 @dataclass(frozen=True)

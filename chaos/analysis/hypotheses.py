@@ -64,7 +64,7 @@ from chaos.analysis.decisions import (
 )
 from chaos.analysis.model import FaultResult
 from chaos.analysis.statements import statement
-from chaos.spec.hypotheses import Hypothesis
+from chaos.experiment.hypotheses import Hypothesis
 
 # -- values per window --------------------------------------------------------------
 

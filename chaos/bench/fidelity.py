@@ -27,12 +27,12 @@ from pathlib import Path
 
 from chaos.analysis import FaultResult, FaultWindow, SteadyState, measure_window
 from chaos.bench.prober import Outage, Prober
+from chaos.experiment import Setup
 from chaos.platforms.base import HttpFault
 from chaos.platforms.local.backoff import BackoffPolicy
 from chaos.platforms.local.faultops import LocalFaultOps
 from chaos.platforms.local.slots import lease_slot
 from chaos.platforms.local.topology import LocalTopology, TopologyOptions, wait_until
-from chaos.spec import Setup
 from chaos.traffic import Endpoint, TrafficConfig, TrafficRun
 
 ABORT_S = 2.0

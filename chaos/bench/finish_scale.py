@@ -10,7 +10,7 @@ of an abort fault, so N samples means N / 5,000 seconds of windows. A quarter of
 the requests are POSTs carrying a write id; a few acknowledged writes are missing
 from the record and a few recorded twice, so the write check has work.
 
-:func:`measure_finish` runs :func:`chaos.outcome.finish` on such a directory in
+:func:`measure_finish` runs :func:`chaos.engine.finish.finish` on such a directory in
 a fresh Python process and reports its wall time and the process's peak
 resident memory (``ru_maxrss``), with the memory the process held before the
 finish step (interpreter and imports) alongside.
@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from chaos.report.synthetic_run import SyntheticFault, SyntheticRun, experiment_yaml
 from chaos.rundir import EXPERIMENT_FILE, JOURNAL_FILE
 from chaos.rundir.samples import samples_dir
+from chaos.testing.synthetic_run import SyntheticFault, SyntheticRun, experiment_yaml
 
 RATE_RPS = 5000.0
 SETUPS = ("sidecar", "mesh")
@@ -173,11 +173,11 @@ def _rss_mb() -> float:
 
 def _finish_here(run_dir: Path) -> FinishMeasure:
     """Run the finish step in this process (``measure_finish`` calls this in a fresh one)."""
-    from chaos.engine.run import WindowKey, WindowRecord
-    from chaos.outcome import finish
-    from chaos.platforms.fake import FakePlatform
+    from chaos.engine.finish import finish
+    from chaos.engine.records import WindowKey, WindowRecord
+    from chaos.experiment import load_experiment
     from chaos.rundir.writes import RecordedWrites
-    from chaos.spec import load_experiment
+    from chaos.testing.fake_platform import FakePlatform
 
     payload = json.loads((run_dir / RECORDS_FILE).read_text(encoding="utf-8"))
     with np.load(run_dir / RECORDED_FILE) as recorded:

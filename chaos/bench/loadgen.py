@@ -4,7 +4,7 @@ The target is a real Envoy answering ``GET /`` with a ``direct_response``, pinne
 to the first core (:func:`chaos.bench.target.envoy_target`); the generator runs
 pinned to the second. The Locust rows (plain ``FastHttpUser`` and this tool's
 driver, closed and open loop, each against a plain Locust row at the same load)
-come from :func:`chaos.bench_driver.measure_driver_cost`: CPU per request of the
+come from :func:`chaos.bench.driver.measure_driver_cost`: CPU per request of the
 Locust process over a steady window, and samples lost. The driver always records;
 the plain Locust rows (paced, no wait, and an even open-loop schedule) are the rows
 without recording. Debian's ``wrk`` gets a row when installed (``wrk -t1 -c20``:
@@ -21,8 +21,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from chaos.bench.driver import measure_driver_cost
 from chaos.bench.target import Target
-from chaos.bench_driver import measure_driver_cost
 
 CONNECTIONS = 20
 

@@ -8,7 +8,7 @@ the others still run):
    open-loop driver's schedule accuracy at 1,000 requests/s, and requests/s per
    worker-core with 0, 1 and 2 workers;
 3. plain Locust against the tool's driver, closed and open loop
-   (:func:`chaos.bench_driver.measure_driver_cost`);
+   (:func:`chaos.bench.driver.measure_driver_cost`);
 4. time-to-recover fidelity against an independent prober, on faults of known truth;
 5. injection lag per fault and setup, and the run's wall time against its planned
    windows, from one real short run of ``sidecar-chaos run``;
@@ -31,58 +31,26 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from chaos.bench.driverruns import Lateness, WorkersRow, measure_lateness, measure_workers
-from chaos.bench.fidelity import FidelityRow, measure_fidelity
-from chaos.bench.finish_scale import FinishMeasure, measure_finish, write_scale_run
-from chaos.bench.loadgen import LoadGenRow, measure_locust_rows, measure_wrk
-from chaos.bench.realrun import FAULTS, RealRun, Timeline, run_experiment
+from chaos.bench.driverruns import measure_lateness, measure_workers
+from chaos.bench.fidelity import measure_fidelity
+from chaos.bench.finish_scale import measure_finish, write_scale_run
+from chaos.bench.loadgen import measure_locust_rows, measure_wrk
+from chaos.bench.realrun import FAULTS, Timeline, run_experiment
 from chaos.bench.render import render_markdown
-from chaos.bench.startup import SetupResult, bench_setup
-from chaos.spec import Setup
+from chaos.bench.results import BenchResults, Machine
+from chaos.bench.startup import bench_setup
+from chaos.experiment import Setup
 
 FULL_SIZES = (100_000, 1_000_000, 10_000_000)
 SHORT_SIZES = (240_000,)  # windows of 8 s: every window can recover
 #: The open-loop rate whose schedule accuracy the issue asks for.
 LATENESS_RATE = 1000.0
-
-
-@dataclass
-class Machine:
-    """Where the numbers come from."""
-
-    cores: int
-    cpu: str
-    load_before: tuple[float, float, float]
-    load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    versions: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class BenchResults:
-    """Everything one bench run measured (None: not measured; ``errors`` says why)."""
-
-    command: str
-    started_utc: str
-    machine: Machine
-    short: bool = False
-    startup: list[SetupResult] = field(default_factory=list)
-    loadgen: list[LoadGenRow] = field(default_factory=list)
-    lateness: Lateness | None = None
-    workers: list[WorkersRow] = field(default_factory=list)
-    fidelity: list[FidelityRow] = field(default_factory=list)
-    realrun: RealRun | None = None
-    finish: list[tuple[int, FinishMeasure]] = field(default_factory=list)
-    errors: dict[str, str] = field(default_factory=dict)
-    #: Figure -> seconds it took.
-    took: dict[str, float] = field(default_factory=dict)
-    seconds: float = 0.0
-    out: Path | None = None
 
 
 def _version(package: str) -> str:

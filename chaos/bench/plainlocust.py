@@ -2,7 +2,7 @@
 
 ``plain`` users are paced per user (``constant(0)``: as fast as they go, or
 ``constant_throughput``); ``plain-open`` keeps an even arrival schedule like the
-driver's open loop. :func:`plain_locustfile` writes one for :mod:`chaos.bench_driver`.
+driver's open loop. :func:`plain_locustfile` writes one for :mod:`chaos.bench.driver`.
 """
 
 from __future__ import annotations

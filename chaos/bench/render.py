@@ -10,7 +10,7 @@ from chaos.bench.realrun import FAULTS
 from chaos.bench.startup import TARGET_STARTUP_S
 
 if TYPE_CHECKING:
-    from chaos.bench.main import BenchResults
+    from chaos.bench.results import BenchResults
 
 #: The issue's goal for the finish step at 10 M samples.
 FINISH_GOAL_S, FINISH_GOAL_MIB = 10.0, 1024.0
@@ -86,7 +86,7 @@ def _loadgen(results: BenchResults) -> list[str]:
         "",
         "A real Envoy answering `GET /` with a `direct_response`, pinned to the first "
         "core; the generator pinned to the second. CPU per request is the generator's own "
-        "process over steady windows. The Locust rows (`chaos.bench_driver."
+        "process over steady windows. The Locust rows (`chaos.bench.driver."
         "measure_driver_cost`) run at once, each against its own listener, and take turns: "
         "one runs while the others are paused (SIGSTOP), round after round, so a machine "
         "that drifts over the minutes weighs on every row alike; their CPU is the "

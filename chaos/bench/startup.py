@@ -28,9 +28,9 @@ from pathlib import Path
 import aiohttp
 
 from chaos.errors import ChaosError
+from chaos.experiment import Setup
 from chaos.platforms.local.slots import lease_slot
 from chaos.platforms.local.topology import LocalTopology, TopologyOptions
-from chaos.spec import Setup
 
 #: The issue's aim for start-up to ready of the six-pod topology.
 TARGET_STARTUP_S = 3.0

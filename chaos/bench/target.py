@@ -4,7 +4,7 @@ A real Envoy answering every request with 200 "ok" from a ``direct_response``, o
 loopback, with one listener per load generator so that each one's requests are
 counted apart (``downstream_rq_completed`` per listener, flushed on every admin read);
 pinning a process to a core; and the CPU a process ran, from the scheduler's own count.
-Used by :mod:`chaos.bench_driver` and the bench's driver figures.
+Used by :mod:`chaos.bench.driver` and the bench's driver figures.
 """
 
 from __future__ import annotations

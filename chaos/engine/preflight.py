@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
+from chaos.experiment import Experiment, Setup
+from chaos.experiment.models import start_extra
 from chaos.faults.base import target_problems
 from chaos.platforms.base import FaultOps, Platform, Problem
-from chaos.spec import Experiment, Setup
-from chaos.spec.models import start_extra
 
 
 @runtime_checkable

@@ -16,31 +16,26 @@ as it runs it, so the decision before round ``k`` sees every window of rounds
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from chaos.analysis import FaultResult, RecordedWrites, SteadyState, analyze_run
+from chaos.analysis import FaultResult, SteadyState, analyze_run
 from chaos.analysis.adaptive import Budget, Stop, next_step
 from chaos.analysis.hypotheses import claims_for
-from chaos.spec import Experiment
-
-if TYPE_CHECKING:
-    from chaos.engine.run import WindowKey, WindowRecord
-
-
-def recorded_writes_of(records: Sequence[WindowRecord]) -> RecordedWrites | None:
-    """Every window's recorded writes; None (not checked) when a window could not read them."""
-    if any(r.writes_unreadable for r in records):
-        return None
-    return RecordedWrites.concat(r.recorded_writes for r in records)
+from chaos.engine.records import (
+    WindowKey,
+    WindowRecord,
+    recorded_writes_of,
+    schedule,
+    windows_for_analysis,
+)
+from chaos.experiment import Experiment
 
 
 def measured_so_far(
     experiment: Experiment, run_dir: Path, records: list[WindowRecord]
 ) -> list[FaultResult]:
     """Every finished window of the run so far, measured as ``finish`` measures it."""
-    from chaos.outcome import windows_for_analysis
     from chaos.rundir import SAMPLES_DIR
     from chaos.rundir.columns import load_columns
     from chaos.rundir.counters import read_counters
@@ -73,7 +68,6 @@ def rounds(
     say: Callable[[str], None] | None = None,
 ) -> Iterator[WindowKey]:
     """The windows to run, in order (see the module docstring)."""
-    from chaos.engine.run import schedule
 
     keys = schedule(experiment)
     if not experiment.adaptive:

@@ -12,20 +12,23 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import random
 import secrets
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from chaos.engine.counters import CounterSampler
+from chaos.engine.records import WindowKey, WindowRecord
 from chaos.engine.rounds import rounds
 from chaos.engine.signals import RunInterrupted, SignalGuard
 from chaos.engine.view import RunView
 from chaos.errors import AbortedError, ChaosError, RunDirectoryError
+from chaos.experiment import CertExpiryFault, Experiment, Setup, StopCondition
+from chaos.experiment import Fault as FaultSpec
+from chaos.experiment.models import start_extra
 from chaos.faults import driver_for
-from chaos.faults.base import Evidence, Fault, FaultPlan
+from chaos.faults.base import Fault, FaultPlan
 from chaos.outpaths import replace_file
 from chaos.platforms.base import Event, HostsTraffic, Platform, RunningTopology, StartOptions
 from chaos.proc import RUN_MARKER_ENV, start_ticks
@@ -33,9 +36,6 @@ from chaos.rundir import EXPERIMENT_FILE, SAMPLES_DIR, TOPOLOGIES_DIR
 from chaos.rundir.counters import append_counters
 from chaos.rundir.journal import Journal
 from chaos.rundir.writes import RecordedWrites
-from chaos.spec import CertExpiryFault, Experiment, Setup, StopCondition
-from chaos.spec import Fault as FaultSpec
-from chaos.spec.models import start_extra
 from chaos.traffic import Endpoint, LiveStats, TrafficConfig, TrafficRun
 from chaos.traffic.base import Traffic, TrafficFactory
 from chaos.traffic.config import LOOPBACK
@@ -57,47 +57,6 @@ class StopConditionHit(AbortedError):
 
 
 @dataclass(frozen=True)
-class WindowKey:
-    """One fault window: a setup, a fault (by position and name), a repetition."""
-
-    setup: str
-    fault_index: int
-    fault: str
-    repetition: int
-
-    @property
-    def label(self) -> str:
-        return f"{self.setup}/{self.fault}#{self.repetition + 1}"
-
-    @property
-    def slug(self) -> str:
-        return f"{self.setup}-{self.fault}-{self.repetition + 1}"
-
-
-@dataclass
-class WindowRecord:
-    """What the engine saw in one window (times on the monotonic clock)."""
-
-    key: WindowKey
-    fault_type: str
-    self_healing: bool = False
-    warmup_start_t: float = 0.0
-    inject_t: float | None = None
-    revert_t: float | None = None
-    end_t: float | None = None
-    evidence: Evidence | None = None
-    aborted: bool = False
-    #: Why the runner could not measure this window (it broke); None when it ran through.
-    error: str | None = None
-    #: The step the window was in; a broken window names the step it broke in.
-    phase: str = "start"
-    #: The write ids ``payments`` recorded, as keys (compact: millions in a soak).
-    recorded_writes: RecordedWrites = field(default_factory=RecordedWrites.empty)
-    #: The platform could not read the recorded writes: the run's writes are not checked.
-    writes_unreadable: bool = False
-
-
-@dataclass(frozen=True)
 class RunOptions:
     """How to run (not what: that is the experiment; not where: that is the platform)."""
 
@@ -108,23 +67,6 @@ class RunOptions:
     #: Where progress goes (the game-day view); None shows nothing.
     view: RunView | None = None
     tick_s: float = 1.0
-
-
-def schedule(experiment: Experiment) -> list[WindowKey]:
-    """Every window, repetitions outermost, setups interleaved in a seeded order."""
-    rng = random.Random(experiment.seed)
-    names = experiment.fault_names()
-    keys: list[WindowKey] = []
-    for repetition in range(experiment.planned_repetitions):
-        for index, fault in enumerate(experiment.faults):
-            setups = [
-                s
-                for s in experiment.setups
-                if fault.target.setups is None or s in fault.target.setups
-            ]
-            rng.shuffle(setups)
-            keys += [WindowKey(s, index, names[index], repetition) for s in setups]
-    return keys
 
 
 class Engine:
@@ -442,4 +384,4 @@ def copy_experiment(source: Path, run_dir: Path) -> None:
     replace_file(run_dir / EXPERIMENT_FILE, lambda p: shutil.copyfile(source, p))
 
 
-__all__ = ["Engine", "RunInterrupted", "RunOptions", "StopConditionHit", "WindowKey", "schedule"]
+__all__ = ["Engine", "RunInterrupted", "RunOptions", "StopConditionHit"]

@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass
 from typing import ClassVar, Generic, TypeVar
 
 from chaos.errors import FaultError
+from chaos.experiment import Experiment, Setup, Target
+from chaos.experiment import Fault as FaultSpec
 from chaos.platforms.base import FaultOps, Pod, Problem, Workload
-from chaos.spec import Experiment, Setup, Target
-from chaos.spec import Fault as FaultSpec
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import threading
 
 from chaos.errors import ChaosError
+from chaos.experiment import CrashFault
 from chaos.faults.base import Change, Evidence, Fault, FaultPlan
 from chaos.platforms.base import ProxyTarget
-from chaos.spec import CrashFault
 
 
 class CrashFaultDriver(Fault[CrashFault]):

@@ -9,9 +9,9 @@ as its mean (the plan says so), since the filter has no distribution of its own.
 
 from __future__ import annotations
 
+from chaos.experiment import AbortFault, LatencyFault, NormalDelay, UniformDelay
 from chaos.faults.base import Change, Evidence, Fault, FaultPlan
 from chaos.platforms.base import HttpFault, HttpFaultSite
-from chaos.spec import AbortFault, LatencyFault, NormalDelay, UniformDelay
 
 
 def delay_ms(spec: LatencyFault) -> int:

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import time
 
+from chaos.experiment import CertExpiryFault, ControlPlaneOutageFault, PolicyDesyncFault
 from chaos.faults.base import Change, Evidence, Fault, FaultPlan
 from chaos.platforms.base import Pod
-from chaos.spec import CertExpiryFault, ControlPlaneOutageFault, PolicyDesyncFault
 
 
 def _rise(before: dict[str, int], after: dict[str, int]) -> int:

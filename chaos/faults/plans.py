@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from chaos.experiment import Fault as FaultSpec
 from chaos.faults import driver_for
 from chaos.platforms.base import FaultOps
-from chaos.spec import Fault as FaultSpec
 
 
 class _Key(Protocol):

@@ -36,9 +36,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
+from chaos.experiment import Experiment, Setup
 from chaos.rundir.counters import CounterSample
 from chaos.rundir.journal import JournalEntry, JsonValue
-from chaos.spec import Experiment, Setup
 from chaos.traffic.base import TrafficFactory
 from chaos.traffic.config import TrafficConfig
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import yaml
 
+from chaos.experiment import Experiment
 from chaos.outpaths import replace_file
 from chaos.rundir import EFFECTIVE_FILE
-from chaos.spec import Experiment
 
 
 def effective_yaml(

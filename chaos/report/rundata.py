@@ -29,7 +29,7 @@ EVENT_LABELS: dict[str, str] = {
     "cert_expired": "cert expired",
 }
 
-WindowKey = tuple[str, str, int]
+WindowTriple = tuple[str, str, int]
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class RunData:
     analysis: RunAnalysis
     events: list[RunEvent]
     #: Pods the fault plan touched, per (setup, fault, repetition).
-    blast_radius: dict[WindowKey, tuple[str, ...]]
+    blast_radius: dict[WindowTriple, tuple[str, ...]]
     experiment_text: str
     description: str
     fault_summaries: dict[str, str] = field(default_factory=dict)
@@ -137,8 +137,8 @@ def _events(entries: Sequence[JournalEntry], index: _WindowIndex) -> list[RunEve
 
 def _blast_radius(
     entries: Sequence[JournalEntry], index: _WindowIndex
-) -> dict[WindowKey, tuple[str, ...]]:
-    radius: dict[WindowKey, tuple[str, ...]] = {}
+) -> dict[WindowTriple, tuple[str, ...]]:
+    radius: dict[WindowTriple, tuple[str, ...]] = {}
     for e in entries:
         pods = e.data.get("blast_radius")
         if e.kind != "fault_planned" or not isinstance(pods, list):
@@ -156,7 +156,7 @@ def _experiment(run_dir: Path) -> tuple[str, str, dict[str, str]]:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return "", "", {}
-    from chaos.spec import load_experiment
+    from chaos.experiment import load_experiment
 
     try:
         experiment = load_experiment(path)

@@ -144,7 +144,7 @@ class TrafficConfig:
     extra_env: tuple[tuple[str, str], ...] = field(default=())
     network: str = LOOPBACK
     #: Whether the built-in users keep their samples. False only for the bench's
-    #: no-recording rows (``chaos.bench_driver``): nothing is written, so a run that
+    #: no-recording rows (``chaos.bench.driver``): nothing is written, so a run that
     #: waits for its first sample (``TrafficRun.wait_started``) never sees one.
     record: bool = True
 

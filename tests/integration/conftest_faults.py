@@ -23,13 +23,13 @@ from typing import Any
 import httpx
 from pydantic import TypeAdapter
 
+from chaos.experiment import Fault as FaultSpec
 from chaos.faults import driver_for
 from chaos.faults.base import Fault
 from chaos.platforms.local.faultops import LocalFaultOps
 from chaos.platforms.local.topology import LocalTopology
 from chaos.proc import pid_alive
 from chaos.rundir.journal import JournalEntry, read_journal
-from chaos.spec import Fault as FaultSpec
 
 #: Status recorded for a request that got no HTTP answer at all.
 NO_ANSWER = 0
@@ -195,12 +195,12 @@ def applied(fault: Fault[FaultSpec]) -> Iterator[Applied]:
 #: in use by a person's topology). Everything else is the real console entry point.
 _CLI = """
 import os, sys
-from chaos.platforms.local.layout import DEFAULT_SLOT
+from chaos.platforms.shared.layout import DEFAULT_SLOT
 slot = int(os.environ["SIDECAR_CHAOS_TEST_SLOT"])
 for setup in list(DEFAULT_SLOT):
     DEFAULT_SLOT[setup] = slot
 sys.argv[0] = "sidecar-chaos"
-from chaos.cli import main
+from chaos.cli.app import main
 main()
 """
 

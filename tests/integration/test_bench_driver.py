@@ -1,6 +1,6 @@
 """The driver-cost measurement runs end to end (real Envoy, real Locust) and loses nothing.
 
-Numbers are the bench's business (``python -m chaos.bench_driver``); this only checks
+Numbers are the bench's business (``python -m chaos.bench.driver``); this only checks
 that the measurement works and that every request Envoy answered is a sample.
 """
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from chaos.bench.driver import DriverSpec, measure_driver_cost, render, to_json
 from chaos.bench.target import process_cpu_s
-from chaos.bench_driver import DriverSpec, measure_driver_cost, render, to_json
 
 pytestmark = pytest.mark.timeout(240)
 

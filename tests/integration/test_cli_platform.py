@@ -23,9 +23,9 @@ from typing import Any
 import httpx
 import pytest
 
+from chaos.experiment import Setup
 from chaos.platforms.local import registry
-from chaos.platforms.local.layout import SERVICES, build_layout
-from chaos.spec import Setup
+from chaos.platforms.shared.layout import SERVICES, build_layout
 from tests.conftest import LEAK_TIMEOUT_S, ProcessTracker, lease_slot
 
 CLI = str(Path(sys.executable).with_name("sidecar-chaos"))

@@ -46,7 +46,7 @@ def start_service(
     extra: tuple[str, ...] = (),
 ) -> Service:
     port = free_port(host)
-    argv = [sys.executable, "-m", "chaos.platforms.local.demo_service"]
+    argv = [sys.executable, "-m", "chaos.platforms.shared.demo_service"]
     argv += ["--service", service, "--replica", "0", "--pod", f"{service}-0"]
     argv += ["--node", "node-1", "--listen", f"{host}:{port}"]
     if upstream is not None:
@@ -291,7 +291,7 @@ def test_sigterm_exits_0_and_a_restarted_replica_still_lists_its_writes(tmp_path
 
 
 def test_bad_command_lines_exit_2(tmp_path: Path) -> None:
-    base = [sys.executable, "-m", "chaos.platforms.local.demo_service"]
+    base = [sys.executable, "-m", "chaos.platforms.shared.demo_service"]
     ident = ["--service", "x", "--replica", "0", "--pod", "x-0", "--node", "n"]
     bad_listen = subprocess.run([*base, *ident, "--listen", "nowhere"], capture_output=True)
     assert bad_listen.returncode == 2

@@ -18,12 +18,13 @@ from pathlib import Path
 import pytest
 
 from chaos.engine.clean import clean_run
-from chaos.engine.run import Engine, RunOptions, WindowKey
+from chaos.engine.records import WindowKey
+from chaos.engine.run import Engine, RunOptions
+from chaos.experiment import load_experiment
 from chaos.platforms.local import registry
 from chaos.platforms.local.platform import LocalPlatform
 from chaos.proc import RUN_MARKER_ENV, pid_alive, start_ticks
 from chaos.rundir.journal import Journal, read_journal
-from chaos.spec import load_experiment
 from chaos.traffic import TrafficRun
 from tests.conftest import TEST_BACKOFF
 from tests.integration.conftest_faults import (

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from chaos.experiment import Setup
 from chaos.platforms.local.controlplane import MeshControlPlane
 from chaos.platforms.local.envoy_config import (
     INBOUND_FAULT_KEYS,
@@ -37,8 +38,8 @@ from chaos.platforms.local.envoy_config import (
     proxy_configs,
     sidecar_jwks_path,
 )
-from chaos.platforms.local.idp import IdentityProvider
-from chaos.platforms.local.layout import (
+from chaos.platforms.shared.idp import IdentityProvider
+from chaos.platforms.shared.layout import (
     JWT_AUDIENCE,
     Pod,
     Port,
@@ -46,9 +47,8 @@ from chaos.platforms.local.layout import (
     build_layout,
     spiffe_id,
 )
-from chaos.platforms.local.pki import CertificateAuthority, read_certificate, write_identity
+from chaos.platforms.shared.pki import CertificateAuthority, read_certificate, write_identity
 from chaos.proc import spawn, stop_processes
-from chaos.spec import Setup
 
 TTL = dt.timedelta(hours=1)
 

@@ -17,13 +17,13 @@ from dataclasses import replace
 
 import pytest
 
+from chaos.experiment import Fault as FaultSpec
+from chaos.experiment import Setup
 from chaos.faults.base import Fault
 from chaos.platforms.base import EventKind
 from chaos.platforms.local.admin import counters
 from chaos.platforms.local.envoy_config import ProxyOptions
 from chaos.platforms.local.topology import LocalTopology
-from chaos.spec import Fault as FaultSpec
-from chaos.spec import Setup
 from tests.conftest import ProcessTracker, lease_slot, topology_options
 from tests.integration.conftest_faults import (
     Probe,

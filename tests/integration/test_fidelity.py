@@ -26,11 +26,11 @@ import pytest
 from chaos.analysis import FaultResult, FaultWindow, SteadyState, measure_window
 from chaos.bench.fidelity import switch_frontends
 from chaos.bench.prober import Prober
+from chaos.experiment import Setup
 from chaos.platforms.base import EventKind, HttpFault
 from chaos.platforms.local.backoff import BackoffPolicy
 from chaos.platforms.local.faultops import LocalFaultOps
 from chaos.platforms.local.topology import LocalTopology, TopologyOptions, wait_until
-from chaos.spec import Setup
 from chaos.traffic import Endpoint, TrafficConfig, TrafficRun
 from tests.conftest import ProcessTracker, lease_slot
 

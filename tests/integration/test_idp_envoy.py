@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chaos.platforms.local.idp import IdentityProvider, IdpServer
-from chaos.platforms.local.layout import JWT_AUDIENCE
+from chaos.platforms.shared.idp import IdentityProvider, IdpServer
+from chaos.platforms.shared.layout import JWT_AUDIENCE
 from chaos.proc import spawn, stop_processes
 
 ISSUER = "https://idp.sidecar.cluster.local"

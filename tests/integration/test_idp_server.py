@@ -12,8 +12,8 @@ import jwt
 import pytest
 
 from chaos.errors import AddressInUseError, InputError
-from chaos.platforms.local.idp import IdentityProvider, IdpServer, check_token
-from chaos.platforms.local.layout import JWT_AUDIENCE
+from chaos.platforms.shared.idp import IdentityProvider, IdpServer, check_token
+from chaos.platforms.shared.layout import JWT_AUDIENCE
 
 ISSUER = "https://idp.mesh.cluster.local"
 HOST = "127.0.0.1"

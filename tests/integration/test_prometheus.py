@@ -23,15 +23,15 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from chaos.analysis import read_results
+from chaos.experiment import Setup
 from chaos.platforms.local.admin import ANALYSIS_STATS_FILTER, counters
-from chaos.platforms.local.layout import build_layout
 from chaos.platforms.local.running import LocalRunning
 from chaos.platforms.local.scrape import write_scrape_config
 from chaos.platforms.local.topology import LocalTopology
+from chaos.platforms.shared.layout import build_layout
 from chaos.proc import spawn
-from chaos.report.meta import read_meta
 from chaos.rundir.counters import read_counters
-from chaos.spec import Setup
+from chaos.rundir.meta import read_meta
 from tests.conftest import ProcessTracker, StartTopology
 from tests.integration.conftest_faults import (
     applied,
@@ -316,7 +316,7 @@ def _admin_readings(topology: LocalTopology) -> dict[tuple[str, str], float]:
 def test_counters_through_prometheus_equal_the_admin_ones_within_a_scrape_interval(
     tmp_path: Path, start_topology: StartTopology, start_prometheus: StartPrometheus
 ) -> None:
-    from chaos.metrics.promql import PrometheusCounters
+    from chaos.platforms.shared.promql import PrometheusCounters
 
     started_wall = time.time()
     topology = start_topology(Setup.MESH)

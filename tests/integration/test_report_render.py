@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 
 from chaos.report import render_report
-from chaos.report.synthetic_run import SyntheticFault, SyntheticRun, write_synthetic_run
+from chaos.testing.synthetic_run import SyntheticFault, SyntheticRun, write_synthetic_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")

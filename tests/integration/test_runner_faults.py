@@ -4,7 +4,7 @@ Each case breaks something the runner depends on in the middle of a run: Envoy d
 not start in a later window, a pod's port is taken by another program, Locust is
 killed during the hold, the disk under the samples fills. Each gives one line on
 stderr, every fault applied is reverted, ``results.json`` and the report list the
-window as broken with its reason, and the run exits 4 (see ``chaos.outcome``).
+window as broken with its reason, and the run exits 4 (see ``chaos.engine.finish``).
 """
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ from pathlib import Path
 
 import pytest
 
+from chaos.engine.finish import EXIT_BROKEN, finish
 from chaos.engine.run import Engine, RunOptions, copy_experiment
-from chaos.outcome import EXIT_BROKEN, finish
+from chaos.experiment import Setup, load_experiment
 from chaos.platforms.local.envoy_process import ENVOY_ENV, envoy_binary
-from chaos.platforms.local.layout import build_layout
 from chaos.platforms.local.platform import LocalPlatform
+from chaos.platforms.shared.layout import build_layout
 from chaos.rundir import REPORT_FILE, RESULTS_FILE, SAMPLES_DIR
 from chaos.rundir.journal import read_journal
 from chaos.rundir.samples import load_samples
-from chaos.spec import Setup, load_experiment
 from tests.conftest import lease_slot
 from tests.integration.conftest_faults import (
     CliRun,

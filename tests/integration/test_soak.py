@@ -1,6 +1,6 @@
 """The soak, 2 minutes long: the runner's memory over the hold, every request recorded, a report.
 
-``make soak`` runs the same for 30 minutes (``chaos.soak``).
+``make soak`` runs the same for 30 minutes (``chaos.bench.soak``).
 """
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from chaos.soak import SoakPlan, run_soak, slope_mb_per_hour
+from chaos.bench.soak import SoakPlan, run_soak, slope_mb_per_hour
 
 pytestmark = pytest.mark.slow
 
 #: A 2-minute hold is too short to tell a slow leak from the runner's warm-up: this bound
 #: catches a fast one (10 MB or more over the measured 85 s); the 30-minute soak uses
-#: 10 MB/h. Measured here with ``python -m chaos.soak --minutes 2 --interval 30``: the
+#: 10 MB/h. Measured here with ``python -m chaos.bench.soak --minutes 2 --interval 30``: the
 #: runner grows by about 2.9 MB over that window (+120 MB/h), with the same figure on the
 #: code of the previous release, while 30 minutes gave +7.9 MB/h: warm-up, not a leak.
 MAX_SLOPE_MB_PER_HOUR = 400.0

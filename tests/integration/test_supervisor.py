@@ -39,7 +39,7 @@ def free_port(host: str) -> int:
 
 def demo_spec(tmp: Path, host: str = "127.0.253.21", name: str = "checkout-0") -> ProcessSpec:
     port = free_port(host)
-    argv = [sys.executable, "-m", "chaos.platforms.local.demo_service", "--service", "checkout"]
+    argv = [sys.executable, "-m", "chaos.platforms.shared.demo_service", "--service", "checkout"]
     argv += ["--replica", "0", "--pod", name, "--node", "node-1", "--listen", f"{host}:{port}"]
     return ProcessSpec(
         name=name,
@@ -335,7 +335,7 @@ RUNNER = textwrap.dedent(
     events = EventLog()
     sup = Supervisor(BackoffPolicy(0.1, 2, 1, 10, first_restart_immediate=False), events)
     sup.add(ProcessSpec("sleeper", ["sleep", "300"]))
-    demo = [sys.executable, "-m", "chaos.platforms.local.demo_service", "--service", "payments",
+    demo = [sys.executable, "-m", "chaos.platforms.shared.demo_service", "--service", "payments",
             "--replica", "0", "--pod", "payments-0", "--node", "node-1",
             "--listen", f"{host}:{port}"]
     sup.add(ProcessSpec("payments-0", demo, probe=HttpProbe(f"http://{host}:{port}/healthz"),

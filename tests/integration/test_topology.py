@@ -26,14 +26,14 @@ from typing import Any
 import httpx
 import pytest
 
+from chaos.experiment import Setup
 from chaos.platforms.base import Event, EventKind
 from chaos.platforms.local import registry
-from chaos.platforms.local.idp import IdentityProvider
-from chaos.platforms.local.layout import JWT_AUDIENCE, SERVICES, Port, spiffe_id
-from chaos.platforms.local.pki import CertificateAuthority, IssuedCertificate
 from chaos.platforms.local.topology import LocalTopology
+from chaos.platforms.shared.idp import IdentityProvider
+from chaos.platforms.shared.layout import JWT_AUDIENCE, SERVICES, Port, spiffe_id
+from chaos.platforms.shared.pki import CertificateAuthority, IssuedCertificate
 from chaos.proc import pid_alive
-from chaos.spec import Setup
 from tests.conftest import (
     LEAK_TIMEOUT_S,
     TEST_BACKOFF,
@@ -310,7 +310,7 @@ def test_exception_inside_the_block_leaves_no_process(tmp_path: Path) -> None:
 _RUNNER = """
 import sys, time
 from pathlib import Path
-from chaos.spec import Setup
+from chaos.experiment import Setup
 from chaos.platforms.local.topology import LocalTopology, TopologyOptions
 options = TopologyOptions(setup=Setup(sys.argv[1]), run_dir=Path(sys.argv[2]),
                           slot=int(sys.argv[3]), ingress_port=0, publish=True)

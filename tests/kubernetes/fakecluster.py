@@ -1,6 +1,6 @@
 """Fixtures of the Kubernetes platform tests: the fake API server with the demo workload.
 
-``fake_server`` runs :class:`~chaos.platforms.kubernetes.fakeapi.FakeApiServer` on
+``fake_server`` runs :class:`~chaos.testing.fakekube.api.FakeApiServer` on
 loopback; ``kubeconfig`` points the unmodified official client at it (context
 ``kind-sidecar-chaos``); ``seeded`` fills it with what ``cluster up`` leaves: the demo
 Deployments of every setup (one pod each, pinned to a node), Istio's istiod and one
@@ -21,10 +21,10 @@ import pytest
 
 from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.api import KubeApi
-from chaos.platforms.kubernetes.fakeapi import FakeApiServer, FakeCluster
-from chaos.platforms.kubernetes.fakeexec import FakePodExec
 from chaos.platforms.kubernetes.faultops import CA_KEY_FILE, CA_SECRET
-from chaos.platforms.local.pki import CA_FILE, CERT_FILE, KEY_FILE, CertificateAuthority
+from chaos.platforms.shared.pki import CA_FILE, CERT_FILE, KEY_FILE, CertificateAuthority
+from chaos.testing.fakekube.api import FakeApiServer, FakeCluster
+from chaos.testing.fakekube.podexec import FakePodExec
 
 MANAGED = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
 JWKS = json.dumps({"keys": [{"kty": "RSA", "kid": "demo", "n": "AQAB", "e": "AQAB"}]})

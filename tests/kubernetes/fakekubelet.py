@@ -15,7 +15,7 @@ locust`` process. It plays the parts of a node a process needs:
 * status: a container whose process ended is ``terminated`` with its exit code; the
   Job's pod (``restartPolicy: Never``) is then ``Succeeded`` or ``Failed``.
 
-Exec (:class:`~chaos.platforms.kubernetes.fakeexec.FakePodExec` asks
+Exec (:class:`~chaos.testing.fakekube.podexec.FakePodExec` asks
 :meth:`FakeKubelet.exec` first) runs the command for real with the same rewriting,
 except :data:`~chaos.platforms.kubernetes.traffic.STOP_COMMAND` (SIGTERM to the
 container's PID 1), which is sent to the container's process. Every process is ended
@@ -40,10 +40,10 @@ from typing import Any
 
 from chaos.errors import PlatformError
 from chaos.platforms.kubernetes import names
-from chaos.platforms.kubernetes.fakeapi import ApiError, FakeCluster
 from chaos.platforms.kubernetes.manifests.locust import IMAGE_SOURCE_DIR
 from chaos.platforms.kubernetes.traffic import LOCUST_CONTAINER, STOP_COMMAND
 from chaos.proc import spawn, stop_processes
+from chaos.testing.fakekube.api import ApiError, FakeCluster
 
 REPO = Path(__file__).resolve().parents[2]
 _DNS = re.compile(r"([a-z0-9-]+\.[a-z0-9-]+\.svc\.cluster\.local):(\d+)")
@@ -252,7 +252,7 @@ class FakeKubelet:
     def exec(
         self, namespace: str, pod: str, container: str, command: Any, timeout_s: float
     ) -> str | None:
-        """:data:`~chaos.platforms.kubernetes.fakeexec.ExecHandler` for this kubelet's pods."""
+        """:data:`~chaos.testing.fakekube.podexec.ExecHandler` for this kubelet's pods."""
         with self._lock:
             entry = self.pods.get(pod) if namespace == names.TRAFFIC_NAMESPACE else None
         if entry is None:

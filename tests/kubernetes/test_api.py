@@ -10,18 +10,11 @@ from typing import Any
 import pytest
 
 from chaos.errors import InputError, PlatformError
-from chaos.platforms.kubernetes.api import (
-    CONFIGMAP,
-    DEPLOYMENT,
-    POD,
-    VIRTUAL_SERVICE,
-    ConflictError,
-    KubeApi,
-    PodState,
-    kind_of,
-)
-from chaos.platforms.kubernetes.fakeapi import FakeApiServer
+from chaos.platforms.kubernetes.api import ConflictError, KubeApi
+from chaos.platforms.kubernetes.kinds import CONFIGMAP, DEPLOYMENT, POD, VIRTUAL_SERVICE, kind_of
 from chaos.platforms.kubernetes.names import LABEL_MANAGED_BY, MANAGED_BY
+from chaos.platforms.kubernetes.podstate import PodState
+from chaos.testing.fakekube.api import FakeApiServer
 
 OWNED = {LABEL_MANAGED_BY: MANAGED_BY}
 

@@ -19,14 +19,15 @@ from pathlib import Path
 import pytest
 
 from chaos.errors import InputError
+from chaos.experiment import Setup
 from chaos.platforms import platform_factory
 from chaos.platforms.base import HttpFault, StartOptions
-from chaos.platforms.kubernetes.api import VIRTUAL_SERVICE, KubeApi
+from chaos.platforms.kubernetes.api import KubeApi
 from chaos.platforms.kubernetes.changes import LEDGER_FILE, read_ledger
-from chaos.platforms.kubernetes.fakeapi import FakeApiServer, FakeCluster
 from chaos.platforms.kubernetes.faultops import KubeFaultOps
+from chaos.platforms.kubernetes.kinds import VIRTUAL_SERVICE
 from chaos.platforms.kubernetes.platform import ALLOW_CONTEXT_ENV, KIND_DIR_ENV, KubernetesPlatform
-from chaos.spec import Setup
+from chaos.testing.fakekube.api import FakeApiServer, FakeCluster
 from tests.kubernetes.fakecluster import comparable
 
 RUNNER = textwrap.dedent(
@@ -34,10 +35,10 @@ RUNNER = textwrap.dedent(
     import sys, time
     from pathlib import Path
     from chaos.platforms.base import HttpFault, StartOptions
-    from chaos.platforms.kubernetes.fakeexec import FakePodExec
-    from chaos.platforms.kubernetes.fakeapi import FakeCluster
+    from chaos.testing.fakekube.podexec import FakePodExec
+    from chaos.testing.fakekube.api import FakeCluster
     from chaos.platforms.kubernetes.platform import KubernetesPlatform
-    from chaos.spec import Setup
+    from chaos.experiment import Setup
 
     kubeconfig, run_dir = Path(sys.argv[1]), Path(sys.argv[2])
     platform = KubernetesPlatform(
@@ -174,8 +175,8 @@ ENGINE_RUNNER = textwrap.dedent(
     from chaos.engine.run import Engine, RunOptions
     from chaos.errors import PlatformError
     from chaos.platforms.kubernetes.platform import KubernetesPlatform
-    from chaos.spec import load_experiment
-    from chaos.traffic.fake import FakeTraffic
+    from chaos.experiment import load_experiment
+    from chaos.testing.fake_traffic import FakeTraffic
 
     class NoExec:  # no exec or port-forward here: counters simply have no reading
         def exec(self, *args, **kwargs):
@@ -262,8 +263,8 @@ def test_sidecar_chaos_clean_after_the_engine_was_killed_mid_fault(
 def test_the_dry_run_lists_the_in_cluster_load_and_its_undo(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from chaos.dryrun import describe_plan
-    from chaos.spec import load_experiment
+    from chaos.cli.dryrun import describe_plan
+    from chaos.experiment import load_experiment
 
     monkeypatch.setenv(KIND_DIR_ENV, str(tmp_path / "no-cluster-state"))
     experiment = load_experiment(

@@ -17,7 +17,7 @@ import pytest
 
 from chaos.errors import InputError, PlatformError
 from chaos.platforms.kubernetes import names
-from chaos.platforms.kubernetes.api import DEPLOYMENT, GATEWAY, SECRET, KubeApi
+from chaos.platforms.kubernetes.api import KubeApi
 from chaos.platforms.kubernetes.cluster import (
     IDENTITY_FILE,
     REQUIRED_TOOLS,
@@ -44,7 +44,8 @@ from chaos.platforms.kubernetes.cluster import (
     repo_root,
     run_command,
 )
-from chaos.platforms.kubernetes.fakeapi import FakeApiServer
+from chaos.platforms.kubernetes.kinds import DEPLOYMENT, GATEWAY, SECRET
+from chaos.testing.fakekube.api import FakeApiServer
 
 # -- the tool check -----------------------------------------------------------------------
 

@@ -12,15 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from chaos.engine.run import Engine, RunOptions
+from chaos.experiment import load_experiment
 from chaos.platforms.kubernetes.api import KubeApi
 from chaos.platforms.kubernetes.changes import pending_changes
-from chaos.platforms.kubernetes.fakeapi import FakeCluster
-from chaos.platforms.kubernetes.fakeexec import FakePodExec
 from chaos.platforms.kubernetes.platform import KubernetesPlatform
 from chaos.rundir.journal import read_journal
-from chaos.spec import load_experiment
+from chaos.testing.fake_traffic import FakeTraffic
+from chaos.testing.fakekube.api import FakeCluster
+from chaos.testing.fakekube.podexec import FakePodExec
 from chaos.traffic.config import TrafficConfig
-from chaos.traffic.fake import FakeTraffic
 from tests.kubernetes.fakecluster import comparable
 
 EXPERIMENT = """\

@@ -20,25 +20,27 @@ from typing import Any, ClassVar
 import pytest
 from typer.testing import CliRunner
 
-from chaos.cli import app
+from chaos.cli.app import app
 from chaos.engine.run import Engine, RunOptions
 from chaos.errors import FaultError, InputError, StartupError
+from chaos.experiment import Setup, load_experiment
+from chaos.experiment.models import EXTRA_HOST, EXTRA_TARGET
 from chaos.platforms.base import HttpFault, StartOptions
 from chaos.platforms.kubernetes import names
-from chaos.platforms.kubernetes.api import POD, SERVICE, VIRTUAL_SERVICE, KubeApi, PodState
+from chaos.platforms.kubernetes.api import KubeApi
 from chaos.platforms.kubernetes.changes import pending_changes, read_ledger
 from chaos.platforms.kubernetes.existing import ExistingFaultOps, detect_setup
-from chaos.platforms.kubernetes.fakeapi import FakeCluster
-from chaos.platforms.kubernetes.fakeexec import FakePodExec
+from chaos.platforms.kubernetes.kinds import POD, SERVICE, VIRTUAL_SERVICE
 from chaos.platforms.kubernetes.platform import KubernetesPlatform
+from chaos.platforms.kubernetes.podstate import PodState
 from chaos.platforms.kubernetes.topology import KubeTopology
 from chaos.platforms.kubernetes.traffic import TrafficTimings
 from chaos.rundir.journal import read_journal
 from chaos.rundir.samples import load_samples
-from chaos.spec import Setup, load_experiment
-from chaos.spec.models import EXTRA_HOST, EXTRA_TARGET
+from chaos.testing.fake_traffic import FakeTraffic
+from chaos.testing.fakekube.api import FakeCluster
+from chaos.testing.fakekube.podexec import FakePodExec
 from chaos.traffic.config import TrafficConfig
-from chaos.traffic.fake import FakeTraffic
 from tests.kubernetes.fakecluster import comparable
 from tests.kubernetes.fakekubelet import FakeKubelet
 

@@ -11,7 +11,7 @@ from kubernetes import watch as kube_watch
 from kubernetes.client import ApiClient, AppsV1Api, Configuration, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
-from chaos.platforms.kubernetes.fakeapi import (
+from chaos.testing.fakekube.api import (
     FakeApiServer,
     field_matches,
     json_patch,

@@ -26,16 +26,18 @@ import pandas as pd
 import pytest
 
 from chaos.errors import ChaosError
+from chaos.experiment import Setup
 from chaos.platforms.base import HostsTraffic, HttpFault, StartOptions
 from chaos.platforms.kubernetes import names
-from chaos.platforms.kubernetes.api import KubeApi, KubePodExec, PodState
+from chaos.platforms.kubernetes.api import KubeApi
 from chaos.platforms.kubernetes.cluster import JWT_ISSUER, default_state_dir, read_versions
 from chaos.platforms.kubernetes.platform import KubernetesPlatform
+from chaos.platforms.kubernetes.podexec import KubePodExec
+from chaos.platforms.kubernetes.podstate import PodState
 from chaos.platforms.kubernetes.topology import KubeTopology
 from chaos.platforms.kubernetes.traffic import CLOCK_FILE
-from chaos.platforms.local.idp import ALGORITHM
+from chaos.platforms.shared.idp import ALGORITHM
 from chaos.rundir.samples import load_samples, samples_dir
-from chaos.spec import Setup
 from chaos.traffic.config import Endpoint, TrafficConfig
 
 pytestmark = pytest.mark.kind

@@ -44,11 +44,11 @@ from chaos.platforms.kubernetes.manifests.locust import (
     locust_objects,
 )
 from chaos.platforms.kubernetes.schemas import KINDS, schema_for
-from chaos.platforms.local.envoy_common import FAULT_FILTER, JWT_FILTER, ProxyOptions
 from chaos.platforms.local.envoy_process import envoy_binary
-from chaos.platforms.local.idp import IdentityProvider
-from chaos.platforms.local.layout import spiffe_id
-from chaos.platforms.local.pki import CA_FILE, CERT_FILE, KEY_FILE, CertificateAuthority
+from chaos.platforms.shared.envoy_common import FAULT_FILTER, JWT_FILTER, ProxyOptions
+from chaos.platforms.shared.idp import IdentityProvider
+from chaos.platforms.shared.layout import spiffe_id
+from chaos.platforms.shared.pki import CA_FILE, CERT_FILE, KEY_FILE, CertificateAuthority
 
 Manifest = dict[str, Any]
 #: The Kubernetes version of the pinned kind node image (kind-config.yaml).

@@ -19,25 +19,25 @@ import pytest
 from cryptography import x509
 
 from chaos.errors import FaultError, InputError
+from chaos.experiment import Setup
 from chaos.platforms.base import Event, EventKind, HttpFault, StartOptions
 from chaos.platforms.kubernetes import names
-from chaos.platforms.kubernetes.api import (
+from chaos.platforms.kubernetes.api import KubeApi
+from chaos.platforms.kubernetes.changes import read_ledger
+from chaos.platforms.kubernetes.faultops import KubeFaultOps
+from chaos.platforms.kubernetes.kinds import (
     CONFIGMAP,
     DEPLOYMENT,
     POD,
     REQUEST_AUTHENTICATION,
     SECRET,
     VIRTUAL_SERVICE,
-    KubeApi,
 )
-from chaos.platforms.kubernetes.changes import read_ledger
-from chaos.platforms.kubernetes.fakeapi import FakeCluster
-from chaos.platforms.kubernetes.fakeexec import FakePodExec
-from chaos.platforms.kubernetes.faultops import KubeFaultOps
 from chaos.platforms.kubernetes.platform import KubernetesPlatform
 from chaos.platforms.kubernetes.topology import KubeTopology
-from chaos.platforms.local.pki import CERT_FILE
-from chaos.spec import Setup
+from chaos.platforms.shared.pki import CERT_FILE
+from chaos.testing.fakekube.api import FakeCluster
+from chaos.testing.fakekube.podexec import FakePodExec
 from tests.kubernetes.fakecluster import JWKS, comparable
 
 ABORT = HttpFault(percent=50, abort_status=503)

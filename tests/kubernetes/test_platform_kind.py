@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 
 from chaos.errors import ChaosError
+from chaos.experiment import Setup
 from chaos.platforms.base import HttpFault, StartOptions
 from chaos.platforms.kubernetes import names
-from chaos.platforms.kubernetes.api import VIRTUAL_SERVICE, KubeApi
+from chaos.platforms.kubernetes.api import KubeApi
 from chaos.platforms.kubernetes.faultops import KubeFaultOps
+from chaos.platforms.kubernetes.kinds import VIRTUAL_SERVICE
 from chaos.platforms.kubernetes.platform import KubernetesPlatform
-from chaos.spec import Setup
 
 pytestmark = pytest.mark.kind
 

@@ -17,10 +17,10 @@ import pytest
 
 from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.api import KubeApi
-from chaos.platforms.kubernetes.fakeexec import FakePodExec
 from chaos.platforms.kubernetes.manifests.core import deployment
 from chaos.platforms.kubernetes.platform import KubernetesPlatform
 from chaos.proc import stop_processes
+from chaos.testing.fakekube.podexec import FakePodExec
 from tests.kubernetes.test_platform_faults import platform, running  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("seeded")
@@ -74,7 +74,7 @@ def test_the_writer_keeps_its_writes_on_a_volume_and_serves_them(tmp_path: Path)
         str(local) + a[len(names.WRITES_DIR) :] if a.startswith(names.WRITES_DIR) else a
         for a in app["command"]
     ]
-    assert argv[:3] == ["python", "-m", "chaos.platforms.local.demo_service"]
+    assert argv[:3] == ["python", "-m", "chaos.platforms.shared.demo_service"]
     port = _free_port()
     argv = [sys.executable, *argv[1:]]
     argv[argv.index("--listen") + 1] = f"127.0.0.1:{port}"

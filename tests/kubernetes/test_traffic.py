@@ -26,10 +26,10 @@ import pytest
 
 from chaos.engine.run import Engine, RunOptions
 from chaos.errors import InputError, TrafficError
+from chaos.experiment import Setup, load_experiment
 from chaos.platforms.base import HostedTraffic, HostsTraffic, RunningTopology, StartOptions
-from chaos.platforms.fake import FakePlatform, FakeTopology
 from chaos.platforms.kubernetes import names
-from chaos.platforms.kubernetes.api import CONFIGMAP, DEPLOYMENT, JOB, POD, SECRET, SERVICE, KubeApi
+from chaos.platforms.kubernetes.api import KubeApi
 from chaos.platforms.kubernetes.changes import (
     ChangeLedger,
     ClusterWriter,
@@ -37,8 +37,7 @@ from chaos.platforms.kubernetes.changes import (
     pending_changes,
 )
 from chaos.platforms.kubernetes.cluster import JWT_ISSUER
-from chaos.platforms.kubernetes.fakeapi import FakeCluster
-from chaos.platforms.kubernetes.fakeexec import FakePodExec
+from chaos.platforms.kubernetes.kinds import CONFIGMAP, DEPLOYMENT, JOB, POD, SECRET, SERVICE
 from chaos.platforms.kubernetes.platform import INGRESS_ENV, KubernetesPlatform
 from chaos.platforms.kubernetes.samplecopy import (
     SYNC_SCRIPT,
@@ -52,16 +51,18 @@ from chaos.platforms.kubernetes.traffic import (
     ClusterTraffic,
     TrafficTimings,
 )
-from chaos.platforms.local.envoy_common import jwt_filter, router_filter
 from chaos.platforms.local.envoy_process import envoy_binary
-from chaos.platforms.local.idp import IdentityProvider, check_token
+from chaos.platforms.shared.envoy_common import jwt_filter, router_filter
+from chaos.platforms.shared.idp import IdentityProvider, check_token
 from chaos.proc import spawn, stop_processes
 from chaos.rundir.chunks import encode_chunk, iter_chunks
 from chaos.rundir.journal import read_journal
 from chaos.rundir.samples import DROPPED, load_samples, samples_dir
-from chaos.spec import Setup, load_experiment
+from chaos.testing.fake_platform import FakePlatform, FakeTopology
+from chaos.testing.fake_traffic import FakeTraffic, healthy
+from chaos.testing.fakekube.api import FakeCluster
+from chaos.testing.fakekube.podexec import FakePodExec
 from chaos.traffic.config import CLUSTER, Endpoint, TrafficConfig
-from chaos.traffic.fake import FakeTraffic, healthy
 from tests.kubernetes.fakecluster import comparable
 from tests.kubernetes.fakekubelet import FakeKubelet
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from chaos.analysis import BUCKET_COLUMNS, bucketize, empty_samples
-from chaos.analysis.synthetic import Outage, synthetic_samples
+from chaos.testing.synthetic import Outage, synthetic_samples
 
 
 def frame(t: list[float], latency: list[float], kinds: list[str]) -> pd.DataFrame:

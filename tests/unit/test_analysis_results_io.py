@@ -16,8 +16,8 @@ from chaos.analysis import (
     read_results,
     write_results,
 )
-from chaos.analysis.synthetic import Outage, synthetic_samples
 from chaos.errors import InputError
+from chaos.testing.synthetic import Outage, synthetic_samples
 
 REQUIRED_RUN_KEYS = {
     "setup",

@@ -18,7 +18,7 @@ from chaos.analysis import (
     measure_window,
     summarize,
 )
-from chaos.analysis.synthetic import Outage, synthetic_samples
+from chaos.testing.synthetic import Outage, synthetic_samples
 
 SAMPLES = synthetic_samples(0.0, 30.0, 200, outages=[Outage(10.0, 12.0)])
 STEADY = SteadyState(max_error_rate=0.01, max_p95_ms=50.0)

@@ -14,9 +14,9 @@ from chaos.analysis import (
     measure_window,
     window_buckets,
 )
-from chaos.analysis.synthetic import Hang, Outage, Slowdown, synthetic_samples
 from chaos.rundir.counters import CounterSample
 from chaos.rundir.samples import DROPPED
+from chaos.testing.synthetic import Hang, Outage, Slowdown, synthetic_samples
 
 STEADY = SteadyState(max_error_rate=0.01, max_p95_ms=50.0)
 HOLD = 5.0

@@ -6,8 +6,8 @@ from chaos.bench.driverruns import Lateness, WorkersRow
 from chaos.bench.fidelity import FidelityRow
 from chaos.bench.finish_scale import FinishMeasure
 from chaos.bench.loadgen import LoadGenRow
-from chaos.bench.main import BenchResults, Machine
 from chaos.bench.render import render_markdown
+from chaos.bench.results import BenchResults, Machine
 
 
 def _results() -> BenchResults:

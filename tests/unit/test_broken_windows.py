@@ -16,15 +16,16 @@ from pathlib import Path
 import pytest
 
 from chaos.analysis import BrokenWindow, read_results, write_results
-from chaos.engine.run import Engine, RunOptions, schedule
+from chaos.engine.finish import EXIT_ABORTED, EXIT_BROKEN, EXIT_FAILED, EXIT_OK, exit_code, finish
+from chaos.engine.records import schedule
+from chaos.engine.run import Engine, RunOptions
 from chaos.errors import FaultError
-from chaos.outcome import EXIT_ABORTED, EXIT_BROKEN, EXIT_FAILED, EXIT_OK, exit_code, finish
-from chaos.platforms.fake import FakePlatform
+from chaos.experiment import Experiment, load_experiment
 from chaos.rundir import JOURNAL_FILE, REPORT_FILE, RESULTS_FILE
 from chaos.rundir.journal import read_journal
-from chaos.spec import Experiment, load_experiment
+from chaos.testing.fake_platform import FakePlatform
+from chaos.testing.fake_traffic import Death, FakeTraffic
 from chaos.traffic.config import TrafficConfig
-from chaos.traffic.fake import Death, FakeTraffic
 from tests.unit.test_engine import experiment_file
 
 
@@ -137,7 +138,7 @@ def test_traffic_that_dies_in_the_hold_breaks_the_window_and_the_fault_is_revert
 
 def test_a_broken_window_is_measured_in_nothing(tmp_path: Path) -> None:
     """Only windows that ran through are analysed: a broken one neither passes nor fails."""
-    from chaos.outcome import windows_for_analysis
+    from chaos.engine.records import windows_for_analysis
 
     platform = FakePlatform(fail_on=["set_http_fault"])
     engine, _ = _engine(tmp_path, platform)

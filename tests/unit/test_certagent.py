@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from chaos.experiment import Setup
 from chaos.platforms.base import EventKind
 from chaos.platforms.local.certagent import (
     CertAgent,
@@ -22,9 +23,8 @@ from chaos.platforms.local.certagent import (
     issue_for_at_least,
 )
 from chaos.platforms.local.events import EventLog
-from chaos.platforms.local.layout import spiffe_id
-from chaos.platforms.local.pki import CertificateAuthority, read_certificate
-from chaos.spec import Setup
+from chaos.platforms.shared.layout import spiffe_id
+from chaos.platforms.shared.pki import CertificateAuthority, read_certificate
 
 SPIFFE = spiffe_id(Setup.MESH, "checkout")
 TTL = dt.timedelta(seconds=2)

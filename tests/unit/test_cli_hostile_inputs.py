@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from chaos.spec.source import MAX_BYTES
+from chaos.experiment.source import MAX_BYTES
 from tests.unit.malformed import MalformedCase, cases
 
 ROOT = Path(__file__).resolve().parents[2]

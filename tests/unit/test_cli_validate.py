@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from chaos.cli import app
+from chaos.cli.app import app
 from tests.unit.malformed import MalformedCase, cases
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from chaos.report.synthetic_run import SyntheticFault, SyntheticRun, write_synthetic_run
 from chaos.rundir import BUCKETS_FILE, JOURNAL_FILE, META_FILE, RESULTS_FILE
+from chaos.testing.synthetic_run import SyntheticFault, SyntheticRun, write_synthetic_run
 from tests.unit.test_cli_hostile_inputs import SCRIPT, cli
 
 pytestmark = pytest.mark.skipif(not SCRIPT.is_file(), reason="console script not installed")

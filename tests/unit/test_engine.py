@@ -17,14 +17,15 @@ from pathlib import Path
 import pytest
 
 from chaos.engine.preflight import platform_checks
-from chaos.engine.run import Engine, RunOptions, schedule
+from chaos.engine.records import schedule
+from chaos.engine.run import Engine, RunOptions
 from chaos.errors import SpecError
+from chaos.experiment import Experiment, load_experiment
 from chaos.platforms.base import EventKind, Problem
-from chaos.platforms.fake import FakePlatform
 from chaos.rundir.journal import JournalEntry, read_journal
-from chaos.spec import Experiment, load_experiment
+from chaos.testing.fake_platform import FakePlatform
+from chaos.testing.fake_traffic import FakeTraffic, Script, healthy
 from chaos.traffic.config import TrafficConfig
-from chaos.traffic.fake import FakeTraffic, Script, healthy
 
 EXPERIMENT = """\
 name: unit

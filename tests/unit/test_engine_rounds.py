@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from chaos.analysis import FaultResult
+from chaos.engine.records import WindowKey, WindowRecord
 from chaos.engine.rounds import rounds
-from chaos.engine.run import WindowKey, WindowRecord
-from chaos.spec import Experiment, load_experiment
+from chaos.experiment import Experiment, load_experiment
 from tests.unit.windows import window_result
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from chaos.experiment import Setup
 from chaos.platforms.local.envoy_config import (
     INBOUND_FAULT_KEYS,
     FaultConfig,
@@ -17,8 +18,7 @@ from chaos.platforms.local.envoy_config import (
     proxy_configs,
 )
 from chaos.platforms.local.envoy_mesh import MeshState
-from chaos.platforms.local.layout import build_layout
-from chaos.spec import Setup
+from chaos.platforms.shared.layout import build_layout
 
 
 def _configs(setup: Setup, opts: ProxyOptions | None = None) -> list[ProxyConfig]:

@@ -17,16 +17,16 @@ from pydantic import TypeAdapter
 from typer.testing import CliRunner
 
 from chaos import plugins
-from chaos.cli import app
-from chaos.engine.run import schedule
+from chaos.cli.app import app
+from chaos.engine.records import schedule
 from chaos.errors import FaultError
+from chaos.experiment import FAULT_TYPES, LatencyFault, Setup, Target, load_experiment
+from chaos.experiment import Fault as FaultSpec
 from chaos.faults import driver_for
 from chaos.faults.base import Fault, FaultPlan, resolve_targets
 from chaos.faults.http import delay_ms
 from chaos.platforms.local.faultops import LocalFaultOps
-from chaos.platforms.local.layout import build_layout, workload_of
-from chaos.spec import FAULT_TYPES, LatencyFault, Setup, Target, load_experiment
-from chaos.spec import Fault as FaultSpec
+from chaos.platforms.shared.layout import build_layout, workload_of
 
 ROOT = Path(__file__).resolve().parents[2]
 GAMEDAY = ROOT / "experiments" / "gameday.yaml"

@@ -1,6 +1,6 @@
 """A disk that fills while the finish step writes: one line naming the file, exit 5, no debris.
 
-The finish step (``chaos.outcome.finish``) writes results.json, buckets.csv,
+The finish step (``chaos.engine.finish.finish``) writes results.json, buckets.csv,
 meta.json, report.html, junit.xml and the history store, in that order. The cases
 run it in one child process, each under a file-size limit (``RLIMIT_FSIZE``; Python
 ignores SIGXFSZ, so ``write()`` fails with EFBIG) that lets the files before the
@@ -29,8 +29,8 @@ from pathlib import Path
 import pytest
 
 from chaos.errors import InputError, OutputError
-from chaos.history import HistoryStore
-from chaos.report.synthetic_run import SyntheticRun, write_synthetic_run
+from chaos.report.history import HistoryStore
+from chaos.testing.synthetic_run import SyntheticRun, write_synthetic_run
 from tests.unit.test_cli_hostile_inputs import SCRIPT
 from tests.unit.test_engine import experiment_file
 
@@ -45,10 +45,10 @@ import json, resource, sys
 from pathlib import Path
 from chaos.engine.run import Engine, RunOptions
 from chaos.errors import ChaosError, FaultError
-from chaos.outcome import finish
-from chaos.platforms.fake import FakePlatform
-from chaos.spec import load_experiment
-from chaos.traffic.fake import FakeTraffic
+from chaos.engine.finish import finish
+from chaos.testing.fake_platform import FakePlatform
+from chaos.experiment import load_experiment
+from chaos.testing.fake_traffic import FakeTraffic
 from tests.unit.test_engine import experiment_file
 
 def second_start_fails(name, starts, revert_fails):

@@ -12,8 +12,8 @@ import pytest
 
 from chaos.errors import InputError
 from chaos.report import HistoryStore, render_trend
-from chaos.report.synthetic_run import SyntheticFault, SyntheticRun, write_synthetic_run
 from chaos.report.trend import check
+from chaos.testing.synthetic_run import SyntheticFault, SyntheticRun, write_synthetic_run
 
 FAULT = (SyntheticFault("abort-checkout"),)
 

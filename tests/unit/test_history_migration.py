@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pytest
 
+from chaos.engine.finish import finish
 from chaos.engine.run import Engine, RunOptions
 from chaos.errors import InputError, OutputError
-from chaos.history import SCHEMA_VERSION, HistoryStore
-from chaos.outcome import finish
-from chaos.platforms.fake import FakePlatform
-from chaos.report.synthetic_run import SyntheticFault, SyntheticRun, write_synthetic_run
+from chaos.experiment import load_experiment
+from chaos.report.history import SCHEMA_VERSION, HistoryStore
 from chaos.rundir.meta import read_meta
-from chaos.spec import load_experiment
-from chaos.traffic.fake import FakeTraffic
+from chaos.testing.fake_platform import FakePlatform
+from chaos.testing.fake_traffic import FakeTraffic
+from chaos.testing.synthetic_run import SyntheticFault, SyntheticRun, write_synthetic_run
 from tests.unit.test_cli_hostile_inputs import SCRIPT, cli
 from tests.unit.test_engine import experiment_file
 
@@ -196,7 +196,7 @@ def test_a_record_that_fails_after_the_copy_undoes_the_migration(tmp_path: Path)
 _RECORD_UNDER_LIMIT = """
 import resource, sys
 from chaos.errors import ChaosError
-from chaos.history import HistoryStore
+from chaos.report.history import HistoryStore
 store, run, limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
 resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
 try:

@@ -7,9 +7,9 @@ import shutil
 from pathlib import Path
 
 from chaos.report import HistoryStore
-from chaos.report.meta import read_meta
-from chaos.report.synthetic_run import SyntheticFault, SyntheticRun, write_synthetic_run
 from chaos.rundir import META_FILE
+from chaos.rundir.meta import read_meta
+from chaos.testing.synthetic_run import SyntheticFault, SyntheticRun, write_synthetic_run
 
 SPEC = SyntheticRun(
     faults=(SyntheticFault("abort-checkout"),),

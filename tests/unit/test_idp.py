@@ -11,13 +11,13 @@ from pathlib import Path
 import jwt
 import pytest
 
-from chaos.platforms.local.idp import (
+from chaos.platforms.shared.idp import (
     ALGORITHM,
     JWKS_FILE,
     IdentityProvider,
     check_token,
 )
-from chaos.platforms.local.layout import JWT_AUDIENCE
+from chaos.platforms.shared.layout import JWT_AUDIENCE
 
 ISSUER = "https://idp.sidecar.cluster.local"
 
@@ -174,7 +174,7 @@ def test_key_dir_modes_and_jwks_file(tmp_path: Path) -> None:
 def test_rotation_logs_no_key_material(
     idp: IdentityProvider, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level("DEBUG", logger="chaos.platforms.local.idp")
+    caplog.set_level("DEBUG", logger="chaos.platforms.shared.idp")
     kid = idp.rotate_key()
     assert kid in caplog.text
     assert "PRIVATE" not in caplog.text and idp.jwks()["keys"][0]["x"] not in caplog.text

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from chaos.errors import PlatformError
-from chaos.platforms.local.idp import IdentityProvider
-from chaos.platforms.local.keyfiles import private_dir, write_private
-from chaos.platforms.local.pki import CertificateAuthority
+from chaos.platforms.shared.idp import IdentityProvider
+from chaos.platforms.shared.keyfiles import private_dir, write_private
+from chaos.platforms.shared.pki import CertificateAuthority
 
 SECRET = b"-----BEGIN PRIVATE KEY-----\nnot really\n-----END PRIVATE KEY-----\n"
 

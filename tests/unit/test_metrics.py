@@ -19,16 +19,16 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from chaos.analysis import read_results
+from chaos.cli.metrics import Monitoring
+from chaos.engine.live import LiveMetrics, TeeView
 from chaos.errors import InputError
-from chaos.metrics.hooks import Monitoring
-from chaos.metrics.live import LiveMetrics, TeeView
-from chaos.metrics.promql import COUNTER_STATS, admin_name, counters_query, prometheus_name
-from chaos.metrics.push import check_gateway_url, push_results
-from chaos.metrics.results import RunResults
-from chaos.platforms.local.layout import build_layout
+from chaos.experiment import Setup
 from chaos.platforms.local.scrape import scrape_config
-from chaos.report.synthetic_run import SyntheticFault, SyntheticRun, write_synthetic_run
-from chaos.spec import Setup
+from chaos.platforms.shared.layout import build_layout
+from chaos.platforms.shared.promql import COUNTER_STATS, admin_name, counters_query, prometheus_name
+from chaos.report.prometheus import RunResults
+from chaos.report.push import check_gateway_url, push_results
+from chaos.testing.synthetic_run import SyntheticFault, SyntheticRun, write_synthetic_run
 from chaos.traffic import LiveStats
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -264,7 +264,7 @@ def test_bad_prometheus_options_are_one_line_and_exit_2(
 ) -> None:
     from typer.testing import CliRunner
 
-    from chaos.cli import app
+    from chaos.cli.app import app
 
     result = CliRunner(env=env).invoke(app, args)
     assert result.exit_code == 2, (result.stdout, result.stderr)

@@ -14,8 +14,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from chaos.platforms.local.layout import spiffe_id
-from chaos.platforms.local.pki import (
+from chaos.experiment import Setup
+from chaos.platforms.shared.layout import spiffe_id
+from chaos.platforms.shared.pki import (
     CA_FILE,
     CERT_FILE,
     KEY_FILE,
@@ -23,7 +24,6 @@ from chaos.platforms.local.pki import (
     read_certificate,
     write_identity,
 )
-from chaos.spec import Setup
 
 SPIFFE = spiffe_id(Setup.MESH, "payments")
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from chaos.cli import app
+from chaos.cli.app import app
 from chaos.errors import InputError
 from chaos.platforms.local import registry
 from chaos.platforms.local.registry import TopologyStatus

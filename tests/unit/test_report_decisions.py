@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from chaos.analysis import read_results
+from chaos.experiment import load_experiment
 from chaos.report import render_report, write_junit
 from chaos.report.effective import write_effective_experiment
-from chaos.report.synthetic_run import SyntheticFault, SyntheticRun, write_synthetic_run
-from chaos.spec import load_experiment
+from chaos.testing.synthetic_run import SyntheticFault, SyntheticRun, write_synthetic_run
 
 FAULTS = (SyntheticFault("abort-checkout"), SyntheticFault("crash-payments", "crash"))
 HYPOTHESES = """\

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from chaos.report import render_report
-from chaos.report.synthetic_run import SyntheticFault, SyntheticRun, write_synthetic_run
+from chaos.testing.synthetic_run import SyntheticFault, SyntheticRun, write_synthetic_run
 
 EVIL = "<script>alert('x')</script> \"quoted\" & more"
 FAULTS = (SyntheticFault("abort-checkout"), SyntheticFault("crash-payments", "crash", pods_hit=2))

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from chaos.report import write_junit
-from chaos.report.synthetic_run import SyntheticFault, SyntheticRun, write_synthetic_run
+from chaos.testing.synthetic_run import SyntheticFault, SyntheticRun, write_synthetic_run
 
 FAULTS = (SyntheticFault("abort-checkout"), SyntheticFault("crash-payments", "crash"))
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from chaos.errors import InputError
-from chaos.report import RunMeta, read_meta, write_meta
+from chaos.rundir.meta import RunMeta, read_meta, write_meta
 
 
 def test_round_trip(tmp_path: Path) -> None:

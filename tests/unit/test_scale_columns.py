@@ -25,10 +25,8 @@ from chaos.analysis import (
     measure_window,
     read_results,
 )
-from chaos.analysis.synthetic import Outage, synthetic_samples
 from chaos.bench.finish_scale import LOST_EVERY, _finish_here, write_scale_run
 from chaos.errors import InputError
-from chaos.report.synthetic_run import SyntheticFault, SyntheticRun, write_synthetic_run
 from chaos.rundir.chunks import (
     MAGIC,
     encode_chunk,
@@ -39,6 +37,8 @@ from chaos.rundir.chunks import (
 from chaos.rundir.columns import SampleColumns, load_columns, load_latencies
 from chaos.rundir.samples import DROPPED, load_samples, samples_dir
 from chaos.rundir.writes import NO_WRITE, write_keys
+from chaos.testing.synthetic import Outage, synthetic_samples
+from chaos.testing.synthetic_run import SyntheticFault, SyntheticRun, write_synthetic_run
 
 STEADY = SteadyState(0.01, 100.0)
 

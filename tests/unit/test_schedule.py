@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from chaos.engine.run import WindowKey, schedule
-from chaos.spec import Experiment
+from chaos.engine.records import WindowKey, schedule
+from chaos.experiment import Experiment
 
 SETUPS = ("sidecar", "mesh", "ambient")
 

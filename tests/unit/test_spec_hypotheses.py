@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from chaos.analysis.hypotheses import claims_for
-from chaos.cliplatform import _platform
-from chaos.dryrun import describe_plan
-from chaos.spec import Experiment, experiment_json_schema, load_experiment
+from chaos.cli.dryrun import describe_plan
+from chaos.cli.platform import platform_for
+from chaos.experiment import Experiment, experiment_json_schema, load_experiment
 from tests.unit.windows import window_result
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,7 +129,7 @@ def test_schema_shows_the_section() -> None:
 
 def test_dry_run_mentions_the_hypotheses() -> None:
     game = load_experiment(ROOT / "experiments" / "gameday.yaml")
-    out = "\n".join(describe_plan(game, _platform(game.platform)))
+    out = "\n".join(describe_plan(game, platform_for(game.platform)))
     assert "repetitions: auto" in out
     assert "3 hypotheses (tested in the order listed, each at alpha 0.05 (fixed sequence)):" in out
     assert "mesh-heals-cert-expiry: mesh's time to recover is lower than sidecar's" in out
@@ -137,7 +137,7 @@ def test_dry_run_mentions_the_hypotheses() -> None:
 
 def test_dry_run_says_a_fixed_repetitions_override_drops_the_limits() -> None:
     game = load_experiment(ROOT / "experiments" / "gameday.yaml", ["repetitions=2"])
-    out = "\n".join(describe_plan(game, _platform(game.platform)))
+    out = "\n".join(describe_plan(game, platform_for(game.platform)))
     assert "repetitions: auto" not in out
     assert "repetitions: 2, fixed: " in out and "do not apply" in out
 
@@ -152,4 +152,4 @@ def test_setup_narrowing_leaves_out_hypotheses_about_dropped_setups() -> None:
         "mesh-retries-hide-crash",
         "mesh-heals-cert-expiry",
     ]
-    assert "2 hypotheses" in "\n".join(describe_plan(pair, _platform(pair.platform)))
+    assert "2 hypotheses" in "\n".join(describe_plan(pair, platform_for(pair.platform)))

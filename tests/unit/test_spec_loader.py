@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from chaos.errors import SpecError
-from chaos.spec import (
+from chaos.experiment import (
     CertExpiryFault,
     CrashFault,
     Experiment,
@@ -15,7 +15,7 @@ from chaos.spec import (
     SpecErrorGroup,
     load_experiment,
 )
-from chaos.spec.hypotheses import hypothesis_windows
+from chaos.experiment.hypotheses import hypothesis_windows
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "experiments").glob("*.yaml"))

@@ -6,9 +6,9 @@ import pytest
 
 from chaos.engine.preflight import platform_checks
 from chaos.errors import SpecError
+from chaos.experiment import SpecErrorGroup, load_experiment, source
+from chaos.experiment.loader import Check
 from chaos.platforms import platform_factory
-from chaos.spec import SpecErrorGroup, load_experiment, source
-from chaos.spec.loader import Check
 from tests.unit.malformed import CORPUS_DIR, MalformedCase, cases
 
 CASES = cases()

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from chaos.spec import (
+from chaos.experiment import (
     AbortFault,
     CertExpiryFault,
     ControlPlaneOutageFault,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from chaos.spec import experiment_json_schema
+from chaos.experiment import experiment_json_schema
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "experiments").glob("*.yaml"))
 

@@ -46,25 +46,10 @@ from kubernetes.config.config_exception import ConfigException
 
 from chaos.errors import InputError, PlatformError
 from chaos.platforms.kubernetes.kinds import (
-    AUTHORIZATION_POLICY,
-    CONFIGMAP,
-    CUSTOM_KINDS,
-    DAEMONSET,
     DEPLOYMENT,
-    DESTINATION_RULE,
     FORBIDDEN_NAMESPACES,
-    GATEWAY,
-    JOB,
-    KINDS,
     MANAGED_BY_LABEL,
-    NAMESPACE,
-    PEER_AUTHENTICATION,
     POD,
-    REQUEST_AUTHENTICATION,
-    SECRET,
-    SERVICE,
-    SERVICE_ACCOUNT,
-    VIRTUAL_SERVICE,
     KubeObject,
     ResourceKind,
     is_owned,
@@ -72,8 +57,7 @@ from chaos.platforms.kubernetes.kinds import (
     label_selector,
 )
 from chaos.platforms.kubernetes.names import MANAGED_BY
-from chaos.platforms.kubernetes.podexec import ExecInterrupted, KubePodExec, PodExec
-from chaos.platforms.kubernetes.podstate import ContainerState, PodState
+from chaos.platforms.kubernetes.podstate import PodState
 
 _MERGE_PATCH = "application/merge-patch+json"
 _JSON_PATCH = "application/json-patch+json"
@@ -439,38 +423,8 @@ def _translate(method: str, path: str, exc: ApiException) -> PlatformError:
 
 
 __all__ = [
-    "AUTHORIZATION_POLICY",
-    "CONFIGMAP",
-    "CUSTOM_KINDS",
-    "DAEMONSET",
-    "DEPLOYMENT",
-    "DESTINATION_RULE",
-    "FORBIDDEN_NAMESPACES",
-    "GATEWAY",
-    "JOB",
-    "KINDS",
-    "MANAGED_BY",
-    "MANAGED_BY_LABEL",
-    "NAMESPACE",
-    "PEER_AUTHENTICATION",
-    "POD",
-    "REQUEST_AUTHENTICATION",
-    "SECRET",
-    "SERVICE",
-    "SERVICE_ACCOUNT",
-    "VIRTUAL_SERVICE",
     "ConflictError",
-    "ContainerState",
-    "ExecInterrupted",
     "KubeApi",
-    "KubeObject",
-    "KubePodExec",
     "NotFoundError",
-    "PodExec",
-    "PodState",
-    "ResourceKind",
     "WatchEvent",
-    "is_owned",
-    "kind_of",
-    "label_selector",
 ]

@@ -38,15 +38,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from chaos.errors import FaultError, PlatformError
-from chaos.platforms.kubernetes.api import (
-    DEPLOYMENT,
-    KINDS,
-    POD,
-    KubeApi,
-    KubeObject,
-    PodExec,
-    ResourceKind,
-)
+from chaos.platforms.kubernetes.api import KubeApi
+from chaos.platforms.kubernetes.kinds import DEPLOYMENT, KINDS, POD, KubeObject, ResourceKind
 from chaos.platforms.kubernetes.ledger import (
     LEDGER_FILE,
     Change,
@@ -58,6 +51,7 @@ from chaos.platforms.kubernetes.ledger import (
     read_ledger,
 )
 from chaos.platforms.kubernetes.names import ANNOTATION_RUN, LABEL_MANAGED_BY, MANAGED_BY
+from chaos.platforms.kubernetes.podexec import PodExec
 
 # -- JSON paths --------------------------------------------------------------------------
 

@@ -36,9 +36,9 @@ from chaos.platforms.kubernetes.manifests import (
     traffic_objects,
 )
 from chaos.platforms.kubernetes.manifests.locust import CLIENT_SERVICE, LOCUST_CERTS_SECRET
-from chaos.platforms.local.idp import IdentityProvider
-from chaos.platforms.local.layout import spiffe_id
-from chaos.platforms.local.pki import CertificateAuthority
+from chaos.platforms.shared.idp import IdentityProvider
+from chaos.platforms.shared.layout import spiffe_id
+from chaos.platforms.shared.pki import CertificateAuthority
 
 #: The tools ``cluster up`` runs, in the order they are checked.
 REQUIRED_TOOLS: tuple[str, ...] = ("kind", "docker", "istioctl")

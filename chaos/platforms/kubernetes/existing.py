@@ -30,22 +30,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from chaos.errors import FaultError, InputError
+from chaos.experiment import Setup as SpecSetup
+from chaos.experiment.models import EXTRA_HOST, EXTRA_TARGET
 from chaos.platforms.base import Direction, HttpFaultSite, Pod, Workload
 from chaos.platforms.kubernetes import builders, names
-from chaos.platforms.kubernetes.api import (
+from chaos.platforms.kubernetes.api import KubeApi
+from chaos.platforms.kubernetes.changes import Change, ClusterWriter
+from chaos.platforms.kubernetes.faultops import KubeFaultOps
+from chaos.platforms.kubernetes.kinds import (
     FORBIDDEN_NAMESPACES,
     NAMESPACE,
     POD,
     SERVICE,
     VIRTUAL_SERVICE,
-    KubeApi,
-    PodState,
 )
-from chaos.platforms.kubernetes.changes import Change, ClusterWriter
-from chaos.platforms.kubernetes.faultops import KubeFaultOps
 from chaos.platforms.kubernetes.opsbase import AMBIENT, FAULT_SUFFIXES, SIDECAR, Site
-from chaos.spec import Setup as SpecSetup
-from chaos.spec.models import EXTRA_HOST, EXTRA_TARGET
+from chaos.platforms.kubernetes.podstate import PodState
 
 #: Istio's label (namespace or pod) putting a workload in the ambient data plane.
 DATAPLANE_MODE = "istio.io/dataplane-mode"

@@ -46,14 +46,9 @@ from chaos.platforms.base import (
     ProxyTarget,
 )
 from chaos.platforms.kubernetes import builders, names
-from chaos.platforms.kubernetes.api import (
-    POD,
-    VIRTUAL_SERVICE,
-    ExecInterrupted,
-    PodState,
-)
 from chaos.platforms.kubernetes.changes import Change
 from chaos.platforms.kubernetes.identityops import IdentityOps
+from chaos.platforms.kubernetes.kinds import POD, VIRTUAL_SERVICE
 from chaos.platforms.kubernetes.opsbase import (
     AMBIENT,
     CA_KEY_FILE,
@@ -66,7 +61,9 @@ from chaos.platforms.kubernetes.opsbase import (
     Site,
     demo_workload,
 )
-from chaos.platforms.local.envoy_faults import FaultConfig, fault_runtime_values
+from chaos.platforms.kubernetes.podexec import ExecInterrupted
+from chaos.platforms.kubernetes.podstate import PodState
+from chaos.platforms.shared.envoy_faults import FaultConfig, fault_runtime_values
 
 
 class KubeFaultOps(IdentityOps):

@@ -21,14 +21,14 @@ from chaos.platforms.base import (
     Pod,
 )
 from chaos.platforms.kubernetes import builders, names
-from chaos.platforms.kubernetes.api import (
+from chaos.platforms.kubernetes.changes import Change
+from chaos.platforms.kubernetes.kinds import (
     CONFIGMAP,
     DAEMONSET,
     DEPLOYMENT,
     REQUEST_AUTHENTICATION,
     SECRET,
 )
-from chaos.platforms.kubernetes.changes import Change
 from chaos.platforms.kubernetes.opsbase import (
     AMBIENT,
     CA_KEY_FILE,
@@ -44,7 +44,7 @@ from chaos.platforms.kubernetes.opsbase import (
     ZTUNNEL,
     OpsBase,
 )
-from chaos.platforms.local.pki import CA_FILE, CERT_FILE, KEY_FILE, CertificateAuthority
+from chaos.platforms.shared.pki import CA_FILE, CERT_FILE, KEY_FILE, CertificateAuthority
 
 
 def _b64(data: bytes) -> str:

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from chaos.platforms.local.layout import CALLS, JWT_AUDIENCE, NODES, REPLICAS, SERVICES
-from chaos.spec import Setup
+from chaos.experiment import Setup
+from chaos.platforms.shared.layout import CALLS, JWT_AUDIENCE, NODES, REPLICAS, SERVICES
 
 __all__ = [
     "ADMIN_PORT",

@@ -15,16 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from chaos.errors import FaultError, PlatformError
+from chaos.experiment import Setup as SpecSetup
 from chaos.platforms.base import (
     Pod,
     Workload,
 )
 from chaos.platforms.kubernetes import names
-from chaos.platforms.kubernetes.api import (
-    PodState,
-)
 from chaos.platforms.kubernetes.changes import Change, ClusterWriter
-from chaos.spec import Setup as SpecSetup
+from chaos.platforms.kubernetes.podstate import PodState
 
 #: Istio's control plane Deployment and node proxy DaemonSet (in ``istio-system``).
 ISTIOD = "istiod"

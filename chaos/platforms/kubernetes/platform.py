@@ -25,16 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from chaos.errors import InputError, PlatformError, StartupError
+from chaos.experiment import Experiment, Setup
+from chaos.experiment.models import EXTRA_HOST
 from chaos.platforms.base import Problem, RunningTopology, StartOptions, Workload
 from chaos.platforms.kubernetes import names
-from chaos.platforms.kubernetes.api import (
-    DEPLOYMENT,
-    NAMESPACE,
-    KubeApi,
-    KubePodExec,
-    PodExec,
-    PodState,
-)
+from chaos.platforms.kubernetes.api import KubeApi
 from chaos.platforms.kubernetes.changes import (
     ChangeLedger,
     ClusterWriter,
@@ -53,14 +48,15 @@ from chaos.platforms.kubernetes.existing import (
     virtual_service_of,
 )
 from chaos.platforms.kubernetes.faultops import ISTIOD, KubeFaultOps, demo_workload
+from chaos.platforms.kubernetes.kinds import DEPLOYMENT, NAMESPACE
 from chaos.platforms.kubernetes.manifests.locust import USER_LOCUSTFILE_MAX_BYTES, target_host
+from chaos.platforms.kubernetes.podexec import KubePodExec, PodExec
+from chaos.platforms.kubernetes.podstate import PodState
 from chaos.platforms.kubernetes.tokens import default_idp_dir, mint_token
 from chaos.platforms.kubernetes.topology import KubeTopology
 from chaos.platforms.kubernetes.traffic import ClusterTraffic, TrafficTimings
-from chaos.platforms.local.idp import JWKS_FILE
+from chaos.platforms.shared.idp import JWKS_FILE
 from chaos.rundir.journal import JournalEntry, JsonValue
-from chaos.spec import Experiment, Setup
-from chaos.spec.models import EXTRA_HOST
 from chaos.traffic.base import TrafficFactory
 from chaos.traffic.config import CLUSTER, TrafficConfig
 

@@ -1,7 +1,7 @@
 """Exec and port-forward: commands in a container and HTTP to a pod's port, through the API
 server's websocket sub-protocols.
 
-:class:`PodExec` is the port (tests use :mod:`chaos.platforms.kubernetes.fakeexec`, because
+:class:`PodExec` is the port (tests use :mod:`chaos.testing.fakekube.podexec`, because
 no fake API server speaks the websocket sub-protocols); :class:`KubePodExec` is the real
 one, over the official client. Its foreign errors stop here as
 :class:`~chaos.errors.PlatformError` (:class:`ExecInterrupted` when the session closes early).
@@ -21,7 +21,14 @@ from websocket import WebSocketConnectionClosedException, WebSocketException
 from chaos.errors import PlatformError
 
 if TYPE_CHECKING:
-    from chaos.platforms.kubernetes.api import KubeApi
+    from kubernetes.client import ApiClient
+
+
+class HoldsApiClient(Protocol):
+    """What :class:`KubePodExec` needs of the API adapter (``KubeApi``): its client."""
+
+    @property
+    def api_client(self) -> ApiClient: ...
 
 
 class ExecInterrupted(PlatformError):
@@ -51,7 +58,7 @@ class KubePodExec:
     speaks the websocket sub-protocols.
     """
 
-    def __init__(self, api: KubeApi) -> None:
+    def __init__(self, api: HoldsApiClient) -> None:
         self._core = CoreV1Api(api.api_client)
 
     def exec(

@@ -22,7 +22,7 @@ import jwt
 from chaos.errors import InputError
 from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.cluster import JWT_ISSUER, default_state_dir
-from chaos.platforms.local.idp import ALGORITHM, JWKS_FILE
+from chaos.platforms.shared.idp import ALGORITHM, JWKS_FILE
 
 
 def default_idp_dir() -> Path:

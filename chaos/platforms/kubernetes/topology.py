@@ -26,8 +26,10 @@ from chaos.platforms.base import (
     Workload,
 )
 from chaos.platforms.kubernetes import names
-from chaos.platforms.kubernetes.api import POD, KubeApi, PodState
+from chaos.platforms.kubernetes.api import KubeApi
 from chaos.platforms.kubernetes.faultops import KubeFaultOps
+from chaos.platforms.kubernetes.kinds import POD
+from chaos.platforms.kubernetes.podstate import PodState
 from chaos.rundir.counters import CounterSample
 from chaos.rundir.journal import JsonValue
 from chaos.traffic.base import TrafficFactory

@@ -45,7 +45,7 @@ from typing import Any
 
 from chaos.errors import ChaosError, InputError, PlatformError, StartupError, TrafficError
 from chaos.platforms.kubernetes import names
-from chaos.platforms.kubernetes.api import ConflictError, PodState
+from chaos.platforms.kubernetes.api import ConflictError
 from chaos.platforms.kubernetes.changes import Change, ClusterWriter
 from chaos.platforms.kubernetes.manifests.locust import (
     CONFIG_DIR,
@@ -62,6 +62,7 @@ from chaos.platforms.kubernetes.manifests.locust import (
     target_host,
     token_secret,
 )
+from chaos.platforms.kubernetes.podstate import PodState
 from chaos.platforms.kubernetes.samplecopy import PodClock, SampleCopier
 from chaos.rundir.chunks import SUFFIX
 from chaos.rundir.samples import samples_dir

@@ -7,7 +7,7 @@ rounded *up* to a whole second (X.509 has no fractions), so a certificate never
 lives less than its TTL and the rotation at ``ttl / 2`` always leaves at least half
 a TTL of margin. The CA's backdating of ``notBefore`` is a clock-skew allowance,
 not lifetime, so it is left out. The new certificate is installed with
-:func:`~chaos.platforms.local.pki.write_identity` (an atomic ``..data`` swap), which
+:func:`~chaos.platforms.shared.pki.write_identity` (an atomic ``..data`` swap), which
 Envoy's SDS ``watched_directory`` picks up without a restart.
 
 Rotation can be **blocked** for one identity (the *cert-expiry* fault) or for
@@ -36,7 +36,7 @@ from types import TracebackType
 from cryptography import x509
 
 from chaos.platforms.base import EventKind
-from chaos.platforms.local.pki import CertificateAuthority, IssuedCertificate, write_identity
+from chaos.platforms.shared.pki import CertificateAuthority, IssuedCertificate, write_identity
 
 _log = logging.getLogger(__name__)
 

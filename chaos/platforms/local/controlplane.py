@@ -29,8 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from chaos.errors import PlatformError
-from chaos.platforms.local.envoy_common import Direction, ProxyOptions, discovery_response
-from chaos.platforms.local.envoy_faults import FaultConfig
+from chaos.experiment import Setup
 from chaos.platforms.local.envoy_mesh import (
     ROUTE_NAMES,
     MeshState,
@@ -38,8 +37,9 @@ from chaos.platforms.local.envoy_mesh import (
     mesh_xds_paths,
 )
 from chaos.platforms.local.envoy_process import write_json_atomically
-from chaos.platforms.local.layout import Pod, TopologyLayout
-from chaos.spec import Setup
+from chaos.platforms.shared.envoy_common import Direction, ProxyOptions, discovery_response
+from chaos.platforms.shared.envoy_faults import FaultConfig
+from chaos.platforms.shared.layout import Pod, TopologyLayout
 
 #: ``events(kind, subject, detail)``; ``EventLog.append`` fits.
 EventSink = Callable[[str, str, str], object]

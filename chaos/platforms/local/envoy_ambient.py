@@ -34,7 +34,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from chaos.platforms.local.envoy_common import (
+from chaos.platforms.local.envoy_process import ProxyConfig
+from chaos.platforms.shared.envoy_common import (
     TYPE_HCM,
     TYPE_TCP_PROXY,
     Json,
@@ -53,9 +54,8 @@ from chaos.platforms.local.envoy_common import (
     upstream_tls,
     virtual_host,
 )
-from chaos.platforms.local.envoy_faults import fault_filter
-from chaos.platforms.local.envoy_process import ProxyConfig
-from chaos.platforms.local.layout import (
+from chaos.platforms.shared.envoy_faults import fault_filter
+from chaos.platforms.shared.layout import (
     CALLS,
     NodeProxy,
     Port,

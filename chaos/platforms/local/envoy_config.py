@@ -51,24 +51,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from chaos.experiment import Setup
 from chaos.platforms.local.envoy_ambient import ambient_configs, node_proxy_config, waypoint_config
-from chaos.platforms.local.envoy_common import (
-    MESH_RETRY_ON,
-    VIA_HEADER,
-    Direction,
-    Json,
-    ProxyOptions,
-    sds_files_for,
-)
-from chaos.platforms.local.envoy_faults import (
-    DEFAULT_DELAY_MS,
-    FAULT_KEYS,
-    INBOUND_FAULT_KEYS,
-    OUTBOUND_FAULT_KEYS,
-    FaultConfig,
-    FaultRuntimeKeys,
-    fault_runtime_values,
-)
 from chaos.platforms.local.envoy_mesh import (
     MeshResources,
     MeshState,
@@ -83,13 +67,29 @@ from chaos.platforms.local.envoy_process import (
     envoy_binary,
 )
 from chaos.platforms.local.envoy_sidecar import (
-    LOCAL_APP_CLUSTER,
     ingress_config,
     sidecar_config,
     sidecar_jwks_path,
 )
-from chaos.platforms.local.layout import TopologyLayout
-from chaos.spec import Setup
+from chaos.platforms.shared.envoy_common import (
+    LOCAL_APP_CLUSTER,
+    MESH_RETRY_ON,
+    VIA_HEADER,
+    Direction,
+    Json,
+    ProxyOptions,
+    sds_files_for,
+)
+from chaos.platforms.shared.envoy_faults import (
+    DEFAULT_DELAY_MS,
+    FAULT_KEYS,
+    INBOUND_FAULT_KEYS,
+    OUTBOUND_FAULT_KEYS,
+    FaultConfig,
+    FaultRuntimeKeys,
+    fault_runtime_values,
+)
+from chaos.platforms.shared.layout import TopologyLayout
 
 
 def proxy_configs(

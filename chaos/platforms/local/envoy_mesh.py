@@ -31,7 +31,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chaos.platforms.local.envoy_common import (
+from chaos.platforms.local.envoy_process import ProxyConfig
+from chaos.platforms.local.envoy_sidecar import (
+    inbound_listener,
+    inbound_routes,
+    outbound_listener,
+    outbound_routes,
+    pod_clusters,
+)
+from chaos.platforms.shared.envoy_common import (
     JWT_FILTER,
     TYPE_CLUSTER,
     TYPE_EXTENSION_CONFIG,
@@ -48,16 +56,8 @@ from chaos.platforms.local.envoy_common import (
     sds_certs,
     sds_files,
 )
-from chaos.platforms.local.envoy_faults import FaultConfig, fault_config
-from chaos.platforms.local.envoy_process import ProxyConfig
-from chaos.platforms.local.envoy_sidecar import (
-    inbound_listener,
-    inbound_routes,
-    outbound_listener,
-    outbound_routes,
-    pod_clusters,
-)
-from chaos.platforms.local.layout import JWT_AUDIENCE, Pod, TopologyLayout
+from chaos.platforms.shared.envoy_faults import FaultConfig, fault_config
+from chaos.platforms.shared.layout import JWT_AUDIENCE, Pod, TopologyLayout
 
 #: The route config name of each direction (also the RDS resource name).
 ROUTE_NAMES: dict[Direction, str] = {"inbound": "inbound", "outbound": "outbound"}

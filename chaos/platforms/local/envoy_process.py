@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chaos.errors import EnvoyNotFoundError
-from chaos.platforms.local.envoy_common import Json
+from chaos.platforms.shared.envoy_common import Json
 
 #: Environment variable that overrides where the Envoy binary is taken from.
 ENVOY_ENV = "SIDECAR_CHAOS_ENVOY"

@@ -31,7 +31,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from chaos.platforms.local.envoy_common import (
+from chaos.experiment import Setup
+from chaos.platforms.local.envoy_process import ProxyConfig
+from chaos.platforms.shared.envoy_common import (
+    LOCAL_APP_CLUSTER,
     Certs,
     Json,
     ProxyOptions,
@@ -51,13 +54,9 @@ from chaos.platforms.local.envoy_common import (
     upstream_tls,
     virtual_host,
 )
-from chaos.platforms.local.envoy_faults import fault_filter
-from chaos.platforms.local.envoy_process import ProxyConfig
-from chaos.platforms.local.layout import CALLS, JWT_AUDIENCE, Pod, Port, TopologyLayout
-from chaos.spec import Setup
+from chaos.platforms.shared.envoy_faults import fault_filter
+from chaos.platforms.shared.layout import CALLS, JWT_AUDIENCE, Pod, Port, TopologyLayout
 
-#: Cluster of a pod's proxy that reaches its own app.
-LOCAL_APP_CLUSTER = "local_app"
 #: The key set file a sidecar reads once at start (in the pod's directory).
 SIDECAR_JWKS_FILE = "jwks.json"
 

@@ -18,6 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from chaos.errors import FaultError
+from chaos.experiment import Setup
 from chaos.platforms.base import (
     ControlPlaneState,
     Direction,
@@ -30,12 +31,11 @@ from chaos.platforms.base import (
 )
 from chaos.platforms.local.admin import admin_post, counters
 from chaos.platforms.local.certagent import init_identity
-from chaos.platforms.local.envoy_faults import FaultConfig, fault_runtime_values
-from chaos.platforms.local.layout import Pod as LayoutPod
-from chaos.platforms.local.layout import TopologyLayout, workload_of
-from chaos.platforms.local.pki import read_certificate
 from chaos.platforms.local.topology import LocalTopology
-from chaos.spec import Setup
+from chaos.platforms.shared.envoy_faults import FaultConfig, fault_runtime_values
+from chaos.platforms.shared.layout import Pod as LayoutPod
+from chaos.platforms.shared.layout import TopologyLayout, workload_of
+from chaos.platforms.shared.pki import read_certificate
 
 _TLS_FAILURES = (".ssl.fail_verify_error", ".ssl.connection_error", ".upstream_cx_connect_fail")
 _JWT_DENIED = (".jwt_authn.denied",)

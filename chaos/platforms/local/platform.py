@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chaos.errors import FaultError
+from chaos.experiment import ALL_SETUPS, Experiment, Setup
 from chaos.platforms.base import (
     FaultOps,
     Platform,
@@ -27,7 +28,7 @@ from chaos.platforms.base import (
     Workload,
 )
 from chaos.platforms.local.backoff import BackoffPolicy
-from chaos.platforms.local.layout import (
+from chaos.platforms.shared.layout import (
     DEFAULT_SLOT,
     TopologyLayout,
     build_layout,
@@ -37,15 +38,14 @@ from chaos.platforms.local.layout import (
 from chaos.proc import is_same_process, kill_group
 from chaos.rundir import TOPOLOGIES_DIR
 from chaos.rundir.journal import JournalEntry
-from chaos.spec import ALL_SETUPS, Experiment, Setup
 
 if TYPE_CHECKING:
     # The processes, certificates and Envoy configs are imported when a topology starts:
     # `validate` only needs the layout, and a hostile file must be refused quickly.
-    from chaos.metrics.promql import PrometheusCounters
     from chaos.platforms.local.faultops import LocalFaultOps
     from chaos.platforms.local.running import LocalRunning
     from chaos.platforms.local.topology import RunLabel
+    from chaos.platforms.shared.promql import PrometheusCounters
 
 
 @dataclass
@@ -126,8 +126,8 @@ class LocalPlatform:
     def _counter_source(self, setup: Setup, started_wall: float) -> PrometheusCounters | None:
         if self.prometheus_url is None:
             return None
-        from chaos.metrics.promql import PrometheusCounters
         from chaos.platforms.local.scrape import SETUP_LABEL
+        from chaos.platforms.shared.promql import PrometheusCounters
 
         return PrometheusCounters(
             self.prometheus_url, selector={SETUP_LABEL: setup.value}, since_wall=started_wall

@@ -9,15 +9,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from chaos.errors import FaultError
-from chaos.metrics.promql import PrometheusCounters
+from chaos.experiment import Setup
 from chaos.platforms.base import EventCallback, FaultOps, Pod
 from chaos.platforms.local.admin import ANALYSIS_STATS_FILTER, counters
 from chaos.platforms.local.faultops import LocalFaultOps
-from chaos.platforms.local.layout import PROCESS_LEDGER
 from chaos.platforms.local.topology import LocalTopology
+from chaos.platforms.shared.layout import PROCESS_LEDGER
+from chaos.platforms.shared.promql import PrometheusCounters
 from chaos.rundir.counters import CounterSample
 from chaos.rundir.journal import JsonValue
-from chaos.spec import Setup
 
 #: The demo service that records its writes (lost and duplicated writes are counted there).
 _WRITER = "payments"

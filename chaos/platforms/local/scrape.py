@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from chaos.errors import InputError
-from chaos.platforms.local.layout import TopologyLayout
+from chaos.platforms.shared.layout import TopologyLayout
 
 #: Labels every target carries (the counter source selects and keys by them).
 SETUP_LABEL = "setup"

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Final
 
 from chaos.errors import AddressInUseError
-from chaos.platforms.local.layout import INGRESS_HOST, build_layout
-from chaos.spec import Setup
+from chaos.experiment import Setup
+from chaos.platforms.shared.layout import INGRESS_HOST, build_layout
 
 #: The slots leases choose from (third octets; the defaults 11..13 stay out of the way).
 LEASE_SLOTS: Final = range(100, 251)

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import errno
 import json
 import os
-import socket
 import sys
 import tempfile
 import threading
@@ -25,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from chaos.errors import AddressInUseError, InputError, StartupError
+from chaos.errors import InputError, StartupError
+from chaos.experiment import Setup
 from chaos.platforms.base import Event, EventKind, utc_now
 from chaos.platforms.local import registry
 from chaos.platforms.local.backoff import BackoffPolicy
@@ -39,8 +38,16 @@ from chaos.platforms.local.envoy_config import (
     sidecar_jwks_path,
 )
 from chaos.platforms.local.events import EventLog
-from chaos.platforms.local.idp import TOKEN_PATH, IdentityProvider, IdpServer
-from chaos.platforms.local.layout import (
+from chaos.platforms.local.probes import HttpProbe
+from chaos.platforms.local.processes import ProcessSpec
+from chaos.platforms.local.startcheck import (
+    check_addresses_free,
+    explain_startup_failure,
+    free_port,
+)
+from chaos.platforms.local.supervisor import Supervisor
+from chaos.platforms.shared.idp import TOKEN_PATH, IdentityProvider, IdpServer
+from chaos.platforms.shared.layout import (
     DEFAULT_SLOT,
     JWT_AUDIENCE,
     PROCESS_LEDGER,
@@ -51,12 +58,8 @@ from chaos.platforms.local.layout import (
     default_ingress_port,
     spiffe_id,
 )
-from chaos.platforms.local.pki import CertificateAuthority
-from chaos.platforms.local.probes import HttpProbe
-from chaos.platforms.local.processes import ProcessSpec
-from chaos.platforms.local.supervisor import Supervisor
+from chaos.platforms.shared.pki import CertificateAuthority
 from chaos.proc import start_ticks
-from chaos.spec import Setup
 
 #: Events after which ``status`` is worth rewriting.
 _STATUS_EVENTS = frozenset(
@@ -110,28 +113,6 @@ class TopologyOptions:
         return cls(setup=Setup(setup), run_dir=run_dir, slot=slot, ingress_port=ingress_port)
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def check_addresses_free(pairs: list[tuple[str, int]]) -> None:
-    """Raise :class:`AddressInUseError` for the first (address, port) that cannot be bound."""
-    for host, port in pairs:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((host, port))
-            except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    raise AddressInUseError(
-                        f"{host}:{port} is already in use (another topology in the same slot, "
-                        "or another program); choose another --slot or --ingress-port"
-                    ) from exc
-                raise InputError(f"cannot bind {host}:{port}: {exc.strerror}") from exc
-
-
 class LocalTopology:
     """The demo chain of one setup, up while the context is entered."""
 
@@ -146,7 +127,7 @@ class LocalTopology:
         elif not 0 <= port <= 65535:
             raise InputError(f"--ingress-port must be within 0..65535, got {port}")
         elif port == 0:
-            port = _free_port("127.0.0.1")
+            port = free_port("127.0.0.1")
         if options.run_dir is None:
             self._owned_dir: tempfile.TemporaryDirectory[str] | None = tempfile.TemporaryDirectory(
                 prefix=f"sidecar-chaos-{options.setup.value}-"
@@ -242,7 +223,7 @@ class LocalTopology:
         try:
             self.supervisor.wait_ready(timeout_s=self.options.ready_timeout_s)
         except StartupError as exc:
-            raise _explain_startup_failure(exc, layout.dir) from exc
+            raise explain_startup_failure(exc, layout.dir) from exc
         if self.options.publish or self._run_label is not None:
             self._listed = True
             self._publish()
@@ -320,7 +301,7 @@ class LocalTopology:
         argv = [
             sys.executable,
             "-m",
-            "chaos.platforms.local.demo_service",
+            "chaos.platforms.shared.demo_service",
             "--service",
             pod.service,
             "--replica",
@@ -457,37 +438,6 @@ class LocalTopology:
 
 
 #: What Envoy logs when it cannot create an inotify instance to watch its files.
-_INOTIFY_FAILURE = "inotify_fd_ >= 0"
-
-
-def _inotify_limit() -> str:
-    try:
-        return Path("/proc/sys/fs/inotify/max_user_instances").read_text().strip()
-    except OSError:
-        return "?"
-
-
-def _explain_startup_failure(exc: StartupError, run_dir: Path) -> StartupError:
-    """Name the cause when it is a known one; the supervisor only sees a crash loop.
-
-    Mesh and ambient Envoys watch their xDS/SDS files with one inotify instance per
-    subscription (about 9 per mesh proxy); the kernel's per-user limit (often 128)
-    is then what runs out when several topologies run at once.
-    """
-    for log in sorted(run_dir.rglob("envoy.log")):
-        try:
-            text = log.read_text(errors="replace")
-        except OSError:
-            continue
-        if _INOTIFY_FAILURE in text:
-            return StartupError(
-                f"Envoy could not watch its config files: the per-user inotify limit "
-                f"(fs.inotify.max_user_instances={_inotify_limit()}) is used up, probably by "
-                f"other topologies; stop some or raise the limit (see {log})\n{exc}"
-            )
-    return exc
-
-
 def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.02) -> bool:
     """Poll ``predicate`` until it holds or ``timeout_s`` passes."""
     deadline = time.monotonic() + timeout_s
@@ -498,4 +448,4 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: floa
     return predicate()
 
 
-__all__ = ["LocalTopology", "RunLabel", "TopologyOptions", "check_addresses_free", "wait_until"]
+__all__ = ["LocalTopology", "RunLabel", "TopologyOptions", "wait_until"]

@@ -19,7 +19,7 @@ from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.manifests import core, envoy, istio
 from chaos.platforms.kubernetes.manifests.core import Manifest
 from chaos.platforms.kubernetes.manifests.locust import CLIENT_SERVICE, LOCUST_CERTS_SECRET
-from chaos.platforms.local.envoy_common import ProxyOptions
+from chaos.platforms.shared.envoy_common import ProxyOptions
 
 __all__ = ["DemoIdentity", "Manifest", "PemPair", "demo_objects", "traffic_objects"]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.manifests import envoy
-from chaos.platforms.local.envoy_common import Json
+from chaos.platforms.shared.envoy_common import Json
 
 #: A Kubernetes object as the API takes it.
 Manifest = dict[str, Any]
@@ -163,7 +163,7 @@ def app_command(service: str, replica: int, setup: names.Setup) -> list[str]:
     argv = [
         "python",
         "-m",
-        "chaos.platforms.local.demo_service",
+        "chaos.platforms.shared.demo_service",
         "--service",
         service,
         "--replica",

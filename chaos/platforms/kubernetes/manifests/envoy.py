@@ -1,13 +1,13 @@
 """The plain-sidecar setup's Envoy bootstrap, for a pod on Kubernetes.
 
 The same proxy as the local platform's sidecar (:mod:`chaos.platforms.local.envoy_sidecar`),
-built from the same pieces of :mod:`chaos.platforms.local.envoy_common`, with the
+built from the same pieces of :mod:`chaos.platforms.shared.envoy_common`, with the
 pod's addresses instead of loopback slots:
 
 * listener ``inbound`` on ``0.0.0.0:15006``: mTLS (certificates read once at start
   from :data:`CERTS_DIR`, written there by the pod's init container), ``jwt_authn``
   with the key set read once from :data:`JWKS_PATH`, the fault filter at 0 %
-  (runtime keys :data:`~chaos.platforms.local.envoy_faults.INBOUND_FAULT_KEYS`),
+  (runtime keys :data:`~chaos.platforms.shared.envoy_faults.INBOUND_FAULT_KEYS`),
   router -> ``local_app`` (``127.0.0.1:8080``).
 * listener ``outbound`` on ``127.0.0.1:15001``: plain HTTP from the app, the fault
   filter (outbound keys), one virtual host per called service -> a ``STRICT_DNS``
@@ -26,7 +26,8 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from chaos.platforms.kubernetes import names
-from chaos.platforms.local.envoy_common import (
+from chaos.platforms.shared.envoy_common import (
+    LOCAL_APP_CLUSTER,
     Json,
     ProxyOptions,
     StaticCerts,
@@ -42,9 +43,8 @@ from chaos.platforms.local.envoy_common import (
     upstream_tls,
     virtual_host,
 )
-from chaos.platforms.local.envoy_faults import fault_filter
-from chaos.platforms.local.envoy_sidecar import LOCAL_APP_CLUSTER
-from chaos.platforms.local.pki import CA_FILE, CERT_FILE, KEY_FILE
+from chaos.platforms.shared.envoy_faults import fault_filter
+from chaos.platforms.shared.pki import CA_FILE, CERT_FILE, KEY_FILE
 
 #: Where the init container writes the pod's certificate, key and CA (an emptyDir).
 CERTS_DIR = PurePosixPath("/etc/sidecar-chaos/certs")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.manifests.core import Manifest, metadata
-from chaos.platforms.local.envoy_common import (
+from chaos.platforms.shared.envoy_common import (
     MESH_RETRY_STATUSES,
     ProxyOptions,
     duration,

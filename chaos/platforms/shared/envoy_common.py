@@ -1,0 +1,450 @@
+"""Shared pieces of every Envoy config: options, names, TLS, JWT, routes, clusters, xDS.
+
+Both platforms compose these: the local one in its setups' builders (``envoy_sidecar``,
+``envoy_mesh``, ``envoy_ambient``, public face ``chaos.platforms.local.envoy_config``), the
+Kubernetes one in its manifests. The fault filter and its runtime keys are in
+:mod:`.envoy_faults`; the Envoy process (binary, command line, files) is the local
+platform's ``envoy_process``. Everything here is pure:
+it returns the Envoy JSON as ``dict[str, object]`` and touches no file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from chaos.experiment import Setup
+from chaos.platforms.shared.layout import TRUST_DOMAIN, Port
+from chaos.platforms.shared.pki import CA_FILE, CERT_FILE, KEY_FILE
+
+Json = dict[str, object]
+Direction = Literal["inbound", "outbound"]
+
+#: Cluster of a pod's proxy that reaches its own app.
+LOCAL_APP_CLUSTER = "local_app"
+#: Request header to which every proxy appends its name (the demo app echoes it).
+VIA_HEADER = "x-chaos-via"
+#: Retry conditions of the mesh and of waypoints (Istio's default retry policy); the
+#: status codes retried under ``retriable-status-codes`` are :data:`MESH_RETRY_STATUSES`.
+MESH_RETRY_ON = "connect-failure,refused-stream,unavailable,retriable-status-codes"
+MESH_RETRY_STATUSES = (503,)
+
+_TLS_SOCKET = "envoy.transport_sockets.tls"
+_T = "type.googleapis.com/"
+TYPE_HCM = _T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+TYPE_TCP_PROXY = _T + "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+TYPE_FAULT = _T + "envoy.extensions.filters.http.fault.v3.HTTPFault"
+TYPE_JWT = _T + "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication"
+TYPE_ROUTER = _T + "envoy.extensions.filters.http.router.v3.Router"
+TYPE_DOWNSTREAM_TLS = _T + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+TYPE_UPSTREAM_TLS = _T + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+TYPE_SECRET = _T + "envoy.extensions.transport_sockets.tls.v3.Secret"
+TYPE_LISTENER = _T + "envoy.config.listener.v3.Listener"
+TYPE_CLUSTER = _T + "envoy.config.cluster.v3.Cluster"
+TYPE_ROUTE_CONFIG = _T + "envoy.config.route.v3.RouteConfiguration"
+TYPE_EXTENSION_CONFIG = _T + "envoy.config.core.v3.TypedExtensionConfig"
+TYPE_HTTP_OPTIONS = _T + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+FAULT_FILTER = "envoy.filters.http.fault"
+JWT_FILTER = "envoy.filters.http.jwt_authn"
+#: The jwt_authn provider name (stats: ``http.<prefix>.jwt_authn.allowed|denied``).
+JWT_PROVIDER = "idp"
+
+
+@dataclass(frozen=True)
+class ProxyOptions:
+    """Tunables of every proxy of a topology (they decide results: report them)."""
+
+    #: Upstream connections are drained after this long (``max_connection_duration``), so a
+    #: certificate change (expiry, rotation) shows on new connections within this time.
+    connection_lifetime_s: float = 5.0
+    #: Also recycle an upstream connection after this many requests (None: unbounded).
+    max_requests_per_connection: int | None = None
+    #: Route timeout of every proxy (Envoy's default is 15 s).
+    route_timeout_s: float = 15.0
+    #: Mesh/waypoint retries: attempts after the first (Istio's "attempts: 2").
+    retries: int = 2
+    #: Per-try timeout (None: none, as in Istio; a timeout is not among the retry conditions,
+    #: so a per-try timeout shorter than an injected delay turns the delay into a 504).
+    per_try_timeout_s: float | None = None
+    retry_backoff_ms: int = 25
+    #: Mesh outlier detection: eject after this many consecutive 5xx / gateway errors.
+    outlier_consecutive_errors: int = 5
+    outlier_interval_ms: int = 1000
+    outlier_base_ejection_ms: int = 5000
+    outlier_max_ejection_percent: int = 50
+    connect_timeout_s: float = 1.0
+    log_level: str = "warning"
+
+
+# -- generic pieces --------------------------------------------------------------------
+
+
+def duration(seconds: float) -> str:
+    """A protobuf Duration in JSON form."""
+    return f"{seconds:.3f}s"
+
+
+def socket_address(address: str, port: int) -> Json:
+    return {"socket_address": {"address": address, "port_value": port}}
+
+
+def admin(address: str) -> Json:
+    return {"address": socket_address(address, int(Port.ADMIN))}
+
+
+def node(node_id: str, cluster: str) -> Json:
+    return {"id": node_id, "cluster": cluster}
+
+
+def layered_runtime() -> Json:
+    """An admin layer for ``/runtime_modify``, and nothing else.
+
+    No static values for the fault keys: a runtime value overrides the filter's
+    config, so a static 0 would mask the faults the mesh control plane pushes.
+    """
+    return {"layers": [{"name": "admin", "admin_layer": {}}]}
+
+
+def san_prefix(setup: Setup) -> str:
+    """Peers are accepted when their SPIFFE ID lies in the setup's namespace."""
+    return f"spiffe://{TRUST_DOMAIN}/ns/{setup.value}/"
+
+
+def _san_matchers(setup: Setup) -> list[Json]:
+    return [{"san_type": "URI", "matcher": {"prefix": san_prefix(setup)}}]
+
+
+# -- TLS ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StaticCerts:
+    """Certificates read once from files at start (the sidecar setup: no rotation)."""
+
+    dir: Path
+
+
+@dataclass(frozen=True)
+class SdsCerts:
+    """Certificates delivered by SDS from files that name the watched ``..data`` directory.
+
+    Envoy wants one secret per SDS file: ``identity_path`` holds the secret
+    ``identity_secret`` (certificate and key), ``ca_path`` the secret ``ca_secret``.
+    """
+
+    identity_path: Path
+    ca_path: Path
+    identity_secret: str
+    ca_secret: str
+    watch_dir: Path
+
+
+Certs = StaticCerts | SdsCerts
+
+
+def _sds_config(path: Path, watch_dir: Path) -> Json:
+    return {
+        "path_config_source": {
+            "path": str(path),
+            "watched_directory": {"path": str(watch_dir)},
+        },
+        "resource_api_version": "V3",
+    }
+
+
+def _common_tls(certs: Certs, setup: Setup) -> Json:
+    if isinstance(certs, StaticCerts):
+        return {
+            "tls_certificates": [
+                {
+                    "certificate_chain": {"filename": str(certs.dir / CERT_FILE)},
+                    "private_key": {"filename": str(certs.dir / KEY_FILE)},
+                }
+            ],
+            "validation_context": {
+                "trusted_ca": {"filename": str(certs.dir / CA_FILE)},
+                "match_typed_subject_alt_names": _san_matchers(setup),
+            },
+        }
+    return {
+        "tls_certificate_sds_secret_configs": [
+            {
+                "name": certs.identity_secret,
+                "sds_config": _sds_config(certs.identity_path, certs.watch_dir),
+            }
+        ],
+        "combined_validation_context": {
+            "default_validation_context": {"match_typed_subject_alt_names": _san_matchers(setup)},
+            "validation_context_sds_secret_config": {
+                "name": certs.ca_secret,
+                "sds_config": _sds_config(certs.ca_path, certs.watch_dir),
+            },
+        },
+    }
+
+
+def downstream_tls(certs: Certs, setup: Setup) -> Json:
+    """mTLS termination: a client certificate from the CA in the setup's namespace required."""
+    return {
+        "name": _TLS_SOCKET,
+        "typed_config": {
+            "@type": TYPE_DOWNSTREAM_TLS,
+            "require_client_certificate": True,
+            "common_tls_context": _common_tls(certs, setup),
+        },
+    }
+
+
+def upstream_tls(certs: Certs, setup: Setup) -> Json:
+    """mTLS origination: our identity as client certificate, the server's SAN checked."""
+    return {
+        "name": _TLS_SOCKET,
+        "typed_config": {
+            "@type": TYPE_UPSTREAM_TLS,
+            "common_tls_context": _common_tls(certs, setup),
+        },
+    }
+
+
+def sds_secrets(identity_secret: str, ca_secret: str, cert_dir: Path) -> list[Json]:
+    """The two SDS secrets of one identity directory, re-read when ``..data`` is swapped."""
+    watch = {"path": str(cert_dir)}
+    return [
+        {
+            "@type": TYPE_SECRET,
+            "name": identity_secret,
+            "tls_certificate": {
+                "certificate_chain": {"filename": str(cert_dir / CERT_FILE)},
+                "private_key": {"filename": str(cert_dir / KEY_FILE)},
+                "watched_directory": watch,
+            },
+        },
+        {
+            "@type": TYPE_SECRET,
+            "name": ca_secret,
+            "validation_context": {
+                "trusted_ca": {"filename": str(cert_dir / CA_FILE)},
+                "watched_directory": watch,
+            },
+        },
+    ]
+
+
+def discovery_response(resources: list[Json], version: str) -> Json:
+    """The file form of an xDS answer (what ``path_config_source`` reads)."""
+    return {"version_info": version, "resources": resources}
+
+
+# -- HTTP filters and routes -------------------------------------------------------------
+
+
+def jwt_filter(issuer: str, audience: str, jwks: Json) -> Json:
+    """jwt_authn requiring a valid token from the IdP; ``jwks`` is a ``local_jwks`` DataSource.
+
+    The Authorization header is forwarded, so the next hop can check it too.
+    """
+    return {
+        "name": JWT_FILTER,
+        "typed_config": {
+            "@type": TYPE_JWT,
+            "providers": {
+                JWT_PROVIDER: {
+                    "issuer": issuer,
+                    "audiences": [audience],
+                    "local_jwks": jwks,
+                    "forward": True,
+                }
+            },
+            "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": JWT_PROVIDER}}],
+        },
+    }
+
+
+def router_filter() -> Json:
+    return {"name": "envoy.filters.http.router", "typed_config": {"@type": TYPE_ROUTER}}
+
+
+def via_header(proxy_name: str, *, first: bool = False) -> list[Json]:
+    """Route-level header action that appends this proxy's name to ``x-chaos-via``.
+
+    One comma-joined header line, not one line per proxy (Envoy's append), because
+    the app reads only the first line. A proxy with nothing before it yields a
+    leading empty item (``,name``); ``first`` (the ingress) overwrites what a client sent.
+    """
+    value = proxy_name if first else f"%REQ({VIA_HEADER})%,{proxy_name}"
+    return [
+        {
+            "header": {"key": VIA_HEADER, "value": value},
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+        }
+    ]
+
+
+def retry_policy(opts: ProxyOptions) -> Json:
+    policy: Json = {
+        "retry_on": MESH_RETRY_ON,
+        "retriable_status_codes": list(MESH_RETRY_STATUSES),
+        "num_retries": opts.retries,
+        "retry_back_off": {
+            "base_interval": duration(opts.retry_backoff_ms / 1000),
+            "max_interval": duration(opts.retry_backoff_ms * 4 / 1000),
+        },
+    }
+    if opts.per_try_timeout_s is not None:
+        policy["per_try_timeout"] = duration(opts.per_try_timeout_s)
+    return policy
+
+
+def route(
+    cluster: str,
+    proxy_name: str,
+    opts: ProxyOptions,
+    *,
+    retries: bool,
+    fault: Json | None = None,
+    first: bool = False,
+) -> Json:
+    """A catch-all route to ``cluster`` that stamps the via header."""
+    action: Json = {"cluster": cluster, "timeout": duration(opts.route_timeout_s)}
+    if retries:
+        action["retry_policy"] = retry_policy(opts)
+    result: Json = {
+        "match": {"prefix": "/"},
+        "route": action,
+        "request_headers_to_add": via_header(proxy_name, first=first),
+    }
+    if fault is not None:
+        result["typed_per_filter_config"] = {FAULT_FILTER: fault}
+    return result
+
+
+def virtual_host(name: str, domains: list[str], routes: list[Json]) -> Json:
+    return {"name": name, "domains": domains, "routes": routes}
+
+
+def http_connection_manager(
+    stat_prefix: str,
+    http_filters: list[Json],
+    *,
+    route_config: Json | None = None,
+    rds: Json | None = None,
+) -> Json:
+    """An HCM with either an inline ``route_config`` or an ``rds`` source."""
+    config: Json = {
+        "@type": TYPE_HCM,
+        "stat_prefix": stat_prefix,
+        "codec_type": "AUTO",
+        # Hosts like "checkout:15001" match the virtual host "checkout".
+        "strip_any_host_port": True,
+        "http_filters": [*http_filters, router_filter()],
+    }
+    if route_config is not None:
+        config["route_config"] = route_config
+    if rds is not None:
+        config["rds"] = rds
+    return {"name": "envoy.filters.network.http_connection_manager", "typed_config": config}
+
+
+def listener(
+    name: str, address: str, port: int, filters: list[Json], transport_socket: Json | None = None
+) -> Json:
+    chain: Json = {"filters": filters}
+    if transport_socket is not None:
+        chain["transport_socket"] = transport_socket
+    return {
+        "name": name,
+        "stat_prefix": name,
+        "address": socket_address(address, port),
+        "filter_chains": [chain],
+    }
+
+
+# -- clusters ---------------------------------------------------------------------------
+
+
+def _outlier_detection(opts: ProxyOptions) -> Json:
+    return {
+        "consecutive_5xx": opts.outlier_consecutive_errors,
+        "consecutive_gateway_failure": opts.outlier_consecutive_errors,
+        "enforcing_consecutive_gateway_failure": 100,
+        "interval": duration(opts.outlier_interval_ms / 1000),
+        "base_ejection_time": duration(opts.outlier_base_ejection_ms / 1000),
+        "max_ejection_percent": opts.outlier_max_ejection_percent,
+    }
+
+
+def cluster(
+    name: str,
+    endpoints: list[tuple[str, int]],
+    opts: ProxyOptions,
+    *,
+    tls: Json | None = None,
+    outlier: bool = False,
+    bind_address: str | None = None,
+    http: bool = True,
+) -> Json:
+    """A static round-robin cluster; HTTP clusters get the bounded connection lifetime."""
+    result: Json = {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": duration(opts.connect_timeout_s),
+        "lb_policy": "ROUND_ROBIN",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {"endpoint": {"address": socket_address(a, p)}} for a, p in endpoints
+                    ]
+                }
+            ],
+        },
+    }
+    if http:
+        common: Json = {"max_connection_duration": duration(opts.connection_lifetime_s)}
+        if opts.max_requests_per_connection is not None:
+            common["max_requests_per_connection"] = opts.max_requests_per_connection
+        result["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": TYPE_HTTP_OPTIONS,
+                "common_http_protocol_options": common,
+                "explicit_http_config": {"http_protocol_options": {}},
+            }
+        }
+    if tls is not None:
+        result["transport_socket"] = tls
+    if outlier:
+        result["outlier_detection"] = _outlier_detection(opts)
+    if bind_address is not None:
+        result["upstream_bind_config"] = {
+            "source_address": {"address": bind_address, "port_value": 0}
+        }
+    return result
+
+
+# -- a proxy's files ----------------------------------------------------------------------
+
+
+def sds_files_for(cert_dir: Path) -> tuple[Path, Path]:
+    """The SDS resource files (identity, CA) of an identity directory: next to it."""
+    return (
+        cert_dir.parent / f"{cert_dir.name}.sds.json",
+        cert_dir.parent / f"{cert_dir.name}.ca.sds.json",
+    )
+
+
+def sds_certs(
+    cert_dir: Path, identity_secret: str = "default", ca_secret: str = "ROOTCA"
+) -> SdsCerts:
+    identity_path, ca_path = sds_files_for(cert_dir)
+    return SdsCerts(identity_path, ca_path, identity_secret, ca_secret, cert_dir)
+
+
+def sds_files(certs: SdsCerts) -> tuple[tuple[Path, Json], tuple[Path, Json]]:
+    """The two SDS resource files of ``certs``: (path, content) each."""
+    identity, ca = sds_secrets(certs.identity_secret, certs.ca_secret, certs.watch_dir)
+    return (
+        (certs.identity_path, discovery_response([identity], "1")),
+        (certs.ca_path, discovery_response([ca], "1")),
+    )

@@ -1,0 +1,145 @@
+"""A :class:`~chaos.platforms.kubernetes.podexec.PodExec` for a :class:`~.api.FakeCluster`.
+
+Exec and port-forward, faked.
+
+Each pod's proxy is modelled as much as the platform reads and writes of it:
+
+* its admin API: ``POST /runtime_modify`` sets (an empty value removes) runtime
+  keys, ``GET /stats?format=json`` answers its counters;
+* its fault filter: :meth:`FakePodExec.serve` passes requests through the pod and
+  counts the delays and aborts the runtime keys ask for (Envoy's
+  ``http.<prefix>.fault.delays_injected`` / ``aborts_injected``), so a counter rises
+  only if the fault was really switched on through the admin API;
+* the kill commands the platform uses (``kill -TERM 1``, ``pilot-agent request POST
+  quitquitquit``): the fake kubelet restarts the container (``restartCount`` + 1 in
+  the pod's status, so a watch sees it) and the restarted proxy forgets its runtime
+  overrides, as Envoy does;
+* the demo app's ``GET /writes`` (the writes ``payments`` accepted), from
+  :attr:`FakePodExec.app_writes`.
+
+Anything else (another command, a pod that does not exist) fails as the real
+exec or port-forward would: a :class:`~chaos.errors.PlatformError`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.parse
+from collections.abc import Callable, Sequence
+
+from chaos.errors import PlatformError
+from chaos.platforms.kubernetes import names
+from chaos.platforms.kubernetes.podexec import ExecInterrupted
+from chaos.platforms.shared.envoy_faults import FAULT_KEYS
+from chaos.testing.fakekube.api import ApiError, FakeCluster
+
+KILL_COMMANDS = (
+    ("/bin/sh", "-c", "kill -TERM 1"),
+    ("pilot-agent", "request", "POST", "quitquitquit"),
+)
+ADMIN_PORT = 15000
+
+#: ``(namespace, pod, container, command, timeout_s)`` -> the output, or None: not mine.
+ExecHandler = Callable[[str, str, str, Sequence[str], float], str | None]
+
+
+class FakePodExec:
+    """Exec and port-forward into the pods of a fake cluster."""
+
+    def __init__(
+        self,
+        cluster: FakeCluster,
+        *,
+        kills_close_the_session: bool = False,
+        handler: ExecHandler | None = None,
+    ) -> None:
+        self.cluster = cluster
+        #: Asked first for every exec (a fake kubelet running real processes for some
+        #: pods); its None leaves the command to the fakes here.
+        self.handler = handler
+        #: As on a real cluster, a kill may end the exec session before it answers.
+        self.kills_close_the_session = kills_close_the_session
+        self._lock = threading.Lock()
+        self.runtime: dict[tuple[str, str], dict[str, str]] = {}
+        self.counters: dict[tuple[str, str], dict[str, int]] = {}
+        #: The writes each demo app accepted (its ``GET /writes`` on the app port); a pod
+        #: missing here refuses the connection, as an app that is down does.
+        self.app_writes: dict[tuple[str, str], list[str]] = {}
+        #: Every call: ("exec", ns, pod, container, command) or ("http", ns, pod, method, path).
+        self.calls: list[tuple[str, ...]] = []
+
+    def _pod(self, namespace: str, pod: str) -> None:
+        try:
+            self.cluster.get(self.cluster.resources[("v1", "pods")], namespace, pod)
+        except ApiError as exc:
+            raise PlatformError(f"{namespace}/{pod}: {exc.message}") from exc
+
+    def exec(
+        self, namespace: str, pod: str, container: str, command: Sequence[str], timeout_s: float
+    ) -> str:
+        with self._lock:
+            self.calls.append(("exec", namespace, pod, container, " ".join(command)))
+        self._pod(namespace, pod)
+        if self.handler is not None:
+            answer = self.handler(namespace, pod, container, command, timeout_s)
+            if answer is not None:
+                return answer
+        if tuple(command) not in KILL_COMMANDS:
+            raise PlatformError(f"fake exec: no fake for {' '.join(command)!r}")
+        try:
+            self.cluster.restart_container(namespace, pod, container)
+        except ApiError as exc:
+            raise PlatformError(f"exec in {namespace}/{pod}/{container}: {exc.message}") from exc
+        with self._lock:
+            self.runtime.pop((namespace, pod), None)
+        if self.kills_close_the_session:
+            raise ExecInterrupted(f"exec in {namespace}/{pod}/{container}: connection closed")
+        return ""
+
+    def http(
+        self, namespace: str, pod: str, port: int, method: str, path: str, timeout_s: float
+    ) -> bytes:
+        with self._lock:
+            self.calls.append(("http", namespace, pod, method, path))
+        self._pod(namespace, pod)
+        if port == names.APP_PORT and method == "GET" and path == "/writes":
+            with self._lock:
+                ids = self.app_writes.get((namespace, pod))
+                if ids is not None:
+                    return json.dumps({"pod": pod, "count": len(ids), "ids": ids}).encode()
+        if port != ADMIN_PORT:
+            raise PlatformError(f"port-forward to {namespace}/{pod}:{port}: connection refused")
+        url = urllib.parse.urlsplit(path)
+        key = (namespace, pod)
+        with self._lock:
+            if method == "POST" and url.path == "/runtime_modify":
+                runtime = self.runtime.setdefault(key, {})
+                for name, value in urllib.parse.parse_qsl(url.query, keep_blank_values=True):
+                    if value == "":
+                        runtime.pop(name, None)
+                    else:
+                        runtime[name] = value
+                return b"OK\n"
+            if method == "GET" and url.path == "/stats":
+                stats = [
+                    {"name": k, "value": v} for k, v in sorted(self.counters.get(key, {}).items())
+                ]
+                return json.dumps({"stats": stats}).encode()
+        raise PlatformError(f"{namespace}/{pod}:{port}{path}: 404 Not Found")
+
+    def serve(self, namespace: str, pod: str, requests: int) -> None:
+        """``requests`` requests through the pod's proxy, both directions: the filter acts."""
+        key = (namespace, pod)
+        with self._lock:
+            runtime = self.runtime.get(key, {})
+            counters = self.counters.setdefault(key, {})
+            for direction, keys in FAULT_KEYS.items():
+                delayed = int(runtime.get(keys.delay_percent, "0") or 0) * requests // 100
+                aborted = int(runtime.get(keys.abort_percent, "0") or 0) * requests // 100
+                for counter, rise in (("delays_injected", delayed), ("aborts_injected", aborted)):
+                    name = f"http.{direction}.fault.{counter}"
+                    counters[name] = counters.get(name, 0) + rise
+
+
+__all__ = ["KILL_COMMANDS", "ExecHandler", "FakePodExec"]
