@@ -34,6 +34,17 @@ pytestmark = pytest.mark.timeout(60)
 JWT_KEY = "test-signing-key-of-32-bytes-or-more!"
 
 
+@dataclass(frozen=True)
+class SecureRequest:
+    """The server's record of one ``/secure`` request: when it arrived, which token it
+    carried (the fetch that issued it, the key generation that signed it), the answer."""
+
+    t: float
+    token_serial: int
+    token_gen: int
+    status: int
+
+
 @dataclass
 class DemoState:
     """What the test server saw."""
@@ -41,10 +52,14 @@ class DemoState:
     writes: list[str] = field(default_factory=list)
     token_fetches: list[float] = field(default_factory=list)
     unauthenticated: int = 0
-    rotate_at: float = float("inf")
+    #: The signing key rotates once this many ``/secure`` requests were accepted (never: 0).
+    rotate_after: int = 0
+    generation: int = 1
+    rotated_at: float = float("inf")
+    secure: list[SecureRequest] = field(default_factory=list)
 
-    def generation(self) -> int:
-        return 2 if time.monotonic() >= self.rotate_at else 1
+    def accepted(self) -> int:
+        return sum(1 for r in self.secure if r.status == 200)
 
 
 def _app(state: DemoState) -> web.Application:
@@ -65,18 +80,22 @@ def _app(state: DemoState) -> web.Application:
 
     async def token(_: web.Request) -> web.Response:
         state.token_fetches.append(time.monotonic())
-        claims = {"sub": "locust", "gen": state.generation()}
+        claims = {"sub": "locust", "gen": state.generation, "serial": len(state.token_fetches)}
         return web.json_response({"access_token": jwt.encode(claims, JWT_KEY, "HS256")})
 
     async def secure(request: web.Request) -> web.Response:
+        arrived = time.monotonic()
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer "):
             state.unauthenticated += 1
             return web.Response(status=401)
         claims = jwt.decode(header.removeprefix("Bearer "), JWT_KEY, algorithms=["HS256"])
-        if claims["gen"] != state.generation():  # a key rotation: old tokens are refused
-            return web.Response(status=401)
-        return web.Response(text="secret")
+        # a key rotation: tokens signed by the old key are refused
+        status = 200 if claims["gen"] == state.generation else 401
+        state.secure.append(SecureRequest(arrived, claims["serial"], claims["gen"], status))
+        if state.generation == 1 and state.accepted() == state.rotate_after:
+            state.generation, state.rotated_at = 2, time.monotonic()
+        return web.Response(status=status, text="secret" if status == 200 else "")
 
     app = web.Application()
     app.router.add_get("/ok", ok)
@@ -282,34 +301,56 @@ def test_workers_share_the_load(servers: Servers, tmp_path: Path) -> None:
 
 
 def test_jwt_is_sent_and_refetched_after_a_rotation(servers: Servers, tmp_path: Path) -> None:
+    """Judged from the server's record of which token each request carried, never from
+    when the client thinks it sent one: the key rotates once the server has accepted
+    100 requests, whatever either clock says."""
     config = TrafficConfig(
         host=servers.base,
         out_dir=tmp_path,
         duration_s=3.0,
         users=5,
         rate=100.0,
+        workers=0,  # one Locust process: one shared token, so one re-fetch
         max_in_flight=100,
         token_url=f"{servers.base}/token",
         endpoints=(Endpoint("secure", "GET", "/secure", 1.0),),
     )
+    state = servers.state
+    state.rotate_after = 100
     with TrafficRun(config) as run:
         run.wait_started(15)
-        servers.state.rotate_at = time.monotonic() + 1.0
         assert run.wait(20)
     frame = run.samples()
-    rotate = servers.state.rotate_at
-    assert servers.state.unauthenticated == 0
-    assert len(servers.state.token_fetches) == 2  # one at start, one after the rotation
-    assert servers.state.token_fetches[1] > rotate
-    # what the server saw depends on when a request went out, not when it was due
-    frame["t"] += frame.send_lag_ms / 1000.0
-    before, after = frame[frame.t < rotate], frame[frame.t >= rotate]
-    assert (before.status == 200).all() and len(before) > 50
-    denied = after[after.status == 401]
-    assert 0 < len(denied) < 20  # only requests already under way with the old token
-    assert denied.t.max() < rotate + 0.2
-    assert (after[after.t > rotate + 0.2].status == 200).all()
-    assert len(after[after.t > rotate + 0.2]) > 100
+    log = state.secure
+    assert state.unauthenticated == 0  # every request carried the token
+    assert state.generation == 2, "the run ended before the server accepted 100 requests"
+    rotated = state.rotated_at
+    before = [r for r in log if r.t < rotated]
+    after = [r for r in log if r.t >= rotated]
+    # before the rotation: the first token, accepted every time
+    assert len(before) >= 100 and all(r.status == 200 and r.token_serial == 1 for r in before)
+    # after it, the first token is refused; the client fetched one new token (not one per
+    # user), only after it saw a refusal, and the new token was never refused
+    denied = [r for r in log if r.status == 401]
+    assert denied and all(r.token_serial == 1 and r.t >= rotated for r in denied)
+    assert len(state.token_fetches) == 2
+    assert state.token_fetches[1] > denied[0].t
+    renewed = [r for r in after if r.token_serial == 2]
+    assert renewed and all(r.token_gen == 2 and r.status == 200 for r in renewed)
+    assert {r.token_serial for r in after} == {1, 2}
+    assert len(before) + len(denied) + len(renewed) == len(log)
+    # the client recorded what the server answered, request for request
+    assert len(frame) == len(log)
+    assert (frame.status == 401).sum() == len(denied)
+    assert (frame.status == 200).sum() == len(log) - len(denied)
+    # only requests already under way with the old token were refused: each one left the
+    # client (``sent``, taken just before the request goes out, with no switch between
+    # reading the token and it) before the first request with the new token reached the
+    # server. Both are CLOCK_MONOTONIC readings on one machine; no bound on how long.
+    sent = frame.t + frame.send_lag_ms / 1000.0
+    first_renewed = renewed[0].t
+    assert (sent[frame.status == 401] < first_renewed).all()
+    assert (frame[sent > first_renewed].status == 200).all()
 
 
 def test_users_own_locustfile_is_recorded(servers: Servers, tmp_path: Path) -> None:
