@@ -28,8 +28,10 @@ from chaos.platforms.shared.pki import CertificateAuthority, read_certificate
 
 SPIFFE = spiffe_id(Setup.MESH, "checkout")
 TTL = dt.timedelta(seconds=2)
-#: Scheduling slack allowed on a busy 2-core machine.
-TOLERANCE_S = 0.35
+#: How long a test waits for the agent's thread to do what is due; only a limit on
+#: waiting (a loaded machine wakes threads late), never a bound a result is judged by:
+#: when the agent acted is read from its own record (its schedule and its events).
+WAIT_S = 10.0
 
 
 @pytest.fixture(scope="module")
@@ -98,12 +100,15 @@ def test_init_identity_is_the_sidecar_init_step(ca: CertificateAuthority, tmp_pa
 
 def test_register_issues_at_once(agent: CertAgent, log: EventLog, tmp_path: Path) -> None:
     directory = tmp_path / "checkout-0" / "certs"
+    before, before_utc = time.monotonic(), utc_now()
     status = agent.register(directory, SPIFFE, dt.timedelta(minutes=10))
+    after, after_utc = time.monotonic(), utc_now()
     assert serial_of(directory) == status.serial
     assert status.subject == "checkout-0" and status.spiffe_id == SPIFFE and not status.blocked
-    remaining = (status.not_after - utc_now()).total_seconds()
-    assert 599 < remaining <= 601
-    assert 299 < status.next_rotation - time.monotonic() <= 300
+    # lives at least its TTL, cut to the next whole second
+    assert before_utc + dt.timedelta(seconds=600) <= status.not_after
+    assert status.not_after < after_utc + dt.timedelta(seconds=601)
+    assert before + 300 <= status.next_rotation <= after + 300  # half of the TTL
     (event,) = log.events(EventKind.CERT_ISSUED, "checkout-0")
     assert f"serial={status.serial:x}" in event.detail
     assert agent.status() == [agent.status_of(directory)]
@@ -115,27 +120,32 @@ def test_rotates_at_half_of_the_lifetime(agent: CertAgent, log: EventLog, tmp_pa
     directory = tmp_path / "certs-a"
     issued_at = time.monotonic()
     first = agent.register(directory, SPIFFE, TTL)
-    changed = wait_for_serial_change(directory, first.serial, timeout_s=2.0)
+    registered = time.monotonic()
+    # the agent's schedule: half of the 2 s lifetime after it issued the certificate
+    assert issued_at + 1.0 <= first.next_rotation <= registered + 1.0
+    changed = wait_for_serial_change(directory, first.serial, timeout_s=WAIT_S)
     assert changed is not None, "the agent never rotated"
-    elapsed = changed - issued_at
-    assert abs(elapsed - 1.0) < TOLERANCE_S, f"rotated after {elapsed:.3f}s, expected ~1s"
-    rotated = log.wait_for(EventKind.CERT_ROTATED, directory.name, timeout_s=1.0)
+    rotated = log.wait_for(EventKind.CERT_ROTATED, directory.name, timeout_s=WAIT_S)
     assert rotated is not None
+    assert rotated.t >= first.next_rotation, "rotated before its half-life"
     second = agent.status_of(directory)
     assert f"serial={second.serial:x}" in rotated.detail
     assert second.serial == serial_of(directory) != first.serial
     assert second.not_after > first.not_after
     assert rotated.detail.endswith(f"not_after={second.not_after.isoformat()}")
-    # And again: rotation keeps going at every half-life.
-    third_at = wait_for_serial_change(directory, second.serial, timeout_s=2.0)
-    assert third_at is not None and abs(third_at - changed - 1.0) < TOLERANCE_S
+    # And again: rotation keeps going at every half-life of the new certificate.
+    assert second.next_rotation >= first.next_rotation + 1.0
+    third_at = wait_for_serial_change(directory, second.serial, timeout_s=WAIT_S)
+    assert third_at is not None
+    third = log.wait_for(EventKind.CERT_ROTATED, directory.name, after=rotated.t, timeout_s=WAIT_S)
+    assert third is not None and third.t >= second.next_rotation
 
 
 def test_each_identity_on_its_own_schedule(agent: CertAgent, tmp_path: Path) -> None:
     short, long_ = tmp_path / "short", tmp_path / "long"
     s0 = agent.register(short, SPIFFE, dt.timedelta(seconds=1)).serial
     l0 = agent.register(long_, SPIFFE, dt.timedelta(seconds=60)).serial
-    assert wait_for_serial_change(short, s0, timeout_s=1.5) is not None
+    assert wait_for_serial_change(short, s0, timeout_s=WAIT_S) is not None
     assert serial_of(long_) == l0
 
 
@@ -153,19 +163,21 @@ def test_block_lets_the_certificate_really_expire(
     assert cert.not_valid_after_utc < utc_now(), "the certificate did not expire"
     assert agent.status_of(target).expired
     assert not log.events(EventKind.CERT_ROTATED, "target")
-    assert serial_of(other) != o0, "blocking one identity stopped the others"
+    rotated = wait_for_serial_change(other, o0, timeout_s=WAIT_S)
+    assert rotated is not None, "blocking one identity stopped the others"
 
 
-def test_unblock_reissues_at_once(agent: CertAgent, log: EventLog, tmp_path: Path) -> None:
+def test_unblock_reissues_at_once(ca: CertificateAuthority, log: EventLog, tmp_path: Path) -> None:
+    # Re-issued by unblock() itself, before it returns: this agent's thread never runs
+    # and its clock is the test's, so nothing else can have rotated it (no race, no sleep).
+    now = [1000.0]
+    agent = CertAgent(ca, events=log.append, clock=lambda: now[0])
     directory = tmp_path / "certs-b"
     first = agent.register(directory, SPIFFE, dt.timedelta(seconds=1))
     agent.block(directory)
-    time.sleep(0.6)  # past half-life, not yet expired
+    now[0] += 0.6  # past half-life
     assert serial_of(directory) == first.serial
-    started = time.monotonic()
     agent.unblock(directory)
-    # Re-issued before unblock() returns, not at the next wake-up.
-    assert time.monotonic() - started < 0.2
     assert serial_of(directory) != first.serial
     assert not agent.status_of(directory).blocked
     assert log.events(EventKind.CERT_ROTATED, "certs-b")
@@ -204,31 +216,39 @@ def test_install_short_lived_then_issue_now(
     directory = tmp_path / "certs-d"
     agent.register(directory, SPIFFE, dt.timedelta(minutes=10))
     agent.block(directory)
+    before = utc_now()
     short = agent.install_short_lived(directory, dt.timedelta(seconds=0.3))
-    assert 0.3 <= (short.not_after - utc_now()).total_seconds() < 1.3
+    after = utc_now()
+    assert before + dt.timedelta(seconds=0.3) <= short.not_after
+    assert short.not_after < after + dt.timedelta(seconds=1.3)
     assert read_certificate(directory).serial_number == short.serial
     wait_until_expired(short)
     assert agent.status_of(directory).expired
     assert read_certificate(directory).not_valid_after_utc < utc_now()
     # The revert: force a fresh certificate with the identity's own TTL, even while blocked.
+    forced = utc_now()
     fresh = agent.issue_now(directory)
     assert fresh.serial == serial_of(directory) != short.serial
-    assert (fresh.not_after - utc_now()).total_seconds() > 599
+    assert fresh.not_after >= forced + dt.timedelta(minutes=10)
     details = [e.detail for e in log.events(EventKind.CERT_ISSUED, "certs-d")]
     assert len(details) == 3
     assert "short-lived" in details[1] and details[2].endswith("forced")
 
 
 def test_short_lived_unblocked_is_rotated_at_its_half_life(
-    agent: CertAgent, tmp_path: Path
+    agent: CertAgent, log: EventLog, tmp_path: Path
 ) -> None:
     directory = tmp_path / "certs-e"
     agent.register(directory, SPIFFE, dt.timedelta(minutes=10))
     installed = time.monotonic()
     short = agent.install_short_lived(directory, dt.timedelta(seconds=1))
-    changed = wait_for_serial_change(directory, short.serial, timeout_s=1.5)
-    assert changed is not None and abs(changed - installed - 0.5) < TOLERANCE_S
-    assert (agent.status_of(directory).not_after - utc_now()).total_seconds() > 599
+    assert installed + 0.5 <= short.next_rotation <= time.monotonic() + 0.5
+    changed = wait_for_serial_change(directory, short.serial, timeout_s=WAIT_S)
+    assert changed is not None
+    rotated = log.wait_for(EventKind.CERT_ROTATED, "certs-e", timeout_s=WAIT_S)
+    assert rotated is not None and rotated.t >= short.next_rotation
+    # the rotation brings back the identity's own 10-minute TTL
+    assert agent.status_of(directory).not_after >= short.not_after + dt.timedelta(minutes=9)
 
 
 def test_unknown_identity_and_bad_ttl(agent: CertAgent, tmp_path: Path) -> None:
@@ -256,7 +276,7 @@ def test_no_rotation_before_start_and_none_after_close(
     time.sleep(0.6)
     assert serial_of(directory) == first  # no thread yet
     agent.start()
-    second_at = wait_for_serial_change(directory, first, timeout_s=0.5)
+    second_at = wait_for_serial_change(directory, first, timeout_s=WAIT_S)
     assert second_at is not None  # overdue at start: rotated at once
     agent.close()
     agent.close()
