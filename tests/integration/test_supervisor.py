@@ -27,8 +27,10 @@ from chaos.proc import pid_alive
 POLICY = BackoffPolicy(
     initial_s=0.2, factor=2, max_s=1.6, reset_after_s=3, first_restart_immediate=False
 )
-#: Allowed lateness of a restart: the watcher polls every 20 ms; leave room for a busy CI box.
-LATE_S = 0.12
+#: How long a test waits for what the supervisor does (only a limit on waiting): when it
+#: acted is judged from its own events (a back-off announces its delay; the restart
+#: must not come before it), never by how late a loaded machine let it act.
+WAIT_S = 30.0
 
 
 def free_port(host: str) -> int:
@@ -64,7 +66,7 @@ def wait_until(predicate: object, timeout_s: float = 5.0) -> None:
 
 
 def next_event(log: EventLog, kind: EventKind, subject: str, after: float) -> Event:
-    event = log.wait_for(kind, subject, after=after, timeout_s=5)
+    event = log.wait_for(kind, subject, after=after, timeout_s=WAIT_S)
     assert event is not None, f"no {kind} of {subject} after {after}: {log.to_json()}"
     return event
 
@@ -108,8 +110,8 @@ def test_a_killed_process_is_restarted_after_the_backoff(
     restarted = events.events(EventKind.RESTARTED, spec.name)[0]
     assert "signal=SIGKILL" in crashed.detail
     assert "delay_s=0.200 crashes=1" in backoff.detail
-    assert 0 <= crashed.t - killed_at < LATE_S  # the crash is seen within a poll or so
-    assert 0.2 <= restarted.t - crashed.t < 0.2 + LATE_S
+    assert killed_at <= crashed.t and killed_at <= backoff.t <= restarted.t
+    assert restarted.t - backoff.t >= 0.2  # waited out the delay it announced
     assert ready_again.t > restarted.t
     new_pid = sup.pid(spec.name)
     assert new_pid is not None and new_pid != first_pid
@@ -126,11 +128,11 @@ def test_consecutive_crashes_double_the_delay(sup: Supervisor, events: EventLog)
     for _ in range(3):
         killed_at = time.monotonic()
         sup.kill("sleeper")
-        crashed = next_event(events, EventKind.CRASHED, "sleeper", after=killed_at)
+        backoff = next_event(events, EventKind.BACKOFF, "sleeper", after=killed_at)
         restarted = next_event(events, EventKind.RESTARTED, "sleeper", after=killed_at)
-        delays.append(restarted.t - crashed.t)
+        delays.append(restarted.t - backoff.t)
     for measured, expected in zip(delays, [0.2, 0.4, 0.8], strict=True):
-        assert expected <= measured < expected + LATE_S, delays
+        assert measured >= expected, delays  # never before the delay it announced
     backoffs = [e.detail for e in events.events(EventKind.BACKOFF, "sleeper")]
     assert backoffs == [
         "delay_s=0.200 crashes=1",
@@ -151,11 +153,18 @@ def test_kubelet_schedule_restarts_the_first_crash_at_once(events: EventLog) -> 
         for _ in range(3):
             killed_at = time.monotonic()
             sup.kill("sleeper")
-            crashed = next_event(events, EventKind.CRASHED, "sleeper", after=killed_at)
+            backoff = next_event(events, EventKind.BACKOFF, "sleeper", after=killed_at)
             restarted = next_event(events, EventKind.RESTARTED, "sleeper", after=killed_at)
-            delays.append(restarted.t - crashed.t)
+            delays.append(restarted.t - backoff.t)
         for measured, expected in zip(delays, [0.0, 0.3, 0.6], strict=True):
-            assert expected <= measured < expected + LATE_S, delays
+            assert measured >= expected, delays  # never before the delay it announced
+    # the supervisor's record of its schedule: the first crash restarts at once
+    backoffs = [e.detail for e in events.events(EventKind.BACKOFF, "sleeper")]
+    assert backoffs == [
+        "delay_s=0.000 crashes=1",
+        "delay_s=0.300 crashes=2",
+        "delay_s=0.600 crashes=3",
+    ]
 
 
 def test_a_clean_run_resets_the_backoff(events: EventLog) -> None:
@@ -208,8 +217,8 @@ def test_restart_policy_never_leaves_an_exited_process_alone(
     sup.wait_ready(["init"], timeout_s=1)  # a one-shot that succeeded counts as done
     started = time.monotonic()
     with pytest.raises(StartupError, match=r"broken-init \(exited, exit_code=4\)"):
-        sup.wait_ready(timeout_s=5)
-    assert time.monotonic() - started < 1  # hopeless: no need to wait out the timeout
+        sup.wait_ready(timeout_s=60)
+    assert time.monotonic() - started < 60  # hopeless: no need to wait out the timeout
     time.sleep(0.3)
     assert events.events(EventKind.RESTARTED) == []
     assert [e.kind for e in events.events(subject="init")] == [
@@ -308,13 +317,14 @@ def test_close_leaves_no_process_behind(events: EventLog, tmp_path: Path) -> Non
         int(p) for p in Path(f"/proc/{stubborn}/task/{stubborn}/children").read_text().split()
     ]
     pids = [*sup.pids().values(), *grandchildren]
-    started = time.monotonic()
     sup.close()
-    assert time.monotonic() - started < 2
     assert [p for p in pids if pid_alive(p)] == []
     assert sup.pids() == {}
-    stopped = {e.subject for e in events.events(EventKind.STOPPED)}
-    assert stopped == {"web-0", "sleeper", "stubborn", "looping"}
+    stopped = {e.subject: e.detail for e in events.events(EventKind.STOPPED)}
+    assert set(stopped) == {"web-0", "sleeper", "stubborn", "looping"}
+    # the supervisor's record: the one that ignored SIGTERM was SIGKILLed after the grace
+    assert "signal=SIGKILL" in stopped["stubborn"], stopped
+    assert "signal=SIGKILL" not in stopped["sleeper"], stopped
     with pytest.raises(ProcessError, match="closed"):
         sup.start("sleeper")
     sup.close()  # idempotent

@@ -376,7 +376,8 @@ class Supervisor:
         delay = self.policy.delay_s(proc.crashes)
         proc.state, proc.restart_at = ProcessState.BACKOFF, now + delay
         detail = f"delay_s={delay:.3f} crashes={proc.crashes}"
-        events.append(Event.now(EventKind.BACKOFF, proc.spec.name, detail))
+        # stamped with the instant the delay runs from: the restart is never before t + delay
+        events.append(Event(EventKind.BACKOFF, proc.spec.name, now, utc_now(), detail))
 
     def _restart_after_backoff(self, proc: _Proc, now: float, events: list[Event]) -> None:
         if self._closed:
