@@ -397,12 +397,10 @@ def test_stop_ends_a_long_run_early(servers: Servers, tmp_path: Path) -> None:
     try:
         run.wait_started(15)
         deadline = time.monotonic() + 30
-        while run.live_stats().requests < 70 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        while servers.state.oks <= 100 and time.monotonic() < deadline:
+            time.sleep(0.1)  # the server's count, not a guess at how long 100 requests take
         live = run.live_stats()
-        # the live statistics count what was sent (never more than the server answered)
-        assert 70 <= live.requests <= servers.state.oks, (live, servers.state.oks)
-        assert live.errors == 0 and live.p95_ms is not None
+        assert live.requests > 0 and live.errors == 0 and live.p95_ms is not None, live
     finally:
         started = time.monotonic()
         run.stop()
@@ -410,7 +408,12 @@ def test_stop_ends_a_long_run_early(servers: Servers, tmp_path: Path) -> None:
     assert time.monotonic() - started < 60
     assert not run.running
     assert _processes_of(run.config_path) == []
-    assert len(run.samples()) > 100
+    frame = run.samples()
+    assert len(frame) > 100
+    # the live count is read from the samples: the ones done in its one-second window
+    done = frame.t + frame.latency_ms / 1000.0
+    in_window = int(((done >= live.window_start) & (done < live.window_end)).sum())
+    assert 0 < live.requests <= in_window, (live, in_window)
 
 
 def test_locust_dies_with_a_killed_runner(servers: Servers, tmp_path: Path) -> None:
