@@ -35,6 +35,7 @@ from chaos.analysis.model import (
     SteadyState,
     Summary,
 )
+from chaos.analysis.overhead import RunOverhead
 from chaos.errors import InputError
 from chaos.outpaths import replace_file
 from chaos.rundir import BUCKETS_FILE, RESULTS_FILE
@@ -221,8 +222,11 @@ def write_results(
     buckets: pd.DataFrame | None = None,
     decided: DecisionSet | None = None,
     broken: Sequence[BrokenWindow] = (),
+    overhead: RunOverhead | None = None,
 ) -> None:
     """Write ``results.json`` and ``buckets.csv`` (header only when ``buckets`` is None).
+
+    ``overhead``: each window's start-up and teardown time (from the journal), if known.
 
     Each is written whole or not at all; a failed write is an ``OutputError``.
     """
@@ -236,6 +240,8 @@ def write_results(
     }
     if decided is not None:
         body["decisions"] = decision_set_to_dict(decided)
+    if overhead is not None:
+        body["overhead"] = overhead.to_dict()
     document = _clean(body)
     text = json.dumps(document, indent=2, allow_nan=False) + "\n"
     replace_file(directory / RESULTS_FILE, lambda p: p.write_text(text, encoding="utf-8"))

@@ -42,6 +42,7 @@ from chaos.analysis import (
 )
 from chaos.analysis.adaptive import decisions_for, refuted_lines
 from chaos.analysis.model import FaultResult
+from chaos.analysis.overhead import run_overhead
 from chaos.engine.records import (
     WindowRecord,
     broken_windows,
@@ -241,12 +242,16 @@ def _finish(
             analysis.buckets,
             decided=decided,
             broken=broken,
+            overhead=run_overhead(read_journal(run_dir)),
         )
         runs = list(analysis.runs)
         refuted = refuted_lines(decided.decisions)
         del analysis, writes
     elif broken:
-        write_results(run_dir, [], [], [], broken=broken)  # a run of broken windows says so
+        # a run of broken windows says so
+        write_results(
+            run_dir, [], [], [], broken=broken, overhead=run_overhead(read_journal(run_dir))
+        )
     # the report needs only the times and latencies: keep those, never two copies at the peak
     latencies = {run_dir: samples.sent_latencies()} if samples is not None else None
     del samples

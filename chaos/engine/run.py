@@ -154,6 +154,9 @@ class Engine:
         self, stack: contextlib.ExitStack, key: WindowKey, spec: FaultSpec, record: WindowRecord
     ) -> None:
         timeline = self.experiment.timeline
+        # Registered first so it runs last, once the topology is stopped: the window's
+        # teardown ends there (chaos.analysis.overhead reads it).
+        stack.callback(self.journal.write, "topology_stopped", setup=key.setup)
         topology = stack.enter_context(
             self.platform.start(Setup(key.setup), self._start_options(key, spec))
         )
@@ -230,6 +233,7 @@ class Engine:
         record.phase = "recovery"
         self._hold(key, "recovery", timeline.recovery, traffic)
         record.end_t = time.monotonic()
+        self.journal.write("recovery_ended", setup=key.setup)
         record.phase = "stop traffic"
         traffic.stop()
 

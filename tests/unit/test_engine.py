@@ -99,7 +99,9 @@ def test_every_window_runs_in_order_and_reverts(tmp_path: Path) -> None:
         "fault_applied",
         "fault_verified",
         "fault_reverted",
+        "recovery_ended",
         "topology_down",
+        "topology_stopped",
     ]
     assert kinds(entries) == ["run_started", *per_window * 2, "run_finished"]
     # The platform saw: start, switch on, switch off, stop; per window, nothing else.
@@ -120,7 +122,7 @@ def test_every_window_runs_in_order_and_reverts(tmp_path: Path) -> None:
     applied = [e.t for e in entries if e.kind == "fault_applied"]
     reverted = [e.t for e in entries if e.kind == "fault_reverted"]
     assert all(r - a >= 0.05 for a, r in zip(applied, reverted, strict=True))
-    downs = [e.t for e in entries if e.kind == "topology_down"]
+    downs = [e.t for e in entries if e.kind == "topology_stopped"]
     starts = [e.t for e in entries if e.kind == "window_started"]
     assert downs[0] <= starts[1]
 

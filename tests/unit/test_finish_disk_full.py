@@ -4,8 +4,9 @@ The finish step (``chaos.engine.finish.finish``) writes results.json, buckets.cs
 meta.json, report.html, junit.xml and the history store, in that order. The cases
 run it in one child process, each under a file-size limit (``RLIMIT_FSIZE``; Python
 ignores SIGXFSZ, so ``write()`` fails with EFBIG) that lets the files before the
-chosen one be written and not the chosen one; ``junit.xml`` is as small as ``meta.json``, so its
-case makes the path a directory instead (the rename fails). The code treats every
+chosen one be written and not the chosen one; ``meta.json`` and ``junit.xml`` are no larger
+than a file written before them, so their cases make the path a directory instead (the
+rename fails). The code treats every
 ``OSError`` of these writes alike, so a size limit stands for ENOSPC without
 mounting a small filesystem. Each case checks the one line, the exit code, that the
 files written before are whole, that nothing half-written or temporary is left, and
@@ -80,8 +81,8 @@ for case in json.loads(sys.argv[1]):
         finish_run(experiment, *run(experiment, work / "earlier"), store)
     engine, platform, records = run(experiment, work / "run", case["revert_fails"])
     calls = platform.log.names()
-    if case["junit_dir"]:
-        (work / "run" / "junit.xml").mkdir()
+    if case["in_the_way"]:  # a directory where the file goes: its rename fails
+        (work / "run" / case["in_the_way"]).mkdir()
     resource.setrlimit(resource.RLIMIT_FSIZE, (case["limit"], resource.RLIM_INFINITY))
     try:
         code, line = finish_run(experiment, engine, platform, records, store).exit_code, ""
@@ -97,19 +98,20 @@ for case in json.loads(sys.argv[1]):
 """
 
 NO_LIMIT = 1 << 40
-#: name -> (file-size limit, history store name, whether junit.xml is made a directory)
+#: name -> (file-size limit, history store name, the run file made a directory, if any)
 CASES = {
     # the first window's revert fails (the admin API is gone): the line says so
-    "unreverted": (200, "history.db", False),
-    # results.json is about 300 bytes, meta.json 700, report.html 7,500, a store 28,000
-    "results.json": (200, "history.db", False),
-    "meta.json": (500, "history.db", False),
-    "report.html": (2000, "history.db", False),
-    "junit.xml": (NO_LIMIT, "history.db", True),
+    "unreverted": (200, "history.db", None),
+    # results.json is about 900 bytes, meta.json 700 (no size sits between them: meta.json
+    # is made a directory), report.html 7,500, a store 28,000
+    "results.json": (200, "history.db", None),
+    "meta.json": (NO_LIMIT, "history.db", "meta.json"),
+    "report.html": (2000, "history.db", None),
+    "junit.xml": (NO_LIMIT, "history.db", "junit.xml"),
     # 16 KB fits every run file but neither a new store nor a transaction's journal
-    "new.db": (16_000, "new.db", False),
-    "existing.db": (16_000, "existing.db", False),
-    "no limit": (NO_LIMIT, "existing.db", False),
+    "new.db": (16_000, "new.db", None),
+    "existing.db": (16_000, "existing.db", None),
+    "no limit": (NO_LIMIT, "existing.db", None),
 }
 
 
@@ -135,10 +137,10 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Finished]:
             "limit": limit,
             "history": str(root / f"case{i}" / store),
             "earlier": store == "existing.db",
-            "junit_dir": junit_dir,
+            "in_the_way": in_the_way,
             "revert_fails": name == "unreverted",
         }
-        for i, (name, (limit, store, junit_dir)) in enumerate(CASES.items())
+        for i, (name, (limit, store, in_the_way)) in enumerate(CASES.items())
     ]
     done = subprocess.run(
         [sys.executable, "-c", _CHILD, json.dumps(cases)],
