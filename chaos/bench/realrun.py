@@ -11,11 +11,15 @@ proxy, in every setup asked for, one repetition each. From its run directory:
   of the first bucket that left the steady state (samples);
 * **wall time against plan**: the subprocess's wall time against the sum of the
   windows' planned warm-up, hold and recovery, which is the least a run can take;
-  the difference is topology start/stop, traffic start and the finish step.
+  the difference is topology start/stop, traffic start and the finish step;
+* **where that time went**: from ``results.json``'s ``overhead`` section (the journal's own
+  timestamps), each window's topology start-up and teardown, and the windows' wall time
+  (run start to the last topology stopped, i.e. without the finish step).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
@@ -26,6 +30,7 @@ from pathlib import Path
 
 from chaos.analysis import read_results
 from chaos.platforms.local.slots import lease_slot
+from chaos.rundir import RESULTS_FILE
 
 
 @dataclass(frozen=True)
@@ -66,11 +71,31 @@ class RealRun:
     exit_code: int
     lags: list[LagRow]
     run_dir: Path
+    #: Run start to the last topology stopped (the journal's clock): without the finish step.
+    windows_wall_s: float | None = None
+    #: Each window's topology start-up and teardown (results.json's ``overhead``).
+    startup_s: tuple[float, ...] = ()
+    teardown_s: tuple[float, ...] = ()
 
     @property
     def overhead_ratio(self) -> float:
         """Wall time over the planned windows' sum."""
         return self.wall_s / self.planned_s if self.planned_s else float("nan")
+
+    @property
+    def windows_ratio(self) -> float | None:
+        """The windows' wall time (no finish step) over the planned windows' sum."""
+        if self.windows_wall_s is None or not self.planned_s:
+            return None
+        return self.windows_wall_s / self.planned_s
+
+    @property
+    def startup_median_s(self) -> float | None:
+        return statistics.median(self.startup_s) if self.startup_s else None
+
+    @property
+    def teardown_median_s(self) -> float | None:
+        return statistics.median(self.teardown_s) if self.teardown_s else None
 
     def median_lag(self, fault: str) -> float | None:
         """Median lag of ``fault`` over the setups that showed an impact."""
@@ -150,6 +175,7 @@ def run_experiment(
     results = read_results(run_dir)
     lags = [LagRow(r.fault, r.setup, r.time_to_impact_s, r.time_to_recover_s) for r in results.runs]
     windows = len(results.runs)
+    overhead = _overhead(run_dir)
     return RealRun(
         setups=setups,
         windows=windows,
@@ -158,4 +184,25 @@ def run_experiment(
         exit_code=done.returncode,
         lags=lags,
         run_dir=run_dir,
+        windows_wall_s=overhead[0],
+        startup_s=overhead[1],
+        teardown_s=overhead[2],
+    )
+
+
+def _overhead(run_dir: Path) -> tuple[float | None, tuple[float, ...], tuple[float, ...]]:
+    """The windows' wall time and each window's start-up and teardown, from results.json."""
+    section = json.loads((run_dir / RESULTS_FILE).read_text(encoding="utf-8")).get("overhead")
+    if not isinstance(section, dict):
+        return None, (), ()
+    windows = [w for w in section.get("windows", []) if isinstance(w, dict)]
+    wall = section.get("windows_wall_s")
+
+    def figures(key: str) -> tuple[float, ...]:
+        return tuple(float(w[key]) for w in windows if isinstance(w.get(key), (int, float)))
+
+    return (
+        float(wall) if isinstance(wall, (int, float)) else None,
+        figures("startup_s"),
+        figures("teardown_s"),
     )

@@ -239,12 +239,16 @@ def _realrun(results: BenchResults) -> list[str]:
         "",
         "## Run wall time against its planned windows",
         "",
-        "| windows | planned s (sum of warm-up + hold + recovery) | wall s | ratio | exit |",
-        "|---|---|---|---|---|",
+        "| windows | planned s (sum of warm-up + hold + recovery) | wall s | ratio "
+        "| windows wall s (no finish) | ratio | start-up median s | teardown median s | exit |",
+        "|---|---|---|---|---|---|---|---|---|",
         f"| {run.windows} | {run.planned_s:.0f} | {run.wall_s:.1f} | {run.overhead_ratio:.2f} "
-        f"| {run.exit_code} |",
+        f"| {_n(run.windows_wall_s, 1)} | {_n(run.windows_ratio, 2)} "
+        f"| {_n(run.startup_median_s, 2)} | {_n(run.teardown_median_s, 2)} | {run.exit_code} |",
         "",
-        "The difference is topology start and stop per window, traffic start and the finish step.",
+        "The difference is topology start and stop per window, traffic start and the finish step; "
+        "the windows' wall time, start-up and teardown are the run's own `results.json` "
+        "`overhead` section (journal timestamps).",
         "",
     ]
     return lines
