@@ -104,18 +104,37 @@ def test_a_run_writes_every_output(tmp_path: Path, free_slot: int) -> None:
 
     results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
     assert set(results) >= {"runs", "summary"}
+    journal = [
+        json.loads(line)
+        for line in (run_dir / "journal.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    # How long the admin calls took, by the journal's clock: a loaded machine makes them
+    # slower, so every timing below is judged against them, never against a fixed bound.
+    applied = next(e for e in journal if e["kind"] == "fault_applied")
+    reverted = next(e for e in journal if e["kind"] == "fault_reverted")
+    apply_s = applied["t"] - applied["inject_t"]  # inject_t is taken before the calls
+    revert_s = reverted["t"] - reverted["revert_t"]
+    held = reverted["revert_t"] - applied["inject_t"]
     (run,) = results["runs"]
     assert set(run) >= RUN_KEYS, RUN_KEYS - set(run)
     assert (run["setup"], run["fault"], run["repetition"]) == ("sidecar", "frontend-500", 0)
     assert run["aborted"] is False
     assert run["failed_requests"] > 0 and run["total_requests"] > run["failed_requests"]
-    assert run["time_to_recover_s"] is not None and run["time_to_recover_s"] < 1.0, run
-    assert run["time_to_impact_s"] is not None and run["time_to_impact_s"] < 0.5, run
+    # impact and recovery within one 100 ms bucket (plus a request's 20 ms spacing) of the
+    # moment the abort was on at every frontend, or off again
+    assert run["time_to_impact_s"] is not None, run
+    assert run["time_to_impact_s"] <= apply_s + 0.12 + 1e-6, (run, apply_s)
+    assert run["time_to_recover_s"] is not None, run
+    assert run["time_to_recover_s"] <= revert_s + 0.12 + 1e-6, (run, revert_s)
     assert run["error_rate_during_fault"] > 0.9, run  # 100 % on every frontend: all fail
     assert run["steady_state_before"] is True and run["steady_state_after"] is True
-    # 50 rps for the 2 s hold: about 100 failures (the engine's revert_t is taken after
-    # the admin calls, so a few more may fail before it).
-    assert 0.7 * 50 * HOLD_S <= run["failed_requests"] <= 1.3 * 50 * HOLD_S, run
+    # 50 requests/s on an even schedule: each one due while the abort was on at every
+    # frontend failed; none due before the first admin call or after the last one did
+    # (a request's slot is its due time; 2 of slack for the ends of each span)
+    on_s = reverted["revert_t"] - applied["t"]
+    span_s = reverted["t"] - applied["inject_t"]
+    assert on_s >= HOLD_S
+    assert 50 * on_s - 2 <= run["failed_requests"] <= 50 * span_s + 2, (run, on_s, span_s)
     (summary,) = results["summary"]
     assert (summary["setup"], summary["fault"]) == ("sidecar", "frontend-500")
     assert summary["time_to_recover_s"]["median"] == pytest.approx(run["time_to_recover_s"])
@@ -125,25 +144,34 @@ def test_a_run_writes_every_output(tmp_path: Path, free_slot: int) -> None:
     assert rows and set(BUCKET_COLUMNS) <= set(rows[0]), rows[:1]
     starts = np.array([float(r["t"]) for r in rows])
     assert np.allclose(np.diff(starts), 0.1), "buckets are not 100 ms apart"
-    # Inside the hold (away from its edges, where the admin calls land) every request failed.
-    during = [r for r in rows if 0.2 <= float(r["t_rel"]) < HOLD_S - 0.2 and int(r["requests"])]
+    # Inside the hold (after the admin calls had switched it on everywhere, before the
+    # revert's began) every request failed.
+    on = (apply_s, held)
+    during = [
+        r
+        for r in rows
+        if on[0] <= float(r["t_rel"]) and float(r["t_rel"]) + 0.1 <= on[1] and int(r["requests"])
+    ]
     healthy = [
         (r["t_rel"], r["requests"], r["errors"]) for r in during if r["errors"] != r["requests"]
     ]
     assert during and not healthy, healthy
     assert sum(int(r["errors"]) for r in rows) >= run["failed_requests"]
 
-    journal = [
-        json.loads(line)
-        for line in (run_dir / "journal.jsonl").read_text(encoding="utf-8").splitlines()
-    ]
     kinds = [entry["kind"] for entry in journal]
     assert kinds.index("fault_applied") < kinds.index("fault_reverted"), kinds
-    # Through the whole engine, the abort is measured as long as it was on (100 ms).
-    applied = next(e for e in journal if e["kind"] == "fault_applied")
-    reverted = next(e for e in journal if e["kind"] == "fault_reverted")
-    held = reverted["revert_t"] - applied["inject_t"]
-    assert run["impact_duration_s"] == pytest.approx(held, abs=0.1), (run, held)
+    # Through the whole engine, the abort is measured as long as it was on: from the end of
+    # its switching on to the start of its switching off at the least, to a bucket past
+    # the calls at the most.
+    impact = run["impact_duration_s"]
+    assert held - apply_s - 0.1 - 1e-6 <= impact <= held + revert_s + 0.1 + 1e-6, (run, held)
+    # where the window's time went, from the same journal's timestamps
+    (window,) = results["overhead"]["windows"]
+    t = {e["kind"]: e["t"] for e in reversed(journal)}  # each kind's first entry
+    assert window["startup_s"] == round(t["topology_up"] - t["window_started"], 3)
+    assert window["teardown_s"] == round(t["topology_stopped"] - t["recovery_ended"], 3)
+    assert window["phases_s"] >= 1 + HOLD_S + 3  # warm-up, hold, recovery as planned
+    assert window["startup_s"] > 0 and window["teardown_s"] > 0
     meta = json.loads((run_dir / "meta.json").read_text(encoding="utf-8"))
     assert meta["exit_code"] == 0, meta
     suite = ET.parse(run_dir / "junit.xml").getroot()
