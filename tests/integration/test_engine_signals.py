@@ -79,11 +79,13 @@ def test_a_signal_in_the_hold_reverts_and_exits_3(
     sig: signal.Signals, tmp_path: Path, free_slot: int
 ) -> None:
     run = start_run(tmp_path, free_slot, write_experiment(tmp_path, hold="20s"))
-    sent = _interrupt(run, sig)
+    _interrupt(run, sig)
     code = run.wait()
-    took = time.monotonic() - sent
     _assert_reverted_and_aborted(run, code)
-    assert took < 15.0, f"the run took {took:.1f} s to stop after {sig.name}"
+    # the journal's record: the signal cut the 20 s hold short (it did not run out first)
+    entries = {e.kind: e.t for e in reversed(run.journal())}
+    left_s = entries["fault_applied"] + 20.0 - entries["fault_reverted"]
+    assert left_s > 0, f"the hold ran out before the revert after {sig.name}"
     assert f"{sig.name}: stopping the run; reverting" in run.stderr, run.stderr
     assert "interrupted by" in run.stderr, run.stderr
 
