@@ -424,7 +424,7 @@ def test_sds_rotation_swaps_the_served_cert(chain: Chain, tmp_path: Path) -> Non
     rotated_at = time.monotonic()
     write_identity(cert_dir, fresh, chain.ca.ca_pem)
     while _served_serial(pod.address, port, context) != fresh.serial:
-        assert time.monotonic() - rotated_at < 5, "Envoy did not pick up the new certificate"
+        assert time.monotonic() - rotated_at < 30, "Envoy did not pick up the new certificate"
         time.sleep(0.01)
     print(
         f"{layout.setup.value} SDS rotation picked up in "
@@ -455,14 +455,14 @@ def test_key_rotation_desyncs_the_proxies_until_the_key_set_is_refreshed(chain: 
             started = time.monotonic()
             plane.push_jwks(chain.idp.jwks_json())
             while chain.get()[0] != 200:
-                assert time.monotonic() - started < 5, "the pushed key set never took effect"
+                assert time.monotonic() - started < 30, "the pushed key set never took effect"
                 time.sleep(0.02)
             print(f"mesh key set push-to-effect: {(time.monotonic() - started) * 1000:.0f} ms")
     finally:
         chain.idp.restore_key(old_kid)
         if chain.control_plane is not None:
             chain.control_plane.push_jwks(chain.idp.jwks_json())
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30  # a limit on waiting only: when it took effect is printed
     while chain.get()[0] != 200:
         assert time.monotonic() < deadline
         time.sleep(0.02)
