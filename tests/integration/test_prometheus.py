@@ -343,9 +343,9 @@ def test_counters_through_prometheus_equal_the_admin_ones_within_a_scrape_interv
         same.last = (got, want)  # type: ignore[attr-defined]
         return got == want
 
-    # Traffic has stopped: after at most one scrape interval (plus the scrape's own
-    # time) Prometheus holds the admin values exactly.
-    assert wait_for(same, timeout_s=3 * SCRAPE_S, interval_s=0.2), same.last  # type: ignore[attr-defined]
+    # Traffic has stopped: once it has scraped again, Prometheus holds the admin values
+    # exactly (the wait is only a limit: a loaded machine scrapes late, never differently)
+    assert wait_for(same, timeout_s=30 * SCRAPE_S, interval_s=0.2), same.last  # type: ignore[attr-defined]
     assert source.last_error is None
 
 

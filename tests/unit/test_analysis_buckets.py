@@ -94,8 +94,9 @@ def test_two_million_rows_complete_quickly() -> None:
     # A sanity check that the implementation is vectorized; timing targets are benchmarks.
     samples = synthetic_samples(0.0, 400.0, 5000, background_error_rate=0.01)
     assert len(samples) == 2_000_000
-    began = time.perf_counter()
+    # CPU time, not wall time: a loaded machine lengthens the wall clock, not the work
+    began = time.process_time()
     b = bucketize(samples)
-    elapsed = time.perf_counter() - began
+    cpu_s = time.process_time() - began
     assert len(b) == 4000 and b.requests.sum() == len(samples)
-    assert elapsed < 20.0
+    assert cpu_s < 20.0
