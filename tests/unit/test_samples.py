@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-import time
 import tracemalloc
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from chaos.rundir import chunks
 from chaos.rundir.chunks import ChunkTail, SampleWriter, encode_chunk, iter_chunks
 from chaos.rundir.samples import DROPPED, SAMPLE_DTYPES, load_samples, samples_dir
 from chaos.traffic.live import LAG_S, LiveTail
@@ -107,12 +108,16 @@ def test_buffer_never_exceeds_its_bound(tmp_path: Path) -> None:
     assert len(load_samples(tmp_path)) == 10_050
 
 
-def test_old_rows_are_written_by_the_timer(tmp_path: Path) -> None:
+def test_old_rows_are_written_by_the_timer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the writer's clock is the test's: no race between the two calls and a sleep
+    now = [1000.0]
+    monkeypatch.setattr(chunks, "time", SimpleNamespace(monotonic=lambda: now[0]))
     writer = SampleWriter(tmp_path / "s.chs", max_rows=1000, max_age_s=0.05)
     _write(writer, 1)
+    now[0] += 0.049
     writer.flush_if_due()
     assert writer.chunks_written == 0
-    time.sleep(0.06)
+    now[0] += 0.011  # 60 ms old
     writer.flush_if_due()
     assert writer.chunks_written == 1
     assert writer.buffered == 0
