@@ -219,3 +219,47 @@ def route_config_version(pod: Pod, route_name: str, timeout_s: float = 1.0) -> s
             version = entry.get("version_info")
             return str(version) if version is not None else None
     return None
+
+
+class KeySetPoller:
+    """istiod's ``jwksUri`` fetch: the key set is read every ``refresh_s``, from the start.
+
+    A key the identity provider publishes reaches the proxies at the first fetch after
+    it (istiod's PILOT_JWT_PUB_KEY_REFRESH_INTERVAL, 20 min by default), not at once.
+    ``refresh_s`` None: never re-read.
+    """
+
+    def __init__(
+        self, fetch: Callable[[], str], push: Callable[[str], object], refresh_s: float | None
+    ) -> None:
+        self._fetch = fetch
+        self._push = push
+        self.refresh_s = refresh_s
+        self._seen = fetch()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> KeySetPoller:
+        if self.refresh_s is not None and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="jwks-poller", daemon=True)
+            self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def poll(self) -> bool:
+        """One fetch: push the key set if it changed since the last; whether it did."""
+        current = self._fetch()
+        if current == self._seen:
+            return False
+        self._seen = current
+        self._push(current)
+        return True
+
+    def _run(self) -> None:
+        assert self.refresh_s is not None
+        while not self._stop.wait(self.refresh_s):
+            self.poll()

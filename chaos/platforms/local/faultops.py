@@ -215,7 +215,7 @@ class LocalFaultOps:
         layout_pod = self._pod(pod)
         topology = self.topology
         agent = topology.cert_agent
-        ttl = topology.options.cert_ttl
+        ttl = topology.cert_ttl
         if agent is None:
             # What an operator does: re-run the init step, restart the proxy.
             init_identity(topology.ca, layout_pod.certs_dir, layout_pod.identity, ttl)
