@@ -64,6 +64,7 @@ from chaos.rundir import (
 )
 from chaos.rundir.columns import load_columns
 from chaos.rundir.counters import read_counters
+from chaos.rundir.dataplane import tables_of
 from chaos.rundir.journal import read_journal, unreverted_plans
 from chaos.rundir.meta import RunMeta, write_meta
 
@@ -210,6 +211,7 @@ def _finish(
 ) -> RunOutcome:
     windows = windows_for_analysis(records)
     broken = broken_windows(records)
+    dataplane = tables_of(read_journal(run_dir))
     samples_root = run_dir / SAMPLES_DIR
     samples = load_columns(run_dir) if samples_root.is_dir() else None
     runs: list[FaultResult] = []
@@ -241,12 +243,15 @@ def _finish(
             analysis.buckets,
             decided=decided,
             broken=broken,
+            dataplane=dataplane,
         )
         runs = list(analysis.runs)
         refuted = refuted_lines(decided.decisions)
         del analysis, writes
     elif broken:
-        write_results(run_dir, [], [], [], broken=broken)  # a run of broken windows says so
+        write_results(
+            run_dir, [], [], [], broken=broken, dataplane=dataplane
+        )  # a run of broken windows says so
     # the report needs only the times and latencies: keep those, never two copies at the peak
     latencies = {run_dir: samples.sent_latencies()} if samples is not None else None
     del samples
@@ -268,6 +273,7 @@ def _finish(
             finished_utc=datetime.now(UTC).isoformat(timespec="seconds"),
             exit_code=code,
             run_uid=secrets.token_hex(6),
+            dataplane=dataplane,
             setups=tuple(experiment.setups),
             faults=tuple(experiment.fault_names()),
             parameters={
