@@ -125,6 +125,16 @@ class DataPlaneSpec(DataPlaneFields):
         return DataPlaneFields.model_validate(merged)
 
 
+def set_fields(spec: DataPlaneSpec) -> list[tuple[str, ...]]:
+    """The path of every field the block sets (``("dataplane", "setups", "mesh", "retries")``)."""
+    paths: list[tuple[str, ...]] = [
+        ("dataplane", n) for n in sorted(spec.model_fields_set) if n != "setups"
+    ]
+    for setup, fields in spec.setups.items():
+        paths += [("dataplane", "setups", setup.value, n) for n in sorted(fields.model_fields_set)]
+    return paths
+
+
 def check_dataplane_setups(spec: DataPlaneSpec, setups: tuple[str, ...]) -> None:
     """A per-setup block names one of the experiment's setups."""
     for name, _ in spec.setups.items():

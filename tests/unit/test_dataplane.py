@@ -324,3 +324,22 @@ def test_istio_objects_carry_the_deviations(tmp_path: Path) -> None:
         "retryOn": "connect-failure",
         "retryIgnorePreviousHosts": True,
     }
+
+
+def test_a_platform_refuses_at_its_line_what_it_cannot_apply(tmp_path: Path) -> None:
+    from chaos.engine.preflight import platform_checks
+    from chaos.platforms.local.platform import LocalPlatform
+
+    path = tmp_path / "e.yaml"
+    path.write_text(BASE + "dataplane:\n  setups:\n    sidecar: {jwks_refresh: 5s}\n")
+    with pytest.raises(SpecError) as caught:
+        load_experiment(path, check=platform_checks(LocalPlatform()))
+    text = str(caught.value)
+    assert "e.yaml:8:" in text and "dataplane.setups.sidecar.jwks_refresh" in text, text
+    assert "reads its key set once" in text
+    # A top-level refresh applies where there is one (mesh) and is no error.
+    path.write_text(BASE + "dataplane:\n  jwks_refresh: 5s\n")
+    experiment = load_experiment(path, check=platform_checks(LocalPlatform()))
+    assert resolve(Setup.MESH, experiment.dataplane.for_setup("mesh")).control.jwks_refresh_s == 5
+    sidecar = resolve(Setup.SIDECAR, experiment.dataplane.for_setup("sidecar"))
+    assert sidecar.control.jwks_refresh_s is None
