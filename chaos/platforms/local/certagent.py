@@ -194,6 +194,11 @@ class CertAgent:
             self._identities.pop(identity_dir, None)
             self._wake.notify_all()
 
+    @property
+    def ca_reachable(self) -> bool:
+        """False while every identity is blocked (the CA is down)."""
+        return not self._all_blocked
+
     # -- faults and reverts -----------------------------------------------------
 
     def block(self, identity_dir: Path | None = None) -> None:

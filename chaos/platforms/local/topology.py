@@ -361,7 +361,20 @@ class LocalTopology:
             log_path=config.dir / "envoy.stdout.log",
             probe=HttpProbe(config.ready_url),
             group=config.group,
+            restart_gate=self._control_plane_gate if self.policy.control.restart_fetches else None,
         )
+
+    def _control_plane_gate(self) -> str | None:
+        """Why a restarted proxy cannot fetch its certificate and config now (None: it can).
+
+        In Istio a restarted proxy serves only after its agent got a certificate from the
+        CA and its config from istiod: during a control-plane outage it does not start.
+        """
+        if self.cert_agent is not None and not self.cert_agent.ca_reachable:
+            return "CA unreachable (certificate fetch)"
+        if self.control_plane is not None and self.control_plane.paused:
+            return "control plane unreachable (config fetch)"
+        return None
 
     # -- status ----------------------------------------------------------------------
 
