@@ -10,13 +10,19 @@ its next try after the CA is back, not at once; istio/istio 1.28.0
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import threading
+from dataclasses import replace
 from pathlib import Path
 
+from chaos.experiment import Setup
 from chaos.platforms.local.certagent import CertAgent
-from chaos.platforms.local.controlplane import KeySetPoller
-from chaos.platforms.shared.dataplane import Backoff
+from chaos.platforms.local.controlplane import KeySetPoller, MeshControlPlane
+from chaos.platforms.local.envoy_config import ProxyOptions
+from chaos.platforms.local.envoy_mesh import mesh_xds_paths
+from chaos.platforms.shared.dataplane import DEFAULTS, Backoff
+from chaos.platforms.shared.layout import build_layout
 from chaos.platforms.shared.pki import CertificateAuthority
 
 Record = tuple[str, str, str]
@@ -108,3 +114,37 @@ def test_key_set_poller_runs_on_its_interval() -> None:
         with_thread.close()
     never = KeySetPoller(lambda: "k", lambda _: None, refresh_s=None).start()
     never.close()  # read once: no thread to stop
+
+
+def _endpoints(cds: Path, cluster: str) -> list[str]:
+    raw = json.loads(cds.read_text())
+    (found,) = [c for c in raw["resources"] if c["name"] == cluster]
+    hosts = found["load_assignment"]["endpoints"][0].get("lb_endpoints", [])
+    return [h["endpoint"]["address"]["socket_address"]["address"] for h in hosts]
+
+
+def test_an_unready_pod_leaves_its_callers_endpoints_after_one_debounced_push(
+    tmp_path: Path,
+) -> None:
+    # istio/istio 1.28.0 pilot/pkg/features/tuning.go: PILOT_DEBOUNCE_AFTER 100 ms (quiet
+    # time before a push), PILOT_DEBOUNCE_MAX 10 s; events within it make one push.
+    layout = build_layout(Setup.MESH, tmp_path, slot=61, ingress_port=18061)
+    events = Events()
+    # A debounce of 1 s (Istio: 100 ms) so that the three calls below surely fall within it.
+    mesh = DEFAULTS[Setup.MESH]
+    slow = replace(mesh, control=replace(mesh.control, endpoint_debounce_s=1.0))
+    plane = MeshControlPlane(layout, ProxyOptions().with_policy(slow), events=events)
+    cds = mesh_xds_paths(layout.pod("checkout-0")).cds
+    payments = {p.name: p.address for p in layout.pods_of("payments")}
+    assert sorted(_endpoints(cds, "payments")) == sorted(payments.values())
+    try:
+        plane.set_endpoint_ready("payments-0", False)  # crashed
+        plane.set_endpoint_ready("payments-0", True)  # a flap within the debounce...
+        plane.set_endpoint_ready("payments-0", False)  # ...settles on the last state
+        pushed = events.wait_for("config_pushed", len(layout.pods))
+    finally:
+        plane.close()
+    assert _endpoints(cds, "payments") == [payments["payments-1"]]
+    # One push per proxy for the three events (cds version 2 everywhere).
+    assert sorted(e[1] for e in pushed) == sorted(p.proxy_name or p.name for p in layout.pods)
+    assert {e[2] for e in pushed} == {"cds version 2"}

@@ -77,6 +77,12 @@ class MeshControlPlane:
         self._state: dict[str, MeshState] = {}
         self._versions: dict[tuple[str, str], int] = {}
         self._pending: set[tuple[str, str]] = set()
+        control = self.opts.policy(Setup.MESH).control
+        self.debounce_s = control.endpoint_debounce_s
+        self.debounce_max_s = control.endpoint_debounce_max_s or 10.0
+        self._want_unready: frozenset[str] = frozenset()
+        self._debounce_first: float | None = None
+        self._timer: threading.Timer | None = None
         for pod in layout.pods:
             state = MeshState() if jwks_json is None else MeshState(jwks_json=jwks_json)
             self._state[pod.name] = state
@@ -106,6 +112,46 @@ class MeshControlPlane:
                 self._state[pod.name] = replace(self._state[pod.name], jwks_json=jwks_json)
                 results.append(self._push(pod, "jwt"))
             return results
+
+    def set_endpoint_ready(self, pod_name: str, ready: bool) -> None:
+        """A pod's readiness changed: its callers' endpoints follow after the debounce.
+
+        As istiod does (PILOT_DEBOUNCE_AFTER 100 ms, PILOT_DEBOUNCE_MAX 10 s): the push
+        waits until events have been quiet for the debounce, at most the maximum.
+        """
+        if self.debounce_s is None:
+            return
+        with self._lock:
+            self._want_unready = (
+                self._want_unready - {pod_name} if ready else self._want_unready | {pod_name}
+            )
+            now = time.monotonic()
+            if self._debounce_first is None:
+                self._debounce_first = now
+            if self._timer is not None:
+                self._timer.cancel()
+            waited = now - self._debounce_first
+            wait = max(0.0, min(self.debounce_s, self.debounce_max_s - waited))
+            self._timer = threading.Timer(wait, self._push_endpoints)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _push_endpoints(self) -> None:
+        with self._lock:
+            self._timer, self._debounce_first = None, None
+            unready = frozenset(self._want_unready)
+            for pod in self.layout.pods:
+                state = self._state[pod.name]
+                if state.unready != unready:
+                    self._state[pod.name] = replace(state, unready=unready)
+                    self._push(pod, "cds")
+
+    def close(self) -> None:
+        """Stop a pending endpoint push."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
 
     def pause(self) -> None:
         """Control-plane outage: from now on pushes queue up until :meth:`resume`."""

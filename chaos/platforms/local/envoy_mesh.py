@@ -118,6 +118,8 @@ class MeshState:
     faults: dict[Direction, FaultConfig | None] = field(
         default_factory=lambda: {"inbound": None, "outbound": None}
     )
+    #: Pods taken out of the endpoints (their proxy is not ready).
+    unready: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -172,7 +174,10 @@ def mesh_resources(
     }
     return MeshResources(
         listeners=[{"@type": TYPE_LISTENER, **lst} for lst in listeners],
-        clusters=[{"@type": TYPE_CLUSTER, **c} for c in pod_clusters(layout, pod, certs, opts)],
+        clusters=[
+            {"@type": TYPE_CLUSTER, **c}
+            for c in pod_clusters(layout, pod, certs, opts, state.unready)
+        ],
         routes={d: {"@type": TYPE_ROUTE_CONFIG, **r} for d, r in routes.items()},
         jwt={"@type": TYPE_EXTENSION_CONFIG, **jwt},
     )

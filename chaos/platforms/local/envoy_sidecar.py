@@ -131,8 +131,15 @@ def outbound_routes(
     }
 
 
-def pod_clusters(layout: TopologyLayout, pod: Pod, certs: Certs, opts: ProxyOptions) -> list[Json]:
-    """``local_app`` plus one mTLS cluster per callable service (its replicas' inbound)."""
+def pod_clusters(
+    layout: TopologyLayout,
+    pod: Pod,
+    certs: Certs,
+    opts: ProxyOptions,
+    unready: frozenset[str] = frozenset(),
+) -> list[Json]:
+    """``local_app`` plus one mTLS cluster per callable service (its replicas' inbound,
+    but those in ``unready``: the control plane took them out of the endpoints)."""
     setup = layout.setup
     # Bound to the pod address, so the app sees its own proxy as the peer (as in a pod).
     clusters = [
@@ -145,7 +152,9 @@ def pod_clusters(layout: TopologyLayout, pod: Pod, certs: Certs, opts: ProxyOpti
         )
     ]
     for svc in callable_services(pod):
-        endpoints = [(p.address, int(Port.INBOUND)) for p in layout.pods_of(svc)]
+        endpoints = [
+            (p.address, int(Port.INBOUND)) for p in layout.pods_of(svc) if p.name not in unready
+        ]
         tls = upstream_tls(certs, setup)
         clusters.append(cluster(svc, endpoints, opts, tls=tls, outlier=True, setup=setup))
     return clusters
