@@ -61,9 +61,23 @@ def _merge(tables: Sequence[tuple[str, Table]]) -> Table:
         if len(seen) == 1:
             merged.append(DataPlaneRow(row.name, row.value, row.source, deviation))
             continue
-        text = "; ".join(f"{value} ({', '.join(windows)})" for value, windows in seen.items())
+        text = "; ".join(
+            f"{value} ({', '.join(_faults(windows))})" for value, windows in seen.items()
+        )
         merged.append(DataPlaneRow(row.name, text, row.source, deviation))
     return tuple(merged)
+
+
+def _faults(windows: list[str]) -> list[str]:
+    """Window names (``<setup>-<fault>-<repetition>``) as their faults, each once."""
+    names: list[str] = []
+    for window in windows:
+        name = window.split("-", 1)[-1] if "-" in window else window
+        head, _, tail = name.rpartition("-")
+        name = head if head and tail.isdigit() else name
+        if name not in names:
+            names.append(name)
+    return names
 
 
 def tables_of(entries: Sequence[JournalEntry]) -> dict[str, Table]:

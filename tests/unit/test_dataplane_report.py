@@ -22,7 +22,11 @@ def _meta(tmp_path: Path, tables: Mapping[str, Table]) -> RunMeta:
 
 def test_windows_tables_reach_meta_and_the_report(tmp_path: Path) -> None:
     with Journal(tmp_path) as journal:
-        for window, lifetime in (("w1", None), ("w2", 1.0)):
+        for window, lifetime in (
+            ("mesh-crash-1", None),
+            ("mesh-cert-1", 1.0),
+            ("mesh-cert-2", 1.0),
+        ):
             options = StartOptions(run_dir=tmp_path / "topologies" / window, record=journal.write)
             record_policy(resolve(Setup.MESH, connection_lifetime_s=lifetime), options)
         options = StartOptions(run_dir=tmp_path / "topologies" / "w3", record=journal.write)
@@ -31,7 +35,7 @@ def test_windows_tables_reach_meta_and_the_report(tmp_path: Path) -> None:
     assert list(tables) == ["mesh", "sidecar"]
     mesh = {r.name: r for r in tables["mesh"]}
     # One window ran with the fault's own lifetime: both values are listed with their windows.
-    assert mesh["connection lifetime"].value == "none (w1); 1 s (w2)"
+    assert mesh["connection lifetime"].value == "none (crash); 1 s (cert)"
     assert mesh["connection lifetime"].deviation
     assert not mesh["retries (outbound)"].deviation
     assert "retry/retry.go" in mesh["retries (outbound)"].source
