@@ -7,6 +7,7 @@ marked, and where each default comes from.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from chaos.rundir.meta import RunMeta
@@ -54,3 +55,26 @@ def dataplane_view(meta: RunMeta | None) -> DataPlaneView | None:
         text = "; ".join(f"{', '.join(s)}: {src}" for src, s in sources.items())
         lines.append(DataPlaneLine(name, cells, text))
     return DataPlaneView(setups, lines)
+
+
+#: Fault types whose placement is a setup's choice (a VirtualService fault, a waypoint).
+HTTP_FAULTS = ("latency", "abort")
+
+
+def placement_note(fault_type: str, pods_by_setup: Mapping[str, Sequence[str]]) -> str:
+    """A line for the verdict when an HTTP fault reached a different set of pods per setup.
+
+    Each setup applies an HTTP fault where it puts L7 policy (the target's sidecar; the
+    callers' outbound route for a whole service in mesh; the service's waypoint, for
+    every replica, in ambient), so one target can mean a different share of requests.
+    """
+    if fault_type not in HTTP_FAULTS or len(pods_by_setup) < 2:
+        return ""
+    counts = {setup: len(set(pods)) for setup, pods in pods_by_setup.items()}
+    if len(set(counts.values())) < 2:
+        return ""
+    reached = ", ".join(f"{setup} {n} pod(s)" for setup, n in counts.items())
+    return (
+        f"The fault's placement differs per setup (it reached {reached}): the shares of "
+        "affected requests differ, so this comparison is not like with like."
+    )

@@ -28,7 +28,7 @@ from chaos.report.charts import (
     timeline_chart,
     ttr_spread_chart,
 )
-from chaos.report.dataplane import DataPlaneView, dataplane_view
+from chaos.report.dataplane import DataPlaneView, dataplane_view, placement_note
 from chaos.report.method import method_paragraphs
 from chaos.report.rundata import RunData, load_run
 from chaos.report.verdict import FaultVerdict, fault_verdict, seconds
@@ -111,6 +111,8 @@ class FaultView:
     timeline: str
     spread: str
     cdf: str
+    #: Said next to the verdict when an HTTP fault reached different pods per setup.
+    placement: str = ""
 
 
 @dataclass(frozen=True)
@@ -270,6 +272,18 @@ def _fault_view(
         timeline=timeline,
         spread=ttr_spread_chart(runs, setups),
         cdf=latency_cdf_chart(quantiles, setups) if has_cdf else "",
+        placement=placement_note(
+            runs[0].window.fault_type,
+            {
+                s: [
+                    p
+                    for r in runs
+                    if r.setup == s
+                    for p in run.blast_radius.get((r.setup, r.fault, r.repetition), ())
+                ]
+                for s in setups
+            },
+        ),
     )
 
 

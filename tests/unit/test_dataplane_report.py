@@ -55,3 +55,23 @@ def test_windows_tables_reach_meta_and_the_report(tmp_path: Path) -> None:
 def test_a_run_without_a_table_shows_none(tmp_path: Path) -> None:
     assert dataplane_view(_meta(tmp_path, {})) is None
     assert DEFAULTS[Setup.AMBIENT].route("waypoint").retries is not None
+
+
+def test_a_verdict_says_when_an_http_fault_reached_different_pods() -> None:
+    from chaos.report.dataplane import placement_note
+
+    # checkout-slow on replica 0: the sidecar and mesh apply it at that replica, ambient's
+    # waypoint for every replica (the game day's case).
+    note = placement_note(
+        "latency",
+        {
+            "sidecar": ["checkout-0"],
+            "mesh": ["checkout-0"],
+            "ambient": ["checkout-0", "checkout-1"],
+        },
+    )
+    assert "ambient 2 pod(s)" in note and "not like with like" in note
+    same = {"sidecar": ["checkout-0", "checkout-1"], "ambient": ["checkout-1", "checkout-0"]}
+    assert placement_note("abort", same) == ""
+    # A crash's blast radius is the claim itself, not a placement choice.
+    assert placement_note("crash", {"sidecar": ["p-0"], "ambient": ["p-0", "f-0"]}) == ""
