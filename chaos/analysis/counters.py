@@ -20,6 +20,8 @@ from chaos.rundir.counters import CounterSample
 
 #: Stat names (suffixes after a dot, or the whole name) counted in each category.
 RETRY_STATS: tuple[str, ...] = ("upstream_rq_retry",)
+#: Retries not made because the circuit breaker's ``max_retries`` was reached.
+RETRY_OVERFLOW_STATS: tuple[str, ...] = ("upstream_rq_retry_overflow",)
 TLS_FAILURE_STATS: tuple[str, ...] = (
     "ssl.fail_verify_error",
     "ssl.connection_error",
@@ -79,6 +81,7 @@ def counter_deltas(
     by_counter: dict[str, int] = {}
     categories = {
         "retries": RETRY_STATS,
+        "retry_overflows": RETRY_OVERFLOW_STATS,
         "tls_failures": TLS_FAILURE_STATS,
         "ejections": EJECTION_STATS,
         "connect_failures": CONNECT_FAILURE_STATS,

@@ -203,6 +203,9 @@ class CounterDeltas:
     """
 
     retries: int = 0
+    #: Retries the circuit breaker refused (``max_retries`` reached: Envoy's default 3,
+    #: Istio's 2^32-1).
+    retry_overflows: int = 0
     tls_failures: int = 0
     ejections: int = 0
     connect_failures: int = 0

@@ -39,6 +39,7 @@ from chaos.analysis.overhead import RunOverhead
 from chaos.errors import InputError
 from chaos.outpaths import replace_file
 from chaos.rundir import BUCKETS_FILE, RESULTS_FILE
+from chaos.rundir.dataplane import Table, tables_to_json
 
 FORMAT_VERSION = 1
 _LABELS = ("setup", "fault", "repetition")
@@ -139,6 +140,7 @@ def run_from_dict(d: Mapping[str, Any]) -> FaultResult:
         writes_duplicated=_opt_int(d["writes_duplicated"]),
         counters=CounterDeltas(
             retries=int(counters["retries"]),
+            retry_overflows=int(counters.get("retry_overflows", 0)),
             tls_failures=int(counters["tls_failures"]),
             ejections=int(counters["ejections"]),
             connect_failures=int(counters["connect_failures"]),
@@ -223,10 +225,13 @@ def write_results(
     decided: DecisionSet | None = None,
     broken: Sequence[BrokenWindow] = (),
     overhead: RunOverhead | None = None,
+    dataplane: Mapping[str, Table] | None = None,
 ) -> None:
     """Write ``results.json`` and ``buckets.csv`` (header only when ``buckets`` is None).
 
     ``overhead``: each window's start-up and teardown time (from the journal), if known.
+    ``dataplane``: each setup's data-plane table (``chaos.rundir.dataplane``), under
+    ``"dataplane"``.
 
     Each is written whole or not at all; a failed write is an ``OutputError``.
     """
@@ -242,6 +247,8 @@ def write_results(
         body["decisions"] = decision_set_to_dict(decided)
     if overhead is not None:
         body["overhead"] = overhead.to_dict()
+    if dataplane:
+        body["dataplane"] = tables_to_json(dataplane)
     document = _clean(body)
     text = json.dumps(document, indent=2, allow_nan=False) + "\n"
     replace_file(directory / RESULTS_FILE, lambda p: p.write_text(text, encoding="utf-8"))

@@ -65,6 +65,7 @@ from chaos.rundir import (
 )
 from chaos.rundir.columns import load_columns
 from chaos.rundir.counters import read_counters
+from chaos.rundir.dataplane import tables_of
 from chaos.rundir.journal import read_journal, unreverted_plans
 from chaos.rundir.meta import RunMeta, write_meta
 
@@ -211,6 +212,7 @@ def _finish(
 ) -> RunOutcome:
     windows = windows_for_analysis(records)
     broken = broken_windows(records)
+    dataplane = tables_of(read_journal(run_dir))
     samples_root = run_dir / SAMPLES_DIR
     samples = load_columns(run_dir) if samples_root.is_dir() else None
     runs: list[FaultResult] = []
@@ -243,6 +245,7 @@ def _finish(
             decided=decided,
             broken=broken,
             overhead=run_overhead(read_journal(run_dir)),
+            dataplane=dataplane,
         )
         runs = list(analysis.runs)
         refuted = refuted_lines(decided.decisions)
@@ -250,7 +253,13 @@ def _finish(
     elif broken:
         # a run of broken windows says so
         write_results(
-            run_dir, [], [], [], broken=broken, overhead=run_overhead(read_journal(run_dir))
+            run_dir,
+            [],
+            [],
+            [],
+            broken=broken,
+            overhead=run_overhead(read_journal(run_dir)),
+            dataplane=dataplane,
         )
     # the report needs only the times and latencies: keep those, never two copies at the peak
     latencies = {run_dir: samples.sent_latencies()} if samples is not None else None
@@ -273,6 +282,7 @@ def _finish(
             finished_utc=datetime.now(UTC).isoformat(timespec="seconds"),
             exit_code=code,
             run_uid=secrets.token_hex(6),
+            dataplane=dataplane,
             setups=tuple(experiment.setups),
             faults=tuple(experiment.fault_names()),
             parameters={

@@ -24,7 +24,7 @@ from chaos.engine.rounds import rounds
 from chaos.engine.signals import RunInterrupted, SignalGuard
 from chaos.engine.view import RunView
 from chaos.errors import AbortedError, ChaosError, RunDirectoryError
-from chaos.experiment import CertExpiryFault, Experiment, Setup, StopCondition
+from chaos.experiment import CertExpiryFault, Experiment, PolicyDesyncFault, Setup, StopCondition
 from chaos.experiment import Fault as FaultSpec
 from chaos.experiment.models import start_extra
 from chaos.faults import driver_for
@@ -291,11 +291,15 @@ class Engine:
     def _start_options(self, key: WindowKey, spec: FaultSpec) -> StartOptions:
         lifetime = None
         if isinstance(spec, CertExpiryFault) and spec.connection_lifetime is not None:
-            # It decides how fast an expiry shows (FACTS.md): the fault sets it.
+            # It decides how fast an expiry shows: the fault sets it for its windows.
             lifetime = spec.connection_lifetime
+        # A policy-desync fault's refresh is the control plane's key-set refresh there.
+        refresh = spec.refresh if isinstance(spec, PolicyDesyncFault) else None
         return StartOptions(
             run_dir=self.run_dir / TOPOLOGIES_DIR / key.slug,
             connection_lifetime_s=lifetime,
+            jwks_refresh_s=refresh,
+            dataplane=self.experiment.dataplane,
             run_marker=self.marker,
             record=self.journal.write,
             extra=start_extra(self.experiment, spec),

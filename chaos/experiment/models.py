@@ -23,6 +23,7 @@ from chaos.experiment._base import (
     SpecModel,
     field_error,
 )
+from chaos.experiment.dataplane import DataPlaneSpec, check_dataplane_setups
 from chaos.experiment.durations import Duration, NonNegativeDuration
 from chaos.experiment.faults import Fault
 from chaos.experiment.hypotheses import (
@@ -261,6 +262,8 @@ class Experiment(SpecModel):
     stop_conditions: tuple[StopCondition, ...] = ()
     timeline: Timeline = Timeline()
     faults: Annotated[tuple[Fault, ...], Field(min_length=1, max_length=100)]
+    #: Deviations from each setup's data-plane defaults (Istio's for mesh and ambient).
+    dataplane: DataPlaneSpec = DataPlaneSpec()
 
     @field_validator("setups")
     @classmethod
@@ -292,6 +295,7 @@ class Experiment(SpecModel):
                 raise field_error("setups", f"no fault applies to {setup} (see target.setups)")
         check_repetitions(self.repetitions, self.max_repetitions, self.budget)
         check_hypotheses(self.hypotheses, self.setups, names, self.setups_of_faults())
+        check_dataplane_setups(self.dataplane, self.setups)
         return self
 
     def setups_of_faults(self) -> dict[str, tuple[str, ...]]:

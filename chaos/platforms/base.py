@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 from chaos.experiment import Experiment, Setup
+from chaos.experiment.dataplane import DataPlaneSpec
 from chaos.rundir.counters import CounterSample
 from chaos.rundir.journal import JournalEntry, JsonValue
 from chaos.traffic.base import TrafficFactory
@@ -91,6 +92,8 @@ class EventKind(enum.StrEnum):
     STOPPED = "stopped"
     CERT_ISSUED = "cert_issued"
     CERT_ROTATED = "cert_rotated"
+    #: A certificate request the CA did not answer; the agent tries again after a backoff.
+    CERT_RETRY = "cert_retry"
     CONFIG_PUSHED = "config_pushed"
     FAULT_INJECTED = "fault_injected"
     FAULT_REVERTED = "fault_reverted"
@@ -361,6 +364,10 @@ class StartOptions:
     slot: int | None = None
     #: Upstream connection lifetime of the proxies (bounds how fast a cert expiry shows).
     connection_lifetime_s: float | None = None
+    #: How often the control plane re-reads the key set (a policy-desync fault's ``refresh``).
+    jwks_refresh_s: float | None = None
+    #: The experiment's deviations from each setup's data-plane defaults.
+    dataplane: DataPlaneSpec | None = None
     #: A random marker of the run, put into every child process or object the platform
     #: creates (``clean`` proves identity with it).
     run_marker: str = ""

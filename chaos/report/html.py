@@ -28,6 +28,7 @@ from chaos.report.charts import (
     timeline_chart,
     ttr_spread_chart,
 )
+from chaos.report.dataplane import DataPlaneView, dataplane_view, placement_note
 from chaos.report.method import method_paragraphs
 from chaos.report.rundata import RunData, load_run
 from chaos.report.verdict import FaultVerdict, fault_verdict, seconds
@@ -110,6 +111,8 @@ class FaultView:
     timeline: str
     spread: str
     cdf: str
+    #: Said next to the verdict when an HTTP fault reached different pods per setup.
+    placement: str = ""
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,8 @@ class RunView:
     effective_text: str
     #: Windows the runner could not measure, with their reasons (not in any table or chart).
     broken: list[BrokenWindow] = field(default_factory=list)
+    #: What each setup's data plane did (retries, timeouts, certificates...), from meta.json.
+    dataplane: DataPlaneView | None = None
 
 
 @dataclass(frozen=True)
@@ -267,6 +272,18 @@ def _fault_view(
         timeline=timeline,
         spread=ttr_spread_chart(runs, setups),
         cdf=latency_cdf_chart(quantiles, setups) if has_cdf else "",
+        placement=placement_note(
+            runs[0].window.fault_type,
+            {
+                s: [
+                    p
+                    for r in runs
+                    if r.setup == s
+                    for p in run.blast_radius.get((r.setup, r.fault, r.repetition), ())
+                ]
+                for s in setups
+            },
+        ),
     )
 
 
@@ -370,6 +387,7 @@ def _run_view(run: RunData, index: int, latencies: Latencies | None = None) -> R
         method=method_paragraphs(decided),
         effective_text=run.effective_text,
         broken=list(run.analysis.broken),
+        dataplane=dataplane_view(meta),
     )
 
 

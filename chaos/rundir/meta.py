@@ -16,6 +16,7 @@ from typing import Any
 from chaos.errors import InputError
 from chaos.outpaths import replace_file
 from chaos.rundir import META_FILE
+from chaos.rundir.dataplane import Table, tables_from_json, tables_to_json
 
 #: A parameter value: parameters are shown in the report's method section as they are.
 ParamValue = str | int | float | bool | None
@@ -40,6 +41,8 @@ class RunMeta:
     #: Random, drawn once per run: two runs of one experiment started in the same second
     #: (a CI matrix, two people) stay two runs. Empty in meta files written before it.
     run_uid: str = ""
+    #: Each setup's data-plane table, as the journal recorded it (empty in older runs).
+    dataplane: Mapping[str, Table] = field(default_factory=dict)
 
     @property
     def run_id(self) -> str:
@@ -56,6 +59,7 @@ class RunMeta:
         d["setups"] = list(self.setups)
         d["faults"] = list(self.faults)
         d["parameters"] = dict(self.parameters)
+        d["dataplane"] = tables_to_json(self.dataplane)
         return d
 
     @classmethod
@@ -82,6 +86,7 @@ class RunMeta:
                 faults=tuple(str(f) for f in d.get("faults") or ()),
                 parameters={str(k): v for k, v in params.items()},
                 run_uid=str(d.get("run_uid") or ""),
+                dataplane=tables_from_json(d.get("dataplane")),
             )
         except KeyError as exc:
             raise InputError(f"{source}: {exc.args[0]} is missing") from exc

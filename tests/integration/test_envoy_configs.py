@@ -468,21 +468,27 @@ def test_key_rotation_desyncs_the_proxies_until_the_key_set_is_refreshed(chain: 
         time.sleep(0.02)
 
 
-def test_mesh_retries_hide_a_dead_replica_and_sidecar_does_not(chain: Chain) -> None:
+def test_a_replica_whose_app_resets_is_not_retried_as_in_istio_1_24_on(chain: Chain) -> None:
+    """An app that drops requests after accepting them: its own proxy answers 503.
+
+    Istio retries 503 no more (1.24: EXCLUDE_UNSAFE_503_FROM_DEFAULT_RETRY; 1.28.0
+    pilot/pkg/networking/core/route/retry/retry.go sets no retriable status codes), and the
+    server side's reset-before-request does not cover a request already sent: so the mesh,
+    like the hand-written sidecar, shows the 503s of the dead replica.
+    """
     layout = chain.layout
     if layout.setup is Setup.AMBIENT:
         pytest.skip("covered by the mesh and sidecar cases")
     chain.down.add("payments-0")
     try:
-        statuses = [chain.get()[0] for _ in range(8)]
+        # 16: LEAST_REQUEST picks between two idle replicas at random (2^-15 to miss one).
+        statuses = [chain.get()[0] for _ in range(16)]
     finally:
         chain.down.clear()
+    assert 503 in statuses and 200 in statuses
     if layout.setup is Setup.MESH:
-        assert set(statuses) == {200}
         retried = sum(
             chain.stats(f"{p.name}.proxy").get("cluster.payments.upstream_rq_retry", 0)
             for p in layout.pods_of("checkout")
         )
-        assert retried >= 1
-    else:
-        assert 503 in statuses and 200 in statuses
+        assert retried == 0

@@ -19,11 +19,14 @@ import pytest
 
 from chaos.experiment import Fault as FaultSpec
 from chaos.experiment import Setup
+from chaos.experiment.dataplane import DataPlaneFields
 from chaos.faults.base import Fault
 from chaos.platforms.base import EventKind
 from chaos.platforms.local.admin import counters
+from chaos.platforms.local.certagent import CertAgent
 from chaos.platforms.local.envoy_config import ProxyOptions
 from chaos.platforms.local.topology import LocalTopology
+from chaos.platforms.shared.dataplane import resolve
 from tests.conftest import ProcessTracker, lease_slot, topology_options
 from tests.integration.conftest_faults import (
     Probe,
@@ -47,7 +50,10 @@ def topo(
     with lease_slot() as slot:
         options = replace(
             topology_options(setup, tmp_path_factory.mktemp(f"faults-{setup.value}"), slot),
-            proxy=ProxyOptions(connection_lifetime_s=CONNECTION_LIFETIME_S),
+            # A connection lifetime (Istio has none), so a certificate change shows in seconds.
+            proxy=ProxyOptions().with_policy(
+                resolve(setup, DataPlaneFields(connection_lifetime=CONNECTION_LIFETIME_S))
+            ),
         )
         topology = LocalTopology(options)
         tracker.follow(topology)
@@ -229,6 +235,14 @@ def _failing_steadily(p: Probe) -> bool:
     return len(p.replies) >= 3 and all(r.status != 200 for r in p.replies[-3:])
 
 
+def _wait_all_renewed(agent: CertAgent, timeout_s: float) -> None:
+    """Until no certificate is expired or blocked (each renewed at its next try)."""
+    deadline = time.monotonic() + timeout_s
+    while any(s.expired or s.blocked for s in agent.status()):
+        assert time.monotonic() < deadline, f"not renewed after the CA came back: {agent.status()}"
+        time.sleep(0.05)
+
+
 def test_control_plane_outage_expires_certs_except_in_sidecar(topo: LocalTopology) -> None:
     spec = fault_spec(type="control-plane-outage", target={"service": "checkout"}, cert_ttl="1s")
     fault = make_fault(topo, spec)
@@ -246,8 +260,13 @@ def test_control_plane_outage_expires_certs_except_in_sidecar(topo: LocalTopolog
         expired = [s for s in agent.status() if s.expired] if agent is not None else []
         blocked = [s for s in agent.status() if s.blocked] if agent is not None else []
     finally:
+        reverted = time.monotonic()
         fault.revert()
     revert_again_changes_nothing(topo, fault)
+    # The agents try the CA again on their backoff's schedule (ztunnel: 1 s doubling),
+    # so the certificates come back at their next try after the revert, not at once.
+    if topo.cert_agent is not None:
+        _wait_all_renewed(topo.cert_agent, timeout_s=30.0)
     settle(topo)
     steady(topo)
 
@@ -263,6 +282,11 @@ def test_control_plane_outage_expires_certs_except_in_sidecar(topo: LocalTopolog
     assert expired and blocked, evidence.detail
     assert "rotations overdue" in evidence.detail, evidence.detail
     assert during.failed >= 3, during
+    # While the CA was away every overdue identity was tried and retried with backoff.
+    retries = topo.events.events(EventKind.CERT_RETRY)
+    assert retries, "no certificate request was retried during the outage"
+    renewed = [e for e in topo.events.events(EventKind.CERT_ROTATED) if e.t > reverted]
+    assert renewed, "no certificate renewed after the CA came back"
     after = agent.status()
     assert not any(s.expired or s.blocked for s in after), after
     # Revert gives back certificates of the normal lifetime (1 h), not the short ones.
@@ -299,8 +323,8 @@ def test_policy_desync_denies_fresh_tokens_where_the_key_set_is_stale(
         assert during.share(401) >= 0.9, during
         assert _number(r"(\d+) requests denied", evidence.detail) > 0, evidence.detail
     elif setup is Setup.MESH:
-        # The control plane pushed the new key set: at most a short blip.
-        late = during.after(during.replies[0].t + 0.5)
-        assert late.failed == 0, during
+        # istiod re-reads the key set every 20 min (PILOT_JWT_PUB_KEY_REFRESH_INTERVAL,
+        # istio/istio 1.28.0 pilot/pkg/features/pilot.go): within the window it stays stale.
+        assert during.share(401) >= 0.9, during
     else:  # ambient validates no JWTs
         assert during.failed == 0, during

@@ -18,6 +18,7 @@ import kubernetes_validate
 import kubernetes_validate.utils
 import pytest
 
+from chaos.experiment.dataplane import DataPlaneFields, RetriesSpec
 from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.builders import (
     http_with_fault,
@@ -45,6 +46,7 @@ from chaos.platforms.kubernetes.manifests.locust import (
 )
 from chaos.platforms.kubernetes.schemas import KINDS, schema_for
 from chaos.platforms.local.envoy_process import envoy_binary
+from chaos.platforms.shared.dataplane import resolve
 from chaos.platforms.shared.envoy_common import FAULT_FILTER, JWT_FILTER, ProxyOptions
 from chaos.platforms.shared.idp import IdentityProvider
 from chaos.platforms.shared.layout import spiffe_id
@@ -85,7 +87,18 @@ def _locust_plan(setup: names.Setup) -> LocustDeployment:
 
 
 def _fault_objects() -> list[Manifest]:
-    opts = ProxyOptions(per_try_timeout_s=1.0, max_requests_per_connection=100)
+    # Deviations from Istio's defaults, so every field the renderers can write is written.
+    deviations = DataPlaneFields(
+        retries=RetriesSpec(attempts=3, per_try_timeout=1.0),
+        route_timeout=15.0,
+        outlier_detection=True,
+        connection_lifetime=5.0,
+        connect_timeout=1.0,
+        idle_timeout=60.0,
+        max_retries=10,
+        load_balancing="ROUND_ROBIN",
+    )
+    opts = ProxyOptions().with_policy(resolve(names.Setup.MESH, deviations))
     fault = istio.HttpFault(delay_percent=50, delay_ms=300, abort_percent=12.5, abort_status=503)
     return [
         istio.virtual_service("checkout", names.Setup.MESH, opts, fault, run_id="run-1"),

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from chaos.experiment import Setup
+from chaos.experiment.dataplane import DataPlaneFields
 from chaos.platforms.local.envoy_config import (
     INBOUND_FAULT_KEYS,
     FaultConfig,
@@ -18,6 +19,7 @@ from chaos.platforms.local.envoy_config import (
     proxy_configs,
 )
 from chaos.platforms.local.envoy_mesh import MeshState
+from chaos.platforms.shared.dataplane import resolve
 from chaos.platforms.shared.layout import build_layout
 
 
@@ -55,20 +57,26 @@ def test_names_and_counts_per_setup() -> None:
 
 
 def test_resilience_defaults_differ_per_setup() -> None:
+    # The hand-written sidecar retries nowhere; Istio (1.28.0, retry.go and route.go) retries
+    # at the client side and resets-before-request at the server side; outlier detection only
+    # from a DestinationRule (cluster_traffic_policy.go), so nowhere by default.
     sidecar = "".join(_text(c) for c in _configs(Setup.SIDECAR))
     assert "retry_policy" not in sidecar and "outlier_detection" not in sidecar
     ambient = "".join(_text(c) for c in _configs(Setup.AMBIENT))
     assert "retry_policy" in ambient and "outlier_detection" not in ambient
+    assert "reset-before-request" in ambient
     layout = build_layout(Setup.MESH, Path("/run"), slot=50, ingress_port=18050)
     res = mesh_resources(layout, layout.pod("frontend-0"), ProxyOptions(), MeshState())
-    assert "outlier_detection" in json.dumps(res.clusters)
-    assert "retry_policy" in json.dumps(res.routes["outbound"])
+    assert "outlier_detection" not in json.dumps(res.clusters)
+    assert "previous_hosts" in json.dumps(res.routes["outbound"])
+    assert "reset-before-request" in json.dumps(res.routes["inbound"])
 
 
 def test_connection_lifetime_is_a_parameter() -> None:
-    text = "".join(
-        _text(c) for c in _configs(Setup.SIDECAR, ProxyOptions(connection_lifetime_s=2.5))
-    )
+    default = "".join(_text(c) for c in _configs(Setup.SIDECAR))
+    assert "max_connection_duration" not in default  # Envoy's and Istio's default: none
+    policy = resolve(Setup.SIDECAR, DataPlaneFields(connection_lifetime=2.5))
+    text = "".join(_text(c) for c in _configs(Setup.SIDECAR, ProxyOptions().with_policy(policy)))
     assert '"max_connection_duration": "2.500s"' in text
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from chaos.errors import InputError, PlatformError, StartupError
 from chaos.experiment import Experiment, Setup
+from chaos.experiment.dataplane import set_fields
 from chaos.experiment.models import EXTRA_HOST
 from chaos.platforms.base import Problem, RunningTopology, StartOptions, Workload
 from chaos.platforms.kubernetes import names
@@ -146,6 +147,12 @@ class KubernetesPlatform:
                     "in-cluster URL (the demo's frontend is not theirs)",
                 )
             )
+        # The DestinationRules and VirtualServices come from `cluster up`, with Istio's
+        # defaults: a deviation is not applied per run yet, so it is refused, not ignored.
+        problems += [
+            Problem(path, "not applied on kubernetes yet (the mesh objects keep Istio's defaults)")
+            for path in set_fields(experiment.dataplane)
+        ]
         own = experiment.traffic.locustfile
         if own is not None and self.ingress_url is None:
             # It goes to the Locust pods in the traffic ConfigMap: bounded in size.

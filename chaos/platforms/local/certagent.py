@@ -12,8 +12,14 @@ Envoy's SDS ``watched_directory`` picks up without a restart.
 
 Rotation can be **blocked** for one identity (the *cert-expiry* fault) or for
 all of them (the *control-plane-outage* fault: the CA is down). A blocked
-identity keeps its certificate until it really expires. On unblock, every
-identity that is past half-life (or expired) is re-issued at once.
+identity keeps its certificate until it really expires. With a ``backoff`` (the
+setup's CA retry policy, :class:`~chaos.platforms.shared.dataplane.Backoff`), a
+blocked identity that is due is tried and fails (``cert_retry`` event with the
+wait), and tried again after the backoff's next wait, as ztunnel and istio-agent
+do while the CA is unreachable; when the block ends, it is re-issued at its next
+try, not at once. Without a backoff every overdue identity is re-issued at once on
+unblock. The renewal point is ``rotation_ratio`` of the life, moved by up to
+``rotation_jitter`` of it either way (istio-agent's SECRET_GRACE_PERIOD_RATIO_JITTER).
 
 One daemon thread does the rotations; it sleeps on a condition variable until
 the next rotation is due or something changes (register, block, unblock, close).
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +43,7 @@ from types import TracebackType
 from cryptography import x509
 
 from chaos.platforms.base import EventKind
+from chaos.platforms.shared.dataplane import Backoff
 from chaos.platforms.shared.pki import CertificateAuthority, IssuedCertificate, write_identity
 
 _log = logging.getLogger(__name__)
@@ -106,6 +114,8 @@ class _Identity:
     not_after: dt.datetime = _NEVER
     next_rotation: float = 0.0
     blocked: bool = False
+    #: Failed tries in a row while the CA was unreachable (the backoff's count).
+    failures: int = 0
 
 
 def _detail(serial: int, not_after: dt.datetime, note: str = "") -> str:
@@ -122,10 +132,20 @@ class CertAgent:
         *,
         events: EventSink | None = None,
         clock: Callable[[], float] = time.monotonic,
+        backoff: Backoff | None = None,
+        rotation_ratio: float = ROTATION_RATIO,
+        rotation_jitter: float = 0.0,
+        rand: Callable[[], float] = random.random,
     ) -> None:
+        if not (rotation_ratio - rotation_jitter > 0 and rotation_ratio + rotation_jitter < 1):
+            raise ValueError(f"rotation at {rotation_ratio} +- {rotation_jitter} of the life")
         self.ca = ca
         self._events = events
         self._clock = clock
+        self.backoff = backoff
+        self._ratio = rotation_ratio
+        self._jitter = rotation_jitter
+        self._rand = rand
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
         self._identities: dict[Path, _Identity] = {}
@@ -174,6 +194,11 @@ class CertAgent:
             self._identities.pop(identity_dir, None)
             self._wake.notify_all()
 
+    @property
+    def ca_reachable(self) -> bool:
+        """False while every identity is blocked (the CA is down)."""
+        return not self._all_blocked
+
     # -- faults and reverts -----------------------------------------------------
 
     def block(self, identity_dir: Path | None = None) -> None:
@@ -197,7 +222,8 @@ class CertAgent:
                 self._all_blocked = False
             else:
                 self._get(identity_dir).blocked = False
-            due = [i for i in self._identities.values() if self._due(i)]
+            # With a backoff, the next try comes when it is due (the thread).
+            due = [] if self.backoff else [i for i in self._identities.values() if self._due(i)]
         for identity in due:
             self._rotate(identity)
         with self._wake:
@@ -269,20 +295,43 @@ class CertAgent:
                 if self._stopping:
                     return
                 due = [i for i in self._identities.values() if self._due(i)]
-                if not due:
+                failing = [i for i in self._identities.values() if self._failing(i)]
+                if not due and not failing:
                     self._wake.wait(self._sleep_s())
                     continue
+            for identity in failing:
+                self._fail(identity)
             for identity in due:
                 self._rotate(identity)
 
     def _sleep_s(self) -> float | None:
-        """Seconds until the next unblocked rotation; None (wait for a change) if none."""
+        """Seconds until the next rotation or try; None (wait for a change) if none."""
         pending = [
             i.next_rotation
             for i in self._identities.values()
-            if not (i.blocked or self._all_blocked)
+            if self.backoff is not None or not (i.blocked or self._all_blocked)
         ]
         return max(0.0, min(pending) - self._clock()) if pending else None
+
+    def _failing(self, identity: _Identity) -> bool:
+        """A due try that cannot reach the CA (only with a backoff)."""
+        return (
+            self.backoff is not None
+            and (identity.blocked or self._all_blocked)
+            and identity.next_rotation <= self._clock()
+        )
+
+    def _fail(self, identity: _Identity) -> None:
+        backoff = self.backoff
+        with self._wake:
+            if backoff is None or not self._failing(identity):
+                return
+            identity.failures += 1
+            wait = backoff.delay_s(identity.failures)
+            wait *= 1 + backoff.jitter * (2 * self._rand() - 1)
+            identity.next_rotation = self._clock() + wait
+        detail = f"CA unreachable (try {identity.failures}); next try in {wait:.3f}s"
+        self._emit(EventKind.CERT_RETRY, identity.subject, detail)
 
     def _due(self, identity: _Identity) -> bool:
         return (
@@ -321,7 +370,9 @@ class CertAgent:
         write_identity(identity.dir, issued, self.ca.ca_pem)
         identity.serial = issued.serial
         identity.not_after = x509.load_pem_x509_certificate(issued.cert_pem).not_valid_after_utc
-        identity.next_rotation = issued_clock + ttl.total_seconds() * ROTATION_RATIO
+        share = self._ratio + self._jitter * (2 * self._rand() - 1) if self._jitter else self._ratio
+        identity.next_rotation = issued_clock + ttl.total_seconds() * share
+        identity.failures = 0
         self._wake.notify_all()
         return _detail(issued.serial, identity.not_after, note)
 

@@ -77,6 +77,12 @@ class MeshControlPlane:
         self._state: dict[str, MeshState] = {}
         self._versions: dict[tuple[str, str], int] = {}
         self._pending: set[tuple[str, str]] = set()
+        control = self.opts.policy(Setup.MESH).control
+        self.debounce_s = control.endpoint_debounce_s
+        self.debounce_max_s = control.endpoint_debounce_max_s or 10.0
+        self._want_unready: frozenset[str] = frozenset()
+        self._debounce_first: float | None = None
+        self._timer: threading.Timer | None = None
         for pod in layout.pods:
             state = MeshState() if jwks_json is None else MeshState(jwks_json=jwks_json)
             self._state[pod.name] = state
@@ -106,6 +112,46 @@ class MeshControlPlane:
                 self._state[pod.name] = replace(self._state[pod.name], jwks_json=jwks_json)
                 results.append(self._push(pod, "jwt"))
             return results
+
+    def set_endpoint_ready(self, pod_name: str, ready: bool) -> None:
+        """A pod's readiness changed: its callers' endpoints follow after the debounce.
+
+        As istiod does (PILOT_DEBOUNCE_AFTER 100 ms, PILOT_DEBOUNCE_MAX 10 s): the push
+        waits until events have been quiet for the debounce, at most the maximum.
+        """
+        if self.debounce_s is None:
+            return
+        with self._lock:
+            self._want_unready = (
+                self._want_unready - {pod_name} if ready else self._want_unready | {pod_name}
+            )
+            now = time.monotonic()
+            if self._debounce_first is None:
+                self._debounce_first = now
+            if self._timer is not None:
+                self._timer.cancel()
+            waited = now - self._debounce_first
+            wait = max(0.0, min(self.debounce_s, self.debounce_max_s - waited))
+            self._timer = threading.Timer(wait, self._push_endpoints)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _push_endpoints(self) -> None:
+        with self._lock:
+            self._timer, self._debounce_first = None, None
+            unready = frozenset(self._want_unready)
+            for pod in self.layout.pods:
+                state = self._state[pod.name]
+                if state.unready != unready:
+                    self._state[pod.name] = replace(state, unready=unready)
+                    self._push(pod, "cds")
+
+    def close(self) -> None:
+        """Stop a pending endpoint push."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
 
     def pause(self) -> None:
         """Control-plane outage: from now on pushes queue up until :meth:`resume`."""
@@ -219,3 +265,47 @@ def route_config_version(pod: Pod, route_name: str, timeout_s: float = 1.0) -> s
             version = entry.get("version_info")
             return str(version) if version is not None else None
     return None
+
+
+class KeySetPoller:
+    """istiod's ``jwksUri`` fetch: the key set is read every ``refresh_s``, from the start.
+
+    A key the identity provider publishes reaches the proxies at the first fetch after
+    it (istiod's PILOT_JWT_PUB_KEY_REFRESH_INTERVAL, 20 min by default), not at once.
+    ``refresh_s`` None: never re-read.
+    """
+
+    def __init__(
+        self, fetch: Callable[[], str], push: Callable[[str], object], refresh_s: float | None
+    ) -> None:
+        self._fetch = fetch
+        self._push = push
+        self.refresh_s = refresh_s
+        self._seen = fetch()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> KeySetPoller:
+        if self.refresh_s is not None and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="jwks-poller", daemon=True)
+            self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def poll(self) -> bool:
+        """One fetch: push the key set if it changed since the last; whether it did."""
+        current = self._fetch()
+        if current == self._seen:
+            return False
+        self._seen = current
+        self._push(current)
+        return True
+
+    def _run(self) -> None:
+        assert self.refresh_s is not None
+        while not self._stop.wait(self.refresh_s):
+            self.poll()

@@ -22,12 +22,12 @@ Waypoint ``waypoint-<svc>`` (admin ``<waypoint>:15000``): listener ``waypoint`` 
 HCM ``waypoint`` with the fault filter on the *inbound* runtime keys (a
 waypoint is the inbound side of its service), router, route config ``waypoint``
 -> cluster ``<svc>``: the service's replicas at ``<pod>:15008`` (through the
-destination node's proxy), mTLS with the waypoint's identity, round robin.
-A waypoint's defaults: retries on ``connect-failure,refused-stream,unavailable,503``
-(2 retries, as the mesh) and no outlier detection (ambient stays L4 elsewhere).
-Its downstream connections are also recycled after ``connection_lifetime_s``:
-the node proxy in front of it is L4 and cannot, so this is what makes apps
-reconnect (and new certificates matter) in ambient.
+destination node's proxy), mTLS with the waypoint's identity. Routes and clusters
+follow ambient's data plane (:mod:`chaos.platforms.shared.dataplane`): a waypoint
+without an HTTP VirtualService retries only ``reset-before-request`` (2), no route
+timeout, LEAST_REQUEST, no outlier detection. A connection lifetime set by the
+experiment also recycles the waypoint's downstream connections: the node proxy in
+front of it is L4 and cannot, so this is what makes apps reconnect in ambient.
 """
 
 from __future__ import annotations
@@ -101,6 +101,7 @@ def node_proxy_config(layout: TopologyLayout, proxy: NodeProxy, opts: ProxyOptio
                 opts,
                 bind_address=proxy.address,
                 http=False,
+                setup=layout.setup,
             )
         )
         upstream = CALLS.get(pod.service)
@@ -118,6 +119,7 @@ def node_proxy_config(layout: TopologyLayout, proxy: NodeProxy, opts: ProxyOptio
                 opts,
                 tls=upstream_tls(certs, layout.setup),
                 http=False,
+                setup=layout.setup,
             )
         )
     bootstrap: Json = {
@@ -132,20 +134,22 @@ def node_proxy_config(layout: TopologyLayout, proxy: NodeProxy, opts: ProxyOptio
 def waypoint_config(layout: TopologyLayout, waypoint: Waypoint, opts: ProxyOptions) -> ProxyConfig:
     """The L7 proxy of one service: mTLS in, faults, retries, mTLS to the pods' HBONE port."""
     certs = sds_certs(waypoint.dir / "certs")
+    setup = layout.setup
+    to_pods = route(
+        waypoint.service, waypoint.name, opts, retries=True, setup=setup, hop="waypoint"
+    )
     routes: Json = {
         "name": "waypoint",
-        "virtual_hosts": [
-            virtual_host(
-                "waypoint", ["*"], [route(waypoint.service, waypoint.name, opts, retries=True)]
-            )
-        ],
+        "virtual_hosts": [virtual_host("waypoint", ["*"], [to_pods])],
     }
     hcm = http_connection_manager("waypoint", [fault_filter("inbound")], route_config=routes)
-    typed = hcm["typed_config"]
-    assert isinstance(typed, dict) and typed.get("@type") == TYPE_HCM
-    typed["common_http_protocol_options"] = {
-        "max_connection_duration": duration(opts.connection_lifetime_s)
-    }
+    lifetime = opts.policy(setup).upstream.max_connection_duration_s
+    if lifetime is not None:
+        # The node proxy in front is L4 and cannot recycle the app's connections: a
+        # connection lifetime set by the experiment is applied here too.
+        typed = hcm["typed_config"]
+        assert isinstance(typed, dict) and typed.get("@type") == TYPE_HCM
+        typed["common_http_protocol_options"] = {"max_connection_duration": duration(lifetime)}
     endpoints = [(p.address, int(Port.HBONE)) for p in layout.pods_of(waypoint.service)]
     bootstrap: Json = {
         "node": node(waypoint.name, f"{waypoint.service}-waypoint"),
@@ -162,7 +166,14 @@ def waypoint_config(layout: TopologyLayout, waypoint: Waypoint, opts: ProxyOptio
                 )
             ],
             "clusters": [
-                cluster(waypoint.service, endpoints, opts, tls=upstream_tls(certs, layout.setup))
+                cluster(
+                    waypoint.service,
+                    endpoints,
+                    opts,
+                    tls=upstream_tls(certs, setup),
+                    outlier=True,
+                    setup=setup,
+                )
             ],
         },
     }

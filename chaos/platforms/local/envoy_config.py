@@ -41,10 +41,13 @@ Fault runtime keys (``POST <admin>/runtime_modify?key=value``): :data:`INBOUND_F
 inbound side and on every waypoint, :data:`OUTBOUND_FAULT_KEYS` (``fault.outbound.*``)
 on the pods' outbound side; :func:`fault_runtime_values` gives the pairs to post.
 
-Connection lifetime: upstream HTTP connections (and a waypoint's downstream ones)
-are drained after ``ProxyOptions.connection_lifetime_s`` (default 5 s). An
-expired certificate only fails *new* handshakes, so this bounds how fast a
-cert-expiry shows: report it with the results.
+Retries, timeouts, load balancing, circuit breakers, outlier detection and the
+connection lifetime come from each setup's data plane
+(:mod:`chaos.platforms.shared.dataplane`, carried by ``ProxyOptions``): Istio's
+defaults in mesh and ambient, where a connection lives until it is idle for 1 h (no
+``max_connection_duration``). An expired certificate only fails *new* handshakes, so a
+cert-expiry shows only as connections are renewed: an experiment sets a
+``connection_lifetime`` (the fault's or ``dataplane:``), and it is reported.
 """
 
 from __future__ import annotations
@@ -73,7 +76,6 @@ from chaos.platforms.local.envoy_sidecar import (
 )
 from chaos.platforms.shared.envoy_common import (
     LOCAL_APP_CLUSTER,
-    MESH_RETRY_ON,
     VIA_HEADER,
     Direction,
     Json,
@@ -122,7 +124,6 @@ __all__ = [
     "FAULT_KEYS",
     "INBOUND_FAULT_KEYS",
     "LOCAL_APP_CLUSTER",
-    "MESH_RETRY_ON",
     "OUTBOUND_FAULT_KEYS",
     "VIA_HEADER",
     "Direction",

@@ -18,10 +18,11 @@ push (the ``jwt_authn`` filter config, by ECDS, with the set inline as
 ``local_jwks``) touches the listeners: nothing drains, the next request sees it.
 
 Names and stat prefixes are those of the sidecar setup (listeners and HCMs
-``inbound``/``outbound``, clusters ``local_app``/``checkout``/``payments``), plus
-the mesh defaults on the outbound clusters: retries (``MESH_RETRY_ON``,
-``ProxyOptions.retries``; stat ``cluster.<svc>.upstream_rq_retry``) and outlier
-detection (``cluster.<svc>.outlier_detection.ejections_enforced_total``).
+``inbound``/``outbound``, clusters ``local_app``/``checkout``/``payments``); routes
+and clusters follow the mesh's data plane (:mod:`chaos.platforms.shared.dataplane`:
+Istio's retries on the outbound routes, stat ``cluster.<svc>.upstream_rq_retry`` and
+``upstream_rq_retry_overflow``; ``reset-before-request`` on the inbound route; outlier
+detection only when the experiment turns it on).
 Certificates come by SDS from ``certs/`` (the ``..data`` swap of the cert agent
 reloads them without a restart).
 """
@@ -117,6 +118,8 @@ class MeshState:
     faults: dict[Direction, FaultConfig | None] = field(
         default_factory=lambda: {"inbound": None, "outbound": None}
     )
+    #: Pods taken out of the endpoints (their proxy is not ready).
+    unready: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -160,12 +163,12 @@ def mesh_resources(
     ]
     routes: dict[Direction, Json] = {
         "inbound": inbound_routes(
-            pod, opts, _fault_override("inbound", state.faults.get("inbound"))
+            pod, opts, _fault_override("inbound", state.faults.get("inbound")), setup=layout.setup
         ),
         "outbound": outbound_routes(
             pod,
             opts,
-            retries=True,
+            setup=layout.setup,
             fault=_fault_override("outbound", state.faults.get("outbound")),
         ),
     }
@@ -173,7 +176,7 @@ def mesh_resources(
         listeners=[{"@type": TYPE_LISTENER, **lst} for lst in listeners],
         clusters=[
             {"@type": TYPE_CLUSTER, **c}
-            for c in pod_clusters(layout, pod, certs, opts, outlier=True)
+            for c in pod_clusters(layout, pod, certs, opts, state.unready)
         ],
         routes={d: {"@type": TYPE_ROUTE_CONFIG, **r} for d, r in routes.items()},
         jwt={"@type": TYPE_EXTENSION_CONFIG, **jwt},

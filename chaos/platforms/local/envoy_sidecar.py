@@ -11,8 +11,8 @@ Sidecar pod proxy, admin on ``<pod>:15000``:
   ``outbound``: the fault filter (:data:`~.envoy_common.OUTBOUND_FAULT_KEYS`),
   router, route config ``outbound`` with one virtual host per callable service
   (Host ``checkout`` / ``payments``) -> cluster ``checkout`` / ``payments``
-  (the replicas' ``:15006``, mTLS with the pod's identity, round robin, no
-  retries, no outlier detection).
+  (the replicas' ``:15006``, mTLS with the pod's identity; retries, load balancing,
+  timeouts and circuit breakers from the setup's data-plane table).
 
 Certificates come from ``<pod>/certs/{cert,key,ca}.pem`` as static
 ``tls_certificates``: read once at start, never rotated.
@@ -23,8 +23,9 @@ cluster ``frontend`` (mTLS as ``spiffe://cluster.local/ns/<setup>/sa/ingress``) 
 the frontend replicas' ``:15006`` (sidecar, mesh) or the frontend waypoint's
 ``:15008`` (ambient). Its certificates are static in the sidecar setup (the
 init step writes them once) and SDS-delivered in mesh and ambient (the cert
-agent rotates them). The ingress follows the setup's resilience defaults:
-none in sidecar, retries and outlier detection in mesh, retries in ambient.
+agent rotates them). Every route and cluster follows the setup's data plane
+(:mod:`chaos.platforms.shared.dataplane`): in sidecar no retries and Envoy's
+defaults; in mesh and ambient the ingress retries as an Istio gateway route does.
 """
 
 from __future__ import annotations
@@ -101,44 +102,61 @@ def outbound_listener(
     return listener("outbound", pod.address, int(Port.OUTBOUND), [hcm])
 
 
-def inbound_routes(pod: Pod, opts: ProxyOptions, fault: Json | None = None) -> Json:
+def inbound_routes(
+    pod: Pod, opts: ProxyOptions, fault: Json | None = None, *, setup: Setup = Setup.SIDECAR
+) -> Json:
+    """The route to the pod's own app, with ``setup``'s inbound policy."""
     name = pod.proxy_name or pod.name
-    return {
-        "name": "inbound",
-        "virtual_hosts": [
-            virtual_host(
-                "inbound", ["*"], [route(LOCAL_APP_CLUSTER, name, opts, retries=False, fault=fault)]
-            )
-        ],
-    }
+    to_app = route(
+        LOCAL_APP_CLUSTER, name, opts, retries=True, fault=fault, setup=setup, hop="inbound"
+    )
+    return {"name": "inbound", "virtual_hosts": [virtual_host("inbound", ["*"], [to_app])]}
 
 
 def outbound_routes(
-    pod: Pod, opts: ProxyOptions, *, retries: bool, fault: Json | None = None
+    pod: Pod, opts: ProxyOptions, *, setup: Setup = Setup.SIDECAR, fault: Json | None = None
 ) -> Json:
+    """One route per callable service, with ``setup``'s outbound policy."""
     name = pod.proxy_name or pod.name
     return {
         "name": "outbound",
         "virtual_hosts": [
-            virtual_host(svc, [svc], [route(svc, name, opts, retries=retries, fault=fault)])
+            virtual_host(
+                svc,
+                [svc],
+                [route(svc, name, opts, retries=True, fault=fault, setup=setup, hop="outbound")],
+            )
             for svc in callable_services(pod)
         ],
     }
 
 
 def pod_clusters(
-    layout: TopologyLayout, pod: Pod, certs: Certs, opts: ProxyOptions, *, outlier: bool
+    layout: TopologyLayout,
+    pod: Pod,
+    certs: Certs,
+    opts: ProxyOptions,
+    unready: frozenset[str] = frozenset(),
 ) -> list[Json]:
-    """``local_app`` plus one mTLS cluster per callable service (its replicas' inbound)."""
+    """``local_app`` plus one mTLS cluster per callable service (its replicas' inbound,
+    but those in ``unready``: the control plane took them out of the endpoints)."""
+    setup = layout.setup
     # Bound to the pod address, so the app sees its own proxy as the peer (as in a pod).
     clusters = [
-        cluster(LOCAL_APP_CLUSTER, [(pod.address, int(Port.APP))], opts, bind_address=pod.address)
+        cluster(
+            LOCAL_APP_CLUSTER,
+            [(pod.address, int(Port.APP))],
+            opts,
+            bind_address=pod.address,
+            setup=setup,
+        )
     ]
     for svc in callable_services(pod):
-        endpoints = [(p.address, int(Port.INBOUND)) for p in layout.pods_of(svc)]
-        clusters.append(
-            cluster(svc, endpoints, opts, tls=upstream_tls(certs, layout.setup), outlier=outlier)
-        )
+        endpoints = [
+            (p.address, int(Port.INBOUND)) for p in layout.pods_of(svc) if p.name not in unready
+        ]
+        tls = upstream_tls(certs, setup)
+        clusters.append(cluster(svc, endpoints, opts, tls=tls, outlier=True, setup=setup))
     return clusters
 
 
@@ -163,9 +181,9 @@ def sidecar_config(
                 inbound_listener(
                     layout, pod, certs, opts, jwt, route_config=inbound_routes(pod, opts)
                 ),
-                outbound_listener(pod, route_config=outbound_routes(pod, opts, retries=False)),
+                outbound_listener(pod, route_config=outbound_routes(pod, opts)),
             ],
-            "clusters": pod_clusters(layout, pod, certs, opts, outlier=False),
+            "clusters": pod_clusters(layout, pod, certs, opts),
         },
     }
     return ProxyConfig(name, pod.name, pod.dir, pod.admin_url or "", bootstrap)
@@ -184,14 +202,13 @@ def ingress_config(layout: TopologyLayout, opts: ProxyOptions) -> ProxyConfig:
         endpoints = [(layout.waypoint("frontend").address, int(Port.HBONE))]
     else:
         endpoints = [(p.address, int(Port.INBOUND)) for p in layout.pods_of("frontend")]
-    retries = layout.setup is not Setup.SIDECAR
+    setup = layout.setup
+    to_frontend = route(
+        "frontend", "ingress", opts, retries=True, first=True, setup=setup, hop="ingress"
+    )
     routes: Json = {
         "name": "ingress",
-        "virtual_hosts": [
-            virtual_host(
-                "ingress", ["*"], [route("frontend", "ingress", opts, retries=retries, first=True)]
-            )
-        ],
+        "virtual_hosts": [virtual_host("ingress", ["*"], [to_frontend])],
     }
     bootstrap: Json = {
         "node": node("ingress", "ingress"),
@@ -211,8 +228,9 @@ def ingress_config(layout: TopologyLayout, opts: ProxyOptions) -> ProxyConfig:
                     "frontend",
                     endpoints,
                     opts,
-                    tls=upstream_tls(certs, layout.setup),
-                    outlier=layout.setup is Setup.MESH,
+                    tls=upstream_tls(certs, setup),
+                    outlier=True,
+                    setup=setup,
                 )
             ],
         },

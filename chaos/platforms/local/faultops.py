@@ -33,8 +33,8 @@ from chaos.platforms.local.admin import admin_post, counters
 from chaos.platforms.local.certagent import init_identity
 from chaos.platforms.local.topology import LocalTopology
 from chaos.platforms.shared.envoy_faults import FaultConfig, fault_runtime_values
+from chaos.platforms.shared.layout import CALLS, TopologyLayout, workload_of
 from chaos.platforms.shared.layout import Pod as LayoutPod
-from chaos.platforms.shared.layout import TopologyLayout, workload_of
 from chaos.platforms.shared.pki import read_certificate
 
 _TLS_FAILURES = (".ssl.fail_verify_error", ".ssl.connection_error", ".upstream_cx_connect_fail")
@@ -109,11 +109,48 @@ class LocalFaultOps:
         if self.setup is Setup.MESH:
             mechanism = "control plane pushes a route fault override (RDS)"
             undo = "control plane pushes the route without the fault"
+            callers = self._mesh_caller_sites(pods, direction, mechanism, undo)
+            if callers is not None:
+                return callers
         else:
             mechanism, undo = _RUNTIME, _RUNTIME_UNDO
         return [
             HttpFaultSite(self._proxy_of(p), direction, (p.name,), mechanism, undo) for p in pods
         ]
+
+    def _mesh_caller_sites(
+        self, pods: Sequence[Pod], direction: Direction, mechanism: str, undo: str
+    ) -> list[HttpFaultSite] | None:
+        """A fault on a whole service, as a VirtualService fault: on its callers' outbound.
+
+        Istio applies a VirtualService ``fault`` in the client's sidecar, on the outbound
+        route to the destination, for every replica of it (and the caller does not retry
+        its own injected fault: the fault filter answers before the router). None where
+        that does not apply: a single replica (a VirtualService cannot single one out), an
+        outbound fault, or a service whose caller is the ingress (not a mesh sidecar here).
+        """
+        services = {p.service for p in pods}
+        if direction != "inbound" or len(services) != 1:
+            return None
+        (service,) = services
+        replicas = self.layout.pods_of(service)
+        if {p.name for p in pods} != {p.name for p in replicas}:
+            return None
+        callers = [p for p in self.layout.pods if CALLS.get(p.service) == service]
+        if not callers:
+            return None
+        affects = tuple(p.name for p in replicas)
+        return [
+            HttpFaultSite(c.proxy_name or c.name, "outbound", affects, mechanism, undo)
+            for c in callers
+        ]
+
+    def _site_pod(self, site: HttpFaultSite) -> str:
+        """The pod whose proxy carries ``site``."""
+        for pod in self.layout.pods:
+            if (pod.proxy_name or pod.name) == site.proxy:
+                return pod.name
+        return site.affects[0]
 
     def set_http_fault(self, site: HttpFaultSite, fault: HttpFault) -> None:
         self._switch(site, _fault_config(fault))
@@ -124,7 +161,7 @@ class LocalFaultOps:
     def _switch(self, site: HttpFaultSite, fault: FaultConfig | None) -> None:
         control_plane = self.topology.control_plane
         if self.setup is Setup.MESH and control_plane is not None:
-            pod = site.affects[0]
+            pod = self._site_pod(site)
             if control_plane.state(pod).faults.get(site.direction) == fault:
                 # Already what the proxy was told to run. Envoy ignores an RDS update whose
                 # content is unchanged (its version stays), so pushing it again would make
@@ -215,7 +252,7 @@ class LocalFaultOps:
         layout_pod = self._pod(pod)
         topology = self.topology
         agent = topology.cert_agent
-        ttl = topology.options.cert_ttl
+        ttl = topology.cert_ttl
         if agent is None:
             # What an operator does: re-run the init step, restart the proxy.
             init_identity(topology.ca, layout_pod.certs_dir, layout_pod.identity, ttl)

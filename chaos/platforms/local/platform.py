@@ -95,21 +95,23 @@ class LocalPlatform:
                 problems.append(Problem(("setups",), f"--slot {name}={slot}: not a setup"))
             elif not 1 <= slot <= 254:
                 problems.append(Problem(("setups",), f"--slot {name}={slot}: not within 1..254"))
-        return problems
+        from chaos.platforms.local.dataplane_policy import dataplane_problems
+
+        return problems + dataplane_problems(experiment)
 
     @contextlib.contextmanager
     def start(self, setup: Setup, options: StartOptions) -> Iterator[RunningTopology]:
         import time
 
+        from chaos.platforms.local.dataplane_policy import policy_for, record_policy
         from chaos.platforms.local.envoy_config import ProxyOptions
         from chaos.platforms.local.running import LocalRunning
         from chaos.platforms.local.topology import LocalTopology, TopologyOptions
 
-        proxy = ProxyOptions()
-        if options.connection_lifetime_s is not None:
-            proxy = ProxyOptions(connection_lifetime_s=options.connection_lifetime_s)
+        policy = policy_for(setup, options)
+        record_policy(policy, options)
         topology_options = TopologyOptions(
-            proxy=proxy,
+            proxy=ProxyOptions().with_policy(policy),
             setup=setup,
             run_dir=options.run_dir,
             slot=options.slot if options.slot is not None else self._slot(setup),
@@ -151,9 +153,10 @@ class LocalPlatform:
         return {"envoy": version}
 
     def parameters(self) -> dict[str, float | str]:
-        from chaos.platforms.local.envoy_config import ProxyOptions
+        from chaos.platforms.shared.dataplane import ISTIO_VERSION
 
-        return {"connection_lifetime_s": ProxyOptions().connection_lifetime_s}
+        # Istio sets no max_connection_duration; the data-plane table has the rest.
+        return {"connection_lifetime_s": "none", "istio_model": ISTIO_VERSION}
 
     def clean(self, run_dir: Path, entries: Sequence[JournalEntry]) -> list[str]:
         """Kill the run's processes that still live, proven by pid, start time and marker.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +36,9 @@ class ProcessSpec:
     probe: Probe | None = None
     group: str | None = None
     restart: bool = True
+    #: Asked before a restart after a crash: None lets it start, a reason holds it
+    #: (a mesh proxy cannot serve without fetching its certificate and config).
+    restart_gate: Callable[[], str | None] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "argv", tuple(self.argv))
@@ -80,6 +83,8 @@ class _Proc:
     probing: Future[str | None] | None = None
     last_probe_error: str | None = None
     last_exit: str | None = None
+    #: The restart is held by the gate (journaled once per hold).
+    held: bool = False
 
 
 def _exit_detail(returncode: int) -> str:

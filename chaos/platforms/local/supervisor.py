@@ -349,7 +349,14 @@ class Supervisor:
                     if returncode is not None:
                         self._on_exit(proc, returncode, now, events)
                 if proc.state is ProcessState.BACKOFF and now >= proc.restart_at:
-                    self._restart_after_backoff(proc, now, events)
+                    gate = proc.spec.restart_gate
+                    held = gate() if gate is not None else None
+                    if held is None:
+                        proc.held = False
+                        self._restart_after_backoff(proc, now, events)
+                    elif not proc.held:
+                        proc.held = True
+                        events.append(Event.now(EventKind.BACKOFF, proc.spec.name, f"held={held}"))
                 if proc.state is ProcessState.RUNNING and proc.spec.probe is not None:
                     self._probe_step(proc, proc.spec.probe, now, events)
         self._emit(events)

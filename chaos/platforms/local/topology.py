@@ -29,7 +29,7 @@ from chaos.platforms.base import Event, EventKind, utc_now
 from chaos.platforms.local import registry
 from chaos.platforms.local.backoff import BackoffPolicy
 from chaos.platforms.local.certagent import CertAgent, init_identity
-from chaos.platforms.local.controlplane import MeshControlPlane
+from chaos.platforms.local.controlplane import KeySetPoller, MeshControlPlane
 from chaos.platforms.local.envoy_config import (
     ProxyConfig,
     ProxyOptions,
@@ -46,6 +46,7 @@ from chaos.platforms.local.startcheck import (
     free_port,
 )
 from chaos.platforms.local.supervisor import Supervisor
+from chaos.platforms.shared.dataplane import SetupDataPlane
 from chaos.platforms.shared.idp import TOKEN_PATH, IdentityProvider, IdpServer
 from chaos.platforms.shared.layout import (
     DEFAULT_SLOT,
@@ -88,8 +89,8 @@ class TopologyOptions:
     #: None: 18000 + slot; 0: a free port picked at start.
     ingress_port: int | None = None
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
-    #: Lifetime of workload certificates; mesh and ambient rotate them at half of it.
-    cert_ttl: dt.timedelta = dt.timedelta(hours=1)
+    #: Lifetime of workload certificates (None: the setup's data plane, Istio's 24 h).
+    cert_ttl: dt.timedelta | None = None
     proxy: ProxyOptions = field(default_factory=ProxyOptions)
     ready_timeout_s: float = 30.0
     #: Record the topology for ``status``/``down`` (off in tests that run many at once).
@@ -240,7 +241,7 @@ class LocalTopology:
     def _init_identities(self) -> None:
         """Write every identity, key set and Envoy config the processes need."""
         layout = self.layout
-        ttl = self.options.cert_ttl
+        ttl = self.cert_ttl
         if layout.setup is Setup.SIDECAR:
             # The init container's job: written once, never rotated.
             for pod in layout.pods:
@@ -251,7 +252,14 @@ class LocalTopology:
                 self.ca, layout.ingress.dir / "certs", spiffe_id(layout.setup, "ingress"), ttl
             )
             return
-        agent = CertAgent(self.ca, events=self._record)
+        certs = self.policy.identity
+        agent = CertAgent(
+            self.ca,
+            events=self._record,
+            backoff=certs.ca_backoff,
+            rotation_ratio=certs.rotation_ratio or 0.5,
+            rotation_jitter=certs.rotation_jitter,
+        )
         self.cert_agent = agent
         for directory, identity in self._agent_identities():
             agent.register(directory, identity, ttl)
@@ -262,8 +270,35 @@ class LocalTopology:
                 layout, self.options.proxy, events=self._record, jwks_json=self.idp.jwks_json()
             )
             self.control_plane = control_plane
-            unsubscribe = self.idp.on_rotate(control_plane.push_jwks)
-            self._stack.callback(unsubscribe)
+            # istiod re-reads the key set on its refresh interval, not when the key changes.
+            poller = KeySetPoller(
+                self.idp.jwks_json, control_plane.push_jwks, self.policy.control.jwks_refresh_s
+            )
+            poller.start()
+            self._stack.callback(poller.close)
+            self._stack.callback(control_plane.close)
+            self._stack.callback(self.events.subscribe(self._endpoint_readiness))
+
+    def _endpoint_readiness(self, event: Event) -> None:
+        """A mesh proxy that crashed leaves its service's endpoints; back when ready."""
+        control_plane = self.control_plane
+        if control_plane is None or event.kind not in (EventKind.CRASHED, EventKind.READY):
+            return
+        pod = next((p for p in self.layout.pods if (p.proxy_name or p.name) == event.subject), None)
+        if pod is not None:
+            control_plane.set_endpoint_ready(pod.name, event.kind is EventKind.READY)
+
+    @property
+    def policy(self) -> SetupDataPlane:
+        """This topology's data plane (the table, with the experiment's deviations)."""
+        return self.options.proxy.policy(self.layout.setup)
+
+    @property
+    def cert_ttl(self) -> dt.timedelta:
+        """The lifetime of workload certificates: the option's, or the data plane's."""
+        if self.options.cert_ttl is not None:
+            return self.options.cert_ttl
+        return dt.timedelta(seconds=self.policy.identity.cert_ttl_s)
 
     def _agent_identities(self) -> list[tuple[Path, str]]:
         layout = self.layout
@@ -337,7 +372,20 @@ class LocalTopology:
             log_path=config.dir / "envoy.stdout.log",
             probe=HttpProbe(config.ready_url),
             group=config.group,
+            restart_gate=self._control_plane_gate if self.policy.control.restart_fetches else None,
         )
+
+    def _control_plane_gate(self) -> str | None:
+        """Why a restarted proxy cannot fetch its certificate and config now (None: it can).
+
+        In Istio a restarted proxy serves only after its agent got a certificate from the
+        CA and its config from istiod: during a control-plane outage it does not start.
+        """
+        if self.cert_agent is not None and not self.cert_agent.ca_reachable:
+            return "CA unreachable (certificate fetch)"
+        if self.control_plane is not None and self.control_plane.paused:
+            return "control plane unreachable (config fetch)"
+        return None
 
     # -- status ----------------------------------------------------------------------
 

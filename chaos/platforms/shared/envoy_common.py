@@ -10,11 +10,20 @@ it returns the Envoy JSON as ``dict[str, object]`` and touches no file.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 from chaos.experiment import Setup
+from chaos.platforms.shared.dataplane import (
+    DEFAULTS,
+    CircuitBreakers,
+    Hop,
+    OutlierDetection,
+    RetryPolicy,
+    SetupDataPlane,
+)
 from chaos.platforms.shared.layout import TRUST_DOMAIN, Port
 from chaos.platforms.shared.pki import CA_FILE, CERT_FILE, KEY_FILE
 
@@ -25,10 +34,6 @@ Direction = Literal["inbound", "outbound"]
 LOCAL_APP_CLUSTER = "local_app"
 #: Request header to which every proxy appends its name (the demo app echoes it).
 VIA_HEADER = "x-chaos-via"
-#: Retry conditions of the mesh and of waypoints (Istio's default retry policy); the
-#: status codes retried under ``retriable-status-codes`` are :data:`MESH_RETRY_STATUSES`.
-MESH_RETRY_ON = "connect-failure,refused-stream,unavailable,retriable-status-codes"
-MESH_RETRY_STATUSES = (503,)
 
 _TLS_SOCKET = "envoy.transport_sockets.tls"
 _T = "type.googleapis.com/"
@@ -51,30 +56,28 @@ JWT_FILTER = "envoy.filters.http.jwt_authn"
 JWT_PROVIDER = "idp"
 
 
+def _default_table() -> dict[Setup, SetupDataPlane]:
+    return dict(DEFAULTS)
+
+
 @dataclass(frozen=True)
 class ProxyOptions:
-    """Tunables of every proxy of a topology (they decide results: report them)."""
+    """What the proxies of a topology follow: each setup's data plane (they decide results).
 
-    #: Upstream connections are drained after this long (``max_connection_duration``), so a
-    #: certificate change (expiry, rotation) shows on new connections within this time.
-    connection_lifetime_s: float = 5.0
-    #: Also recycle an upstream connection after this many requests (None: unbounded).
-    max_requests_per_connection: int | None = None
-    #: Route timeout of every proxy (Envoy's default is 15 s).
-    route_timeout_s: float = 15.0
-    #: Mesh/waypoint retries: attempts after the first (Istio's "attempts: 2").
-    retries: int = 2
-    #: Per-try timeout (None: none, as in Istio; a timeout is not among the retry conditions,
-    #: so a per-try timeout shorter than an injected delay turns the delay into a 504).
-    per_try_timeout_s: float | None = None
-    retry_backoff_ms: int = 25
-    #: Mesh outlier detection: eject after this many consecutive 5xx / gateway errors.
-    outlier_consecutive_errors: int = 5
-    outlier_interval_ms: int = 1000
-    outlier_base_ejection_ms: int = 5000
-    outlier_max_ejection_percent: int = 50
-    connect_timeout_s: float = 1.0
+    The table's defaults are :data:`~chaos.platforms.shared.dataplane.DEFAULTS`; an
+    experiment's deviations come in through :func:`~chaos.platforms.shared.dataplane.resolve`.
+    """
+
+    dataplane: Mapping[Setup, SetupDataPlane] = field(default_factory=_default_table)
     log_level: str = "warning"
+
+    def policy(self, setup: Setup) -> SetupDataPlane:
+        """``setup``'s data plane."""
+        return self.dataplane[setup]
+
+    def with_policy(self, policy: SetupDataPlane) -> ProxyOptions:
+        """These options with ``policy`` for its setup."""
+        return replace(self, dataplane={**self.dataplane, policy.setup: policy})
 
 
 # -- generic pieces --------------------------------------------------------------------
@@ -281,19 +284,24 @@ def via_header(proxy_name: str, *, first: bool = False) -> list[Json]:
     ]
 
 
-def retry_policy(opts: ProxyOptions) -> Json:
-    policy: Json = {
-        "retry_on": MESH_RETRY_ON,
-        "retriable_status_codes": list(MESH_RETRY_STATUSES),
-        "num_retries": opts.retries,
-        "retry_back_off": {
-            "base_interval": duration(opts.retry_backoff_ms / 1000),
-            "max_interval": duration(opts.retry_backoff_ms * 4 / 1000),
-        },
-    }
-    if opts.per_try_timeout_s is not None:
-        policy["per_try_timeout"] = duration(opts.per_try_timeout_s)
-    return policy
+PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
+TYPE_PREVIOUS_HOSTS = _T + "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+
+
+def retry_policy(policy: RetryPolicy) -> Json:
+    """An Envoy ``retry_policy``; the back-off is Envoy's (25 ms base), as in Istio."""
+    out: Json = {"retry_on": ",".join(policy.retry_on), "num_retries": policy.attempts}
+    if policy.retriable_status_codes:
+        out["retriable_status_codes"] = list(policy.retriable_status_codes)
+    if policy.previous_hosts:
+        out["retry_host_predicate"] = [
+            {"name": PREVIOUS_HOSTS, "typed_config": {"@type": TYPE_PREVIOUS_HOSTS}}
+        ]
+    if policy.host_selection_retry_max_attempts is not None:
+        out["host_selection_retry_max_attempts"] = policy.host_selection_retry_max_attempts
+    if policy.per_try_timeout_s is not None:
+        out["per_try_timeout"] = duration(policy.per_try_timeout_s)
+    return out
 
 
 def route(
@@ -304,11 +312,18 @@ def route(
     retries: bool,
     fault: Json | None = None,
     first: bool = False,
+    setup: Setup = Setup.SIDECAR,
+    hop: Hop = "outbound",
 ) -> Json:
-    """A catch-all route to ``cluster`` that stamps the via header."""
-    action: Json = {"cluster": cluster, "timeout": duration(opts.route_timeout_s)}
-    if retries:
-        action["retry_policy"] = retry_policy(opts)
+    """A catch-all route to ``cluster`` that stamps the via header.
+
+    Timeout and (with ``retries``) retry policy are ``setup``'s at ``hop``.
+    """
+    policy = opts.policy(setup).route(hop)
+    # Envoy's route timeout defaults to 15 s: "disabled" has to be written as 0.
+    action: Json = {"cluster": cluster, "timeout": duration(policy.timeout_s or 0)}
+    if retries and policy.retries is not None:
+        action["retry_policy"] = retry_policy(policy.retries)
     result: Json = {
         "match": {"prefix": "/"},
         "route": action,
@@ -363,14 +378,30 @@ def listener(
 # -- clusters ---------------------------------------------------------------------------
 
 
-def _outlier_detection(opts: ProxyOptions) -> Json:
+def _outlier_detection(od: OutlierDetection) -> Json:
+    # As Istio writes a DestinationRule's (cluster_traffic_policy.go applyOutlierDetection):
+    # success-rate ejection off, consecutive 5xx enforced.
     return {
-        "consecutive_5xx": opts.outlier_consecutive_errors,
-        "consecutive_gateway_failure": opts.outlier_consecutive_errors,
-        "enforcing_consecutive_gateway_failure": 100,
-        "interval": duration(opts.outlier_interval_ms / 1000),
-        "base_ejection_time": duration(opts.outlier_base_ejection_ms / 1000),
-        "max_ejection_percent": opts.outlier_max_ejection_percent,
+        "consecutive_5xx": od.consecutive_5xx,
+        "enforcing_consecutive_5xx": 100,
+        "enforcing_success_rate": 0,
+        "interval": duration(od.interval_s),
+        "base_ejection_time": duration(od.base_ejection_s),
+        "max_ejection_percent": od.max_ejection_percent,
+    }
+
+
+def circuit_breakers(cb: CircuitBreakers) -> Json:
+    return {
+        "thresholds": [
+            {
+                "max_connections": cb.max_connections,
+                "max_pending_requests": cb.max_pending_requests,
+                "max_requests": cb.max_requests,
+                "max_retries": cb.max_retries,
+                "track_remaining": cb.track_remaining,
+            }
+        ]
     }
 
 
@@ -383,13 +414,19 @@ def cluster(
     outlier: bool = False,
     bind_address: str | None = None,
     http: bool = True,
+    setup: Setup = Setup.SIDECAR,
 ) -> Json:
-    """A static round-robin cluster; HTTP clusters get the bounded connection lifetime."""
+    """A static cluster with ``setup``'s upstream policy (LB, timeouts, breakers, lifetime).
+
+    ``outlier``: a cluster towards a service, where the setup's outlier detection applies.
+    """
+    up = opts.policy(setup).upstream
     result: Json = {
         "name": name,
         "type": "STATIC",
-        "connect_timeout": duration(opts.connect_timeout_s),
-        "lb_policy": "ROUND_ROBIN",
+        "connect_timeout": duration(up.connect_timeout_s),
+        "lb_policy": up.lb_policy,
+        "circuit_breakers": circuit_breakers(up.circuit_breakers),
         "load_assignment": {
             "cluster_name": name,
             "endpoints": [
@@ -402,9 +439,11 @@ def cluster(
         },
     }
     if http:
-        common: Json = {"max_connection_duration": duration(opts.connection_lifetime_s)}
-        if opts.max_requests_per_connection is not None:
-            common["max_requests_per_connection"] = opts.max_requests_per_connection
+        common: Json = {"idle_timeout": duration(up.idle_timeout_s)}
+        if up.max_connection_duration_s is not None:
+            common["max_connection_duration"] = duration(up.max_connection_duration_s)
+        if up.max_requests_per_connection is not None:
+            common["max_requests_per_connection"] = up.max_requests_per_connection
         result["typed_extension_protocol_options"] = {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": TYPE_HTTP_OPTIONS,
@@ -414,8 +453,10 @@ def cluster(
         }
     if tls is not None:
         result["transport_socket"] = tls
-    if outlier:
-        result["outlier_detection"] = _outlier_detection(opts)
+    if outlier and up.outlier_detection is not None:
+        result["outlier_detection"] = _outlier_detection(up.outlier_detection)
+        # Istio's minHealthPercent 0: no panic mode with few pods per service.
+        result["common_lb_config"] = {"healthy_panic_threshold": {"value": 0}}
     if bind_address is not None:
         result["upstream_bind_config"] = {
             "source_address": {"address": bind_address, "port_value": 0}

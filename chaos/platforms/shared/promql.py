@@ -30,6 +30,7 @@ from chaos.rundir.counters import CounterSample
 #: Envoy stats the analysis reads, in the admin API's spelling (``chaos.analysis.counters``).
 COUNTER_STATS: tuple[str, ...] = (
     "upstream_rq_retry",
+    "upstream_rq_retry_overflow",
     "ssl.fail_verify_error",
     "ssl.connection_error",
     "ssl.fail_verify_san",

@@ -23,11 +23,13 @@ from dataclasses import dataclass
 
 from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.manifests.core import Manifest, metadata
-from chaos.platforms.shared.envoy_common import (
-    MESH_RETRY_STATUSES,
-    ProxyOptions,
-    duration,
+from chaos.platforms.shared.dataplane import (
+    DEFAULTS,
+    SetupDataPlane,
+    istio_http_retries,
+    istio_traffic_policy,
 )
+from chaos.platforms.shared.envoy_common import ProxyOptions, duration
 
 ISTIO_NETWORKING = "networking.istio.io"
 ISTIO_SECURITY = "security.istio.io"
@@ -56,10 +58,12 @@ CUSTOM_RESOURCES: dict[str, CustomResource] = {
     "Gateway": CustomResource(GATEWAY_API, "v1", "gateways"),
 }
 
-#: Istio's retry conditions as on the local mesh (status codes are listed by number).
-RETRY_ON = ",".join(
-    ["connect-failure", "refused-stream", "unavailable", *map(str, MESH_RETRY_STATUSES)]
-)
+
+def _policy(setup: names.Setup, opts: ProxyOptions) -> SetupDataPlane:
+    """``setup``'s data plane from ``opts`` (the local platform's table; Istio's by default)."""
+    return opts.dataplane.get(setup, DEFAULTS[setup])
+
+
 #: The HBONE port of ambient waypoints.
 HBONE_PORT = 15008
 #: The label that says what a waypoint serves.
@@ -190,23 +194,11 @@ def authorization_policy(
 
 
 def destination_rule(service: str, setup: names.Setup, opts: ProxyOptions) -> Manifest:
-    """The mesh defaults towards a service: Istio mTLS, outlier detection, connection lifetime."""
-    pool: Manifest = {"tcp": {"maxConnectionDuration": duration(opts.connection_lifetime_s)}}
-    if opts.max_requests_per_connection is not None:
-        pool["http"] = {"maxRequestsPerConnection": opts.max_requests_per_connection}
+    """The traffic policy towards a service: Istio mTLS plus the setup's data-plane deviations
+    (:func:`~chaos.platforms.shared.dataplane.istio_traffic_policy`)."""
     spec: Manifest = {
         "host": names.service_host(service, setup),
-        "trafficPolicy": {
-            "tls": {"mode": "ISTIO_MUTUAL"},
-            "connectionPool": pool,
-            "outlierDetection": {
-                "consecutive5xxErrors": opts.outlier_consecutive_errors,
-                "consecutiveGatewayErrors": opts.outlier_consecutive_errors,
-                "interval": duration(opts.outlier_interval_ms / 1000),
-                "baseEjectionTime": duration(opts.outlier_base_ejection_ms / 1000),
-                "maxEjectionPercent": opts.outlier_max_ejection_percent,
-            },
-        },
+        "trafficPolicy": istio_traffic_policy(_policy(setup, opts)),
     }
     return _custom("DestinationRule", metadata(service, names.namespace_of(setup)), spec)
 
@@ -214,21 +206,23 @@ def destination_rule(service: str, setup: names.Setup, opts: ProxyOptions) -> Ma
 def http_route(
     service: str, setup: names.Setup, opts: ProxyOptions, fault: HttpFault | None = None
 ) -> Manifest:
-    """The one route of a service's VirtualService, with the mesh retries and ``fault``."""
-    retries: Manifest = {
-        "attempts": opts.retries,
-        "retryOn": RETRY_ON,
-        "backoff": f"{opts.retry_backoff_ms}ms",
-    }
-    if opts.per_try_timeout_s is not None:
-        retries["perTryTimeout"] = duration(opts.per_try_timeout_s)
+    """The one route of a service's VirtualService: the setup's retries, and ``fault``.
+
+    Ambient's VirtualService is served by the waypoint, which without one retries only
+    ``reset-before-request``: its retries say so, so the VirtualService changes nothing.
+    """
+    policy = _policy(setup, opts)
     host = names.service_host(service, setup)
     route: Manifest = {
         "name": ROUTE_NAME,
         "route": [{"destination": {"host": host, "port": {"number": names.APP_PORT}}}],
-        "timeout": duration(opts.route_timeout_s),
-        "retries": retries,
     }
+    timeout = policy.route("waypoint" if setup is names.Setup.AMBIENT else "outbound").timeout_s
+    if timeout is not None:
+        route["timeout"] = duration(timeout)
+    retries = istio_http_retries(policy, "waypoint" if setup is names.Setup.AMBIENT else "outbound")
+    if retries is not None:
+        route["retries"] = retries
     if fault is not None:
         route["fault"] = fault.to_istio()
     return route

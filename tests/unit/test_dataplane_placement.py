@@ -1,0 +1,53 @@
+"""Where an HTTP fault sits in each setup, as Istio 1.28.0 places a VirtualService fault.
+
+Istio applies a VirtualService ``fault`` in the client's sidecar on the outbound route to
+the destination, for all its replicas (mesh); in ambient the destination's waypoint
+applies it, for all replicas. A hand-written sidecar applies it on the target's inbound.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from chaos.experiment import Setup
+from chaos.platforms.base import Pod
+from chaos.platforms.local.faultops import LocalFaultOps
+from chaos.platforms.shared.layout import build_layout
+
+
+def _ops(setup: Setup) -> LocalFaultOps:
+    return LocalFaultOps(build_layout(setup, Path("/run"), slot=60, ingress_port=18060))
+
+
+def _pods(ops: LocalFaultOps, service: str, replicas: tuple[int, ...] = (0, 1)) -> list[Pod]:
+    return [p for p in ops.workload.pods if p.service == service and p.replica in replicas]
+
+
+def test_mesh_fault_on_a_service_sits_on_its_callers_outbound() -> None:
+    ops = _ops(Setup.MESH)
+    sites = ops.http_fault_sites(_pods(ops, "payments"), "inbound")
+    assert [(s.proxy, s.direction) for s in sites] == [
+        ("checkout-0.proxy", "outbound"),
+        ("checkout-1.proxy", "outbound"),
+    ]
+    assert all(s.affects == ("payments-0", "payments-1") for s in sites)
+
+
+def test_where_a_virtual_service_cannot_place_it_the_target_keeps_it() -> None:
+    ops = _ops(Setup.MESH)
+    # One replica: a VirtualService cannot single it out; the replica's inbound takes it.
+    (site,) = ops.http_fault_sites(_pods(ops, "payments", (0,)), "inbound")
+    assert (site.proxy, site.direction, site.affects) == (
+        "payments-0.proxy",
+        "inbound",
+        ("payments-0",),
+    )
+    # frontend's caller is the ingress, not a mesh sidecar here.
+    sites = ops.http_fault_sites(_pods(ops, "frontend"), "inbound")
+    assert {s.direction for s in sites} == {"inbound"}
+
+
+def test_ambient_puts_it_at_the_waypoint_for_every_replica() -> None:
+    ops = _ops(Setup.AMBIENT)
+    (site,) = ops.http_fault_sites(_pods(ops, "payments", (0,)), "inbound")
+    assert site.proxy == "waypoint-payments" and site.affects == ("payments-0", "payments-1")
