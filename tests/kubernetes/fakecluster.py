@@ -291,4 +291,6 @@ def seeded(api: KubeApi, fake_server: FakeApiServer, tmp_path: Path) -> FakeClus
 
 @pytest.fixture
 def pod_exec(fake_server: FakeApiServer) -> FakePodExec:
-    return FakePodExec(fake_server.cluster)
+    """The pods' processes and ports: what the fake server's exec and port-forward reach."""
+    assert isinstance(fake_server.pods, FakePodExec)
+    return fake_server.pods

@@ -18,7 +18,12 @@ Each pod's proxy is modelled as much as the platform reads and writes of it:
   :attr:`FakePodExec.app_writes`.
 
 Anything else (another command, a pod that does not exist) fails as the real
-exec or port-forward would: a :class:`~chaos.errors.PlatformError`.
+exec or port-forward would: a :class:`~chaos.errors.PlatformError` (an unknown command
+exits 127, a port nothing listens on is :class:`~.streams.PortRefused`).
+
+It is also what the fake API server's exec and port-forward websockets reach
+(:meth:`FakePodExec.run`, :meth:`FakePodExec.forward`), so the real ``KubePodExec``
+can be tested against it.
 """
 
 from __future__ import annotations
@@ -32,7 +37,9 @@ from chaos.errors import PlatformError
 from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.podexec import ExecInterrupted
 from chaos.platforms.shared.envoy_faults import FAULT_KEYS
-from chaos.testing.fakekube.api import ApiError, FakeCluster
+from chaos.testing.fakekube.rules import ApiError
+from chaos.testing.fakekube.store import FakeCluster
+from chaos.testing.fakekube.streams import ExecResult, PortRefused, http_response
 
 KILL_COMMANDS = (
     ("/bin/sh", "-c", "kill -TERM 1"),
@@ -42,6 +49,15 @@ ADMIN_PORT = 15000
 
 #: ``(namespace, pod, container, command, timeout_s)`` -> the output, or None: not mine.
 ExecHandler = Callable[[str, str, str, Sequence[str], float], str | None]
+
+
+class CommandFailed(PlatformError):
+    """A command that ran and exited non-zero (``code``), with what it said on stderr."""
+
+    def __init__(self, code: int, stderr: str) -> None:
+        super().__init__(stderr.strip())
+        self.code = code
+        self.stderr = stderr
 
 
 class FakePodExec:
@@ -86,7 +102,7 @@ class FakePodExec:
             if answer is not None:
                 return answer
         if tuple(command) not in KILL_COMMANDS:
-            raise PlatformError(f"fake exec: no fake for {' '.join(command)!r}")
+            raise CommandFailed(127, f"sh: {command[0]}: not found (fake exec: no fake for it)\n")
         try:
             self.cluster.restart_container(namespace, pod, container)
         except ApiError as exc:
@@ -109,7 +125,7 @@ class FakePodExec:
                 if ids is not None:
                     return json.dumps({"pod": pod, "count": len(ids), "ids": ids}).encode()
         if port != ADMIN_PORT:
-            raise PlatformError(f"port-forward to {namespace}/{pod}:{port}: connection refused")
+            raise PortRefused(f"port-forward to {namespace}/{pod}:{port}: connection refused")
         url = urllib.parse.urlsplit(path)
         key = (namespace, pod)
         with self._lock:
@@ -128,6 +144,30 @@ class FakePodExec:
                 return json.dumps({"stats": stats}).encode()
         raise PlatformError(f"{namespace}/{pod}:{port}{path}: 404 Not Found")
 
+    # -- what the fake API server's websockets reach ------------------------------------
+
+    def run(self, namespace: str, pod: str, container: str, command: Sequence[str]) -> ExecResult:
+        """:meth:`exec` as the kubelet reports it: output, stderr and the exit status."""
+        try:
+            output = self.exec(namespace, pod, container, command, 60.0)
+        except ExecInterrupted:
+            return ExecResult("", "", None)
+        except CommandFailed as exc:
+            return ExecResult("", exc.stderr, exc.code)
+        except PlatformError as exc:
+            return ExecResult("", f"{exc}\n", 1)
+        return ExecResult(output, "", 0)
+
+    def forward(self, namespace: str, pod: str, port: int, method: str, path: str) -> bytes:
+        """:meth:`http` as the pod's server answers it on the wire (PortRefused: nothing there)."""
+        try:
+            body = self.http(namespace, pod, port, method, path, 5.0)
+        except PortRefused:
+            raise
+        except PlatformError as exc:
+            return http_response(404, f"{exc}\n".encode())
+        return http_response(200, body)
+
     def serve(self, namespace: str, pod: str, requests: int) -> None:
         """``requests`` requests through the pod's proxy, both directions: the filter acts."""
         key = (namespace, pod)
@@ -142,4 +182,4 @@ class FakePodExec:
                     counters[name] = counters.get(name, 0) + rise
 
 
-__all__ = ["KILL_COMMANDS", "ExecHandler", "FakePodExec"]
+__all__ = ["KILL_COMMANDS", "CommandFailed", "ExecHandler", "FakePodExec"]
