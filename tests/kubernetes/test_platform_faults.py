@@ -1,7 +1,7 @@
 """Every fault mechanism of the Kubernetes platform against the fake API server.
 
 The official client (unmodified) talks HTTP to the fake; exec and port-forward go
-through the fake PodExec. Each test applies a mechanism, checks what changed in the
+through the real ``KubePodExec`` and the fake's websockets to the fake pods. Each test applies a mechanism, checks what changed in the
 cluster, reverts, and checks the cluster is as it was found (twice-revert included).
 """
 
@@ -46,9 +46,10 @@ DELAY = HttpFault(percent=100, delay_ms=250)
 
 @pytest.fixture
 def platform(kubeconfig: Path, pod_exec: FakePodExec) -> KubernetesPlatform:
+    # The real KubePodExec: exec and port-forward go through the fake API server's
+    # websockets to ``pod_exec``, on streams of their own beside the REST calls and watch.
     return KubernetesPlatform(
         kubeconfig=kubeconfig,
-        pod_exec=lambda _api: pod_exec,
         ready_timeout_s=10.0,
         rollout_timeout_s=10.0,
         watch_timeout_s=1,

@@ -70,7 +70,8 @@ class KubePodExec:
         raw: Any = api.api_client
         self._configuration = raw.configuration
 
-    def _client(self) -> ApiClient:
+    def _client(self) -> Any:
+        # Any: the stubs describe an older ApiClient (no close()).
         return ApiClient(self._configuration)
 
     def exec(

@@ -38,8 +38,8 @@ import asyncio
 import json
 import socket
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -47,6 +47,7 @@ from typing import Any
 
 from aiohttp import web
 
+from chaos.testing.fakekube.podexec import FakePodExec
 from chaos.testing.fakekube.rules import (
     ApiError,
     Obj,
@@ -55,7 +56,6 @@ from chaos.testing.fakekube.rules import (
     label_matches,
     merge_patch,
 )
-from chaos.testing.fakekube.podexec import FakePodExec
 from chaos.testing.fakekube.store import FakeCluster, Resource, selected
 from chaos.testing.fakekube.streams import PodStreams, serve_exec, serve_portforward
 

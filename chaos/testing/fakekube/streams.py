@@ -154,7 +154,8 @@ async def serve_portforward(
         return ws
     loop = asyncio.get_running_loop()
     try:
-        answer = await loop.run_in_executor(pool, pods.forward, namespace, name, port, *head[:2])
+        method, path = head[0], head[1]
+        answer = await loop.run_in_executor(pool, pods.forward, namespace, name, port, method, path)
     except PortRefused as exc:
         text = f"error forwarding port {port} to pod {name}: {exc}"
         await ws.send_bytes(b"\x01" + text.encode())
