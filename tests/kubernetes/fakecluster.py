@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from chaos.platforms.kubernetes import names
+from chaos.platforms.kubernetes import names, statsmatcher
 from chaos.platforms.kubernetes.api import KubeApi
 from chaos.platforms.kubernetes.faultops import CA_KEY_FILE, CA_SECRET
 from chaos.platforms.shared.pki import CA_FILE, CERT_FILE, KEY_FILE, CertificateAuthority
@@ -92,6 +93,23 @@ def virtual_service(service: str, setup: names.Setup) -> dict[str, Any]:
     }
 
 
+def mesh_configmap(proxy_stats_matcher: dict[str, Any] | None) -> dict[str, Any]:
+    """ConfigMap ``istio-system/istio``: the mesh config ``istioctl install`` writes.
+
+    With ``cluster up``'s stats matcher (what seeding uses), or None: Istio's defaults only
+    (a team's own Istio).
+    """
+    default: dict[str, Any] = {"discoveryAddress": "istiod.istio-system.svc:15012"}
+    if proxy_stats_matcher is not None:
+        default["proxyStatsMatcher"] = proxy_stats_matcher
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "istio", "namespace": names.ISTIO_NAMESPACE},
+        "data": {"mesh": yaml.safe_dump({"defaultConfig": default})},
+    }
+
+
 def seed(api: KubeApi, ca_dir: Path) -> None:
     """What ``cluster up`` leaves in a cluster, written through the API."""
     ca = CertificateAuthority.create()
@@ -100,6 +118,7 @@ def seed(api: KubeApi, ca_dir: Path) -> None:
         api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": _meta(ns)})
     istio = names.ISTIO_NAMESPACE
     # Istio's own objects are not the tool's: no ownership label.
+    api.create(mesh_configmap(statsmatcher.proxy_stats_matcher()))
     api.create(
         {
             "apiVersion": "apps/v1",

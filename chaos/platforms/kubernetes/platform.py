@@ -246,7 +246,7 @@ class KubernetesPlatform:
                 record=record,
                 watch_timeout_s=self.watch_timeout_s,
                 ingress_url=self.ingress_url,
-                traffic=self._traffic_factory(kube_setup, writer, options, traffic_host),
+                traffic=self._traffic_factory(kube_setup, writer, options, traffic_host, ops),
                 traffic_host=traffic_host,
                 demo=existing is None,
             )
@@ -275,6 +275,7 @@ class KubernetesPlatform:
         writer: ClusterWriter,
         options: StartOptions,
         host: str | None = None,
+        ops: KubeFaultOps | None = None,
     ) -> TrafficFactory:
         idp_dir = self.idp_dir
         token_source = None
@@ -291,7 +292,7 @@ class KubernetesPlatform:
                     minted=token_source is not None,
                     key_dir=str(idp_dir),
                 )
-            return ClusterTraffic(
+            traffic = ClusterTraffic(
                 config,
                 setup=setup,
                 writer=writer,
@@ -300,6 +301,9 @@ class KubernetesPlatform:
                 token_source=token_source,
                 host=host,
             )
+            if ops is not None:  # verify falls back to the samples where counters are missing
+                ops.traffic_stats = traffic.live_stats
+            return traffic
 
         return start
 
