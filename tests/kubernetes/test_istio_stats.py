@@ -20,8 +20,8 @@ from chaos.faults.http import AbortFaultDriver
 from chaos.platforms.base import HttpFault
 from chaos.platforms.kubernetes import names, statsmatcher
 from chaos.platforms.kubernetes.api import KubeApi
-from chaos.platforms.kubernetes.kinds import CONFIGMAP
 from chaos.platforms.kubernetes.cluster import istioctl_install_argv
+from chaos.platforms.kubernetes.kinds import CONFIGMAP
 from chaos.platforms.kubernetes.platform import KubernetesPlatform
 from chaos.testing.fakekube import istio
 from chaos.testing.fakekube.api import FakeCluster

@@ -1,8 +1,9 @@
 """Every fault mechanism of the Kubernetes platform against the fake API server.
 
 The official client (unmodified) talks HTTP to the fake; exec and port-forward go
-through the real ``KubePodExec`` and the fake's websockets to the fake pods. Each test applies a mechanism, checks what changed in the
-cluster, reverts, and checks the cluster is as it was found (twice-revert included).
+through the real ``KubePodExec`` and the fake's websockets to the fake pods. Each test
+applies a mechanism, checks what changed in the cluster, reverts, and checks the cluster
+is as it was found (twice-revert included).
 """
 
 from __future__ import annotations
