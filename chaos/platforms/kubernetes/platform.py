@@ -419,7 +419,7 @@ class KubernetesPlatform:
     # -- after a dead runner -------------------------------------------------------------
 
     def clean(self, run_dir: Path, entries: Sequence[JournalEntry]) -> list[str]:
-        """Undo every recorded change not undone, newest first; lines saying what."""
+        """Undo every change not undone (scales first, then newest first); what was done."""
         pending = pending_changes(run_dir, entries)
         if not pending:
             return ["kubernetes: nothing to undo (every change was reverted)"]
@@ -432,7 +432,10 @@ class KubernetesPlatform:
         lines: list[str] = []
         try:
             pod_exec = self._pod_exec(api)
-            for where, change in reversed(pending):
+            # Scales first (istiod back up): Istio's webhooks refuse Istio objects and
+            # injected pods while istiod has no ready pod; then newest first.
+            ordered = sorted(reversed(pending), key=lambda entry: entry[1].action != "scale")
+            for where, change in ordered:
                 lines.append(f"kubernetes: {undo_change(api, pod_exec, change)}")
                 mark_done(where, change)
         finally:
