@@ -22,6 +22,7 @@ import yaml
 
 from chaos.platforms.kubernetes import names, statsmatcher
 from chaos.platforms.kubernetes.api import KubeApi
+from chaos.platforms.kubernetes.manifests.core import SETUP_NAMESPACE_LABELS
 from chaos.platforms.kubernetes.faultops import CA_KEY_FILE, CA_SECRET
 from chaos.platforms.shared.pki import CA_FILE, CERT_FILE, KEY_FILE, CertificateAuthority
 from chaos.testing.fakekube.api import FakeApiServer, FakeCluster
@@ -114,8 +115,10 @@ def seed(api: KubeApi, ca_dir: Path) -> None:
     """What ``cluster up`` leaves in a cluster, written through the API."""
     ca = CertificateAuthority.create()
     ca.save(ca_dir)
-    for ns in [*names.NAMESPACES.values(), names.ISTIO_NAMESPACE]:
-        api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": _meta(ns)})
+    for setup, ns in names.NAMESPACES.items():
+        labels = SETUP_NAMESPACE_LABELS[setup]  # as cluster up labels them
+        api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": _meta(ns, **labels)})
+    api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": _meta(names.ISTIO_NAMESPACE)})
     istio = names.ISTIO_NAMESPACE
     # Istio's own objects are not the tool's: no ownership label.
     api.create(mesh_configmap(statsmatcher.proxy_stats_matcher()))

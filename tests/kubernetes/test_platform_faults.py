@@ -418,6 +418,9 @@ def test_mesh_cert_expiry_sets_a_short_ttl_and_blocks_istiod(
         template = api.get(DEPLOYMENT, "sc-mesh", "payments-0")["spec"]["template"]  # type: ignore[index]
         config = json.loads(template["metadata"]["annotations"]["proxy.istio.io/config"])
         assert config == {"proxyMetadata": {"SECRET_TTL": "20s"}}
+        # istiod goes once, after every target's TTL (the fault driver asks for it).
+        assert api.read_scale("istio-system", "istiod") == 1
+        ops.block_rotation()
         assert api.read_scale("istio-system", "istiod") == 0
         ops.restore_identity(pod)
         assert api.read_scale("istio-system", "istiod") == 1

@@ -97,6 +97,10 @@ class OpsBase:
         self._site_changes: dict[str, list[Change]] = {}
         self._identity_changes: dict[str, list[Change]] = {}
         self._outage_changes: list[Change] = []
+        #: istiod scaled to 0 by a cert-expiry, once for all its targets.
+        self._rotation_changes: list[Change] = []
+        #: Per pod, when its short-lived certificate of an outage was issued, and its TTL.
+        self._outage_certs: dict[str, tuple[float, float]] = {}
         self._key_changes: list[Change] = []
         self._ztunnel_uids: dict[str, set[str]] = {}
         self._desync_jwks: str | None = None

@@ -87,7 +87,19 @@ class Controllers:
     def _admit(self, prefix: str, kind: str, namespace: str, obj: Obj) -> None:
         admission.admit(prefix, kind, namespace, obj, self._lookup, self._listing)
 
+    def _adopt(self, namespace: str, pod: Obj) -> None:
+        """A pod created for a Deployment or DaemonSet (not by the fake) is of its template."""
+        annotations = pod["metadata"].setdefault("annotations", {})
+        for ref in pod["metadata"].get("ownerReferences") or []:
+            plural = {"Deployment": "deployments", "DaemonSet": "daemonsets"}.get(ref.get("kind"))
+            owner = (
+                self._lookup("apps/v1", plural, namespace, str(ref.get("name"))) if plural else None
+            )
+            if owner is not None:
+                annotations.setdefault(GENERATION, template_hash(owner))
+
     def _initial_readiness(self, namespace: str, pod: Obj) -> None:
+        self._adopt(namespace, pod)
         labels = pod["metadata"].get("labels") or {}
         ztunnel = namespace == admission.ISTIO_NAMESPACE and labels.get("app") == "ztunnel"
         if ztunnel and admission.istio_installed(self._lookup):
