@@ -22,8 +22,8 @@ import yaml
 
 from chaos.platforms.kubernetes import names, statsmatcher
 from chaos.platforms.kubernetes.api import KubeApi
-from chaos.platforms.kubernetes.manifests.core import SETUP_NAMESPACE_LABELS
 from chaos.platforms.kubernetes.faultops import CA_KEY_FILE, CA_SECRET
+from chaos.platforms.kubernetes.manifests.core import SETUP_NAMESPACE_LABELS
 from chaos.platforms.shared.pki import CA_FILE, CERT_FILE, KEY_FILE, CertificateAuthority
 from chaos.testing.fakekube.api import FakeApiServer, FakeCluster
 from chaos.testing.fakekube.podexec import FakePodExec
