@@ -289,7 +289,12 @@ def test_ambient_crash_deletes_the_nodes_ztunnel_and_hits_every_pod_on_the_node(
         target = [p for p in ops.workload.pods if p.name == "checkout-0"]
         (proxy,) = ops.crash_targets(target, None)
         assert proxy.name == "ztunnel/node-1"
-        assert proxy.affects == ("frontend-0", "checkout-0", "payments-0")
+        assert proxy.affects == (
+            "frontend-0",
+            "checkout-0",
+            "payments-0",
+            "sc-traffic: Locust workers on node-1",  # the load generator is on the node too
+        )
         ops.kill_proxy(proxy)
         ztunnels = api.pods_on_node("istio-system", "sidecar-chaos-worker", {"app": "ztunnel"})
         assert [p.name for p in ztunnels] != ["ztunnel-node-1"]  # a new pod, same node

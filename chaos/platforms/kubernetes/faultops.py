@@ -254,7 +254,12 @@ class KubeFaultOps(IdentityOps):
             return [
                 ProxyTarget(
                     name=f"{ZTUNNEL}/{n}",
-                    affects=tuple(p.name for p in self._workload.pods if p.node == n),
+                    # The Locust workers are ambient-enrolled and not pinned: those on the
+                    # node lose their data path too (the load generator is hit).
+                    affects=(
+                        *(p.name for p in self._workload.pods if p.node == n),
+                        f"{names.TRAFFIC_NAMESPACE}: Locust workers on {n}",
+                    ),
                     mechanism=(
                         f"DELETE {POD.path(self.istio_namespace, f'<{ZTUNNEL} pod>')} of node "
                         f"{names.NODE_HOSTNAMES.get(n, n)} (app={ZTUNNEL}): every pod on the "

@@ -51,6 +51,14 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+#: Where istiod at 0 reaches: every namespace whose proxies it feeds.
+MESH_NAMESPACES = (
+    names.namespace_of(MESH),
+    names.namespace_of(AMBIENT),
+    names.TRAFFIC_NAMESPACE,
+)
+
+
 class IdentityOps(OpsBase):
     """Certificates, the control plane and token validation of one setup's namespace."""
 
@@ -282,7 +290,9 @@ class IdentityOps(OpsBase):
             Mechanism(
                 f"Deployment {self.istio_namespace}/{ISTIOD}",
                 f"PUT {DEPLOYMENT.path(self.istio_namespace, ISTIOD, 'scale')} replicas 0 "
-                "(no certificates issued, no config pushed)",
+                "(no certificates issued, no config pushed, to every namespace of the mesh: "
+                f"{', '.join(MESH_NAMESPACES)}; its webhooks refuse injected pods and Istio "
+                "objects until it is back)",
                 "PUT the scale back to the replica count read before (journaled)",
             )
         ]
