@@ -12,15 +12,18 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
 from chaos.errors import PlatformError
 from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.api import POD, KubeApi
+from chaos.platforms.kubernetes.platform import KubernetesPlatform
 from chaos.platforms.kubernetes.podexec import ExecInterrupted, KubePodExec
 from chaos.testing.fakekube.api import FakeApiServer
-from chaos.testing.fakekube.podexec import FakePodExec
+from chaos.testing.fakekube.podexec import CommandFailed, FakePodExec
+from tests.kubernetes.test_platform_faults import ops_of, running
 
 NS = "default"
 HOLD = ("sh", "-c", "wait-for-the-test")
@@ -131,3 +134,20 @@ def test_exec_in_a_container_the_pod_lacks_is_refused(held: Held, api: KubeApi) 
 def test_a_port_nothing_listens_on_is_refused(held: Held, api: KubeApi) -> None:
     with pytest.raises(PlatformError, match="refused"):
         KubePodExec(api).http(NS, "web", 9999, "GET", "/", 5.0)
+
+
+def test_a_kill_whose_command_fails_is_a_failed_crash_not_a_silent_one(
+    seeded: object, pod_exec: FakePodExec, kubeconfig: Path, tmp_path: Path
+) -> None:
+    def refuse(ns: str, pod: str, container: str, command: Sequence[str], _t: float) -> None:
+        if "quitquitquit" in command:
+            raise CommandFailed(1, "Error: dial tcp 127.0.0.1:15000: connect: connection refused\n")
+
+    pod_exec.handler = refuse
+    platform = KubernetesPlatform(kubeconfig=kubeconfig, ready_timeout_s=10.0, watch_timeout_s=1)
+    with running(platform, "mesh", tmp_path / "run") as topology:
+        ops = ops_of(topology)
+        (target,) = ops.crash_targets(list(ops.workload.pods[:1]), None)
+        with pytest.raises(PlatformError, match="exited 1: Error: dial tcp"):
+            ops.kill_proxy(target)
+        assert ops.proxy_restarts(target) == 0
