@@ -81,13 +81,16 @@ class IdentityOps(OpsBase):
             action = (
                 f"PUT {DEPLOYMENT.path(self.namespace, pod.name)} (pod template annotation "
                 f"{builders.PROXY_CONFIG_ANNOTATION}: SECRET_TTL={ttl_s:g}s; the new pod gets "
-                f"a short-lived certificate); then {istiod} (rotation blocked)"
+                f"a short-lived certificate); after every target's rollout, once, {istiod} "
+                "(rotation blocked)"
             )
         else:
             action = (
                 f"PUT {DAEMONSET.path(self.istio_namespace, ZTUNNEL)} (env SECRET_TTL="
                 f"{ttl_s:g}s: ztunnel re-fetches short-lived certificates for every pod); "
-                f"then {istiod} (rotation blocked)"
+                "wait for its rollout (maxSurge 1, maxUnavailable 0: every node's ztunnel "
+                f"restarts, every pod of every node is touched); then, once, {istiod} "
+                "(rotation blocked)"
             )
         return Mechanism(
             subject=f"{pod.name} identity",
