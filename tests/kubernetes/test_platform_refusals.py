@@ -60,3 +60,16 @@ def test_outbound_in_mesh_alone_is_accepted(tmp_path: Path) -> None:
     path.write_text(text, encoding="utf-8")
     result = CliRunner().invoke(app, ["validate", str(path)])
     assert result.exit_code == 0, result.output
+
+
+GAMEDAY = Path(__file__).resolve().parents[2] / "experiments" / "gameday.yaml"
+
+
+def test_the_game_day_runs_on_kubernetes_as_make_e2e_kind_runs_it() -> None:
+    base = ["run", str(GAMEDAY), "--platform", "kubernetes", "--dry-run"]
+    refused = CliRunner().invoke(app, base)
+    assert refused.exit_code == 2, refused.output
+    assert "connection_lifetime: not possible on kubernetes" in refused.output
+    # The Makefile's e2e-kind leaves it out.
+    planned = CliRunner().invoke(app, [*base, "--set", "faults.2.connection_lifetime=null"])
+    assert planned.exit_code == 0, planned.output
