@@ -9,9 +9,25 @@ as its mean (the plan says so), since the filter has no distribution of its own.
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 from chaos.experiment import AbortFault, LatencyFault, NormalDelay, UniformDelay
 from chaos.faults.base import Change, Evidence, Fault, FaultPlan
 from chaos.platforms.base import HttpFault, HttpFaultSite
+from chaos.traffic.live import LiveStats
+
+
+@runtime_checkable
+class CounterGaps(Protocol):
+    """Fault ops whose proxies may not export the fault counters (Istio's stats matcher)."""
+
+    def unexported_counters(self, site: HttpFaultSite) -> list[str]:
+        """The counters none of the site's reachable proxies exports."""
+        ...
+
+    def samples_now(self) -> LiveStats | None:
+        """The last second of the window's requests, or None."""
+        ...
 
 
 def delay_ms(spec: LatencyFault) -> int:
@@ -65,7 +81,33 @@ class _HttpFault(Fault[LatencyFault | AbortFault]):
             for s in self._sites()
         }
         detail = ", ".join(f"{proxy}: {n} injected" for proxy, n in rises.items())
-        return Evidence(sum(rises.values()) > 0, detail)
+        if sum(rises.values()) > 0 or not isinstance(self.ops, CounterGaps):
+            return Evidence(sum(rises.values()) > 0, detail)
+        gaps = sorted(
+            {g.lstrip(".") for s in self._sites() for g in self.ops.unexported_counters(s)}
+        )
+        if not gaps:
+            return Evidence(False, detail)
+        took, seen = self._from_samples(self.ops.samples_now())
+        return Evidence(
+            took,
+            f"the proxies export no {', '.join(gaps)} (their stats matcher leaves them out), "
+            f"so from the samples: {seen}",
+        )
+
+    def _from_samples(self, stats: LiveStats | None) -> tuple[bool, str]:
+        """Whether the last second of requests shows the fault (no counters to read)."""
+        if stats is None or not stats.requests:
+            return False, "no samples to read"
+        fault = self._fault()
+        said = f"{stats.errors} of {stats.requests} requests failed in the last second"
+        if fault.abort_status is not None:
+            return stats.errors > 0, said
+        p95 = stats.p95_ms
+        said += f", p95 {p95:.0f} ms" if p95 is not None else ", no p95"
+        delay = fault.delay_ms or 0
+        # A delay on fewer than 5 % of requests cannot move the p95: not shown by samples.
+        return fault.percent >= 5 and p95 is not None and p95 >= 0.9 * delay, said
 
     def revert(self) -> None:
         for site in self._sites():

@@ -20,10 +20,22 @@ sets), never from the fact that ``apply`` ran.
 from __future__ import annotations
 
 import time
+from typing import Protocol, runtime_checkable
 
 from chaos.experiment import CertExpiryFault, ControlPlaneOutageFault, PolicyDesyncFault
 from chaos.faults.base import Change, Evidence, Fault, FaultPlan
 from chaos.platforms.base import Pod
+
+
+@runtime_checkable
+class BlocksRotationOnce(Protocol):
+    """Fault ops that block rotation once after every target's certificate is short-lived.
+
+    (Kubernetes: istiod scaled to 0 per target would leave the next target's rollout to a
+    sidecar injector that fails closed.) Others block it inside ``expire_identity``.
+    """
+
+    def block_rotation(self) -> None: ...
 
 
 def _rise(before: dict[str, int], after: dict[str, int]) -> int:
@@ -52,6 +64,8 @@ class CertExpiryFaultDriver(Fault[CertExpiryFault]):
             # Marked before it is touched: a half-done expiry is restored too.
             self._touched = (*self._touched, pod)
             self._not_after[pod.name] = self.ops.expire_identity(pod, self.spec.ttl)
+        if isinstance(self.ops, BlocksRotationOnce):
+            self.ops.block_rotation()
         # Counted after the expiry is in place: a platform may restart proxies to load
         # the short-lived certificate, which starts their counters again from zero.
         self._tls_before = self.ops.tls_failures()

@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from chaos.platforms.kubernetes import names
+from chaos.platforms.kubernetes import names, statsmatcher
 from chaos.platforms.kubernetes.api import KubeApi
 from chaos.platforms.kubernetes.faultops import CA_KEY_FILE, CA_SECRET
+from chaos.platforms.kubernetes.manifests.core import SETUP_NAMESPACE_LABELS
 from chaos.platforms.shared.pki import CA_FILE, CERT_FILE, KEY_FILE, CertificateAuthority
 from chaos.testing.fakekube.api import FakeApiServer, FakeCluster
 from chaos.testing.fakekube.podexec import FakePodExec
@@ -92,14 +94,34 @@ def virtual_service(service: str, setup: names.Setup) -> dict[str, Any]:
     }
 
 
+def mesh_configmap(proxy_stats_matcher: dict[str, Any] | None) -> dict[str, Any]:
+    """ConfigMap ``istio-system/istio``: the mesh config ``istioctl install`` writes.
+
+    With ``cluster up``'s stats matcher (what seeding uses), or None: Istio's defaults only
+    (a team's own Istio).
+    """
+    default: dict[str, Any] = {"discoveryAddress": "istiod.istio-system.svc:15012"}
+    if proxy_stats_matcher is not None:
+        default["proxyStatsMatcher"] = proxy_stats_matcher
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "istio", "namespace": names.ISTIO_NAMESPACE},
+        "data": {"mesh": yaml.safe_dump({"defaultConfig": default})},
+    }
+
+
 def seed(api: KubeApi, ca_dir: Path) -> None:
     """What ``cluster up`` leaves in a cluster, written through the API."""
     ca = CertificateAuthority.create()
     ca.save(ca_dir)
-    for ns in [*names.NAMESPACES.values(), names.ISTIO_NAMESPACE]:
-        api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": _meta(ns)})
+    for setup, ns in names.NAMESPACES.items():
+        labels = SETUP_NAMESPACE_LABELS[setup]  # as cluster up labels them
+        api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": _meta(ns, **labels)})
+    api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": _meta(names.ISTIO_NAMESPACE)})
     istio = names.ISTIO_NAMESPACE
     # Istio's own objects are not the tool's: no ownership label.
+    api.create(mesh_configmap(statsmatcher.proxy_stats_matcher()))
     api.create(
         {
             "apiVersion": "apps/v1",
@@ -291,4 +313,6 @@ def seeded(api: KubeApi, fake_server: FakeApiServer, tmp_path: Path) -> FakeClus
 
 @pytest.fixture
 def pod_exec(fake_server: FakeApiServer) -> FakePodExec:
-    return FakePodExec(fake_server.cluster)
+    """The pods' processes and ports: what the fake server's exec and port-forward reach."""
+    assert isinstance(fake_server.pods, FakePodExec)
+    return fake_server.pods

@@ -49,8 +49,8 @@ RUNNER = textwrap.dedent(
         checkout = [p for p in ops.workload.pods if p.service == "checkout"]
         for site in ops.http_fault_sites(checkout, "inbound"):
             ops.set_http_fault(site, HttpFault(percent=100, abort_status=503))
-        ops.stop_control_plane(None)
         ops.rotate_signing_key()
+        ops.stop_control_plane(None)  # last: Istio's webhooks refuse writes while it is down
         print("applied", flush=True)
         time.sleep(120)  # killed here, with every fault applied
     """

@@ -1,8 +1,9 @@
 """Every fault mechanism of the Kubernetes platform against the fake API server.
 
 The official client (unmodified) talks HTTP to the fake; exec and port-forward go
-through the fake PodExec. Each test applies a mechanism, checks what changed in the
-cluster, reverts, and checks the cluster is as it was found (twice-revert included).
+through the real ``KubePodExec`` and the fake's websockets to the fake pods. Each test
+applies a mechanism, checks what changed in the cluster, reverts, and checks the cluster
+is as it was found (twice-revert included).
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ DELAY = HttpFault(percent=100, delay_ms=250)
 
 @pytest.fixture
 def platform(kubeconfig: Path, pod_exec: FakePodExec) -> KubernetesPlatform:
+    # The real KubePodExec: exec and port-forward go through the fake API server's
+    # websockets to ``pod_exec``, on streams of their own beside the REST calls and watch.
     return KubernetesPlatform(
         kubeconfig=kubeconfig,
-        pod_exec=lambda _api: pod_exec,
         ready_timeout_s=10.0,
         rollout_timeout_s=10.0,
         watch_timeout_s=1,
@@ -287,7 +289,12 @@ def test_ambient_crash_deletes_the_nodes_ztunnel_and_hits_every_pod_on_the_node(
         target = [p for p in ops.workload.pods if p.name == "checkout-0"]
         (proxy,) = ops.crash_targets(target, None)
         assert proxy.name == "ztunnel/node-1"
-        assert proxy.affects == ("frontend-0", "checkout-0", "payments-0")
+        assert proxy.affects == (
+            "frontend-0",
+            "checkout-0",
+            "payments-0",
+            "sc-traffic: Locust workers on node-1",  # the load generator is on the node too
+        )
         ops.kill_proxy(proxy)
         ztunnels = api.pods_on_node("istio-system", "sidecar-chaos-worker", {"app": "ztunnel"})
         assert [p.name for p in ztunnels] != ["ztunnel-node-1"]  # a new pod, same node
@@ -416,6 +423,9 @@ def test_mesh_cert_expiry_sets_a_short_ttl_and_blocks_istiod(
         template = api.get(DEPLOYMENT, "sc-mesh", "payments-0")["spec"]["template"]  # type: ignore[index]
         config = json.loads(template["metadata"]["annotations"]["proxy.istio.io/config"])
         assert config == {"proxyMetadata": {"SECRET_TTL": "20s"}}
+        # istiod goes once, after every target's TTL (the fault driver asks for it).
+        assert api.read_scale("istio-system", "istiod") == 1
+        ops.block_rotation()
         assert api.read_scale("istio-system", "istiod") == 0
         ops.restore_identity(pod)
         assert api.read_scale("istio-system", "istiod") == 1

@@ -2,8 +2,9 @@
 
 Marked ``kind``; skipped with the reason where the context ``kind-sidecar-chaos`` is
 not reachable (always, where this project is built). What only this file proves: exec
-and port-forward through :class:`~chaos.platforms.kubernetes.api.KubePodExec` (the
-websocket sub-protocols no fake speaks), that a real kubelet restarts a killed proxy
+and port-forward through :class:`~chaos.platforms.kubernetes.api.KubePodExec` against a
+real API server and kubelet (the fake speaks the same websocket sub-protocols, played by
+fake pods), that a real kubelet restarts a killed proxy
 and counts it in the pod status, that Envoy's admin takes the runtime keys, and that
 istiod scales down and back.
 """

@@ -15,8 +15,8 @@ Safety at the boundary: nothing is ever written in ``kube-system``, and
 tool's ownership label.
 
 Exec and port-forward sit behind :class:`PodExec` (the real one is
-:class:`KubePodExec`; tests use a fake), because no fake API server speaks the
-websocket sub-protocols.
+:class:`KubePodExec`, on streams of their own: never this adapter's ``ApiClient``, whose
+``call_api`` a stream swaps while it runs).
 
 This module is the platform's one face of the API: the kinds
 (:mod:`~chaos.platforms.kubernetes.kinds`), the pod state

@@ -36,6 +36,7 @@ from chaos.platforms.kubernetes.manifests import (
     traffic_objects,
 )
 from chaos.platforms.kubernetes.manifests.locust import CLIENT_SERVICE, LOCUST_CERTS_SECRET
+from chaos.platforms.kubernetes.statsmatcher import istioctl_set_flags
 from chaos.platforms.shared.idp import IdentityProvider
 from chaos.platforms.shared.layout import spiffe_id
 from chaos.platforms.shared.pki import CertificateAuthority
@@ -145,8 +146,21 @@ def gateway_api_crds_argv(name: str = names.CLUSTER_NAME) -> list[str]:
 
 
 def istioctl_install_argv(context: str = names.KIND_CONTEXT) -> list[str]:
-    """Istio with the ambient profile (istiod, ztunnel, CNI); sidecar injection still works."""
-    return ["istioctl", "install", "--context", context, "--set", "profile=ambient", "-y"]
+    """Istio with the ambient profile (istiod, ztunnel, CNI); sidecar injection still works.
+
+    Its proxies (sidecars and waypoints) export the counters the faults verify with:
+    Istio's default stats matcher leaves them out (:mod:`.statsmatcher`).
+    """
+    return [
+        "istioctl",
+        "install",
+        "--context",
+        context,
+        "--set",
+        "profile=ambient",
+        *istioctl_set_flags(),
+        "-y",
+    ]
 
 
 def istioctl_version_argv() -> list[str]:

@@ -44,7 +44,7 @@ from chaos.platforms.kubernetes.kinds import (
     SERVICE,
     VIRTUAL_SERVICE,
 )
-from chaos.platforms.kubernetes.opsbase import AMBIENT, FAULT_SUFFIXES, SIDECAR, Site
+from chaos.platforms.kubernetes.opsbase import AMBIENT, SIDECAR, Site
 from chaos.platforms.kubernetes.podstate import PodState
 
 #: Istio's label (namespace or pod) putting a workload in the ambient data plane.
@@ -309,11 +309,11 @@ class ExistingFaultOps(KubeFaultOps):
         }
         return self.writer.create(manifest, detail="an HTTP fault")
 
-    def http_faults_injected(self, site: HttpFaultSite) -> int:
+    def _fault_pods(self, site: HttpFaultSite) -> list[PodState]:
         if self._setup == AMBIENT:
             # Waypoints are the team's (any name): every Envoy of the namespace counts.
-            return sum(self._counts(self._namespace_pods(), FAULT_SUFFIXES).values())
-        return super().http_faults_injected(site)
+            return self._namespace_pods()
+        return super()._fault_pods(site)
 
 
 __all__ = [

@@ -37,7 +37,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from chaos.errors import FaultError
+from chaos.errors import FaultError, PlatformError
 from chaos.platforms.base import (
     Direction,
     HttpFault,
@@ -49,6 +49,7 @@ from chaos.platforms.kubernetes import builders, names
 from chaos.platforms.kubernetes.changes import Change
 from chaos.platforms.kubernetes.identityops import IdentityOps
 from chaos.platforms.kubernetes.kinds import POD, VIRTUAL_SERVICE
+from chaos.platforms.kubernetes.manifests.locust import SETUP_LABEL, WORKER_ROLE
 from chaos.platforms.kubernetes.opsbase import (
     AMBIENT,
     CA_KEY_FILE,
@@ -63,6 +64,7 @@ from chaos.platforms.kubernetes.opsbase import (
 )
 from chaos.platforms.kubernetes.podexec import ExecInterrupted
 from chaos.platforms.kubernetes.podstate import PodState
+from chaos.platforms.kubernetes.statsmatcher import missing
 from chaos.platforms.shared.envoy_faults import FaultConfig, fault_runtime_values
 
 
@@ -205,18 +207,44 @@ class KubeFaultOps(IdentityOps):
 
     def http_faults_injected(self, site: HttpFaultSite) -> int:
         target = self._site(site)
+        counts = self._counts(self._fault_pods(site), FAULT_SUFFIXES)
+        if target.via == "runtime":
+            prefix = f"http.{site.direction}."
+            return sum(v for k, v in counts.items() if k.split(" ", 1)[1].startswith(prefix))
+        return sum(counts.values())
+
+    def _fault_pods(self, site: HttpFaultSite) -> list[PodState]:
+        """The proxies that apply ``site``'s fault (and count it)."""
+        target = self._site(site)
         if target.via == "runtime":
             assert target.pod is not None
-            pods = [self.live(target.pod)]
-            prefix = f"http.{site.direction}."
-            counts = self._counts(pods, FAULT_SUFFIXES)
-            return sum(v for k, v in counts.items() if k.split(" ", 1)[1].startswith(prefix))
+            return [self.live(target.pod)]
         if self._setup == AMBIENT:
             gateway = names.waypoint_name(target.service)
-            pods = self.writer.api.list_pods(self.namespace, {GATEWAY_NAME_LABEL: gateway})
-        else:
-            pods = self._namespace_pods()
-        return sum(self._counts(pods, FAULT_SUFFIXES).values())
+            return self.writer.api.list_pods(self.namespace, {GATEWAY_NAME_LABEL: gateway})
+        # Mesh: the client-side sidecars, and the Locust workers' (the frontend's clients).
+        return [*self._namespace_pods(), *self._traffic_sidecars()]
+
+    def _traffic_sidecars(self) -> list[PodState]:
+        labels = {names.LABEL_TRAFFIC_ROLE: WORKER_ROLE, SETUP_LABEL: self._setup.value}
+        found = self.writer.api.list_pods(names.TRAFFIC_NAMESPACE, labels)
+        return [p for p in found if not p.deleting]
+
+    def unexported_counters(self, site: HttpFaultSite) -> list[str]:
+        """The fault counters none of ``site``'s reachable proxies exports (empty: all there).
+
+        Istio's default stats matcher creates none of them (``cluster up`` installs one
+        that does, :mod:`.statsmatcher`); on a team's own Istio they may be missing.
+        """
+        seen: list[str] = []
+        reached = False
+        for pod in self._fault_pods(site):
+            try:
+                seen += self.stats(pod, FAULT_SUFFIXES)
+                reached = True
+            except (PlatformError, ValueError):
+                continue
+        return missing(seen, FAULT_SUFFIXES) if reached else []
 
     # -- crashes -------------------------------------------------------------------------
 
@@ -226,7 +254,12 @@ class KubeFaultOps(IdentityOps):
             return [
                 ProxyTarget(
                     name=f"{ZTUNNEL}/{n}",
-                    affects=tuple(p.name for p in self._workload.pods if p.node == n),
+                    # The Locust workers are ambient-enrolled and not pinned: those on the
+                    # node lose their data path too (the load generator is hit).
+                    affects=(
+                        *(p.name for p in self._workload.pods if p.node == n),
+                        f"{names.TRAFFIC_NAMESPACE}: Locust workers on {n}",
+                    ),
                     mechanism=(
                         f"DELETE {POD.path(self.istio_namespace, f'<{ZTUNNEL} pod>')} of node "
                         f"{names.NODE_HOSTNAMES.get(n, n)} (app={ZTUNNEL}): every pod on the "

@@ -51,6 +51,14 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+#: Where istiod at 0 reaches: every namespace whose proxies it feeds.
+MESH_NAMESPACES = (
+    names.namespace_of(MESH),
+    names.namespace_of(AMBIENT),
+    names.TRAFFIC_NAMESPACE,
+)
+
+
 class IdentityOps(OpsBase):
     """Certificates, the control plane and token validation of one setup's namespace."""
 
@@ -73,13 +81,16 @@ class IdentityOps(OpsBase):
             action = (
                 f"PUT {DEPLOYMENT.path(self.namespace, pod.name)} (pod template annotation "
                 f"{builders.PROXY_CONFIG_ANNOTATION}: SECRET_TTL={ttl_s:g}s; the new pod gets "
-                f"a short-lived certificate); then {istiod} (rotation blocked)"
+                f"a short-lived certificate); after every target's rollout, once, {istiod} "
+                "(rotation blocked)"
             )
         else:
             action = (
                 f"PUT {DAEMONSET.path(self.istio_namespace, ZTUNNEL)} (env SECRET_TTL="
                 f"{ttl_s:g}s: ztunnel re-fetches short-lived certificates for every pod); "
-                f"then {istiod} (rotation blocked)"
+                "wait for its rollout (maxSurge 1, maxUnavailable 0: every node's ztunnel "
+                f"restarts, every pod of every node is touched); then, once, {istiod} "
+                "(rotation blocked)"
             )
         return Mechanism(
             subject=f"{pod.name} identity",
@@ -91,12 +102,52 @@ class IdentityOps(OpsBase):
         changes = self._identity_changes.setdefault(pod.name, [])
         if self._setup == SIDECAR:
             return self._expire_sidecar_cert(pod, ttl_s, changes)
+        # Only the TTL here: istiod goes once, after every target (block_rotation). Scaled
+        # down now, the next pod's rollout would need the sidecar injector, whose webhook
+        # fails closed while istiod has no ready pod.
         if self._setup == MESH:
             self._with_secret_ttl(pod, ttl_s, changes)
         else:
             self._ztunnel_secret_ttl(ttl_s, changes)
-        self._track(changes, self.writer.scale(self.istio_namespace, ISTIOD, 0))
         return time.time() + ttl_s
+
+    def block_rotation(self) -> None:
+        """Scale istiod to 0, once, after every target's short TTL is in place."""
+        if self._setup == SIDECAR or not self._identity_changes:
+            return
+        self._track(self._rotation_changes, self.writer.scale(self.istio_namespace, ISTIOD, 0))
+
+    def _unblock_rotation(self) -> None:
+        changes, self._rotation_changes = self._rotation_changes, []
+        for change in reversed(changes):
+            self.writer.undo(change)
+
+    def _wait_ztunnel_rollout(self) -> None:
+        """Until every node runs a ztunnel of the new template, Ready (maxUnavailable 0).
+
+        A new ztunnel is Ready only after its first xDS answer: istiod must still be up.
+        """
+        deadline = time.monotonic() + self.rollout_timeout_s
+        status: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            found = self.writer.api.get(DAEMONSET, self.istio_namespace, ZTUNNEL) or {}
+            status = found.get("status") or {}
+            generation = (found.get("metadata") or {}).get("generation", 0)
+            desired = status.get("desiredNumberScheduled")
+            if (
+                status.get("observedGeneration", 0) >= generation
+                and desired is not None
+                and status.get("updatedNumberScheduled") == desired
+                and status.get("numberAvailable") == desired
+            ):
+                return
+            time.sleep(0.2)
+        raise FaultError(
+            f"DaemonSet {self.istio_namespace}/{ZTUNNEL}: rollout not done within "
+            f"{self.rollout_timeout_s:g} s ({status.get('updatedNumberScheduled')} of "
+            f"{status.get('desiredNumberScheduled')} updated, {status.get('numberAvailable')} "
+            "available)"
+        )
 
     def _expire_sidecar_cert(self, pod: Pod, ttl_s: float, changes: list[Change]) -> float:
         secret = names.certs_secret_name(pod.service, pod.replica)
@@ -203,8 +254,12 @@ class IdentityOps(OpsBase):
                 detail=f"SECRET_TTL {ttl_s}",
             ),
         )
+        if not self.planning:
+            self._wait_ztunnel_rollout()
 
     def restore_identity(self, pod: Pod) -> None:
+        # istiod first: the pods rolled back to the normal TTL need the injector and certs.
+        self._unblock_rotation()
         changes = self._identity_changes.pop(pod.name, [])
         for change in reversed(changes):
             self.writer.undo(change)
@@ -238,7 +293,9 @@ class IdentityOps(OpsBase):
             Mechanism(
                 f"Deployment {self.istio_namespace}/{ISTIOD}",
                 f"PUT {DEPLOYMENT.path(self.istio_namespace, ISTIOD, 'scale')} replicas 0 "
-                "(no certificates issued, no config pushed)",
+                "(no certificates issued, no config pushed, to every namespace of the mesh: "
+                f"{', '.join(MESH_NAMESPACES)}; its webhooks refuse injected pods and Istio "
+                "objects until it is back)",
                 "PUT the scale back to the replica count read before (journaled)",
             )
         ]
@@ -267,12 +324,16 @@ class IdentityOps(OpsBase):
             if self._setup == MESH:
                 for pod in self._workload.pods:
                     self._with_secret_ttl(pod, cert_ttl_s, self._outage_changes)
+                    self._outage_certs.setdefault(pod.name, (time.time(), cert_ttl_s))
             else:
                 self._ztunnel_secret_ttl(cert_ttl_s, self._outage_changes)
+                for pod in self._workload.pods:
+                    self._outage_certs.setdefault(pod.name, (time.time(), cert_ttl_s))
         self._track(self._outage_changes, self.writer.scale(self.istio_namespace, ISTIOD, 0))
 
     def start_control_plane(self) -> None:
         changes, self._outage_changes = self._outage_changes, []
+        self._outage_certs = {}
         # The control plane first: pods rolled back to the normal TTL need it for certs.
         for change in sorted(changes, key=lambda c: c.action != "scale"):
             self.writer.undo(change)
@@ -294,8 +355,16 @@ class IdentityOps(OpsBase):
         # every such proxy gets no pushes (and no certificates) until istiod is back.
         states = self._counts(self._namespace_pods(), (".connected_state",))
         cut_off = sum(1 for name, value in states.items() if "control_plane" in name and not value)
+        # From the recorded issue times: pilot-agent and ztunnel rotate a certificate at half
+        # its lifetime (SECRET_GRACE_PERIOD_RATIO 0.5); with istiod down that rotation is
+        # missed, and at its end the certificate expires.
+        now = time.time()
+        missed = sum(1 for at, ttl in self._outage_certs.values() if at + ttl / 2 <= now)
+        expired = sum(1 for at, ttl in self._outage_certs.values() if at + ttl <= now)
         return ControlPlaneState(
             stopped=replicas == 0 and not pods,
+            rotations_missed=missed,
+            certs_expired=expired,
             pushes_blocked=cut_off,
             detail=(
                 f"istiod replicas {replicas}, pods {len(pods)}; "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,8 @@ from chaos.platforms.base import (
 from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.changes import Change, ClusterWriter
 from chaos.platforms.kubernetes.podstate import PodState
+from chaos.platforms.kubernetes.statsmatcher import DENIED_SUFFIXES, FAULT_SUFFIXES, TLS_SUFFIXES
+from chaos.traffic.live import LiveStats
 
 #: Istio's control plane Deployment and node proxy DaemonSet (in ``istio-system``).
 ISTIOD = "istiod"
@@ -38,9 +40,6 @@ CA_KEY_FILE = "ca-key.pem"
 #: Waypoint pods carry the name of their Gateway in this label.
 GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
 
-FAULT_SUFFIXES = (".fault.delays_injected", ".fault.aborts_injected")
-TLS_SUFFIXES = (".ssl.fail_verify_error", ".ssl.connection_error", ".upstream_cx_connect_fail")
-DENIED_SUFFIXES = (".jwt_authn.denied", ".rbac.denied")
 
 SIDECAR = names.Setup.SIDECAR
 MESH = names.Setup.MESH
@@ -98,9 +97,15 @@ class OpsBase:
         self._site_changes: dict[str, list[Change]] = {}
         self._identity_changes: dict[str, list[Change]] = {}
         self._outage_changes: list[Change] = []
+        #: istiod scaled to 0 by a cert-expiry, once for all its targets.
+        self._rotation_changes: list[Change] = []
+        #: Per pod, when its short-lived certificate of an outage was issued, and its TTL.
+        self._outage_certs: dict[str, tuple[float, float]] = {}
         self._key_changes: list[Change] = []
         self._ztunnel_uids: dict[str, set[str]] = {}
         self._desync_jwks: str | None = None
+        #: The running traffic's last second of samples (set when in-cluster Locust starts).
+        self.traffic_stats: Callable[[], LiveStats] | None = None
 
     @property
     def setup(self) -> Any:
@@ -113,6 +118,15 @@ class OpsBase:
     @property
     def planning(self) -> bool:
         return self.writer.dry_run
+
+    def samples_now(self) -> LiveStats | None:
+        """The last second of the window's samples; None: no in-cluster traffic, unreadable."""
+        if self.traffic_stats is None:
+            return None
+        try:
+            return self.traffic_stats()
+        except (PlatformError, OSError, ValueError):
+            return None
 
     # -- pods ----------------------------------------------------------------------------
 

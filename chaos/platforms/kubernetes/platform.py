@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from chaos.errors import InputError, PlatformError, StartupError
-from chaos.experiment import Experiment, Setup
+from chaos.experiment import AbortFault, CertExpiryFault, Experiment, LatencyFault, Setup
 from chaos.experiment.dataplane import set_fields
 from chaos.experiment.models import EXTRA_HOST
 from chaos.platforms.base import Problem, RunningTopology, StartOptions, Workload
@@ -138,6 +138,7 @@ class KubernetesPlatform:
         for index, setup in enumerate(experiment.setups):
             if setup not in {s.value for s in self.setups}:
                 problems.append(Problem(("setups", index), f"no setup {setup!r} on kubernetes"))
+        problems += _unsupported_faults(experiment)
         existing = next((f.target for f in experiment.faults if f.target.existing), None)
         if existing is not None and experiment.traffic.host is None and self.ingress_url is None:
             problems.append(
@@ -253,7 +254,7 @@ class KubernetesPlatform:
                 record=record,
                 watch_timeout_s=self.watch_timeout_s,
                 ingress_url=self.ingress_url,
-                traffic=self._traffic_factory(kube_setup, writer, options, traffic_host),
+                traffic=self._traffic_factory(kube_setup, writer, options, traffic_host, ops),
                 traffic_host=traffic_host,
                 demo=existing is None,
             )
@@ -282,6 +283,7 @@ class KubernetesPlatform:
         writer: ClusterWriter,
         options: StartOptions,
         host: str | None = None,
+        ops: KubeFaultOps | None = None,
     ) -> TrafficFactory:
         idp_dir = self.idp_dir
         token_source = None
@@ -298,7 +300,7 @@ class KubernetesPlatform:
                     minted=token_source is not None,
                     key_dir=str(idp_dir),
                 )
-            return ClusterTraffic(
+            traffic = ClusterTraffic(
                 config,
                 setup=setup,
                 writer=writer,
@@ -307,6 +309,9 @@ class KubernetesPlatform:
                 token_source=token_source,
                 host=host,
             )
+            if ops is not None:  # verify falls back to the samples where counters are missing
+                ops.traffic_stats = traffic.live_stats
+            return traffic
 
         return start
 
@@ -422,7 +427,7 @@ class KubernetesPlatform:
     # -- after a dead runner -------------------------------------------------------------
 
     def clean(self, run_dir: Path, entries: Sequence[JournalEntry]) -> list[str]:
-        """Undo every recorded change not undone, newest first; lines saying what."""
+        """Undo every change not undone (scales first, then newest first); what was done."""
         pending = pending_changes(run_dir, entries)
         if not pending:
             return ["kubernetes: nothing to undo (every change was reverted)"]
@@ -435,12 +440,46 @@ class KubernetesPlatform:
         lines: list[str] = []
         try:
             pod_exec = self._pod_exec(api)
-            for where, change in reversed(pending):
+            # Scales first (istiod back up): Istio's webhooks refuse Istio objects and
+            # injected pods while istiod has no ready pod; then newest first.
+            ordered = sorted(reversed(pending), key=lambda entry: entry[1].action != "scale")
+            for where, change in ordered:
                 lines.append(f"kubernetes: {undo_change(api, pod_exec, change)}")
                 mark_done(where, change)
         finally:
             api.close()
         return lines
+
+
+def _unsupported_faults(experiment: Experiment) -> list[Problem]:
+    """What the platform cannot do as asked, at the field that asks it."""
+    problems: list[Problem] = []
+    for index, fault in enumerate(experiment.faults):
+        if (
+            isinstance(fault, LatencyFault | AbortFault)
+            and fault.direction == "outbound"
+            and "ambient" in experiment.setups
+        ):
+            # A waypoint ignores a route's sourceLabels match (istio/istio#51565,
+            # pilot/pkg/networking/core/listener_waypoint.go): the fault would be dropped.
+            problems.append(
+                Problem(
+                    ("faults", index, "direction"),
+                    "outbound is not possible in ambient on kubernetes: waypoints ignore a "
+                    "VirtualService's sourceLabels, so a fault for one client is dropped "
+                    "(use inbound, or leave ambient out of setups)",
+                )
+            )
+        if isinstance(fault, CertExpiryFault) and fault.connection_lifetime is not None:
+            problems.append(
+                Problem(
+                    ("faults", index, "connection_lifetime"),
+                    "not possible on kubernetes: the proxies' connection lifetime there is "
+                    "what cluster up installs (the mesh's DestinationRule, the sidecars' "
+                    "config), which a fault does not change; leave it out",
+                )
+            )
+    return problems
 
 
 def _first_image(deployment: dict[str, Any]) -> str:

@@ -1,27 +1,26 @@
 """Exec and port-forward: commands in a container and HTTP to a pod's port, through the API
 server's websocket sub-protocols.
 
-:class:`PodExec` is the port (tests use :mod:`chaos.testing.fakekube.podexec`, because
-no fake API server speaks the websocket sub-protocols); :class:`KubePodExec` is the real
-one, over the official client. Its foreign errors stop here as
+:class:`PodExec` is the port; :class:`KubePodExec` is the real one, over the official
+client (tested against the fake API server, :mod:`chaos.testing.fakekube.api`, which speaks
+the exec and port-forward websocket sub-protocols). Its foreign errors stop here as
 :class:`~chaos.errors.PlatformError` (:class:`ExecInterrupted` when the session closes early).
 """
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import Any, Protocol, cast
 
 from kubernetes import stream as kube_stream
-from kubernetes.client import CoreV1Api
+from kubernetes.client import ApiClient, CoreV1Api
 from kubernetes.client.exceptions import ApiException
+from kubernetes.stream.ws_client import ERROR_CHANNEL
 from websocket import WebSocketConnectionClosedException, WebSocketException
 
 from chaos.errors import PlatformError
-
-if TYPE_CHECKING:
-    from kubernetes.client import ApiClient
 
 
 class HoldsApiClient(Protocol):
@@ -54,19 +53,35 @@ class PodExec(Protocol):
 class KubePodExec:
     """:class:`PodExec` through the API server's exec and port-forward (websockets).
 
-    Proven only against a real cluster (``make e2e-kind``): no fake API server here
-    speaks the websocket sub-protocols.
+    Every stream gets an ``ApiClient`` of its own, built from the adapter's configuration
+    and closed after: the client's ``stream()`` swaps ``api_client.call_api`` for a
+    websocket call while it runs (kubernetes-client/python#928), so a shared client sends
+    the REST calls and watches other threads make meanwhile down the websocket path, and
+    two streams at once on one client leave it swapped for good.
+
+    An exec answers the command's output; a command that exits non-zero (the error
+    channel's ``NonZeroExitCode`` status) is a :class:`~chaos.errors.PlatformError`
+    naming the code and its stderr, and a session that closes without a status (the
+    command killed its own exec) is :class:`ExecInterrupted`.
     """
 
     def __init__(self, api: HoldsApiClient) -> None:
-        self._core = CoreV1Api(api.api_client)
+        # The stubs describe an older ApiClient (no configuration attribute).
+        raw: Any = api.api_client
+        self._configuration = raw.configuration
+
+    def _client(self) -> Any:
+        # Any: the stubs describe an older ApiClient (no close()).
+        return ApiClient(self._configuration)
 
     def exec(
         self, namespace: str, pod: str, container: str, command: Sequence[str], timeout_s: float
     ) -> str:
+        where = f"exec in {namespace}/{pod}/{container}"
+        client = self._client()
         try:
-            output = kube_stream.stream(
-                self._core.connect_get_namespaced_pod_exec,
+            session: Any = kube_stream.stream(
+                CoreV1Api(client).connect_get_namespaced_pod_exec,
                 pod,
                 namespace,
                 container=container,
@@ -75,20 +90,45 @@ class KubePodExec:
                 stdin=False,
                 stdout=True,
                 tty=False,
-                _request_timeout=timeout_s,
+                _preload_content=False,
             )
+            try:
+                session.run_forever(timeout=timeout_s)
+                if session.is_open():
+                    raise PlatformError(
+                        f"{where}: {command[0]} still running after {timeout_s:g} s"
+                    )
+                stdout = str(session.read_stdout() or "")
+                stderr = str(session.read_stderr() or "")
+                status = str(session.read_channel(ERROR_CHANNEL) or "")
+            finally:
+                session.close()
+                # websocket-client's close() returns early once the server has closed
+                # (what every exec ends with) and leaves the socket open: shut it here.
+                if session.sock is not None:
+                    session.sock.shutdown()
         except WebSocketConnectionClosedException as exc:
-            raise ExecInterrupted(f"exec in {namespace}/{pod}/{container}: {exc}") from exc
+            raise ExecInterrupted(f"{where}: {exc}") from exc
         except (ApiException, OSError, ValueError, WebSocketException) as exc:
-            raise PlatformError(f"exec in {namespace}/{pod}/{container} failed: {exc}") from exc
-        return str(output)
+            raise PlatformError(f"{where} failed: {exc}") from exc
+        finally:
+            client.close()
+        exit_code = exit_status(status, where)
+        if exit_code != 0:
+            said = stderr.strip().splitlines()[-1:] or stdout.strip().splitlines()[-1:]
+            raise PlatformError(
+                f"{where}: {' '.join(command)[:80]} exited {exit_code}"
+                + (f": {said[0][:200]}" if said else "")
+            )
+        return stdout
 
     def http(
         self, namespace: str, pod: str, port: int, method: str, path: str, timeout_s: float
     ) -> bytes:
+        client = self._client()
         try:
             forward: Any = kube_stream.portforward(
-                self._core.connect_get_namespaced_pod_portforward,
+                CoreV1Api(client).connect_get_namespaced_pod_portforward,
                 pod,
                 namespace,
                 ports=str(port),
@@ -101,9 +141,39 @@ class KubePodExec:
             while chunk := sock.recv(65536):
                 chunks.append(chunk)
             sock.close()
+            refused = forward.error(port)
+            # Closed by the server: websocket-client's close() then leaves the socket open.
+            if not forward.websocket.connected:
+                forward.websocket.shutdown()
         except (ApiException, OSError, ValueError, WebSocketException) as exc:
             raise PlatformError(f"port-forward to {namespace}/{pod}:{port} failed: {exc}") from exc
+        finally:
+            client.close()
+        if refused and not chunks:
+            raise PlatformError(f"port-forward to {namespace}/{pod}:{port}: {refused.strip()}")
         return _http_body(b"".join(chunks), f"{namespace}/{pod}:{port}{path}")
+
+
+def exit_status(status: str, where: str) -> int:
+    """The exit code in an exec's error-channel ``Status`` (0: Success).
+
+    No status at all: the session closed before the command ended.
+    """
+    if not status.strip():
+        raise ExecInterrupted(f"{where}: the session closed before the command ended")
+    try:
+        answer = json.loads(status)
+    except ValueError as exc:
+        raise PlatformError(f"{where}: not a Status on the error channel: {status[:80]!r}") from exc
+    if not isinstance(answer, dict):
+        raise PlatformError(f"{where}: not a Status on the error channel: {status[:80]!r}")
+    if answer.get("status") == "Success":
+        return 0
+    if answer.get("reason") == "NonZeroExitCode":
+        for cause in (answer.get("details") or {}).get("causes") or []:
+            if cause.get("reason") == "ExitCode" and str(cause.get("message", "")).isdigit():
+                return int(cause["message"])
+    raise PlatformError(f"{where}: {answer.get('message') or answer.get('reason') or status[:80]}")
 
 
 def _http_body(raw: bytes, where: str) -> bytes:

@@ -30,21 +30,11 @@ from chaos.platforms.kubernetes.api import KubeApi
 from chaos.platforms.kubernetes.faultops import KubeFaultOps
 from chaos.platforms.kubernetes.kinds import POD
 from chaos.platforms.kubernetes.podstate import PodState
+from chaos.platforms.kubernetes.statsmatcher import COUNTER_SUFFIXES
 from chaos.rundir.counters import CounterSample
 from chaos.rundir.journal import JsonValue
 from chaos.traffic.base import TrafficFactory
 from chaos.traffic.config import CLUSTER
-
-#: The Envoy counters the analysis reads (as on the local platform).
-COUNTER_SUFFIXES = (
-    ".upstream_rq_retry",
-    ".ssl.fail_verify_error",
-    ".ssl.connection_error",
-    ".ssl.fail_verify_san",
-    ".ssl.fail_verify_no_cert",
-    ".ejections_enforced_total",
-    ".upstream_cx_connect_fail",
-)
 
 
 def workload_name(pod: PodState) -> str:

@@ -24,9 +24,12 @@ kubeconfig this module writes) for what the platform uses:
   batch/v1 does), and :meth:`FakeCluster.restart_container`
   plays the kubelet restarting a container (its ``restartCount`` rises).
 
-Not modelled: admission, defaulting beyond a pod's status, strategic-merge list
-semantics, field managers (server-side apply), exec and port-forward (the
-platform reaches those through ``PodExec``; see ``fakeexec``).
+* exec and port-forward over websockets (:mod:`.streams`), played by a
+  :class:`~.streams.PodStreams` (:class:`~.podexec.FakePodExec` by default), served
+  while REST calls and watches are, from any number of client threads.
+
+Not modelled: defaulting beyond a pod's status, strategic-merge list semantics, field
+managers (server-side apply).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -43,6 +47,7 @@ from typing import Any
 
 from aiohttp import web
 
+from chaos.testing.fakekube.podexec import FakePodExec
 from chaos.testing.fakekube.rules import (
     ApiError,
     Obj,
@@ -52,6 +57,7 @@ from chaos.testing.fakekube.rules import (
     merge_patch,
 )
 from chaos.testing.fakekube.store import FakeCluster, Resource, selected
+from chaos.testing.fakekube.streams import PodStreams, serve_exec, serve_portforward
 
 TOKEN = "sidecar-chaos-fake-token"
 
@@ -132,8 +138,12 @@ class FakeApiServer:
         *,
         version: str = "v1.34.0",
         max_watch_s: float | None = None,
+        pods: PodStreams | None = None,
     ) -> None:
         self.cluster = cluster or FakeCluster()
+        #: What exec and port-forward reach (:class:`~.podexec.FakePodExec` by default).
+        self.pods: PodStreams = pods or FakePodExec(self.cluster)
+        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fake-kube-stream")
         self.version = version
         self.max_watch_s = max_watch_s
         self._sock: socket.socket | None = None
@@ -195,6 +205,7 @@ class FakeApiServer:
             self._thread.join(timeout=10.0)
         if self._sock is not None:
             self._sock.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _serve(self) -> None:
         loop = self._loop
@@ -277,6 +288,9 @@ class FakeApiServer:
             if route.resource.kind != "Deployment":
                 raise ApiError(404, "NotFound", "no scale subresource")
             return await self._scale(request, route)
+        if route.resource.kind == "Pod" and route.sub in ("exec", "portforward"):
+            serve = serve_exec if route.sub == "exec" else serve_portforward
+            return await serve(request, cluster, self.pods, self._pool, namespace, name)
         if route.sub not in (None, "status"):
             raise ApiError(404, "NotFound", f"no subresource {route.sub}")
         status_only = route.sub == "status"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from chaos.testing.fakekube.controllers import Controllers
 from chaos.testing.fakekube.rules import (
     ApiError,
     Obj,
@@ -73,7 +74,7 @@ class Change:
     obj: Obj
 
 
-class FakeCluster:
+class FakeCluster(Controllers):
     """The fake's state: objects, a resourceVersion counter, the change log, the calls."""
 
     def __init__(self) -> None:
@@ -188,8 +189,10 @@ class FakeCluster:
             meta["creationTimestamp"] = _now()
             meta["generation"] = 1
             meta.pop("resourceVersion", None)
+            self._admit(resource.prefix, resource.kind, namespace, obj)
             if resource.kind == "Pod":
                 _default_pod_status(obj)
+                self._initial_readiness(namespace, obj)
             if resource.kind == "Namespace":
                 obj["status"] = {"phase": "Active"}
             self._bump(resource, namespace, "ADDED", obj)
@@ -197,6 +200,7 @@ class FakeCluster:
             self._after_write(resource, namespace, obj)
             if resource.kind == "Job":  # the Job controller: one pod (backoffLimit 0)
                 self._pod_from_template(namespace, "Job", obj)
+            self._settle()
             return copy.deepcopy(obj)
 
     def replace(
@@ -220,6 +224,8 @@ class FakeCluster:
                     "try again",
                     {"name": name, "kind": resource.plural},
                 )
+            if not status_only:
+                self._admit(resource.prefix, resource.kind, namespace, body)
             if status_only:
                 new = copy.deepcopy(current)
                 new["status"] = copy.deepcopy(body.get("status"))
@@ -242,6 +248,7 @@ class FakeCluster:
             ):
                 self._roll(resource.kind, namespace, new)
             self._after_write(resource, namespace, new)
+            self._settle()
             return copy.deepcopy(new)
 
     def delete(
@@ -274,6 +281,7 @@ class FakeCluster:
                     self._bump(self.resources[other[:2]], name, "DELETED", gone)
             if resource.kind == "Pod":
                 self._replace_owned_pod(namespace, obj)
+            self._settle()
             return copy.deepcopy(obj)
 
     # -- the little controllers ----------------------------------------------------------
@@ -295,105 +303,6 @@ class FakeCluster:
                         self.replace(pods, namespace, pod, obj, status_only=True)
                         return int(entry["restartCount"])
             raise ApiError(400, "BadRequest", f"container {container} is not valid for pod {pod}")
-
-    def _after_write(self, resource: Resource, namespace: str, obj: Obj) -> None:
-        if resource.kind == "Deployment":
-            self._reconcile_deployment(namespace, obj)
-
-    def _reconcile_deployment(self, namespace: str, deployment: Obj) -> None:
-        name = deployment["metadata"]["name"]
-        wanted = int((deployment.get("spec") or {}).get("replicas", 1))
-        pods = [p for p in self._owned_pods(namespace, "Deployment", name)]
-        pod_resource = self.resources[("v1", "pods")]
-        for extra in pods[wanted:]:
-            key = ("v1", "pods", namespace, extra["metadata"]["name"])
-            gone = self._objects.pop(key)
-            self._bump(pod_resource, namespace, "DELETED", gone)
-        for _ in range(wanted - len(pods)):
-            self._pod_from_template(namespace, "Deployment", deployment)
-        status = {
-            "observedGeneration": deployment["metadata"].get("generation", 1),
-            "replicas": wanted,
-            "readyReplicas": wanted,
-            "availableReplicas": wanted,
-            "updatedReplicas": wanted,
-        }
-        key = ("apps/v1", "deployments", namespace, name)
-        if self._objects[key].get("status") != status:
-            self._objects[key]["status"] = status
-            self._bump(
-                self.resources[("apps/v1", "deployments")],
-                namespace,
-                "MODIFIED",
-                self._objects[key],
-            )
-
-    def _roll(self, kind: str, namespace: str, owner: Obj) -> None:
-        """A changed pod template: every pod of the owner is replaced by a new one."""
-        pod_resource = self.resources[("v1", "pods")]
-        for pod in self._owned_pods(namespace, kind, owner["metadata"]["name"]):
-            gone = self._objects.pop(("v1", "pods", namespace, pod["metadata"]["name"]))
-            self._bump(pod_resource, namespace, "DELETED", gone)
-            if kind == "DaemonSet":
-                node = (gone.get("spec") or {}).get("nodeName")
-                self._pod_from_template(namespace, kind, owner, node_name=node)
-
-    def _owned_pods(self, namespace: str, kind: str, name: str) -> list[Obj]:
-        return [
-            obj
-            for (prefix, plural, ns, _), obj in sorted(self._objects.items())
-            if (prefix, plural, ns) == ("v1", "pods", namespace)
-            and any(
-                o.get("kind") == kind and o.get("name") == name
-                for o in obj["metadata"].get("ownerReferences") or []
-            )
-        ]
-
-    def _pod_from_template(
-        self, namespace: str, kind: str, owner: Obj, node_name: str | None = None
-    ) -> None:
-        template = copy.deepcopy((owner.get("spec") or {}).get("template") or {})
-        meta = template.get("metadata") or {}
-        spec = template.get("spec") or {}
-        if node_name is None:
-            selector = spec.get("nodeSelector") or {}
-            node_name = selector.get("kubernetes.io/hostname", "fake-node")
-        spec["nodeName"] = node_name
-        owner_name = owner["metadata"]["name"]
-        pod = {
-            "metadata": {
-                "name": f"{owner_name}-{secrets.token_hex(3)[:5]}",
-                "labels": meta.get("labels") or {},
-                "annotations": meta.get("annotations") or {},
-                "ownerReferences": [
-                    {
-                        "apiVersion": owner["apiVersion"],
-                        "kind": kind,
-                        "name": owner_name,
-                        "uid": owner["metadata"]["uid"],
-                        "controller": True,
-                    }
-                ],
-            },
-            "spec": spec,
-        }
-        self.create(self.resources[("v1", "pods")], namespace, pod)
-
-    def _replace_owned_pod(self, namespace: str, pod: Obj) -> None:
-        for ref in pod["metadata"].get("ownerReferences") or []:
-            kind, name = ref.get("kind"), ref.get("name")
-            plural = {"Deployment": "deployments", "DaemonSet": "daemonsets"}.get(kind)
-            if plural is None:
-                continue
-            owner = self._objects.get(("apps/v1", plural, namespace, name))
-            if owner is None:
-                continue
-            if kind == "Deployment":
-                self._reconcile_deployment(namespace, owner)
-            else:
-                self._pod_from_template(
-                    namespace, "DaemonSet", owner, node_name=pod["spec"].get("nodeName")
-                )
 
 
 def _dig(obj: Obj, path: tuple[str, ...]) -> Any:

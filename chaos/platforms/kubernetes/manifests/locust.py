@@ -51,7 +51,6 @@ LOCUST_CERTS_SECRET = "locust-certs"
 #: Locust itself stops (and the kubelet restarts it): the run copies them from here.
 SAMPLES_CONTAINER = "samples"
 _MASTER = "master"
-_WORKER = "worker"
 
 
 @dataclass(frozen=True)
@@ -132,11 +131,18 @@ def target_host(setup: names.Setup) -> str:
     return f"http://{names.service_host('frontend', setup)}:{names.APP_PORT}"
 
 
+#: On the Locust pods: the setup whose data plane they join.
+SETUP_LABEL = "sidecar-chaos.dev/setup"
+#: The worker pods' traffic role (the fault counters of their sidecars count in a mesh).
+WORKER_ROLE = "worker"
+_WORKER = WORKER_ROLE
+
+
 def _labels(plan: LocustDeployment, role: str) -> dict[str, str]:
     return {
         names.LABEL_APP: plan.prefix,
         names.LABEL_TRAFFIC_ROLE: role,
-        "sidecar-chaos.dev/setup": plan.setup.value,
+        SETUP_LABEL: plan.setup.value,
     }
 
 

@@ -1,0 +1,117 @@
+"""Requests through the fake's Istio data plane: VirtualService faults and JWT validation.
+
+:func:`send` plays ``requests`` HTTP requests from a client pod to a service of the demo
+and counts, in the proxies' stats (:class:`~.podexec.FakePodExec` ``counters``), what
+Istio's proxies would (Istio 1.24 behaviour, named per rule):
+
+* the VirtualService fault of the first ``http`` route that matches the client: applied
+  by the client's sidecar (mesh: ``http.outbound_0.0.0.0_8080.fault.*``, Istio's outbound
+  HTTP listener stat prefix), or by the service's waypoint (ambient), which ignores routes
+  matched on ``sourceLabels`` (istio/istio#51565, ``listener_waypoint.go``): such a route
+  is dropped, so its fault never applies;
+* a token whose key is not in the namespace's RequestAuthentication ``jwks``: refused by
+  ``jwt_authn`` at the server's proxy with 401 (``http.inbound_0.0.0.0_8080.jwt_authn.denied``).
+  Istio builds the filter with allow-missing (a missing token passes to authorization), so
+  a bad token never reaches ``rbac``; ``rbac.denied`` does not rise.
+
+Shares of requests are exact (``percent * requests // 100``), not random.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from chaos.platforms.kubernetes import names
+from chaos.testing.fakekube.podexec import WAYPOINT_LABEL, FakePodExec
+from chaos.testing.fakekube.rules import ApiError
+
+OUTBOUND = "http.outbound_0.0.0.0_8080"
+INBOUND = "http.inbound_0.0.0.0_8080"
+WAYPOINT = "http.inbound-vip_8080"
+
+
+def _list(pods: FakePodExec, prefix: str, plural: str, namespace: str) -> list[dict[str, Any]]:
+    cluster = pods.cluster
+    return cluster.select(cluster.resource(prefix, plural), namespace)
+
+
+def _matches(route: dict[str, Any], labels: dict[str, str], waypoint: bool) -> bool:
+    matches = route.get("match") or []
+    if not matches:
+        return True
+    for match in matches:
+        wanted = match.get("sourceLabels")
+        if wanted is None:
+            return True
+        if waypoint:
+            continue  # waypoints drop sourceLabels matches
+        if all(labels.get(k) == v for k, v in wanted.items()):
+            return True
+    return False
+
+
+def _add(pods: FakePodExec, key: tuple[str, str], name: str, rise: int) -> None:
+    counters = pods.counters.setdefault(key, {})
+    counters[name] = counters.get(name, 0) + rise
+
+
+def send(
+    pods: FakePodExec,
+    client: tuple[str, str],
+    service: str,
+    namespace: str,
+    requests: int,
+    *,
+    token_kid: str = "demo",
+) -> None:
+    """``requests`` requests from pod ``client`` (namespace, name) to ``service``."""
+    cluster = pods.cluster
+    client_pod = cluster.get(cluster.resource("v1", "pods"), *client)
+    labels = (client_pod.get("metadata") or {}).get("labels") or {}
+    host = f"{service}.{namespace}.svc.cluster.local"
+    waypoints = [
+        p
+        for p in _list(pods, "v1", "pods", namespace)
+        if ((p["metadata"].get("labels") or {}).get(WAYPOINT_LABEL) == names.waypoint_name(service))
+    ]
+    at = (namespace, waypoints[0]["metadata"]["name"]) if waypoints else client
+    prefix = WAYPOINT if waypoints else OUTBOUND
+    for vs in _list(pods, "networking.istio.io/v1", "virtualservices", namespace):
+        if host not in ((vs.get("spec") or {}).get("hosts") or []):
+            continue
+        routes = (vs.get("spec") or {}).get("http") or []
+        route = next((r for r in routes if _matches(r, labels, bool(waypoints))), None)
+        fault = (route or {}).get("fault") or {}
+        for kind, counter in (("delay", "delays_injected"), ("abort", "aborts_injected")):
+            percent = float(((fault.get(kind) or {}).get("percentage") or {}).get("value", 0))
+            with pods.lock:
+                _add(pods, at, f"{prefix}.fault.{counter}", int(percent * requests) // 100)
+        break
+    try:
+        rules = _list(pods, "security.istio.io/v1", "requestauthentications", namespace)
+    except ApiError:
+        rules = []
+    servers = [
+        p
+        for p in _list(pods, "v1", "pods", namespace)
+        if (p["metadata"].get("labels") or {}).get(names.LABEL_APP) == service
+    ]
+    for rule in (r for ra in rules for r in (ra.get("spec") or {}).get("jwtRules") or []):
+        try:
+            keys = json.loads(str(rule.get("jwks", ""))).get("keys") or []
+        except ValueError:
+            keys = []
+        denied = token_kid not in {k.get("kid") for k in keys}
+        for server in servers:
+            with pods.lock:
+                _add(
+                    pods,
+                    (namespace, server["metadata"]["name"]),
+                    f"{INBOUND}.jwt_authn.denied",
+                    requests if denied else 0,
+                )
+        break
+
+
+__all__ = ["INBOUND", "OUTBOUND", "WAYPOINT", "send"]
