@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 # off by :func:`split_dropped` and counted apart.
 
 #: Columns the analysis can do without (run directories written before they existed).
-OPTIONAL_COLUMNS: frozenset[str] = frozenset({"send_lag_ms"})
+OPTIONAL_COLUMNS: frozenset[str] = frozenset({"send_lag_ms", "auth"})
 
 #: The kind of value each column must hold, from its dtype in the contract.
 _COLUMN_KINDS: dict[str, str] = {

@@ -27,6 +27,7 @@ from chaos.errors import AbortedError, ChaosError, RunDirectoryError
 from chaos.experiment import CertExpiryFault, Experiment, Setup, StopCondition
 from chaos.experiment import Fault as FaultSpec
 from chaos.experiment.models import start_extra
+from chaos.experiment.security import security_extra
 from chaos.faults import driver_for
 from chaos.faults.base import Fault, FaultPlan
 from chaos.outpaths import replace_file
@@ -294,7 +295,7 @@ class Engine:
             connection_lifetime_s=lifetime,
             run_marker=self.marker,
             record=self.journal.write,
-            extra=start_extra(self.experiment, spec),
+            extra={**start_extra(self.experiment, spec), **security_extra(self.experiment)},
         )
 
     def _traffic_config(

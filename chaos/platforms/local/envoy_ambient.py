@@ -140,7 +140,9 @@ def waypoint_config(layout: TopologyLayout, waypoint: Waypoint, opts: ProxyOptio
             )
         ],
     }
-    hcm = http_connection_manager("waypoint", [fault_filter("inbound")], route_config=routes)
+    hcm = http_connection_manager(
+        "waypoint", [fault_filter("inbound")], route_config=routes, forward_client_cert=True
+    )
     typed = hcm["typed_config"]
     assert isinstance(typed, dict) and typed.get("@type") == TYPE_HCM
     typed["common_http_protocol_options"] = {

@@ -84,7 +84,11 @@ def inbound_listener(
 ) -> Json:
     """The pod's inbound: mTLS, JWT, fault, router (inline routes or RDS)."""
     hcm = http_connection_manager(
-        "inbound", [jwt, fault_filter("inbound")], route_config=route_config, rds=rds
+        "inbound",
+        [jwt, fault_filter("inbound")],
+        route_config=route_config,
+        rds=rds,
+        forward_client_cert=True,
     )
     return listener(
         "inbound", pod.address, int(Port.INBOUND), [hcm], downstream_tls(certs, layout.setup)
