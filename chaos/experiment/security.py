@@ -97,6 +97,28 @@ def sensitive_headers(experiment: Experiment) -> tuple[str, ...]:
     return security.sensitive_headers if security is not None else DEFAULT_SENSITIVE_HEADERS
 
 
+def credentials_bound(experiment: Experiment) -> float:
+    """The bound on the share of served requests that expose a credential."""
+    security = experiment.security
+    return (
+        security.max_credentials_exposed
+        if security is not None
+        else DEFAULT_MAX_CREDENTIALS_EXPOSED
+    )
+
+
+def security_parameters(experiment: Experiment) -> dict[str, float | str | None]:
+    """What the run records about security in its parameters (the report's method)."""
+    security = experiment.security
+    bypass = security.bypass if security is not None else None
+    return {
+        "sensitive_headers": ",".join(sensitive_headers(experiment)),
+        "max_credentials_exposed": credentials_bound(experiment),
+        "bypass_rate_rps": bypass.rate if bypass is not None else None,
+        "bypass_max_requests": bypass.max_requests if bypass is not None else None,
+    }
+
+
 #: Key of a platform's start options (``StartOptions.extra``): the sensitive headers, comma-joined.
 EXTRA_SENSITIVE_HEADERS = "security.sensitive_headers"
 

@@ -124,6 +124,9 @@ def test_schema_shows_the_section() -> None:
         "error_rate",
         "p95",
         "p99",
+        "served_unauthenticated",
+        "credentials_exposed",
+        "bypass_served",
     }
 
 
