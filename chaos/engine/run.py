@@ -31,14 +31,16 @@ from chaos.experiment.security import security_extra
 from chaos.faults import driver_for
 from chaos.faults.base import Fault, FaultPlan
 from chaos.outpaths import replace_file
+from chaos.platforms.appports import ExposesAppPorts
 from chaos.platforms.base import Event, HostsTraffic, Platform, RunningTopology, StartOptions
 from chaos.proc import RUN_MARKER_ENV, start_ticks
-from chaos.rundir import EXPERIMENT_FILE, SAMPLES_DIR, TOPOLOGIES_DIR
+from chaos.rundir import BYPASS_DIR, EXPERIMENT_FILE, SAMPLES_DIR, TOPOLOGIES_DIR
 from chaos.rundir.counters import append_counters
 from chaos.rundir.journal import Journal
 from chaos.rundir.writes import RecordedWrites
 from chaos.traffic import Endpoint, LiveStats, TrafficConfig, TrafficRun
 from chaos.traffic.base import Traffic, TrafficFactory
+from chaos.traffic.bypass import BypassProbe
 from chaos.traffic.config import LOOPBACK
 
 #: I/O errors that mean the run directory cannot take more (the run stops: exit 3).
@@ -185,6 +187,7 @@ class Engine:
             setup=key.setup,
             processes=[[pid, start_ticks(pid)] for pid in traffic.pids],
         )
+        self._start_bypass(stack, topology, key)
         record.warmup_start_t = time.monotonic()
         self.journal.write("warmup", setup=key.setup, seconds=timeline.warmup)
         record.phase = "warm-up"
@@ -233,6 +236,23 @@ class Engine:
         record.end_t = time.monotonic()
         record.phase = "stop traffic"
         traffic.stop()
+
+    def _start_bypass(
+        self, stack: contextlib.ExitStack, topology: RunningTopology, key: WindowKey
+    ) -> None:
+        """The window's bypass probe (``security.bypass``), where the platform lists app ports."""
+        security = self.experiment.security
+        if security is None or security.bypass is None:
+            return
+        if not isinstance(topology, ExposesAppPorts):
+            return  # validation keeps the probe to platforms that have it
+        probe = BypassProbe(
+            topology.app_ports(),
+            security.bypass.rate,
+            security.bypass.max_requests,
+            self.run_dir / BYPASS_DIR / f"{key.slug}.jsonl",
+        )
+        stack.enter_context(probe)
 
     def _revert(self, fault: Fault[FaultSpec], plan: FaultPlan, record: WindowRecord) -> None:
         if record.revert_t is not None:

@@ -97,7 +97,7 @@ def node_proxy_config(layout: TopologyLayout, proxy: NodeProxy, opts: ProxyOptio
         clusters.append(
             cluster(
                 f"app-{pod.name}",
-                [(pod.address, int(Port.APP))],
+                [(pod.address, pod.app_port)],
                 opts,
                 bind_address=proxy.address,
                 http=False,

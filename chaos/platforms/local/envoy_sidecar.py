@@ -136,7 +136,7 @@ def pod_clusters(
     """``local_app`` plus one mTLS cluster per callable service (its replicas' inbound)."""
     # Bound to the pod address, so the app sees its own proxy as the peer (as in a pod).
     clusters = [
-        cluster(LOCAL_APP_CLUSTER, [(pod.address, int(Port.APP))], opts, bind_address=pod.address)
+        cluster(LOCAL_APP_CLUSTER, [(pod.address, pod.app_port)], opts, bind_address=pod.address)
     ]
     for svc in callable_services(pod):
         endpoints = [(p.address, int(Port.INBOUND)) for p in layout.pods_of(svc)]

@@ -10,11 +10,12 @@ from pathlib import Path
 
 from chaos.errors import FaultError
 from chaos.experiment import Setup
+from chaos.platforms.appports import AppPort
 from chaos.platforms.base import EventCallback, FaultOps, Pod
 from chaos.platforms.local.admin import ANALYSIS_STATS_FILTER, counters
 from chaos.platforms.local.faultops import LocalFaultOps
 from chaos.platforms.local.topology import LocalTopology
-from chaos.platforms.shared.layout import PROCESS_LEDGER
+from chaos.platforms.shared.layout import PROCESS_LEDGER, Port
 from chaos.platforms.shared.promql import PrometheusCounters
 from chaos.rundir.counters import CounterSample
 from chaos.rundir.journal import JsonValue
@@ -46,6 +47,10 @@ class LocalRunning:
     @property
     def ingress_url(self) -> str:
         return self.topology.layout.ingress.url
+
+    def app_ports(self) -> list[AppPort]:
+        """Each pod's app port on its address (in mesh/ambient nothing listens there)."""
+        return [AppPort(p.name, p.address, int(Port.APP)) for p in self.topology.layout.pods]
 
     @property
     def token_url(self) -> str | None:

@@ -313,7 +313,7 @@ class LocalTopology:
             "--node",
             pod.node,
             "--listen",
-            f"{pod.address}:{int(Port.APP)}",
+            f"{pod.address}:{pod.app_port}",
             "--peer-names",
             json.dumps(peer_names),
         ]
