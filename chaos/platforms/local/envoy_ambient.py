@@ -55,6 +55,7 @@ from chaos.platforms.shared.envoy_common import (
     virtual_host,
 )
 from chaos.platforms.shared.envoy_faults import fault_filter
+from chaos.platforms.shared.envoy_rbac import rbac_file, rbac_filter
 from chaos.platforms.shared.layout import (
     CALLS,
     NodeProxy,
@@ -141,7 +142,10 @@ def waypoint_config(layout: TopologyLayout, waypoint: Waypoint, opts: ProxyOptio
         ],
     }
     hcm = http_connection_manager(
-        "waypoint", [fault_filter("inbound")], route_config=routes, forward_client_cert=True
+        "waypoint",
+        [rbac_filter(waypoint.dir), fault_filter("inbound")],
+        route_config=routes,
+        forward_client_cert=True,
     )
     typed = hcm["typed_config"]
     assert isinstance(typed, dict) and typed.get("@type") == TYPE_HCM
@@ -169,7 +173,12 @@ def waypoint_config(layout: TopologyLayout, waypoint: Waypoint, opts: ProxyOptio
         },
     }
     return ProxyConfig(
-        waypoint.name, waypoint.name, waypoint.dir, waypoint.admin_url, bootstrap, sds_files(certs)
+        waypoint.name,
+        waypoint.name,
+        waypoint.dir,
+        waypoint.admin_url,
+        bootstrap,
+        (*sds_files(certs), rbac_file(waypoint.dir)),
     )
 
 
