@@ -15,8 +15,9 @@ the app said it received, :mod:`chaos.rundir.auth`) and the bypass probe's attem
   ``security.max_credentials_exposed``;
 * **bypass**: the probe's requests straight to an app port, plaintext and without a
   token: refused (no HTTP answer), denied (an answer, but not the app's) or served
-  (the app answered). A bypass request the app served is served unauthenticated too:
-  ``bypass_served`` must be 0.
+  (the app answered). What a setup does with them is a measurement of the setup (a
+  plain sidecar leaves the port open by design), reported beside the invariants and
+  usable as a hypothesis metric (``bypass_served``), not an invariant of a window.
 
 Pure numpy; the bypass attempts are read from the run directory's ``bypass/`` files.
 """
@@ -77,8 +78,8 @@ class WindowSecurity:
 
     @property
     def fail_open_held(self) -> bool:
-        """Nothing was served unauthenticated, through the proxy or around it."""
-        return self.served_unauthenticated == 0 and self.bypass_served == 0
+        """Nothing that came through the proxy was served unauthenticated."""
+        return self.served_unauthenticated == 0
 
     @property
     def credentials_held(self) -> bool:
@@ -234,19 +235,20 @@ def security_summary(runs: Sequence[FaultResult]) -> list[dict[str, object]]:
     return [{**asdict(t), "credentials_share": t.credentials_share} for t in totals]
 
 
-def invariant_lines(runs: Sequence[FaultResult]) -> list[str]:
-    """One line per window whose security invariants broke (what failed, in requests)."""
+def invariant_lines(runs: Sequence[FaultResult], *, credentials: bool = True) -> list[str]:
+    """One line per window whose security invariants broke (what failed, in requests).
+
+    ``credentials``: whether the credential bound counts (a bound the experiment stated).
+    """
     lines = []
     for r in runs:
         s = r.security
-        if s is None or s.held:
+        if s is None or (s.fail_open_held and (s.credentials_held or not credentials)):
             continue
         what = []
         if s.served_unauthenticated:
             what.append(f"{s.served_unauthenticated} requests served unauthenticated (fail open)")
-        if s.bypass_served:
-            what.append(f"{s.bypass_served} of {s.bypass_sent} bypass requests served")
-        if not s.credentials_held:
+        if credentials and not s.credentials_held:
             what.append(
                 f"credentials reached the app in {s.credentials_exposed} of {s.served} "
                 f"requests (bound {s.max_credentials_exposed:g})"

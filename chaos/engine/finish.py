@@ -256,7 +256,8 @@ def _finish(
     del samples
     failures = judge(records, runs, aborted_reason is not None) + refuted
     if experiment.security is not None:  # declared: a broken invariant fails the run
-        failures += invariant_lines(runs)
+        stated = "max_credentials_exposed" in experiment.security.model_fields_set
+        failures += invariant_lines(runs, credentials=stated)
     code = exit_code(
         aborted=aborted_reason is not None, failures=bool(failures), broken=bool(broken)
     )

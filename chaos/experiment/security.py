@@ -11,7 +11,8 @@
 
 Requests served without a verified identity (fail open) must be 0 in every window;
 that bound is not a setting. Without the section the invariants are still measured
-and reported (with the defaults below); with it, a broken invariant fails the run.
+and reported (with the defaults below); with it, a window served unauthenticated fails
+the run, and so does one over ``max_credentials_exposed`` when the file states it.
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ def _row(t: SecurityTotal) -> SecurityRow:
     )
     held = t.windows_held == t.windows
     problems = []
-    if t.served_unauthenticated or t.bypass_served:
+    if t.served_unauthenticated:
         problems.append("fails open")
     if share is not None and share > t.max_credentials_exposed:
         problems.append("exposes credentials")
