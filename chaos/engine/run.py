@@ -187,8 +187,8 @@ class Engine:
             setup=key.setup,
             processes=[[pid, start_ticks(pid)] for pid in traffic.pids],
         )
-        self._start_bypass(stack, topology, key)
         record.warmup_start_t = time.monotonic()
+        self._start_bypass(stack, topology, key)  # its first request inside the window
         self.journal.write("warmup", setup=key.setup, seconds=timeline.warmup)
         record.phase = "warm-up"
         self._hold(key, "warm-up", timeline.warmup, traffic)
