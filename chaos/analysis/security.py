@@ -28,7 +28,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -36,8 +36,22 @@ import numpy.typing as npt
 from chaos.rundir import BYPASS_DIR
 from chaos.rundir.auth import CREDENTIAL, REPORTED, VERIFIED
 
-if TYPE_CHECKING:
-    from chaos.analysis.model import FaultResult
+
+class HasSecurity(Protocol):
+    """What the functions below read of a window's result (a ``FaultResult``)."""
+
+    @property
+    def setup(self) -> str: ...
+
+    @property
+    def fault(self) -> str: ...
+
+    @property
+    def repetition(self) -> int: ...
+
+    @property
+    def security(self) -> WindowSecurity | None: ...
+
 
 #: Outcomes of one bypass request.
 REFUSED: Final = "refused"
@@ -229,13 +243,13 @@ def security_totals(
     return totals
 
 
-def security_summary(runs: Sequence[FaultResult]) -> list[dict[str, object]]:
+def security_summary(runs: Sequence[HasSecurity]) -> list[dict[str, object]]:
     """The top-level ``security`` list of ``results.json``: per setup and fault, the totals."""
     totals = security_totals([(r.setup, r.fault, r.security) for r in runs])
     return [{**asdict(t), "credentials_share": t.credentials_share} for t in totals]
 
 
-def invariant_lines(runs: Sequence[FaultResult], *, credentials: bool = True) -> list[str]:
+def invariant_lines(runs: Sequence[HasSecurity], *, credentials: bool = True) -> list[str]:
     """One line per window whose security invariants broke (what failed, in requests).
 
     ``credentials``: whether the credential bound counts (a bound the experiment stated).

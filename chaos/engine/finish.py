@@ -227,7 +227,7 @@ def _finish(
             recorded_writes=writes,
             seed=experiment.seed,
             bypass=load_bypass(run_dir),
-            max_credentials_exposed=credentials_bound(experiment),
+            max_credentials_exposed=credentials_bound(experiment.security),
         )
         decided = decisions_for(
             experiment.hypotheses,
@@ -291,7 +291,7 @@ def _finish(
                 "platform": target.name,
                 "aborted": aborted_reason,
                 "broken_windows": len(broken),
-                **security_parameters(experiment),
+                **security_parameters(experiment.security),
             },
         ),
     )

@@ -55,7 +55,7 @@ def measured_so_far(
         resamples=200,
         seed=experiment.seed,
         bypass=load_bypass(run_dir),
-        max_credentials_exposed=credentials_bound(experiment),
+        max_credentials_exposed=credentials_bound(experiment.security),
     )
     return list(analysis.runs)
 

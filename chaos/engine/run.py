@@ -315,7 +315,10 @@ class Engine:
             connection_lifetime_s=lifetime,
             run_marker=self.marker,
             record=self.journal.write,
-            extra={**start_extra(self.experiment, spec), **security_extra(self.experiment)},
+            extra={
+                **start_extra(self.experiment, spec),
+                **security_extra(self.experiment.security),
+            },
         )
 
     def _traffic_config(

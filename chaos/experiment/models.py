@@ -286,7 +286,9 @@ class Experiment(SpecModel):
                         f"{setup} is not one of the experiment's setups ({', '.join(self.setups)})",
                     )
         check_existing_targets(self)
-        check_security(self)
+        check_security(
+            self.security, self.traffic.rate, self.platform, [f.type for f in self.faults]
+        )
         names = self.fault_names()
         for i, name in enumerate(names):
             if name in names[:i]:

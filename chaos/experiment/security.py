@@ -17,16 +17,16 @@ the run, and so does one over ``max_credentials_exposed`` when the file states i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+import re
+from collections.abc import Sequence
+from typing import Annotated, Final
 
 from pydantic import Field, field_validator
 
 from chaos.experiment._base import Int, Number, Rate, SpecModel, field_error
-from chaos.rundir.auth import HEADER_NAME
 
-if TYPE_CHECKING:
-    from chaos.experiment.models import Experiment
-
+#: A header field name (RFC 9110 section 5.1: a ``token``).
+HEADER_NAME: Final = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 #: What counts as a credential when the file says nothing.
 DEFAULT_SENSITIVE_HEADERS: tuple[str, ...] = ("authorization",)
 #: The seed's claim for a mesh: less than 0.1 % of requests expose a sensitive header.
@@ -66,41 +66,40 @@ class Security(SpecModel):
         return lowered
 
 
-def check_security(experiment: Experiment) -> None:
+def check_security(
+    security: Security | None, traffic_rate: float, platform: str, fault_types: Sequence[str]
+) -> None:
     """Cross-field checks: the bypass stream stays below the load; local-only parts."""
-    security = experiment.security
     if security is not None and security.bypass is not None:
-        if security.bypass.rate > experiment.traffic.rate:
+        if security.bypass.rate > traffic_rate:
             raise field_error(
                 "security.bypass.rate",
                 f"{security.bypass.rate:g}/s is more than the load itself "
-                f"(traffic.rate {experiment.traffic.rate:g}/s): the probe is a small stream",
+                f"(traffic.rate {traffic_rate:g}/s): the probe is a small stream",
             )
-        if experiment.platform != "local":
+        if platform != "local":
             raise field_error(
                 "security.bypass",
                 "the bypass probe runs on the local platform only for now "
                 "(on a cluster it would need a pod inside the namespace)",
             )
-    if experiment.platform != "local":
-        for i, fault in enumerate(experiment.faults):
-            if fault.type in LOCAL_ONLY_FAULTS:
+    if platform != "local":
+        for i, fault_type in enumerate(fault_types):
+            if fault_type in LOCAL_ONLY_FAULTS:
                 raise field_error(
                     f"faults.{i}.type",
-                    f"{fault.type} runs on the local platform only for now "
+                    f"{fault_type} runs on the local platform only for now "
                     "(an AuthorizationPolicy through the ledger is not built yet)",
                 )
 
 
-def sensitive_headers(experiment: Experiment) -> tuple[str, ...]:
-    """The headers that count as credentials in ``experiment``."""
-    security = experiment.security
+def sensitive_headers(security: Security | None) -> tuple[str, ...]:
+    """The headers that count as credentials."""
     return security.sensitive_headers if security is not None else DEFAULT_SENSITIVE_HEADERS
 
 
-def credentials_bound(experiment: Experiment) -> float:
+def credentials_bound(security: Security | None) -> float:
     """The bound on the share of served requests that expose a credential."""
-    security = experiment.security
     return (
         security.max_credentials_exposed
         if security is not None
@@ -108,13 +107,12 @@ def credentials_bound(experiment: Experiment) -> float:
     )
 
 
-def security_parameters(experiment: Experiment) -> dict[str, float | str | None]:
+def security_parameters(security: Security | None) -> dict[str, float | str | None]:
     """What the run records about security in its parameters (the report's method)."""
-    security = experiment.security
     bypass = security.bypass if security is not None else None
     return {
-        "sensitive_headers": ",".join(sensitive_headers(experiment)),
-        "max_credentials_exposed": credentials_bound(experiment),
+        "sensitive_headers": ",".join(sensitive_headers(security)),
+        "max_credentials_exposed": credentials_bound(security),
         "bypass_rate_rps": bypass.rate if bypass is not None else None,
         "bypass_max_requests": bypass.max_requests if bypass is not None else None,
     }
@@ -124,6 +122,6 @@ def security_parameters(experiment: Experiment) -> dict[str, float | str | None]
 EXTRA_SENSITIVE_HEADERS = "security.sensitive_headers"
 
 
-def security_extra(experiment: Experiment) -> dict[str, str]:
+def security_extra(security: Security | None) -> dict[str, str]:
     """What a platform is told about security when it starts a setup."""
-    return {EXTRA_SENSITIVE_HEADERS: ",".join(sensitive_headers(experiment))}
+    return {EXTRA_SENSITIVE_HEADERS: ",".join(sensitive_headers(security))}

@@ -8,17 +8,9 @@ what each setup does with such a request (refused, or served) is the measurement
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-
-@dataclass(frozen=True)
-class AppPort:
-    """The application port of one pod, as a caller outside the pod knows it."""
-
-    pod: str
-    host: str
-    port: int
+from chaos.traffic.bypass import AppPort
 
 
 @runtime_checkable

@@ -24,11 +24,7 @@ directory from before the column, a service that does not send the header).
 
 from __future__ import annotations
 
-import re
 from typing import Final
-
-#: A header field name (RFC 9110 section 5.1: a ``token``).
-HEADER_NAME: Final = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 #: The response header an application answers with.
 AUTH_HEADER: Final = "x-chaos-auth"

@@ -22,12 +22,22 @@ import json
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 from chaos.errors import InputError
-from chaos.platforms.appports import AppPort
 from chaos.rundir.auth import AUTH_HEADER
+
+
+@dataclass(frozen=True)
+class AppPort:
+    """The application port of one pod, as a caller outside the pod knows it."""
+
+    pod: str
+    host: str
+    port: int
+
 
 #: Seconds one attempt may take before it counts as refused (no answer).
 ATTEMPT_TIMEOUT_S = 1.0

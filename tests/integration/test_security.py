@@ -11,14 +11,13 @@ import httpx
 import pytest
 
 from chaos.experiment import Setup
-from chaos.platforms.appports import AppPort
 from chaos.platforms.base import Pod
 from chaos.platforms.local.faultops import LocalFaultOps
 from chaos.platforms.local.running import LocalRunning
 from chaos.platforms.local.topology import LocalTopology
 from chaos.platforms.shared.layout import Port
 from chaos.rundir.auth import AUTH_HEADER, CREDENTIAL, IDENTITY, TOKEN, VERIFIED, encode
-from chaos.traffic.bypass import attempt
+from chaos.traffic.bypass import AppPort, attempt
 
 #: What the first app says of the whole chain, per setup (ambient validates no token).
 EXPECTED = {

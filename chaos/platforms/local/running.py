@@ -10,7 +10,6 @@ from pathlib import Path
 
 from chaos.errors import FaultError
 from chaos.experiment import Setup
-from chaos.platforms.appports import AppPort
 from chaos.platforms.base import EventCallback, FaultOps, Pod
 from chaos.platforms.local.admin import ANALYSIS_STATS_FILTER, counters
 from chaos.platforms.local.faultops import LocalFaultOps
@@ -19,6 +18,7 @@ from chaos.platforms.shared.layout import PROCESS_LEDGER, Port
 from chaos.platforms.shared.promql import PrometheusCounters
 from chaos.rundir.counters import CounterSample
 from chaos.rundir.journal import JsonValue
+from chaos.traffic.bypass import AppPort
 
 #: The demo service that records its writes (lost and duplicated writes are counted there).
 _WRITER = "payments"

@@ -56,6 +56,7 @@ import aiohttp
 from aiohttp import web
 
 from chaos.errors import AddressInUseError, ChaosError
+from chaos.experiment.security import HEADER_NAME
 from chaos.rundir import auth
 
 VIA_HEADER = "x-chaos-via"
@@ -316,7 +317,7 @@ def parse_args(argv: Sequence[str] | None = None) -> ServiceConfig:
     sensitive = tuple(
         h.strip().lower() for h in str(args.sensitive_headers).split(",") if h.strip()
     )
-    if not sensitive or not all(auth.HEADER_NAME.match(h) for h in sensitive):
+    if not sensitive or not all(HEADER_NAME.match(h) for h in sensitive):
         parser.error("--sensitive-headers must be comma-separated header names")
     host, sep, port = str(args.listen).rpartition(":")
     if not sep or not host or not port.isdigit():
