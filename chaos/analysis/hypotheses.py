@@ -94,6 +94,15 @@ def _raw(r: FaultResult, metric: str) -> float | None:
         return r.p95_ms_during_fault
     if metric == "p99":
         return r.p99_ms_during_fault
+    if metric in ("served_unauthenticated", "credentials_exposed", "bypass_served"):
+        s = r.security
+        if s is None:
+            return None
+        if metric == "credentials_exposed":
+            return s.credentials_share
+        return float(
+            s.served_unauthenticated if metric == "served_unauthenticated" else s.bypass_served
+        )
     raise ValueError(f"unknown metric {metric!r}")
 
 

@@ -22,6 +22,7 @@ from chaos.rundir.samples import DROPPED, ERROR_KINDS, OK, SAMPLE_COLUMNS, SAMPL
 
 if TYPE_CHECKING:
     from chaos.analysis.decisions import DecisionSet
+    from chaos.analysis.security import WindowSecurity
 
 # The samples' columns and error kinds are the run directory's contract
 # (chaos.rundir.samples). ``t`` is when the request was *sent* (its start);
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 # off by :func:`split_dropped` and counted apart.
 
 #: Columns the analysis can do without (run directories written before they existed).
-OPTIONAL_COLUMNS: frozenset[str] = frozenset({"send_lag_ms"})
+OPTIONAL_COLUMNS: frozenset[str] = frozenset({"send_lag_ms", "auth"})
 
 #: The kind of value each column must hold, from its dtype in the contract.
 _COLUMN_KINDS: dict[str, str] = {
@@ -249,6 +250,8 @@ class FaultResult:
     #: Requests the open-loop schedule called for in the window that the driver could
     #: not send (its concurrency cap was full); not in ``total_requests``.
     dropped_requests: int = 0
+    #: What the window let through (chaos.analysis.security); None in older results.
+    security: WindowSecurity | None = None
 
     @property
     def setup(self) -> str:

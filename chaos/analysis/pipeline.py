@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import pandas as pd
@@ -12,6 +13,7 @@ from chaos.analysis.model import (
     RunAnalysis,
     SteadyState,
 )
+from chaos.analysis.security import BypassAttempt, measure_security
 from chaos.analysis.stats import compare_all, summarize
 from chaos.analysis.window import SampleSet, measure_window, window_buckets
 from chaos.rundir.columns import SampleColumns
@@ -32,11 +34,15 @@ def analyze_run(
     seed: int = 0,
     alpha: float = 0.05,
     min_repetitions: int = 3,
+    bypass: Sequence[BypassAttempt] = (),
+    max_credentials_exposed: float = 0.001,
 ) -> RunAnalysis:
     """Measure every window, bucket its timeline, summarize and compare the setups.
 
     ``samples`` is a frame or, at scale, :func:`chaos.rundir.columns.load_columns`'
-    arrays. The samples are sorted and converted once; pass the result to
+    arrays. ``bypass`` holds the bypass probe's attempts and ``max_credentials_exposed``
+    the credential bound (each window's ``security``). The samples are sorted and
+    converted once; pass the result to
     ``write_results(run_dir, a.runs, a.summaries, a.comparisons, a.buckets)``.
     """
     prepared = SampleSet(samples)
@@ -56,6 +62,23 @@ def analyze_run(
             width_s=width_s,
         )
         for w in windows
+    ]
+    c = prepared.columns
+    runs = [
+        dataclasses.replace(
+            r,
+            security=measure_security(
+                c.t,
+                c.status,
+                prepared.failed,
+                c.auth,
+                w.warmup_start_t,
+                w.end_t,
+                bypass,
+                max_credentials_exposed,
+            ),
+        )
+        for r, w in zip(runs, windows, strict=True)
     ]
     timelines = [window_buckets(prepared, w, width_s) for w in windows]
     buckets = pd.concat(timelines, ignore_index=True) if timelines else pd.DataFrame()

@@ -36,6 +36,11 @@ from chaos.analysis.model import (
     Summary,
 )
 from chaos.analysis.overhead import RunOverhead
+from chaos.analysis.security import (
+    security_from_dict,
+    security_summary,
+    security_to_dict,
+)
 from chaos.errors import InputError
 from chaos.outpaths import replace_file
 from chaos.rundir import BUCKETS_FILE, RESULTS_FILE
@@ -86,6 +91,7 @@ def run_to_dict(r: FaultResult) -> dict[str, object]:
         "counters": asdict(r.counters),
         "errors_by_kind": dict(r.errors_by_kind),
         "dropped_requests": r.dropped_requests,
+        "security": None if r.security is None else security_to_dict(r.security),
         "window": {
             "inject_t": w.inject_t,
             "revert_t": w.revert_t,
@@ -149,6 +155,7 @@ def run_from_dict(d: Mapping[str, Any]) -> FaultResult:
         ),
         errors_by_kind={str(k): int(v) for k, v in d["errors_by_kind"].items()},
         dropped_requests=int(d.get("dropped_requests", 0)),
+        security=security_from_dict(d.get("security")),
     )
 
 
@@ -242,6 +249,7 @@ def write_results(
         "summary": [asdict(s) for s in summaries],
         "comparisons": [asdict(c) for c in comparisons],
         "broken": [asdict(b) for b in broken],
+        "security": security_summary(results),
     }
     if decided is not None:
         body["decisions"] = decision_set_to_dict(decided)

@@ -19,9 +19,9 @@ _UNITS = {
 def _q(value: float | None, metric: str) -> str:
     if value is None:
         return "–"
-    if metric == "error_rate":
+    if metric in ("error_rate", "credentials_exposed"):
         return f"{value * 100:.1f} %"
-    if metric == "failed_requests":
+    if metric in ("failed_requests", "served_unauthenticated", "bypass_served"):
         return f"{value:,.1f}"
     unit = _UNITS.get(metric, "")
     return f"{value:.2f}{unit}" if abs(value) < 100 else f"{value:,.0f}{unit}"

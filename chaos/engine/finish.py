@@ -43,6 +43,7 @@ from chaos.analysis import (
 from chaos.analysis.adaptive import decisions_for, refuted_lines
 from chaos.analysis.model import FaultResult
 from chaos.analysis.overhead import run_overhead
+from chaos.analysis.security import invariant_lines, load_bypass
 from chaos.engine.records import (
     WindowRecord,
     broken_windows,
@@ -51,6 +52,7 @@ from chaos.engine.records import (
 )
 from chaos.errors import ChaosError, OutputError
 from chaos.experiment import CertExpiryFault, Experiment
+from chaos.experiment.security import credentials_bound, security_parameters
 from chaos.outpaths import replace_file
 from chaos.platforms.base import Platform
 from chaos.report import HistoryStore, report_html, write_junit
@@ -227,6 +229,8 @@ def _finish(
             counters=read_counters(run_dir),
             recorded_writes=writes,
             seed=experiment.seed,
+            bypass=load_bypass(run_dir),
+            max_credentials_exposed=credentials_bound(experiment.security),
         )
         decided = decisions_for(
             experiment.hypotheses,
@@ -265,6 +269,9 @@ def _finish(
     latencies = {run_dir: samples.sent_latencies()} if samples is not None else None
     del samples
     failures = judge(records, runs, aborted_reason is not None) + refuted
+    if experiment.security is not None:  # declared: a broken invariant fails the run
+        stated = "max_credentials_exposed" in experiment.security.model_fields_set
+        failures += invariant_lines(runs, credentials=stated)
     code = exit_code(
         aborted=aborted_reason is not None, failures=bool(failures), broken=bool(broken)
     )
@@ -299,6 +306,7 @@ def _finish(
                 "platform": target.name,
                 "aborted": aborted_reason,
                 "broken_windows": len(broken),
+                **security_parameters(experiment.security),
             },
         ),
     )

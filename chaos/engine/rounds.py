@@ -22,6 +22,7 @@ from pathlib import Path
 from chaos.analysis import FaultResult, SteadyState, analyze_run
 from chaos.analysis.adaptive import Budget, Stop, next_step
 from chaos.analysis.hypotheses import claims_for
+from chaos.analysis.security import load_bypass
 from chaos.engine.records import (
     WindowKey,
     WindowRecord,
@@ -30,6 +31,7 @@ from chaos.engine.records import (
     windows_for_analysis,
 )
 from chaos.experiment import Experiment
+from chaos.experiment.security import credentials_bound
 
 
 def measured_so_far(
@@ -52,6 +54,8 @@ def measured_so_far(
         recorded_writes=recorded_writes_of(records),
         resamples=200,
         seed=experiment.seed,
+        bypass=load_bypass(run_dir),
+        max_credentials_exposed=credentials_bound(experiment.security),
     )
     return list(analysis.runs)
 

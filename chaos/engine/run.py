@@ -27,17 +27,20 @@ from chaos.errors import AbortedError, ChaosError, RunDirectoryError
 from chaos.experiment import CertExpiryFault, Experiment, PolicyDesyncFault, Setup, StopCondition
 from chaos.experiment import Fault as FaultSpec
 from chaos.experiment.models import start_extra
+from chaos.experiment.security import security_extra
 from chaos.faults import driver_for
 from chaos.faults.base import Fault, FaultPlan
 from chaos.outpaths import replace_file
+from chaos.platforms.appports import ExposesAppPorts
 from chaos.platforms.base import Event, HostsTraffic, Platform, RunningTopology, StartOptions
 from chaos.proc import RUN_MARKER_ENV, start_ticks
-from chaos.rundir import EXPERIMENT_FILE, SAMPLES_DIR, TOPOLOGIES_DIR
+from chaos.rundir import BYPASS_DIR, EXPERIMENT_FILE, SAMPLES_DIR, TOPOLOGIES_DIR
 from chaos.rundir.counters import append_counters
 from chaos.rundir.journal import Journal
 from chaos.rundir.writes import RecordedWrites
 from chaos.traffic import Endpoint, LiveStats, TrafficConfig, TrafficRun
 from chaos.traffic.base import Traffic, TrafficFactory
+from chaos.traffic.bypass import BypassProbe
 from chaos.traffic.config import LOOPBACK
 
 #: I/O errors that mean the run directory cannot take more (the run stops: exit 3).
@@ -188,6 +191,7 @@ class Engine:
             processes=[[pid, start_ticks(pid)] for pid in traffic.pids],
         )
         record.warmup_start_t = time.monotonic()
+        self._start_bypass(stack, topology, key)  # its first request inside the window
         self.journal.write("warmup", setup=key.setup, seconds=timeline.warmup)
         record.phase = "warm-up"
         self._hold(key, "warm-up", timeline.warmup, traffic)
@@ -236,6 +240,23 @@ class Engine:
         self.journal.write("recovery_ended", setup=key.setup)
         record.phase = "stop traffic"
         traffic.stop()
+
+    def _start_bypass(
+        self, stack: contextlib.ExitStack, topology: RunningTopology, key: WindowKey
+    ) -> None:
+        """The window's bypass probe (``security.bypass``), where the platform lists app ports."""
+        security = self.experiment.security
+        if security is None or security.bypass is None:
+            return
+        if not isinstance(topology, ExposesAppPorts):
+            return  # validation keeps the probe to platforms that have it
+        probe = BypassProbe(
+            topology.app_ports(),
+            security.bypass.rate,
+            security.bypass.max_requests,
+            self.run_dir / BYPASS_DIR / f"{key.slug}.jsonl",
+        )
+        stack.enter_context(probe)
 
     def _revert(self, fault: Fault[FaultSpec], plan: FaultPlan, record: WindowRecord) -> None:
         if record.revert_t is not None:
@@ -302,7 +323,10 @@ class Engine:
             dataplane=self.experiment.dataplane,
             run_marker=self.marker,
             record=self.journal.write,
-            extra=start_extra(self.experiment, spec),
+            extra={
+                **start_extra(self.experiment, spec),
+                **security_extra(self.experiment.security),
+            },
         )
 
     def _traffic_config(

@@ -32,6 +32,7 @@ from chaos.experiment.faults import (
     LatencyFault,
     NormalDelay,
     PolicyDesyncFault,
+    PolicyMismatchFault,
     Target,
     UniformDelay,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "NormalDelay",
     "P95Above",
     "PolicyDesyncFault",
+    "PolicyMismatchFault",
     "Setup",
     "SetupName",
     "SpecErrorGroup",

@@ -273,6 +273,24 @@ class PolicyDesyncFault(_FaultBase):
         return f"signing key rotated, stale key set at {self.target.describe()}{again}"
 
 
+class PolicyMismatchFault(_FaultBase):
+    """Roll out an authorization rule at the target's proxies that its legitimate caller
+    does not pass: ``deny-caller`` (a DENY naming the caller) or ``allow-other`` (an ALLOW
+    naming another principal). The question is whether the setup fails closed."""
+
+    type: Literal["policy-mismatch"]
+    rule: Literal["deny-caller", "allow-other"] = "deny-caller"
+
+    def summary(self) -> str:
+        """One line: which rule, where."""
+        what = (
+            "a DENY rule for the legitimate caller"
+            if self.rule == "deny-caller"
+            else "an ALLOW rule naming another caller"
+        )
+        return f"authorization policy rolled out at {self.target.describe()}: {what}"
+
+
 #: Any fault, told apart by ``type``.
 Fault = Annotated[
     LatencyFault
@@ -280,7 +298,8 @@ Fault = Annotated[
     | CrashFault
     | CertExpiryFault
     | ControlPlaneOutageFault
-    | PolicyDesyncFault,
+    | PolicyDesyncFault
+    | PolicyMismatchFault,
     Field(discriminator="type"),
 ]
 FAULT_TYPES: tuple[str, ...] = (
@@ -290,4 +309,5 @@ FAULT_TYPES: tuple[str, ...] = (
     "cert-expiry",
     "control-plane-outage",
     "policy-desync",
+    "policy-mismatch",
 )

@@ -33,7 +33,17 @@ from chaos.experiment._base import SetupName, Slug, SpecModel, field_error
 from chaos.experiment.durations import format_duration, parse_duration
 
 #: What a hypothesis measures (one value per fault window).
-Metric = Literal["time_to_recover", "time_to_impact", "failed_requests", "error_rate", "p95", "p99"]
+Metric = Literal[
+    "time_to_recover",
+    "time_to_impact",
+    "failed_requests",
+    "error_rate",
+    "p95",
+    "p99",
+    "served_unauthenticated",
+    "credentials_exposed",
+    "bypass_served",
+]
 METRICS: tuple[Metric, ...] = (
     "time_to_recover",
     "time_to_impact",
@@ -41,7 +51,12 @@ METRICS: tuple[Metric, ...] = (
     "error_rate",
     "p95",
     "p99",
+    "served_unauthenticated",
+    "credentials_exposed",
+    "bypass_served",
 )
+#: Metrics that are a share of requests (0..1).
+SHARE_METRICS: tuple[str, ...] = ("error_rate", "credentials_exposed")
 #: The unit each metric's values and quantities are in.
 UNITS: dict[str, str] = {
     "time_to_recover": "s",
@@ -50,6 +65,10 @@ UNITS: dict[str, str] = {
     "error_rate": "share",
     "p95": "ms",
     "p99": "ms",
+    # what a window let through (chaos.analysis.security)
+    "served_unauthenticated": "requests",
+    "credentials_exposed": "share",
+    "bypass_served": "requests",
 }
 Expect = Literal["lower", "higher", "equivalent"]
 
@@ -79,7 +98,7 @@ def quantity(metric: str, value: float | str, at: str) -> float:
         number = float(value)
     if number < 0:
         raise field_error(at, f"must not be negative (got {value!r})")
-    if metric == "error_rate" and number > 1:
+    if metric in SHARE_METRICS and number > 1:
         raise field_error(at, f"is a share of requests, at most 1 (got {value!r})")
     return number
 

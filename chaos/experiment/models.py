@@ -34,6 +34,7 @@ from chaos.experiment.hypotheses import (
     check_repetitions,
     hypothesis_windows,
 )
+from chaos.experiment.security import Security, check_security
 
 #: ``traffic.host``: a Service of the cluster, nothing outside it.
 IN_CLUSTER_URL = re.compile(
@@ -261,6 +262,8 @@ class Experiment(SpecModel):
     steady_state: SteadyState = SteadyState()
     stop_conditions: tuple[StopCondition, ...] = ()
     timeline: Timeline = Timeline()
+    #: What counts as a credential, the invariants' bound, the bypass probe (experiment/security).
+    security: Security | None = None
     faults: Annotated[tuple[Fault, ...], Field(min_length=1, max_length=100)]
     #: Deviations from each setup's data-plane defaults (Istio's for mesh and ambient).
     dataplane: DataPlaneSpec = DataPlaneSpec()
@@ -286,6 +289,9 @@ class Experiment(SpecModel):
                         f"{setup} is not one of the experiment's setups ({', '.join(self.setups)})",
                     )
         check_existing_targets(self)
+        check_security(
+            self.security, self.traffic.rate, self.platform, [f.type for f in self.faults]
+        )
         names = self.fault_names()
         for i, name in enumerate(names):
             if name in names[:i]:

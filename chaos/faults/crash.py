@@ -27,6 +27,12 @@ class CrashFaultDriver(Fault[CrashFault]):
     def _targets(self) -> list[ProxyTarget]:
         return self.ops.crash_targets(self.pods, self.spec.target.node)
 
+    def _others(self) -> list[ProxyTarget]:
+        """Every other proxy of the topology: a restart there is a cascade."""
+        mine = {t.name for t in self._targets()}
+        every = self.ops.crash_targets(list(self.ops.workload.pods), None)
+        return [t for t in every if t.name not in mine]
+
     def blast_radius(self) -> list[str]:
         return list(dict.fromkeys(pod for t in self._targets() for pod in t.affects))
 
@@ -40,7 +46,9 @@ class CrashFaultDriver(Fault[CrashFault]):
 
     def apply(self) -> None:
         self._stop = threading.Event()
-        self._restarts_before = {t.name: self.ops.proxy_restarts(t) for t in self._targets()}
+        self._restarts_before = {
+            t.name: self.ops.proxy_restarts(t) for t in [*self._targets(), *self._others()]
+        }
         self._kills = 0
         self._failures = []
         self._kill_all()
@@ -74,6 +82,17 @@ class CrashFaultDriver(Fault[CrashFault]):
         }
         detail = f"{self._kills} kills; restarts " + ", ".join(
             f"{p}: {n}" for p, n in rises.items()
+        )
+        cascade = {
+            t.name: n
+            for t in self._others()
+            if (n := self.ops.proxy_restarts(t) - before.get(t.name, 0)) > 0
+        }
+        detail += (
+            "; restarts elsewhere (a cascade): "
+            + ", ".join(f"{p}: {n}" for p, n in cascade.items())
+            if cascade
+            else "; no restart elsewhere"
         )
         if self._failures:
             detail += "; kills that failed: " + "; ".join(self._failures[:3])

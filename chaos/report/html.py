@@ -31,6 +31,7 @@ from chaos.report.charts import (
 from chaos.report.dataplane import DataPlaneView, dataplane_view, placement_note
 from chaos.report.method import method_paragraphs
 from chaos.report.rundata import RunData, load_run
+from chaos.report.security import SECURITY_METHOD, SecurityView, security_view
 from chaos.report.verdict import FaultVerdict, fault_verdict, seconds
 from chaos.rundir.columns import Latencies, load_latencies
 from chaos.rundir.samples import samples_dir
@@ -149,6 +150,8 @@ class RunView:
     broken: list[BrokenWindow] = field(default_factory=list)
     #: What each setup's data plane did (retries, timeouts, certificates...), from meta.json.
     dataplane: DataPlaneView | None = None
+    #: What each setup let through (None: no window has security counts).
+    security: SecurityView | None = None
 
 
 @dataclass(frozen=True)
@@ -372,6 +375,7 @@ def _run_view(run: RunData, index: int, latencies: Latencies | None = None) -> R
         for k, v in sorted((meta.parameters if meta else {}).items())
     ]
     decided = run.analysis.decided
+    security = security_view(list(run.runs))
     return RunView(
         label=run.label,
         anchor=f"r{index}",
@@ -384,10 +388,11 @@ def _run_view(run: RunData, index: int, latencies: Latencies | None = None) -> R
         experiment_text=run.experiment_text,
         hypotheses=hypothesis_views(decided),
         stop_reason=(decided.stop_reason or "") if decided else "",
-        method=method_paragraphs(decided),
+        method=method_paragraphs(decided) + ([SECURITY_METHOD] if security else []),
         effective_text=run.effective_text,
         broken=list(run.analysis.broken),
         dataplane=dataplane_view(meta),
+        security=security,
     )
 
 

@@ -15,6 +15,7 @@ these files (names defined here and nowhere else)::
     junit.xml         one case per setup and fault
     report.html       the self-contained report
     topologies/       per-window platform files (configs, logs, certificates)
+    bypass/           the bypass probe's requests, one JSON line each (chaos.traffic.bypass)
 
 This package imports nothing heavy: the constants below are safe to import anywhere.
 """
@@ -34,9 +35,11 @@ EFFECTIVE_FILE: Final = "experiment.effective.yaml"
 JUNIT_FILE: Final = "junit.xml"
 REPORT_FILE: Final = "report.html"
 TOPOLOGIES_DIR: Final = "topologies"
+BYPASS_DIR: Final = "bypass"
 
 __all__ = [
     "BUCKETS_FILE",
+    "BYPASS_DIR",
     "COUNTERS_FILE",
     "EFFECTIVE_FILE",
     "EXPERIMENT_FILE",

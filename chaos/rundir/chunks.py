@@ -4,15 +4,18 @@ A samples file is a sequence of chunks, each written with one ``write()`` to an
 ``O_APPEND`` file, so a crash leaves at most one partial chunk at the end, which
 readers ignore. A chunk::
 
-    header  <4s I I I I>   magic b"CHS2", rows, body length, raw length, crc32(body)
+    header  <4s I I I I>   magic b"CHS3", rows, body length, raw length, crc32(body)
     body    zlib(raw)
     raw     u32 n + JSON list of the chunk's strings (index 0 is always "")
             t f8[rows] | latency_ms f8[rows] | send_lag_ms f8[rows] | status i4[rows]
+            auth u1[rows]
             endpoint u4[rows] | method u4[rows] | error_kind u4[rows] | write_id u4[rows]
 
 String columns are indexes into the chunk's own string list, so every chunk can be
 read alone. Chunks written before open-loop load (magic b"CHS1") have no
 ``send_lag_ms``; they read with a lag of 0 (their requests were sent when started).
+Chunks written before ``auth`` (b"CHS2", b"CHS1") read with ``auth`` 0: the app said
+nothing (bits in :mod:`chaos.rundir.auth`).
 
 Only numpy and the standard library here: the writer runs in the Locust
 process, the reader in the main one.
@@ -34,13 +37,22 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-MAGIC: Final = b"CHS2"
+MAGIC: Final = b"CHS3"
+#: The format before ``auth``; still read.
+MAGIC_V2: Final = b"CHS2"
 #: The format before ``send_lag_ms``; still read.
 MAGIC_V1: Final = b"CHS1"
 SUFFIX: Final = ".chs"
 _HEAD = struct.Struct("<4sIIII")
 _U32 = struct.Struct("<I")
-_NUMERIC = (("t", "<f8"), ("latency_ms", "<f8"), ("send_lag_ms", "<f8"), ("status", "<i4"))
+_NUMERIC = (
+    ("t", "<f8"),
+    ("latency_ms", "<f8"),
+    ("send_lag_ms", "<f8"),
+    ("status", "<i4"),
+    ("auth", "<u1"),
+)
+_NUMERIC_V2 = _NUMERIC[:4]
 _NUMERIC_V1 = (("t", "<f8"), ("latency_ms", "<f8"), ("status", "<i4"))
 _CODED = ("endpoint", "method", "error_kind", "write_id")
 DEFAULT_MAX_ROWS: Final = 1000
@@ -59,14 +71,16 @@ class Chunk:
     method: npt.NDArray[np.object_]
     error_kind: npt.NDArray[np.object_]
     write_id: npt.NDArray[np.object_]
+    #: What the app received (bits of :mod:`chaos.rundir.auth`; 0: it said nothing).
+    auth: npt.NDArray[np.uint8]
 
     def __len__(self) -> int:
         return len(self.t)
 
 
-SampleRow = tuple[float, float, float, int, str, str, str, str]
+SampleRow = tuple[float, float, float, int, str, str, str, str, int]
 """One sample as a writer buffers it: ``(t, latency_ms, send_lag_ms, status, endpoint,
-method, error_kind, write_id)``, the chunk's column order."""
+method, error_kind, write_id, auth)``."""
 
 
 def encode_chunk(
@@ -75,15 +89,18 @@ def encode_chunk(
     status: Sequence[int],
     strings: dict[str, Sequence[str]],
     send_lag_ms: Sequence[float] | None = None,
+    auth: Sequence[int] | None = None,
 ) -> bytes:
     """One chunk from equal-length columns (``strings`` holds the four string columns).
 
-    ``send_lag_ms`` defaults to zeros (requests sent when they were due).
+    ``send_lag_ms`` and ``auth`` default to zeros (sent when due; the app said nothing).
     """
     rows = len(t)
     if send_lag_ms is None:
         send_lag_ms = [0.0] * rows
-    numeric: tuple[Sequence[float], ...] = (t, latency_ms, send_lag_ms, status)
+    if auth is None:
+        auth = [0] * rows
+    numeric: tuple[Sequence[float], ...] = (t, latency_ms, send_lag_ms, status, auth)
     for (name, _), values in zip(_NUMERIC, numeric, strict=True):
         if len(values) != rows:
             raise ValueError(f"column {name} has {len(values)} rows, expected {rows}")
@@ -97,12 +114,12 @@ def encode_rows(rows: Sequence[SampleRow]) -> bytes:
     """One chunk from buffered :data:`SampleRow` tuples (what a writer holds)."""
     if not rows:
         raise ValueError("a chunk needs at least one row")
-    t, latency_ms, send_lag_ms, status, *strings = zip(*rows, strict=True)
-    return _encode_columns((t, latency_ms, send_lag_ms, status), strings)
+    t, latency_ms, send_lag_ms, status, *strings, auth = zip(*rows, strict=True)
+    return _encode_columns((t, latency_ms, send_lag_ms, status, auth), strings)
 
 
 def _encode_columns(numeric: Sequence[Sequence[float]], strings: Sequence[Sequence[str]]) -> bytes:
-    """A chunk from the four numeric and the four string columns, in chunk order.
+    """A chunk from the five numeric and the four string columns, in chunk order.
 
     Each string column is coded through one table (first seen, first numbered; the
     distinct values are found in C by ``dict.fromkeys``, then mapped with ``map``), so
@@ -126,22 +143,25 @@ def encode_coded_chunk(
     codes: Sequence[npt.NDArray[np.integer]],
     names: Sequence[str],
     send_lag_ms: npt.NDArray[np.float64] | None = None,
+    auth: npt.NDArray[np.uint8] | None = None,
 ) -> bytes:
     """One chunk from arrays whose four string columns are already indexes into ``names``.
 
     ``codes`` holds the endpoint, method, error_kind and write_id columns, in that
     order; ``names[0]`` must be ``""``. For writers that build columns with numpy
     (synthetic runs at benchmark scale) instead of one row at a time.
-    ``send_lag_ms`` defaults to zeros (requests sent when they were due).
+    ``send_lag_ms`` and ``auth`` default to zeros (sent when due; the app said nothing).
     """
     rows = len(t)
     if not names or names[0] != "":
         raise ValueError('names[0] must be ""')
     lag = np.zeros(rows, dtype=np.float64) if send_lag_ms is None else send_lag_ms
-    if len(codes) != len(_CODED) or any(len(c) != rows for c in (latency_ms, lag, status, *codes)):
+    bits = np.zeros(rows, dtype=np.uint8) if auth is None else auth
+    columns = (latency_ms, lag, status, bits, *codes)
+    if len(codes) != len(_CODED) or any(len(c) != rows for c in columns):
         raise ValueError(f"every column needs {rows} rows, and there are four coded columns")
     coded = [np.asarray(c, dtype="<u4").tobytes() for c in codes]
-    return _frame(rows, list(names), [t, latency_ms, lag, status], coded)
+    return _frame(rows, list(names), [t, latency_ms, lag, status, bits], coded)
 
 
 def _frame(
@@ -173,6 +193,8 @@ class CodedChunk:
     status: npt.NDArray[np.int32]
     codes: tuple[npt.NDArray[np.uint32], ...]
     names: list[str]
+    #: Bits of :mod:`chaos.rundir.auth` (zeros before ``MAGIC``).
+    auth: npt.NDArray[np.uint8]
 
     def __len__(self) -> int:
         return len(self.t)
@@ -184,7 +206,8 @@ def _decode_coded(rows: int, raw: bytes, *, version: int) -> CodedChunk:
     names = json.loads(raw[pos : pos + names_len])
     pos += names_len
     numeric: dict[str, npt.NDArray[np.generic]] = {}
-    for name, dtype in _NUMERIC if version == 2 else _NUMERIC_V1:
+    layout = {3: _NUMERIC, 2: _NUMERIC_V2}.get(version, _NUMERIC_V1)
+    for name, dtype in layout:
         numeric[name] = np.frombuffer(raw, dtype=dtype, count=rows, offset=pos)
         pos += np.dtype(dtype).itemsize * rows
     lag = numeric.get("send_lag_ms")
@@ -201,6 +224,11 @@ def _decode_coded(rows: int, raw: bytes, *, version: int) -> CodedChunk:
         status=numeric["status"].astype(np.int32, copy=False),
         codes=tuple(codes),
         names=names,
+        auth=(
+            np.zeros(rows, dtype=np.uint8)
+            if "auth" not in numeric
+            else numeric["auth"].astype(np.uint8, copy=False)
+        ),
     )
 
 
@@ -217,10 +245,11 @@ def _decode_body(rows: int, raw: bytes, *, version: int) -> Chunk:
         method=method,
         error_kind=error_kind,
         write_id=write_id,
+        auth=coded.auth.astype(np.uint8),
     )
 
 
-_VERSIONS: Final = {MAGIC: 2, MAGIC_V1: 1}
+_VERSIONS: Final = {MAGIC: 3, MAGIC_V2: 2, MAGIC_V1: 1}
 
 
 def rows_upper_bound(data: bytes | mmap.mmap) -> int:
@@ -350,9 +379,10 @@ class SampleWriter:
         error_kind: str,
         write_id: str,
         send_lag_ms: float = 0.0,
+        auth: int = 0,
     ) -> None:
         """Buffer one sample, writing a chunk when the buffer is full or old."""
-        row = (t, latency_ms, send_lag_ms, status, endpoint, method, error_kind, write_id)
+        row = (t, latency_ms, send_lag_ms, status, endpoint, method, error_kind, write_id, auth)
         self.append_row(row)
 
     def append_row(self, row: SampleRow) -> None:

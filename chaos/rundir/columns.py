@@ -59,6 +59,8 @@ class SampleColumns:
     codes: npt.NDArray[np.int32]
     names: npt.NDArray[np.object_]
     write_key: KeyArray
+    #: What the app received per request (bits of :mod:`chaos.rundir.auth`; 0: nothing said).
+    auth: npt.NDArray[np.uint8]
 
     def __len__(self) -> int:
         return len(self.t)
@@ -96,6 +98,7 @@ class SampleColumns:
             codes=self.codes[:, rows],
             names=self.names,
             write_key=self.write_key[rows],
+            auth=self.auth[rows],
         )
 
     def frame(self) -> pd.DataFrame:
@@ -108,6 +111,7 @@ class SampleColumns:
         data["status"] = self.status.astype(np.int64)
         data["error_kind"] = self.names[self.coded("error_kind")]
         data["send_lag_ms"] = self.send_lag_ms
+        data["auth"] = self.auth.astype(np.int64)
         dtypes = {k: v for k, v in SAMPLE_DTYPES.items() if k != "write_id"}
         return pd.DataFrame(data).astype(dtypes)
 
@@ -126,6 +130,11 @@ class SampleColumns:
             if "send_lag_ms" in samples.columns
             else np.zeros(rows, dtype=np.float64)  # a frame from before the column
         )
+        auth = (
+            samples["auth"].to_numpy(dtype=np.uint8)
+            if "auth" in samples.columns
+            else np.zeros(rows, dtype=np.uint8)
+        )
         return cls(
             t=samples["t"].to_numpy(dtype=np.float64),
             latency_ms=samples["latency_ms"].to_numpy(dtype=np.float64),
@@ -134,6 +143,7 @@ class SampleColumns:
             codes=codes[1:].astype(np.int32).reshape(len(CODED_COLUMNS), rows),
             names=np.asarray(names, dtype=object),
             write_key=write_keys(samples["write_id"].to_numpy(dtype=object)),
+            auth=auth,
         )
 
 
@@ -146,7 +156,7 @@ def _open(path: Path) -> mmap.mmap | bytes:
 
 def load_columns(source: str | Path | Sequence[str | Path]) -> SampleColumns:
     """All samples of a run (directory) or of the given files, ordered by ``t``."""
-    t, latency, lag, status, codes, table, keys = _read(source, strings=True)
+    t, latency, lag, status, codes, table, keys, auth = _read(source, strings=True)
     names = np.empty(len(table), dtype=object)
     names[:] = table
     return SampleColumns(
@@ -157,6 +167,7 @@ def load_columns(source: str | Path | Sequence[str | Path]) -> SampleColumns:
         codes=codes,
         names=names,
         write_key=keys,
+        auth=auth,
     )
 
 
@@ -165,7 +176,7 @@ def load_latencies(source: str | Path | Sequence[str | Path]) -> Latencies:
 
     DROPPED rows (never sent, so no latency) are left out.
     """
-    t, latency, _, _, _, _, _ = _read(source, strings=False)
+    t, latency, *_ = _read(source, strings=False)
     return t, latency
 
 
@@ -179,6 +190,7 @@ def _read(
     npt.NDArray[np.int32],
     list[str],
     KeyArray,
+    npt.NDArray[np.uint8],
 ]:
     files = [_open(p) for p in sample_files(source)]
     try:
@@ -189,7 +201,8 @@ def _read(
         # calloc'd: the pages of a lag (or a write key) that stays 0 are never touched
         lag = np.zeros(width, dtype=np.float64)
         keys = np.zeros(width, dtype=np.uint64)
-        any_lag = any_write = False
+        auth = np.zeros(width, dtype=np.uint8)
+        any_lag = any_write = any_auth = False
         status = np.empty(width, dtype=np.int32)
         codes = np.empty((len(CODED_COLUMNS), width), dtype=np.int32)
         # Every chunk's names in use go into one list; codes first index that list, and
@@ -210,6 +223,9 @@ def _read(
                         lag[n:end] = chunk.send_lag_ms
                         any_lag = True
                     status[n:end] = chunk.status
+                    if chunk.auth.any():
+                        auth[n:end] = chunk.auth
+                        any_auth = True
                     _coded(chunk, every_name, codes[:, n:end])
                     if chunk.codes[_CHUNK_WRITE_ID].any():
                         keys[n:end] = _keys(chunk)
@@ -235,7 +251,7 @@ def _read(
     t, latency = t[:n], latency[:n]
     table = [OK]
     if strings:
-        lag, status, codes, keys = lag[:n], status[:n], codes[:, :n], keys[:n]
+        lag, status, codes, keys, auth = lag[:n], status[:n], codes[:, :n], keys[:n], auth[:n]
         unique_codes, uniques = pd.factorize(np.asarray(every_name, dtype=object))
         del every_name
         remap = unique_codes.astype(np.int32)
@@ -250,11 +266,13 @@ def _read(
                 lag = lag[order]
             if any_write:
                 keys = keys[order]
+            if any_auth:
+                auth = auth[order]
             status = status[order]
             for k in range(len(CODED_COLUMNS)):  # a row at a time: one extra row in memory
                 codes[k] = codes[k][order]
         del order
-    return t, latency, lag, status, codes, table, keys
+    return t, latency, lag, status, codes, table, keys, auth
 
 
 def _release(data: mmap.mmap | bytes, offset: int) -> int:

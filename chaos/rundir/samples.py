@@ -17,6 +17,8 @@ One row per request (the contract with the analysis package)::
     send_lag_ms float64  actual send minus scheduled start (how late the driver sent it);
                          0 for closed-loop load and for run directories written before
                          the column existed. Latency from the send: latency_ms - send_lag_ms
+    auth        int64    what the app received (bits of chaos.rundir.auth: reported, verified,
+                         identity, token, credential); 0 when the app said nothing
 
 A DROPPED row is a request the open-loop schedule called for that was never sent,
 because the driver's concurrency cap (``max_in_flight``) was reached at its time:
@@ -51,6 +53,7 @@ SAMPLE_DTYPES: Final = {
     "error_kind": "str",
     "write_id": "str",
     "send_lag_ms": "float64",
+    "auth": "int64",
 }
 SAMPLE_COLUMNS: Final = tuple(SAMPLE_DTYPES)
 
@@ -105,6 +108,7 @@ def load_samples(source: str | Path | Sequence[str | Path]) -> pd.DataFrame:
             "error_kind": column("error_kind", "object"),
             "write_id": column("write_id", "object"),
             "send_lag_ms": column("send_lag_ms", "float64"),
+            "auth": column("auth", "int64"),
         }
     ).astype(SAMPLE_DTYPES)
     return frame.sort_values("t", kind="stable", ignore_index=True)

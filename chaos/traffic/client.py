@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import gevent.lock
 from locust.contrib.fasthttp import FAILURE_EXCEPTIONS, FastHttpSession
 
+from chaos.rundir.auth import AUTH_HEADER, encode
 from chaos.rundir.samples import OK
 from chaos.traffic.config import Endpoint, load_current_config
 from chaos.traffic.errorkind import classify
@@ -114,6 +115,17 @@ def _prepare(endpoint: Endpoint) -> _Prepared:
 
 
 _PREPARED = {e.name: _prepare(e) for e in _ENDPOINTS}
+#: ``x-chaos-auth`` values seen, with their bits: a dict lookup per request, not a parse.
+_AUTH_BITS: dict[str, int] = {}
+_AUTH_VALUES_MAX = 64
+
+
+def _auth_bits(value: str) -> int:
+    """The ``auth`` bits of a header value not seen before (kept while few)."""
+    bits = encode(value)
+    if len(_AUTH_BITS) < _AUTH_VALUES_MAX:
+        _AUTH_BITS[value] = bits
+    return bits
 
 
 def next_write_id() -> str:
@@ -181,6 +193,13 @@ def send_request(
             error = exc
     done = time.monotonic()
     status = response.status_code if response is not None else 0
+    auth = 0
+    if response is not None:
+        value = response.headers.get(AUTH_HEADER)
+        if isinstance(value, str):  # absent: None; repeated lines: a list (not an app's)
+            auth = _AUTH_BITS.get(value, -1)
+            if auth < 0:
+                auth = _auth_bits(value)
     session.request_event.fire(
         request_type=method,
         name=prepared.name,
@@ -196,7 +215,7 @@ def send_request(
     kind = OK if error is None and status < 400 else classify(error, status)
     recorder.push(
         (start, (done - start) * 1000.0, (sent - start) * 1000.0, status,
-         prepared.name, method, kind, write_id)
+         prepared.name, method, kind, write_id, auth)
     )  # fmt: skip
     if TOKENS is not None and status == 401:
         TOKENS.rejected(token)

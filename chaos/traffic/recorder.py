@@ -29,6 +29,7 @@ from locust import events
 from locust.env import Environment
 from locust.runners import WorkerRunner
 
+from chaos.rundir.auth import AUTH_HEADER, encode
 from chaos.rundir.chunks import (
     DEFAULT_MAX_AGE_S,
     DEFAULT_MAX_ROWS,
@@ -155,7 +156,10 @@ class SampleRecorder:
         method = _UPPER.get(request_type) or str(request_type).upper()
         write_id = str(context.get(WRITE_ID_KEY, "")) if context else ""
         t = time.monotonic() - latency_ms / 1000.0
-        self.push((t, latency_ms, 0.0, status, str(name), method, kind, write_id))
+        headers = getattr(response, "headers", None)
+        value = headers.get(AUTH_HEADER) if headers is not None else None
+        auth = encode(value) if isinstance(value, str) else 0
+        self.push((t, latency_ms, 0.0, status, str(name), method, kind, write_id, auth))
 
     def discard_rows(self) -> None:
         """Keep nothing from now on: :meth:`push` only drops its row (recording off)."""
@@ -166,7 +170,7 @@ class SampleRecorder:
 
     def dropped(self, due: float, endpoint: str, method: str) -> None:
         """Record a request that was due at ``due`` but not sent (the in-flight cap was full)."""
-        self.push((due, 0.0, 0.0, 0, endpoint, method, DROPPED, ""))
+        self.push((due, 0.0, 0.0, 0, endpoint, method, DROPPED, "", 0))
 
     def close(self, **_kwargs: Any) -> None:
         """Write what is left and close the file (Locust ``quit`` listener, users stopped)."""

@@ -58,7 +58,7 @@ def _run(experiment: Experiment, seconds_per_window: float = 18.0) -> list[list[
 
 def test_gameday_runs_every_window_once_then_only_what_is_undecided() -> None:
     runs = _run(GAMEDAY)
-    assert len(runs[0]) == 9
+    assert len(runs[0]) == 12
     assert all(len(r) == 5 for r in runs[1:])
     assert {(k.setup, k.fault) for k in runs[1]} == {
         ("mesh", "checkout-cert-expired"),
@@ -69,7 +69,7 @@ def test_gameday_runs_every_window_once_then_only_what_is_undecided() -> None:
     }
     # three clean separations are decided after 4 rounds (4 vs 4: p = 1/70): the run stops
     assert len(runs) == 4
-    total = 9 * 18 + 3 * 5 * 18
+    total = 12 * 18 + 3 * 5 * 18
     assert total <= GAMEDAY.budget  # within the game day's budget
 
 
@@ -82,7 +82,7 @@ def test_the_time_budget_stops_adding_rounds() -> None:
 def test_fixed_repetitions_run_the_schedule_unchanged() -> None:
     fixed = GAMEDAY.model_copy(update={"repetitions": 2})
     runs = _run_fixed(fixed)
-    assert [len(r) for r in runs] == [9, 9]
+    assert [len(r) for r in runs] == [12, 12]
 
 
 def _run_fixed(experiment: Experiment) -> list[list[WindowKey]]:

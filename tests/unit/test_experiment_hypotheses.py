@@ -124,6 +124,9 @@ def test_schema_shows_the_section() -> None:
         "error_rate",
         "p95",
         "p99",
+        "served_unauthenticated",
+        "credentials_exposed",
+        "bypass_served",
     }
 
 
@@ -131,7 +134,7 @@ def test_dry_run_mentions_the_hypotheses() -> None:
     game = load_experiment(ROOT / "experiments" / "gameday.yaml")
     out = "\n".join(describe_plan(game, platform_for(game.platform)))
     assert "repetitions: auto" in out
-    assert "3 hypotheses (tested in the order listed, each at alpha 0.05 (fixed sequence)):" in out
+    assert "4 hypotheses (tested in the order listed, each at alpha 0.05 (fixed sequence)):" in out
     assert "mesh-heals-cert-expiry: mesh's time to recover is lower than sidecar's" in out
 
 
@@ -151,5 +154,6 @@ def test_setup_narrowing_leaves_out_hypotheses_about_dropped_setups() -> None:
     assert [h.name for h in pair.hypotheses] == [
         "mesh-retries-hide-crash",
         "mesh-heals-cert-expiry",
+        "mesh-closes-bypass",
     ]
-    assert "2 hypotheses" in "\n".join(describe_plan(pair, platform_for(pair.platform)))
+    assert "3 hypotheses" in "\n".join(describe_plan(pair, platform_for(pair.platform)))

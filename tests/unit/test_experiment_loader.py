@@ -68,7 +68,7 @@ def test_example_loads_and_is_commented(path: Path) -> None:
 def test_gameday_fits_in_ten_minutes() -> None:
     game = load_experiment(ROOT / "experiments" / "gameday.yaml")
     assert set(game.setups) == {"sidecar", "mesh", "ambient"}
-    assert [f.type for f in game.faults] == ["latency", "crash", "cert-expiry"]
+    assert [f.type for f in game.faults] == ["latency", "crash", "cert-expiry", "policy-mismatch"]
     assert game.repetitions == "auto" and game.budget is not None
     assert game.budget < 10 * 60
     startup = 5.0  # seconds per window to start and stop a topology and Locust, measured
@@ -76,7 +76,8 @@ def test_gameday_fits_in_ten_minutes() -> None:
     # the first round runs every window, later rounds only the hypotheses' windows
     first = len(game.setups) * len(game.faults) * per_window
     later = len(hypothesis_windows(game.hypotheses, game.setups_of_faults())) * per_window
-    assert later == 5 * per_window  # cert expiry: mesh, sidecar; crash: all three
+    # cert expiry: mesh, sidecar; crash: all three (bypass served compares mesh, sidecar too)
+    assert later == 5 * per_window
     assert first + (game.planned_repetitions - 1) * later <= game.budget
     # enough rounds for an exact test with 3 hypotheses to decide a clear difference
     assert game.planned_repetitions >= 4
@@ -84,7 +85,9 @@ def test_gameday_fits_in_ten_minutes() -> None:
         "mesh-retries-hide-crash",
         "mesh-heals-cert-expiry",
         "ambient-crash-wider-blast",
+        "mesh-closes-bypass",
     ]
+    assert game.security is not None and game.security.bypass is not None
     expiry = game.faults[2]
     assert isinstance(expiry, CertExpiryFault)
     assert expiry.ttl < game.timeline.hold  # the cert does expire within the hold

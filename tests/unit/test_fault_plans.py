@@ -271,7 +271,7 @@ def test_dry_run_prints_the_plan_and_touches_nothing(
     experiment = load_experiment(GAMEDAY)
     keys = schedule(experiment)
     assert lines[0].startswith(
-        f"experiment gameday: 3 setups x 3 faults x {experiment.repetitions}"
+        f"experiment gameday: 3 setups x 4 faults x {experiment.repetitions}"
     )
     # Every window, numbered in the schedule's order, with its plan.
     numbered = [line.strip() for line in lines if line[:4].strip().rstrip(".").isdigit()]
@@ -296,5 +296,5 @@ def test_dry_run_honours_overrides_and_setups(
     assert result.exit_code == 0, result.stderr
     numbered = [line.strip() for line in result.stdout.splitlines() if line.startswith("  ")]
     windows = [line for line in numbered if line[0].isdigit()]
-    assert len(windows) == 3 and all(" mesh/" in w for w in windows), windows
+    assert len(windows) == 4 and all(" mesh/" in w for w in windows), windows
     assert not (tmp_path / "reports").exists()

@@ -151,6 +151,7 @@ def shift_chunks(data: bytes, offset_s: float) -> tuple[bytes, int]:
                 chunk.codes,
                 chunk.names,
                 send_lag_ms=np.asarray(chunk.send_lag_ms, dtype=np.float64),
+                auth=np.asarray(chunk.auth, dtype=np.uint8),
             )
         )
         used = end

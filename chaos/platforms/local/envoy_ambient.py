@@ -55,6 +55,7 @@ from chaos.platforms.shared.envoy_common import (
     virtual_host,
 )
 from chaos.platforms.shared.envoy_faults import fault_filter
+from chaos.platforms.shared.envoy_rbac import rbac_file, rbac_filter
 from chaos.platforms.shared.layout import (
     CALLS,
     NodeProxy,
@@ -97,7 +98,7 @@ def node_proxy_config(layout: TopologyLayout, proxy: NodeProxy, opts: ProxyOptio
         clusters.append(
             cluster(
                 f"app-{pod.name}",
-                [(pod.address, int(Port.APP))],
+                [(pod.address, pod.app_port)],
                 opts,
                 bind_address=proxy.address,
                 http=False,
@@ -142,7 +143,12 @@ def waypoint_config(layout: TopologyLayout, waypoint: Waypoint, opts: ProxyOptio
         "name": "waypoint",
         "virtual_hosts": [virtual_host("waypoint", ["*"], [to_pods])],
     }
-    hcm = http_connection_manager("waypoint", [fault_filter("inbound")], route_config=routes)
+    hcm = http_connection_manager(
+        "waypoint",
+        [rbac_filter(waypoint.dir), fault_filter("inbound")],
+        route_config=routes,
+        forward_client_cert=True,
+    )
     lifetime = opts.policy(setup).upstream.max_connection_duration_s
     if lifetime is not None:
         # The node proxy in front is L4 and cannot recycle the app's connections: a
@@ -178,7 +184,12 @@ def waypoint_config(layout: TopologyLayout, waypoint: Waypoint, opts: ProxyOptio
         },
     }
     return ProxyConfig(
-        waypoint.name, waypoint.name, waypoint.dir, waypoint.admin_url, bootstrap, sds_files(certs)
+        waypoint.name,
+        waypoint.name,
+        waypoint.dir,
+        waypoint.admin_url,
+        bootstrap,
+        (*sds_files(certs), rbac_file(waypoint.dir)),
     )
 
 

@@ -58,6 +58,7 @@ from chaos.platforms.shared.envoy_common import (
     sds_files,
 )
 from chaos.platforms.shared.envoy_faults import FaultConfig, fault_config
+from chaos.platforms.shared.envoy_rbac import rbac_file
 from chaos.platforms.shared.layout import JWT_AUDIENCE, Pod, TopologyLayout
 
 #: The route config name of each direction (also the RDS resource name).
@@ -106,7 +107,7 @@ def mesh_proxy_config(layout: TopologyLayout, pod: Pod, opts: ProxyOptions) -> P
             "cds_config": _path_source(paths.cds),
         },
     }
-    files = sds_files(sds_certs(pod.certs_dir))
+    files = (*sds_files(sds_certs(pod.certs_dir)), rbac_file(pod.dir))
     return ProxyConfig(name, pod.name, pod.dir, pod.admin_url or "", bootstrap, files)
 
 

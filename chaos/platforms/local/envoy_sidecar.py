@@ -56,6 +56,7 @@ from chaos.platforms.shared.envoy_common import (
     virtual_host,
 )
 from chaos.platforms.shared.envoy_faults import fault_filter
+from chaos.platforms.shared.envoy_rbac import rbac_file, rbac_filter
 from chaos.platforms.shared.layout import CALLS, JWT_AUDIENCE, Pod, Port, TopologyLayout
 
 #: The key set file a sidecar reads once at start (in the pod's directory).
@@ -85,7 +86,11 @@ def inbound_listener(
 ) -> Json:
     """The pod's inbound: mTLS, JWT, fault, router (inline routes or RDS)."""
     hcm = http_connection_manager(
-        "inbound", [jwt, fault_filter("inbound")], route_config=route_config, rds=rds
+        "inbound",
+        [jwt, rbac_filter(pod.dir), fault_filter("inbound")],
+        route_config=route_config,
+        rds=rds,
+        forward_client_cert=True,
     )
     return listener(
         "inbound", pod.address, int(Port.INBOUND), [hcm], downstream_tls(certs, layout.setup)
@@ -145,7 +150,7 @@ def pod_clusters(
     clusters = [
         cluster(
             LOCAL_APP_CLUSTER,
-            [(pod.address, int(Port.APP))],
+            [(pod.address, pod.app_port)],
             opts,
             bind_address=pod.address,
             setup=setup,
@@ -186,7 +191,8 @@ def sidecar_config(
             "clusters": pod_clusters(layout, pod, certs, opts),
         },
     }
-    return ProxyConfig(name, pod.name, pod.dir, pod.admin_url or "", bootstrap)
+    files = (rbac_file(pod.dir),)
+    return ProxyConfig(name, pod.name, pod.dir, pod.admin_url or "", bootstrap, files)
 
 
 def ingress_certs(layout: TopologyLayout) -> Certs:

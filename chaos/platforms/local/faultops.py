@@ -30,6 +30,7 @@ from chaos.platforms.base import (
     Workload,
 )
 from chaos.platforms.local.admin import admin_post, counters
+from chaos.platforms.local.authzops import LocalAuthzOps
 from chaos.platforms.local.certagent import init_identity
 from chaos.platforms.local.topology import LocalTopology
 from chaos.platforms.shared.envoy_faults import FaultConfig, fault_runtime_values
@@ -49,7 +50,7 @@ def _fault_config(fault: HttpFault) -> FaultConfig:
     return FaultConfig(abort_percent=fault.percent, abort_status=fault.abort_status or 503)
 
 
-class LocalFaultOps:
+class LocalFaultOps(LocalAuthzOps):
     """Fault mechanisms on one local topology (or on its layout only, for a plan)."""
 
     def __init__(self, layout: TopologyLayout, topology: LocalTopology | None = None) -> None:

@@ -120,6 +120,7 @@ class LocalPlatform:
             publish=self.publish,
             run_label=_run_label(options.run_dir) if self.list_runs else None,
             marker=options.run_marker,
+            sensitive_headers=_sensitive_headers(options),
         )
         started_wall = time.time()
         with LocalTopology(topology_options) as topology:
@@ -219,3 +220,12 @@ def _implements_the_port(
 
 
 __all__ = ["LocalPlatform"]
+
+
+def _sensitive_headers(options: StartOptions) -> tuple[str, ...]:
+    """The experiment's ``security.sensitive_headers``, as the engine passed them."""
+    from chaos.experiment.security import DEFAULT_SENSITIVE_HEADERS, EXTRA_SENSITIVE_HEADERS
+
+    told = options.extra.get(EXTRA_SENSITIVE_HEADERS, "")
+    names = tuple(h for h in told.split(",") if h)
+    return names or DEFAULT_SENSITIVE_HEADERS

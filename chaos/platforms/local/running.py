@@ -14,10 +14,11 @@ from chaos.platforms.base import EventCallback, FaultOps, Pod
 from chaos.platforms.local.admin import ANALYSIS_STATS_FILTER, counters
 from chaos.platforms.local.faultops import LocalFaultOps
 from chaos.platforms.local.topology import LocalTopology
-from chaos.platforms.shared.layout import PROCESS_LEDGER
+from chaos.platforms.shared.layout import PROCESS_LEDGER, Port
 from chaos.platforms.shared.promql import PrometheusCounters
 from chaos.rundir.counters import CounterSample
 from chaos.rundir.journal import JsonValue
+from chaos.traffic.bypass import AppPort
 
 #: The demo service that records its writes (lost and duplicated writes are counted there).
 _WRITER = "payments"
@@ -46,6 +47,10 @@ class LocalRunning:
     @property
     def ingress_url(self) -> str:
         return self.topology.layout.ingress.url
+
+    def app_ports(self) -> list[AppPort]:
+        """Each pod's app port on its address (in mesh/ambient nothing listens there)."""
+        return [AppPort(p.name, p.address, int(Port.APP)) for p in self.topology.layout.pods]
 
     @property
     def token_url(self) -> str | None:

@@ -101,6 +101,8 @@ class TopologyOptions:
     run_label: RunLabel | None = None
     #: Put into every child's environment; ``clean`` kills only processes carrying it.
     marker: str = ""
+    #: Request headers the apps count as a credential reaching them (``x-chaos-auth``).
+    sensitive_headers: tuple[str, ...] = ("authorization",)
 
     @classmethod
     def for_setup(
@@ -346,7 +348,7 @@ class LocalTopology:
             "--node",
             pod.node,
             "--listen",
-            f"{pod.address}:{int(Port.APP)}",
+            f"{pod.address}:{pod.app_port}",
             "--peer-names",
             json.dumps(peer_names),
         ]
@@ -354,6 +356,9 @@ class LocalTopology:
             argv += ["--upstream-url", pod.upstream_url, "--upstream-host", pod.upstream_host]
         if pod.service == "payments":
             argv += ["--writes-file", str(pod.dir / "writes.jsonl")]
+        argv += ["--sensitive-headers", ",".join(self.options.sensitive_headers)]
+        if self.layout.setup in (Setup.SIDECAR, Setup.MESH):
+            argv.append("--expects-token")  # their pod proxies validate the token
         return ProcessSpec(
             name=f"{pod.name}.app",
             argv=argv,

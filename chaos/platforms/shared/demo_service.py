@@ -22,6 +22,13 @@ Endpoints:
   recorded, duplicates included, also those of earlier runs of the same
   ``--writes-file`` (so a restarted replica still reports what it accepted).
 
+Every answer of ``/`` and ``/api/...`` carries ``x-chaos-auth`` (see
+:mod:`chaos.rundir.auth`): whether the request arrived with a peer identity its proxy
+verified (the last element of ``x-forwarded-client-cert`` names a ``spiffe://`` URI),
+with a token its proxy validated (``x-jwt-payload``), whether a credential reached the
+app (any of ``--sensitive-headers``), and ``verified`` when identity and, with
+``--expects-token``, the token were there; folded with the upstream's answer.
+
 When the upstream fails (connection error, timeout, or a 5xx), the answer is
 that 5xx (503 for a connection error or a timeout, 502 for a malformed answer)
 with a JSON body whose ``hop`` names the deepest failing hop, e.g.
@@ -49,6 +56,8 @@ import aiohttp
 from aiohttp import web
 
 from chaos.errors import AddressInUseError, ChaosError
+from chaos.experiment.security import HEADER_NAME
+from chaos.rundir import auth
 
 VIA_HEADER = "x-chaos-via"
 REQUEST_ID_HEADER = "x-request-id"
@@ -71,6 +80,10 @@ class ServiceConfig:
     writes_file: Path | None = None
     peer_names: Mapping[str, str] = field(default_factory=dict)
     upstream_timeout_s: float = 3.0
+    #: Request headers that count as a credential reaching the app (lower case).
+    sensitive_headers: tuple[str, ...] = ("authorization",)
+    #: Whether the app's proxy validates tokens (then ``verified`` needs one).
+    expects_token: bool = False
 
 
 class WriteLog:
@@ -104,6 +117,28 @@ def _read_write_ids(path: Path) -> list[str]:
         except (ValueError, KeyError, TypeError):
             continue  # a line torn by a kill mid-write is not an accepted write
     return ids
+
+
+def received(config: ServiceConfig, request: web.Request) -> int:
+    """What this app received with ``request``, as :mod:`chaos.rundir.auth` bits."""
+    headers = request.headers
+    bits = auth.REPORTED
+    xfcc = headers.get(auth.XFCC_HEADER, "")
+    # The proxy appends its element last (APPEND_FORWARD): that is the one it verified.
+    if xfcc and "uri=spiffe://" in xfcc.rsplit(",", 1)[-1].lower():
+        bits |= auth.IDENTITY
+    if auth.JWT_PAYLOAD_HEADER in headers:
+        bits |= auth.TOKEN
+    if any(name in headers for name in config.sensitive_headers):
+        bits |= auth.CREDENTIAL
+    if bits & auth.IDENTITY and (bits & auth.TOKEN or not config.expects_token):
+        bits |= auth.VERIFIED
+    return bits
+
+
+def _with_auth(response: web.Response, bits: int) -> web.Response:
+    response.headers[auth.AUTH_HEADER] = auth.header_value(bits)
+    return response
 
 
 class UpstreamFailure(Exception):
@@ -165,41 +200,48 @@ class DemoService:
         }
 
     async def _get(self, request: web.Request) -> web.Response:
+        mine = received(self.config, request)
         fields = self._path_fields(request)
         if self.config.upstream_url is None:
-            return web.json_response({**fields, "upstream": None})
+            return _with_auth(web.json_response({**fields, "upstream": None}), mine)
         try:
-            _status, upstream = await self._call_upstream(request, "GET", None)
+            _status, upstream, theirs = await self._call_upstream(request, "GET", None)
         except UpstreamFailure as failure:
-            return web.json_response({**fields, **failure.body}, status=failure.status)
-        return web.json_response({**fields, "upstream": upstream})
+            answer = web.json_response({**fields, **failure.body}, status=failure.status)
+            return _with_auth(answer, mine)
+        return _with_auth(
+            web.json_response({**fields, "upstream": upstream}), auth.fold(mine, theirs)
+        )
 
     async def _post(self, request: web.Request) -> web.Response:
+        return _with_auth(*await self._write(request))
+
+    async def _write(self, request: web.Request) -> tuple[web.Response, int]:
+        mine = received(self.config, request)
         fields = self._path_fields(request)
         body = await request.read()
         write_id = _write_id(body)
         if write_id is None:
             error = {"error": 'a write needs a JSON body {"id": "<write id>"}'}
-            return web.json_response({**fields, **error}, status=400)
+            return web.json_response({**fields, **error}, status=400), mine
         if self.config.upstream_url is None:
             self.writes.record(write_id)
-            return web.json_response(
-                {"id": write_id, "recorded": True, **fields, "upstream": None}, status=201
-            )
+            answer = {"id": write_id, "recorded": True, **fields, "upstream": None}
+            return web.json_response(answer, status=201), mine
         try:
-            status, upstream = await self._call_upstream(request, "POST", body)
+            status, upstream, theirs = await self._call_upstream(request, "POST", body)
         except UpstreamFailure as failure:
-            return web.json_response(
-                {"id": write_id, **fields, **failure.body}, status=failure.status
-            )
+            failed = {"id": write_id, **fields, **failure.body}
+            return web.json_response(failed, status=failure.status), mine
         recorded = bool(upstream.get("recorded")) if isinstance(upstream, dict) else False
         answer = {"id": write_id, "recorded": recorded, **fields, "upstream": upstream}
-        return web.json_response(answer, status=status)
+        return web.json_response(answer, status=status), auth.fold(mine, theirs)
 
     async def _call_upstream(
         self, request: web.Request, method: str, body: bytes | None
-    ) -> tuple[int, Any]:
-        """Call the upstream on the same path; the status and JSON of a 2xx/3xx answer."""
+    ) -> tuple[int, Any, int]:
+        """Call the upstream on the same path; the status, JSON and ``auth`` bits of a
+        2xx/3xx answer."""
         assert self._session is not None and self.config.upstream_url is not None
         hop = f"{self.config.service}->{self.config.upstream_host or self.config.upstream_url}"
         headers = {
@@ -214,6 +256,7 @@ class DemoService:
             async with self._session.request(method, url, data=body, headers=headers) as resp:
                 status = resp.status
                 raw = await resp.read()
+                theirs = auth.encode(resp.headers.get(auth.AUTH_HEADER))
         except TimeoutError as exc:
             raise _failure(503, "upstream timeout", hop, repr(exc)) from exc
         except aiohttp.ClientError as exc:
@@ -231,7 +274,7 @@ class DemoService:
         if answer is None:
             detail = raw[:_DETAIL_LIMIT].decode("utf-8", "replace")
             raise _failure(502, "bad upstream response", hop, detail)
-        return status, answer
+        return status, answer, theirs
 
 
 def _failure(status: int, error: str, hop: str, detail: str) -> UpstreamFailure:
@@ -262,7 +305,20 @@ def parse_args(argv: Sequence[str] | None = None) -> ServiceConfig:
     parser.add_argument("--writes-file", type=Path, default=None)
     parser.add_argument("--peer-names", default="{}", help='JSON object {"address": "name"}')
     parser.add_argument("--upstream-timeout", type=float, default=3.0, help="seconds")
+    parser.add_argument(
+        "--sensitive-headers",
+        default="authorization",
+        help="comma-separated request headers that count as a credential reaching the app",
+    )
+    parser.add_argument(
+        "--expects-token", action="store_true", help="the app's proxy validates tokens"
+    )
     args = parser.parse_args(argv)
+    sensitive = tuple(
+        h.strip().lower() for h in str(args.sensitive_headers).split(",") if h.strip()
+    )
+    if not sensitive or not all(HEADER_NAME.match(h) for h in sensitive):
+        parser.error("--sensitive-headers must be comma-separated header names")
     host, sep, port = str(args.listen).rpartition(":")
     if not sep or not host or not port.isdigit():
         parser.error(f"--listen must be HOST:PORT, got {args.listen!r}")
@@ -288,6 +344,8 @@ def parse_args(argv: Sequence[str] | None = None) -> ServiceConfig:
         writes_file=args.writes_file,
         peer_names=peer_names,
         upstream_timeout_s=args.upstream_timeout,
+        sensitive_headers=sensitive,
+        expects_token=bool(args.expects_token),
     )
 
 

@@ -26,6 +26,7 @@ from chaos.platforms.shared.dataplane import (
 )
 from chaos.platforms.shared.layout import TRUST_DOMAIN, Port
 from chaos.platforms.shared.pki import CA_FILE, CERT_FILE, KEY_FILE
+from chaos.rundir.auth import JWT_PAYLOAD_HEADER
 
 Json = dict[str, object]
 Direction = Literal["inbound", "outbound"]
@@ -245,7 +246,8 @@ def discovery_response(resources: list[Json], version: str) -> Json:
 def jwt_filter(issuer: str, audience: str, jwks: Json) -> Json:
     """jwt_authn requiring a valid token from the IdP; ``jwks`` is a ``local_jwks`` DataSource.
 
-    The Authorization header is forwarded, so the next hop can check it too.
+    The Authorization header is forwarded, so the next hop can check it too; the
+    validated payload goes to the app in ``x-jwt-payload`` (what it sees: rundir/auth).
     """
     return {
         "name": JWT_FILTER,
@@ -257,6 +259,7 @@ def jwt_filter(issuer: str, audience: str, jwks: Json) -> Json:
                     "audiences": [audience],
                     "local_jwks": jwks,
                     "forward": True,
+                    "forward_payload_header": JWT_PAYLOAD_HEADER,
                 }
             },
             "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": JWT_PROVIDER}}],
@@ -344,8 +347,15 @@ def http_connection_manager(
     *,
     route_config: Json | None = None,
     rds: Json | None = None,
+    forward_client_cert: bool = False,
 ) -> Json:
-    """An HCM with either an inline ``route_config`` or an ``rds`` source."""
+    """An HCM with either an inline ``route_config`` or an ``rds`` source.
+
+    ``forward_client_cert``: the verified peer goes to the app in
+    ``x-forwarded-client-cert``, as Istio's sidecar inbound does (``APPEND_FORWARD``
+    with subject, URI and DNS: ``buildSidecarInboundHTTPOpts`` in istio/istio
+    ``pilot/pkg/networking/core``). Elsewhere Envoy's default ``SANITIZE`` drops it.
+    """
     config: Json = {
         "@type": TYPE_HCM,
         "stat_prefix": stat_prefix,
@@ -354,6 +364,9 @@ def http_connection_manager(
         "strip_any_host_port": True,
         "http_filters": [*http_filters, router_filter()],
     }
+    if forward_client_cert:
+        config["forward_client_cert_details"] = "APPEND_FORWARD"
+        config["set_current_client_cert_details"] = {"subject": True, "uri": True, "dns": True}
     if route_config is not None:
         config["route_config"] = route_config
     if rds is not None:

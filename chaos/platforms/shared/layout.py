@@ -41,6 +41,10 @@ JWT_AUDIENCE = "sidecar-chaos-demo"
 PROCESS_LEDGER = "processes.jsonl"
 
 
+#: Setups whose proxies capture a pod's inbound traffic (Istio's redirection): there a
+#: request straight to the app port never reaches the app. A plain sidecar captures nothing.
+CAPTURING_SETUPS: tuple[Setup, ...] = (Setup.MESH, Setup.AMBIENT)
+
 #: Default slot (third octet) per setup, so that the three can run at once.
 DEFAULT_SLOT: dict[Setup, int] = {Setup.SIDECAR: 11, Setup.MESH: 12, Setup.AMBIENT: 13}
 
@@ -54,6 +58,11 @@ class Port(enum.IntEnum):
     """Fixed ports per role inside a pod (Istio's numbers where Istio has one)."""
 
     APP = 8080  # the demo service, plain HTTP
+    #: mesh/ambient: where the app really listens. Istio's capture redirects every inbound
+    #: connection to the proxy, so the app port never reaches the app from outside the pod;
+    #: locally nothing listens on APP there and the app sits on this port, which only the
+    #: pod's proxy is configured to reach (it stands for the pod's own loopback).
+    APP_BEHIND_PROXY = 18080
     ADMIN = 15000  # Envoy admin API of the pod's proxy (or of a node proxy / waypoint)
     OUTBOUND = 15001  # the app's egress: plain HTTP into the proxy, Host names the service
     INBOUND = 15006  # sidecar/mesh: mTLS inbound of the pod's proxy
@@ -82,6 +91,8 @@ class Pod:
     #: The Host header the app puts on upstream requests.
     upstream_host: str | None
     has_proxy: bool
+    #: Where the app listens: ``APP``, or ``APP_BEHIND_PROXY`` where the proxy captures.
+    app_port: int = int(Port.APP)
 
     @property
     def identity(self) -> str:
@@ -93,7 +104,7 @@ class Pod:
 
     @property
     def app_url(self) -> str:
-        return f"http://{self.address}:{int(Port.APP)}"
+        return f"http://{self.address}:{self.app_port}"
 
     @property
     def admin_url(self) -> str | None:
@@ -105,7 +116,7 @@ class Pod:
 
     @property
     def ports(self) -> dict[str, int]:
-        ports = {"app": int(Port.APP)}
+        ports = {"app": self.app_port}
         if self.has_proxy:
             ports |= {
                 "admin": int(Port.ADMIN),
@@ -275,6 +286,7 @@ def build_layout(setup: Setup, run_dir: Path, *, slot: int, ingress_port: int) -
                     upstream_url=upstream_url,
                     upstream_host=upstream,
                     has_proxy=setup is not Setup.AMBIENT,
+                    app_port=int(Port.APP_BEHIND_PROXY if setup in CAPTURING_SETUPS else Port.APP),
                 )
             )
     node_proxies: tuple[NodeProxy, ...] = ()

@@ -177,6 +177,8 @@ def app_command(service: str, replica: int, setup: names.Setup) -> list[str]:
     ]
     if service == names.WRITER_SERVICE:
         argv += ["--writes-file", names.WRITES_FILE]
+    if setup in (names.Setup.SIDECAR, names.Setup.MESH):
+        argv.append("--expects-token")  # their proxies validate the token (x-chaos-auth)
     upstream = names.CALLS[service]
     if upstream is None:
         return argv

@@ -116,7 +116,10 @@ def sidecar_bootstrap(
             "virtual_hosts": [virtual_host("inbound", ["*"], [_route(LOCAL_APP_CLUSTER, opts)])],
         }
         hcm = http_connection_manager(
-            "inbound", [jwt, fault_filter("inbound")], route_config=inbound_routes
+            "inbound",
+            [jwt, fault_filter("inbound")],
+            route_config=inbound_routes,
+            forward_client_cert=True,
         )
         listeners.insert(
             0, listener("inbound", _ANY, names.INBOUND_PORT, [hcm], downstream_tls(certs, setup))

@@ -30,6 +30,7 @@ from chaos.platforms.shared.dataplane import (
     istio_traffic_policy,
 )
 from chaos.platforms.shared.envoy_common import ProxyOptions, duration
+from chaos.rundir.auth import JWT_PAYLOAD_HEADER
 
 ISTIO_NETWORKING = "networking.istio.io"
 ISTIO_SECURITY = "security.istio.io"
@@ -161,6 +162,8 @@ def request_authentication(
                 "audiences": [names.JWT_AUDIENCE],
                 "jwks": jwks_json,
                 "forwardOriginalToken": True,
+                # the validated payload reaches the app (what it received: rundir/auth)
+                "outputPayloadToHeader": JWT_PAYLOAD_HEADER,
             }
         ]
     }
