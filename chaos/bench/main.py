@@ -45,7 +45,7 @@ from chaos.bench.realrun import FAULTS, Timeline, run_experiment
 from chaos.bench.render import render_markdown
 from chaos.bench.results import BenchResults, Machine
 from chaos.bench.startup import bench_setup
-from chaos.experiment import Setup
+from chaos.experiment import ALL_SETUPS, Setup
 
 FULL_SIZES = (100_000, 1_000_000, 10_000_000)
 SHORT_SIZES = (240_000,)  # windows of 8 s: every window can recover
@@ -179,7 +179,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--setups", default=None, help="comma-separated (default: all)")
     args = parser.parse_args(argv)
-    names = args.setups.split(",") if args.setups else [s.value for s in Setup]
+    names = args.setups.split(",") if args.setups else [s.value for s in ALL_SETUPS]
     try:
         args.setups = [Setup(n.strip()).value for n in names if n.strip()]
     except ValueError as exc:

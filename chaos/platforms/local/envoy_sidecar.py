@@ -177,14 +177,18 @@ def ingress_certs(layout: TopologyLayout) -> Certs:
 
 
 def ingress_config(layout: TopologyLayout, opts: ProxyOptions) -> ProxyConfig:
-    """The ingress of any setup: plain HTTP in, mTLS to frontend."""
+    """The ingress of any setup: plain HTTP in, mTLS to frontend (baseline: plain HTTP)."""
     ingress = layout.ingress
-    certs = ingress_certs(layout)
-    if layout.setup is Setup.AMBIENT:
+    baseline = layout.setup is Setup.BASELINE
+    certs = None if baseline else ingress_certs(layout)
+    if baseline:
+        # No proxy in the pods: plain HTTP straight to the frontend apps.
+        endpoints = [(p.address, int(Port.APP)) for p in layout.pods_of("frontend")]
+    elif layout.setup is Setup.AMBIENT:
         endpoints = [(layout.waypoint("frontend").address, int(Port.HBONE))]
     else:
         endpoints = [(p.address, int(Port.INBOUND)) for p in layout.pods_of("frontend")]
-    retries = layout.setup is not Setup.SIDECAR
+    retries = layout.setup in (Setup.MESH, Setup.AMBIENT)
     routes: Json = {
         "name": "ingress",
         "virtual_hosts": [
@@ -211,7 +215,7 @@ def ingress_config(layout: TopologyLayout, opts: ProxyOptions) -> ProxyConfig:
                     "frontend",
                     endpoints,
                     opts,
-                    tls=upstream_tls(certs, layout.setup),
+                    tls=None if certs is None else upstream_tls(certs, layout.setup),
                     outlier=layout.setup is Setup.MESH,
                 )
             ],
