@@ -9,6 +9,7 @@ from chaos.experiment import Experiment, Setup
 from chaos.experiment.models import start_extra
 from chaos.faults.base import target_problems
 from chaos.platforms.base import FaultOps, Platform, Problem
+from chaos.platforms.usage import PlatformMeasuresUsage
 
 
 @runtime_checkable
@@ -41,6 +42,16 @@ def platform_checks(platform: Platform) -> Callable[[Experiment], Sequence[Probl
                 problems.append(
                     Problem(("setups", index), f"{setup}: not offered by {platform.name} ({names})")
                 )
+        if experiment.cost is not None and not (
+            isinstance(platform, PlatformMeasuresUsage) and platform.measures_usage
+        ):
+            problems.append(
+                Problem(
+                    ("cost",),
+                    f"{platform.name} cannot read its proxies' CPU and memory: "
+                    "no cost step on this platform",
+                )
+            )
         offered = [s for s in experiment.setups if s in platform.setups]
         if offered:
             narrowed = experiment.model_copy(update={"setups": tuple(offered)})

@@ -72,6 +72,11 @@ class LocalPlatform:
     def setups(self) -> tuple[Setup, ...]:
         return SETUP_NAMES
 
+    @property
+    def measures_usage(self) -> bool:
+        """Cost steps read ``/proc`` (``chaos.platforms.local.usage``): Linux only."""
+        return Path("/proc/self/smaps_rollup").is_file()
+
     def _slot(self, setup: Setup) -> int:
         # Read at call time: DEFAULT_SLOT may be moved (the tests lease free slots).
         return self.slots.get(setup.value, DEFAULT_SLOT[setup])
