@@ -12,7 +12,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from chaos.analysis.cost import CostAnalysis
+from chaos.analysis.cost import CostAnalysis, analyze_cost
+from chaos.analysis.cost_hypotheses import CostDecision, decide_cost, refuted_cost_lines
+from chaos.experiment import Experiment
 from chaos.outpaths import replace_file
 from chaos.rundir import RESULTS_FILE
 
@@ -39,7 +41,9 @@ def cost_to_dict(cost: CostAnalysis) -> dict[str, object]:
     return data
 
 
-def add_cost_to_results(run_dir: Path, cost: CostAnalysis) -> None:
+def add_cost_to_results(
+    run_dir: Path, cost: CostAnalysis, decisions: list[CostDecision] | None = None
+) -> None:
     """Put the cost figures into ``results.json`` (created when the run had no other)."""
     path = run_dir / RESULTS_FILE
     results: dict[str, Any] = {}
@@ -48,8 +52,22 @@ def add_cost_to_results(run_dir: Path, cost: CostAnalysis) -> None:
         if isinstance(loaded, dict):
             results = loaded
     results[COST_KEY] = cost_to_dict(cost)
+    results[COST_KEY]["decisions"] = _clean([asdict(d) for d in decisions or []])
     text = json.dumps(results, indent=2, allow_nan=False) + "\n"
     replace_file(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def finish_cost(run_dir: Path, experiment: Experiment) -> tuple[CostAnalysis | None, list[str]]:
+    """The finish step's part for cost: figures and decisions into ``results.json``.
+
+    Returns the figures (None without a cost step) and a line per refuted cost hypothesis.
+    """
+    cost = analyze_cost(run_dir, seed=experiment.seed)
+    if cost is None or experiment.cost is None:
+        return cost, []
+    decisions = decide_cost(cost, experiment.cost, seed=experiment.seed)
+    add_cost_to_results(run_dir, cost, decisions)
+    return cost, refuted_cost_lines(decisions)
 
 
 def read_cost_results(run_dir: Path) -> dict[str, Any] | None:
@@ -62,4 +80,4 @@ def read_cost_results(run_dir: Path) -> dict[str, Any] | None:
     return found if isinstance(found, dict) else None
 
 
-__all__ = ["COST_KEY", "add_cost_to_results", "cost_to_dict", "read_cost_results"]
+__all__ = ["COST_KEY", "add_cost_to_results", "cost_to_dict", "finish_cost", "read_cost_results"]

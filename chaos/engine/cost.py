@@ -9,8 +9,10 @@ proves every process is still the one that started); the difference is the windo
 that exits or restarts mid-hold, or a load that dies, breaks the window: it is recorded
 with the reason and left out of the figures.
 
-Order: repetition by repetition, each rate in turn, the setups rotated per repetition
-so that the machine's drift weighs on each alike.
+Order: repetition by repetition, the setups rotated per repetition so that the
+machine's drift weighs on each alike; one topology per setup and repetition, its
+rates measured in turn, each with its own load (so repetitions are independent
+topologies, the unit of the intervals).
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 from chaos.errors import AbortedError, ChaosError, UsageError
 from chaos.experiment import Experiment, Setup
-from chaos.experiment.cost import CostStep, cost_setups
-from chaos.platforms.base import Platform, StartOptions
+from chaos.experiment.cost import cost_setups
+from chaos.platforms.base import Platform, RunningTopology, StartOptions
 from chaos.platforms.usage import MeasuresUsage, UsageReading, usage_between
 from chaos.proc import RUN_MARKER_ENV, start_ticks
 from chaos.rundir import SAMPLES_DIR, TOPOLOGIES_DIR
@@ -66,6 +69,10 @@ def cost_schedule(experiment: Experiment) -> list[CostKey]:
     return keys
 
 
+class MeasuresUsageTopology(RunningTopology, MeasuresUsage, Protocol):
+    """A running topology that reads its processes' usage."""
+
+
 @dataclass
 class CostRunner:
     """Runs the cost windows of one run, on the engine's platform, journal and marker."""
@@ -82,33 +89,34 @@ class CostRunner:
     tick_s: float = 1.0
 
     def run(self) -> list[CostWindowRecord]:
-        done = []
-        for key in cost_schedule(self.experiment):
-            done.append(self._window(key))
+        done: list[CostWindowRecord] = []
+        keys = cost_schedule(self.experiment)
+        # One topology per setup and repetition, its rates measured in turn.
+        groups = list(dict.fromkeys((k.setup, k.repetition) for k in keys))
+        for setup, repetition in groups:
+            done += self._topology_round(
+                [k for k in keys if (k.setup, k.repetition) == (setup, repetition)]
+            )
         return done
 
-    def _window(self, key: CostKey) -> CostWindowRecord:
-        cost = self.experiment.cost
-        assert cost is not None
-        self.journal.write(
-            "cost_window_started", setup=key.setup, rate=key.rate, repetition=key.repetition
-        )
-        record = CostWindowRecord(key.setup.value, key.rate, key.repetition, 0.0, 0.0)
+    def _topology_round(self, keys: list[CostKey]) -> list[CostWindowRecord]:
+        first = keys[0]
+        records: list[CostWindowRecord] = []
         try:
             with contextlib.ExitStack() as stack:
-                record = self._measure(stack, key, cost, record)
+                topology = self._start(stack, first)
+                for key in keys:
+                    records.append(self._window(topology, key))
         except AbortedError:
             raise
-        except ChaosError as exc:
-            record = replace(record, broken=str(exc))
-            self.journal.write("cost_window_failed", setup=key.setup, rate=key.rate, error=str(exc))
-            self.say(f"cost {key.slug}: broken: {exc}")
-        append_cost(self.run_dir, record)
-        return record
+        except ChaosError as exc:  # the topology did not start (or stop): its windows break
+            done = {(r.rate, r.repetition) for r in records}
+            for key in keys:
+                if (key.rate, key.repetition) not in done:
+                    records.append(self._broken(key, str(exc)))
+        return records
 
-    def _measure(
-        self, stack: contextlib.ExitStack, key: CostKey, cost: CostStep, record: CostWindowRecord
-    ) -> CostWindowRecord:
+    def _start(self, stack: contextlib.ExitStack, key: CostKey) -> MeasuresUsageTopology:
         options = StartOptions(
             run_dir=self.run_dir / TOPOLOGIES_DIR / key.slug,
             run_marker=self.marker,
@@ -124,6 +132,36 @@ class CostRunner:
         stack.callback(self.journal.write, "topology_down", setup=key.setup)
         if not isinstance(topology, MeasuresUsage):
             raise UsageError(f"{self.platform.name} cannot read its processes' CPU and memory")
+        return topology
+
+    def _broken(self, key: CostKey, reason: str) -> CostWindowRecord:
+        record = CostWindowRecord(
+            key.setup.value, key.rate, key.repetition, 0.0, 0.0, broken=reason
+        )
+        self.journal.write("cost_window_failed", setup=key.setup, rate=key.rate, error=reason)
+        self.say(f"cost {key.slug}: broken: {reason}")
+        append_cost(self.run_dir, record)
+        return record
+
+    def _window(self, topology: MeasuresUsageTopology, key: CostKey) -> CostWindowRecord:
+        self.journal.write(
+            "cost_window_started", setup=key.setup, rate=key.rate, repetition=key.repetition
+        )
+        try:
+            with contextlib.ExitStack() as stack:
+                record = self._measure(stack, topology, key)
+        except AbortedError:
+            raise
+        except ChaosError as exc:
+            return self._broken(key, str(exc))
+        append_cost(self.run_dir, record)
+        return record
+
+    def _measure(
+        self, stack: contextlib.ExitStack, topology: MeasuresUsageTopology, key: CostKey
+    ) -> CostWindowRecord:
+        cost = self.experiment.cost
+        assert cost is not None
         config = self.traffic_config(
             topology.ingress_url, topology.token_url, self.run_dir / SAMPLES_DIR / key.slug
         )
@@ -156,8 +194,10 @@ class CostRunner:
         processes = usage_between(first, last)
         pods, nodes, services = topology.counts()
         self.say(f"cost {key.slug}: measured {end_t - start_t:.1f} s")
-        return replace(
-            record,
+        return CostWindowRecord(
+            key.setup.value,
+            key.rate,
+            key.repetition,
             start_t=start_t,
             end_t=end_t,
             processes=processes,

@@ -41,8 +41,7 @@ from chaos.analysis import (
     write_results,
 )
 from chaos.analysis.adaptive import decisions_for, refuted_lines
-from chaos.analysis.cost import analyze_cost
-from chaos.analysis.cost_io import add_cost_to_results
+from chaos.analysis.cost_io import finish_cost
 from chaos.analysis.model import FaultResult
 from chaos.engine.records import (
     WindowRecord,
@@ -249,9 +248,8 @@ def _finish(
         del analysis, writes
     elif broken:
         write_results(run_dir, [], [], [], broken=broken)  # a run of broken windows says so
-    cost = analyze_cost(run_dir, seed=experiment.seed)  # the cost step's figures, if any
-    if cost is not None:
-        add_cost_to_results(run_dir, cost)
+    cost, refuted_cost = finish_cost(run_dir, experiment)  # the cost step's figures, if any
+    refuted += refuted_cost
     # the report needs only the times and latencies: keep those, never two copies at the peak
     latencies = {run_dir: samples.sent_latencies()} if samples is not None else None
     del samples

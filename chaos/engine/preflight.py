@@ -52,6 +52,15 @@ def platform_checks(platform: Platform) -> Callable[[Experiment], Sequence[Probl
                     "no cost step on this platform",
                 )
             )
+        for index, setup in enumerate((experiment.cost.setups or ()) if experiment.cost else ()):
+            if setup not in platform.setups and setup not in experiment.setups:
+                names = ", ".join(platform.setups)
+                problems.append(
+                    Problem(
+                        ("cost", "setups", index),
+                        f"{setup}: not offered by {platform.name} ({names})",
+                    )
+                )
         offered = [s for s in experiment.setups if s in platform.setups]
         if offered:
             narrowed = experiment.model_copy(update={"setups": tuple(offered)})

@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 
 from chaos.analysis.cost import analyze_cost
+from chaos.analysis.cost_hypotheses import decide_cost, refuted_cost_lines
 from chaos.analysis.cost_io import add_cost_to_results, read_cost_results
+from chaos.experiment import Setup
+from chaos.experiment.cost import CostHypothesis, CostStep
 from chaos.rundir import SAMPLES_DIR
 from chaos.rundir.chunks import encode_chunk
 from chaos.rundir.cost import CostWindowRecord, ProcessCost, ProxyKind, append_cost
@@ -113,3 +116,42 @@ def test_a_rate_the_driver_could_not_offer_is_marked_not_lowered(tmp_path: Path)
 
 def test_no_cost_step_no_figures(tmp_path: Path) -> None:
     assert analyze_cost(tmp_path) is None
+
+
+def test_cost_hypotheses_are_decided_over_windows(tmp_path: Path) -> None:
+    for repetition in (1, 2, 3, 4):
+        _window(tmp_path, "baseline", repetition, 0.0)
+        _window(tmp_path, "sidecar", repetition, 3.0 + 0.1 * repetition)
+    cost = analyze_cost(tmp_path)
+    assert cost is not None
+    step = CostStep(
+        rates=(RATE,),
+        repetitions=4,
+        hypotheses=(
+            CostHypothesis(
+                metric="proxy_memory",
+                setup=Setup.SIDECAR,
+                compared_to=Setup.BASELINE,
+                expect="higher",
+            ),
+            CostHypothesis(
+                metric="added_latency_p99",
+                setup=Setup.SIDECAR,
+                compared_to=Setup.BASELINE,
+                expect="lower",
+            ),
+            CostHypothesis(
+                metric="proxy_cpu_per_1k_requests",
+                setup=Setup.SIDECAR,
+                compared_to=Setup.BASELINE,
+                expect="equivalent",
+                margin=5.0,  # CPU-s per 1,000 requests: the 1.0 added is within it
+            ),
+        ),
+    )
+    decisions = decide_cost(cost, step)
+    assert [d.outcome for d in decisions] == ["supported", "refuted", "equivalent"]
+    memory = decisions[0]
+    assert memory.difference == pytest.approx(25.0)  # the sidecar's PSS, all else alike
+    assert (memory.n_setup, memory.n_compared, memory.unit) == (4, 4, "MB")
+    assert refuted_cost_lines(decisions)[0].startswith("cost-hypothesis-2: ")
