@@ -164,6 +164,24 @@ def check_cost(
             raise field_error("setups", f"no fault applies to {setup} (see target.setups)")
 
 
+def describe_cost(cost: CostStep | None, setups: tuple[Setup, ...]) -> list[str]:
+    """Lines for ``--dry-run``: the cost step's windows and hypotheses (none without one)."""
+    if cost is None:
+        return []
+    measured = cost_setups(cost, setups)
+    rates = ", ".join(f"{r:g}" for r in cost.rates)
+    lines = [
+        f"then the cost step: {', '.join(measured)} x rates {rates} rps x {cost.repetitions} "
+        f"repetitions = {len(measured) * cost.windows_per_setup} windows (one topology per "
+        f"setup and repetition; per rate warm-up {cost.warmup:g}s, measured {cost.hold:g}s, "
+        "no fault; CPU and memory of every process the topology started)"
+    ]
+    lines += [
+        f"  {h.label(i)}: {h.describe(cost.rate_of(h))}" for i, h in enumerate(cost.hypotheses)
+    ]
+    return lines
+
+
 def cost_setups(cost: CostStep, setups: tuple[Setup, ...]) -> tuple[Setup, ...]:
     """The setups the step measures: its own list, else the experiment's."""
     return cost.setups if cost.setups is not None else setups
@@ -177,4 +195,5 @@ __all__ = [
     "CostStep",
     "check_cost",
     "cost_setups",
+    "describe_cost",
 ]

@@ -28,6 +28,7 @@ from chaos.report.charts import (
     timeline_chart,
     ttr_spread_chart,
 )
+from chaos.report.cost import CostView, cost_view
 from chaos.report.method import method_paragraphs
 from chaos.report.rundata import RunData, load_run
 from chaos.report.verdict import FaultVerdict, fault_verdict, seconds
@@ -144,6 +145,8 @@ class RunView:
     effective_text: str
     #: Windows the runner could not measure, with their reasons (not in any table or chart).
     broken: list[BrokenWindow] = field(default_factory=list)
+    #: The cost step's section (``chaos.report.cost``), None without one.
+    cost: CostView | None = None
 
 
 @dataclass(frozen=True)
@@ -370,6 +373,7 @@ def _run_view(run: RunData, index: int, latencies: Latencies | None = None) -> R
         method=method_paragraphs(decided),
         effective_text=run.effective_text,
         broken=list(run.analysis.broken),
+        cost=cost_view(run.run_dir),
     )
 
 
