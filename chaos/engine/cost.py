@@ -3,9 +3,9 @@
 Every cost window is a window like the fault windows: its own topology brought up for
 it, the experiment's open-loop load at the step's rate (the driver's shortfall is
 recorded as DROPPED rows, never hidden by lowering the rate), a warm-up, then the
-measured hold. At the start and the end of the hold the topology reads the CPU and
-memory of each process it started (and every tick between, CPU and identity only, which
-proves every process is still the one that started); the difference is the window's cost. A process
+measured hold. At the start, every tick and at the end of the hold the topology reads
+the CPU of each process it started (which also proves every process is still the one
+that started), and at the end its memory; the difference is the window's cost. A process
 that exits or restarts mid-hold, or a load that dies, breaks the window: it is recorded
 with the reason and left out of the figures.
 
@@ -180,10 +180,12 @@ class CostRunner:
         )
         self._wait(cost.warmup, traffic.check)
         sampling = 0.0
-        first, spent = _timed(topology.read_usage)
+        # Memory is read once, at the end (the costly part of a reading); CPU and
+        # identity at the start, every tick and at the end.
+        light = functools.partial(topology.read_usage, memory=False)
+        first, spent = _timed(light)
         sampling += spent
         start_t = time.monotonic()
-        light = functools.partial(topology.read_usage, memory=False)
         for reading, spent in self._ticks(cost.hold, light, traffic.check):
             sampling += spent
             usage_between(first, reading)  # a process gone or restarted: broken now
