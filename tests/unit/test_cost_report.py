@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from chaos.analysis.cost import analyze_cost
@@ -18,7 +20,7 @@ class _Cost(Collector):
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
 
-    def collect(self):  # type: ignore[no-untyped-def]
+    def collect(self) -> Iterator[Metric]:
         return cost_metrics(self.run_dir)
 
 
