@@ -48,7 +48,7 @@ REPEATABILITY_BOUND = 0.10
 
 _EXPERIMENT = """\
 name: bench-cost
-setups: [sidecar]
+setups: [sidecar, mesh, ambient]
 traffic:
   {{users: 20, spawn_rate: 20, rate: {rate}, max_in_flight: 60, endpoints: [{{name: r, path: /}}]}}
 timeline: {{warmup: 0s, hold: 1s, recovery: 1s}}
