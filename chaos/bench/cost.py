@@ -185,6 +185,7 @@ def render(bench: CostBench) -> list[str]:
     ]
     for kind, (c, m) in sorted(bench.kinds.items(), key=lambda kv: -kv[1][0]):
         lines.append(f"| {kind} | {c:.3f} | {m:.1f} |")
+    lines += ["", *ordering(bench)]
     lines += [
         "",
         "Istio's published figures (Istio 1.24 docs, per proxy at 1,000 rps; Istio's, not "
@@ -206,6 +207,41 @@ def render(bench: CostBench) -> list[str]:
         "Rates offered: "
         + ", ".join(f"{s} {'yes' if o else 'NOT OFFERED'}" for s, o in bench.offered.items()),
     ]
+    return lines
+
+
+#: Istio's kinds in its published order (most CPU per 1,000 requests first), ours beside.
+_ISTIO_ORDER = (
+    ("waypoint", "waypoint (ambient)", "waypoint"),
+    ("sidecar", "sidecar (sidecar)", "sidecar"),
+    ("ztunnel", "node-proxy (ambient)", "node proxy (an Envoy)"),
+)
+
+
+def ordering(bench: CostBench) -> list[str]:
+    """Whether the local ordering of proxy kinds and of latency added is Istio's."""
+    ours = [(i, label, bench.kinds[key][0]) for i, key, label in _ISTIO_ORDER if key in bench.kinds]
+    ours.sort(key=lambda row: -row[2])
+    istio = [i for i, _, _ in _ISTIO_ORDER]
+    same = [i for i, _, _ in ours] == istio
+    lines = [
+        "Ordering by CPU per 1,000 requests per proxy: Istio "
+        + " > ".join(istio)
+        + "; local "
+        + " > ".join(f"{label} {c:.3f}" for _, label, c in ours)
+        + (" (same order)" if same else " (not Istio's order)")
+        + "."
+    ]
+    side, amb = (
+        bench.added_ms.get("sidecar", (None, None)),
+        bench.added_ms.get("ambient", (None, None)),
+    )
+    if side[1] is not None and amb[1] is not None:
+        same = amb[1] < side[1]
+        lines.append(
+            f"Latency added (p99): Istio ambient < sidecars; local ambient {amb[1]:+.2f} ms, "
+            f"sidecar {side[1]:+.2f} ms ({'same order' if same else 'not Istio order'})."
+        )
     return lines
 
 
