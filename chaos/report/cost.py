@@ -230,4 +230,19 @@ def cost_view(run_dir: Path) -> CostView | None:
     )
 
 
-__all__ = ["DEVIATIONS", "CostView", "bars_svg", "cost_view", "growth_svg"]
+def cost_lines(run_dir: Path) -> list[str]:
+    """What the CLI says after a run with a cost step: one line per setup and rate."""
+    view = cost_view(run_dir)
+    if view is None:
+        return []
+    lines = ["cost (proxy CPU-s per 1,000 requests, proxy PSS MB, p99 added vs baseline):"]
+    lines += [
+        f"  {r.setup} @ {r.rate} rps: {r.proxy_cpu}, {r.proxy_memory} MB, "
+        f"p99 {r.added_p99} ms" + ("" if r.offered == "yes" else " (rate NOT OFFERED)")
+        for r in view.rows
+    ]
+    lines += [f"  {name}: {outcome} ({text})" for name, text, outcome, _ in view.decisions]
+    return lines
+
+
+__all__ = ["DEVIATIONS", "CostView", "bars_svg", "cost_lines", "cost_view", "growth_svg"]
