@@ -87,6 +87,10 @@ class ProcessError(PlatformError):
     """A child process could not be started or stopped."""
 
 
+class UsageError(ProcessError):
+    """A measured process exited or restarted mid-measurement: that cost window is broken."""
+
+
 class TrafficError(ProcessError):
     """The load generator died during a window or could not record its samples."""
 

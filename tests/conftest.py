@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from chaos.experiment import Setup
+from chaos.experiment import ALL_SETUPS, Setup
 from chaos.platforms.base import Event, EventKind
 from chaos.platforms.local.backoff import BackoffPolicy
 from chaos.platforms.local.slots import lease_slot
@@ -141,7 +141,7 @@ def topology_options(setup: Setup, run_dir: Path, slot: int) -> TopologyOptions:
     )
 
 
-@pytest.fixture(scope="class", params=list(Setup), ids=[s.value for s in Setup])
+@pytest.fixture(scope="class", params=list(ALL_SETUPS), ids=[s.value for s in ALL_SETUPS])
 def running_topology(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalTopology]:

@@ -13,7 +13,9 @@ the others still run):
 5. injection lag per fault and setup, and the run's wall time against its planned
    windows, from one real short run of ``sidecar-chaos run``;
 6. the finish step (analysis, results, report, JUnit, history) at 100 k, 1 M
-   and 10 M samples: wall time, CPU time, peak memory, growth.
+   and 10 M samples: wall time, CPU time, peak memory, growth;
+7. the cost measurement (:mod:`chaos.bench.cost`): sampling overhead, repeatability
+   over 5 windows, the local ordering of proxy kinds next to Istio's published one.
 
 About 5 minutes on a quiet 2-core machine. ``--short`` is the smoke mode the tests
 use: one setup, one start, tiny windows, no plain-Locust rows and no fidelity
@@ -45,7 +47,7 @@ from chaos.bench.realrun import FAULTS, Timeline, run_experiment
 from chaos.bench.render import render_markdown
 from chaos.bench.results import BenchResults, Machine
 from chaos.bench.startup import bench_setup
-from chaos.experiment import Setup
+from chaos.experiment import ALL_SETUPS, Setup
 
 FULL_SIZES = (100_000, 1_000_000, 10_000_000)
 SHORT_SIZES = (240_000,)  # windows of 8 s: every window can recover
@@ -122,6 +124,14 @@ def _finish_sizes(results: BenchResults, sizes: Sequence[int], work: Path) -> No
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+def _cost(results: BenchResults, work: Path) -> None:
+    """The cost measurement's overhead, repeatability (5 windows) and ordering."""
+    from chaos.bench.cost import measure, render
+
+    work.mkdir(parents=True, exist_ok=True)
+    results.cost = ["", *render(measure(200.0, "5s", 5, work)), ""]
+
+
 def run_bench(args: argparse.Namespace) -> BenchResults:
     """Measure every figure (in this order) and return them."""
     started = time.monotonic()
@@ -161,6 +171,8 @@ def run_bench(args: argparse.Namespace) -> BenchResults:
             _figure(results, "fidelity", fidelity)
         _figure(results, "realrun", realrun)
         _figure(results, "finish", lambda: _finish_sizes(results, args.sizes, work))
+        if not args.short:
+            _figure(results, "cost", lambda: _cost(results, work / "cost"))
     results.machine.load_after = os.getloadavg()
     results.seconds = round(time.monotonic() - started, 1)
     return results
@@ -179,7 +191,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--setups", default=None, help="comma-separated (default: all)")
     args = parser.parse_args(argv)
-    names = args.setups.split(",") if args.setups else [s.value for s in Setup]
+    names = args.setups.split(",") if args.setups else [s.value for s in ALL_SETUPS]
     try:
         args.setups = [Setup(n.strip()).value for n in names if n.strip()]
     except ValueError as exc:

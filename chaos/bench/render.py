@@ -315,5 +315,6 @@ def render_markdown(results: BenchResults) -> str:
         *_fidelity(results),
         *_realrun(results),
         *_finish(results),
+        *results.cost,
     ]
     return "\n".join(lines).rstrip("\n") + "\n"

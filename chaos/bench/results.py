@@ -39,6 +39,8 @@ class BenchResults:
     fidelity: list[FidelityRow] = field(default_factory=list)
     realrun: RealRun | None = None
     finish: list[tuple[int, FinishMeasure]] = field(default_factory=list)
+    #: The cost measurement's rows, rendered (``chaos.bench.cost``).
+    cost: list[str] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
     #: Figure -> seconds it took.
     took: dict[str, float] = field(default_factory=dict)

@@ -28,7 +28,7 @@ from pathlib import Path
 import aiohttp
 
 from chaos.errors import ChaosError
-from chaos.experiment import Setup
+from chaos.experiment import ALL_SETUPS, Setup
 from chaos.platforms.local.slots import lease_slot
 from chaos.platforms.local.topology import LocalTopology, TopologyOptions
 
@@ -159,7 +159,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m chaos.bench", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--setups", default=",".join(s.value for s in Setup))
+    parser.add_argument("--setups", default=",".join(s.value for s in ALL_SETUPS))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--duration", type=float, default=3.0, help="throughput seconds")
     parser.add_argument("--connections", type=int, default=16)

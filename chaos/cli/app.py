@@ -377,7 +377,7 @@ def trend(
     fail_on_regression: Annotated[bool, typer.Option("--fail-on-regression")] = False,
 ) -> None:
     """Recovery time and error rate across runs, with regressions flagged."""
-    from datetime import timedelta
+    from datetime import UTC, datetime, timedelta
 
     from chaos.outpaths import check_output_file
     from chaos.report.history import HistoryStore
@@ -402,12 +402,16 @@ def trend(
         from chaos.report import render_trend
 
         result = render_trend(store, timedelta(seconds=seconds), output, window_n=window)
+        from chaos.report.trend_cost import cost_regressions
+
+        cutoff = datetime.now(UTC) - timedelta(seconds=seconds)
+        regressions = [*result.regressions, *cost_regressions(store.runs(cutoff), window_n=window)]
     except ChaosError as exc:
         fail_with(exc)
     say(f"trend: {result.out}")
-    for regression in result.regressions:
+    for regression in regressions:
         err.print(f"regression: {regression.message}", markup=False, highlight=False)
-    if fail_on_regression and result.regressions:
+    if fail_on_regression and regressions:
         raise typer.Exit(1)
 
 

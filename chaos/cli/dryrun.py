@@ -18,6 +18,7 @@ def describe_plan(experiment: Experiment, platform: Platform) -> list[str]:
     from chaos.engine.records import schedule
     from chaos.engine.run import traffic_config
     from chaos.experiment import Setup
+    from chaos.experiment.cost import describe_cost
     from chaos.experiment.hypotheses import describe_decisions
     from chaos.faults.plans import plan_offline
     from chaos.platforms.base import PlansTraffic
@@ -54,5 +55,6 @@ def describe_plan(experiment: Experiment, platform: Platform) -> list[str]:
         spec = experiment.faults[key.fault_index]
         plan = plan_offline(spec, ops[key.setup], key, experiment.seed)
         lines += [f"       {line}" for line in plan]
+    lines += describe_cost(experiment.cost, experiment.setups)
     lines.append("nothing was touched (dry run)")
     return lines

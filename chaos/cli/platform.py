@@ -16,10 +16,10 @@ if TYPE_CHECKING:
 
 
 def setup_for(name: str) -> str:
-    from chaos.experiment import ALL_SETUPS
+    from chaos.experiment import SETUP_NAMES
 
-    if name not in ALL_SETUPS:
-        raise InputError(f"--setup: unknown setup {name!r} (choose from {', '.join(ALL_SETUPS)})")
+    if name not in SETUP_NAMES:
+        raise InputError(f"--setup: unknown setup {name!r} (choose from {', '.join(SETUP_NAMES)})")
     return name
 
 

@@ -97,6 +97,10 @@ def execute(
         )
     if engine.aborted:
         err.print(f"aborted: {engine.aborted}", markup=False, highlight=False)
+    from chaos.report.cost import cost_lines
+
+    for line in cost_lines(run_dir):
+        say(line)
     for line in run_summary(run_dir, outcome.exit_code, outcome.report):
         say(line)
     return outcome.exit_code

@@ -41,6 +41,7 @@ from chaos.analysis import (
     write_results,
 )
 from chaos.analysis.adaptive import decisions_for, refuted_lines
+from chaos.analysis.cost_io import finish_cost
 from chaos.analysis.model import FaultResult
 from chaos.analysis.overhead import run_overhead
 from chaos.analysis.security import invariant_lines, load_bypass
@@ -265,6 +266,8 @@ def _finish(
             overhead=run_overhead(read_journal(run_dir)),
             dataplane=dataplane,
         )
+    cost, refuted_cost = finish_cost(run_dir, experiment)  # the cost step's figures, if any
+    refuted += refuted_cost
     # the report needs only the times and latencies: keep those, never two copies at the peak
     latencies = {run_dir: samples.sent_latencies()} if samples is not None else None
     del samples
@@ -311,7 +314,7 @@ def _finish(
         ),
     )
     report: Path | None = None
-    if runs or broken:
+    if runs or broken or cost is not None:
         html = report_html([run_dir], latencies=latencies)
         report = replace_file(run_dir / REPORT_FILE, lambda p: p.write_text(html, "utf-8"))
         del html

@@ -9,6 +9,7 @@ from chaos.experiment import Experiment, Setup
 from chaos.experiment.models import start_extra
 from chaos.faults.base import target_problems
 from chaos.platforms.base import FaultOps, Platform, Problem
+from chaos.platforms.usage import PlatformMeasuresUsage
 
 
 @runtime_checkable
@@ -40,6 +41,25 @@ def platform_checks(platform: Platform) -> Callable[[Experiment], Sequence[Probl
                 names = ", ".join(platform.setups)
                 problems.append(
                     Problem(("setups", index), f"{setup}: not offered by {platform.name} ({names})")
+                )
+        if experiment.cost is not None and not (
+            isinstance(platform, PlatformMeasuresUsage) and platform.measures_usage
+        ):
+            problems.append(
+                Problem(
+                    ("cost",),
+                    f"{platform.name} cannot read its proxies' CPU and memory: "
+                    "no cost step on this platform",
+                )
+            )
+        for index, setup in enumerate((experiment.cost.setups or ()) if experiment.cost else ()):
+            if setup not in platform.setups and setup not in experiment.setups:
+                names = ", ".join(platform.setups)
+                problems.append(
+                    Problem(
+                        ("cost", "setups", index),
+                        f"{setup}: not offered by {platform.name} ({names})",
+                    )
                 )
         offered = [s for s in experiment.setups if s in platform.setups]
         if offered:

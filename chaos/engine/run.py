@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from chaos.engine.cost import CostRunner
 from chaos.engine.counters import CounterSampler
 from chaos.engine.records import WindowKey, WindowRecord
 from chaos.engine.rounds import rounds
@@ -35,6 +36,7 @@ from chaos.platforms.appports import ExposesAppPorts
 from chaos.platforms.base import Event, HostsTraffic, Platform, RunningTopology, StartOptions
 from chaos.proc import RUN_MARKER_ENV, start_ticks
 from chaos.rundir import BYPASS_DIR, EXPERIMENT_FILE, SAMPLES_DIR, TOPOLOGIES_DIR
+from chaos.rundir.cost import CostWindowRecord
 from chaos.rundir.counters import append_counters
 from chaos.rundir.journal import Journal
 from chaos.rundir.writes import RecordedWrites
@@ -85,6 +87,8 @@ class Engine:
         self.aborted: str | None = None
         #: Put into everything the platform starts for this run; ``clean`` proves identity by it.
         self.marker = secrets.token_hex(16)
+        #: The cost step's windows (``chaos.engine.cost``), after the fault windows.
+        self.cost_windows: list[CostWindowRecord] = []
 
     # -- the run ---------------------------------------------------------------------
 
@@ -100,6 +104,7 @@ class Engine:
             with SignalGuard():
                 for key in rounds(self.experiment, self.windows, self.run_dir, say=self._say):
                     self._window(key)
+                self.cost_windows = self._cost_runner().run()
         except AbortedError as exc:
             self.aborted = str(exc)
             with contextlib.suppress(RunDirectoryError):  # a full disk: the abort still counts
@@ -109,6 +114,26 @@ class Engine:
                 self.journal.write("run_finished", aborted=self.aborted is not None)
             self.journal.close()
         return self.windows
+
+    def _cost_runner(self) -> CostRunner:
+        return CostRunner(
+            self.experiment,
+            self.platform,
+            self.run_dir,
+            self.journal,
+            self.marker,
+            self.options.traffic,
+            lambda host, token_url, out_dir: traffic_config(
+                self.experiment,
+                host=host,
+                out_dir=out_dir,
+                token_url=token_url,
+                workers=self.options.workers,
+                marker=self.marker,
+            ),
+            say=self._say,
+            tick_s=self.options.tick_s,
+        )
 
     def _say(self, line: str) -> None:
         if self.options.view is not None:

@@ -12,7 +12,7 @@ or ``SpecErrorGroup`` (a ``SpecError``; one line per problem) when there are sev
 
 from __future__ import annotations
 
-from chaos.experiment._base import ALL_SETUPS, Setup, SetupName
+from chaos.experiment._base import ALL_SETUPS, SETUP_NAMES, Setup, SetupName
 from chaos.experiment.durations import (
     CertLifetime,
     Duration,
@@ -52,6 +52,7 @@ from chaos.experiment.source import SpecErrorGroup
 __all__ = [
     "ALL_SETUPS",
     "FAULT_TYPES",
+    "SETUP_NAMES",
     "AbortFault",
     "CertExpiryFault",
     "CertLifetime",

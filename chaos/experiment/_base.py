@@ -10,19 +10,25 @@ from pydantic_core import PydanticCustomError
 
 
 class Setup(enum.StrEnum):
-    """The three ways of putting a proxy in the request path (every platform offers them).
+    """The three ways of putting a proxy in the request path, and ``baseline`` without one.
 
     The one definition of the setup names: the spec, the CLI and every platform use it.
+    ``baseline`` is the same demo chain with no proxy at all (plaintext, no token check):
+    the reference a cost measurement subtracts; no fault can target it.
     """
 
     SIDECAR = "sidecar"
     MESH = "mesh"
     AMBIENT = "ambient"
+    BASELINE = "baseline"
 
 
 #: A setup as an experiment file names it (validated into :class:`Setup`).
 SetupName = Setup
-ALL_SETUPS: tuple[Setup, ...] = tuple(Setup)
+#: The setups with proxies (what an experiment runs unless it lists its own).
+ALL_SETUPS: tuple[Setup, ...] = (Setup.SIDECAR, Setup.MESH, Setup.AMBIENT)
+#: Every setup name, ``baseline`` included.
+SETUP_NAMES: tuple[Setup, ...] = tuple(Setup)
 
 # Strict numbers: YAML's `yes`, `"3"` or `3.5` must not turn silently into an int.
 Int = Annotated[int, Strict()]

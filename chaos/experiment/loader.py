@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from chaos.errors import SpecError
-from chaos.experiment._base import ALL_SETUPS
+from chaos.experiment._base import SETUP_NAMES
 from chaos.experiment.messages import Override, located_error, spec_errors
 from chaos.experiment.models import BASE_DIR, Experiment
 from chaos.experiment.source import Loc, Source, one_or_group, parse_value, read_source
@@ -147,9 +147,9 @@ def _narrow(experiment: Experiment, setups: Sequence[str], source: Source) -> Ex
         return experiment
     line = source.line_of(("setups",)) if "setups" in source.data else None
     for name in setups:
-        if name not in ALL_SETUPS:
+        if name not in SETUP_NAMES:
             raise SpecError(
-                f"--setup {name}: not a setup (expected one of: {', '.join(ALL_SETUPS)})",
+                f"--setup {name}: not a setup (expected one of: {', '.join(SETUP_NAMES)})",
                 file=source.file,
                 field="setups",
             )

@@ -18,12 +18,14 @@ from chaos.experiment._base import (
     Int,
     Number,
     Rate,
+    Setup,
     SetupName,
     Slug,
     SpecModel,
     field_error,
 )
 from chaos.experiment.dataplane import DataPlaneSpec, check_dataplane_setups
+from chaos.experiment.cost import CostStep, check_cost
 from chaos.experiment.durations import Duration, NonNegativeDuration
 from chaos.experiment.faults import Fault
 from chaos.experiment.hypotheses import (
@@ -191,6 +193,25 @@ def start_extra(experiment: Experiment, fault: Fault) -> dict[str, str]:
     return extra
 
 
+def check_baseline(experiment: Experiment) -> None:
+    """``baseline`` has no proxy: no fault may land on it (every fault targets a proxy)."""
+    if Setup.BASELINE not in experiment.setups:
+        return
+    for i, fault in enumerate(experiment.faults):
+        if fault.target.setups is None:
+            raise field_error(
+                f"faults.{i}.target",
+                f"{fault.type} targets a proxy and baseline has none: list the setups it "
+                "targets (target.setups)",
+            )
+        if Setup.BASELINE in fault.target.setups:
+            at = fault.target.setups.index(Setup.BASELINE)
+            raise field_error(
+                f"faults.{i}.target.setups.{at}",
+                f"{fault.type} targets a proxy and baseline has none",
+            )
+
+
 class SteadyState(SpecModel):
     """The hypothesis: what "healthy" means, before the fault and again after recovery."""
 
@@ -267,6 +288,8 @@ class Experiment(SpecModel):
     faults: Annotated[tuple[Fault, ...], Field(min_length=1, max_length=100)]
     #: Deviations from each setup's data-plane defaults (Istio's for mesh and ambient).
     dataplane: DataPlaneSpec = DataPlaneSpec()
+    #: Steady-state load steps per setup: what each setup costs (``chaos.experiment.cost``).
+    cost: CostStep | None = None
 
     @field_validator("setups")
     @classmethod
@@ -296,9 +319,8 @@ class Experiment(SpecModel):
         for i, name in enumerate(names):
             if name in names[:i]:
                 raise field_error(f"faults.{i}.name", f'fault name "{name}" is used twice')
-        for setup in self.setups:
-            if not self.faults_for(setup):
-                raise field_error("setups", f"no fault applies to {setup} (see target.setups)")
+        check_baseline(self)
+        check_cost(self.cost, self.setups, self.setups_of_faults())
         check_repetitions(self.repetitions, self.max_repetitions, self.budget)
         check_hypotheses(self.hypotheses, self.setups, names, self.setups_of_faults())
         check_dataplane_setups(self.dataplane, self.setups)

@@ -29,6 +29,7 @@ from chaos.report.charts import (
     ttr_spread_chart,
 )
 from chaos.report.dataplane import DataPlaneView, dataplane_view, placement_note
+from chaos.report.cost import CostView, cost_view
 from chaos.report.method import method_paragraphs
 from chaos.report.rundata import RunData, load_run
 from chaos.report.security import SECURITY_METHOD, SecurityView, security_view
@@ -152,6 +153,8 @@ class RunView:
     dataplane: DataPlaneView | None = None
     #: What each setup let through (None: no window has security counts).
     security: SecurityView | None = None
+    #: The cost step's section (``chaos.report.cost``), None without one.
+    cost: CostView | None = None
 
 
 @dataclass(frozen=True)
@@ -393,6 +396,7 @@ def _run_view(run: RunData, index: int, latencies: Latencies | None = None) -> R
         broken=list(run.analysis.broken),
         dataplane=dataplane_view(meta),
         security=security,
+        cost=cost_view(run.run_dir),
     )
 
 

@@ -62,6 +62,7 @@ from chaos.analysis import (
 from chaos.analysis.decisions import OUTCOMES, DecisionSet
 from chaos.errors import InputError
 from chaos.report.junit import window_problems
+from chaos.report.prometheus_cost import cost_metrics
 from chaos.rundir.journal import read_journal
 from chaos.rundir.meta import RunMeta, read_meta
 
@@ -97,6 +98,7 @@ class RunResults(Collector):
         except InputError:
             self.analysis = None  # aborted before any window was measured: run metrics only
         self.duration_s = _duration(run_dir, self.meta)
+        self.run_dir = run_dir
 
     @property
     def identity(self) -> RunIdentity:
@@ -113,6 +115,7 @@ class RunResults(Collector):
         yield from self._run_metrics()
         if self.analysis is not None:
             yield from self._result_metrics(self.analysis)
+        yield from cost_metrics(self.run_dir)
 
     def _run_metrics(self) -> Iterator[Metric]:
         meta = self.meta

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from chaos.experiment import Setup
+from chaos.experiment import ALL_SETUPS, Setup
 from chaos.platforms.local.controlplane import MeshControlPlane
 from chaos.platforms.local.envoy_config import (
     INBOUND_FAULT_KEYS,
@@ -213,7 +213,7 @@ def stop(chain: Chain) -> None:
         server.server_close()
 
 
-@pytest.fixture(scope="module", params=[s.value for s in Setup])
+@pytest.fixture(scope="module", params=[s.value for s in ALL_SETUPS])
 def chain(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Chain]:

@@ -17,8 +17,8 @@ from dataclasses import replace
 
 import pytest
 
+from chaos.experiment import ALL_SETUPS, Setup
 from chaos.experiment import Fault as FaultSpec
-from chaos.experiment import Setup
 from chaos.experiment.dataplane import DataPlaneFields
 from chaos.faults.base import Fault
 from chaos.platforms.base import EventKind
@@ -41,7 +41,7 @@ CONNECTION_LIFETIME_S = 1.0
 DELAY_MS = 200
 
 
-@pytest.fixture(scope="module", params=list(Setup), ids=[s.value for s in Setup])
+@pytest.fixture(scope="module", params=list(ALL_SETUPS), ids=[s.value for s in ALL_SETUPS])
 def topo(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalTopology]:

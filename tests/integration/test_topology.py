@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from chaos.experiment import Setup
+from chaos.experiment import ALL_SETUPS, Setup
 from chaos.platforms.base import Event, EventKind
 from chaos.platforms.local import registry
 from chaos.platforms.local.topology import LocalTopology
@@ -252,7 +252,7 @@ def _event_log(topology: LocalTopology) -> str:
     return "\n".join(f"{e.t:.3f} {e.kind} {e.subject} {e.detail}" for e in topology.events.events())
 
 
-@pytest.mark.parametrize("setup", list(Setup), ids=[s.value for s in Setup])
+@pytest.mark.parametrize("setup", list(ALL_SETUPS), ids=[s.value for s in ALL_SETUPS])
 def test_killed_proxy_is_restarted_per_backoff(setup: Setup, start_topology: StartTopology) -> None:
     topology = start_topology(setup)
     name = _proxy_to_kill(setup)
@@ -284,7 +284,7 @@ def test_killed_proxy_is_restarted_per_backoff(setup: Setup, start_topology: Sta
 # -- nothing survives -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("setup", list(Setup), ids=[s.value for s in Setup])
+@pytest.mark.parametrize("setup", list(ALL_SETUPS), ids=[s.value for s in ALL_SETUPS])
 def test_teardown_leaves_no_process(setup: Setup, tmp_path: Path) -> None:
     with lease_slot() as slot:
         topology = LocalTopology(topology_options(setup, tmp_path, slot))

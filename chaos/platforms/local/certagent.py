@@ -269,6 +269,12 @@ class CertAgent:
                 self._thread.start()
         return self
 
+    @property
+    def native_id(self) -> int | None:
+        """The kernel's id of the rotation thread while it runs (its CPU is the agent's)."""
+        thread = self._thread
+        return thread.native_id if thread is not None and thread.is_alive() else None
+
     def close(self) -> None:
         """Stop the rotation thread and join it (idempotent)."""
         with self._wake:

@@ -107,7 +107,7 @@ def proxy_configs(
         configs += [sidecar_config(layout, p, opts, jwks_path=jwks_path) for p in layout.pods]
     elif layout.setup is Setup.MESH:
         configs += [mesh_proxy_config(layout, p, opts) for p in layout.pods]
-    else:
+    elif layout.setup is Setup.AMBIENT:
         configs += ambient_configs(layout, opts)
     configs.append(ingress_config(layout, opts))
     return configs

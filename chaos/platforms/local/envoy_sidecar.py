@@ -201,10 +201,14 @@ def ingress_certs(layout: TopologyLayout) -> Certs:
 
 
 def ingress_config(layout: TopologyLayout, opts: ProxyOptions) -> ProxyConfig:
-    """The ingress of any setup: plain HTTP in, mTLS to frontend."""
+    """The ingress of any setup: plain HTTP in, mTLS to frontend (baseline: plain HTTP)."""
     ingress = layout.ingress
-    certs = ingress_certs(layout)
-    if layout.setup is Setup.AMBIENT:
+    baseline = layout.setup is Setup.BASELINE
+    certs = None if baseline else ingress_certs(layout)
+    if baseline:
+        # No proxy in the pods: plain HTTP straight to the frontend apps.
+        endpoints = [(p.address, int(Port.APP)) for p in layout.pods_of("frontend")]
+    elif layout.setup is Setup.AMBIENT:
         endpoints = [(layout.waypoint("frontend").address, int(Port.HBONE))]
     else:
         endpoints = [(p.address, int(Port.INBOUND)) for p in layout.pods_of("frontend")]
@@ -234,7 +238,7 @@ def ingress_config(layout: TopologyLayout, opts: ProxyOptions) -> ProxyConfig:
                     "frontend",
                     endpoints,
                     opts,
-                    tls=upstream_tls(certs, setup),
+                    tls=None if certs is None else upstream_tls(certs, setup),
                     outlier=True,
                     setup=setup,
                 )

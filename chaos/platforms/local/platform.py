@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chaos.errors import FaultError
-from chaos.experiment import ALL_SETUPS, Experiment, Setup
+from chaos.experiment import SETUP_NAMES, Experiment, Setup
 from chaos.platforms.base import (
     FaultOps,
     Platform,
@@ -70,7 +70,12 @@ class LocalPlatform:
 
     @property
     def setups(self) -> tuple[Setup, ...]:
-        return ALL_SETUPS
+        return SETUP_NAMES
+
+    @property
+    def measures_usage(self) -> bool:
+        """Cost steps read ``/proc`` (``chaos.platforms.local.usage``): Linux only."""
+        return Path("/proc/self/smaps_rollup").is_file()
 
     def _slot(self, setup: Setup) -> int:
         # Read at call time: DEFAULT_SLOT may be moved (the tests lease free slots).
@@ -91,7 +96,7 @@ class LocalPlatform:
     def validate(self, experiment: Experiment) -> list[Problem]:
         problems = []
         for name, slot in self.slots.items():
-            if name not in ALL_SETUPS:
+            if name not in SETUP_NAMES:
                 problems.append(Problem(("setups",), f"--slot {name}={slot}: not a setup"))
             elif not 1 <= slot <= 254:
                 problems.append(Problem(("setups",), f"--slot {name}={slot}: not within 1..254"))

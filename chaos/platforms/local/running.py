@@ -14,8 +14,10 @@ from chaos.platforms.base import EventCallback, FaultOps, Pod
 from chaos.platforms.local.admin import ANALYSIS_STATS_FILTER, counters
 from chaos.platforms.local.faultops import LocalFaultOps
 from chaos.platforms.local.topology import LocalTopology
+from chaos.platforms.local.usage import LocalUsage
 from chaos.platforms.shared.layout import PROCESS_LEDGER, Port
 from chaos.platforms.shared.promql import PrometheusCounters
+from chaos.platforms.usage import UsageReading
 from chaos.rundir.counters import CounterSample
 from chaos.rundir.journal import JsonValue
 from chaos.traffic.bypass import AppPort
@@ -35,6 +37,7 @@ class LocalRunning:
         self._admins = topology.layout.proxy_admins()
         #: Read the Envoy counters through Prometheus instead of the admin endpoints.
         self.prometheus = prometheus
+        self._usage = LocalUsage(topology)
 
     @property
     def setup(self) -> Setup:
@@ -93,6 +96,13 @@ class LocalRunning:
                 continue  # down or restarting: no reading now
             samples += [CounterSample(now, proxy, name, float(v)) for name, v in stats.items()]
         return samples
+
+    def read_usage(self, *, memory: bool = True) -> UsageReading:
+        """CPU and memory of every process the topology started (cost steps)."""
+        return self._usage.read(memory=memory)
+
+    def counts(self) -> tuple[int, int, int]:
+        return self._usage.counts()
 
     def recorded_writes(self) -> list[str]:
         ids: list[str] = []

@@ -244,6 +244,8 @@ class LocalTopology:
         """Write every identity, key set and Envoy config the processes need."""
         layout = self.layout
         ttl = self.cert_ttl
+        if layout.setup is Setup.BASELINE:
+            return  # plaintext, no token check: no identity to write
         if layout.setup is Setup.SIDECAR:
             # The init container's job: written once, never rotated.
             for pod in layout.pods:
@@ -353,7 +355,10 @@ class LocalTopology:
             json.dumps(peer_names),
         ]
         if pod.upstream_url and pod.upstream_host:
-            argv += ["--upstream-url", pod.upstream_url, "--upstream-host", pod.upstream_host]
+            urls = pod.upstream_apps or (pod.upstream_url,)
+            for url in urls:
+                argv += ["--upstream-url", url]
+            argv += ["--upstream-host", pod.upstream_host]
         if pod.service == "payments":
             argv += ["--writes-file", str(pod.dir / "writes.jsonl")]
         argv += ["--sensitive-headers", ",".join(self.options.sensitive_headers)]

@@ -183,26 +183,36 @@ _ISTIO_CONTROL = ControlPlanePolicy(
 )
 _DAY = 24 * 3600.0
 
-DEFAULTS: Mapping[Setup, SetupDataPlane] = {
-    Setup.SIDECAR: SetupDataPlane(
-        setup=Setup.SIDECAR,
-        model=f"hand-written Envoy {ENVOY_VERSION} security sidecar (static config)",
-        routes={
-            "ingress": RoutePolicy(None, 15.0),
-            "outbound": RoutePolicy(None, 15.0),
-            "inbound": RoutePolicy(None, 15.0),
-        },
-        upstream=UpstreamPolicy(
-            lb_policy="ROUND_ROBIN",
-            connect_timeout_s=5.0,
-            circuit_breakers=ENVOY_DEFAULT_BREAKERS,
-            outlier_detection=None,
-            max_connection_duration_s=None,
-            idle_timeout_s=3600.0,
-        ),
-        identity=IdentityPolicy(_DAY, None, 0.0, None),
-        control=ControlPlanePolicy(None, None, None, restart_fetches=False),
+_SIDECAR = SetupDataPlane(
+    setup=Setup.SIDECAR,
+    model=f"hand-written Envoy {ENVOY_VERSION} security sidecar (static config)",
+    routes={
+        "ingress": RoutePolicy(None, 15.0),
+        "outbound": RoutePolicy(None, 15.0),
+        "inbound": RoutePolicy(None, 15.0),
+    },
+    upstream=UpstreamPolicy(
+        lb_policy="ROUND_ROBIN",
+        connect_timeout_s=5.0,
+        circuit_breakers=ENVOY_DEFAULT_BREAKERS,
+        outlier_detection=None,
+        max_connection_duration_s=None,
+        idle_timeout_s=3600.0,
     ),
+    identity=IdentityPolicy(_DAY, None, 0.0, None),
+    control=ControlPlanePolicy(None, None, None, restart_fetches=False),
+)
+
+#: The baseline setup has no proxy but the shared ingress Envoy, a plain one like the sidecar's.
+_BASELINE = replace(
+    _SIDECAR,
+    setup=Setup.BASELINE,
+    model=f"no proxies: only the shared ingress, a plain Envoy {ENVOY_VERSION}",
+    routes={"ingress": RoutePolicy(None, 15.0)},
+)
+
+DEFAULTS: Mapping[Setup, SetupDataPlane] = {
+    Setup.SIDECAR: _SIDECAR,
     Setup.MESH: SetupDataPlane(
         setup=Setup.MESH,
         model=f"Istio {ISTIO_VERSION} sidecar mode",
@@ -226,6 +236,7 @@ DEFAULTS: Mapping[Setup, SetupDataPlane] = {
         identity=IdentityPolicy(_DAY, 0.5, 0.0, Backoff(1.0, 2.0, 150.0, 0.2)),
         control=_ISTIO_CONTROL,
     ),
+    Setup.BASELINE: _BASELINE,
 }
 
 _ISTIO = f"istio/istio {ISTIO_VERSION}"

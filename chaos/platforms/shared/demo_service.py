@@ -84,6 +84,9 @@ class ServiceConfig:
     sensitive_headers: tuple[str, ...] = ("authorization",)
     #: Whether the app's proxy validates tokens (then ``verified`` needs one).
     expects_token: bool = False
+    #: More replicas of the upstream, called in turn with ``upstream_url`` (no proxy to
+    #: balance: the baseline setup).
+    more_upstream_urls: tuple[str, ...] = ()
 
 
 class WriteLog:
@@ -157,6 +160,7 @@ class DemoService:
         self.config = config
         self.writes = WriteLog(config.writes_file)
         self._session: aiohttp.ClientSession | None = None
+        self._turn = 0
         self.app = web.Application()
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/writes", self._writes)
@@ -251,7 +255,7 @@ class DemoService:
             headers["Host"] = self.config.upstream_host
         if body is not None:
             headers["Content-Type"] = request.headers.get("Content-Type", "application/json")
-        url = self.config.upstream_url + request.path_qs
+        url = self._next_upstream() + request.path_qs
         try:
             async with self._session.request(method, url, data=body, headers=headers) as resp:
                 status = resp.status
@@ -275,6 +279,13 @@ class DemoService:
             detail = raw[:_DETAIL_LIMIT].decode("utf-8", "replace")
             raise _failure(502, "bad upstream response", hop, detail)
         return status, answer, theirs
+
+    def _next_upstream(self) -> str:
+        """The upstream to call: ``upstream_url``, or each of several in turn."""
+        assert self.config.upstream_url is not None
+        urls = (self.config.upstream_url, *self.config.more_upstream_urls)
+        self._turn = (self._turn + 1) % len(urls)
+        return urls[self._turn]
 
 
 def _failure(status: int, error: str, hop: str, detail: str) -> UpstreamFailure:
@@ -300,7 +311,9 @@ def parse_args(argv: Sequence[str] | None = None) -> ServiceConfig:
     parser.add_argument("--pod", required=True)
     parser.add_argument("--node", required=True)
     parser.add_argument("--listen", required=True, help="HOST:PORT")
-    parser.add_argument("--upstream-url", default=None)
+    parser.add_argument(
+        "--upstream-url", action="append", default=None, help="repeat: called in turn"
+    )
     parser.add_argument("--upstream-host", default=None, help="the Host header on upstream calls")
     parser.add_argument("--writes-file", type=Path, default=None)
     parser.add_argument("--peer-names", default="{}", help='JSON object {"address": "name"}')
@@ -339,7 +352,8 @@ def parse_args(argv: Sequence[str] | None = None) -> ServiceConfig:
         node=args.node,
         host=host,
         port=int(port),
-        upstream_url=args.upstream_url.rstrip("/") if args.upstream_url else None,
+        upstream_url=args.upstream_url[0].rstrip("/") if args.upstream_url else None,
+        more_upstream_urls=tuple(u.rstrip("/") for u in (args.upstream_url or [])[1:]),
         upstream_host=args.upstream_host,
         writes_file=args.writes_file,
         peer_names=peer_names,

@@ -17,6 +17,11 @@ Addresses inside slot ``s``::
     127.0.s.101/102  ambient: the node proxy (ztunnel) of node-1 / node-2
 
 Replica 0 of every service runs on node-1, replica 1 on node-2.
+
+``baseline`` has the same pods and addresses with no proxy: each app calls the apps
+of its upstream service directly (round robin, plain HTTP), and the ingress (the
+entry point every setup shares, an L7 load balancer) forwards plain HTTP to the
+frontend apps without a token check.
 """
 
 from __future__ import annotations
@@ -46,7 +51,12 @@ PROCESS_LEDGER = "processes.jsonl"
 CAPTURING_SETUPS: tuple[Setup, ...] = (Setup.MESH, Setup.AMBIENT)
 
 #: Default slot (third octet) per setup, so that the three can run at once.
-DEFAULT_SLOT: dict[Setup, int] = {Setup.SIDECAR: 11, Setup.MESH: 12, Setup.AMBIENT: 13}
+DEFAULT_SLOT: dict[Setup, int] = {
+    Setup.SIDECAR: 11,
+    Setup.MESH: 12,
+    Setup.AMBIENT: 13,
+    Setup.BASELINE: 14,
+}
 
 
 def default_ingress_port(slot: int) -> int:
@@ -93,6 +103,13 @@ class Pod:
     has_proxy: bool
     #: Where the app listens: ``APP``, or ``APP_BEHIND_PROXY`` where the proxy captures.
     app_port: int = int(Port.APP)
+    #: Baseline (no proxy): the app addresses of every upstream replica, called in turn.
+    upstream_apps: tuple[str, ...] = ()
+
+    @property
+    def in_mesh(self) -> bool:
+        """Whether traffic to this pod crosses a proxy (every setup but ``baseline``)."""
+        return self.namespace != Setup.BASELINE.value
 
     @property
     def identity(self) -> str:
@@ -123,7 +140,7 @@ class Pod:
                 "outbound": int(Port.OUTBOUND),
                 "inbound": int(Port.INBOUND),
             }
-        else:
+        elif self.in_mesh:
             ports |= {"outbound": int(Port.OUTBOUND), "hbone": int(Port.HBONE)}
         return ports
 
@@ -269,11 +286,21 @@ def build_layout(setup: Setup, run_dir: Path, *, slot: int, ingress_port: int) -
         raise ValueError(f"slot must be within 1..254, got {slot}")
     root = run_dir / setup.value
     pods: list[Pod] = []
+    baseline = setup is Setup.BASELINE
     for s_index, service in enumerate(SERVICES):
         upstream = CALLS[service]
+        upstream_apps: tuple[str, ...] = ()
+        if baseline and upstream is not None:
+            u_index = SERVICES.index(upstream)
+            upstream_apps = tuple(
+                f"http://127.0.{slot}.{10 * (u_index + 1) + r + 1}:{int(Port.APP)}"
+                for r in range(REPLICAS)
+            )
         for replica in range(REPLICAS):
             address = f"127.0.{slot}.{10 * (s_index + 1) + replica + 1}"
             upstream_url = f"http://{address}:{int(Port.OUTBOUND)}" if upstream else None
+            if upstream_apps:
+                upstream_url = upstream_apps[replica % len(upstream_apps)]
             pods.append(
                 Pod(
                     name=f"{service}-{replica}",
@@ -285,8 +312,9 @@ def build_layout(setup: Setup, run_dir: Path, *, slot: int, ingress_port: int) -
                     dir=root / "pods" / f"{service}-{replica}",
                     upstream_url=upstream_url,
                     upstream_host=upstream,
-                    has_proxy=setup is not Setup.AMBIENT,
+                    has_proxy=setup not in (Setup.AMBIENT, Setup.BASELINE),
                     app_port=int(Port.APP_BEHIND_PROXY if setup in CAPTURING_SETUPS else Port.APP),
+                    upstream_apps=upstream_apps,
                 )
             )
     node_proxies: tuple[NodeProxy, ...] = ()

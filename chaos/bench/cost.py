@@ -1,0 +1,269 @@
+"""The cost measurement's own figures: its overhead, its repeatability, its ordering.
+
+``python -m chaos.bench.cost`` runs one real cost step (baseline, sidecar, mesh and
+ambient at one open-loop rate, ``--repetitions`` topologies each) and prints:
+
+* sampling overhead: the runner's CPU spent reading ``/proc``, as a share of one core
+  over the measured time (the issue's bound: under 1 %);
+* repeatability: each setup's proxy CPU-seconds per 1,000 requests per window, and the
+  largest deviation from their mean (bound: within +-10 % over 5 windows);
+* the local ordering of proxy kinds (CPU per 1,000 requests per process of the kind,
+  PSS per process) and of latency added, next to Istio's published ordering. Istio's
+  numbers are Istio's (1.24 performance docs), never ours: our node proxy is an Envoy,
+  not ztunnel, and our ambient setup always crosses L7 waypoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from chaos.analysis.cost import analyze_cost
+from chaos.engine.finish import finish
+from chaos.engine.run import Engine, RunOptions
+from chaos.experiment import load_experiment
+from chaos.platforms.local.platform import LocalPlatform
+from chaos.platforms.local.slots import lease_slot
+from chaos.rundir.cost import ProxyKind, read_cost
+
+#: Istio 1.24, "Performance and scalability" docs, per proxy at 1,000 requests/s.
+ISTIO_PER_1K_RPS: dict[str, tuple[float, float]] = {
+    "waypoint": (0.25, 60.0),
+    "sidecar": (0.20, 60.0),
+    "ztunnel (node proxy)": (0.06, 12.0),
+}
+#: Istio 1.24: latency added at 1,000 rps, 16 connections, 1 kB, mTLS (p90, p99 ms).
+ISTIO_ADDED_MS: dict[str, tuple[float, float]] = {
+    "ambient L4 (ztunnel only)": (0.17, 0.20),
+    "two sidecars": (2.76, 2.88),
+}
+SAMPLING_BOUND = 0.01
+REPEATABILITY_BOUND = 0.10
+
+_EXPERIMENT = """\
+name: bench-cost
+setups: [sidecar, mesh, ambient]
+traffic:
+  {{users: 20, spawn_rate: 20, rate: {rate}, max_in_flight: 60, endpoints: [{{name: r, path: /}}]}}
+timeline: {{warmup: 0s, hold: 1s, recovery: 1s}}
+faults:
+  - type: latency
+    delay: 10ms
+    target: {{service: checkout, setups: [sidecar]}}
+cost:
+  setups: [baseline, sidecar, mesh, ambient]
+  rates: [{rate}]
+  hold: {hold}
+  warmup: 2s
+  repetitions: {repetitions}
+"""
+
+
+@dataclass(frozen=True)
+class CostBench:
+    """What one cost bench measured."""
+
+    rate: float
+    sampling_core_share: float
+    #: setup -> proxy CPU-s per 1,000 requests of each window.
+    per_window_cpu: dict[str, list[float]]
+    #: setup -> largest |x - mean| / mean over its windows.
+    spread: dict[str, float]
+    #: kind -> (CPU-s per 1,000 requests per process, PSS MB per process), medians.
+    kinds: dict[str, tuple[float, float]]
+    #: setup -> (p90 added, p99 added) in ms, difference of means over windows.
+    added_ms: dict[str, tuple[float | None, float | None]]
+    offered: dict[str, bool]
+
+
+def measure(rate: float, hold: str, repetitions: int, work: Path) -> CostBench:
+    """Run the cost step once and take its figures."""
+    source = work / "bench-cost.yaml"
+    source.write_text(_EXPERIMENT.format(rate=rate, hold=hold, repetitions=repetitions))
+    experiment = load_experiment(source)
+    run_dir = work / "run"
+    with lease_slot() as slot:
+        slots = {s: slot for s in ("baseline", "sidecar", "mesh", "ambient")}
+        platform = LocalPlatform(slots=slots, list_runs=False)
+        engine = Engine(experiment, platform, RunOptions(run_dir=run_dir))
+        records = engine.run()
+        finish(
+            experiment,
+            platform,
+            run_dir,
+            records,
+            started_utc="",
+            aborted_reason=None,
+            history=None,
+        )
+    cost = analyze_cost(run_dir)
+    assert cost is not None
+    per_window: dict[str, list[float]] = {}
+    for w in cost.windows:
+        if not w.broken and w.cpu_per_1k:
+            total = sum(v for k, v in w.cpu_per_1k.items() if k != ProxyKind.APP.value)
+            per_window.setdefault(w.setup, []).append(total)
+    spread = {
+        s: max(abs(v - sum(vs) / len(vs)) for v in vs) / (sum(vs) / len(vs))
+        for s, vs in per_window.items()
+        if vs and sum(vs) > 0
+    }
+    kinds = _kinds(run_dir)
+    added = {
+        s.setup: (
+            s.added_ms["p90"].mean if "p90" in s.added_ms else None,
+            s.added_ms["p99"].mean if "p99" in s.added_ms else None,
+        )
+        for s in cost.setups
+        if s.setup != "baseline"
+    }
+    return CostBench(
+        rate=rate,
+        sampling_core_share=cost.sampling_core_share,
+        per_window_cpu=per_window,
+        spread=spread,
+        kinds=kinds,
+        added_ms=added,
+        offered={s.setup: s.offered for s in cost.setups},
+    )
+
+
+def _kinds(run_dir: Path) -> dict[str, tuple[float, float]]:
+    """Per process of each proxy kind: CPU-s per 1,000 requests and PSS MB (medians)."""
+    from statistics import median
+
+    from chaos.analysis.cost import window_cost
+
+    cpu: dict[str, list[float]] = {}
+    pss: dict[str, list[float]] = {}
+    for record in read_cost(run_dir):
+        figures = window_cost(run_dir, record)
+        if record.broken or not figures.sent:
+            continue
+        for kind in {p.kind for p in record.processes} - {ProxyKind.APP}:
+            procs = [p for p in record.processes if p.kind is kind]
+            key = f"{kind.value} ({record.setup})"
+            cpu.setdefault(key, []).append(
+                sum(p.cpu_s for p in procs) / len(procs) / figures.sent * 1000.0
+            )
+            pss.setdefault(key, []).append(sum(p.pss_bytes for p in procs) / len(procs) / 1e6)
+    return {k: (median(cpu[k]), median(pss[k])) for k in cpu}
+
+
+def render(bench: CostBench) -> list[str]:
+    """The BENCHMARKS.md rows."""
+    share = bench.sampling_core_share
+    lines = [
+        f"### Cost measurement (local, {bench.rate:g} rps open loop)",
+        "",
+        "| figure | value | bound | |",
+        "|---|---|---|---|",
+        f"| sampling overhead | {share * 100:.2f} % of one core | < 1 % | "
+        f"{'ok' if share < SAMPLING_BOUND else 'OVER'} |",
+    ]
+    for setup, vs in sorted(bench.per_window_cpu.items()):
+        s = bench.spread.get(setup)
+        shown = ", ".join(f"{v:.2f}" for v in vs)
+        verdict = "ok" if s is not None and s <= REPEATABILITY_BOUND else "OVER"
+        lines.append(
+            f"| repeatability {setup}: proxy CPU-s per 1,000 requests per window | {shown} "
+            f"(max deviation {s * 100 if s is not None else float('nan'):.1f} %) | +-10 % | "
+            f"{verdict} |"
+        )
+    lines += [
+        "",
+        "Local ordering of proxy kinds (ours, measured here; per process of the kind):",
+        "",
+        "| kind (setup) | CPU-s per 1,000 requests | PSS MB |",
+        "|---|---|---|",
+    ]
+    for kind, (c, m) in sorted(bench.kinds.items(), key=lambda kv: -kv[1][0]):
+        lines.append(f"| {kind} | {c:.3f} | {m:.1f} |")
+    lines += ["", *ordering(bench)]
+    lines += [
+        "",
+        "Istio's published figures (Istio 1.24 docs, per proxy at 1,000 rps; Istio's, not "
+        "ours): "
+        + "; ".join(f"{k} ~{c:.2f} vCPU, {m:.0f} MB" for k, (c, m) in ISTIO_PER_1K_RPS.items())
+        + ". Latency added: "
+        + "; ".join(
+            f"{k} +{a:.2f} ms p90 / +{b:.2f} ms p99" for k, (a, b) in ISTIO_ADDED_MS.items()
+        )
+        + ".",
+        "",
+        "Local latency added over baseline (ours; ambient here always crosses L7 waypoints, "
+        "and the node proxy is an Envoy, not ztunnel): "
+        + "; ".join(
+            f"{s} {_ms(a)} p90 / {_ms(b)} p99" for s, (a, b) in sorted(bench.added_ms.items())
+        )
+        + ".",
+        "",
+        "Rates offered: "
+        + ", ".join(f"{s} {'yes' if o else 'NOT OFFERED'}" for s, o in bench.offered.items()),
+    ]
+    return lines
+
+
+#: Istio's kinds in its published order (most CPU per 1,000 requests first), ours beside.
+_ISTIO_ORDER = (
+    ("waypoint", "waypoint (ambient)", "waypoint"),
+    ("sidecar", "sidecar (sidecar)", "sidecar"),
+    ("ztunnel", "node-proxy (ambient)", "node proxy (an Envoy)"),
+)
+
+
+def ordering(bench: CostBench) -> list[str]:
+    """Whether the local ordering of proxy kinds and of latency added is Istio's."""
+    ours = [(i, label, bench.kinds[key][0]) for i, key, label in _ISTIO_ORDER if key in bench.kinds]
+    ours.sort(key=lambda row: -row[2])
+    istio = [i for i, _, _ in _ISTIO_ORDER]
+    same = [i for i, _, _ in ours] == istio
+    lines = [
+        "Ordering by CPU per 1,000 requests per proxy: Istio "
+        + " > ".join(istio)
+        + "; local "
+        + " > ".join(f"{label} {c:.3f}" for _, label, c in ours)
+        + (" (same order)" if same else " (not Istio's order)")
+        + "."
+    ]
+    side, amb = (
+        bench.added_ms.get("sidecar", (None, None)),
+        bench.added_ms.get("ambient", (None, None)),
+    )
+    if side[1] is not None and amb[1] is not None:
+        same = amb[1] < side[1]
+        lines.append(
+            f"Latency added (p99): Istio ambient < sidecars; local ambient {amb[1]:+.2f} ms, "
+            f"sidecar {side[1]:+.2f} ms ({'same order' if same else 'not Istio order'})."
+        )
+    return lines
+
+
+def _ms(x: float | None) -> str:
+    return "–" if x is None else f"{x:+.2f} ms"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m chaos.bench.cost", description=__doc__)
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--hold", default="5s")
+    parser.add_argument("--repetitions", type=int, default=5)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp:
+        bench = measure(args.rate, args.hold, args.repetitions, Path(tmp))
+    print("\n".join(render(bench)))
+    if args.json is not None:
+        with contextlib.suppress(OSError):
+            args.json.write_text(json.dumps(bench.__dict__, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

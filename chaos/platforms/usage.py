@@ -1,0 +1,112 @@
+"""The port's optional side for cost: a running topology that reads its processes' usage.
+
+A platform whose topologies implement :class:`MeasuresUsage` can run a cost step: the
+engine reads every process the topology started at the start and at the end of a
+measured interval, and :func:`usage_between` turns the two readings into CPU-seconds
+and memory per process. A process is named by pid *and* start time: a pid that exited
+(or was restarted, or reused) between the readings breaks the window rather than
+being counted as another process's CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from chaos.errors import UsageError
+from chaos.rundir.cost import ProcessCost, ProxyKind
+
+
+@dataclass(frozen=True)
+class ProcessReading:
+    """One process at one moment, from its own accounting."""
+
+    name: str
+    kind: ProxyKind
+    pod: str
+    node: str
+    pid: int
+    start_ticks: int
+    #: utime + stime so far, in clock ticks (``SC_CLK_TCK`` a second).
+    cpu_ticks: int
+    pss_bytes: int
+    rss_bytes: int
+
+
+@dataclass(frozen=True)
+class UsageReading:
+    """Every process a topology started, read at once."""
+
+    processes: tuple[ProcessReading, ...]
+    clk_tck: int
+    #: Processes that could not be read (gone); a reading with any breaks its window.
+    missing: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class MeasuresUsage(Protocol):
+    """Optional for a :class:`~chaos.platforms.base.RunningTopology`: CPU and memory per process."""
+
+    def read_usage(self, *, memory: bool = True) -> UsageReading:
+        """Read every process the topology started; gone ones are listed as missing.
+
+        ``memory=False``: CPU and identity only (memory reads 0), the cheap reading taken
+        every tick between the two full ones.
+        """
+        ...
+
+    def counts(self) -> tuple[int, int, int]:
+        """(pods, nodes, services) of the topology, for the growth line."""
+        ...
+
+
+@runtime_checkable
+class PlatformMeasuresUsage(Protocol):
+    """Optional for a :class:`~chaos.platforms.base.Platform`: its topologies read usage."""
+
+    @property
+    def measures_usage(self) -> bool: ...
+
+
+def usage_between(first: UsageReading, last: UsageReading) -> tuple[ProcessCost, ...]:
+    """CPU over the interval and memory at its end, per process that lived through it.
+
+    Raises :class:`UsageError` when a process of ``first`` is not the same process in
+    ``last`` (exited, restarted, pid reused) or a new one appeared: its CPU in the
+    interval is not known, so the window is broken.
+    """
+    if last.missing:
+        raise UsageError(f"exited mid-measurement: {', '.join(last.missing)}")
+    before = {p.name: p for p in first.processes}
+    after = {p.name: p for p in last.processes}
+    if set(before) != set(after):
+        changed = sorted(set(before) ^ set(after))
+        raise UsageError(f"the set of processes changed mid-measurement: {', '.join(changed)}")
+    costs = []
+    for name, b in before.items():
+        a = after[name]
+        if (a.pid, a.start_ticks) != (b.pid, b.start_ticks):
+            raise UsageError(f"{name} restarted mid-measurement (pid {b.pid} -> {a.pid})")
+        costs.append(
+            ProcessCost(
+                name=name,
+                kind=b.kind,
+                pod=b.pod,
+                node=b.node,
+                pid=b.pid,
+                start_ticks=b.start_ticks,
+                cpu_s=(a.cpu_ticks - b.cpu_ticks) / last.clk_tck,
+                pss_bytes=a.pss_bytes,
+                rss_bytes=a.rss_bytes,
+            )
+        )
+    return tuple(costs)
+
+
+__all__ = [
+    "MeasuresUsage",
+    "PlatformMeasuresUsage",
+    "ProcessReading",
+    "UsageReading",
+    "usage_between",
+]

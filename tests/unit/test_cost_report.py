@@ -1,0 +1,63 @@
+"""The cost figures where users read them: the report's section and the pushed metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
+
+from chaos.analysis.cost import analyze_cost
+from chaos.analysis.cost_io import add_cost_to_results
+from chaos.report.cost import cost_view
+from chaos.report.prometheus_cost import cost_metrics
+from tests.unit.test_cost_analysis import RATE, _window
+
+
+class _Cost(Collector):
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+
+    def collect(self) -> Iterator[Metric]:
+        return cost_metrics(self.run_dir)
+
+
+def _run(tmp_path: Path) -> Path:
+    for repetition in (1, 2):
+        _window(tmp_path, "baseline", repetition, 0.0, dropped=40)
+        _window(tmp_path, "sidecar", repetition, 3.0)
+    cost = analyze_cost(tmp_path)
+    assert cost is not None
+    add_cost_to_results(tmp_path, cost)
+    return tmp_path
+
+
+def test_the_section_names_each_setup_and_a_rate_not_offered(tmp_path: Path) -> None:
+    view = cost_view(_run(tmp_path))
+    assert view is not None
+    rows = {r.setup: r for r in view.rows}
+    assert rows["baseline"].offered == "NOT OFFERED"  # 10 % of the schedule never sent
+    assert rows["sidecar"].offered == "yes"
+    assert rows["sidecar"].added_p99.startswith("+3.")
+    assert "sidecar 1.000" in rows["sidecar"].per_kind_cpu
+    assert len(view.charts) == 2 and "<svg" in view.charts[0]
+    assert any("not ours" in note for note in view.notes)  # Istio's figures are Istio's
+    assert any("ztunnel" in note for note in view.notes)
+
+
+def test_no_cost_step_no_section(tmp_path: Path) -> None:
+    assert cost_view(tmp_path) is None
+
+
+def test_pushed_metrics_carry_the_figures(tmp_path: Path) -> None:
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(_Cost(_run(tmp_path)))
+    text = generate_latest(registry).decode()
+    rate = f"{RATE:g}"
+    assert (
+        'sidecar_chaos_cost_kind_cpu_seconds_per_1k_requests{estimate="median",kind="sidecar",'
+        f'rate="{rate}",setup="sidecar"}} 1.0'
+    ) in text
+    assert f'sidecar_chaos_cost_rate_offered{{rate="{rate}",setup="baseline"}} 0.0' in text
