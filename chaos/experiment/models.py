@@ -24,8 +24,8 @@ from chaos.experiment._base import (
     SpecModel,
     field_error,
 )
-from chaos.experiment.dataplane import DataPlaneSpec, check_dataplane_setups
 from chaos.experiment.cost import CostStep, check_cost
+from chaos.experiment.dataplane import DataPlaneSpec, check_dataplane_setups
 from chaos.experiment.durations import Duration, NonNegativeDuration
 from chaos.experiment.faults import Fault
 from chaos.experiment.hypotheses import (

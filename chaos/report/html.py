@@ -28,8 +28,8 @@ from chaos.report.charts import (
     timeline_chart,
     ttr_spread_chart,
 )
-from chaos.report.dataplane import DataPlaneView, dataplane_view, placement_note
 from chaos.report.cost import CostView, cost_view
+from chaos.report.dataplane import DataPlaneView, dataplane_view, placement_note
 from chaos.report.method import method_paragraphs
 from chaos.report.rundata import RunData, load_run
 from chaos.report.security import SECURITY_METHOD, SecurityView, security_view
