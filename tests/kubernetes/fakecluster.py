@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from chaos.experiment import ALL_SETUPS
 from chaos.platforms.kubernetes import names, statsmatcher
 from chaos.platforms.kubernetes.api import KubeApi
 from chaos.platforms.kubernetes.faultops import CA_KEY_FILE, CA_SECRET
@@ -175,7 +176,7 @@ def seed(api: KubeApi, ca_dir: Path) -> None:
                 },
             }
         )
-    for setup in names.Setup:
+    for setup in ALL_SETUPS:
         ns = names.namespace_of(setup)
         if setup is names.Setup.SIDECAR:
             api.create(

@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 
 from chaos.errors import ChaosError
-from chaos.experiment import Setup
+from chaos.experiment import ALL_SETUPS, Setup
 from chaos.platforms.base import HostsTraffic, HttpFault, StartOptions
 from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.api import KubeApi
@@ -43,7 +43,7 @@ from chaos.traffic.config import Endpoint, TrafficConfig
 pytestmark = pytest.mark.kind
 
 READY_WITHIN_S = 180.0
-SETUPS = list(names.Setup)
+SETUPS = list(ALL_SETUPS)
 
 
 @pytest.fixture(scope="module")

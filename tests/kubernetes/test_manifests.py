@@ -18,6 +18,7 @@ import kubernetes_validate
 import kubernetes_validate.utils
 import pytest
 
+from chaos.experiment import ALL_SETUPS
 from chaos.experiment.dataplane import DataPlaneFields, RetriesSpec
 from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.builders import (
@@ -55,7 +56,7 @@ from chaos.platforms.shared.pki import CA_FILE, CERT_FILE, KEY_FILE, Certificate
 Manifest = dict[str, Any]
 #: The Kubernetes version of the pinned kind node image (kind-config.yaml).
 K8S_VERSION = kubernetes_version()
-SETUPS = list(names.Setup)
+SETUPS = list(ALL_SETUPS)
 CUSTOM_KINDS = set(KINDS)
 
 

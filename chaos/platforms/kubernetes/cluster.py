@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from chaos.errors import InputError, PlatformError
+from chaos.experiment import ALL_SETUPS
 from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.manifests import (
     DemoIdentity,
@@ -334,7 +335,7 @@ def apply_all(sink: ManifestSink, objects: Iterable[dict[str, Any]]) -> int:
 def deploy_demo(sink: ManifestSink, identity: DemoIdentity) -> int:
     """Apply Locust's namespace and the demo workload of every setup; how many objects."""
     count = apply_all(sink, traffic_objects(identity))
-    for setup in names.Setup:
+    for setup in ALL_SETUPS:
         count += apply_all(sink, demo_objects(setup, identity))
     return count
 
