@@ -83,6 +83,7 @@ class MeshControlPlane:
         self._want_unready: frozenset[str] = frozenset()
         self._debounce_first: float | None = None
         self._timer: threading.Timer | None = None
+        self._debounce_lock = threading.Lock()
         for pod in layout.pods:
             state = MeshState() if jwks_json is None else MeshState(jwks_json=jwks_json)
             self._state[pod.name] = state
@@ -121,7 +122,9 @@ class MeshControlPlane:
         """
         if self.debounce_s is None:
             return
-        with self._lock:
+        # Its own lock: this is called from event subscribers (under the event log's lock),
+        # and the control plane's lock is held while pushes emit events.
+        with self._debounce_lock:
             self._want_unready = (
                 self._want_unready - {pod_name} if ready else self._want_unready | {pod_name}
             )
@@ -137,9 +140,10 @@ class MeshControlPlane:
             self._timer.start()
 
     def _push_endpoints(self) -> None:
-        with self._lock:
+        with self._debounce_lock:
             self._timer, self._debounce_first = None, None
             unready = frozenset(self._want_unready)
+        with self._lock:
             for pod in self.layout.pods:
                 state = self._state[pod.name]
                 if state.unready != unready:
@@ -148,7 +152,7 @@ class MeshControlPlane:
 
     def close(self) -> None:
         """Stop a pending endpoint push."""
-        with self._lock:
+        with self._debounce_lock:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
