@@ -1,8 +1,9 @@
 """The generated Envoy configs, run by the real Envoy binary with stand-in echo apps.
 
 Each setup is brought up once per module (random slot, free ingress port):
-echo servers on every pod's :8080 (calling their upstream through the local
-proxy, as the demo app does), the setup's Envoys, and the ingress.
+echo servers on every pod's app port (8080; 18080 behind the proxy in mesh and
+ambient), calling their upstream through the local proxy as the demo app does, the
+setup's Envoys, and the ingress.
 """
 
 from __future__ import annotations
@@ -189,7 +190,7 @@ def _ready(url: str) -> bool:
 def start(chain: Chain) -> None:
     for pod in chain.layout.pods:
         handler = type("Echo", (_Echo,), {"pod": pod, "down": chain.down})
-        server = ThreadingHTTPServer((pod.address, int(Port.APP)), handler)
+        server = ThreadingHTTPServer((pod.address, pod.app_port), handler)
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, daemon=True).start()
         chain.servers.append(server)

@@ -84,8 +84,8 @@ def test_gameday_fits_in_ten_minutes() -> None:
     assert [h.name for h in game.hypotheses] == [
         "mesh-retries-hide-crash",
         "mesh-heals-cert-expiry",
-        "ambient-crash-wider-blast",
         "mesh-closes-bypass",
+        "ambient-crash-wider-blast",
     ]
     assert game.security is not None and game.security.bypass is not None
     expiry = game.faults[2]
