@@ -40,8 +40,7 @@ e2e-kind: install
 	$(BIN)/sidecar-chaos cluster up
 	$(BIN)/pytest -q -m kind tests/kubernetes; rc=$$?; \
 	if [ $$rc = 0 ]; then \
-	  $(BIN)/sidecar-chaos run experiments/gameday.yaml --set platform=kubernetes \
-	    --set faults.2.connection_lifetime=null; rc=$$?; \
+	  $(BIN)/sidecar-chaos run experiments/gameday-kind.yaml; rc=$$?; \
 	fi; \
 	$(BIN)/sidecar-chaos cluster down; exit $$rc
 
