@@ -25,7 +25,7 @@ import pytest
 
 from chaos.experiment import Setup
 from chaos.platforms.local import registry
-from chaos.platforms.shared.layout import SERVICES, build_layout
+from chaos.platforms.shared.layout import CAPTURING_SETUPS, SERVICES, Port, build_layout
 from tests.conftest import LEAK_TIMEOUT_S, ProcessTracker, lease_slot
 
 CLI = str(Path(sys.executable).with_name("sidecar-chaos"))
@@ -303,14 +303,16 @@ def test_ingress_port_taken(listening: socket.socket, free_slot: int) -> None:
 @pytest.mark.parametrize("setup", ["sidecar", "ambient"])
 def test_pod_address_taken(setup: str, free_slot: int) -> None:
     address = f"127.0.{free_slot}.21"  # checkout-0
+    # Where ambient captures inbound traffic, the app listens behind the node proxy.
+    port = int(Port.APP_BEHIND_PROXY if Setup(setup) in CAPTURING_SETUPS else Port.APP)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         # REUSEADDR: a connection of an earlier topology in TIME_WAIT must not stop the
         # bind; a listening socket still blocks the topology's own (REUSEADDR) bind.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((address, 8080))
+        sock.bind((address, port))
         sock.listen()
         result = cli("up", "--setup", setup, "--slot", str(free_slot), "--ingress-port", "0")
-    assert_one_line_error(result, f"{address}:8080 is already in use")
+    assert_one_line_error(result, f"{address}:{port} is already in use")
 
 
 def test_missing_envoy_binary(free_slot: int) -> None:

@@ -366,7 +366,8 @@ class Supervisor:
         proc.popen, proc.probing = None, None
         proc.last_exit = _exit_detail(returncode)
         kind = EventKind.EXITED if returncode == 0 else EventKind.CRASHED
-        events.append(Event.now(kind, name, f"{proc.last_exit} ran_s={ran_for:.3f}"))
+        # stamped with the instant the exit was seen, as the back-off that follows it
+        events.append(Event(kind, name, now, utc_now(), f"{proc.last_exit} ran_s={ran_for:.3f}"))
         if proc.ready:
             proc.ready = False
             events.append(Event.now(EventKind.UNREADY, name, "reason=exited"))
