@@ -328,10 +328,10 @@ def test_counters_through_prometheus_equal_the_admin_ones_within_a_scrape_interv
     through_prometheus = LocalRunning(topology, source)
     through_admin = LocalRunning(topology)
 
-    # Aborts at one checkout replica: the mesh retries them, so counters rise.
+    # One checkout replica's proxy killed: the callers' connections to it fail (Istio's
+    # default retries connect failures, not 503), so connect-failure and retry counters rise.
     fault = make_fault(
-        topology,
-        fault_spec(type="abort", target={"service": "checkout", "replica": 0}, status=503),
+        topology, fault_spec(type="crash", target={"service": "checkout", "replica": 0})
     )
     with applied(fault):
         probe(topology, 3.0, rate=60.0)
