@@ -226,7 +226,7 @@ class CertExpiryFault(_FaultBase):
     """Let the target's workload certificate expire (``ttl``) while rotation is blocked.
 
     ``connection_lifetime`` bounds how long a connection lives: open connections survive
-    a cert's expiry, so it decides how fast the expiry shows (see FACTS.md).
+    a cert's expiry (Envoy keeps open connections), so it decides how fast the expiry shows.
     """
 
     type: Literal["cert-expiry"]

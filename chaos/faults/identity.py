@@ -3,7 +3,7 @@
 * cert-expiry: the target's workload certificate expires while rotation is
   blocked; revert restores rotation and a fresh certificate (how is the
   platform's: re-run an init step, re-issue through SDS, a new Secret).
-  Connections already open survive an expiry (FACTS.md): how fast it shows
+  Connections already open survive an expiry (measured with Envoy 1.40): how fast it shows
   depends on the proxies' connection lifetime, a reported parameter.
 * control-plane-outage: the CA and config push stop for the hold; with a short
   ``cert_ttl`` the certificates expire during it. Where a setup has no control

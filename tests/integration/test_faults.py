@@ -5,7 +5,7 @@ every test measures the steady state first, applies its fault, measures the effe
 with its own bounded prober, reverts (twice: revert is idempotent) and checks that
 the topology is back in its steady state, so a leaky revert fails the test that
 leaked, not a later one. Proxies recycle upstream connections after 1 s, so
-certificate changes show within a second (FACTS.md).
+certificate changes show within a second (open connections outlive an expiry).
 """
 
 from __future__ import annotations
