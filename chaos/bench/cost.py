@@ -23,8 +23,9 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 
-from chaos.analysis.cost import analyze_cost
+from chaos.analysis.cost import analyze_cost, window_cost
 from chaos.engine.finish import finish
 from chaos.engine.run import Engine, RunOptions
 from chaos.experiment import load_experiment
@@ -75,6 +76,10 @@ class CostBench:
     per_window_cpu: dict[str, list[float]]
     #: setup -> largest |x - mean| / mean over its windows.
     spread: dict[str, float]
+    #: The same from ``utime + stime`` in whole 10 ms ticks (the coarse account).
+    tick_spread: dict[str, float]
+    #: setup -> (lowest, highest) 1-minute load average at the end of its windows.
+    load: dict[str, tuple[float, float]]
     #: kind -> (CPU-s per 1,000 requests per process, PSS MB per process), medians.
     kinds: dict[str, tuple[float, float]]
     #: setup -> (p90 added, p99 added) in ms, difference of means over windows.
@@ -109,11 +114,16 @@ def measure(rate: float, hold: str, repetitions: int, work: Path) -> CostBench:
         if not w.broken and w.cpu_per_1k:
             total = sum(v for k, v in w.cpu_per_1k.items() if k != ProxyKind.APP.value)
             per_window.setdefault(w.setup, []).append(total)
-    spread = {
-        s: max(abs(v - sum(vs) / len(vs)) for v in vs) / (sum(vs) / len(vs))
-        for s, vs in per_window.items()
-        if vs and sum(vs) > 0
-    }
+    spread = {s: _spread(vs) for s, vs in per_window.items() if vs and sum(vs) > 0}
+    ticks: dict[str, list[float]] = {}
+    load: dict[str, list[float]] = {}
+    for record in read_cost(run_dir):
+        sent = window_cost(run_dir, record).sent
+        if record.broken or not sent:
+            continue
+        proxies = [p for p in record.processes if p.kind is not ProxyKind.APP]
+        ticks.setdefault(record.setup, []).append(sum(p.cpu_tick_s for p in proxies) / sent * 1e3)
+        load.setdefault(record.setup, []).append(record.load_avg_1m)
     kinds = _kinds(run_dir)
     added = {
         s.setup: (
@@ -128,18 +138,22 @@ def measure(rate: float, hold: str, repetitions: int, work: Path) -> CostBench:
         sampling_core_share=cost.sampling_core_share,
         per_window_cpu=per_window,
         spread=spread,
+        tick_spread={s: _spread(vs) for s, vs in ticks.items() if vs and sum(vs) > 0},
+        load={s: (min(vs), max(vs)) for s, vs in load.items()},
         kinds=kinds,
         added_ms=added,
         offered={s.setup: s.offered for s in cost.setups},
     )
 
 
+def _spread(values: Sequence[float]) -> float:
+    """The largest deviation from the mean, as a share of the mean."""
+    mean = sum(values) / len(values)
+    return max(abs(v - mean) for v in values) / mean
+
+
 def _kinds(run_dir: Path) -> dict[str, tuple[float, float]]:
     """Per process of each proxy kind: CPU-s per 1,000 requests and PSS MB (medians)."""
-    from statistics import median
-
-    from chaos.analysis.cost import window_cost
-
     cpu: dict[str, list[float]] = {}
     pss: dict[str, list[float]] = {}
     for record in read_cost(run_dir):
@@ -169,12 +183,14 @@ def render(bench: CostBench) -> list[str]:
     ]
     for setup, vs in sorted(bench.per_window_cpu.items()):
         s = bench.spread.get(setup)
-        shown = ", ".join(f"{v:.2f}" for v in vs)
+        ticks = bench.tick_spread.get(setup)
+        low, high = bench.load.get(setup, (float("nan"), float("nan")))
+        shown = ", ".join(f"{v:.3f}" for v in vs)
         verdict = "ok" if s is not None and s <= REPEATABILITY_BOUND else "OVER"
         lines.append(
             f"| repeatability {setup}: proxy CPU-s per 1,000 requests per window | {shown} "
-            f"(max deviation {s * 100 if s is not None else float('nan'):.1f} %) | +-10 % | "
-            f"{verdict} |"
+            f"(max deviation {_pct(s)}; in 10 ms ticks {_pct(ticks)}; load average "
+            f"{low:.1f}-{high:.1f}) | +-10 % | {verdict} |"
         )
     lines += [
         "",
@@ -243,6 +259,10 @@ def ordering(bench: CostBench) -> list[str]:
             f"sidecar {side[1]:+.2f} ms ({'same order' if same else 'not Istio order'})."
         )
     return lines
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{x * 100:.1f} %"
 
 
 def _ms(x: float | None) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -207,6 +208,7 @@ class CostRunner:
             nodes=nodes,
             services=services,
             sampling_cpu_s=sampling,
+            load_avg_1m=os.getloadavg()[0],
         )
 
     def _wait(self, seconds: float, check: Callable[[], None]) -> None:

@@ -31,6 +31,11 @@ class ProcessReading:
     cpu_ticks: int
     pss_bytes: int
     rss_bytes: int
+    #: On-CPU time so far in ns, summed over the process's threads (the scheduler's own
+    #: account, ``/proc/<pid>/task/*/schedstat``), or None where it cannot be read.
+    cpu_ns: int | None = None
+    #: The thread ids ``cpu_ns`` was summed over.
+    threads: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,7 @@ def usage_between(first: UsageReading, last: UsageReading) -> tuple[ProcessCost,
         a = after[name]
         if (a.pid, a.start_ticks) != (b.pid, b.start_ticks):
             raise UsageError(f"{name} restarted mid-measurement (pid {b.pid} -> {a.pid})")
+        tick_s = (a.cpu_ticks - b.cpu_ticks) / last.clk_tck
         costs.append(
             ProcessCost(
                 name=name,
@@ -95,12 +101,27 @@ def usage_between(first: UsageReading, last: UsageReading) -> tuple[ProcessCost,
                 node=b.node,
                 pid=b.pid,
                 start_ticks=b.start_ticks,
-                cpu_s=(a.cpu_ticks - b.cpu_ticks) / last.clk_tck,
+                cpu_s=_precise_cpu_s(b, a, tick_s),
                 pss_bytes=a.pss_bytes,
                 rss_bytes=a.rss_bytes,
+                cpu_tick_s=tick_s,
             )
         )
     return tuple(costs)
+
+
+def _precise_cpu_s(before: ProcessReading, after: ProcessReading, tick_s: float) -> float:
+    """The interval's CPU in ns precision where every thread of ``before`` lived through it.
+
+    ``utime + stime`` counts in clock ticks (10 ms): a window of a few hundred ms of a
+    proxy's CPU is off by up to a tick at each end, which is the spread of a short
+    window. The scheduler's run time is in ns. A thread that exited in the interval
+    takes its run time with it (the process's total keeps it, the live threads' sum does
+    not), so then the tick count is the figure.
+    """
+    if before.cpu_ns is None or after.cpu_ns is None or not before.threads <= after.threads:
+        return tick_s
+    return (after.cpu_ns - before.cpu_ns) / 1e9
 
 
 __all__ = [

@@ -53,11 +53,15 @@ class ProcessCost:
     node: str
     pid: int
     start_ticks: int
-    #: utime + stime over the interval, in seconds.
+    #: On-CPU time over the interval, in seconds: the scheduler's ns account summed over
+    #: the threads (``utime + stime`` in 10 ms ticks where a thread exited mid-interval).
     cpu_s: float
     #: Proportional set size at the end of the interval, in bytes.
     pss_bytes: int
     rss_bytes: int
+    #: utime + stime over the interval in whole clock ticks, in seconds (the coarse
+    #: account, kept to show what the tick rounding does to a short window).
+    cpu_tick_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,9 @@ class CostWindowRecord:
     services: int = 0
     #: Seconds of CPU the sampling itself used (the runner's own threads).
     sampling_cpu_s: float = 0.0
+    #: The machine's 1-minute load average at the end of the hold (other programs'
+    #: load weighs on a proxy's CPU per request: it is reported beside the spread).
+    load_avg_1m: float = 0.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @property

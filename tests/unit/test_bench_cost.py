@@ -14,6 +14,8 @@ def _bench(node_proxy_cpu: float) -> CostBench:
             "ambient": [1.0, 1.5, 1.0, 1.0, 1.0],
         },
         spread={"sidecar": 0.05, "ambient": 0.33},
+        tick_spread={"sidecar": 0.12, "ambient": 0.40},
+        load={"sidecar": (9.5, 11.2), "ambient": (10.0, 12.0)},
         kinds={
             "waypoint (ambient)": (0.30, 25.0),
             "sidecar (sidecar)": (0.20, 24.0),
@@ -34,6 +36,10 @@ def test_rows_apply_the_bounds_and_never_call_a_local_proxy_ztunnel() -> None:
     text = "\n".join(render(_bench(0.05)))
     assert "| sampling overhead | 0.40 % of one core | < 1 % | ok |" in text
     assert "repeatability ambient" in text and "OVER" in text
+    # Each setup's spread is given with the machine's load average during its windows.
+    sidecar = next(line for line in text.splitlines() if "repeatability sidecar" in line)
+    assert "max deviation 5.0 %" in sidecar and "in 10 ms ticks 12.0 %" in sidecar
+    assert "load average 9.5-11.2" in sidecar and sidecar.endswith("| ok |")
     local = ordering(_bench(0.05))[0].split("; local ", 1)[1]
     assert "ztunnel" not in local and "node proxy (an Envoy)" in local
     assert "Istio's, not ours" in text

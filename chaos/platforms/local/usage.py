@@ -5,6 +5,11 @@ Each process the supervisor started is read by pid and checked against its start
 
 * CPU: ``utime + stime`` (fields 14 and 15, in ``SC_CLK_TCK`` ticks), the kernel's own
   accounting of the process, whatever the machine's load.
+* CPU in ns: the scheduler's run time of each thread (``/proc/<pid>/task/<tid>/schedstat``,
+  first field), summed over the threads. The tick count rounds each end of a window to
+  10 ms, which over a short window of a lightly loaded proxy is the larger part of the
+  spread between repetitions; the run time is exact. A thread that exits mid-window
+  takes its run time with it, so then the window falls back to the ticks.
 * memory: ``Pss`` and ``Rss`` of ``/proc/<pid>/smaps_rollup``. PSS is what the report
   uses: the Envoy binary's pages are shared by every proxy of the machine, and PSS splits
   each shared page among the processes mapping it, so the proxies' PSS adds up to their
@@ -42,6 +47,31 @@ def read_stat(path: Path) -> tuple[int, int] | None:
         return int(fields[11]) + int(fields[12]), int(fields[19])
     except (IndexError, ValueError):
         return None
+
+
+def read_threads_ns(task_dir: Path) -> tuple[int, frozenset[int]] | None:
+    """On-CPU ns summed over the threads under ``task_dir``, and their ids (None if gone)."""
+    total = 0
+    tids: set[int] = set()
+    try:
+        entries = list(task_dir.iterdir())
+    except OSError:
+        return None
+    for entry in entries:
+        ns = read_schedstat(entry / "schedstat")
+        if ns is not None and entry.name.isdigit():  # a thread that just exited is skipped
+            total += ns
+            tids.add(int(entry.name))
+    return (total, frozenset(tids)) if tids else None
+
+
+def read_schedstat(path: Path) -> int | None:
+    """The first field of a ``schedstat`` file: ns on the CPU so far (None when gone)."""
+    try:
+        first = path.read_text().split()[0]
+    except (OSError, IndexError):
+        return None
+    return int(first) if first.isdigit() else None
 
 
 def read_memory(pid: int, proc: Path = PROC) -> tuple[int, int] | None:
@@ -112,8 +142,20 @@ class LocalUsage:
                 missing.append(name)
                 continue
             pod, node = self._placement(name)
+            threads = read_threads_ns(self.proc / str(pid) / "task")
             readings.append(
-                ProcessReading(name, kind_of(setup, name), pod, node, pid, stat[1], stat[0], *sizes)
+                ProcessReading(
+                    name,
+                    kind_of(setup, name),
+                    pod,
+                    node,
+                    pid,
+                    stat[1],
+                    stat[0],
+                    *sizes,
+                    cpu_ns=threads[0] if threads else None,
+                    threads=threads[1] if threads else frozenset(),
+                )
             )
         missing += self._expected_but_absent({r.name for r in readings} | set(missing))
         readings += self._control_plane()
@@ -129,12 +171,24 @@ class LocalUsage:
         tid = agent.native_id if agent is not None else None
         if tid is None:
             return []
-        stat = read_stat(self.proc / str(os.getpid()) / "task" / str(tid) / "stat")
+        task = self.proc / str(os.getpid()) / "task" / str(tid)
+        stat = read_stat(task / "stat")
         if stat is None:
             return []
+        ns = read_schedstat(task / "schedstat")
         return [
             ProcessReading(
-                "control-plane", ProxyKind.CONTROL_PLANE, "", "", tid, stat[1], stat[0], 0, 0
+                "control-plane",
+                ProxyKind.CONTROL_PLANE,
+                "",
+                "",
+                tid,
+                stat[1],
+                stat[0],
+                0,
+                0,
+                cpu_ns=ns,
+                threads=frozenset({tid}) if ns is not None else frozenset(),
             )
         ]
 
@@ -145,4 +199,12 @@ class LocalUsage:
         return len(pods), len({p.node for p in pods}), len({p.service for p in pods})
 
 
-__all__ = ["PROC", "LocalUsage", "kind_of", "read_memory", "read_stat"]
+__all__ = [
+    "PROC",
+    "LocalUsage",
+    "kind_of",
+    "read_memory",
+    "read_schedstat",
+    "read_stat",
+    "read_threads_ns",
+]
