@@ -20,6 +20,15 @@ from chaos.analysis.cost_io import read_cost_results
 COST_PREFIX = "sidecar_chaos_cost"
 _KEY = ["setup", "rate"]
 _ESTIMATES = ("median", "low", "high")
+#: results.json key of a setup's total -> (metric name, help, scale to the metric's unit).
+_TOTALS: dict[str, tuple[str, str, float]] = {
+    "proxy_cpu_per_1k": (
+        "proxy_cpu_seconds_per_1k_requests",
+        "CPU-seconds of every proxy per 1,000 requests.",
+        1.0,
+    ),
+    "proxy_pss_mb": ("proxy_memory_pss_bytes", "PSS of every proxy together.", 1e6),
+}
 
 
 def _add(
@@ -38,20 +47,15 @@ def cost_metrics(run_dir: Path) -> Iterator[Metric]:
     data = read_cost_results(run_dir)
     if not data:
         return
-    cpu = GaugeMetricFamily(
-        f"{COST_PREFIX}_proxy_cpu_seconds_per_1k_requests",
-        "CPU-seconds of every proxy per 1,000 requests.",
-        labels=[*_KEY, "estimate"],
-    )
+    # One family per figure of the shape (setup, rate, estimate), in results.json's key.
+    totals = {
+        field: GaugeMetricFamily(f"{COST_PREFIX}_{name}", text, labels=[*_KEY, "estimate"])
+        for field, (name, text, _) in _TOTALS.items()
+    }
     kind = GaugeMetricFamily(
         f"{COST_PREFIX}_kind_cpu_seconds_per_1k_requests",
         "CPU-seconds per 1,000 requests of one proxy kind.",
         labels=[*_KEY, "kind", "estimate"],
-    )
-    memory = GaugeMetricFamily(
-        f"{COST_PREFIX}_proxy_memory_pss_bytes",
-        "PSS of every proxy together.",
-        labels=[*_KEY, "estimate"],
     )
     latency = GaugeMetricFamily(
         f"{COST_PREFIX}_latency_seconds",
@@ -68,11 +72,11 @@ def cost_metrics(run_dir: Path) -> Iterator[Metric]:
     )
     for s in data.get("setups", []):
         key = [str(s["setup"]), f"{float(s['rate']):g}"]
-        _add(cpu, key, s.get("proxy_cpu_per_1k"))
+        for field, family in totals.items():
+            _add(family, key, s.get(field), _TOTALS[field][2])
         for name, e in sorted(s.get("cpu_per_1k", {}).items()):
             if name != "app":
                 _add(kind, [*key, name], e)
-        _add(memory, key, s.get("proxy_pss_mb"), 1e6)
         for q, e in sorted(s.get("latency_ms", {}).items()):
             _add(latency, [*key, q], e, 1e-3)
         a = s.get("added_ms", {}).get("p99")
@@ -81,7 +85,7 @@ def cost_metrics(run_dir: Path) -> Iterator[Metric]:
                 added, key, {"median": a["mean"], "low": a.get("low"), "high": a.get("high")}, 1e-3
             )
         offered.add_metric(key, 1.0 if s.get("offered") else 0.0)
-    yield from (cpu, kind, memory, latency, added, offered)
+    yield from (*totals.values(), kind, latency, added, offered)
 
 
 __all__ = ["COST_PREFIX", "cost_metrics"]

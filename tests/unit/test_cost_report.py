@@ -61,3 +61,7 @@ def test_pushed_metrics_carry_the_figures(tmp_path: Path) -> None:
         f'rate="{rate}",setup="sidecar"}} 1.0'
     ) in text
     assert f'sidecar_chaos_cost_rate_offered{{rate="{rate}",setup="baseline"}} 0.0' in text
+    # The totals: ingress 0.1 + sidecar 0.4 CPU-s over 400 requests; 20 + 25 MB in bytes.
+    key = f'{{estimate="median",rate="{rate}",setup="sidecar"}}'
+    assert f"sidecar_chaos_cost_proxy_cpu_seconds_per_1k_requests{key} 1.25" in text
+    assert f"sidecar_chaos_cost_proxy_memory_pss_bytes{key} 4.5e+07" in text
