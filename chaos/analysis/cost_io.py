@@ -65,7 +65,12 @@ def finish_cost(run_dir: Path, experiment: Experiment) -> tuple[CostAnalysis | N
     cost = analyze_cost(run_dir, seed=experiment.seed)
     if cost is None or experiment.cost is None:
         return cost, []
-    decisions = decide_cost(cost, experiment.cost, seed=experiment.seed)
+    decisions = decide_cost(
+        cost,
+        experiment.cost,
+        seed=experiment.seed,
+        most_rounds=experiment.cost.most_rounds(experiment.adaptive),
+    )
     add_cost_to_results(run_dir, cost, decisions)
     return cost, refuted_cost_lines(decisions)
 

@@ -55,6 +55,6 @@ def describe_plan(experiment: Experiment, platform: Platform) -> list[str]:
         spec = experiment.faults[key.fault_index]
         plan = plan_offline(spec, ops[key.setup], key, experiment.seed)
         lines += [f"       {line}" for line in plan]
-    lines += describe_cost(experiment.cost, experiment.setups)
+    lines += describe_cost(experiment.cost, experiment.setups, experiment.adaptive)
     lines.append("nothing was touched (dry run)")
     return lines

@@ -9,6 +9,12 @@ that started), and at the end its memory; the difference is the window's cost. A
 that exits or restarts mid-hold, or a load that dies, breaks the window: it is recorded
 with the reason and left out of the figures.
 
+With the experiment's ``repetitions: auto`` and cost hypotheses, the step runs its
+``repetitions`` rounds, then decides its hypotheses after each round (the same
+decisions ``finish`` makes, at that look's share of alpha) and runs another round of
+only the setups the undecided ones compare, until each is decided or the step's
+``max_repetitions`` rounds were run.
+
 Order: repetition by repetition, the setups rotated per repetition so that the
 machine's drift weighs on each alike; one topology per setup and repetition, its
 rates measured in turn, each with its own load (so repetitions are independent
@@ -26,6 +32,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
+from chaos.analysis.cost import analyze_cost
+from chaos.analysis.cost_hypotheses import decide_cost, open_setups
 from chaos.errors import AbortedError, ChaosError, UsageError
 from chaos.experiment import Experiment, Setup
 from chaos.experiment.cost import cost_setups
@@ -56,18 +64,53 @@ class CostKey:
 
 
 def cost_schedule(experiment: Experiment) -> list[CostKey]:
-    """Every cost window in run order (empty without a cost step)."""
+    """Every cost window of the first ``repetitions`` rounds in run order (none without a step)."""
     cost = experiment.cost
     if cost is None:
         return []
-    setups = list(cost_setups(cost, experiment.setups))
     keys = []
     for repetition in range(1, cost.repetitions + 1):
-        shift = (repetition - 1) % len(setups)
-        turn = setups[shift:] + setups[:shift]
-        for rate in cost.rates:
-            keys += [CostKey(s, rate, repetition) for s in turn]
+        keys += cost_round(experiment, repetition)
     return keys
+
+
+def cost_round(
+    experiment: Experiment, repetition: int, only: set[str] | None = None
+) -> list[CostKey]:
+    """The windows of one round (from 1), the setups rotated; ``only``: these setups."""
+    cost = experiment.cost
+    assert cost is not None
+    setups = [s for s in cost_setups(cost, experiment.setups) if only is None or s.value in only]
+    if not setups:
+        return []
+    shift = (repetition - 1) % len(setups)
+    turn = setups[shift:] + setups[:shift]
+    return [CostKey(s, rate, repetition) for rate in cost.rates for s in turn]
+
+
+def next_cost_round(experiment: Experiment, run_dir: Path, done: int) -> tuple[set[str], str]:
+    """After ``done`` rounds of an adaptive step: the setups another round needs, and why.
+
+    No setups: stop (every cost hypothesis decided, or the most rounds were run).
+    """
+    cost = experiment.cost
+    assert cost is not None
+    most = cost.most_rounds(experiment.adaptive)
+    if done < cost.repetitions:
+        return {s.value for s in cost_setups(cost, experiment.setups)}, "first rounds"
+    figures = analyze_cost(run_dir, seed=experiment.seed)
+    decisions = (
+        decide_cost(figures, cost, seed=experiment.seed, most_rounds=most, final=False)
+        if figures is not None
+        else []
+    )
+    needed = open_setups(decisions)
+    if not needed:
+        return set(), f"every cost hypothesis was decided after {done} round(s)"
+    if done >= most:
+        return set(), f"the most rounds ({most}) were run; {len(needed)} setup(s) undecided"
+    undecided = sum(d.outcome == "undecided" for d in decisions)
+    return needed, f"{undecided} cost hypothesis(es) undecided"
 
 
 class MeasuresUsageTopology(RunningTopology, MeasuresUsage, Protocol):
@@ -90,8 +133,26 @@ class CostRunner:
     tick_s: float = 1.0
 
     def run(self) -> list[CostWindowRecord]:
+        cost = self.experiment.cost
+        if cost is None:
+            return []
+        if cost.most_rounds(self.experiment.adaptive) == cost.repetitions:
+            return self._run_keys(cost_schedule(self.experiment))
         done: list[CostWindowRecord] = []
-        keys = cost_schedule(self.experiment)
+        repetition = 0
+        while True:
+            needed, why = next_cost_round(self.experiment, self.run_dir, repetition)
+            if not needed:
+                self.say(f"cost: repetitions: auto: stop, {why}")
+                self.journal.write("cost_rounds_stopped", rounds=repetition, reason=why)
+                return done
+            repetition += 1
+            if repetition > cost.repetitions:
+                self.say(f"cost: repetitions: auto: round {repetition}, {why}")
+            done += self._run_keys(cost_round(self.experiment, repetition, needed))
+
+    def _run_keys(self, keys: list[CostKey]) -> list[CostWindowRecord]:
+        done: list[CostWindowRecord] = []
         # One topology per setup and repetition, its rates measured in turn.
         groups = list(dict.fromkeys((k.setup, k.repetition) for k in keys))
         for setup, repetition in groups:
@@ -235,4 +296,4 @@ def _timed(read: Callable[[], UsageReading]) -> tuple[UsageReading, float]:
     return reading, time.thread_time() - before
 
 
-__all__ = ["CostKey", "CostRunner", "cost_schedule"]
+__all__ = ["CostKey", "CostRunner", "cost_round", "cost_schedule", "next_cost_round"]

@@ -7,6 +7,8 @@
       hold: 10s             # measured per window (after warmup)
       warmup: 2s
       repetitions: 3        # windows per setup and rate (windows are the unit of the CI)
+      max_repetitions: 8    # with the experiment's `repetitions: auto`: add rounds until
+                            # every cost hypothesis is decided, at most this many
       setups: [baseline, sidecar, ambient]   # default: the experiment's setups;
                                              # baseline may be named here only
 
@@ -26,6 +28,8 @@ from chaos.experiment.durations import Duration, NonNegativeDuration
 
 #: Windows per (setup, rate) unless the file says: the fewest that give an interval.
 DEFAULT_COST_REPETITIONS = 3
+#: With ``repetitions: auto``: the most rounds of the cost step unless the file says.
+DEFAULT_COST_MAX_REPETITIONS = 8
 
 
 #: What a cost hypothesis compares (one value per cost window).
@@ -91,6 +95,10 @@ class CostStep(SpecModel):
     hold: Duration = 10.0
     warmup: NonNegativeDuration = 2.0
     repetitions: Annotated[Int, Field(ge=2, le=100)] = DEFAULT_COST_REPETITIONS
+    #: With the experiment's ``repetitions: auto`` and cost hypotheses: ``repetitions``
+    #: rounds first, then one more at a time until every cost hypothesis is decided,
+    #: at most this many (default ``DEFAULT_COST_MAX_REPETITIONS``, at least ``repetitions``).
+    max_repetitions: Annotated[Int, Field(ge=2, le=100)] | None = None
     setups: Annotated[tuple[SetupName, ...], Field(min_length=1)] | None = None
     hypotheses: Annotated[tuple[CostHypothesis, ...], Field(max_length=50)] = ()
 
@@ -106,6 +114,23 @@ class CostStep(SpecModel):
                             f"hypotheses.{i}.{key}", f"{setup} is not measured (cost.setups)"
                         )
         return self
+
+    @model_validator(mode="after")
+    def _max_above_first(self) -> CostStep:
+        if self.max_repetitions is not None and self.max_repetitions < self.repetitions:
+            raise field_error(
+                "max_repetitions",
+                f"{self.max_repetitions} is below repetitions ({self.repetitions})",
+            )
+        return self
+
+    def most_rounds(self, adaptive: bool) -> int:
+        """The most rounds the step may run: ``repetitions``, or with ``auto`` its bound."""
+        if not adaptive or not self.hypotheses:
+            return self.repetitions
+        if self.max_repetitions is not None:
+            return self.max_repetitions
+        return max(self.repetitions, DEFAULT_COST_MAX_REPETITIONS)
 
     def rate_of(self, hypothesis: CostHypothesis) -> float:
         """The rate a hypothesis is decided at."""
@@ -164,7 +189,9 @@ def check_cost(
             raise field_error("setups", f"no fault applies to {setup} (see target.setups)")
 
 
-def describe_cost(cost: CostStep | None, setups: tuple[Setup, ...]) -> list[str]:
+def describe_cost(
+    cost: CostStep | None, setups: tuple[Setup, ...], adaptive: bool = False
+) -> list[str]:
     """Lines for ``--dry-run``: the cost step's windows and hypotheses (none without one)."""
     if cost is None:
         return []
@@ -176,6 +203,12 @@ def describe_cost(cost: CostStep | None, setups: tuple[Setup, ...]) -> list[str]
         f"setup and repetition; per rate warm-up {cost.warmup:g}s, measured {cost.hold:g}s, "
         "no fault; CPU and memory of every process the topology started)"
     ]
+    most = cost.most_rounds(adaptive)
+    if most > cost.repetitions:
+        lines.append(
+            f"  repetitions: auto: then one more round at a time of the setups its undecided "
+            f"hypotheses compare, until each is decided, at most {most} rounds"
+        )
     lines += [
         f"  {h.label(i)}: {h.describe(cost.rate_of(h))}" for i, h in enumerate(cost.hypotheses)
     ]
@@ -189,6 +222,7 @@ def cost_setups(cost: CostStep, setups: tuple[Setup, ...]) -> tuple[Setup, ...]:
 
 __all__ = [
     "COST_UNITS",
+    "DEFAULT_COST_MAX_REPETITIONS",
     "DEFAULT_COST_REPETITIONS",
     "CostHypothesis",
     "CostMetric",
