@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -275,9 +276,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--hold", default="5s")
     parser.add_argument("--repetitions", type=int, default=5)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="keep the run directory here (cost.jsonl, samples)"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp:
         bench = measure(args.rate, args.hold, args.repetitions, Path(tmp))
+        if args.keep is not None:
+            shutil.copytree(Path(tmp) / "run", args.keep, dirs_exist_ok=True)
     print("\n".join(render(bench)))
     if args.json is not None:
         with contextlib.suppress(OSError):

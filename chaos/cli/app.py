@@ -377,7 +377,7 @@ def trend(
     fail_on_regression: Annotated[bool, typer.Option("--fail-on-regression")] = False,
 ) -> None:
     """Recovery time and error rate across runs, with regressions flagged."""
-    from datetime import UTC, datetime, timedelta
+    from datetime import timedelta
 
     from chaos.outpaths import check_output_file
     from chaos.report.history import HistoryStore
@@ -400,12 +400,12 @@ def trend(
         # cheap: a foreign or damaged store is refused before the heavy imports
         store.results([run.run_id for run in store.runs()])
         from chaos.report import render_trend
+        from chaos.report.trend_cost import cost_blocks
 
-        result = render_trend(store, timedelta(seconds=seconds), output, window_n=window)
-        from chaos.report.trend_cost import cost_regressions
-
-        cutoff = datetime.now(UTC) - timedelta(seconds=seconds)
-        regressions = [*result.regressions, *cost_regressions(store.runs(cutoff), window_n=window)]
+        result = render_trend(
+            store, timedelta(seconds=seconds), output, window_n=window, blocks=cost_blocks
+        )
+        regressions = result.regressions  # recovery's and cost's
     except ChaosError as exc:
         fail_with(exc)
     say(f"trend: {result.out}")

@@ -22,7 +22,7 @@ never recovered flags nothing new.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -116,6 +116,22 @@ class SeriesTrend:
     points: list[Point]
     ttr: Check
     error_rate: Check
+
+
+@dataclass(frozen=True)
+class TrendBlock:
+    """A section another module adds to the page (the cost series): charts, a table, flags.
+
+    ``rows`` are cells as shown, the last one a status (``regression``, ``ok`` or why
+    there is no verdict); ``regressions`` join the page's list and the result's.
+    """
+
+    title: str
+    charts: tuple[str, ...]
+    headers: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    regressions: tuple[Regression, ...]
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -242,12 +258,23 @@ def _row(t: SeriesTrend, setups: Sequence[str]) -> _Row:
 
 
 def render_trend(
-    store: HistoryStore, since: timedelta, out: Path, *, window_n: int = 5
+    store: HistoryStore,
+    since: timedelta,
+    out: Path,
+    *,
+    window_n: int = 5,
+    blocks: Callable[[Sequence[RecordedRun], int], Sequence[TrendBlock]] | None = None,
 ) -> TrendResult:
-    """Write the trend page for runs of the last ``since`` to ``out``; flag regressions."""
+    """Write the trend page for runs of the last ``since`` to ``out``; flag regressions.
+
+    ``blocks``: more sections from the same runs (``chaos.report.trend_cost``), after
+    the recovery ones; their regressions are the page's and the result's too.
+    """
     runs = store.runs(datetime.now(UTC) - since)
     results = store.results([r.run_id for r in runs])
     trends, regressions = analyze_trend(runs, results, window_n=window_n)
+    extra = list(blocks(runs, window_n)) if blocks is not None else []
+    regressions += [r for b in extra for r in b.regressions]
     groups: dict[tuple[str, str], list[SeriesTrend]] = {}
     for t in trends:
         groups.setdefault((t.experiment, t.fault), []).append(t)
@@ -294,6 +321,7 @@ def render_trend(
             window_n=window_n,
             regressions=[r.message for r in regressions],
             sections=sections,
+            blocks=extra,
         )
     )
     write_atomically(out, html, "--output")

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from chaos.analysis.cost_io import read_cost_results
+from chaos.report.charts import TrendSeries, trend_chart
 from chaos.report.history import RecordedRun
-from chaos.report.trend import Regression, check
+from chaos.report.trend import Check, Regression, TrendBlock, check
 
 #: Metric -> (unit, the absolute floor of the regression rule).
 COST_FLOORS: dict[str, tuple[str, float]] = {
@@ -63,30 +65,167 @@ def _points(run: RecordedRun) -> dict[tuple[str, str, str], float]:
     return found
 
 
-def cost_regressions(runs: Sequence[RecordedRun], *, window_n: int = 5) -> list[Regression]:
-    """The cost regressions of each experiment's latest run."""
+@dataclass(frozen=True)
+class CostSeries:
+    """One experiment, setup, rate and cost metric over runs, with the rule's outcome."""
+
+    experiment: str
+    setup: str
+    where: str
+    metric: str
+    times: tuple[datetime, ...]
+    values: tuple[float, ...]
+    #: The rule applied to the latest run's point (no verdict unless it has one).
+    check: Check
+    latest_run: str
+
+
+def cost_series(runs: Sequence[RecordedRun], *, window_n: int = 5) -> list[CostSeries]:
+    """Every cost series of ``runs``, each judged on the experiment's latest run."""
     ordered = sorted(runs, key=lambda r: (r.started, r.run_id))
-    found: list[Regression] = []
+    found: list[CostSeries] = []
     for experiment in dict.fromkeys(r.experiment for r in ordered):
-        mine = [r for r in ordered if r.experiment == experiment]
-        latest, before = _points(mine[-1]), [_points(r) for r in mine[:-1]][-window_n:]
-        for (setup, where, metric), value in latest.items():
-            history = [p[(setup, where, metric)] for p in before if (setup, where, metric) in p]
-            c = check(history, value, floor=COST_FLOORS[metric][1])
-            if c.regressed and c.baseline is not None and c.threshold is not None:
-                found.append(
-                    CostRegression(
-                        experiment,
-                        where,
-                        setup,
-                        metric,
-                        mine[-1].run_id,
-                        value,
-                        c.baseline,
-                        c.threshold,
-                    )
+        mine = [(r, _points(r)) for r in ordered if r.experiment == experiment]
+        keys = list(dict.fromkeys(k for _, points in mine for k in points))
+        latest_run, latest = mine[-1]
+        for key in keys:
+            have = [(r, points[key]) for r, points in mine if key in points]
+            setup, where, metric = key
+            if key in latest:
+                before = [v for r, v in have if r is not latest_run][-window_n:]
+                c = check(before, latest[key], floor=COST_FLOORS[metric][1])
+            else:
+                c = Check(None, None, False)
+            found.append(
+                CostSeries(
+                    experiment,
+                    setup,
+                    where,
+                    metric,
+                    tuple(r.started for r, _ in have),
+                    tuple(v for _, v in have),
+                    c,
+                    latest_run.run_id,
                 )
+            )
     return found
 
 
-__all__ = ["COST_FLOORS", "CostRegression", "cost_regressions"]
+def _regression(s: CostSeries) -> Regression | None:
+    c = s.check
+    if not c.regressed or c.baseline is None or c.threshold is None:
+        return None
+    return CostRegression(
+        s.experiment,
+        s.where,
+        s.setup,
+        s.metric,
+        s.latest_run,
+        s.values[-1],
+        c.baseline,
+        c.threshold,
+    )
+
+
+def cost_regressions(runs: Sequence[RecordedRun], *, window_n: int = 5) -> list[Regression]:
+    """The cost regressions of each experiment's latest run."""
+    found = (_regression(s) for s in cost_series(runs, window_n=window_n))
+    return [r for r in found if r is not None]
+
+
+#: Metric -> (chart title, axis label).
+_CHARTS: dict[str, tuple[str, str]] = {
+    "proxy_cpu_per_1k_requests": ("proxy CPU per 1,000 requests", "CPU-s"),
+    "proxy_memory_mb": ("proxy memory (PSS)", "MB"),
+    "added_p99_ms": ("p99 added over baseline", "ms"),
+}
+
+
+def _status(checks: Sequence[Check]) -> str:
+    if any(c.regressed for c in checks):
+        return "regression"
+    if all(c.threshold is None for c in checks):
+        return "not enough history"
+    return "ok"
+
+
+def _figure(s: CostSeries | None, which: str) -> str:
+    if s is None:
+        return "–"
+    c = s.check
+    value = {"latest": s.values[-1], "median": c.baseline, "threshold": c.threshold}[which]
+    return "–" if value is None else f"{value:.3g}"
+
+
+def cost_blocks(runs: Sequence[RecordedRun], window_n: int = 5) -> list[TrendBlock]:
+    """The trend page's cost sections: per experiment and rate, each metric per setup."""
+    groups: dict[tuple[str, str], list[CostSeries]] = {}
+    for s in cost_series(runs, window_n=window_n):
+        groups.setdefault((s.experiment, s.where), []).append(s)
+    blocks = []
+    for (experiment, where), series in groups.items():
+        setups = list(dict.fromkeys(s.setup for s in series))
+        charts = tuple(
+            trend_chart(
+                f"{where}: {title}",
+                unit,
+                [
+                    TrendSeries(s.setup, s.times, s.values, s.check.regressed)
+                    for s in series
+                    if s.metric == metric
+                ],
+            )
+            for metric, (title, unit) in _CHARTS.items()
+            if any(s.metric == metric for s in series)
+        )
+        rows = []
+        for setup in setups:
+            of = {s.metric: s for s in series if s.setup == setup}
+            cpu, mem, added = (of.get(m) for m in _CHARTS)
+            rows.append(
+                (
+                    setup,
+                    str(max(len(s.values) for s in of.values())),
+                    *(_figure(cpu, w) for w in ("latest", "median", "threshold")),
+                    *(_figure(mem, w) for w in ("latest", "median", "threshold")),
+                    _figure(added, "latest"),
+                    _status([s.check for s in of.values()]),
+                )
+            )
+        blocks.append(
+            TrendBlock(
+                title=f"{experiment} / cost at {where.removeprefix('cost@')}",
+                charts=charts,
+                headers=(
+                    "setup",
+                    "runs",
+                    "CPU-s per 1,000 latest",
+                    "recent median",
+                    "threshold",
+                    "PSS MB latest",
+                    "recent median",
+                    "threshold",
+                    "p99 added ms latest",
+                    "status",
+                ),
+                rows=tuple(rows),
+                regressions=tuple(r for r in (_regression(s) for s in series) if r is not None),
+                note=(
+                    "Cost of each setup's proxies in steady state, from the runs' cost steps "
+                    "(rates that were offered only). Same rule as recovery, with floors of "
+                    + ", ".join(f"{floor:g} {unit}" for unit, floor in COST_FLOORS.values())
+                    + "."
+                ),
+            )
+        )
+    return blocks
+
+
+__all__ = [
+    "COST_FLOORS",
+    "CostRegression",
+    "CostSeries",
+    "cost_blocks",
+    "cost_regressions",
+    "cost_series",
+]

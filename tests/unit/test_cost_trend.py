@@ -6,23 +6,29 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from chaos.report import HistoryStore, render_trend
 from chaos.report.history import RecordedRun
-from chaos.report.trend_cost import cost_regressions
+from chaos.report.trend_cost import cost_blocks, cost_regressions
 from chaos.rundir import RESULTS_FILE
 from chaos.rundir.meta import RunMeta
+from chaos.testing.synthetic_run import SyntheticFault, SyntheticRun, write_synthetic_run
 
 
-def _run(tmp_path: Path, night: int, cpu: float, *, offered: bool = True) -> RecordedRun:
-    run_dir = tmp_path / f"night-{night}"
-    run_dir.mkdir()
-    setup = {
-        "setup": "sidecar",
+def _setup(setup: str, cpu: float, *, offered: bool = True) -> dict[str, object]:
+    return {
+        "setup": setup,
         "rate": 100.0,
         "offered": offered,
         "proxy_cpu_per_1k": {"median": cpu, "low": cpu, "high": cpu, "n": 3},
         "proxy_pss_mb": {"median": 160.0, "low": 159.0, "high": 161.0, "n": 3},
         "added_ms": {},
     }
+
+
+def _run(tmp_path: Path, night: int, cpu: float, *, offered: bool = True) -> RecordedRun:
+    run_dir = tmp_path / f"night-{night}"
+    run_dir.mkdir()
+    setup = _setup("sidecar", cpu, offered=offered)
     (run_dir / RESULTS_FILE).write_text(json.dumps({"cost": {"setups": [setup]}}))
     meta = RunMeta("0", "1", "2", "3", 0, "nightly", "")
     started = datetime(2026, 12, 1, tzinfo=UTC) + timedelta(days=night)
@@ -46,3 +52,39 @@ def test_noise_and_a_rate_not_offered_are_not_regressions(tmp_path: Path) -> Non
     assert cost_regressions(runs) == []
     runs.append(_run(tmp_path, 9, 5.0, offered=False))
     assert cost_regressions(runs) == []
+
+
+def test_the_trend_page_shows_cost_series_per_setup_and_flags_a_cost_regression(
+    tmp_path: Path,
+) -> None:
+    store = HistoryStore(tmp_path / "history.db")
+    now = datetime.now(UTC)
+    for night, cpu in enumerate([1.0, 1.02, 0.98, 1.01, 1.6]):
+        spec = SyntheticRun(
+            faults=(SyntheticFault("abort-checkout"),),
+            repetitions=2,
+            seed=night,
+            started_utc=(now - timedelta(days=5 - night)).isoformat(timespec="seconds"),
+        )
+        run_dir = write_synthetic_run(tmp_path / f"night{night}", spec)
+        results = json.loads((run_dir / RESULTS_FILE).read_text())
+        results["cost"] = {
+            "setups": [
+                _setup("sidecar", cpu),
+                _setup("ambient", 0.5),  # steady: no flag
+            ]
+        }
+        (run_dir / RESULTS_FILE).write_text(json.dumps(results))
+        store.record(run_dir)
+    result = render_trend(store, timedelta(days=30), tmp_path / "trend.html", blocks=cost_blocks)
+    flagged = [r for r in result.regressions if r.fault == "cost@100rps"]
+    assert [(r.setup, r.metric) for r in flagged] == [("sidecar", "proxy_cpu_per_1k_requests")]
+    html = result.out.read_text()
+    assert "synthetic / cost at 100rps" in html
+    assert flagged[0].message in html  # in the page's regression list, as the CLI prints it
+    rows = html.split("synthetic / cost at 100rps", 1)[1]
+    sidecar = rows.split("<td>sidecar</td>", 1)[1].split("</tr>", 1)[0]
+    ambient = rows.split("<td>ambient</td>", 1)[1].split("</tr>", 1)[0]
+    assert "<td>1.6</td>" in sidecar and "regression" in sidecar
+    assert "<td>0.5</td>" in ambient and "regression" not in ambient
+    assert rows.count('<img class="chart"') == 2  # CPU and memory (no baseline: no p99 added)
