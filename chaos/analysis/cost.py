@@ -167,8 +167,11 @@ def window_cost(run_dir: Path, record: CostWindowRecord) -> WindowCost:
     per_kind_cpu: dict[str, float] = {}
     per_kind_pss: dict[str, list[float]] = {}
     pods: dict[str, float] = {}
+    seconds = record.end_t - record.start_t
     for p in record.processes:
-        per_kind_cpu[p.kind.value] = per_kind_cpu.get(p.kind.value, 0.0) + p.cpu_s
+        # The kubelet's samples span their own interval: scaled to the measured one.
+        cpu = p.cpu_s * seconds / p.cpu_interval_s if p.cpu_interval_s > 0 else p.cpu_s
+        per_kind_cpu[p.kind.value] = per_kind_cpu.get(p.kind.value, 0.0) + cpu
         if p.kind is not ProxyKind.CONTROL_PLANE:
             per_kind_pss.setdefault(p.kind.value, []).append(p.pss_bytes / 1e6)
         if p.pod:
@@ -179,7 +182,7 @@ def window_cost(run_dir: Path, record: CostWindowRecord) -> WindowCost:
         record.repetition,
         scheduled=int(inside.sum()),
         sent=sent,
-        seconds=record.end_t - record.start_t,
+        seconds=seconds,
         latency_ms=latency,
         cpu_per_1k={k: v / sent * 1000.0 for k, v in per_kind_cpu.items()} if sent else {},
         pss_mb={k: sum(v) / len(v) for k, v in per_kind_pss.items()},

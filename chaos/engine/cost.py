@@ -37,7 +37,7 @@ from chaos.analysis.cost_hypotheses import decide_cost, open_setups
 from chaos.errors import AbortedError, ChaosError, UsageError
 from chaos.experiment import Experiment, Setup
 from chaos.experiment.cost import cost_setups
-from chaos.platforms.base import Platform, RunningTopology, StartOptions
+from chaos.platforms.base import HostsTraffic, Platform, RunningTopology, StartOptions
 from chaos.platforms.usage import MeasuresUsage, UsageReading, usage_between
 from chaos.proc import RUN_MARKER_ENV, start_ticks
 from chaos.rundir import SAMPLES_DIR, TOPOLOGIES_DIR
@@ -233,7 +233,12 @@ class CostRunner:
             duration_s=cost.warmup + cost.hold + COST_TRAFFIC_SLACK_S,
             extra_env=((RUN_MARKER_ENV, self.marker),),
         )
-        traffic = stack.enter_context(self.traffic(config))
+        # A platform that runs the load itself (Locust inside a cluster) provides it.
+        hosted = topology.hosted_traffic() if isinstance(topology, HostsTraffic) else None
+        if hosted is not None:
+            config = replace(config, network=hosted.network)
+        start = hosted.start if hosted is not None else self.traffic
+        traffic = stack.enter_context(start(config))
         traffic.wait_started()
         self.journal.write(
             "traffic_started",
@@ -270,6 +275,7 @@ class CostRunner:
             services=services,
             sampling_cpu_s=sampling,
             load_avg_1m=os.getloadavg()[0],
+            memory=last.memory,
         )
 
     def _wait(self, seconds: float, check: Callable[[], None]) -> None:

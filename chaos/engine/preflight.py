@@ -52,8 +52,13 @@ def platform_checks(platform: Platform) -> Callable[[Experiment], Sequence[Probl
                     "no cost step on this platform",
                 )
             )
+        said = {p.at for p in problems}  # the platform's own reason comes first
         for index, setup in enumerate((experiment.cost.setups or ()) if experiment.cost else ()):
-            if setup not in platform.setups and setup not in experiment.setups:
+            if (
+                setup not in platform.setups
+                and setup not in experiment.setups
+                and ("cost", "setups", index) not in said
+            ):
                 names = ", ".join(platform.setups)
                 problems.append(
                     Problem(

@@ -36,6 +36,9 @@ class ProcessReading:
     cpu_ns: int | None = None
     #: The thread ids ``cpu_ns`` was summed over.
     threads: frozenset[int] = frozenset()
+    #: When the source itself sampled ``cpu_ticks`` (epoch seconds), where it samples on
+    #: its own schedule (the kubelet); None: read now (``/proc``).
+    sampled_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,8 @@ class UsageReading:
     clk_tck: int
     #: Processes that could not be read (gone); a reading with any breaks its window.
     missing: tuple[str, ...] = ()
+    #: What ``pss_bytes`` holds: ``pss`` (``/proc``) or ``working-set`` (the kubelet's).
+    memory: str = "pss"
 
 
 @runtime_checkable
@@ -93,6 +98,7 @@ def usage_between(first: UsageReading, last: UsageReading) -> tuple[ProcessCost,
         if (a.pid, a.start_ticks) != (b.pid, b.start_ticks):
             raise UsageError(f"{name} restarted mid-measurement (pid {b.pid} -> {a.pid})")
         tick_s = (a.cpu_ticks - b.cpu_ticks) / last.clk_tck
+        sampled = _sampled_interval(name, b, a)
         costs.append(
             ProcessCost(
                 name=name,
@@ -105,9 +111,23 @@ def usage_between(first: UsageReading, last: UsageReading) -> tuple[ProcessCost,
                 pss_bytes=a.pss_bytes,
                 rss_bytes=a.rss_bytes,
                 cpu_tick_s=tick_s,
+                cpu_interval_s=sampled,
             )
         )
     return tuple(costs)
+
+
+def _sampled_interval(name: str, before: ProcessReading, after: ProcessReading) -> float:
+    """Seconds between the source's own samples (0: read at the readings themselves)."""
+    if before.sampled_at is None or after.sampled_at is None:
+        return 0.0
+    interval = after.sampled_at - before.sampled_at
+    if interval <= 0:
+        raise UsageError(
+            f"{name}: no new sample of its CPU during the hold (the kubelet samples on its "
+            "own schedule: hold longer)"
+        )
+    return interval
 
 
 def _precise_cpu_s(before: ProcessReading, after: ProcessReading, tick_s: float) -> float:

@@ -62,6 +62,10 @@ class ProcessCost:
     #: utime + stime over the interval in whole clock ticks, in seconds (the coarse
     #: account, kept to show what the tick rounding does to a short window).
     cpu_tick_s: float = 0.0
+    #: Where the source samples on its own schedule (the kubelet): the seconds between
+    #: its two samples ``cpu_s`` spans; the figures scale it to the measured interval.
+    #: 0: ``cpu_s`` spans the measured interval itself (``/proc`` read at its bounds).
+    cpu_interval_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,9 @@ class CostWindowRecord:
     #: The machine's 1-minute load average at the end of the hold (other programs'
     #: load weighs on a proxy's CPU per request: it is reported beside the spread).
     load_avg_1m: float = 0.0
+    #: What ``pss_bytes`` holds: ``pss`` (local ``/proc``) or ``working-set`` (the
+    #: kubelet's ``container_memory_working_set_bytes`` on Kubernetes: no PSS there).
+    memory: str = "pss"
     extra: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -145,7 +145,28 @@ class KubeApi:
         content_type: str = "application/json",
     ) -> KubeObject:
         """One call; the JSON answer, or a translated error."""
-        headers = {"Accept": "application/json"}
+        raw = self._call(method, path, query, body, content_type, "application/json")
+        if not raw:
+            return {}
+        decoded = json.loads(raw)
+        if not isinstance(decoded, dict):
+            raise PlatformError(f"{method} {path}: the API answered {type(decoded).__name__}")
+        return cast(KubeObject, decoded)
+
+    def get_text(self, path: str) -> str:
+        """``GET`` of a text answer (a node's kubelet metrics through the API server's proxy)."""
+        return self._call("GET", path, None, None, "", "text/plain").decode("utf-8", "replace")
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str | int | bool] | None,
+        body: object,
+        content_type: str,
+        accept: str,
+    ) -> bytes:
+        headers = {"Accept": accept}
         if body is not None:
             headers["Content-Type"] = content_type
         try:
@@ -166,12 +187,7 @@ class KubeApi:
             raise _translate(method, path, exc) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise PlatformError(f"{method} {self.host}{path}: cannot reach the API: {exc}") from exc
-        if not raw:
-            return {}
-        decoded = json.loads(raw)
-        if not isinstance(decoded, dict):
-            raise PlatformError(f"{method} {path}: the API answered {type(decoded).__name__}")
-        return cast(KubeObject, decoded)
+        return raw
 
     # -- generic object access -----------------------------------------------------------
 

@@ -56,6 +56,7 @@ from chaos.platforms.kubernetes.podstate import PodState
 from chaos.platforms.kubernetes.tokens import default_idp_dir, mint_token
 from chaos.platforms.kubernetes.topology import KubeTopology
 from chaos.platforms.kubernetes.traffic import ClusterTraffic, TrafficTimings
+from chaos.platforms.kubernetes.usage import baseline_problems
 from chaos.platforms.shared.idp import JWKS_FILE
 from chaos.rundir.journal import JournalEntry, JsonValue
 from chaos.traffic.base import TrafficFactory
@@ -133,12 +134,18 @@ class KubernetesPlatform:
     def workload(self, setup: Setup) -> Workload:
         return demo_workload(names.Setup(setup.value))
 
+    @property
+    def measures_usage(self) -> bool:
+        """A cost step reads the kubelets' resource metrics (:mod:`.usage`)."""
+        return True
+
     def validate(self, experiment: Experiment) -> list[Problem]:
         problems: list[Problem] = []
         for index, setup in enumerate(experiment.setups):
             if setup not in {s.value for s in self.setups}:
                 problems.append(Problem(("setups", index), f"no setup {setup!r} on kubernetes"))
         problems += _unsupported_faults(experiment)
+        problems += baseline_problems(experiment)
         existing = next((f.target for f in experiment.faults if f.target.existing), None)
         if existing is not None and experiment.traffic.host is None and self.ingress_url is None:
             problems.append(

@@ -31,6 +31,8 @@ from chaos.platforms.kubernetes.faultops import KubeFaultOps
 from chaos.platforms.kubernetes.kinds import POD
 from chaos.platforms.kubernetes.podstate import PodState
 from chaos.platforms.kubernetes.statsmatcher import COUNTER_SUFFIXES
+from chaos.platforms.kubernetes.usage import KubeUsage
+from chaos.platforms.usage import UsageReading
 from chaos.rundir.counters import CounterSample
 from chaos.rundir.journal import JsonValue
 from chaos.traffic.base import TrafficFactory
@@ -155,6 +157,13 @@ class KubeTopology:
                 continue  # down or restarting: no reading now
             samples += [CounterSample(now, proxy, k, float(v)) for k, v in stats.items()]
         return samples
+
+    def read_usage(self, *, memory: bool = True) -> UsageReading:
+        """CPU and memory of the setup's proxies, from the kubelets (:mod:`.usage`)."""
+        return KubeUsage(self._api, self._setup, self._ops.namespace).read(memory=memory)
+
+    def counts(self) -> tuple[int, int, int]:
+        return KubeUsage(self._api, self._setup, self._ops.namespace).counts()
 
     def recorded_writes(self) -> list[str] | None:
         """The writes ``payments`` recorded since this window's start (None: unreadable).

@@ -48,6 +48,7 @@ from typing import Any
 from aiohttp import web
 
 from chaos.testing.fakekube.podexec import FakePodExec
+from chaos.testing.fakekube.resourcemetrics import FakeResourceMetrics, serve_node_proxy
 from chaos.testing.fakekube.rules import (
     ApiError,
     Obj,
@@ -143,6 +144,8 @@ class FakeApiServer:
         self.cluster = cluster or FakeCluster()
         #: What exec and port-forward reach (:class:`~.podexec.FakePodExec` by default).
         self.pods: PodStreams = pods or FakePodExec(self.cluster)
+        #: The kubelets' ``/metrics/resource`` behind each node's proxy (:mod:`.resourcemetrics`).
+        self.resource_metrics = FakeResourceMetrics(self.cluster)
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fake-kube-stream")
         self.version = version
         self.max_watch_s = max_watch_s
@@ -291,6 +294,8 @@ class FakeApiServer:
         if route.resource.kind == "Pod" and route.sub in ("exec", "portforward"):
             serve = serve_exec if route.sub == "exec" else serve_portforward
             return await serve(request, cluster, self.pods, self._pool, namespace, name)
+        if route.resource.kind == "Node" and route.sub == "proxy" and method == "GET":
+            return serve_node_proxy(self.resource_metrics, name, path)
         if route.sub not in (None, "status"):
             raise ApiError(404, "NotFound", f"no subresource {route.sub}")
         status_only = route.sub == "status"

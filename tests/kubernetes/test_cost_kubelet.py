@@ -1,0 +1,189 @@
+"""Cost on a cluster: the proxies' CPU and memory from the kubelets' resource metrics.
+
+The fake API server serves ``/api/v1/nodes/{node}/proxy/metrics/resource`` from its
+pods in the kubelet's Prometheus text format (kubernetes
+``pkg/kubelet/metrics/collectors/resource_metrics.go``); the platform reads it through
+the official client, maps containers to proxy kinds and turns two readings into a
+window's CPU, as on the local platform.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from chaos.engine.preflight import platform_checks
+from chaos.errors import UsageError
+from chaos.experiment import load_experiment
+from chaos.platforms.kubernetes import names
+from chaos.platforms.kubernetes.api import KubeApi, NotFoundError
+from chaos.platforms.kubernetes.platform import KubernetesPlatform
+from chaos.platforms.kubernetes.usage import KubeUsage, resource_path
+from chaos.platforms.usage import MeasuresUsage, usage_between
+from chaos.rundir.cost import ProxyKind
+from chaos.testing.fakekube.api import FakeApiServer
+from chaos.testing.fakekube.resourcemetrics import DEFAULT_WORKING_SET
+from chaos.testing.fakekube.store import FakeCluster
+from tests.kubernetes.test_platform_faults import platform, running  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("seeded")
+
+
+def _nodes(api: KubeApi, cluster: FakeCluster) -> list[str]:
+    """A Node object for every node the seeded pods run on (as a real cluster has)."""
+    pods = cluster.select(cluster.resource("v1", "pods"), None, None, None)
+    found = sorted({p["spec"]["nodeName"] for p in pods})
+    for node in found:
+        body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}}
+        cluster.create(cluster.resource("v1", "nodes"), "", body)
+    return found
+
+
+def test_the_fake_kubelet_answers_in_the_prometheus_text_format(
+    api: KubeApi, seeded: FakeCluster
+) -> None:
+    node = names.NODE_HOSTNAMES["node-1"]
+    _nodes(api, seeded)
+    text = api.get_text(resource_path(node))
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    # The kubelet's three STABLE container families, typed as it types them.
+    assert families["container_cpu_usage_seconds"].type == "counter"
+    assert families["container_memory_working_set_bytes"].type == "gauge"
+    assert families["container_start_time_seconds"].type == "gauge"
+    cpu = families["container_cpu_usage_seconds"].samples
+    # Only the node's pods: the ztunnel of node-1 and the demo replicas placed there.
+    assert {s.labels["pod"] for s in cpu} >= {"ztunnel-node-1"}
+    assert all(set(s.labels) == {"container", "pod", "namespace"} for s in cpu)
+    assert all(s.timestamp is not None for s in cpu)  # the kubelet's sample time
+    assert "ztunnel-node-2" not in {s.labels["pod"] for s in cpu}
+
+
+def test_an_unknown_node_is_not_found_as_the_api_server_answers(api: KubeApi) -> None:
+    with pytest.raises(NotFoundError, match="not-a-node"):
+        api.get_text(resource_path("not-a-node"))
+
+
+def _reader(api: KubeApi, setup: names.Setup) -> KubeUsage:
+    return KubeUsage(api, setup, names.namespace_of(setup))
+
+
+@pytest.mark.parametrize(
+    ("setup", "kinds"),
+    [
+        (names.Setup.SIDECAR, {ProxyKind.SIDECAR, ProxyKind.APP}),
+        (names.Setup.MESH, {ProxyKind.MESH_SIDECAR, ProxyKind.CONTROL_PLANE, ProxyKind.APP}),
+        (
+            names.Setup.AMBIENT,
+            {ProxyKind.NODE_PROXY, ProxyKind.WAYPOINT, ProxyKind.CONTROL_PLANE, ProxyKind.APP},
+        ),
+    ],
+)
+def test_each_setup_counts_its_own_proxy_kinds(
+    api: KubeApi, seeded: FakeCluster, setup: names.Setup, kinds: set[ProxyKind]
+) -> None:
+    _nodes(api, seeded)
+    reading = _reader(api, setup).read()
+    assert reading.missing == ()
+    assert {p.kind for p in reading.processes} == kinds
+    assert reading.memory == "working-set"
+    # Every demo replica's app is counted; the Locust pods never are.
+    apps = [p for p in reading.processes if p.kind is ProxyKind.APP]
+    assert len(apps) == len(names.SERVICES) * names.REPLICAS
+    assert not any(names.TRAFFIC_NAMESPACE in p.name for p in reading.processes)
+
+
+def test_a_windows_cpu_is_what_the_kubelet_counted_between_the_readings(
+    api: KubeApi, seeded: FakeCluster, fake_server: FakeApiServer
+) -> None:
+    _nodes(api, seeded)
+    reader = _reader(api, names.Setup.MESH)
+    first = reader.read()
+    proxy = next(p for p in first.processes if p.kind is ProxyKind.MESH_SIDECAR)
+    namespace, pod, container = proxy.name.split("/")
+    fake_server.resource_metrics.charge(namespace, pod, container, 0.75)
+    fake_server.resource_metrics.set_working_set(namespace, pod, container, 31e6)
+    costs = {c.name: c for c in usage_between(first, reader.read())}
+    assert costs[proxy.name].cpu_s == pytest.approx(0.75)
+    assert costs[proxy.name].cpu_interval_s > 0  # the kubelet's own sample interval
+    assert costs[proxy.name].pss_bytes == 31_000_000  # the working set, in the PSS slot
+    others = [c for name, c in costs.items() if name != proxy.name]
+    assert all(c.cpu_s == 0 for c in others)
+    assert all(c.pss_bytes == DEFAULT_WORKING_SET for c in others)
+
+
+def test_a_container_restarted_mid_window_breaks_it(api: KubeApi, seeded: FakeCluster) -> None:
+    _nodes(api, seeded)
+    reader = _reader(api, names.Setup.SIDECAR)
+    first = reader.read()
+    proxy = next(p for p in first.processes if p.kind is ProxyKind.SIDECAR)
+    namespace, pod, container = proxy.name.split("/")
+    seeded.restart_container(namespace, pod, container)
+    with pytest.raises(UsageError, match="restarted"):
+        usage_between(first, reader.read())
+
+
+def test_no_new_kubelet_sample_in_the_hold_breaks_the_window(
+    api: KubeApi, seeded: FakeCluster, fake_server: FakeApiServer
+) -> None:
+    _nodes(api, seeded)
+    reader = _reader(api, names.Setup.AMBIENT)
+    fake_server.resource_metrics.hold_sample()
+    first = reader.read()
+    with pytest.raises(UsageError, match="no new sample"):
+        usage_between(first, reader.read())
+
+
+def test_a_node_that_is_gone_leaves_its_containers_missing(
+    api: KubeApi, seeded: FakeCluster
+) -> None:
+    nodes = _nodes(api, seeded)
+    seeded.delete(seeded.resource("v1", "nodes"), "", nodes[0], None)
+    reading = _reader(api, names.Setup.MESH).read()
+    assert reading.missing  # never counted as zero CPU
+
+
+_COST = """\
+name: kube-cost
+platform: kubernetes
+setups: [sidecar, mesh]
+traffic: {{users: 5, spawn_rate: 5, rate: 20, endpoints: [{{name: r, path: /}}]}}
+timeline: {{warmup: 1s, hold: 1s, recovery: 1s}}
+faults:
+  - {{type: crash, target: {{service: payments, replica: 0}}}}
+cost:
+  setups: [{setups}]
+  rates: [20]
+  hold: 30s
+"""
+
+
+def test_a_cost_step_runs_on_kubernetes_and_baseline_is_refused_at_its_line(
+    kubeconfig: Path, tmp_path: Path
+) -> None:
+    kube = KubernetesPlatform(kubeconfig=kubeconfig)
+    path = tmp_path / "kube-cost.yaml"
+    path.write_text(_COST.format(setups="sidecar, mesh"))
+    experiment = load_experiment(path)
+    assert list(platform_checks(kube)(experiment)) == []
+    path.write_text(_COST.format(setups="sidecar, baseline"))
+    experiment = load_experiment(path)
+    (problem,) = platform_checks(kube)(experiment)
+    assert problem.at == ("cost", "setups", 1)
+    assert "cluster up" in problem.message  # why: no such namespace is deployed
+
+
+def test_a_running_topology_reads_its_usage_for_the_cost_step(
+    platform: KubernetesPlatform,  # noqa: F811
+    seeded: FakeCluster,
+    api: KubeApi,
+    tmp_path: Path,
+) -> None:
+    _nodes(api, seeded)
+    with running(platform, "ambient", tmp_path / "run") as topology:
+        assert isinstance(topology, MeasuresUsage)  # what the cost runner needs
+        reading = topology.read_usage()
+        assert {p.kind for p in reading.processes} >= {ProxyKind.NODE_PROXY, ProxyKind.WAYPOINT}
+        # The growth line's counts: 6 app pods on the two workers, 3 services.
+        assert topology.counts() == (len(names.SERVICES) * names.REPLICAS, 2, 3)
