@@ -22,7 +22,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import median
 
@@ -86,6 +86,10 @@ class CostBench:
     #: setup -> (p90 added, p99 added) in ms, difference of means over windows.
     added_ms: dict[str, tuple[float | None, float | None]]
     offered: dict[str, bool]
+    #: The same windows' proxy CPU scaled by the machine's speed in each: the window's
+    #: apps' CPU per request (fixed work per request in a setup) over the setup's median.
+    #: What is left of the spread is the measurement's; the rest is the machine's.
+    speed_spread: dict[str, float] = field(default_factory=dict)
 
 
 def measure(rate: float, hold: str, repetitions: int, work: Path) -> CostBench:
@@ -108,6 +112,11 @@ def measure(rate: float, hold: str, repetitions: int, work: Path) -> CostBench:
             aborted_reason=None,
             history=None,
         )
+    return figures(run_dir, rate)
+
+
+def figures(run_dir: Path, rate: float) -> CostBench:
+    """The bench's figures from a run directory with a cost step (``--from-run``)."""
     cost = analyze_cost(run_dir)
     assert cost is not None
     per_window: dict[str, list[float]] = {}
@@ -118,13 +127,19 @@ def measure(rate: float, hold: str, repetitions: int, work: Path) -> CostBench:
     spread = {s: _spread(vs) for s, vs in per_window.items() if vs and sum(vs) > 0}
     ticks: dict[str, list[float]] = {}
     load: dict[str, list[float]] = {}
+    #: setup -> (proxy CPU, app CPU) per request of each window.
+    pairs: dict[str, list[tuple[float, float]]] = {}
     for record in read_cost(run_dir):
         sent = window_cost(run_dir, record).sent
         if record.broken or not sent:
             continue
         proxies = [p for p in record.processes if p.kind is not ProxyKind.APP]
+        apps = sum(p.cpu_s for p in record.processes if p.kind is ProxyKind.APP)
         ticks.setdefault(record.setup, []).append(sum(p.cpu_tick_s for p in proxies) / sent * 1e3)
         load.setdefault(record.setup, []).append(record.load_avg_1m)
+        pairs.setdefault(record.setup, []).append(
+            (sum(p.cpu_s for p in proxies) / sent, apps / sent)
+        )
     kinds = _kinds(run_dir)
     added = {
         s.setup: (
@@ -141,10 +156,25 @@ def measure(rate: float, hold: str, repetitions: int, work: Path) -> CostBench:
         spread=spread,
         tick_spread={s: _spread(vs) for s, vs in ticks.items() if vs and sum(vs) > 0},
         load={s: (min(vs), max(vs)) for s, vs in load.items()},
+        speed_spread={s: _spread(v) for s, v in ((s, at_speed(p)) for s, p in pairs.items()) if v},
         kinds=kinds,
         added_ms=added,
         offered={s.setup: s.offered for s in cost.setups},
     )
+
+
+def at_speed(pairs: Sequence[tuple[float, float]]) -> list[float]:
+    """Each window's proxy CPU at the median machine speed of the windows.
+
+    The apps do the same work per request in every window of a setup, so their CPU per
+    request over its median is how slow the machine was in that window (other programs'
+    load: cache, scheduling); dividing by it leaves what the measurement itself spreads.
+    """
+    apps = sorted(a for _, a in pairs)
+    if not apps or apps[len(apps) // 2] <= 0:
+        return []
+    middle = median(apps)
+    return [proxy / (app / middle) for proxy, app in pairs if app > 0]
 
 
 def _spread(values: Sequence[float]) -> float:
@@ -190,7 +220,8 @@ def render(bench: CostBench) -> list[str]:
         verdict = "ok" if s is not None and s <= REPEATABILITY_BOUND else "OVER"
         lines.append(
             f"| repeatability {setup}: proxy CPU-s per 1,000 requests per window | {shown} "
-            f"(max deviation {_pct(s)}; in 10 ms ticks {_pct(ticks)}; load average "
+            f"(max deviation {_pct(s)}; in 10 ms ticks {_pct(ticks)}; at the machine's "
+            f"median speed {_pct(bench.speed_spread.get(setup))}; load average "
             f"{low:.1f}-{high:.1f}) | +-10 % | {verdict} |"
         )
     lines += [
@@ -279,7 +310,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--keep", type=Path, default=None, help="keep the run directory here (cost.jsonl, samples)"
     )
+    parser.add_argument(
+        "--from-run", type=Path, default=None, help="take the figures of a kept run again"
+    )
     args = parser.parse_args(argv)
+    if args.from_run is not None:
+        print("\n".join(render(figures(args.from_run, args.rate))))
+        return 0
     with tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp:
         bench = measure(args.rate, args.hold, args.repetitions, Path(tmp))
         if args.keep is not None:
