@@ -139,6 +139,10 @@ class CostAnalysis:
     growth: tuple[Growth, ...]
     #: The sampling's own CPU as a share of one core over the measured time.
     sampling_core_share: float
+    #: What the memory figures are: ``pss`` (local ``/proc``) or ``working-set`` (kubelet).
+    memory: str = "pss"
+    #: The machine's 1-minute load average at the end of the windows: lowest, highest.
+    load_avg: tuple[float, float] = (0.0, 0.0)
 
     def of(self, setup: str, rate: float) -> SetupCost | None:
         return next((s for s in self.setups if s.setup == setup and s.rate == rate), None)
@@ -296,8 +300,14 @@ def analyze_cost(run_dir: Path, seed: int = 0) -> CostAnalysis | None:
     growth = tuple(g for g in (growth_of(s, records) for s in setups_in_order) if g is not None)
     measured = sum(w.seconds for w in windows if not w.broken)
     sampling = sum(w.sampling_cpu_s for w in windows if not w.broken)
+    loads = [r.load_avg_1m for r in records if not r.broken]
     return CostAnalysis(
-        windows, tuple(summaries), growth, sampling / measured if measured > 0 else 0.0
+        windows,
+        tuple(summaries),
+        growth,
+        sampling / measured if measured > 0 else 0.0,
+        memory=records[0].memory,
+        load_avg=(min(loads), max(loads)) if loads else (0.0, 0.0),
     )
 
 

@@ -27,13 +27,41 @@ DEVIATIONS = (
     "all the Envoy binary's, are split evenly among the processes mapping them, so the "
     "proxies' PSS adds up to what they cost together (RSS would count the binary once "
     "per proxy). PSS depends on the other Envoys running on the machine at that time.",
-    "CPU is utime + stime of exactly the processes the topology started (by pid and "
-    "start time), in clock ticks (10 ms at 100 Hz): short holds at low rates are coarse.",
+    "CPU is the scheduler's run time in ns of exactly the processes the topology started "
+    "(by pid and start time), summed over their threads (utime + stime in 10 ms ticks "
+    "where a thread exited mid-window).",
     "For reference only, Istio's published figures (Istio 1.24 performance docs, per "
     "1,000 requests/s): sidecar ~0.20 vCPU and 60 MB, waypoint ~0.25 vCPU and 60 MB, "
     "ztunnel ~0.06 vCPU and 12 MB; latency added: ambient L4 +0.17 ms p90 / +0.20 ms "
     "p99, two sidecars +2.76 ms p90 / +2.88 ms p99. They are Istio's, not ours.",
 )
+
+
+#: Said instead of the local notes when the figures come from a cluster's kubelets.
+KUBE_NOTES = (
+    "Figures from the kubelets' resource metrics (container_cpu_usage_seconds_total, "
+    "container_memory_working_set_bytes), read through the API server: the proxies are "
+    "Istio's own (istio-proxy sidecars, ztunnel, waypoints, istiod) and the plain Envoy "
+    "sidecar.",
+    "Memory is the working set (what the kubelet reports and evicts by), not PSS: pages "
+    "shared by several containers count in each, as RSS does; local runs report PSS.",
+    "The kubelet samples CPU on its own schedule: a window's CPU is the difference of the "
+    "samples around it, scaled from their interval to the measured one.",
+)
+
+
+def notes_for(data: Mapping[str, Any]) -> tuple[str, ...]:
+    """The notes beside the figures: the platform's, and the machine's load."""
+    notes = KUBE_NOTES if data.get("memory") == "working-set" else DEVIATIONS
+    load = data.get("load_avg")
+    if isinstance(load, list) and len(load) == 2 and data.get("memory") != "working-set":
+        notes = (
+            *notes,
+            f"Machine load average (1 min) during the cost windows: {load[0]:.1f} to "
+            f"{load[1]:.1f}. Other programs' load slows every process alike, so a loaded "
+            "machine raises the CPU per request of every setup.",
+        )
+    return notes
 
 
 @dataclass(frozen=True)
@@ -189,7 +217,7 @@ def cost_view(run_dir: Path) -> CostView | None:
         charts.append(
             bars_svg(
                 f"proxy memory at {rate:g} rps",
-                "PSS MB",
+                "working set MB" if data.get("memory") == "working-set" else "PSS MB",
                 [(s["setup"], s.get("proxy_pss_mb")) for s in at],
             )
         )
@@ -227,6 +255,7 @@ def cost_view(run_dir: Path) -> CostView | None:
         growth_chart=growth_svg(data.get("growth", [])),
         decisions=decisions,
         sampling=f"{share * 100:.2f} % of one core" if isinstance(share, float) else "–",
+        notes=notes_for(data),
     )
 
 
@@ -245,4 +274,13 @@ def cost_lines(run_dir: Path) -> list[str]:
     return lines
 
 
-__all__ = ["DEVIATIONS", "CostView", "bars_svg", "cost_lines", "cost_view", "growth_svg"]
+__all__ = [
+    "DEVIATIONS",
+    "KUBE_NOTES",
+    "CostView",
+    "bars_svg",
+    "cost_lines",
+    "cost_view",
+    "growth_svg",
+    "notes_for",
+]

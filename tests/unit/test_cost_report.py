@@ -11,7 +11,7 @@ from prometheus_client.registry import Collector
 
 from chaos.analysis.cost import analyze_cost
 from chaos.analysis.cost_io import add_cost_to_results
-from chaos.report.cost import cost_view
+from chaos.report.cost import cost_view, notes_for
 from chaos.report.prometheus_cost import cost_metrics
 from tests.unit.test_cost_analysis import RATE, _window
 
@@ -65,3 +65,12 @@ def test_pushed_metrics_carry_the_figures(tmp_path: Path) -> None:
     key = f'{{estimate="median",rate="{rate}",setup="sidecar"}}'
     assert f"sidecar_chaos_cost_proxy_cpu_seconds_per_1k_requests{key} 1.25" in text
     assert f"sidecar_chaos_cost_proxy_memory_pss_bytes{key} 4.5e+07" in text
+
+
+def test_the_notes_say_what_the_memory_is_and_the_machines_load() -> None:
+    local = notes_for({"memory": "pss", "load_avg": [3.2, 11.5]})
+    assert any("PSS" in n for n in local)
+    assert any("3.2 to 11.5" in n for n in local)
+    kube = notes_for({"memory": "working-set", "load_avg": [0.0, 0.0]})
+    assert any("working set" in n and "not PSS" in n for n in kube)
+    assert not any("ztunnel, a Rust" in n for n in kube)  # the local caveats are not a cluster's
