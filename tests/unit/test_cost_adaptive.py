@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from chaos.analysis.cost import analyze_cost
 from chaos.analysis.cost_hypotheses import ALPHA, look_threshold
-from chaos.engine.cost import cost_round, next_cost_round
+from chaos.engine.cost import CostKey, CostRunner, cost_round, next_cost_round
 from chaos.errors import SpecError
 from chaos.experiment import Experiment, Setup, load_experiment
 from chaos.experiment.cost import describe_cost
+from chaos.rundir.cost import CostWindowRecord
+from chaos.rundir.journal import Journal
 from tests.unit.test_cost_analysis import RATE, _window
 
 _FILE = """\
@@ -117,3 +120,49 @@ def test_the_dry_run_says_the_step_adds_rounds(tmp_path: Path) -> None:
     experiment = _experiment(tmp_path, most=5)
     lines = describe_cost(experiment.cost, experiment.setups, experiment.adaptive)
     assert any("until each is decided, at most 5 rounds" in line for line in lines)
+
+
+class _Rounds(CostRunner):
+    """The runner's loop, its windows written as the analysis reads them (no topology)."""
+
+    ran: list[list[tuple[str, int]]]
+
+    def _run_keys(self, keys: list[CostKey]) -> list[CostWindowRecord]:
+        self.ran.append([(k.setup.value, k.repetition) for k in keys])
+        for k in keys:
+            _window(
+                self.run_dir,
+                k.setup.value,
+                k.repetition,
+                0.0 if k.setup.value == "baseline" else 3.0,
+            )
+        return []
+
+
+def test_the_runner_adds_rounds_until_decided_and_journals_why_it_stopped(tmp_path: Path) -> None:
+    experiment = _experiment(tmp_path, most=6)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    journal = Journal(run_dir)
+    said: list[str] = []
+    runner = _Rounds(
+        experiment,
+        platform=None,  # type: ignore[arg-type]  # never reached: no topology starts
+        run_dir=run_dir,
+        journal=journal,
+        marker="m",
+        traffic=None,  # type: ignore[arg-type]
+        traffic_config=None,  # type: ignore[arg-type]
+        say=said.append,
+    )
+    runner.ran = []
+    runner.run()
+    journal.close()
+    # Two first rounds, then one at a time until 4 windows a side decide it.
+    assert [sorted({r for _, r in keys}) for keys in runner.ran] == [[1], [2], [3], [4]]
+    assert (
+        said[-1]
+        == "cost: repetitions: auto: stop, every cost hypothesis was decided after 4 round(s)"
+    )
+    stopped = [json.loads(line) for line in journal.path.read_text().splitlines()]
+    assert stopped[-1]["kind"] == "cost_rounds_stopped" and stopped[-1]["rounds"] == 4
