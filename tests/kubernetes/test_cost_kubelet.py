@@ -9,12 +9,15 @@ window's CPU, as on the local platform.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from chaos.analysis.cost import analyze_cost
 from chaos.engine.preflight import platform_checks
+from chaos.engine.run import Engine, RunOptions
 from chaos.errors import UsageError
 from chaos.experiment import load_experiment
 from chaos.platforms.kubernetes import names
@@ -22,10 +25,14 @@ from chaos.platforms.kubernetes.api import KubeApi, NotFoundError
 from chaos.platforms.kubernetes.platform import KubernetesPlatform
 from chaos.platforms.kubernetes.usage import KubeUsage, resource_path
 from chaos.platforms.usage import MeasuresUsage, usage_between
-from chaos.rundir.cost import ProxyKind
+from chaos.rundir.chunks import encode_chunk
+from chaos.rundir.cost import ProxyKind, read_cost
+from chaos.testing.fake_traffic import FakeTraffic
 from chaos.testing.fakekube.api import FakeApiServer
+from chaos.testing.fakekube.podexec import FakePodExec
 from chaos.testing.fakekube.resourcemetrics import DEFAULT_WORKING_SET
 from chaos.testing.fakekube.store import FakeCluster
+from chaos.traffic.config import TrafficConfig
 from tests.kubernetes.test_platform_faults import platform, running  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("seeded")
@@ -187,3 +194,101 @@ def test_a_running_topology_reads_its_usage_for_the_cost_step(
         assert {p.kind for p in reading.processes} >= {ProxyKind.NODE_PROXY, ProxyKind.WAYPOINT}
         # The growth line's counts: 6 app pods on the two workers, 3 services.
         assert topology.counts() == (len(names.SERVICES) * names.REPLICAS, 2, 3)
+
+
+_RUN = """\
+name: kube-cost-run
+platform: kubernetes
+setups: [sidecar, mesh]
+seed: 3
+traffic: {users: 1, spawn_rate: 1, rate: 20, endpoints: [{name: browse, path: /}]}
+timeline: {warmup: 50ms, hold: 200ms, recovery: 50ms, recovered_for: 10ms}
+faults:
+  - type: abort
+    name: checkout-503
+    target: {service: checkout, replica: 0}
+    percent: 50
+cost:
+  rates: [20]
+  hold: 600ms
+  warmup: 100ms
+  repetitions: 2
+"""
+
+#: What the fake charges each proxy container per request the load sends (CPU-s).
+_PER_REQUEST_S = 0.0005
+
+
+class _Load(FakeTraffic):
+    """Load on this machine: its requests cost the proxies CPU at the fake kubelet, and
+    its samples (one per scheduled request, each a 200) land where the engine reads them."""
+
+    def __init__(self, config: TrafficConfig, server: FakeApiServer, api: KubeApi) -> None:
+        super().__init__(config)
+        self.server, self.api = server, api
+        self.charged_t: float | None = None
+
+    def check(self) -> None:
+        super().check()
+        now = time.monotonic()
+        begun = self.charged_t if self.charged_t is not None else self.started_t or now
+        self.charged_t = now
+        cost = (now - begun) * self.config.rate * _PER_REQUEST_S
+        for ns in ("sc-sidecar", "sc-mesh"):
+            for pod in self.api.list_pods(ns):
+                for c in pod.containers:
+                    if c.name in (names.SIDECAR_CONTAINER, names.ISTIO_PROXY_CONTAINER):
+                        self.server.resource_metrics.charge(ns, pod.name, c.name, cost)
+
+    def stop(self, grace_s: float | None = None) -> None:
+        first = self.stopped_t is None
+        super().stop(grace_s)
+        if first and self.started_t is not None and self.stopped_t is not None:
+            n = int((self.stopped_t - self.started_t) * self.config.rate)
+            t = [self.started_t + i / self.config.rate for i in range(n)]
+            strings = {"endpoint": ["browse"] * n, "method": ["GET"] * n}
+            strings |= {"error_kind": [""] * n, "write_id": [""] * n}
+            self.config.out_dir.mkdir(parents=True, exist_ok=True)
+            chunk = encode_chunk(t, [5.0] * n, [200] * n, strings)
+            (self.config.out_dir / "samples-1-load.chs").write_bytes(chunk)
+
+
+def test_a_cost_step_on_the_fake_cluster_records_each_proxy_from_the_kubelets(
+    seeded: FakeCluster,
+    fake_server: FakeApiServer,
+    kubeconfig: Path,
+    pod_exec: FakePodExec,
+    api: KubeApi,
+    tmp_path: Path,
+) -> None:
+    _nodes(api, seeded)
+    path = tmp_path / "kube-cost.yaml"
+    path.write_text(_RUN, encoding="utf-8")
+    experiment = load_experiment(path)
+    kube = KubernetesPlatform(
+        kubeconfig=kubeconfig,
+        pod_exec=lambda _api: pod_exec,
+        ready_timeout_s=10.0,
+        watch_timeout_s=1,
+        ingress_url="http://127.0.0.1:18080",  # the engine's own load (no Locust pods)
+    )
+    run_dir = tmp_path / "run"
+    options = RunOptions(run_dir=run_dir, traffic=lambda c: _Load(c, fake_server, api), tick_s=0.05)
+    Engine(experiment, kube, options).run()
+    records = read_cost(run_dir)
+    assert [(r.setup, r.repetition, r.broken) for r in records] == [
+        ("sidecar", 1, ""),
+        ("mesh", 1, ""),
+        ("mesh", 2, ""),
+        ("sidecar", 2, ""),
+    ]
+    assert {r.memory for r in records} == {"working-set"}
+    by_setup = {r.setup: {p.kind for p in r.processes} for r in records}
+    assert by_setup["sidecar"] == {ProxyKind.SIDECAR, ProxyKind.APP}
+    assert by_setup["mesh"] == {ProxyKind.MESH_SIDECAR, ProxyKind.CONTROL_PLANE, ProxyKind.APP}
+    cost = analyze_cost(run_dir)
+    assert cost is not None and cost.memory == "working-set"
+    for w in cost.windows:
+        proxy = ProxyKind.SIDECAR if w.setup == "sidecar" else ProxyKind.MESH_SIDECAR
+        assert w.cpu_per_1k[proxy.value] > 0  # what the load charged, as the kubelet counted
+        assert w.cpu_per_1k.get(ProxyKind.CONTROL_PLANE.value, 0.0) == 0.0  # never charged
