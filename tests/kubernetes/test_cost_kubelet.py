@@ -23,7 +23,8 @@ from chaos.experiment import load_experiment
 from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.api import KubeApi, NotFoundError
 from chaos.platforms.kubernetes.platform import KubernetesPlatform
-from chaos.platforms.kubernetes.usage import KubeUsage, resource_path
+from chaos.platforms.kubernetes.podstate import PodState
+from chaos.platforms.kubernetes.usage import KubeUsage, kind_of_container, resource_path
 from chaos.platforms.usage import MeasuresUsage, usage_between
 from chaos.rundir.chunks import encode_chunk
 from chaos.rundir.cost import ProxyKind, read_cost
@@ -292,3 +293,44 @@ def test_a_cost_step_on_the_fake_cluster_records_each_proxy_from_the_kubelets(
         proxy = ProxyKind.SIDECAR if w.setup == "sidecar" else ProxyKind.MESH_SIDECAR
         assert w.cpu_per_1k[proxy.value] > 0  # what the load charged, as the kubelet counted
         assert w.cpu_per_1k.get(ProxyKind.CONTROL_PLANE.value, 0.0) == 0.0  # never charged
+
+
+def _pod(namespace: str, labels: dict[str, str]) -> PodState:
+    return PodState("p", namespace, "uid", labels, "node", "Running", True, False, ())
+
+
+#: Which container is which proxy kind. Labels as Istio 1.28.0's charts set them: ztunnel's
+#: DaemonSet ``app: ztunnel`` (manifests/charts/ztunnel/templates/daemonset.yaml), istiod
+#: ``app: istiod`` (manifests/charts/istio-control/istio-discovery/templates/deployment.yaml),
+#: a gateway released as ``istio-ingressgateway`` ``istio: ingressgateway`` (its name
+#: without ``istio-``: manifests/charts/gateway/templates/_helpers.tpl), a waypoint's pods
+#: ``gateway.networking.k8s.io/gateway-name`` and its container ``istio-proxy``
+#: (manifests/charts/istio-control/istio-discovery/files/waypoint.yaml), the injected
+#: sidecar ``istio-proxy`` (files/injection-template.yaml); ours ``envoy-sidecar``, ``app``.
+_KINDS = [
+    ("sidecar", "sc-sidecar", {}, "envoy-sidecar", ProxyKind.SIDECAR),
+    ("sidecar", "sc-sidecar", {}, "app", ProxyKind.APP),
+    ("sidecar", "sc-sidecar", {}, "certs-init", None),
+    ("sidecar", "istio-system", {"app": "istiod"}, "discovery", None),  # no Istio in it
+    ("mesh", "sc-mesh", {}, "istio-proxy", ProxyKind.MESH_SIDECAR),
+    ("mesh", "istio-system", {"app": "istiod"}, "discovery", ProxyKind.CONTROL_PLANE),
+    ("mesh", "istio-system", {"app": "ztunnel"}, "istio-proxy", None),  # ambient's only
+    ("mesh", "istio-system", {"istio": "ingressgateway"}, "istio-proxy", ProxyKind.INGRESS),
+    ("ambient", "istio-system", {"app": "ztunnel"}, "istio-proxy", ProxyKind.NODE_PROXY),
+    (
+        "ambient",
+        "sc-ambient",
+        {"gateway.networking.k8s.io/gateway-name": "checkout-waypoint"},
+        "istio-proxy",
+        ProxyKind.WAYPOINT,
+    ),
+    ("ambient", "sc-traffic", {"app": "locust"}, "locust", None),  # the load, never counted
+    ("ambient", "sc-mesh", {}, "istio-proxy", None),  # another setup's namespace
+]
+
+
+@pytest.mark.parametrize(("setup", "namespace", "labels", "container", "kind"), _KINDS)
+def test_every_container_maps_to_its_proxy_kind(
+    setup: str, namespace: str, labels: dict[str, str], container: str, kind: ProxyKind | None
+) -> None:
+    assert kind_of_container(names.Setup(setup), _pod(namespace, labels), container) is kind
