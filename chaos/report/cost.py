@@ -88,6 +88,8 @@ class CostView:
     decisions: list[tuple[str, str, str, str]]
     sampling: str
     notes: tuple[str, ...] = DEVIATIONS
+    #: What the memory figures are, for their headings: ``PSS`` or ``working set``.
+    memory: str = "PSS"
 
 
 def _f(x: object, digits: int = 2) -> str:
@@ -256,6 +258,7 @@ def cost_view(run_dir: Path) -> CostView | None:
         decisions=decisions,
         sampling=f"{share * 100:.2f} % of one core" if isinstance(share, float) else "–",
         notes=notes_for(data),
+        memory="working set" if data.get("memory") == "working-set" else "PSS",
     )
 
 
@@ -264,7 +267,9 @@ def cost_lines(run_dir: Path) -> list[str]:
     view = cost_view(run_dir)
     if view is None:
         return []
-    lines = ["cost (proxy CPU-s per 1,000 requests, proxy PSS MB, p99 added vs baseline):"]
+    lines = [
+        f"cost (proxy CPU-s per 1,000 requests, proxy {view.memory} MB, p99 added vs baseline):"
+    ]
     lines += [
         f"  {r.setup} @ {r.rate} rps: {r.proxy_cpu}, {r.proxy_memory} MB, "
         f"p99 {r.added_p99} ms" + ("" if r.offered == "yes" else " (rate NOT OFFERED)")

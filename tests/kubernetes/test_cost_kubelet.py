@@ -16,6 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from chaos.analysis.cost import analyze_cost
+from chaos.analysis.cost_io import add_cost_to_results
 from chaos.engine.preflight import platform_checks
 from chaos.engine.run import Engine, RunOptions
 from chaos.errors import UsageError
@@ -26,6 +27,7 @@ from chaos.platforms.kubernetes.platform import KubernetesPlatform
 from chaos.platforms.kubernetes.podstate import PodState
 from chaos.platforms.kubernetes.usage import KubeUsage, kind_of_container, resource_path
 from chaos.platforms.usage import MeasuresUsage, usage_between
+from chaos.report.cost import cost_lines
 from chaos.rundir.chunks import encode_chunk
 from chaos.rundir.cost import ProxyKind, read_cost
 from chaos.testing.fake_traffic import FakeTraffic
@@ -289,6 +291,8 @@ def test_a_cost_step_on_the_fake_cluster_records_each_proxy_from_the_kubelets(
     assert by_setup["mesh"] == {ProxyKind.MESH_SIDECAR, ProxyKind.CONTROL_PLANE, ProxyKind.APP}
     cost = analyze_cost(run_dir)
     assert cost is not None and cost.memory == "working-set"
+    add_cost_to_results(run_dir, cost)
+    assert "proxy working set MB" in cost_lines(run_dir)[0]  # never called PSS here
     for w in cost.windows:
         proxy = ProxyKind.SIDECAR if w.setup == "sidecar" else ProxyKind.MESH_SIDECAR
         assert w.cpu_per_1k[proxy.value] > 0  # what the load charged, as the kubelet counted
