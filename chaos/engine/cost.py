@@ -45,6 +45,7 @@ from chaos.rundir.cost import CostWindowRecord, append_cost, cost_slug
 from chaos.rundir.journal import Journal
 from chaos.traffic import TrafficConfig
 from chaos.traffic.base import TrafficFactory
+from chaos.traffic.config import LOOPBACK
 
 #: Locust's own run time past the window (the engine stops it itself; a backstop).
 COST_TRAFFIC_SLACK_S = 30.0
@@ -127,8 +128,8 @@ class CostRunner:
     journal: Journal
     marker: str
     traffic: TrafficFactory
-    #: The load of a window as the engine configures it (host, out_dir and token filled in).
-    traffic_config: Callable[[str, str | None, Path], TrafficConfig]
+    #: The load of a window as the engine configures it (host, token, out_dir, network).
+    traffic_config: Callable[[str, str | None, Path, str], TrafficConfig]
     say: Callable[[str], None] = lambda _line: None
     tick_s: float = 1.0
 
@@ -224,8 +225,13 @@ class CostRunner:
     ) -> CostWindowRecord:
         cost = self.experiment.cost
         assert cost is not None
+        # A platform that runs the load itself (Locust inside a cluster) provides it.
+        hosted = topology.hosted_traffic() if isinstance(topology, HostsTraffic) else None
         config = self.traffic_config(
-            topology.ingress_url, topology.token_url, self.run_dir / SAMPLES_DIR / key.slug
+            topology.ingress_url,
+            topology.token_url,
+            self.run_dir / SAMPLES_DIR / key.slug,
+            hosted.network if hosted is not None else LOOPBACK,
         )
         config = replace(
             config,
@@ -233,10 +239,6 @@ class CostRunner:
             duration_s=cost.warmup + cost.hold + COST_TRAFFIC_SLACK_S,
             extra_env=((RUN_MARKER_ENV, self.marker),),
         )
-        # A platform that runs the load itself (Locust inside a cluster) provides it.
-        hosted = topology.hosted_traffic() if isinstance(topology, HostsTraffic) else None
-        if hosted is not None:
-            config = replace(config, network=hosted.network)
         start = hosted.start if hosted is not None else self.traffic
         traffic = stack.enter_context(start(config))
         traffic.wait_started()

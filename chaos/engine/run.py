@@ -123,13 +123,14 @@ class Engine:
             self.journal,
             self.marker,
             self.options.traffic,
-            lambda host, token_url, out_dir: traffic_config(
+            lambda host, token_url, out_dir, network: traffic_config(
                 self.experiment,
                 host=host,
                 out_dir=out_dir,
                 token_url=token_url,
                 workers=self.options.workers,
                 marker=self.marker,
+                network=network,
             ),
             say=self._say,
             tick_s=self.options.tick_s,

@@ -19,7 +19,7 @@ from chaos.analysis.cost import analyze_cost
 from chaos.analysis.cost_io import add_cost_to_results
 from chaos.engine.preflight import platform_checks
 from chaos.engine.run import Engine, RunOptions
-from chaos.errors import UsageError
+from chaos.errors import InputError, UsageError
 from chaos.experiment import load_experiment
 from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.api import KubeApi, NotFoundError
@@ -35,7 +35,7 @@ from chaos.testing.fakekube.api import FakeApiServer
 from chaos.testing.fakekube.podexec import FakePodExec
 from chaos.testing.fakekube.resourcemetrics import DEFAULT_WORKING_SET
 from chaos.testing.fakekube.store import FakeCluster
-from chaos.traffic.config import TrafficConfig
+from chaos.traffic.config import CLUSTER, LOOPBACK, TrafficConfig
 from tests.kubernetes.test_platform_faults import platform, running  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("seeded")
@@ -338,3 +338,21 @@ def test_every_container_maps_to_its_proxy_kind(
     setup: str, namespace: str, labels: dict[str, str], container: str, kind: ProxyKind | None
 ) -> None:
     assert kind_of_container(names.Setup(setup), _pod(namespace, labels), container) is kind
+
+
+def test_cost_windows_give_in_cluster_locust_the_clusters_own_url(
+    kubeconfig: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "kube-cost.yaml"
+    path.write_text(_RUN, encoding="utf-8")
+    engine = Engine(
+        load_experiment(path), KubernetesPlatform(kubeconfig=kubeconfig), RunOptions(tmp_path)
+    )
+    configure = engine._cost_runner().traffic_config
+    url = f"http://{names.service_host('frontend', names.Setup.MESH)}:{names.APP_PORT}"
+    # The load runs in the cluster (hosted traffic): its Service URL is checked as one.
+    config = configure(url, None, tmp_path / "samples", CLUSTER)
+    assert (config.host, config.network) == (url, CLUSTER)
+    with pytest.raises(InputError):  # the same URL for Locust on this machine: refused
+        configure(url, None, tmp_path / "samples", LOOPBACK)
+    engine.journal.close()  # the engine opened the run's journal; it never ran
