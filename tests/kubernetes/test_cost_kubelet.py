@@ -25,7 +25,12 @@ from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.api import KubeApi, NotFoundError
 from chaos.platforms.kubernetes.platform import KubernetesPlatform
 from chaos.platforms.kubernetes.podstate import PodState
-from chaos.platforms.kubernetes.usage import KubeUsage, kind_of_container, resource_path
+from chaos.platforms.kubernetes.usage import (
+    KubeUsage,
+    kind_of_container,
+    parse_resource_metrics,
+    resource_path,
+)
 from chaos.platforms.usage import MeasuresUsage, usage_between
 from chaos.report.cost import cost_lines
 from chaos.rundir.chunks import encode_chunk
@@ -356,3 +361,20 @@ def test_cost_windows_give_in_cluster_locust_the_clusters_own_url(
     with pytest.raises(InputError):  # the same URL for Locust on this machine: refused
         configure(url, None, tmp_path / "samples", LOOPBACK)
     engine.journal.close()  # the engine opened the run's journal; it never ran
+
+
+#: A kubelet's answer as resource_metrics.go writes it (the node's and pods' series and
+#: the scrape error beside the containers'; ms timestamps on the sampled ones), one
+#: container's series kept.
+_KUBELET_TEXT = (Path(__file__).parent / "kubelet-metrics-resource.txt").read_text()
+
+
+def test_a_real_kubelets_answer_is_read_per_container() -> None:
+    (usage,) = parse_resource_metrics(_KUBELET_TEXT).values()
+    assert (usage.namespace, usage.pod, usage.container) == (
+        "sc-mesh",
+        "checkout-0-abc",
+        "istio-proxy",
+    )
+    assert usage.cpu_s == 12.5 and usage.cpu_at == pytest.approx(1733570000.123)
+    assert usage.working_set_bytes == 42_000_000 and usage.started == 1.7335e9

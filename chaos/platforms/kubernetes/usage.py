@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -82,19 +82,12 @@ def parse_resource_metrics(text: str) -> dict[tuple[str, str, str], ContainerUsa
             key = (labels.get("namespace", ""), labels.get("pod", ""), labels.get("container", ""))
             known = found.get(key, ContainerUsage(*key))
             if sample.name == CPU_METRIC:
-                known = ContainerUsage(
-                    *key,
-                    cpu_s=sample.value,
-                    cpu_at=float(sample.timestamp) if sample.timestamp is not None else None,
-                    working_set_bytes=known.working_set_bytes,
-                    started=known.started,
-                )
+                at = float(sample.timestamp) if sample.timestamp is not None else None
+                known = replace(known, cpu_s=sample.value, cpu_at=at)
             elif sample.name == MEMORY_METRIC:
-                known = ContainerUsage(*key, known.cpu_s, known.cpu_at, sample.value, known.started)
+                known = replace(known, working_set_bytes=sample.value)
             else:
-                known = ContainerUsage(
-                    *key, known.cpu_s, known.cpu_at, known.working_set_bytes, sample.value
-                )
+                known = replace(known, started=sample.value)
             found[key] = known
     return found
 
