@@ -154,6 +154,10 @@ class HttpFaultSite:
     #: How it is switched on and off, in words (the plan shows them).
     mechanism: str
     undo: str
+    #: The stat at ``proxy`` that counts every request through the site (one HTTP
+    #: connection manager's ``downstream_rq_total``), for the share of requests it saw;
+    #: None where the platform cannot read one.
+    requests_stat: str | None = None
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from chaos.errors import FaultError
 #: RE2 filter for ``/stats``: the counters ``chaos.analysis.counters`` reads.
 ANALYSIS_STATS_FILTER = (
     r"(upstream_rq_retry|upstream_rq_retry_overflow|ssl\.fail_verify_error|ssl\.connection_error|ssl\.fail_verify_san"
-    r"|ssl\.fail_verify_no_cert|ejections_enforced_total|upstream_cx_connect_fail)$"
+    r"|ssl\.fail_verify_no_cert|ejections_enforced_total|upstream_cx_connect_fail"
+    r"|^http\.[a-z_-]+\.downstream_rq_total)$"
 )
 
 

@@ -18,7 +18,9 @@ Certificates come from ``<pod>/certs/{cert,key,ca}.pem`` as static
 ``tls_certificates``: read once at start, never rotated.
 
 Ingress (all setups), admin on ``127.0.<slot>.1:15000``: listener ``ingress`` on
-``127.0.0.1:<port>`` (plain HTTP), HCM ``ingress``, route config ``ingress`` ->
+``127.0.0.1:<port>`` (plain HTTP), HCM ``ingress`` (in mesh with the fault filter on
+the outbound keys: it is the frontend's caller, where Istio applies a VirtualService
+fault on the frontend; stat ``http.ingress.fault.*``), route config ``ingress`` ->
 cluster ``frontend`` (mTLS as ``spiffe://cluster.local/ns/<setup>/sa/ingress``) to
 the frontend replicas' ``:15006`` (sidecar, mesh) or the frontend waypoint's
 ``:15008`` (ambient). Its certificates are static in the sidecar setup (the
@@ -216,6 +218,9 @@ def ingress_config(layout: TopologyLayout, opts: ProxyOptions) -> ProxyConfig:
     to_frontend = route(
         "frontend", "ingress", opts, retries=True, first=True, setup=setup, hop="ingress"
     )
+    # In mesh the ingress is the frontend's caller, where a VirtualService fault on the
+    # frontend is applied (switched by the runtime keys of the outbound side).
+    ingress_filters = [fault_filter("outbound")] if setup is Setup.MESH else []
     routes: Json = {
         "name": "ingress",
         "virtual_hosts": [virtual_host("ingress", ["*"], [to_frontend])],
@@ -230,7 +235,7 @@ def ingress_config(layout: TopologyLayout, opts: ProxyOptions) -> ProxyConfig:
                     "ingress",
                     ingress.host,
                     ingress.port,
-                    [http_connection_manager("ingress", [], route_config=routes)],
+                    [http_connection_manager("ingress", ingress_filters, route_config=routes)],
                 )
             ],
             "clusters": [
