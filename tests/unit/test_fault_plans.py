@@ -306,8 +306,10 @@ def test_an_http_fault_plan_names_the_counters_of_its_affected_share() -> None:
     ambient = plan_of(Setup.AMBIENT, type="latency", target=target, delay=0.2)
     assert sidecar.share_counters == ("checkout-0.proxy:http.inbound.downstream_rq_total",)
     assert ambient.share_counters == ("waypoint-checkout:http.waypoint.downstream_rq_total",)
-    assert sidecar.client_counter == ambient.client_counter == (
-        "ingress:http.ingress.downstream_rq_total"
+    assert (
+        sidecar.client_counter
+        == ambient.client_counter
+        == ("ingress:http.ingress.downstream_rq_total")
     )
     # Only HTTP faults have a share: a crash's blast radius is its claim.
     crash = plan_of(Setup.SIDECAR, type="crash", target=target)
