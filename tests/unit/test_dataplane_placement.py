@@ -75,3 +75,17 @@ def test_ambient_puts_it_at_the_waypoint_for_every_replica() -> None:
     ops = _ops(Setup.AMBIENT)
     (site,) = ops.http_fault_sites(_pods(ops, "payments", (0,)), "inbound")
     assert site.proxy == "waypoint-payments" and site.affects == ("payments-0", "payments-1")
+
+
+def test_the_table_states_each_setups_fault_placement_with_its_source() -> None:
+    from chaos.platforms.shared.dataplane import DEFAULTS
+    from chaos.platforms.shared.dataplane_rows import rows
+
+    placement = {
+        s: next(r for r in rows(DEFAULTS[s]) if r.name == "HTTP fault placement")
+        for s in (Setup.SIDECAR, Setup.MESH, Setup.AMBIENT)
+    }
+    assert "waypoint" in placement[Setup.AMBIENT].value
+    assert "ingress for frontend" in placement[Setup.MESH].value
+    assert "TranslateFault" in placement[Setup.MESH].source
+    assert not any(r.deviation for r in placement.values())

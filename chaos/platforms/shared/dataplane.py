@@ -154,6 +154,9 @@ class SetupDataPlane:
     upstream: UpstreamPolicy
     identity: IdentityPolicy
     control: ControlPlanePolicy
+    #: Where an HTTP fault on a service's replicas is applied, in words (the affected
+    #: share of requests follows from it and is measured per window).
+    fault_placement: str = "each targeted replica's own proxy (inbound or outbound)"
 
     def route(self, hop: Hop) -> RoutePolicy:
         return self.routes[hop]
@@ -224,6 +227,11 @@ DEFAULTS: Mapping[Setup, SetupDataPlane] = {
         upstream=_ISTIO_UPSTREAM,
         identity=IdentityPolicy(_DAY, 0.5, 0.01, Backoff(0.1, 2.0, 1.6, 0.1)),
         control=_ISTIO_CONTROL,
+        fault_placement=(
+            "every replica targeted: the callers' outbound route, the ingress for frontend "
+            "(a VirtualService fault); one replica: its inbound (a VirtualService cannot "
+            "single one out; the Kubernetes platform widens it to the whole service)"
+        ),
     ),
     Setup.AMBIENT: SetupDataPlane(
         setup=Setup.AMBIENT,
@@ -235,6 +243,7 @@ DEFAULTS: Mapping[Setup, SetupDataPlane] = {
         upstream=_ISTIO_UPSTREAM,
         identity=IdentityPolicy(_DAY, 0.5, 0.0, Backoff(1.0, 2.0, 150.0, 0.2)),
         control=_ISTIO_CONTROL,
+        fault_placement="the service's waypoint, for every replica (a VirtualService fault)",
     ),
     Setup.BASELINE: _BASELINE,
 }
@@ -293,6 +302,11 @@ SOURCES: Mapping[str, tuple[str, str]] = {
     "endpoint removal": (
         "never (static endpoints)",
         f"{_ISTIO} pilot/pkg/features/tuning.go PILOT_DEBOUNCE_AFTER / PILOT_DEBOUNCE_MAX",
+    ),
+    "HTTP fault placement": (
+        _OURS,
+        f"{_ISTIO} pilot/pkg/networking/core/route/route.go TranslateFault (the caller's "
+        "outbound route; a waypoint's in ambient)",
     ),
     "restart": (
         "serves from its static files",

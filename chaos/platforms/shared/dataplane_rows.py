@@ -108,6 +108,7 @@ def _values(dp: SetupDataPlane) -> list[tuple[str, str, str]]:
             "fetches certificate and config first" if ctl.restart_fetches else "static files",
             "restart",
         ),
+        ("HTTP fault placement", dp.fault_placement, "HTTP fault placement"),
     ]
     return out
 
