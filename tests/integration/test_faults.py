@@ -276,6 +276,66 @@ def test_crash_is_restarted_by_the_supervisor(topo: LocalTopology) -> None:
         assert during.failed > 0 or hidden > 0, (during, hidden)
 
 
+def test_a_crashed_proxy_leaves_the_endpoints_and_restarts_after_fetching_cert_and_config(
+    topo: LocalTopology,
+) -> None:
+    """Istio 1.28.0: a crashed istio-proxy makes its pod NotReady (it leaves the endpoints
+    of its callers and of the ingress after istiod's debounce); the restarted proxy serves
+    only after its agent got a certificate and istiod sent its config. A ztunnel crash
+    leaves the pods Ready (probes bypass it). Asserted from the event log's order."""
+    setup = topo.layout.setup
+    if setup is Setup.SIDECAR:
+        pytest.skip("a hand-written sidecar reads static files: nothing to fetch or remove")
+    spec = fault_spec(type="crash", target={"service": "frontend", "replica": 0})
+    fault = make_fault(topo, spec)
+    (target,) = [c.subject for c in fault.plan().changes]
+    restarts = topo.supervisor.restarts(target)
+    since = time.monotonic()
+    steady(topo)
+    try:
+        fault.apply()
+        assert wait_for(lambda: topo.supervisor.restarts(target) > restarts, 10)
+    finally:
+        fault.revert()
+    settle(topo)
+    steady(topo)
+    if setup is Setup.MESH:
+        assert wait_for(
+            lambda: bool(topo.events.events(EventKind.ENDPOINTS_RESTORED, "frontend-0")), 5
+        )
+    events = [e for e in topo.events.events() if e.t >= since]
+
+    def first(kind: EventKind, subject: str) -> int:
+        found = [i for i, e in enumerate(events) if e.kind is kind and e.subject == subject]
+        assert found, (kind, subject, [(e.kind, e.subject, e.detail) for e in events])
+        return found[0]
+
+    crashed = first(EventKind.CRASHED, target)
+    restarted = first(EventKind.RESTARTED, target)
+    held = [e.detail for e in events if e.kind is EventKind.BACKOFF and e.subject == target]
+    assert "held=fetching certificate and config" in held, held
+    issued_for = "frontend-0" if setup is Setup.MESH else None
+    issued = [
+        i
+        for i, e in enumerate(events)
+        if e.kind is EventKind.CERT_ISSUED and (issued_for is None or e.subject == issued_for)
+    ]
+    assert issued and crashed < issued[0] < restarted, (crashed, issued, restarted)
+    if setup is Setup.MESH:
+        pushed = first(EventKind.CONFIG_PUSHED, target)
+        assert crashed < pushed < restarted
+        removed = first(EventKind.ENDPOINTS_REMOVED, "frontend-0")
+        ingress_push = [
+            i
+            for i, e in enumerate(events)
+            if e.kind is EventKind.CONFIG_PUSHED and e.subject == "ingress" and i > removed
+        ]
+        assert crashed < removed and ingress_push, (crashed, removed)
+        assert first(EventKind.ENDPOINTS_RESTORED, "frontend-0") > restarted
+    else:
+        assert not [e for e in events if e.kind is EventKind.ENDPOINTS_REMOVED]
+
+
 # -- identities ---------------------------------------------------------------------------------
 
 

@@ -142,6 +142,10 @@ class ControlPlanePolicy:
     endpoint_debounce_max_s: float | None
     #: A restarted proxy serves only after fetching its certificate and config.
     restart_fetches: bool
+    #: A crash of the proxy makes its pods NotReady (so they leave the endpoints). Mesh:
+    #: the istio-proxy container fails readiness; ambient: kubelet probes bypass ztunnel
+    #: (istio-cni SNATs them to 169.254.7.127), so a ztunnel crash leaves pods Ready.
+    crash_unready: bool = False
 
 
 @dataclass(frozen=True)
@@ -183,6 +187,7 @@ _ISTIO_CONTROL = ControlPlanePolicy(
     endpoint_debounce_s=0.1,
     endpoint_debounce_max_s=10.0,
     restart_fetches=True,
+    crash_unready=True,
 )
 _DAY = 24 * 3600.0
 
@@ -242,8 +247,8 @@ DEFAULTS: Mapping[Setup, SetupDataPlane] = {
         },
         upstream=_ISTIO_UPSTREAM,
         identity=IdentityPolicy(_DAY, 0.5, 0.0, Backoff(1.0, 2.0, 150.0, 0.2)),
-        control=_ISTIO_CONTROL,
         fault_placement="the service's waypoint, for every replica (a VirtualService fault)",
+        control=replace(_ISTIO_CONTROL, crash_unready=False),
     ),
     Setup.BASELINE: _BASELINE,
 }
@@ -301,7 +306,9 @@ SOURCES: Mapping[str, tuple[str, str]] = {
     ),
     "endpoint removal": (
         "never (static endpoints)",
-        f"{_ISTIO} pilot/pkg/features/tuning.go PILOT_DEBOUNCE_AFTER / PILOT_DEBOUNCE_MAX",
+        f"{_ISTIO} pilot/pkg/features/tuning.go PILOT_DEBOUNCE_AFTER / PILOT_DEBOUNCE_MAX; "
+        "ambient: cni/pkg/iptables/iptables.go (host probes SNAT to 169.254.7.127 skip "
+        "ztunnel, so a ztunnel crash leaves the pods Ready)",
     ),
     "HTTP fault placement": (
         _OURS,
