@@ -167,10 +167,12 @@ class MeshControlPlane:
                 if state.unready != unready:
                     self._state[pod.name] = replace(state, unready=unready)
                     self._push(pod, "cds")
-            if self._paused:
-                self._pending.add((INGRESS, "cds"))
-            elif before != unready:
-                self._write_ingress(emit=True)
+            # The ingress has one cluster, frontend: it changes with a frontend pod only.
+            if any(self.layout.pod(n).service == "frontend" for n in before ^ unready):
+                if self._paused:
+                    self._pending.add((INGRESS, "cds"))
+                else:
+                    self._write_ingress(emit=True)
         if self._events is not None:
             after = f"after the {self.debounce_s or 0:g} s debounce"
             for name in sorted(unready - before):
