@@ -317,7 +317,8 @@ SOURCES: Mapping[str, tuple[str, str]] = {
     ),
     "restart": (
         "serves from its static files",
-        f"{_ISTIO} pilot-agent: Envoy is ready after its first SDS and xDS answers",
+        f"{_ISTIO} pilot/cmd/pilot-agent/status/ready/probe.go checkConfigStatus (not ready "
+        "until istiod's first CDS and LDS); the certificate by SDS from the agent's CSR",
     ),
 }
 
