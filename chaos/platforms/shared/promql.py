@@ -68,7 +68,9 @@ def admin_name(metric: str, labels: Mapping[str, str]) -> str | None:
 def counters_query(selector: Mapping[str, str], lookback_s: float) -> str:
     """The PromQL range query for every counter of the proxies matching ``selector``."""
     names = "|".join(prometheus_name(scope, stat) for scope in _SCOPES for stat in COUNTER_STATS)
-    matchers = [f'__name__=~"{names}"']
+    # Not the admin API's own requests (every scrape counts itself there); the label is
+    # absent, so matched, on the other metrics.
+    matchers = [f'__name__=~"{names}"', 'envoy_http_conn_manager_prefix!="admin"']
     matchers += [f'{key}="{_escape(value)}"' for key, value in sorted(selector.items())]
     return "{" + ",".join(matchers) + "}" + f"[{max(1, round(lookback_s * 1000))}ms]"
 
