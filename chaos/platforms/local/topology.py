@@ -283,14 +283,13 @@ class LocalTopology:
             poller.start()
             self._stack.callback(poller.close)
             self._stack.callback(control_plane.close)
-            self._stack.callback(self.events.subscribe(self._endpoint_readiness))
+            if self.policy.control.crash_unready:  # a crashed istio-proxy: pod NotReady
+                self._stack.callback(self.events.subscribe(self._endpoint_readiness))
 
     def _endpoint_readiness(self, event: Event) -> None:
         """A mesh proxy that crashed leaves its service's endpoints; back when ready."""
         control_plane = self.control_plane
-        if control_plane is None or not self.policy.control.crash_unready:
-            return
-        if event.kind not in (EventKind.CRASHED, EventKind.READY):
+        if control_plane is None or event.kind not in (EventKind.CRASHED, EventKind.READY):
             return
         pod = next((p for p in self.layout.pods if (p.proxy_name or p.name) == event.subject), None)
         if pod is not None:
