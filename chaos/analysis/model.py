@@ -161,6 +161,10 @@ class FaultWindow:
     self_healing: bool
     warmup_start_t: float
     aborted: bool = False
+    #: ``proxy:stat`` counters of every request through the faulted element(s), and the
+    #: one of every client request: their rises give the affected share (empty: none).
+    share_counters: tuple[str, ...] = ()
+    client_counter: str = ""
 
     def __post_init__(self) -> None:
         if not self.warmup_start_t <= self.inject_t <= self.revert_t <= self.end_t:
@@ -252,6 +256,10 @@ class FaultResult:
     dropped_requests: int = 0
     #: What the window let through (chaos.analysis.security); None in older results.
     security: WindowSecurity | None = None
+    #: Share of client requests that passed through the faulted element between
+    #: injection and revert, from the proxies' counters (chaos.analysis.shares); None
+    #: when the platform names no counters or nothing was counted.
+    affected_share: float | None = None
 
     @property
     def setup(self) -> str:

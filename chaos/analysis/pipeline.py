@@ -14,6 +14,7 @@ from chaos.analysis.model import (
     SteadyState,
 )
 from chaos.analysis.security import BypassAttempt, measure_security
+from chaos.analysis.shares import affected_share
 from chaos.analysis.stats import compare_all, summarize
 from chaos.analysis.window import SampleSet, measure_window, window_buckets
 from chaos.rundir.columns import SampleColumns
@@ -77,6 +78,7 @@ def analyze_run(
                 bypass,
                 max_credentials_exposed,
             ),
+            affected_share=affected_share(frame, w),
         )
         for r, w in zip(runs, windows, strict=True)
     ]

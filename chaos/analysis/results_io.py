@@ -41,6 +41,7 @@ from chaos.analysis.security import (
     security_summary,
     security_to_dict,
 )
+from chaos.analysis.shares import SHARE_SOURCE
 from chaos.errors import InputError
 from chaos.outpaths import replace_file
 from chaos.rundir import BUCKETS_FILE, RESULTS_FILE
@@ -98,7 +99,11 @@ def run_to_dict(r: FaultResult) -> dict[str, object]:
             "end_t": w.end_t,
             "warmup_start_t": w.warmup_start_t,
             "self_healing": w.self_healing,
+            "share_counters": list(w.share_counters),
+            "client_counter": w.client_counter,
         },
+        "affected_share": r.affected_share,
+        "affected_share_source": SHARE_SOURCE if r.affected_share is not None else None,
         "steady_state": asdict(r.steady),
         "recovered_for_s": r.recovered_for_s,
     }
@@ -120,6 +125,8 @@ def run_from_dict(d: Mapping[str, Any]) -> FaultResult:
             self_healing=bool(win["self_healing"]),
             warmup_start_t=float(win["warmup_start_t"]),
             aborted=bool(d["aborted"]),
+            share_counters=tuple(str(k) for k in win.get("share_counters", ())),
+            client_counter=str(win.get("client_counter", "")),
         ),
         steady=SteadyState(
             max_error_rate=float(d["steady_state"]["max_error_rate"]),
@@ -156,6 +163,7 @@ def run_from_dict(d: Mapping[str, Any]) -> FaultResult:
         errors_by_kind={str(k): int(v) for k, v in d["errors_by_kind"].items()},
         dropped_requests=int(d.get("dropped_requests", 0)),
         security=security_from_dict(d.get("security")),
+        affected_share=_opt_float(d.get("affected_share")),
     )
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chaos.analysis import read_results
+from chaos.bench.resilience import ResilienceRow, resilience_rows
 from chaos.platforms.local.slots import lease_slot
 from chaos.rundir import RESULTS_FILE
 
@@ -76,6 +77,8 @@ class RealRun:
     #: Each window's topology start-up and teardown (results.json's ``overhead``).
     startup_s: tuple[float, ...] = ()
     teardown_s: tuple[float, ...] = ()
+    #: Retry overflows, restart latency and affected share per window (chaos.bench.resilience).
+    resilience: tuple[ResilienceRow, ...] = ()
 
     @property
     def overhead_ratio(self) -> float:
@@ -187,6 +190,7 @@ def run_experiment(
         windows_wall_s=overhead[0],
         startup_s=overhead[1],
         teardown_s=overhead[2],
+        resilience=tuple(resilience_rows(run_dir)),
     )
 
 

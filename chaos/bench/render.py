@@ -7,6 +7,7 @@ import statistics
 from typing import TYPE_CHECKING
 
 from chaos.bench.realrun import FAULTS
+from chaos.bench.resilience import render_resilience
 from chaos.bench.startup import TARGET_STARTUP_S
 
 if TYPE_CHECKING:
@@ -314,6 +315,11 @@ def render_markdown(results: BenchResults) -> str:
         *_loadgen(results),
         *_fidelity(results),
         *_realrun(results),
+        *(
+            render_resilience(list(results.realrun.resilience), results.realrun.setups)
+            if results.realrun is not None
+            else []
+        ),
         *_finish(results),
         *results.cost,
     ]

@@ -59,6 +59,9 @@ class WindowRecord:
     recorded_writes: RecordedWrites = field(default_factory=RecordedWrites.empty)
     #: The platform could not read the recorded writes: the run's writes are not checked.
     writes_unreadable: bool = False
+    #: The counters that give the fault's affected share (``FaultWindow.share_counters``).
+    share_counters: tuple[str, ...] = ()
+    client_counter: str = ""
 
 
 def schedule(experiment: Experiment) -> list[WindowKey]:
@@ -103,6 +106,8 @@ def windows_for_analysis(records: list[WindowRecord]) -> list[FaultWindow]:
                 self_healing=r.self_healing,
                 warmup_start_t=min(r.warmup_start_t or r.inject_t, r.inject_t),
                 aborted=r.aborted,
+                share_counters=r.share_counters,
+                client_counter=r.client_counter,
             )
         )
     return found

@@ -231,6 +231,7 @@ class Engine:
         )
         plan = fault.plan()
         record.self_healing = plan.self_healing
+        record.share_counters, record.client_counter = plan.share_counters, plan.client_counter
         self.journal.write(
             "fault_planned",
             fault_id=plan.fault_id,
@@ -241,6 +242,8 @@ class Engine:
             summary=plan.summary,
             self_healing=plan.self_healing,
             changes=[line.strip() for line in plan.describe()[1:]],
+            share_counters=list(plan.share_counters),
+            client_counter=plan.client_counter,
         )
         # Registered before apply: a partial apply is reverted too.
         stack.callback(self._revert, fault, plan, record)

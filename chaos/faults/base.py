@@ -42,6 +42,10 @@ class FaultPlan:
     changes: tuple[Change, ...]
     #: Recovery is measured from injection (the system heals itself, e.g. a crash).
     self_healing: bool
+    #: ``proxy:stat`` counters of the requests through the faulted element(s), and of
+    #: every client request: the affected share (``chaos.analysis.shares``); empty if none.
+    share_counters: tuple[str, ...] = ()
+    client_counter: str = ""
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)

@@ -9,6 +9,7 @@ as its mean (the plan says so), since the filter has no distribution of its own.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Protocol, runtime_checkable
 
 from chaos.experiment import AbortFault, LatencyFault, NormalDelay, UniformDelay
@@ -27,6 +28,15 @@ class CounterGaps(Protocol):
 
     def samples_now(self) -> LiveStats | None:
         """The last second of the window's requests, or None."""
+        ...
+
+
+@runtime_checkable
+class CountsClientRequests(Protocol):
+    """Fault ops that can name the counter of every client request (the ingress's)."""
+
+    def client_requests_counter(self) -> str:
+        """``proxy:stat`` of the counter that rises once per client request."""
         ...
 
 
@@ -63,7 +73,17 @@ class _HttpFault(Fault[LatencyFault | AbortFault]):
             )
             for site in self._sites()
         ]
-        return self._plan(changes)
+        plan = self._plan(changes)
+        if not isinstance(self.ops, CountsClientRequests):
+            return plan
+        through = tuple(
+            f"{s.proxy}:{s.requests_stat}" for s in self._sites() if s.requests_stat is not None
+        )
+        if not through:
+            return plan
+        return dataclasses.replace(
+            plan, share_counters=through, client_counter=self.ops.client_requests_counter()
+        )
 
     def blast_radius(self) -> list[str]:
         return list(dict.fromkeys(pod for site in self._sites() for pod in site.affects))

@@ -95,6 +95,10 @@ class EventKind(enum.StrEnum):
     #: A certificate request the CA did not answer; the agent tries again after a backoff.
     CERT_RETRY = "cert_retry"
     CONFIG_PUSHED = "config_pushed"
+    #: A pod left (or came back into) its callers' endpoints, after the control plane's
+    #: debounce (its proxy crashed: the pod went NotReady; it is ready again).
+    ENDPOINTS_REMOVED = "endpoints_removed"
+    ENDPOINTS_RESTORED = "endpoints_restored"
     FAULT_INJECTED = "fault_injected"
     FAULT_REVERTED = "fault_reverted"
 
@@ -154,6 +158,10 @@ class HttpFaultSite:
     #: How it is switched on and off, in words (the plan shows them).
     mechanism: str
     undo: str
+    #: The stat at ``proxy`` that counts every request through the site (one HTTP
+    #: connection manager's ``downstream_rq_total``), for the share of requests it saw;
+    #: None where the platform cannot read one.
+    requests_stat: str | None = None
 
 
 @dataclass(frozen=True)

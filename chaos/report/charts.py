@@ -25,7 +25,15 @@ from chaos.report.rundata import EVENT_LABELS, RunEvent
 
 _PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#7f7f7f")
 _KNOWN = {"sidecar": 0, "mesh": 1, "ambient": 2}
-_EVENT_MARKERS = {"crashed": "X", "restarted": "^", "cert_rotated": "D", "cert_expired": "v"}
+_EVENT_MARKERS = {
+    "crashed": "X",
+    "restarted": "^",
+    "cert_rotated": "D",
+    "cert_expired": "v",
+    "cert_issued": "d",
+    "endpoints_removed": "<",
+    "endpoints_restored": ">",
+}
 _DPI = 110
 
 FloatArray = npt.NDArray[np.float64]

@@ -61,14 +61,47 @@ def dataplane_view(meta: RunMeta | None) -> DataPlaneView | None:
 HTTP_FAULTS = ("latency", "abort")
 
 
-def placement_note(fault_type: str, pods_by_setup: Mapping[str, Sequence[str]]) -> str:
-    """A line for the verdict when an HTTP fault reached a different set of pods per setup.
+#: Shares further apart than this (absolute, 0..1) make a comparison not like with like.
+SHARE_TOLERANCE = 0.10
+
+
+def placement_note(
+    fault_type: str,
+    pods_by_setup: Mapping[str, Sequence[str]],
+    shares: Mapping[str, float | None] | None = None,
+) -> str:
+    """A line for the verdict: each setup's affected share of requests, and whether they differ.
 
     Each setup applies an HTTP fault where it puts L7 policy (the target's sidecar; the
-    callers' outbound route for a whole service in mesh; the service's waypoint, for
-    every replica, in ambient), so one target can mean a different share of requests.
+    callers' outbound route for a whole service in mesh, the ingress for the frontend;
+    the service's waypoint, for every replica, in ambient), so one target can mean a
+    different share of requests. ``shares`` (per setup, the median of its windows' measured
+    shares, ``chaos.analysis.shares``) are stated when measured; pairs further apart than
+    :data:`SHARE_TOLERANCE` are named. Without shares, the pods each setup reached.
     """
-    if fault_type not in HTTP_FAULTS or len(pods_by_setup) < 2:
+    if fault_type not in HTTP_FAULTS:
+        return ""
+    measured = {s: v for s, v in (shares or {}).items() if v is not None}
+    if measured:
+        text = "Affected share of requests (proxy counters, injection to revert): " + ", ".join(
+            f"{setup} {value:.0%}" for setup, value in measured.items()
+        )
+        names = list(measured)
+        apart = [
+            f"{a} vs {b}"
+            for i, a in enumerate(names)
+            for b in names[i + 1 :]
+            if abs(measured[a] - measured[b]) > SHARE_TOLERANCE
+        ]
+        if apart:
+            text += (
+                f". The shares differ ({', '.join(apart)}): "
+                "those comparisons are not like with like."
+            )
+        else:
+            text += "."
+        return text
+    if len(pods_by_setup) < 2:
         return ""
     counts = {setup: len(set(pods)) for setup, pods in pods_by_setup.items()}
     if len(set(counts.values())) < 2:

@@ -289,6 +289,7 @@ def _fault_view(
                 ]
                 for s in setups
             },
+            {s: _median([r.affected_share for r in runs if r.setup == s]) for s in setups},
         ),
     )
 

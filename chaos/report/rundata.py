@@ -27,6 +27,9 @@ EVENT_LABELS: dict[str, str] = {
     "restarted": "restart",
     "cert_rotated": "cert rotation",
     "cert_expired": "cert expired",
+    "cert_issued": "cert issued",
+    "endpoints_removed": "endpoints removed",
+    "endpoints_restored": "endpoints restored",
 }
 
 WindowTriple = tuple[str, str, int]

@@ -17,16 +17,21 @@ from dataclasses import replace
 
 import pytest
 
+from chaos.analysis.counters import counter_frame
+from chaos.analysis.model import FaultWindow
+from chaos.analysis.shares import affected_share
 from chaos.experiment import ALL_SETUPS, Setup
 from chaos.experiment import Fault as FaultSpec
 from chaos.experiment.dataplane import DataPlaneFields
 from chaos.faults.base import Fault
 from chaos.platforms.base import EventKind
-from chaos.platforms.local.admin import counters
+from chaos.platforms.local.admin import ANALYSIS_STATS_FILTER, counters
 from chaos.platforms.local.certagent import CertAgent
 from chaos.platforms.local.envoy_config import ProxyOptions
+from chaos.platforms.local.faultops import LocalFaultOps
 from chaos.platforms.local.topology import LocalTopology
 from chaos.platforms.shared.dataplane import resolve
+from chaos.rundir.counters import CounterSample
 from tests.conftest import ProcessTracker, lease_slot, topology_options
 from tests.integration.conftest_faults import (
     Probe,
@@ -155,6 +160,79 @@ def test_abort_answers_with_the_status(topo: LocalTopology) -> None:
     assert during.share(500) >= 0.9, during
 
 
+FRONTEND_FAULT_SITE = {
+    # Istio applies a VirtualService fault at the caller: the frontend's is the ingress (on
+    # Kubernetes the Locust workers' sidecars). Ambient: the frontend's waypoint. Sidecar:
+    # each replica's own inbound.
+    Setup.SIDECAR: {"frontend-0.proxy", "frontend-1.proxy"},
+    Setup.MESH: {"ingress"},
+    Setup.AMBIENT: {"waypoint-frontend"},
+}
+
+
+def test_a_frontend_fault_sits_where_the_setup_puts_it_and_is_counted_there(
+    topo: LocalTopology,
+) -> None:
+    spec = fault_spec(type="abort", target={"service": "frontend"}, status=500, percent=100)
+    fault = make_fault(topo, spec)
+    sites = LocalFaultOps.of(topo).http_fault_sites(
+        [p for p in LocalFaultOps.of(topo).workload.pods if p.service == "frontend"], "inbound"
+    )
+    assert {s.proxy for s in sites} == FRONTEND_FAULT_SITE[topo.layout.setup]
+    steady(topo)
+    try:
+        fault.apply()
+        during = probe(topo, 1.0)
+        evidence = fault.verify()
+    finally:
+        fault.revert()
+    revert_again_changes_nothing(topo, fault)
+    settle(topo)
+    steady(topo)
+
+    assert evidence.took_effect, evidence.detail
+    assert during.share(500) >= 0.9, during
+    # The proxies' own counters: every injected abort was counted at the expected sites.
+    injected = sum(LocalFaultOps.of(topo).http_faults_injected(s) for s in sites)
+    assert injected >= during.statuses[500], (injected, during)
+
+
+def test_the_affected_share_is_read_from_the_proxies_counters(topo: LocalTopology) -> None:
+    spec = fault_spec(type="latency", target={"service": "checkout", "replica": 0}, delay="20ms")
+    fault = make_fault(topo, spec)
+    plan = fault.plan()
+    admins = dict(topo.layout.proxy_admins())
+    keys = [*plan.share_counters, plan.client_counter]
+    proxies = {k.split(":", 1)[0] for k in keys}
+
+    def reading(t: float) -> list[CounterSample]:
+        found = []
+        for proxy in sorted(proxies):
+            stats = counters(admins[proxy], stats_filter=ANALYSIS_STATS_FILTER)
+            found += [CounterSample(t, proxy, n, float(v)) for n, v in stats.items()]
+        return found
+
+    steady(topo)
+    try:
+        before = reading(1.0)
+        fault.apply()
+        during = probe(topo, 1.0)
+        after = reading(2.0)
+    finally:
+        fault.revert()
+    window = FaultWindow(
+        topo.layout.setup.value, "f", "latency", 0, 0.5, 2.0, 2.0, False, 0.0,
+        share_counters=plan.share_counters, client_counter=plan.client_counter,
+    )  # fmt: skip
+    share = affected_share(counter_frame(before + after), window)
+    assert during.replies and share is not None, (before, after)
+    if topo.layout.setup is Setup.AMBIENT:
+        assert share >= 0.95, share  # the waypoint sees every request to checkout
+    else:
+        assert 0.0 < share < 1.0, share  # one replica's inbound of two
+    settle(topo)
+
+
 # -- crash --------------------------------------------------------------------------------------
 
 
@@ -196,6 +274,66 @@ def test_crash_is_restarted_by_the_supervisor(topo: LocalTopology) -> None:
         # Mesh and waypoint retries go to another replica: users may see nothing, the
         # proxies' retry counters show what was hidden.
         assert during.failed > 0 or hidden > 0, (during, hidden)
+
+
+def test_a_crashed_proxy_leaves_the_endpoints_and_restarts_after_fetching_cert_and_config(
+    topo: LocalTopology,
+) -> None:
+    """Istio 1.28.0: a crashed istio-proxy makes its pod NotReady (it leaves the endpoints
+    of its callers and of the ingress after istiod's debounce); the restarted proxy serves
+    only after its agent got a certificate and istiod sent its config. A ztunnel crash
+    leaves the pods Ready (probes bypass it). Asserted from the event log's order."""
+    setup = topo.layout.setup
+    if setup is Setup.SIDECAR:
+        pytest.skip("a hand-written sidecar reads static files: nothing to fetch or remove")
+    spec = fault_spec(type="crash", target={"service": "frontend", "replica": 0})
+    fault = make_fault(topo, spec)
+    (target,) = [c.subject for c in fault.plan().changes]
+    restarts = topo.supervisor.restarts(target)
+    since = time.monotonic()
+    steady(topo)
+    try:
+        fault.apply()
+        assert wait_for(lambda: topo.supervisor.restarts(target) > restarts, 10)
+    finally:
+        fault.revert()
+    settle(topo)
+    steady(topo)
+    if setup is Setup.MESH:
+        assert wait_for(
+            lambda: bool(topo.events.events(EventKind.ENDPOINTS_RESTORED, "frontend-0")), 5
+        )
+    events = [e for e in topo.events.events() if e.t >= since]
+
+    def first(kind: EventKind, subject: str) -> int:
+        found = [i for i, e in enumerate(events) if e.kind is kind and e.subject == subject]
+        assert found, (kind, subject, [(e.kind, e.subject, e.detail) for e in events])
+        return found[0]
+
+    crashed = first(EventKind.CRASHED, target)
+    restarted = first(EventKind.RESTARTED, target)
+    held = [e.detail for e in events if e.kind is EventKind.BACKOFF and e.subject == target]
+    assert "held=fetching certificate and config" in held, held
+    issued_for = "frontend-0" if setup is Setup.MESH else None
+    issued = [
+        i
+        for i, e in enumerate(events)
+        if e.kind is EventKind.CERT_ISSUED and (issued_for is None or e.subject == issued_for)
+    ]
+    assert issued and crashed < issued[0] < restarted, (crashed, issued, restarted)
+    if setup is Setup.MESH:
+        pushed = first(EventKind.CONFIG_PUSHED, target)
+        assert crashed < pushed < restarted
+        removed = first(EventKind.ENDPOINTS_REMOVED, "frontend-0")
+        ingress_push = [
+            i
+            for i, e in enumerate(events)
+            if e.kind is EventKind.CONFIG_PUSHED and e.subject == "ingress" and i > removed
+        ]
+        assert crashed < removed and ingress_push, (crashed, removed)
+        assert first(EventKind.ENDPOINTS_RESTORED, "frontend-0") > restarted
+    else:
+        assert not [e for e in events if e.kind is EventKind.ENDPOINTS_REMOVED]
 
 
 # -- identities ---------------------------------------------------------------------------------

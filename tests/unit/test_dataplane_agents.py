@@ -148,3 +148,28 @@ def test_an_unready_pod_leaves_its_callers_endpoints_after_one_debounced_push(
     # One push per proxy for the three events (cds version 2 everywhere).
     assert sorted(e[1] for e in pushed) == sorted(p.proxy_name or p.name for p in layout.pods)
     assert {e[2] for e in pushed} == {"cds version 2"}
+
+
+def test_a_crashed_frontend_leaves_the_ingress_and_the_change_is_journaled(
+    tmp_path: Path,
+) -> None:
+    # Istio's ingress gateway gets its endpoints from istiod like any sidecar: a NotReady
+    # frontend pod leaves it after the debounce, and comes back when ready.
+    layout = build_layout(Setup.MESH, tmp_path, slot=62, ingress_port=18062)
+    events = Events()
+    plane = MeshControlPlane(layout, ProxyOptions(), events=events)
+    cds = layout.ingress.dir / "xds" / "cds" / "cds.json"
+    frontends = {p.name: p.address for p in layout.pods_of("frontend")}
+    assert sorted(_endpoints(cds, "frontend")) == sorted(frontends.values())
+    try:
+        plane.set_endpoint_ready("frontend-0", False)
+        (removed,) = events.wait_for("endpoints_removed", 1)
+        assert _endpoints(cds, "frontend") == [frontends["frontend-1"]]
+        plane.set_endpoint_ready("frontend-0", True)
+        (restored,) = events.wait_for("endpoints_restored", 1)
+    finally:
+        plane.close()
+    assert removed[1] == restored[1] == "frontend-0"
+    assert sorted(_endpoints(cds, "frontend")) == sorted(frontends.values())
+    ingress = [e for e in events.seen if e[0] == "config_pushed" and e[1] == "ingress"]
+    assert [e[2] for e in ingress] == ["cds version 2", "cds version 3"]

@@ -75,3 +75,17 @@ def test_a_verdict_says_when_an_http_fault_reached_different_pods() -> None:
     assert placement_note("abort", same) == ""
     # A crash's blast radius is the claim itself, not a placement choice.
     assert placement_note("crash", {"sidecar": ["p-0"], "ambient": ["p-0", "f-0"]}) == ""
+
+
+def test_a_verdict_states_the_measured_shares_and_names_the_pairs_that_differ() -> None:
+    from chaos.report.dataplane import placement_note
+
+    pods = {"sidecar": ["checkout-0"], "mesh": ["checkout-0"], "ambient": ["checkout-0"]}
+    note = placement_note("latency", pods, {"sidecar": 0.49, "mesh": 0.52, "ambient": 1.0})
+    assert note.startswith("Affected share of requests")
+    assert "sidecar 49%, mesh 52%, ambient 100%" in note
+    assert "(sidecar vs ambient, mesh vs ambient)" in note and "not like with like" in note
+    close = placement_note("abort", pods, {"sidecar": 0.95, "ambient": 1.0})
+    assert "ambient 100%" in close and "differ" not in close
+    # Unmeasured shares (a platform that names no counters): the pods each setup reached.
+    assert placement_note("abort", pods, {"sidecar": None, "mesh": None}) == ""

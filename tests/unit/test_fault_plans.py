@@ -298,3 +298,19 @@ def test_dry_run_honours_overrides_and_setups(
     windows = [line for line in numbered if line[0].isdigit()]
     assert len(windows) == 4 and all(" mesh/" in w for w in windows), windows
     assert not (tmp_path / "reports").exists()
+
+
+def test_an_http_fault_plan_names_the_counters_of_its_affected_share() -> None:
+    target = {"service": "checkout", "replica": 0}
+    sidecar = plan_of(Setup.SIDECAR, type="latency", target=target, delay=0.2)
+    ambient = plan_of(Setup.AMBIENT, type="latency", target=target, delay=0.2)
+    assert sidecar.share_counters == ("checkout-0.proxy:http.inbound.downstream_rq_total",)
+    assert ambient.share_counters == ("waypoint-checkout:http.waypoint.downstream_rq_total",)
+    assert (
+        sidecar.client_counter
+        == ambient.client_counter
+        == ("ingress:http.ingress.downstream_rq_total")
+    )
+    # Only HTTP faults have a share: a crash's blast radius is its claim.
+    crash = plan_of(Setup.SIDECAR, type="crash", target=target)
+    assert crash.share_counters == () and crash.client_counter == ""

@@ -12,7 +12,10 @@ from chaos.errors import FaultError
 #: RE2 filter for ``/stats``: the counters ``chaos.analysis.counters`` reads.
 ANALYSIS_STATS_FILTER = (
     r"(upstream_rq_retry|upstream_rq_retry_overflow|ssl\.fail_verify_error|ssl\.connection_error|ssl\.fail_verify_san"
-    r"|ssl\.fail_verify_no_cert|ejections_enforced_total|upstream_cx_connect_fail)$"
+    r"|ssl\.fail_verify_no_cert|ejections_enforced_total|upstream_cx_connect_fail"
+    # The requests of the HTTP connection managers a fault sits on (not the admin API's,
+    # which every reading itself counts).
+    r"|^http\.(inbound|outbound|waypoint|ingress)\.downstream_rq_total)$"
 )
 
 

@@ -15,7 +15,11 @@ file). See :mod:`chaos.platforms.local.envoy_mesh` for the paths.
   runs the version the control plane wrote: the push-to-effect propagation time.
 
 Every written push emits ``config_pushed`` (subject: the proxy name, detail:
-what and which version) through the ``events`` callback.
+what and which version) through the ``events`` callback. The ingress is a client too,
+for its ``frontend`` cluster only (CDS, as istiod feeds a gateway). When a pod leaves
+or re-enters its callers' endpoints (:meth:`MeshControlPlane.set_endpoint_ready`, after
+the debounce) it emits ``endpoints_removed`` / ``endpoints_restored`` (subject: the pod).
+:meth:`MeshControlPlane.full_push` writes everything a restarted proxy fetches.
 """
 
 from __future__ import annotations
@@ -37,13 +41,23 @@ from chaos.platforms.local.envoy_mesh import (
     mesh_xds_paths,
 )
 from chaos.platforms.local.envoy_process import write_json_atomically
-from chaos.platforms.shared.envoy_common import Direction, ProxyOptions, discovery_response
+from chaos.platforms.local.envoy_sidecar import ingress_cds_path, ingress_cluster
+from chaos.platforms.shared.envoy_common import (
+    TYPE_CLUSTER,
+    Direction,
+    ProxyOptions,
+    discovery_response,
+)
 from chaos.platforms.shared.envoy_faults import FaultConfig
 from chaos.platforms.shared.layout import Pod, TopologyLayout
 
 #: ``events(kind, subject, detail)``; ``EventLog.append`` fits.
 EventSink = Callable[[str, str, str], object]
 CONFIG_PUSHED = "config_pushed"
+ENDPOINTS_REMOVED = "endpoints_removed"
+ENDPOINTS_RESTORED = "endpoints_restored"
+#: The ingress, as a client of the control plane (its ``frontend`` cluster by CDS).
+INGRESS = "ingress"
 
 
 @dataclass(frozen=True)
@@ -89,6 +103,9 @@ class MeshControlPlane:
             self._state[pod.name] = state
             for resource in ("cds", "jwt", "lds", *ROUTE_NAMES):
                 self._write(pod, resource, emit=False)
+        self._unready: frozenset[str] = frozenset()
+        self._ingress_version = 0
+        self._write_ingress(emit=False)
 
     # -- pushes ------------------------------------------------------------------------
 
@@ -144,11 +161,45 @@ class MeshControlPlane:
             self._timer, self._debounce_first = None, None
             unready = frozenset(self._want_unready)
         with self._lock:
+            before, self._unready = self._unready, unready
             for pod in self.layout.pods:
                 state = self._state[pod.name]
                 if state.unready != unready:
                     self._state[pod.name] = replace(state, unready=unready)
                     self._push(pod, "cds")
+            # The ingress has one cluster, frontend: it changes with a frontend pod only.
+            if any(self.layout.pod(n).service == "frontend" for n in before ^ unready):
+                if self._paused:
+                    self._pending.add((INGRESS, "cds"))
+                else:
+                    self._write_ingress(emit=True)
+        if self._events is not None:
+            after = f"after the {self.debounce_s or 0:g} s debounce"
+            for name in sorted(unready - before):
+                self._events(ENDPOINTS_REMOVED, name, f"not ready: out of the endpoints {after}")
+            for name in sorted(before - unready):
+                self._events(ENDPOINTS_RESTORED, name, f"ready: back in the endpoints {after}")
+
+    def full_push(self, pod_name: str) -> list[PushResult]:
+        """Everything a (re)connecting proxy fetches: all its resources, written afresh.
+
+        None while paused (a restart is held then: it cannot fetch its config).
+        """
+        pod = self.layout.pod(pod_name)
+        with self._lock:
+            return [self._push(pod, resource) for resource in ("cds", "jwt", "lds", *ROUTE_NAMES)]
+
+    def _write_ingress(self, *, emit: bool) -> PushResult:
+        self._ingress_version += 1
+        version = str(self._ingress_version)
+        cluster = ingress_cluster(self.layout, self.opts, self._unready)
+        write_json_atomically(
+            ingress_cds_path(self.layout),
+            discovery_response([{"@type": TYPE_CLUSTER, **cluster}], version),
+        )
+        if emit and self._events is not None:
+            self._events(CONFIG_PUSHED, INGRESS, f"cds version {version}")
+        return PushResult(INGRESS, "cds", version, time.monotonic())
 
     def close(self) -> None:
         """Stop a pending endpoint push."""
@@ -168,7 +219,12 @@ class MeshControlPlane:
             self._paused = False
             pending = sorted(self._pending)
             self._pending.clear()
-            return [self._write(self.layout.pod(pod), res, emit=True) for pod, res in pending]
+            return [
+                self._write_ingress(emit=True)
+                if pod == INGRESS
+                else self._write(self.layout.pod(pod), res, emit=True)
+                for pod, res in pending
+            ]
 
     @property
     def paused(self) -> bool:

@@ -20,12 +20,14 @@ pod proxy      HCM prefixes ``inbound``/``outbound``; clusters ``local_app`` and
 ambient node   listeners and tcp_proxy prefixes ``hbone_inbound-<pod>`` (<pod>:15008),
 ``ztunnel-N``  ``outbound-<pod>`` (<pod>:15001); clusters ``app-<pod>``, ``outbound-<pod>``
 waypoint       listener and HCM prefix ``waypoint`` (<waypoint>:15008); cluster ``<svc>``
-ingress        listener and HCM prefix ``ingress``; cluster ``frontend``
+ingress        listener and HCM prefix ``ingress`` (mesh: fault filter, outbound keys);
+               cluster ``frontend``
 =============  ===========================================================================
 
 Stats (``GET <admin>/stats?format=json``):
 
-* faults: ``http.<inbound|outbound|waypoint>.fault.delays_injected`` / ``.aborts_injected``
+* faults: ``http.<inbound|outbound|waypoint|ingress>.fault.delays_injected`` /
+  ``.aborts_injected``; requests per HCM: ``http.<prefix>.downstream_rq_total``
 * JWT: ``http.inbound.jwt_authn.allowed`` / ``.denied``
 * TLS, client side: ``cluster.<cluster>.ssl.fail_verify_error``, ``.ssl.handshake``,
   ``cluster.<cluster>.upstream_cx_connect_fail``; server side:

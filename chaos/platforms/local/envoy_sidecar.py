@@ -18,7 +18,9 @@ Certificates come from ``<pod>/certs/{cert,key,ca}.pem`` as static
 ``tls_certificates``: read once at start, never rotated.
 
 Ingress (all setups), admin on ``127.0.<slot>.1:15000``: listener ``ingress`` on
-``127.0.0.1:<port>`` (plain HTTP), HCM ``ingress``, route config ``ingress`` ->
+``127.0.0.1:<port>`` (plain HTTP), HCM ``ingress`` (in mesh with the fault filter on
+the outbound keys: it is the frontend's caller, where Istio applies a VirtualService
+fault on the frontend; stat ``http.ingress.fault.*``), route config ``ingress`` ->
 cluster ``frontend`` (mTLS as ``spiffe://cluster.local/ns/<setup>/sa/ingress``) to
 the frontend replicas' ``:15006`` (sidecar, mesh) or the frontend waypoint's
 ``:15008`` (ambient). Its certificates are static in the sidecar setup (the
@@ -200,50 +202,89 @@ def ingress_certs(layout: TopologyLayout) -> Certs:
     return StaticCerts(cert_dir) if layout.setup is Setup.SIDECAR else sds_certs(cert_dir)
 
 
-def ingress_config(layout: TopologyLayout, opts: ProxyOptions) -> ProxyConfig:
-    """The ingress of any setup: plain HTTP in, mTLS to frontend (baseline: plain HTTP)."""
-    ingress = layout.ingress
-    baseline = layout.setup is Setup.BASELINE
-    certs = None if baseline else ingress_certs(layout)
-    if baseline:
+def ingress_cds_path(layout: TopologyLayout) -> Path:
+    """The mesh ingress's CDS file (the control plane writes it, as istiod feeds a gateway)."""
+    return layout.ingress.dir / "xds" / "cds" / "cds.json"
+
+
+def ingress_cluster(
+    layout: TopologyLayout, opts: ProxyOptions, unready: frozenset[str] = frozenset()
+) -> Json:
+    """The ingress's ``frontend`` cluster (without the pods in ``unready``: mesh only)."""
+    setup = layout.setup
+    certs = None if setup is Setup.BASELINE else ingress_certs(layout)
+    if setup is Setup.BASELINE:
         # No proxy in the pods: plain HTTP straight to the frontend apps.
         endpoints = [(p.address, int(Port.APP)) for p in layout.pods_of("frontend")]
-    elif layout.setup is Setup.AMBIENT:
+    elif setup is Setup.AMBIENT:
         endpoints = [(layout.waypoint("frontend").address, int(Port.HBONE))]
     else:
-        endpoints = [(p.address, int(Port.INBOUND)) for p in layout.pods_of("frontend")]
+        endpoints = [
+            (p.address, int(Port.INBOUND))
+            for p in layout.pods_of("frontend")
+            if p.name not in unready
+        ]
+    return cluster(
+        "frontend",
+        endpoints,
+        opts,
+        tls=None if certs is None else upstream_tls(certs, setup),
+        outlier=True,
+        setup=setup,
+    )
+
+
+def ingress_config(layout: TopologyLayout, opts: ProxyOptions) -> ProxyConfig:
+    """The ingress of any setup: plain HTTP in, mTLS to frontend (baseline: plain HTTP).
+
+    In mesh its ``frontend`` cluster comes by CDS from :func:`ingress_cds_path` (the
+    control plane takes a crashed frontend's endpoint out after the debounce, as istiod
+    does for a gateway); elsewhere it is static.
+    """
+    ingress = layout.ingress
     setup = layout.setup
+    certs = None if setup is Setup.BASELINE else ingress_certs(layout)
     to_frontend = route(
         "frontend", "ingress", opts, retries=True, first=True, setup=setup, hop="ingress"
     )
+    # In mesh the ingress is the frontend's caller, where a VirtualService fault on the
+    # frontend is applied (switched by the runtime keys of the outbound side).
+    ingress_filters = [fault_filter("outbound")] if setup is Setup.MESH else []
     routes: Json = {
         "name": "ingress",
         "virtual_hosts": [virtual_host("ingress", ["*"], [to_frontend])],
     }
+    listeners = [
+        listener(
+            "ingress",
+            ingress.host,
+            ingress.port,
+            [http_connection_manager("ingress", ingress_filters, route_config=routes)],
+        )
+    ]
     bootstrap: Json = {
         "node": node("ingress", "ingress"),
         "admin": admin(ingress.admin_address),
         "layered_runtime": layered_runtime(),
-        "static_resources": {
-            "listeners": [
-                listener(
-                    "ingress",
-                    ingress.host,
-                    ingress.port,
-                    [http_connection_manager("ingress", [], route_config=routes)],
-                )
-            ],
-            "clusters": [
-                cluster(
-                    "frontend",
-                    endpoints,
-                    opts,
-                    tls=None if certs is None else upstream_tls(certs, setup),
-                    outlier=True,
-                    setup=setup,
-                )
-            ],
-        },
     }
+    if setup is Setup.MESH:
+        # An inline route config checks its clusters at load; this one comes by CDS.
+        routes["validate_clusters"] = False
+        cds = ingress_cds_path(layout)
+        bootstrap["static_resources"] = {"listeners": listeners}
+        bootstrap["dynamic_resources"] = {
+            "cds_config": {
+                "path_config_source": {
+                    "path": str(cds),
+                    "watched_directory": {"path": str(cds.parent)},
+                },
+                "resource_api_version": "V3",
+            }
+        }
+    else:
+        bootstrap["static_resources"] = {
+            "listeners": listeners,
+            "clusters": [ingress_cluster(layout, opts)],
+        }
     files = sds_files(certs) if isinstance(certs, SdsCerts) else ()
     return ProxyConfig("ingress", "ingress", ingress.dir, ingress.admin_url, bootstrap, files)

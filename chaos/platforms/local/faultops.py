@@ -6,8 +6,15 @@ or after a partial apply. HTTP faults go where each setup puts L7 policy:
 
 * sidecar: the pod proxy's fault filter, switched through the admin API's runtime;
 * mesh: the control plane pushes the fault as a route override (RDS), so its
-  propagation time is part of the result;
+  propagation time is part of the result; a fault on a whole service sits on its
+  callers' outbound route (a VirtualService fault); the frontend's caller is the
+  ingress, whose fault filter is switched through its admin runtime (as the
+  Kubernetes platform's VirtualService is applied by the Locust workers' sidecars);
 * ambient: the target service's waypoint, through its admin runtime.
+
+Each site names the ``downstream_rq_total`` of the HTTP connection manager it sits
+on, and :meth:`LocalFaultOps.client_requests_counter` the ingress's: the affected
+share of requests (``chaos.analysis.shares``).
 """
 
 from __future__ import annotations
@@ -42,6 +49,13 @@ _TLS_FAILURES = (".ssl.fail_verify_error", ".ssl.connection_error", ".upstream_c
 _JWT_DENIED = (".jwt_authn.denied",)
 _RUNTIME = "admin API runtime_modify on the fault filter"
 _RUNTIME_UNDO = "fault filter back to 0 %"
+#: The process name and HTTP connection manager stat prefix of every setup's ingress.
+INGRESS = "ingress"
+
+
+def requests_stat(hcm: str) -> str:
+    """The stat that counts every request an HTTP connection manager received."""
+    return f"http.{hcm}.downstream_rq_total"
 
 
 def _fault_config(fault: HttpFault) -> FaultConfig:
@@ -104,6 +118,7 @@ class LocalFaultOps(LocalAuthzOps):
                     affects=tuple(p.name for p in self.layout.pods_of(s)),
                     mechanism=_RUNTIME,
                     undo=_RUNTIME_UNDO,
+                    requests_stat=requests_stat("waypoint"),
                 )
                 for s in services
             ]
@@ -116,8 +131,15 @@ class LocalFaultOps(LocalAuthzOps):
         else:
             mechanism, undo = _RUNTIME, _RUNTIME_UNDO
         return [
-            HttpFaultSite(self._proxy_of(p), direction, (p.name,), mechanism, undo) for p in pods
+            HttpFaultSite(
+                self._proxy_of(p), direction, (p.name,), mechanism, undo, requests_stat(direction)
+            )
+            for p in pods
         ]
+
+    def client_requests_counter(self) -> str:
+        """Every client request enters through the ingress (the affected share's base)."""
+        return f"{INGRESS}:{requests_stat(INGRESS)}"
 
     def _mesh_caller_sites(
         self, pods: Sequence[Pod], direction: Direction, mechanism: str, undo: str
@@ -126,9 +148,10 @@ class LocalFaultOps(LocalAuthzOps):
 
         Istio applies a VirtualService ``fault`` in the client's sidecar, on the outbound
         route to the destination, for every replica of it (and the caller does not retry
-        its own injected fault: the fault filter answers before the router). None where
-        that does not apply: a single replica (a VirtualService cannot single one out), an
-        outbound fault, or a service whose caller is the ingress (not a mesh sidecar here).
+        its own injected fault: the fault filter answers before the router). The frontend's
+        caller is the ingress (its fault filter, switched by the admin runtime). None where
+        that does not apply: a single replica (a VirtualService cannot single one out) or an
+        outbound fault.
         """
         services = {p.service for p in pods}
         if direction != "inbound" or len(services) != 1:
@@ -138,11 +161,22 @@ class LocalFaultOps(LocalAuthzOps):
         if {p.name for p in pods} != {p.name for p in replicas}:
             return None
         callers = [p for p in self.layout.pods if CALLS.get(p.service) == service]
-        if not callers:
-            return None
         affects = tuple(p.name for p in replicas)
+        if not callers:
+            return [
+                HttpFaultSite(
+                    INGRESS, "outbound", affects, _RUNTIME, _RUNTIME_UNDO, requests_stat(INGRESS)
+                )
+            ]
         return [
-            HttpFaultSite(c.proxy_name or c.name, "outbound", affects, mechanism, undo)
+            HttpFaultSite(
+                c.proxy_name or c.name,
+                "outbound",
+                affects,
+                mechanism,
+                undo,
+                requests_stat("outbound"),
+            )
             for c in callers
         ]
 
@@ -161,7 +195,7 @@ class LocalFaultOps(LocalAuthzOps):
 
     def _switch(self, site: HttpFaultSite, fault: FaultConfig | None) -> None:
         control_plane = self.topology.control_plane
-        if self.setup is Setup.MESH and control_plane is not None:
+        if self.setup is Setup.MESH and control_plane is not None and site.proxy != INGRESS:
             pod = self._site_pod(site)
             if control_plane.state(pod).faults.get(site.direction) == fault:
                 # Already what the proxy was told to run. Envoy ignores an RDS update whose
@@ -179,7 +213,10 @@ class LocalFaultOps(LocalAuthzOps):
         )
 
     def http_faults_injected(self, site: HttpFaultSite) -> int:
-        prefix = "waypoint" if self.setup is Setup.AMBIENT else site.direction
+        if site.proxy == INGRESS:
+            prefix = INGRESS
+        else:
+            prefix = "waypoint" if self.setup is Setup.AMBIENT else site.direction
         stats = counters(
             self._admin_url(site.proxy), (".fault.delays_injected", ".fault.aborts_injected")
         )

@@ -40,6 +40,7 @@ from chaos.platforms.local.envoy_config import (
 from chaos.platforms.local.events import EventLog
 from chaos.platforms.local.probes import HttpProbe
 from chaos.platforms.local.processes import ProcessSpec
+from chaos.platforms.local.restartfetch import RestartFetch
 from chaos.platforms.local.startcheck import (
     check_addresses_free,
     explain_startup_failure,
@@ -161,6 +162,7 @@ class LocalTopology:
             raise InputError(f"cannot use {run_dir} as run directory: {exc.strerror}") from exc
         self.cert_agent: CertAgent | None = None
         self.control_plane: MeshControlPlane | None = None
+        self._fetch = RestartFetch(self)
         self.idp_server: IdpServer | None = None
         self.startup_s = 0.0
         self._stack = contextlib.ExitStack()
@@ -281,7 +283,8 @@ class LocalTopology:
             poller.start()
             self._stack.callback(poller.close)
             self._stack.callback(control_plane.close)
-            self._stack.callback(self.events.subscribe(self._endpoint_readiness))
+            if self.policy.control.crash_unready:  # a crashed istio-proxy: pod NotReady
+                self._stack.callback(self.events.subscribe(self._endpoint_readiness))
 
     def _endpoint_readiness(self, event: Event) -> None:
         """A mesh proxy that crashed leaves its service's endpoints; back when ready."""
@@ -382,20 +385,17 @@ class LocalTopology:
             log_path=config.dir / "envoy.stdout.log",
             probe=HttpProbe(config.ready_url),
             group=config.group,
-            restart_gate=self._control_plane_gate if self.policy.control.restart_fetches else None,
+            restart_gate=self._restart_gate(config),
         )
 
-    def _control_plane_gate(self) -> str | None:
-        """Why a restarted proxy cannot fetch its certificate and config now (None: it can).
-
-        In Istio a restarted proxy serves only after its agent got a certificate from the
-        CA and its config from istiod: during a control-plane outage it does not start.
-        """
-        if self.cert_agent is not None and not self.cert_agent.ca_reachable:
-            return "CA unreachable (certificate fetch)"
-        if self.control_plane is not None and self.control_plane.paused:
-            return "control plane unreachable (config fetch)"
-        return None
+    def _restart_gate(self, config: ProxyConfig) -> Callable[[], str | None] | None:
+        """A restarted proxy serves only after fetching its certificate and config
+        (:mod:`~chaos.platforms.local.restartfetch`); None where it reads static files."""
+        if not self.policy.control.restart_fetches:
+            return None
+        dirs = [d for d, _ in self._agent_identities() if d.is_relative_to(config.dir)]
+        pod = next((p.name for p in self.layout.pods if p.proxy_name == config.name), None)
+        return self._fetch.gate(config.name, dirs, pod)
 
     # -- status ----------------------------------------------------------------------
 

@@ -142,6 +142,10 @@ class ControlPlanePolicy:
     endpoint_debounce_max_s: float | None
     #: A restarted proxy serves only after fetching its certificate and config.
     restart_fetches: bool
+    #: A crash of the proxy makes its pods NotReady (so they leave the endpoints). Mesh:
+    #: the istio-proxy container fails readiness; ambient: kubelet probes bypass ztunnel
+    #: (istio-cni SNATs them to 169.254.7.127), so a ztunnel crash leaves pods Ready.
+    crash_unready: bool = False
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,9 @@ class SetupDataPlane:
     upstream: UpstreamPolicy
     identity: IdentityPolicy
     control: ControlPlanePolicy
+    #: Where an HTTP fault on a service's replicas is applied, in words (the affected
+    #: share of requests follows from it and is measured per window).
+    fault_placement: str = "each targeted replica's own proxy (inbound or outbound)"
 
     def route(self, hop: Hop) -> RoutePolicy:
         return self.routes[hop]
@@ -180,6 +187,7 @@ _ISTIO_CONTROL = ControlPlanePolicy(
     endpoint_debounce_s=0.1,
     endpoint_debounce_max_s=10.0,
     restart_fetches=True,
+    crash_unready=True,
 )
 _DAY = 24 * 3600.0
 
@@ -224,6 +232,11 @@ DEFAULTS: Mapping[Setup, SetupDataPlane] = {
         upstream=_ISTIO_UPSTREAM,
         identity=IdentityPolicy(_DAY, 0.5, 0.01, Backoff(0.1, 2.0, 1.6, 0.1)),
         control=_ISTIO_CONTROL,
+        fault_placement=(
+            "every replica targeted: the callers' outbound route, the ingress for frontend "
+            "(a VirtualService fault); one replica: its inbound (a VirtualService cannot "
+            "single one out; the Kubernetes platform widens it to the whole service)"
+        ),
     ),
     Setup.AMBIENT: SetupDataPlane(
         setup=Setup.AMBIENT,
@@ -234,7 +247,8 @@ DEFAULTS: Mapping[Setup, SetupDataPlane] = {
         },
         upstream=_ISTIO_UPSTREAM,
         identity=IdentityPolicy(_DAY, 0.5, 0.0, Backoff(1.0, 2.0, 150.0, 0.2)),
-        control=_ISTIO_CONTROL,
+        fault_placement="the service's waypoint, for every replica (a VirtualService fault)",
+        control=replace(_ISTIO_CONTROL, crash_unready=False),
     ),
     Setup.BASELINE: _BASELINE,
 }
@@ -292,11 +306,19 @@ SOURCES: Mapping[str, tuple[str, str]] = {
     ),
     "endpoint removal": (
         "never (static endpoints)",
-        f"{_ISTIO} pilot/pkg/features/tuning.go PILOT_DEBOUNCE_AFTER / PILOT_DEBOUNCE_MAX",
+        f"{_ISTIO} pilot/pkg/features/tuning.go PILOT_DEBOUNCE_AFTER / PILOT_DEBOUNCE_MAX; "
+        "ambient: cni/pkg/iptables/iptables.go (host probes SNAT to 169.254.7.127 skip "
+        "ztunnel, so a ztunnel crash leaves the pods Ready)",
+    ),
+    "HTTP fault placement": (
+        _OURS,
+        f"{_ISTIO} pilot/pkg/networking/core/route/route.go TranslateFault (the caller's "
+        "outbound route; a waypoint's in ambient)",
     ),
     "restart": (
         "serves from its static files",
-        f"{_ISTIO} pilot-agent: Envoy is ready after its first SDS and xDS answers",
+        f"{_ISTIO} pilot/cmd/pilot-agent/status/ready/probe.go checkConfigStatus (not ready "
+        "until istiod's first CDS and LDS); the certificate by SDS from the agent's CSR",
     ),
 }
 

@@ -100,7 +100,12 @@ def _values(dp: SetupDataPlane) -> list[tuple[str, str, str]]:
             "never"
             if ctl.endpoint_debounce_s is None
             else f"after a debounce of {_s(ctl.endpoint_debounce_s)} (at most "
-            f"{_s(ctl.endpoint_debounce_max_s)})",
+            f"{_s(ctl.endpoint_debounce_max_s)})"
+            + (
+                ", also when its proxy crashed (NotReady)"
+                if ctl.crash_unready
+                else "; a proxy crash leaves the pods Ready: not removed"
+            ),
             "endpoint removal",
         ),
         (
@@ -108,6 +113,7 @@ def _values(dp: SetupDataPlane) -> list[tuple[str, str, str]]:
             "fetches certificate and config first" if ctl.restart_fetches else "static files",
             "restart",
         ),
+        ("HTTP fault placement", dp.fault_placement, "HTTP fault placement"),
     ]
     return out
 

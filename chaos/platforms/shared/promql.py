@@ -4,9 +4,10 @@ This is how a cluster's proxy counters are read: Prometheus scrapes every Envoy'
 ``/stats/prometheus`` and the tool asks Prometheus, not the proxies. Envoy exports
 ``cluster.<name>.<stat>`` as ``envoy_cluster_<stat>{envoy_cluster_name="<name>"}``
 and ``listener.<address>.<stat>`` as ``envoy_listener_<stat>{envoy_listener_address=
-"<address>"}`` (dots in the stat become underscores); :class:`PrometheusCounters`
-turns them back into the admin API's names, so the analysis sees the same
-counters whichever source read them.
+"<address>"}`` and ``http.<prefix>.<stat>`` as ``envoy_http_<stat>{
+envoy_http_conn_manager_prefix="<prefix>"}`` (dots in the stat become underscores);
+:class:`PrometheusCounters` turns them back into the admin API's names, so the analysis sees
+the same counters whichever source read them.
 
 Each reading takes, per series, the last raw sample of a short range (not an
 instant query, whose timestamp is the query's): the sample's own scrape time
@@ -37,11 +38,14 @@ COUNTER_STATS: tuple[str, ...] = (
     "ssl.fail_verify_no_cert",
     "outlier_detection.ejections_enforced_total",
     "upstream_cx_connect_fail",
+    # An HTTP connection manager's requests (the affected share of a fault).
+    "downstream_rq_total",
 )
 #: Envoy's Prometheus scopes: (metric name prefix, the label holding the scope's name).
 _SCOPES: dict[str, tuple[str, str]] = {
     "cluster": ("envoy_cluster_", "envoy_cluster_name"),
     "listener": ("envoy_listener_", "envoy_listener_address"),
+    "http": ("envoy_http_", "envoy_http_conn_manager_prefix"),
 }
 _BY_METRIC_SUFFIX = {stat.replace(".", "_"): stat for stat in COUNTER_STATS}
 
@@ -64,7 +68,9 @@ def admin_name(metric: str, labels: Mapping[str, str]) -> str | None:
 def counters_query(selector: Mapping[str, str], lookback_s: float) -> str:
     """The PromQL range query for every counter of the proxies matching ``selector``."""
     names = "|".join(prometheus_name(scope, stat) for scope in _SCOPES for stat in COUNTER_STATS)
-    matchers = [f'__name__=~"{names}"']
+    # Not the admin API's own requests (every scrape counts itself there); the label is
+    # absent, so matched, on the other metrics.
+    matchers = [f'__name__=~"{names}"', 'envoy_http_conn_manager_prefix!="admin"']
     matchers += [f'{key}="{_escape(value)}"' for key, value in sorted(selector.items())]
     return "{" + ",".join(matchers) + "}" + f"[{max(1, round(lookback_s * 1000))}ms]"
 
