@@ -27,6 +27,7 @@ from chaos.platforms.kubernetes.faultops import CA_KEY_FILE, CA_SECRET
 from chaos.platforms.kubernetes.manifests.core import SETUP_NAMESPACE_LABELS
 from chaos.platforms.shared.pki import CA_FILE, CERT_FILE, KEY_FILE, CertificateAuthority
 from chaos.testing.fakekube.api import FakeApiServer, FakeCluster
+from chaos.testing.fakekube.deployments import REVISION
 from chaos.testing.fakekube.podexec import FakePodExec
 
 MANAGED = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
@@ -264,7 +265,9 @@ def comparable(cluster: FakeCluster) -> dict[str, Any]:
     """The cluster's objects without what every write changes (versions, generations).
 
     Pods are compared by owner and count: a fault may legitimately replace a pod
-    (a crash, a re-created pod), which is the cluster healing, not a leftover.
+    (a crash, a re-created pod), which is the cluster healing, not a leftover. A rollout
+    and its revert leave the Deployment's revision counted up and the rolled-out
+    ReplicaSet scaled to 0, as the real controller does: neither is compared.
     """
     out: dict[str, Any] = {}
     pods: dict[str, int] = {}
@@ -273,9 +276,13 @@ def comparable(cluster: FakeCluster) -> dict[str, Any]:
             owner = (obj["metadata"].get("ownerReferences") or [{}])[0].get("name", key)
             pods[owner] = pods.get(owner, 0) + 1
             continue
+        if key.startswith("apps/v1/replicasets/") and not obj["spec"].get("replicas"):
+            continue  # a rollout's history: kept scaled to 0 (revisionHistoryLimit), as for real
         meta = dict(obj["metadata"])
         for volatile in ("resourceVersion", "generation"):
             meta.pop(volatile, None)
+        annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != REVISION}
+        meta["annotations"] = annotations  # the revision counts rollouts, back and forth
         status = dict(obj.get("status") or {})
         status.pop("observedGeneration", None)
         out[key] = {**obj, "metadata": meta, "status": status}
