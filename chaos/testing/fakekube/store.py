@@ -238,6 +238,7 @@ class FakeCluster(Controllers):
             if not status_only:
                 self._admit(resource.prefix, resource.kind, namespace, body)
             if status_only:
+                self._starting.pop((namespace, name), None)  # its status is as written now
                 new = copy.deepcopy(current)
                 new["status"] = copy.deepcopy(body.get("status"))
             else:
