@@ -255,6 +255,13 @@ class WorkloadBase:
             for namespace in sorted(touched):
                 self._pods_changed(namespace)
 
+    def report_ready(self, namespace: str, name: str) -> None:
+        """The kubelet reports a started pod Ready now (a test steps a rollout with it)."""
+        with self._lock:
+            if (namespace, name) in self._starting:
+                self._starting[(namespace, name)] = 0.0
+        self.tick()
+
     def starting(self, namespace: str, name: str) -> bool:
         """Whether a pod's kubelet has not reported it Ready yet (its start delay)."""
         return (namespace, name) in self._starting
