@@ -49,6 +49,7 @@ from chaos.platforms.kubernetes.existing import (
     virtual_service_of,
 )
 from chaos.platforms.kubernetes.faultops import ISTIOD, KubeFaultOps, demo_workload
+from chaos.platforms.kubernetes.istioversion import istio_version_note
 from chaos.platforms.kubernetes.kinds import DEPLOYMENT, NAMESPACE
 from chaos.platforms.kubernetes.manifests.locust import USER_LOCUSTFILE_MAX_BYTES, target_host
 from chaos.platforms.kubernetes.podexec import KubePodExec, PodExec
@@ -419,6 +420,7 @@ class KubernetesPlatform:
             if istiod is not None:
                 image = _first_image(istiod)
                 found["istio"] = image.rsplit(":", 1)[-1] if ":" in image else image
+                found |= istio_version_note(found["istio"])
         except PlatformError as exc:
             found.setdefault("kubernetes", f"unknown ({exc})")
         finally:
