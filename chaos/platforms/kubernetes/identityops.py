@@ -41,6 +41,7 @@ from chaos.platforms.kubernetes.opsbase import (
     ROLE_LABEL,
     SIDECAR,
     TLS_SUFFIXES,
+    XDS_CLUSTER,
     ZTUNNEL,
     OpsBase,
 )
@@ -281,7 +282,9 @@ class IdentityOps(OpsBase):
                 self._wait_ztunnel_rollout()
 
     def tls_failures(self) -> dict[str, int]:
-        return self._counts(self._namespace_pods(), TLS_SUFFIXES)
+        # Not the proxies' own xDS connection to istiod (down during the fault): the data path.
+        found = self._counts(self._namespace_pods(), TLS_SUFFIXES)
+        return {k: v for k, v in found.items() if XDS_CLUSTER not in k}
 
     # -- control plane -------------------------------------------------------------------
 
