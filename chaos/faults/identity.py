@@ -60,6 +60,13 @@ def _from_samples(ops: object, which: str) -> tuple[list[str], LiveStats | None]
     return gaps, ops.samples_now() if gaps else None
 
 
+@runtime_checkable
+class WideBlastRadius(Protocol):
+    """Fault ops whose identity faults reach beyond the targets (istiod, ztunnel, load)."""
+
+    def identity_blast_radius(self, fault_type: str, pods: tuple[Pod, ...]) -> list[str]: ...
+
+
 def _rise(before: dict[str, int], after: dict[str, int]) -> int:
     """How much the counters rose; a counter that went down (its proxy restarted) adds 0."""
     return sum(max(0, value - before.get(key, 0)) for key, value in after.items())
@@ -70,6 +77,11 @@ class CertExpiryFaultDriver(Fault[CertExpiryFault]):
     _tls_before: dict[str, int] = {}  # noqa: RUF012 - replaced per instance in apply()
     _not_after: dict[str, float] = {}  # noqa: RUF012 - replaced per instance in apply()
     _touched: tuple[Pod, ...] = ()
+
+    def blast_radius(self) -> list[str]:
+        if isinstance(self.ops, WideBlastRadius):
+            return self.ops.identity_blast_radius(self.fault_type, tuple(self.pods))
+        return super().blast_radius()
 
     def plan(self) -> FaultPlan:
         action = f"certificate expires {self.spec.ttl:g} s after injection, rotation blocked"
@@ -129,6 +141,8 @@ class ControlPlaneOutageFaultDriver(Fault[ControlPlaneOutageFault]):
     def blast_radius(self) -> list[str]:
         if not self.ops.control_plane_mechanisms(self.spec.cert_ttl):
             return []
+        if isinstance(self.ops, WideBlastRadius):
+            return self.ops.identity_blast_radius(self.fault_type, tuple(self.pods))
         return [p.name for p in self.ops.workload.pods]
 
     def plan(self) -> FaultPlan:

@@ -71,6 +71,27 @@ def ops_of(topology: KubeTopology) -> KubeFaultOps:
     return ops
 
 
+def locust_workers(api: KubeApi) -> None:
+    """Two ambient Locust workers, one per node (nothing pins them: they land anywhere)."""
+    api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "sc-traffic"}})
+    for name, host in (("a", "sidecar-chaos-worker"), ("b", "sidecar-chaos-worker2")):
+        api.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": f"locust-worker-{name}",
+                    "namespace": "sc-traffic",
+                    "labels": {names.LABEL_TRAFFIC_ROLE: "worker"},
+                },
+                "spec": {
+                    "nodeName": host,
+                    "containers": [{"name": "locust", "image": names.APP_IMAGE}],
+                },
+            }
+        )
+
+
 def live_pods(api: KubeApi, ns: str, service: str, replica: int) -> list[str]:
     labels = {names.LABEL_APP: service, names.LABEL_REPLICA: str(replica)}
     return [p.uid for p in api.list_pods(ns, labels) if not p.deleting]
@@ -284,6 +305,7 @@ def test_ambient_crash_deletes_the_nodes_ztunnel_and_hits_every_pod_on_the_node(
     platform: KubernetesPlatform, seeded: FakeCluster, api: KubeApi, tmp_path: Path
 ) -> None:
     istiod_before = api.get(DEPLOYMENT, "istio-system", "istiod")
+    locust_workers(api)
     with running(platform, "ambient", tmp_path / "run") as topology:
         ops = ops_of(topology)
         target = [p for p in ops.workload.pods if p.name == "checkout-0"]
@@ -293,7 +315,8 @@ def test_ambient_crash_deletes_the_nodes_ztunnel_and_hits_every_pod_on_the_node(
             "frontend-0",
             "checkout-0",
             "payments-0",
-            "sc-traffic: Locust workers on node-1",  # the load generator is on the node too
+            # the load generator is on the node too (not the worker on the other node)
+            "sc-traffic/locust-worker-a (Locust worker) on sidecar-chaos-worker",
         )
         ops.kill_proxy(proxy)
         ztunnels = api.pods_on_node("istio-system", "sidecar-chaos-worker", {"app": "ztunnel"})
