@@ -323,7 +323,7 @@ def comparable(cluster: FakeCluster) -> dict[str, Any]:
 MAX_WATCH_S = 0.2
 #: A pod a controller creates reports Ready this long after (a real one takes seconds): what
 #: rolls, rolls at the pace of readiness, so code that takes a rollout as instant is caught.
-POD_START_S = 0.3
+POD_START_S = 0.05
 
 
 @pytest.fixture
