@@ -42,9 +42,8 @@ def platform_checks(platform: Platform) -> Callable[[Experiment], Sequence[Probl
                 problems.append(
                     Problem(("setups", index), f"{setup}: not offered by {platform.name} ({names})")
                 )
-        if experiment.cost is not None and not (
-            isinstance(platform, PlatformMeasuresUsage) and platform.measures_usage
-        ):
+        no_cost = not (isinstance(platform, PlatformMeasuresUsage) and platform.measures_usage)
+        if experiment.cost is not None and no_cost:
             problems.append(
                 Problem(
                     ("cost",),
@@ -52,8 +51,11 @@ def platform_checks(platform: Platform) -> Callable[[Experiment], Sequence[Probl
                     "no cost step on this platform",
                 )
             )
-        said = {p.at for p in problems}  # the platform's own reason comes first
-        for index, setup in enumerate((experiment.cost.setups or ()) if experiment.cost else ()):
+        # No cost step at all: its setups (baseline, say) are not a second problem; and
+        # the platform's own reason at a cost setup's line comes first.
+        said = {p.at for p in problems}
+        cost_setups = experiment.cost.setups if experiment.cost and not no_cost else None
+        for index, setup in enumerate(cost_setups or ()):
             if (
                 setup not in platform.setups
                 and setup not in experiment.setups

@@ -25,6 +25,7 @@ from typing import Protocol, runtime_checkable
 from chaos.experiment import CertExpiryFault, ControlPlaneOutageFault, PolicyDesyncFault
 from chaos.faults.base import Change, Evidence, Fault, FaultPlan
 from chaos.platforms.base import Pod
+from chaos.traffic.live import LiveStats
 
 
 @runtime_checkable
@@ -38,6 +39,34 @@ class BlocksRotationOnce(Protocol):
     def block_rotation(self) -> None: ...
 
 
+@runtime_checkable
+class IdentityCounterGaps(Protocol):
+    """Fault ops whose proxies may not export the identity counters (Istio's stats matcher)."""
+
+    def unexported_identity_counters(self, which: str) -> list[str]:
+        """``which`` is ``tls`` or ``denied``: the counters no reachable proxy exports."""
+        ...
+
+    def samples_now(self) -> LiveStats | None:
+        """The last second of the window's requests, or None."""
+        ...
+
+
+def _from_samples(ops: object, which: str) -> tuple[list[str], LiveStats | None]:
+    """The missing counters and the samples to decide from instead (none missing: ``[]``)."""
+    if not isinstance(ops, IdentityCounterGaps):
+        return [], None
+    gaps = sorted({g.lstrip(".") for g in ops.unexported_identity_counters(which)})
+    return gaps, ops.samples_now() if gaps else None
+
+
+@runtime_checkable
+class WideBlastRadius(Protocol):
+    """Fault ops whose identity faults reach beyond the targets (istiod, ztunnel, load)."""
+
+    def identity_blast_radius(self, fault_type: str, pods: tuple[Pod, ...]) -> list[str]: ...
+
+
 def _rise(before: dict[str, int], after: dict[str, int]) -> int:
     """How much the counters rose; a counter that went down (its proxy restarted) adds 0."""
     return sum(max(0, value - before.get(key, 0)) for key, value in after.items())
@@ -48,6 +77,11 @@ class CertExpiryFaultDriver(Fault[CertExpiryFault]):
     _tls_before: dict[str, int] = {}  # noqa: RUF012 - replaced per instance in apply()
     _not_after: dict[str, float] = {}  # noqa: RUF012 - replaced per instance in apply()
     _touched: tuple[Pod, ...] = ()
+
+    def blast_radius(self) -> list[str]:
+        if isinstance(self.ops, WideBlastRadius):
+            return self.ops.identity_blast_radius(self.fault_type, tuple(self.pods))
+        return super().blast_radius()
 
     def plan(self) -> FaultPlan:
         action = f"certificate expires {self.spec.ttl:g} s after injection, rotation blocked"
@@ -75,6 +109,21 @@ class CertExpiryFaultDriver(Fault[CertExpiryFault]):
         expired = [name for name, at in self._not_after.items() if at <= now]
         failures = _rise(self._tls_before, self.ops.tls_failures())
         detail = f"expired: {', '.join(expired) or 'none yet'}; TLS/connect failures: {failures}"
+        if failures == 0 and expired:
+            gaps, stats = _from_samples(self.ops, "tls")
+            if gaps:
+                seen = (
+                    f"{stats.unavailable} of {stats.requests} requests unanswered or 503 in "
+                    "the last second"
+                    if stats is not None and stats.requests
+                    else "no samples to read"
+                )
+                took = stats is not None and stats.unavailable > 0
+                return Evidence(
+                    took,
+                    f"expired: {', '.join(expired)}; the proxies export no {', '.join(gaps)} "
+                    f"(their stats matcher leaves them out), so from the samples: {seen}",
+                )
         return Evidence(bool(expired) and failures > 0, detail)
 
     def revert(self) -> None:
@@ -92,6 +141,8 @@ class ControlPlaneOutageFaultDriver(Fault[ControlPlaneOutageFault]):
     def blast_radius(self) -> list[str]:
         if not self.ops.control_plane_mechanisms(self.spec.cert_ttl):
             return []
+        if isinstance(self.ops, WideBlastRadius):
+            return self.ops.identity_blast_radius(self.fault_type, tuple(self.pods))
         return [p.name for p in self.ops.workload.pods]
 
     def plan(self) -> FaultPlan:
@@ -152,6 +203,20 @@ class PolicyDesyncFaultDriver(Fault[PolicyDesyncFault]):
         detail = f"signing key rotated; {denied} requests denied since"
         if updates:
             detail += f"; the new key set reached proxies {updates} times"
+        if self._rotated and not denied and not updates:
+            gaps, stats = _from_samples(self.ops, "denied")
+            if gaps:
+                seen = (
+                    f"{stats.denied} of {stats.requests} requests answered 401/403 in the "
+                    "last second"
+                    if stats is not None and stats.requests
+                    else "no samples to read"
+                )
+                return Evidence(
+                    stats is not None and stats.denied > 0,
+                    f"signing key rotated; the proxies export no {', '.join(gaps)} (their "
+                    f"stats matcher leaves them out), so from the samples: {seen}",
+                )
         return Evidence(self._rotated and (denied > 0 or updates > 0), detail)
 
     def revert(self) -> None:

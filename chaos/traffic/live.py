@@ -23,6 +23,8 @@ from chaos.rundir.samples import DROPPED
 WINDOW_S = 1.0
 LAG_S = DEFAULT_MAX_AGE_S
 _KEEP_S = 5.0
+#: ``error_kind`` of a request the app never answered.
+_NO_ANSWER = np.array(["connect", "reset", "tls", "timeout"], dtype=object)
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,10 @@ class LiveStats:
     requests: int
     errors: int
     p95_ms: float | None
+    #: Of ``errors``: answered 401 or 403 (a token or a policy refused them).
+    denied: int = 0
+    #: Of ``errors``: no answer from the app (connect, reset, TLS, timeout) or a 503.
+    unavailable: int = 0
 
     @property
     def error_rate(self) -> float:
@@ -55,6 +61,8 @@ class LiveTail:
         self._done = np.empty(0, dtype=np.float64)
         self._latency = np.empty(0, dtype=np.float64)
         self._failed = np.empty(0, dtype=bool)
+        self._denied = np.empty(0, dtype=bool)
+        self._unavailable = np.empty(0, dtype=bool)
 
     def _ingest(self) -> None:
         if self.directory.is_dir():
@@ -63,15 +71,23 @@ class LiveTail:
         done: list[npt.NDArray[np.float64]] = [self._done]
         latency: list[npt.NDArray[np.float64]] = [self._latency]
         failed: list[npt.NDArray[np.bool_]] = [self._failed]
+        denied: list[npt.NDArray[np.bool_]] = [self._denied]
+        unavailable: list[npt.NDArray[np.bool_]] = [self._unavailable]
         for tail in self._tails.values():
             for chunk in tail.read_new():
                 sent = chunk.error_kind != DROPPED  # never sent: neither done nor failed
                 done.append(chunk.t[sent] + chunk.latency_ms[sent] / 1000.0)
                 latency.append(chunk.latency_ms[sent])
                 failed.append(chunk.error_kind[sent] != "")
+                status = chunk.status[sent]
+                denied.append((status == 401) | (status == 403))
+                kinds = chunk.error_kind[sent]
+                unavailable.append((status == 503) | np.isin(kinds, _NO_ANSWER))
         self._done = np.concatenate(done)
         self._latency = np.concatenate(latency)
         self._failed = np.concatenate(failed)
+        self._denied = np.concatenate(denied)
+        self._unavailable = np.concatenate(unavailable)
 
     def stats(self, now: float | None = None) -> LiveStats:
         """Statistics of the last complete second before ``now`` (default: the clock)."""
@@ -83,6 +99,7 @@ class LiveTail:
             self._latency[keep],
             self._failed[keep],
         )
+        self._denied, self._unavailable = self._denied[keep], self._unavailable[keep]
         end = now - LAG_S
         start = end - WINDOW_S
         inside = (self._done >= start) & (self._done < end)
@@ -96,4 +113,6 @@ class LiveTail:
             requests=count,
             errors=int(self._failed[inside].sum()),
             p95_ms=p95,
+            denied=int(self._denied[inside].sum()),
+            unavailable=int(self._unavailable[inside].sum()),
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -24,9 +25,11 @@ from chaos.experiment import ALL_SETUPS
 from chaos.platforms.kubernetes import names, statsmatcher
 from chaos.platforms.kubernetes.api import KubeApi
 from chaos.platforms.kubernetes.faultops import CA_KEY_FILE, CA_SECRET
+from chaos.platforms.kubernetes.kinds import DEPLOYMENT
 from chaos.platforms.kubernetes.manifests.core import SETUP_NAMESPACE_LABELS
 from chaos.platforms.shared.pki import CA_FILE, CERT_FILE, KEY_FILE, CertificateAuthority
 from chaos.testing.fakekube.api import FakeApiServer, FakeCluster
+from chaos.testing.fakekube.deployments import REVISION
 from chaos.testing.fakekube.podexec import FakePodExec
 
 MANAGED = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
@@ -112,6 +115,24 @@ def mesh_configmap(proxy_stats_matcher: dict[str, Any] | None) -> dict[str, Any]
     }
 
 
+def wait_rolled_out(api: KubeApi, namespace: str, name: str, limit_s: float = 30.0) -> None:
+    """Until a Deployment's status says its rollout is done (as kubectl rollout status reads)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        found = api.get(DEPLOYMENT, namespace, name) or {}
+        status = found.get("status") or {}
+        wanted = int(found.get("spec", {}).get("replicas", 1))
+        if (
+            status.get("observedGeneration", 0) >= found.get("metadata", {}).get("generation", 1)
+            and status.get("updatedReplicas", 0) == wanted
+            and status.get("availableReplicas", 0) == wanted
+            and status.get("replicas", 0) == wanted
+        ):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"Deployment {namespace}/{name} not rolled out within {limit_s:g} s")
+
+
 def seed(api: KubeApi, ca_dir: Path) -> None:
     """What ``cluster up`` leaves in a cluster, written through the API."""
     ca = CertificateAuthority.create()
@@ -138,6 +159,7 @@ def seed(api: KubeApi, ca_dir: Path) -> None:
             },
         }
     )
+    wait_rolled_out(api, istio, "istiod")  # as istioctl install waits for it
     ztunnel = api.create(
         {
             "apiVersion": "apps/v1",
@@ -258,13 +280,19 @@ def seed(api: KubeApi, ca_dir: Path) -> None:
         for service in names.SERVICES:
             for replica in range(names.REPLICAS):
                 api.create(demo_deployment(service, replica, setup))
+    for setup in ALL_SETUPS:  # cluster up waits for the demo to be ready
+        ns = names.namespace_of(setup)
+        for deployment in api.list_objects(DEPLOYMENT, ns, {}):
+            wait_rolled_out(api, ns, deployment["metadata"]["name"])
 
 
 def comparable(cluster: FakeCluster) -> dict[str, Any]:
     """The cluster's objects without what every write changes (versions, generations).
 
     Pods are compared by owner and count: a fault may legitimately replace a pod
-    (a crash, a re-created pod), which is the cluster healing, not a leftover.
+    (a crash, a re-created pod), which is the cluster healing, not a leftover. A rollout
+    and its revert leave the Deployment's revision counted up and the rolled-out
+    ReplicaSet scaled to 0, as the real controller does: neither is compared.
     """
     out: dict[str, Any] = {}
     pods: dict[str, int] = {}
@@ -273,9 +301,16 @@ def comparable(cluster: FakeCluster) -> dict[str, Any]:
             owner = (obj["metadata"].get("ownerReferences") or [{}])[0].get("name", key)
             pods[owner] = pods.get(owner, 0) + 1
             continue
+        if key.startswith("apps/v1/replicasets/") and not obj["spec"].get("replicas"):
+            continue  # a rollout's history: kept scaled to 0 (revisionHistoryLimit), as for real
         meta = dict(obj["metadata"])
         for volatile in ("resourceVersion", "generation"):
             meta.pop(volatile, None)
+        annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != REVISION}
+        meta["annotations"] = annotations  # the revision counts rollouts, back and forth
+        if key.startswith("apps/v1/"):  # what the controllers report: the pods are counted below
+            out[key] = {**obj, "metadata": meta, "status": None}
+            continue
         status = dict(obj.get("status") or {})
         status.pop("observedGeneration", None)
         out[key] = {**obj, "metadata": meta, "status": status}
@@ -286,11 +321,14 @@ def comparable(cluster: FakeCluster) -> dict[str, Any]:
 #: Watches end this soon (the client watches again): a platform closing its pod watch
 #: (every test's topology does) would otherwise wait for the 1 s ``timeoutSeconds`` to end.
 MAX_WATCH_S = 0.2
+#: A pod a controller creates reports Ready this long after (a real one takes seconds): what
+#: rolls, rolls at the pace of readiness, so code that takes a rollout as instant is caught.
+POD_START_S = 0.05
 
 
 @pytest.fixture
 def fake_server() -> Iterator[FakeApiServer]:
-    with FakeApiServer(max_watch_s=MAX_WATCH_S) as server:
+    with FakeApiServer(FakeCluster(pod_start_s=POD_START_S), max_watch_s=MAX_WATCH_S) as server:
         yield server
 
 

@@ -15,6 +15,7 @@ from chaos.platforms.kubernetes.kinds import CONFIGMAP, DEPLOYMENT, POD, VIRTUAL
 from chaos.platforms.kubernetes.names import LABEL_MANAGED_BY, MANAGED_BY
 from chaos.platforms.kubernetes.podstate import PodState
 from chaos.testing.fakekube.api import FakeApiServer
+from tests.kubernetes.fakecluster import wait_rolled_out
 
 OWNED = {LABEL_MANAGED_BY: MANAGED_BY}
 
@@ -124,6 +125,7 @@ def test_scale_returns_the_previous_count(api: KubeApi) -> None:
     assert api.read_scale("default", "web") == 0
     assert api.list_pods("default", {"app": "web"}) == []
     assert api.scale("default", "web", 3) == 0
+    wait_rolled_out(api, "default", "web")  # the new pods report Ready after their start
     assert api.get(DEPLOYMENT, "default", "web")["status"]["readyReplicas"] == 3  # type: ignore[index]
 
 

@@ -44,6 +44,7 @@ from chaos.platforms.kubernetes.cluster import (
     repo_root,
     run_command,
 )
+from chaos.platforms.kubernetes.istioversion import istio_deviation, istio_version_note
 from chaos.platforms.kubernetes.kinds import DEPLOYMENT, GATEWAY, SECRET
 from chaos.testing.fakekube.api import FakeApiServer
 
@@ -193,7 +194,7 @@ def test_a_failing_command_names_itself_and_its_last_line(tmp_path: Path) -> Non
     )
     with pytest.raises(PlatformError, match=r"`docker build .*` failed \(1\): no space left"):
         setup.up()
-    assert not any(line.startswith("istioctl") for line in commands.lines())
+    assert not any(line.startswith("istioctl install") for line in commands.lines())
 
 
 def _never_connected(context: str) -> ManifestSink:
@@ -205,6 +206,7 @@ class FakeCommands:
     """Plays kind, docker and istioctl: records every argv, answers like them."""
 
     fail: str | None = None
+    istio: str = "1.28.0"
     clusters: list[str] = field(default_factory=list)
     calls: list[tuple[tuple[str, ...], float]] = field(default_factory=list)
 
@@ -222,7 +224,7 @@ class FakeCommands:
         elif argv[:3] == ("kind", "delete", "cluster"):
             self.clusters.remove(argv[argv.index("--name") + 1])
         elif argv[:2] == ("istioctl", "version"):
-            out = "client version: 1.28.0\n"
+            out = f"client version: {self.istio}\n"
         elif argv[:2] == ("kind", "version"):
             out = "kind v0.33.0 go1.25 linux/amd64\n"
         elif argv[:2] == ("docker", "version"):
@@ -268,6 +270,7 @@ def test_up_creates_installs_and_deploys_every_setup(
         versions = setup.up()
         lines = commands.lines()
         order = [
+            "istioctl version --remote=false",  # checked before anything changes
             "kind get clusters",
             "kind create cluster",
             "docker build",
@@ -386,7 +389,8 @@ def test_dry_run_lists_commands_and_objects_without_any_tool(tmp_path: Path) -> 
     lines = done.stdout.strip().splitlines()
     assert lines[0] == "check kind, docker, istioctl on PATH"
     commands = [line for line in lines if line.startswith("$ ")]
-    assert commands[1].startswith("$ kind create cluster --name sidecar-chaos")
+    assert commands[0] == "$ istioctl version --remote=false --short (must be 1.28.0)"
+    assert commands[2].startswith("$ kind create cluster --name sidecar-chaos")
     assert commands[-1].startswith("$ istioctl install")
     applied = [line for line in lines if line.startswith("apply ")]
     assert "apply Namespace sc-mesh" in applied
@@ -410,3 +414,72 @@ def test_up_outside_a_source_checkout_is_one_clear_error(tmp_path: Path) -> None
     with pytest.raises(InputError, match=r"deploy/kind/Dockerfile: not found") as caught:
         setup.up()
     assert caught.value.exit_code == 2 and commands.calls == []
+
+
+# -- the istioctl version against the modelled Istio --------------------------------------
+
+
+def test_another_istioctl_is_one_line_and_exit_2_before_anything_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from chaos.platforms.kubernetes import cli
+
+    commands = FakeCommands(istio="1.27.3")
+
+    def setup(state_dir: Path | None, accept_istio: str | None = None) -> ClusterSetup:
+        return ClusterSetup(
+            state_dir=tmp_path / "state",
+            run=commands,
+            which=_which_without("none"),  # type: ignore[arg-type]
+            connect=_never_connected,
+            source_dir=Path(__file__).resolve().parents[2],
+            log=lambda line: None,
+            accept_istio=accept_istio,
+        )
+
+    monkeypatch.setattr(cli, "_setup", setup)
+    result = CliRunner().invoke(cli.cluster_app, ["up"])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "istioctl version --remote=false: 1.27.3" in lines[0]
+    assert "models Istio 1.28.0" in lines[0] and "--accept-istio-version 1.27.3" in lines[0]
+    assert commands.lines() == ["istioctl version --remote=false --short"]  # nothing changed
+    assert not (tmp_path / "state" / VERSIONS_FILE).exists()
+
+
+def test_an_accepted_istioctl_version_is_recorded_as_the_deviation(
+    fake_api: tuple[FakeApiServer, Path], tmp_path: Path
+) -> None:
+    _, kubeconfig = fake_api
+    clients: list[KubeApi] = []
+
+    def connect(context: str) -> ManifestSink:
+        clients.append(KubeApi.from_kubeconfig(kubeconfig, context=context))
+        return clients[-1]
+
+    setup = ClusterSetup(
+        state_dir=tmp_path / "state",
+        run=FakeCommands(istio="1.27.3"),
+        which=_which_without("none"),  # type: ignore[arg-type]
+        connect=connect,
+        log=lambda line: None,
+        accept_istio="1.27.3",
+    )
+    try:
+        versions = setup.up()
+    finally:
+        for client in clients:
+            client.close()
+    assert versions["istio"] == "1.27.3"
+    assert versions["istio_deviation"].startswith("istio 1.27.3 (the tool models Istio 1.28.0")
+    assert read_versions(tmp_path / "state") == versions
+    with pytest.raises(InputError, match=r"1\.27\.3"):  # accepting another one is no pass
+        istio_deviation("1.27.3", "1.26.0")
+    assert istio_deviation("1.28.0") is None
+    assert istio_version_note("1.28.0") == {}
+    assert istio_version_note("1.27.3") == {
+        "istio_deviation": "istiod 1.27.3; the tool models Istio 1.28.0"
+    }

@@ -21,7 +21,7 @@ from chaos.platforms.kubernetes.api import KubeApi
 from chaos.platforms.kubernetes.kinds import DAEMONSET, POD, VIRTUAL_SERVICE
 from chaos.platforms.kubernetes.platform import KubernetesPlatform
 from chaos.testing.fakekube.api import FakeCluster
-from tests.kubernetes.fakecluster import comparable
+from tests.kubernetes.fakecluster import comparable, wait_rolled_out
 from tests.kubernetes.test_platform_faults import ops_of, platform, running  # noqa: F401
 
 ISTIO = "istio-system"
@@ -41,6 +41,7 @@ def test_webhooks_fail_closed_while_istiod_is_down(seeded: FakeCluster, api: Kub
         api.create(pod)
     api.create({**pod, "metadata": {"name": "p", "namespace": "sc-sidecar"}})  # not injected
     api.scale(ISTIO, "istiod", 1)
+    wait_rolled_out(api, ISTIO, "istiod")  # the webhooks answer once istiod is Ready
     api.create(pod)
 
 

@@ -11,16 +11,22 @@ Istio) verify names what is missing and reads the samples instead.
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from chaos.experiment import AbortFault
+from chaos.experiment import AbortFault, CertExpiryFault, PolicyDesyncFault
 from chaos.faults.http import AbortFaultDriver
+from chaos.faults.identity import CertExpiryFaultDriver, PolicyDesyncFaultDriver
 from chaos.platforms.base import HttpFault
 from chaos.platforms.kubernetes import names, statsmatcher
 from chaos.platforms.kubernetes.api import KubeApi
 from chaos.platforms.kubernetes.cluster import istioctl_install_argv
+from chaos.platforms.kubernetes.faultops import KubeFaultOps
 from chaos.platforms.kubernetes.kinds import CONFIGMAP
 from chaos.platforms.kubernetes.platform import KubernetesPlatform
 from chaos.testing.fakekube import istio
@@ -92,103 +98,166 @@ def _frontends(api: KubeApi) -> list[tuple[str, str]]:
     return [(MESH, p.name) for p in api.list_pods(MESH, {names.LABEL_APP: "frontend"})]
 
 
-def test_mesh_fault_is_counted_at_the_client_sidecars_with_cluster_ups_matcher(
+def _worker_pod() -> dict[str, Any]:
+    labels = {names.LABEL_TRAFFIC_ROLE: "worker", "sidecar-chaos.dev/setup": "mesh"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "locust-worker-0",
+            "namespace": names.TRAFFIC_NAMESPACE,
+            "labels": labels,
+        },
+        "spec": {
+            "containers": [{"name": "locust", "image": names.APP_IMAGE}],
+            "initContainers": [
+                {"name": "istio-proxy", "image": "istio/proxyv2", "restartPolicy": "Always"}
+            ],
+        },
+    }
+
+
+@contextlib.contextmanager
+def _mesh(
     platform: KubernetesPlatform,  # noqa: F811
-    seeded: FakeCluster,
     api: KubeApi,
-    pod_exec: FakePodExec,
     tmp_path: Path,
-) -> None:
-    with running(platform, "mesh", tmp_path / "run") as topology:
-        ops = ops_of(topology)
-        (site,) = ops.http_fault_sites(list(ops.workload.pods[2:4]), "inbound")  # checkout
-        ops.set_http_fault(site, ABORT)
-        for client in _frontends(api):
-            istio.send(pod_exec, client, "checkout", MESH, 10)
-        assert ops.http_faults_injected(site) == 10
-        assert ops.unexported_counters(site) == []
-
-
-def test_on_a_team_istio_the_counters_are_missing_and_verify_reads_the_samples(
-    platform: KubernetesPlatform,  # noqa: F811
-    seeded: FakeCluster,
-    api: KubeApi,
-    pod_exec: FakePodExec,
-    tmp_path: Path,
-) -> None:
-    _team_istio(api)
-    spec = AbortFault.model_validate(
-        {"type": "abort", "percent": 50, "status": 503, "target": {"service": "checkout"}}
-    )
-    with running(platform, "mesh", tmp_path / "run") as topology:
-        ops = ops_of(topology)
-        driver = AbortFaultDriver(spec, ops, fault_id="f", name="abort", seed=1)
-        driver.apply()
-        for client in _frontends(api):
-            istio.send(pod_exec, client, "checkout", MESH, 10)
-        # Injected, but Istio's default matcher creates no fault counter to read.
-        assert all(ops.http_faults_injected(s) == 0 for s in driver._sites())
-        ops.traffic_stats = lambda: LiveStats(0.0, 1.0, requests=20, errors=10, p95_ms=3.0)
-        evidence = driver.verify()
-        assert evidence.took_effect
-        assert "export no fault.aborts_injected" in evidence.detail
-        assert "10 of 20 requests failed" in evidence.detail
-        ops.traffic_stats = lambda: LiveStats(0.0, 1.0, requests=20, errors=0, p95_ms=3.0)
-        assert not driver.verify().took_effect  # the samples show nothing either
-        driver.revert()
-
-
-def test_a_frontend_fault_in_mesh_is_counted_at_the_locust_workers_sidecars(
-    platform: KubernetesPlatform,  # noqa: F811
-    seeded: FakeCluster,
-    api: KubeApi,
-    pod_exec: FakePodExec,
-    tmp_path: Path,
-) -> None:
+) -> Iterator[KubeFaultOps]:
+    """The mesh setup running on the seeded fake, a Locust worker with its sidecar in the
+    traffic namespace."""
     api.create(
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": names.TRAFFIC_NAMESPACE}}
     )
-    labels = {names.LABEL_TRAFFIC_ROLE: "worker", "sidecar-chaos.dev/setup": "mesh"}
-    api.create(
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": "locust-worker-0",
-                "namespace": names.TRAFFIC_NAMESPACE,
-                "labels": labels,
-            },
-            "spec": {
-                "containers": [{"name": "locust", "image": names.APP_IMAGE}],
-                "initContainers": [
-                    {"name": "istio-proxy", "image": "istio/proxyv2", "restartPolicy": "Always"}
-                ],
-            },
-        }
-    )
+    api.create(_worker_pod())
     with running(platform, "mesh", tmp_path / "run") as topology:
-        ops = ops_of(topology)
-        (site,) = ops.http_fault_sites(list(ops.workload.pods[0:2]), "inbound")  # frontend
-        ops.set_http_fault(site, ABORT)
-        istio.send(pod_exec, (names.TRAFFIC_NAMESPACE, "locust-worker-0"), "frontend", MESH, 20)
-        assert ops.http_faults_injected(site) == 10
+        yield ops_of(topology)
 
 
-def test_a_bad_token_is_refused_by_jwt_authn_not_rbac(
+@pytest.fixture
+def ours(
     platform: KubernetesPlatform,  # noqa: F811
     seeded: FakeCluster,
     api: KubeApi,
-    pod_exec: FakePodExec,
     tmp_path: Path,
+) -> Iterator[KubeFaultOps]:
+    """Mesh on ``cluster up``'s Istio (its stats matcher installed)."""
+    with _mesh(platform, api, tmp_path) as ops:
+        yield ops
+
+
+@pytest.fixture
+def team(
+    platform: KubernetesPlatform,  # noqa: F811
+    seeded: FakeCluster,
+    api: KubeApi,
+    tmp_path: Path,
+) -> Iterator[KubeFaultOps]:
+    """Mesh on a team's Istio: Istio's default stats matcher."""
+    _team_istio(api)
+    with _mesh(platform, api, tmp_path) as ops:
+        yield ops
+
+
+def _samples(ops: KubeFaultOps, **counts: int) -> None:
+    """What the window's last second of samples shows (the traffic's live statistics)."""
+    requests = counts.pop("requests", 20)
+    ops.traffic_stats = lambda: LiveStats(0.0, 1.0, requests=requests, p95_ms=3.0, **counts)
+
+
+def test_mesh_fault_is_counted_at_the_client_sidecars_with_cluster_ups_matcher(
+    ours: KubeFaultOps, api: KubeApi, pod_exec: FakePodExec
 ) -> None:
-    with running(platform, "mesh", tmp_path / "run") as topology:
-        ops = ops_of(topology)
-        before = ops.token_denials()
-        ops.rotate_signing_key()
-        for client in _frontends(api):
-            istio.send(pod_exec, client, "checkout", MESH, 5)
-        after = ops.token_denials()
-        rises = {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
-        assert rises and all(k.endswith("jwt_authn.denied") for k in rises)
-        assert sum(rises.values()) == 2 * 5 * 2  # both clients, both checkout replicas
-        ops.restore_signing_key()
+    (site,) = ours.http_fault_sites(list(ours.workload.pods[2:4]), "inbound")  # checkout
+    ours.set_http_fault(site, ABORT)
+    for client in _frontends(api):
+        istio.send(pod_exec, client, "checkout", MESH, 10)
+    assert ours.http_faults_injected(site) == 10
+    assert ours.unexported_counters(site) == []
+
+
+def test_on_a_team_istio_the_counters_are_missing_and_verify_reads_the_samples(
+    team: KubeFaultOps, api: KubeApi, pod_exec: FakePodExec
+) -> None:
+    spec = AbortFault.model_validate(
+        {"type": "abort", "percent": 50, "status": 503, "target": {"service": "checkout"}}
+    )
+    driver = AbortFaultDriver(spec, team, fault_id="f", name="abort", seed=1)
+    driver.apply()
+    for client in _frontends(api):
+        istio.send(pod_exec, client, "checkout", MESH, 10)
+    # Injected, but Istio's default matcher creates no fault counter to read.
+    assert all(team.http_faults_injected(s) == 0 for s in driver._sites())
+    _samples(team, errors=10)
+    evidence = driver.verify()
+    assert evidence.took_effect
+    assert "export no fault.aborts_injected" in evidence.detail
+    assert "10 of 20 requests failed" in evidence.detail
+    _samples(team, errors=0)
+    assert not driver.verify().took_effect  # the samples show nothing either
+    driver.revert()
+
+
+def test_a_frontend_fault_in_mesh_is_counted_at_the_locust_workers_sidecars(
+    ours: KubeFaultOps, pod_exec: FakePodExec
+) -> None:
+    (site,) = ours.http_fault_sites(list(ours.workload.pods[0:2]), "inbound")  # frontend
+    ours.set_http_fault(site, ABORT)
+    istio.send(pod_exec, (names.TRAFFIC_NAMESPACE, "locust-worker-0"), "frontend", MESH, 20)
+    assert ours.http_faults_injected(site) == 10
+
+
+def test_a_bad_token_is_refused_by_jwt_authn_not_rbac(
+    ours: KubeFaultOps, api: KubeApi, pod_exec: FakePodExec
+) -> None:
+    before = ours.token_denials()
+    ours.rotate_signing_key()
+    for client in _frontends(api):
+        istio.send(pod_exec, client, "checkout", MESH, 5)
+    after = ours.token_denials()
+    rises = {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
+    assert rises and all(k.endswith("jwt_authn.denied") for k in rises)
+    assert sum(rises.values()) == 2 * 5 * 2  # both clients, both checkout replicas
+    ours.restore_signing_key()
+
+
+def test_policy_desync_on_a_team_istio_decides_from_the_401s_in_the_samples(
+    team: KubeFaultOps, api: KubeApi, pod_exec: FakePodExec
+) -> None:
+    spec = PolicyDesyncFault.model_validate(
+        {"type": "policy-desync", "target": {"service": "checkout"}}
+    )
+    driver = PolicyDesyncFaultDriver(spec, team, fault_id="f", name="desync", seed=1)
+    driver.apply()
+    for client in _frontends(api):
+        istio.send(pod_exec, client, "checkout", MESH, 5)  # refused, but counted nowhere
+    _samples(team, errors=8, denied=8)
+    evidence = driver.verify()
+    assert evidence.took_effect, evidence.detail
+    assert "export no jwt_authn.denied" in evidence.detail
+    assert "8 of 20 requests answered 401/403" in evidence.detail
+    _samples(team, errors=3, unavailable=3)  # failing, but not refused: not this fault
+    assert not driver.verify().took_effect
+    driver.revert()
+
+
+def test_cert_expiry_on_a_team_istio_decides_from_the_failures_in_the_samples(
+    team: KubeFaultOps,
+) -> None:
+    spec = CertExpiryFault.model_validate(
+        {"type": "cert-expiry", "ttl": "1s", "target": {"service": "checkout", "replica": 0}}
+    )
+    driver = CertExpiryFaultDriver(spec, team, fault_id="f", name="expiry", seed=1)
+    try:
+        driver.apply()
+        deadline = max(driver._not_after.values())
+        while time.time() <= deadline:  # until the certificate's own expiry time
+            time.sleep(0.1)
+        _samples(team, errors=6, unavailable=6)
+        evidence = driver.verify()
+        assert evidence.took_effect, evidence.detail
+        assert "export no " in evidence.detail and "ssl.connection_error" in evidence.detail
+        assert "6 of 20 requests unanswered or 503" in evidence.detail
+        _samples(team, errors=0)
+        assert not driver.verify().took_effect
+    finally:
+        driver.revert()

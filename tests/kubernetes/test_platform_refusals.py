@@ -82,3 +82,27 @@ def test_the_game_day_make_e2e_kind_runs_plans_on_kubernetes() -> None:
     planned = CliRunner().invoke(app, ["run", str(EXPERIMENTS.parent / name), "--dry-run"])
     assert planned.exit_code == 0, planned.output
     assert "platform kubernetes" in planned.output
+
+
+def test_a_setup_the_cluster_does_not_offer_is_one_line_at_its_field() -> None:
+    """The cost step's baseline on kubernetes: one line (the step), not one more per setup."""
+    refused = CliRunner().invoke(
+        app, ["validate", str(EXPERIMENTS / "cost.yaml"), "--set", "platform=kubernetes"]
+    )
+    assert refused.exit_code == 2, refused.output
+    lines = refused.output.strip().splitlines()
+    assert len(lines) == 1, refused.output
+    assert re.fullmatch(r"error: .*cost\.yaml:\d+: cost: kubernetes cannot .*", lines[0])
+    assert "Setup." not in refused.output
+
+
+def test_baseline_among_the_setups_on_kubernetes_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "x.yaml"
+    text = SPEC.format(setups="baseline, mesh", type="abort", field="    status: 503")
+    path.write_text(text.replace("{service: checkout}", "{service: checkout, setups: [mesh]}"))
+    refused = CliRunner().invoke(app, ["validate", str(path)])
+    assert refused.exit_code == 2, refused.output
+    lines = refused.output.strip().splitlines()
+    assert len(lines) == 1, refused.output
+    assert lines[0].startswith(f"error: {path}:3: setups.0: baseline"), refused.output
+    assert "Setup." not in refused.output

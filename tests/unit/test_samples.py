@@ -266,3 +266,23 @@ def test_a_run_directory_from_before_send_lag_still_reads(tmp_path: Path) -> Non
     assert frame.status.tolist() == [200, 503, 200]
     assert frame.send_lag_ms.tolist() == [0.0, 0.0, 1.5]
     assert frame.endpoint.tolist()[:2] == ["ep", "ep"]
+
+
+def test_live_stats_count_refused_and_unanswered_requests(tmp_path: Path) -> None:
+    """What verify reads when a proxy's counters are missing: 401/403, and no answer or 503."""
+    directory = tmp_path / "samples"
+    directory.mkdir()
+    writer = SampleWriter(directory / "a.chs")
+    now = 10.0
+    answers = [(200, ""), (401, "http"), (403, "http"), (503, "http"), (0, "tls"), (0, "reset")]
+    answers += [(0, "connect"), (500, "http"), (200, "")]
+    for i, (status, kind) in enumerate(answers):
+        writer.add(
+            t=now - LAG_S - 0.5 + i / 100, endpoint="e", method="GET", latency_ms=1.0,
+            status=status, error_kind=kind, write_id="",
+        )  # fmt: skip
+    writer.close()
+    stats = LiveTail(directory).stats(now=now)
+    assert (stats.requests, stats.errors) == (9, 7)
+    assert stats.denied == 2  # 401, 403
+    assert stats.unavailable == 4  # 503, tls, reset, connect (not the 500)

@@ -50,10 +50,15 @@ def _log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _setup(state_dir: Path | None) -> ClusterSetup:
+def _setup(state_dir: Path | None, accept_istio: str | None = None) -> ClusterSetup:
     from chaos.platforms.kubernetes.cluster import ClusterSetup, default_state_dir
 
-    return ClusterSetup(state_dir=state_dir or default_state_dir(), connect=_connect, log=_log)
+    return ClusterSetup(
+        state_dir=state_dir or default_state_dir(),
+        connect=_connect,
+        log=_log,
+        accept_istio=accept_istio,
+    )
 
 
 @cluster_app.command()
@@ -62,13 +67,20 @@ def up(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="list the commands and objects; change nothing")
     ] = False,
+    accept_istio_version: Annotated[
+        str | None,
+        typer.Option(
+            help="go on with this istioctl version instead of the modelled one "
+            "(recorded in versions.json and every run's meta.json as a deviation)"
+        ),
+    ] = None,
 ) -> None:
     """Create the kind cluster (if needed), install Istio ambient, deploy the demo per setup."""
     try:
         if dry_run:
             print("\n".join(_setup(state_dir).plan_up()))
             return
-        versions = _setup(state_dir).up()
+        versions = _setup(state_dir, accept_istio_version).up()
     except ChaosError as exc:
         _fail(exc)
     print(json.dumps({"versions": versions}, indent=2))

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from chaos.errors import InputError, PlatformError
 from chaos.experiment import ALL_SETUPS
 from chaos.platforms.kubernetes import names
+from chaos.platforms.kubernetes.istioversion import ISTIO_VERSION, istio_deviation
 from chaos.platforms.kubernetes.manifests import (
     DemoIdentity,
     PemPair,
@@ -165,6 +166,7 @@ def istioctl_install_argv(context: str = names.KIND_CONTEXT) -> list[str]:
 
 
 def istioctl_version_argv() -> list[str]:
+    """The client's version only: ``cluster up`` checks it before any cluster exists."""
     return ["istioctl", "version", "--remote=false", "--short"]
 
 
@@ -384,6 +386,8 @@ class ClusterSetup:
     connect: Callable[[str], ManifestSink] | None = None
     source_dir: Path = field(default_factory=repo_root)
     log: Callable[[str], None] = print
+    #: An istioctl version other than ISTIO_VERSION to go on with (recorded as a deviation).
+    accept_istio: str | None = None
 
     def _run(self, argv: Sequence[str], timeout: float) -> CommandResult:
         return _checked(self.run(argv, timeout=timeout))
@@ -417,6 +421,8 @@ class ClusterSetup:
                 f"{dockerfile}: not found; `cluster up` builds the demo image from a source "
                 "checkout (run it from one, or set SIDECAR_CHAOS_SOURCE_DIR)"
             )
+        istio = parse_istio_version(self._run(istioctl_version_argv(), TIMEOUT_QUICK).stdout)
+        deviation = istio_deviation(istio, self.accept_istio)  # before anything is changed
         create = not self.exists()
         for argv, timeout in self.up_commands(create=create):
             self.log(f"$ {' '.join(argv)}")
@@ -428,6 +434,8 @@ class ClusterSetup:
         count = deploy_demo(sink, load_or_issue_identity(self.state_dir))
         self.log(f"applied {count} objects (namespaces {', '.join(names.NAMESPACES.values())})")
         versions = self.versions(sink)
+        if deviation is not None:
+            versions["istio_deviation"] = deviation
         (self.state_dir / VERSIONS_FILE).write_text(json.dumps(versions, indent=2) + "\n")
         return versions
 
@@ -439,6 +447,7 @@ class ClusterSetup:
         """
         lines = [
             f"check {', '.join(REQUIRED_TOOLS)} on PATH",
+            f"$ {' '.join(istioctl_version_argv())} (must be {ISTIO_VERSION})",
             "$ " + " ".join(kind_get_clusters_argv()),
         ]
         lines += [f"$ {' '.join(argv)}" for argv, _ in self.up_commands(create=True)]

@@ -45,9 +45,9 @@ from chaos.platforms.base import (
     Pod,
     ProxyTarget,
 )
-from chaos.platforms.kubernetes import builders, names
+from chaos.platforms.kubernetes import blast, builders, names
 from chaos.platforms.kubernetes.changes import Change
-from chaos.platforms.kubernetes.identityops import IdentityOps
+from chaos.platforms.kubernetes.identityops import MESH_NAMESPACES, IdentityOps
 from chaos.platforms.kubernetes.kinds import POD, VIRTUAL_SERVICE
 from chaos.platforms.kubernetes.manifests.locust import SETUP_LABEL, WORKER_ROLE
 from chaos.platforms.kubernetes.opsbase import (
@@ -246,6 +246,26 @@ class KubeFaultOps(IdentityOps):
                 continue
         return missing(seen, FAULT_SUFFIXES) if reached else []
 
+    # -- blast radius --------------------------------------------------------------------
+
+    def identity_blast_radius(self, fault_type: str, pods: Sequence[Pod]) -> list[str]:
+        """Who a cert-expiry or control-plane-outage reaches (:mod:`.blast`)."""
+        targets = [p.name for p in (pods if fault_type == "cert-expiry" else self._workload.pods)]
+        if self._setup == SIDECAR:
+            return targets
+        api = None if self.planning else self.writer.api
+        served = [ns for ns in MESH_NAMESPACES] if self.namespace in MESH_NAMESPACES else []
+        reach = blast.istiod_reach(served)
+        if fault_type == "cert-expiry" and self._setup == AMBIENT:
+            hosts = sorted(names.NODE_HOSTNAMES.values())
+            return [
+                *(p.name for p in self._workload.pods),
+                *blast.ztunnel_restarts(api, self.istio_namespace),
+                *blast.locust_workers_on(api, hosts),
+                *reach,
+            ]
+        return [*targets, *reach]
+
     # -- crashes -------------------------------------------------------------------------
 
     def crash_targets(self, pods: Sequence[Pod], node: str | None) -> list[ProxyTarget]:
@@ -258,7 +278,10 @@ class KubeFaultOps(IdentityOps):
                     # node lose their data path too (the load generator is hit).
                     affects=(
                         *(p.name for p in self._workload.pods if p.node == n),
-                        f"{names.TRAFFIC_NAMESPACE}: Locust workers on {n}",
+                        *blast.locust_workers_on(
+                            None if self.planning else self.writer.api,
+                            [names.NODE_HOSTNAMES.get(n, n)],
+                        ),
                     ),
                     mechanism=(
                         f"DELETE {POD.path(self.istio_namespace, f'<{ZTUNNEL} pod>')} of node "

@@ -20,7 +20,7 @@ from chaos.platforms.base import (
     Mechanism,
     Pod,
 )
-from chaos.platforms.kubernetes import builders, names
+from chaos.platforms.kubernetes import builders, names, rollout
 from chaos.platforms.kubernetes.changes import Change
 from chaos.platforms.kubernetes.kinds import (
     CONFIGMAP,
@@ -41,6 +41,7 @@ from chaos.platforms.kubernetes.opsbase import (
     ROLE_LABEL,
     SIDECAR,
     TLS_SUFFIXES,
+    XDS_CLUSTER,
     ZTUNNEL,
     OpsBase,
 )
@@ -121,6 +122,10 @@ class IdentityOps(OpsBase):
         changes, self._rotation_changes = self._rotation_changes, []
         for change in reversed(changes):
             self.writer.undo(change)
+        if changes and not self.planning:  # its webhooks answer only once it is Ready
+            rollout.wait_deployment(
+                self.writer.api.get, self.istio_namespace, ISTIOD, self.rollout_timeout_s
+            )
 
     def _wait_ztunnel_rollout(self) -> None:
         """Until every node runs a ztunnel of the new template, Ready (maxUnavailable 0).
@@ -229,7 +234,10 @@ class IdentityOps(OpsBase):
                 DEPLOYMENT, self.namespace, pod.name, path, with_ttl, detail=f"SECRET_TTL {ttl_s}"
             ),
         )
-        if not self.planning:
+        if not self.planning:  # the rollout, not the first new pod: the old one may still serve
+            rollout.wait_deployment(
+                self.writer.api.get, self.namespace, pod.name, self.rollout_timeout_s
+            )
             self._wait_new_pod(pod, old)
 
     def _ztunnel_secret_ttl(self, ttl_s: float, changes: list[Change]) -> None:
@@ -265,9 +273,18 @@ class IdentityOps(OpsBase):
             self.writer.undo(change)
         if changes and self._setup == SIDECAR:
             self._recreate(pod)  # the init step copies the original certificate again
+        elif changes and not self.planning:  # restored once the rollout back is done
+            if self._setup == MESH:
+                rollout.wait_deployment(
+                    self.writer.api.get, self.namespace, pod.name, self.rollout_timeout_s
+                )
+            else:
+                self._wait_ztunnel_rollout()
 
     def tls_failures(self) -> dict[str, int]:
-        return self._counts(self._namespace_pods(), TLS_SUFFIXES)
+        # Not the proxies' own xDS connection to istiod (down during the fault): the data path.
+        found = self._counts(self._namespace_pods(), TLS_SUFFIXES)
+        return {k: v for k, v in found.items() if XDS_CLUSTER not in k}
 
     # -- control plane -------------------------------------------------------------------
 

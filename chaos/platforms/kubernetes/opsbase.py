@@ -23,7 +23,12 @@ from chaos.platforms.base import (
 from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.changes import Change, ClusterWriter
 from chaos.platforms.kubernetes.podstate import PodState
-from chaos.platforms.kubernetes.statsmatcher import DENIED_SUFFIXES, FAULT_SUFFIXES, TLS_SUFFIXES
+from chaos.platforms.kubernetes.statsmatcher import (
+    DENIED_SUFFIXES,
+    FAULT_SUFFIXES,
+    TLS_SUFFIXES,
+    missing,
+)
 from chaos.traffic.live import LiveStats
 
 #: Istio's control plane Deployment and node proxy DaemonSet (in ``istio-system``).
@@ -39,6 +44,8 @@ CA_SECRET = "sidecar-chaos-ca"
 CA_KEY_FILE = "ca-key.pem"
 #: Waypoint pods carry the name of their Gateway in this label.
 GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
+#: The proxies' own cluster to istiod: exported by Istio's defaults, not the data path.
+XDS_CLUSTER = "cluster.xds-grpc."
 
 
 SIDECAR = names.Setup.SIDECAR
@@ -167,6 +174,27 @@ class OpsBase:
             found |= {f"{pod.name} {name}": value for name, value in stats.items()}
         return found
 
+    def unexported_identity_counters(self, which: str) -> list[str]:
+        """The TLS (``tls``) or token (``denied``) counters no reachable proxy exports.
+
+        Istio's default stats matcher exports none of the data path's TLS counters and
+        not ``jwt_authn.denied`` (``rbac.denied`` it does, but a bad token never gets
+        there); ``cluster up`` installs a matcher that does, a team's Istio may not.
+        """
+        suffixes = TLS_SUFFIXES if which == "tls" else (".jwt_authn.denied",)
+        pods = self._namespace_pods()
+        if which == "denied" and self._setup == AMBIENT:
+            pods = [p for p in pods if GATEWAY_NAME_LABEL in p.labels]
+        seen: list[str] = []
+        reached = False
+        for pod in pods:
+            try:
+                seen += [n for n in self.stats(pod, suffixes) if not n.startswith(XDS_CLUSTER)]
+                reached = True
+            except (PlatformError, ValueError):
+                continue
+        return missing(seen, suffixes) if reached else []
+
     def _track(self, changes: list[Change], change: Change | None) -> None:
         if change is not None and change not in changes:
             changes.append(change)
@@ -210,6 +238,7 @@ __all__ = [
     "ROLE_LABEL",
     "SIDECAR",
     "TLS_SUFFIXES",
+    "XDS_CLUSTER",
     "ZTUNNEL",
     "OpsBase",
     "Site",

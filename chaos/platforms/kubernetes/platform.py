@@ -49,10 +49,12 @@ from chaos.platforms.kubernetes.existing import (
     virtual_service_of,
 )
 from chaos.platforms.kubernetes.faultops import ISTIOD, KubeFaultOps, demo_workload
+from chaos.platforms.kubernetes.istioversion import istio_version_note
 from chaos.platforms.kubernetes.kinds import DEPLOYMENT, NAMESPACE
 from chaos.platforms.kubernetes.manifests.locust import USER_LOCUSTFILE_MAX_BYTES, target_host
 from chaos.platforms.kubernetes.podexec import KubePodExec, PodExec
 from chaos.platforms.kubernetes.podstate import PodState
+from chaos.platforms.kubernetes.rollout import wait_deployment
 from chaos.platforms.kubernetes.tokens import default_idp_dir, mint_token
 from chaos.platforms.kubernetes.topology import KubeTopology
 from chaos.platforms.kubernetes.traffic import ClusterTraffic, TrafficTimings
@@ -425,6 +427,7 @@ class KubernetesPlatform:
             if istiod is not None:
                 image = _first_image(istiod)
                 found["istio"] = image.rsplit(":", 1)[-1] if ":" in image else image
+                found |= istio_version_note(found["istio"])
         except PlatformError as exc:
             found.setdefault("kubernetes", f"unknown ({exc})")
         finally:
@@ -450,7 +453,12 @@ class KubernetesPlatform:
             # Scales first (istiod back up): Istio's webhooks refuse Istio objects and
             # injected pods while istiod has no ready pod; then newest first.
             ordered = sorted(reversed(pending), key=lambda entry: entry[1].action != "scale")
+            scaled = [c for _, c in ordered if c.action == "scale"]
             for where, change in ordered:
+                if change.action != "scale" and scaled:  # back up means rolled out (Ready)
+                    for done in scaled:
+                        wait_deployment(api.get, done.namespace, done.name, self.ready_timeout_s)
+                    scaled = []
                 lines.append(f"kubernetes: {undo_change(api, pod_exec, change)}")
                 mark_done(where, change)
         finally:

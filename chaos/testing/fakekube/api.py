@@ -16,10 +16,10 @@ kubeconfig this module writes) for what the platform uses:
 * a ``resourceVersion`` per write, 409 ``Conflict`` on a stale one (in a PUT body
   or a patch's ``metadata``), 409 ``AlreadyExists``, 404 ``NotFound`` and 401 in
   the real ``Status`` format;
-* just enough controllers to make faults visible: a Deployment keeps
-  ``spec.replicas`` pods (pods name their owner in ``ownerReferences``, kind
-  ``Deployment`` directly: no ReplicaSets), a deleted pod of a Deployment or a
-  DaemonSet comes back under a new name, a Job starts one pod, deleting an owner
+* the workload controllers: a Deployment rolls through ReplicaSets (maxSurge,
+  maxUnavailable, readiness, status as the real controller reports it:
+  :mod:`.deployments`), a deleted pod of a ReplicaSet or a DaemonSet comes back under
+  a new name, a Job starts one pod, deleting an owner
   deletes its pods by ``propagationPolicy`` (a Job orphans them without one, as
   batch/v1 does), and :meth:`FakeCluster.restart_container`
   plays the kubelet restarting a container (its ``restartCount`` rises).
@@ -240,6 +240,7 @@ class FakeApiServer:
         try:
             if request.headers.get("Authorization") != f"Bearer {TOKEN}":
                 raise ApiError(401, "Unauthorized", "Unauthorized")
+            self.cluster.tick()  # the kubelet's readiness reports due by now
             return await self._dispatch(request)
         except ApiError as err:
             return web.json_response(err.status(), status=err.code)
@@ -403,6 +404,7 @@ class FakeApiServer:
         stopping = self._stopping
         try:
             while loop.time() < deadline and not (stopping and stopping.is_set()):
+                cluster.tick()
                 for change in cluster.changes_since(rv):
                     rv = change.rv
                     if change.resource != route.resource:

@@ -32,6 +32,7 @@ BUILTIN: dict[tuple[str, str], tuple[str, bool]] = {
     ("v1", "services"): ("Service", True),
     ("v1", "serviceaccounts"): ("ServiceAccount", True),
     ("apps/v1", "deployments"): ("Deployment", True),
+    ("apps/v1", "replicasets"): ("ReplicaSet", True),
     ("apps/v1", "daemonsets"): ("DaemonSet", True),
     ("batch/v1", "jobs"): ("Job", True),
 }
@@ -75,10 +76,17 @@ class Change:
 
 
 class FakeCluster(Controllers):
-    """The fake's state: objects, a resourceVersion counter, the change log, the calls."""
+    """The fake's state: objects, a resourceVersion counter, the change log, the calls.
 
-    def __init__(self) -> None:
+    ``pod_start_s``: how long after its creation a pod a controller made reports Ready (the
+    kubelet's start and readiness probe; 0: at once).
+    """
+
+    def __init__(self, *, pod_start_s: float = 0.0) -> None:
         self._lock = threading.RLock()
+        self.pod_start_s = pod_start_s
+        self._starting: dict[tuple[str, str], float] = {}
+        self._pending_sync: set[str] = set()
         self._objects: dict[Key, Obj] = {}
         self._rv = 1
         self._changes: list[Change] = []
@@ -150,6 +158,9 @@ class FakeCluster(Controllers):
             return {"/".join(k): copy.deepcopy(v) for k, v in sorted(self._objects.items())}
 
     # -- writes --------------------------------------------------------------------------
+
+    def _writes(self) -> int:
+        return self._rv
 
     def _bump(self, resource: Resource, namespace: str, type_: str, obj: Obj) -> None:
         self._rv += 1
@@ -227,6 +238,7 @@ class FakeCluster(Controllers):
             if not status_only:
                 self._admit(resource.prefix, resource.kind, namespace, body)
             if status_only:
+                self._starting.pop((namespace, name), None)  # its status is as written now
                 new = copy.deepcopy(current)
                 new["status"] = copy.deepcopy(body.get("status"))
             else:
@@ -243,9 +255,7 @@ class FakeCluster(Controllers):
             self._bump(resource, namespace, "MODIFIED", new)
             self._objects[key] = new
             template = ("spec", "template")
-            if resource.kind in ("Deployment", "DaemonSet") and _dig(new, template) != _dig(
-                current, template
-            ):
+            if resource.kind == "DaemonSet" and _dig(new, template) != _dig(current, template):
                 self._roll(resource.kind, namespace, new)
             self._after_write(resource, namespace, new)
             self._settle()
@@ -268,6 +278,7 @@ class FakeCluster(Controllers):
             if propagation is None:
                 propagation = "Orphan" if resource.kind == "Job" else "Background"
             if propagation in ("Background", "Foreground"):
+                self._delete_dependents(namespace, obj)
                 pods = self.resources[("v1", "pods")]
                 uid = obj["metadata"].get("uid")
                 for pod in self._owned_pods(namespace, resource.kind, name):
