@@ -19,12 +19,17 @@ from chaos.platforms.shared.layout import Port
 from chaos.rundir.auth import AUTH_HEADER, CREDENTIAL, IDENTITY, TOKEN, VERIFIED, encode
 from chaos.traffic.bypass import AppPort, attempt
 
-#: What the first app says of the whole chain, per setup (ambient validates no token).
+#: What the first app says of the whole chain, per setup. sidecar: every proxy requires
+#: the token and passes it on, every app holds it. mesh: Istio's default removes it
+#: before frontend's app (forwardOriginalToken false), so no app holds it and only
+#: frontend's proxy saw one. ambient validates no token: it reaches frontend's app as sent.
 EXPECTED = {
     Setup.SIDECAR: VERIFIED | IDENTITY | TOKEN | CREDENTIAL,
-    Setup.MESH: VERIFIED | IDENTITY | TOKEN | CREDENTIAL,
+    Setup.MESH: VERIFIED | IDENTITY,
     Setup.AMBIENT: VERIFIED | IDENTITY | CREDENTIAL,
 }
+#: What a request without a token gets at the ingress (ambient checks no token).
+NO_TOKEN = {Setup.SIDECAR: 401, Setup.MESH: 401, Setup.AMBIENT: 200}
 #: What a plaintext, token-less request to a pod's app port gets (the local model).
 BYPASS = {Setup.SIDECAR: "served", Setup.MESH: "refused", Setup.AMBIENT: "refused"}
 
@@ -48,6 +53,21 @@ class TestWhatTheAppReceived:
             assert response.status_code == 200
             bits = encode(response.headers.get(AUTH_HEADER))
             assert bits & ~1 == EXPECTED[setup], response.headers.get(AUTH_HEADER)
+
+    def test_only_the_setups_that_require_a_token_refuse_a_request_without_one(
+        self, running_topology: LocalTopology
+    ) -> None:
+        setup = running_topology.layout.setup
+        response = httpx.get(running_topology.layout.ingress.url + "/", timeout=10.0)
+        assert response.status_code == NO_TOKEN[setup]
+        if setup is Setup.MESH:
+            # the first proxy refused it; a token that is there but invalid is refused too
+            bad = httpx.get(
+                running_topology.layout.ingress.url + "/",
+                headers={"Authorization": "Bearer not.a.token"},
+                timeout=10.0,
+            )
+            assert bad.status_code == 401
 
     def test_a_client_cannot_forge_the_identity_header(
         self, running_topology: LocalTopology

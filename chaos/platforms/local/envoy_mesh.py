@@ -59,7 +59,7 @@ from chaos.platforms.shared.envoy_common import (
 )
 from chaos.platforms.shared.envoy_faults import FaultConfig, fault_config
 from chaos.platforms.shared.envoy_rbac import rbac_file
-from chaos.platforms.shared.layout import JWT_AUDIENCE, Pod, TopologyLayout
+from chaos.platforms.shared.layout import JWT_AUDIENCE, SERVICES, Pod, TopologyLayout
 
 #: The route config name of each direction (also the RDS resource name).
 ROUTE_NAMES: dict[Direction, str] = {"inbound": "inbound", "outbound": "outbound"}
@@ -143,7 +143,14 @@ def mesh_resources(
 ) -> MeshResources:
     """Render the listeners, clusters and route configs of a mesh pod's proxy."""
     certs = sds_certs(pod.certs_dir)
-    jwt = jwt_filter(layout.jwt_issuer, JWT_AUDIENCE, {"inline_string": state.jwks_json})
+    token = opts.policy(layout.setup).token
+    jwt = jwt_filter(
+        layout.jwt_issuer,
+        JWT_AUDIENCE,
+        {"inline_string": state.jwks_json},
+        forward=token.forward,
+        required=token.requires(first=pod.service == SERVICES[0]),
+    )
     jwt_discovery: Json = {
         "name": JWT_FILTER,
         "config_discovery": {

@@ -144,6 +144,42 @@ class ControlPlanePolicy:
     restart_fetches: bool
 
 
+TokenCheck = Literal["every hop", "first hop", "none"]
+
+
+@dataclass(frozen=True)
+class TokenPolicy:
+    """Bearer tokens: which hops require one, and whether the app behind still receives it.
+
+    ``every hop``: each service's proxy requires a valid token. ``first hop``: every
+    proxy rejects an invalid token but lets a request without one through (Istio's
+    RequestAuthentication: ``provider OR allow_missing``), only the first service's
+    requires one (an AuthorizationPolicy with ``requestPrincipals`` there); later hops
+    are authorised by their caller's mTLS identity. ``none``: no proxy looks at tokens.
+    """
+
+    check: TokenCheck
+    #: jwt_authn ``forward`` (Istio's ``forwardOriginalToken``): the validating proxy
+    #: leaves the Authorization header on the request to its app.
+    forward: bool
+
+    @property
+    def validates(self) -> bool:
+        return self.check != "none"
+
+    def requires(self, *, first: bool) -> bool:
+        """Whether a service's proxy refuses a request without a valid token (``first``: the
+        service the ingress calls)."""
+        return self.check == "every hop" or (self.check == "first hop" and first)
+
+
+#: Our hand-written sidecar: every sidecar requires and re-validates the token, so it
+#: must pass it on to its app, which sends it with its own call.
+SIDECAR_TOKEN = TokenPolicy("every hop", forward=True)
+#: Istio: forwardOriginalToken defaults to false (the token is removed before the app).
+ISTIO_TOKEN = TokenPolicy("first hop", forward=False)
+
+
 @dataclass(frozen=True)
 class SetupDataPlane:
     """One setup's data plane."""
@@ -154,6 +190,7 @@ class SetupDataPlane:
     upstream: UpstreamPolicy
     identity: IdentityPolicy
     control: ControlPlanePolicy
+    token: TokenPolicy = SIDECAR_TOKEN
 
     def route(self, hop: Hop) -> RoutePolicy:
         return self.routes[hop]
@@ -209,6 +246,7 @@ _BASELINE = replace(
     setup=Setup.BASELINE,
     model=f"no proxies: only the shared ingress, a plain Envoy {ENVOY_VERSION}",
     routes={"ingress": RoutePolicy(None, 15.0)},
+    token=TokenPolicy("none", forward=True),
 )
 
 DEFAULTS: Mapping[Setup, SetupDataPlane] = {
@@ -224,6 +262,7 @@ DEFAULTS: Mapping[Setup, SetupDataPlane] = {
         upstream=_ISTIO_UPSTREAM,
         identity=IdentityPolicy(_DAY, 0.5, 0.01, Backoff(0.1, 2.0, 1.6, 0.1)),
         control=_ISTIO_CONTROL,
+        token=ISTIO_TOKEN,
     ),
     Setup.AMBIENT: SetupDataPlane(
         setup=Setup.AMBIENT,
@@ -235,6 +274,9 @@ DEFAULTS: Mapping[Setup, SetupDataPlane] = {
         upstream=_ISTIO_UPSTREAM,
         identity=IdentityPolicy(_DAY, 0.5, 0.0, Backoff(1.0, 2.0, 150.0, 0.2)),
         control=_ISTIO_CONTROL,
+        # ztunnel is L4; only a waypoint a RequestAuthentication targets validates
+        # tokens, and this setup declares none: the token reaches the app as sent.
+        token=TokenPolicy("none", forward=False),
     ),
     Setup.BASELINE: _BASELINE,
 }
@@ -293,6 +335,12 @@ SOURCES: Mapping[str, tuple[str, str]] = {
     "endpoint removal": (
         "never (static endpoints)",
         f"{_ISTIO} pilot/pkg/features/tuning.go PILOT_DEBOUNCE_AFTER / PILOT_DEBOUNCE_MAX",
+    ),
+    "token": (
+        f"{_OURS}: each sidecar requires the token, so its app must pass it on",
+        f"{_ISTIO} pilot/pkg/security/authn/policy_applier.go convertToEnvoyJwtConfig "
+        "(Forward = forwardOriginalToken, default false; requirement provider OR "
+        "allow_missing); ambient: only a waypoint a RequestAuthentication targets validates",
     ),
     "restart": (
         "serves from its static files",

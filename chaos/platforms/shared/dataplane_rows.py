@@ -14,6 +14,7 @@ from chaos.platforms.shared.dataplane import (
     SOURCES,
     RetryPolicy,
     SetupDataPlane,
+    TokenPolicy,
 )
 from chaos.rundir.dataplane import DataPlaneRow
 
@@ -37,6 +38,16 @@ def describe_retries(policy: RetryPolicy | None) -> str:
     if policy.per_try_timeout_s is not None:
         text += f"; per try {_s(policy.per_try_timeout_s)}"
     return text
+
+
+def describe_token(token: TokenPolicy) -> str:
+    if not token.validates:
+        return "not validated: reaches the app as sent"
+    where = {
+        "every hop": "required at every hop",
+        "first hop": "required at the first hop, validated when present at the others",
+    }[token.check]
+    return where + ("; passed on to the app" if token.forward else "; removed before the app")
 
 
 def _values(dp: SetupDataPlane) -> list[tuple[str, str, str]]:
@@ -103,6 +114,7 @@ def _values(dp: SetupDataPlane) -> list[tuple[str, str, str]]:
             f"{_s(ctl.endpoint_debounce_max_s)})",
             "endpoint removal",
         ),
+        ("token", describe_token(dp.token), "token"),
         (
             "restart",
             "fetches certificate and config first" if ctl.restart_fetches else "static files",

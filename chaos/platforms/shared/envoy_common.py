@@ -243,12 +243,23 @@ def discovery_response(resources: list[Json], version: str) -> Json:
 # -- HTTP filters and routes -------------------------------------------------------------
 
 
-def jwt_filter(issuer: str, audience: str, jwks: Json) -> Json:
-    """jwt_authn requiring a valid token from the IdP; ``jwks`` is a ``local_jwks`` DataSource.
+def jwt_filter(
+    issuer: str, audience: str, jwks: Json, *, forward: bool = True, required: bool = True
+) -> Json:
+    """jwt_authn checking tokens of the IdP; ``jwks`` is a ``local_jwks`` DataSource.
 
-    The Authorization header is forwarded, so the next hop can check it too; the
-    validated payload goes to the app in ``x-jwt-payload`` (what it sees: rundir/auth).
+    ``required``: a request without a valid token is refused; otherwise only an invalid
+    one is (``provider OR allow_missing``, Istio's RequestAuthentication). ``forward``:
+    the Authorization header stays on the request (the next hop can check it too);
+    otherwise the app never sees it (Istio's default). The validated payload goes to
+    the app in ``x-jwt-payload`` (what it sees: rundir/auth).
     """
+    provider: Json = {"provider_name": JWT_PROVIDER}
+    requires: Json = (
+        provider
+        if required
+        else {"requires_any": {"requirements": [provider, {"allow_missing": {}}]}}
+    )
     return {
         "name": JWT_FILTER,
         "typed_config": {
@@ -258,11 +269,11 @@ def jwt_filter(issuer: str, audience: str, jwks: Json) -> Json:
                     "issuer": issuer,
                     "audiences": [audience],
                     "local_jwks": jwks,
-                    "forward": True,
+                    "forward": forward,
                     "forward_payload_header": JWT_PAYLOAD_HEADER,
                 }
             },
-            "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": JWT_PROVIDER}}],
+            "rules": [{"match": {"prefix": "/"}, "requires": requires}],
         },
     }
 
