@@ -42,7 +42,7 @@ from chaos.rundir.journal import Journal
 from chaos.rundir.writes import RecordedWrites
 from chaos.traffic import Endpoint, LiveStats, TrafficConfig, TrafficRun
 from chaos.traffic.base import Traffic, TrafficFactory
-from chaos.traffic.bypass import BypassProbe
+from chaos.traffic.bypass import BypassProbe, anonymous_stream
 from chaos.traffic.config import LOOPBACK
 
 #: I/O errors that mean the run directory cannot take more (the run stops: exit 3).
@@ -269,8 +269,17 @@ class Engine:
     def _start_bypass(
         self, stack: contextlib.ExitStack, topology: RunningTopology, key: WindowKey
     ) -> None:
-        """The window's bypass probe (``security.bypass``), where the platform lists app ports."""
+        """The window's bypass probe (``security.bypass``), where the platform lists app
+        ports, and its anonymous stream through the ingress (``security.anonymous``)."""
         security = self.experiment.security
+        if security is not None and security.anonymous is not None:
+            stack.enter_context(
+                anonymous_stream(
+                    topology.ingress_url,
+                    security.anonymous,
+                    self.run_dir / BYPASS_DIR / f"{key.slug}.anonymous.jsonl",
+                )
+            )
         if security is None or security.bypass is None:
             return
         if not isinstance(topology, ExposesAppPorts):

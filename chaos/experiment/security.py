@@ -8,6 +8,12 @@
       bypass:                                      # plaintext, token-less requests straight
         rate: 2                                    # to each pod's app port, requests/s
         max_requests: 100                          # per window, at most
+      anonymous:                                   # illegitimate callers: requests through
+        rate: 2                                    # the ingress without a token, requests/s
+        max_requests: 100                          # per window, at most
+
+An anonymous request the app answers was served unauthenticated: it counts in the
+fail-open invariant beside the load's unverified requests.
 
 Requests served without a verified identity (fail open) must be 0 in every window;
 that bound is not a setting. Without the section the invariants are still measured
@@ -44,6 +50,10 @@ class BypassProbe(SpecModel):
     max_requests: Annotated[Int, Field(ge=1, le=100_000)] = 200
 
 
+class AnonymousStream(BypassProbe):
+    """A small stream from an illegitimate caller: through the ingress, without a token."""
+
+
 class Security(SpecModel):
     """What the app may receive and what the run checks about it (see the module docstring)."""
 
@@ -52,6 +62,7 @@ class Security(SpecModel):
     )
     max_credentials_exposed: Rate = DEFAULT_MAX_CREDENTIALS_EXPOSED
     bypass: BypassProbe | None = None
+    anonymous: AnonymousStream | None = None
 
     @field_validator("sensitive_headers")
     @classmethod
@@ -83,6 +94,19 @@ def check_security(
                 "the bypass probe runs on the local platform only for now "
                 "(on a cluster it would need a pod inside the namespace)",
             )
+    if security is not None and security.anonymous is not None:
+        if security.anonymous.rate > traffic_rate:
+            raise field_error(
+                "security.anonymous.rate",
+                f"{security.anonymous.rate:g}/s is more than the load itself "
+                f"(traffic.rate {traffic_rate:g}/s): the stream is a small one",
+            )
+        if platform != "local":
+            raise field_error(
+                "security.anonymous",
+                "the anonymous stream runs on the local platform only for now "
+                "(the ingress of a cluster is not on this machine's loopback)",
+            )
     if platform != "local":
         for i, fault_type in enumerate(fault_types):
             if fault_type in LOCAL_ONLY_FAULTS:
@@ -110,11 +134,14 @@ def credentials_bound(security: Security | None) -> float:
 def security_parameters(security: Security | None) -> dict[str, float | str | None]:
     """What the run records about security in its parameters (the report's method)."""
     bypass = security.bypass if security is not None else None
+    anonymous = security.anonymous if security is not None else None
     return {
         "sensitive_headers": ",".join(sensitive_headers(security)),
         "max_credentials_exposed": credentials_bound(security),
         "bypass_rate_rps": bypass.rate if bypass is not None else None,
         "bypass_max_requests": bypass.max_requests if bypass is not None else None,
+        "anonymous_rate_rps": anonymous.rate if anonymous is not None else None,
+        "anonymous_max_requests": anonymous.max_requests if anonymous is not None else None,
     }
 
 

@@ -37,7 +37,7 @@ class AuthzOps(Protocol):
         ...
 
     def set_authz_rule(self, site: AuthzSite, rule: str) -> None:
-        """Roll out ``rule`` (``deny-caller`` or ``allow-other``) at ``site``."""
+        """Roll out ``rule`` (``deny-caller``, ``allow-other`` or ``allow-any``) at ``site``."""
         ...
 
     def clear_authz_rule(self, site: AuthzSite) -> None:
@@ -46,4 +46,9 @@ class AuthzOps(Protocol):
 
     def authz_denials(self, site: AuthzSite) -> int:
         """Requests ``site`` denied for authorization so far (a counter that only rises)."""
+        ...
+
+    def authz_let_through(self, site: AuthzSite) -> int:
+        """Requests ``site`` let through that its standing policy denies (``allow-any``:
+        the shadow rules' denials; a counter that only rises)."""
         ...

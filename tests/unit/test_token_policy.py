@@ -92,16 +92,28 @@ def _required(jwt: dict[str, Any]) -> bool:
     return bool(jwt["rules"][0]["requires"] == {"provider_name": "idp"})
 
 
+def _standing_rbac(config: ProxyConfig) -> dict[str, Any]:
+    (content,) = [c for path, c in config.files if path.name == "rbac.json"]
+    typed: dict[str, Any] = content["resources"][0]["typed_config"]  # type: ignore[index]
+    return typed
+
+
 def test_mesh_proxies_strip_the_token_and_only_frontend_requires_one() -> None:
     layout = build_layout(Setup.MESH, Path("/run"), slot=50, ingress_port=18050)
+    configs = {c.name: c for c in proxy_configs(layout, ProxyOptions())}
     for pod in layout.pods:
         jwt = mesh_resources(layout, pod, ProxyOptions(), MeshState()).jwt["typed_config"]
         assert jwt["providers"]["idp"]["forward"] is False, pod.name
-        assert _required(jwt) is (pod.service == "frontend"), pod.name
-        if pod.service != "frontend":
-            assert {"allow_missing": {}} in jwt["rules"][0]["requires"]["requires_any"][
-                "requirements"
-            ]
+        # Istio's RequestAuthentication on every sidecar: a token must be valid if present
+        assert not _required(jwt)
+        assert {"allow_missing": {}} in jwt["rules"][0]["requires"]["requires_any"]["requirements"]
+        # the AuthorizationPolicy requires a request principal at frontend only
+        rbac = _standing_rbac(configs[pod.proxy_name or pod.name])
+        if pod.service == "frontend":
+            assert rbac["rules"]["action"] == "ALLOW"
+            assert list(rbac["rules"]["policies"]) == ["require-jwt"]
+        else:
+            assert "rules" not in rbac, pod.name
 
 
 def test_sidecar_proxies_require_and_pass_on_the_token() -> None:

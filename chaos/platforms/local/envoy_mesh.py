@@ -107,7 +107,9 @@ def mesh_proxy_config(layout: TopologyLayout, pod: Pod, opts: ProxyOptions) -> P
             "cds_config": _path_source(paths.cds),
         },
     }
-    files = (*sds_files(sds_certs(pod.certs_dir)), rbac_file(pod.dir))
+    token = opts.policy(layout.setup).token
+    rbac = rbac_file(pod.dir, require_token=token.rbac_requires(first=pod.service == SERVICES[0]))
+    files = (*sds_files(sds_certs(pod.certs_dir)), rbac)
     return ProxyConfig(name, pod.name, pod.dir, pod.admin_url or "", bootstrap, files)
 
 
@@ -149,7 +151,7 @@ def mesh_resources(
         JWT_AUDIENCE,
         {"inline_string": state.jwks_json},
         forward=token.forward,
-        required=token.requires(first=pod.service == SERVICES[0]),
+        required=token.jwt_requires(first=pod.service == SERVICES[0]),
     )
     jwt_discovery: Json = {
         "name": JWT_FILTER,

@@ -181,7 +181,7 @@ def sidecar_config(
         JWT_AUDIENCE,
         jwks,
         forward=token.forward,
-        required=token.requires(first=pod.service == SERVICES[0]),
+        required=token.jwt_requires(first=pod.service == SERVICES[0]),
     )
     name = pod.proxy_name or pod.name
     bootstrap: Json = {

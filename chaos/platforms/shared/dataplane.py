@@ -162,6 +162,10 @@ class TokenPolicy:
     #: jwt_authn ``forward`` (Istio's ``forwardOriginalToken``): the validating proxy
     #: leaves the Authorization header on the request to its app.
     forward: bool
+    #: Who refuses a request without a token where one is required: ``jwt_authn`` itself
+    #: (401), or an authorization policy after it (Istio: an AuthorizationPolicy with
+    #: ``requestPrincipals``; the RBAC filter, 403), which a policy rollout can open.
+    required_by: Literal["jwt_authn", "rbac"] = "jwt_authn"
 
     @property
     def validates(self) -> bool:
@@ -172,12 +176,20 @@ class TokenPolicy:
         service the ingress calls)."""
         return self.check == "every hop" or (self.check == "first hop" and first)
 
+    def jwt_requires(self, *, first: bool) -> bool:
+        """Whether jwt_authn itself refuses a request without a token (else it lets it on)."""
+        return self.requires(first=first) and self.required_by == "jwt_authn"
+
+    def rbac_requires(self, *, first: bool) -> bool:
+        """Whether the proxy's standing authorization policy requires a request principal."""
+        return self.requires(first=first) and self.required_by == "rbac"
+
 
 #: Our hand-written sidecar: every sidecar requires and re-validates the token, so it
 #: must pass it on to its app, which sends it with its own call.
 SIDECAR_TOKEN = TokenPolicy("every hop", forward=True)
 #: Istio: forwardOriginalToken defaults to false (the token is removed before the app).
-ISTIO_TOKEN = TokenPolicy("first hop", forward=False)
+ISTIO_TOKEN = TokenPolicy("first hop", forward=False, required_by="rbac")
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,8 @@ def describe_token(token: TokenPolicy) -> str:
         "every hop": "required at every hop",
         "first hop": "required at the first hop, validated when present at the others",
     }[token.check]
-    return where + ("; passed on to the app" if token.forward else "; removed before the app")
+    by = " (by jwt_authn)" if token.required_by == "jwt_authn" else " (by an authorization policy)"
+    return where + by + ("; passed on to the app" if token.forward else "; removed before the app")
 
 
 def _values(dp: SetupDataPlane) -> list[tuple[str, str, str]]:

@@ -55,6 +55,8 @@ FAULT_FILTER = "envoy.filters.http.fault"
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 #: The jwt_authn provider name (stats: ``http.<prefix>.jwt_authn.allowed|denied``).
 JWT_PROVIDER = "idp"
+#: Where jwt_authn puts a validated token's payload (``payload_in_metadata``).
+JWT_PAYLOAD_METADATA = "jwt_payload"
 
 
 def _default_table() -> dict[Setup, SetupDataPlane]:
@@ -271,6 +273,8 @@ def jwt_filter(
                     "local_jwks": jwks,
                     "forward": forward,
                     "forward_payload_header": JWT_PAYLOAD_HEADER,
+                    # what an authorization policy matches a request principal on
+                    "payload_in_metadata": JWT_PAYLOAD_METADATA,
                 }
             },
             "rules": [{"match": {"prefix": "/"}, "requires": requires}],
