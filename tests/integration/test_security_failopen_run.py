@@ -43,9 +43,7 @@ faults:
 """
 
 
-def test_allow_any_fails_open_in_mesh_and_closed_in_sidecar(
-    tmp_path: Path, free_slot: int
-) -> None:
+def test_allow_any_fails_open_in_mesh_and_closed_in_sidecar(tmp_path: Path, free_slot: int) -> None:
     experiment = tmp_path / "failopen.yaml"
     experiment.write_text(EXPERIMENT, encoding="utf-8")
     run_dir = tmp_path / "run"
