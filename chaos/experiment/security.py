@@ -38,7 +38,7 @@ DEFAULT_SENSITIVE_HEADERS: tuple[str, ...] = ("authorization",)
 #: The seed's claim for a mesh: less than 0.1 % of requests expose a sensitive header.
 DEFAULT_MAX_CREDENTIALS_EXPOSED = 0.001
 #: Fault types that only the local platform carries out for now.
-LOCAL_ONLY_FAULTS = ("policy-mismatch",)
+LOCAL_ONLY_FAULTS: tuple[str, ...] = ()
 
 
 class BypassProbe(SpecModel):
@@ -78,9 +78,13 @@ class Security(SpecModel):
 
 
 def check_security(
-    security: Security | None, traffic_rate: float, platform: str, fault_types: Sequence[str]
+    security: Security | None,
+    traffic_rate: float,
+    platform: str,
+    faults: Sequence[object],
+    setups: Sequence[str] = (),
 ) -> None:
-    """Cross-field checks: the bypass stream stays below the load; local-only parts."""
+    """Cross-field checks: the streams stay below the load; what a cluster cannot do yet."""
     if security is not None and security.bypass is not None:
         if security.bypass.rate > traffic_rate:
             raise field_error(
@@ -108,13 +112,37 @@ def check_security(
                 "(the ingress of a cluster is not on this machine's loopback)",
             )
     if platform != "local":
-        for i, fault_type in enumerate(fault_types):
-            if fault_type in LOCAL_ONLY_FAULTS:
-                raise field_error(
-                    f"faults.{i}.type",
-                    f"{fault_type} runs on the local platform only for now "
-                    "(an AuthorizationPolicy through the ledger is not built yet)",
-                )
+        for i, fault in enumerate(faults):
+            _check_cluster_fault(i, fault, setups)
+
+
+def _check_cluster_fault(i: int, fault: object, setups: Sequence[str]) -> None:
+    """policy-mismatch on a cluster: an AuthorizationPolicy, where Istio enforces one."""
+    fault_type = str(getattr(fault, "type", ""))
+    if fault_type in LOCAL_ONLY_FAULTS:
+        raise field_error(f"faults.{i}.type", f"{fault_type} runs on the local platform only")
+    if fault_type != "policy-mismatch":
+        return
+    target = getattr(fault, "target", None)
+    narrowed = getattr(target, "setups", None)
+    if "sidecar" in (narrowed if narrowed is not None else setups):
+        raise field_error(
+            f"faults.{i}.type",
+            "policy-mismatch on a cluster is an Istio AuthorizationPolicy: the plain Envoy "
+            "sidecar has no authorization filter there (narrow target.setups to mesh, ambient)",
+        )
+    if getattr(fault, "rule", "") == "allow-any":
+        raise field_error(
+            f"faults.{i}.rule",
+            "allow-any needs illegitimate callers (security.anonymous), which run on the "
+            "local platform only",
+        )
+    if getattr(target, "service", None) == "frontend":
+        raise field_error(
+            f"faults.{i}.target.service",
+            "on a cluster frontend's caller is the load generator, outside the mesh's "
+            "identities: target checkout or payments",
+        )
 
 
 def sensitive_headers(security: Security | None) -> tuple[str, ...]:
