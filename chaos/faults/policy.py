@@ -10,7 +10,7 @@ the proxies let through requests their standing policy denies (RBAC shadow denia
 which needs illegitimate traffic (``security.anonymous``). Whether the setup then failed closed
 (denied) or open (served anyway, unauthenticated) is what the security counts show.
 The platform must offer :class:`~chaos.platforms.authz.AuthzOps` (the local one does;
-on Kubernetes the experiment is refused at the fault's line for now).
+on Kubernetes an AuthorizationPolicy, mesh and ambient).
 """
 
 from __future__ import annotations

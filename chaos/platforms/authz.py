@@ -2,8 +2,9 @@
 authorization policy at the proxies in front of some pods (``policy-mismatch``).
 
 The fault keeps the policy (which rule, where, how to tell it took); the platform the
-mechanism (locally: the RBAC filter's config file, re-read by ECDS; on a cluster it
-would be an AuthorizationPolicy through the ledger, not built yet). Undo is idempotent.
+mechanism (locally: the RBAC filter's config file, re-read by ECDS; on a cluster an
+AuthorizationPolicy through the change ledger, :mod:`chaos.platforms.kubernetes.authzops`).
+Undo is idempotent.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """Istio and Gateway API objects of the mesh and ambient setups, and the HTTP fault.
 
 * ``PeerAuthentication`` ``default``: mTLS STRICT in the namespace (mesh, ambient).
-* ``RequestAuthentication`` ``jwt`` + ``AuthorizationPolicy`` ``require-jwt``: every
-  request needs a token from the tool's identity provider (mesh; in ambient they
-  can target a waypoint, which is where policy-desync acts there).
+* ``RequestAuthentication`` ``jwt`` (namespace-wide: every sidecar validates a token
+  that is there, and removes it before the app, Istio's ``forwardOriginalToken``
+  default) + ``AuthorizationPolicy`` ``require-jwt`` (frontend only: later hops never
+  get the token) (mesh; in ambient they can target a waypoint, which is where
+  policy-desync acts there).
 * ``DestinationRule`` per service: the mesh defaults the local platform's mesh has
   (outlier detection, a bounded connection lifetime, Istio mTLS).
 * ``VirtualService`` per service: the mesh retries, and the one place an HTTP
