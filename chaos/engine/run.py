@@ -32,7 +32,7 @@ from chaos.experiment.security import security_extra
 from chaos.faults import driver_for
 from chaos.faults.base import Fault, FaultPlan
 from chaos.outpaths import replace_file
-from chaos.platforms.appports import ExposesAppPorts
+from chaos.platforms.appports import ExposesAppPorts, RunsBypassProbe
 from chaos.platforms.base import Event, HostsTraffic, Platform, RunningTopology, StartOptions
 from chaos.proc import RUN_MARKER_ENV, start_ticks
 from chaos.rundir import BYPASS_DIR, EXPERIMENT_FILE, SAMPLES_DIR, TOPOLOGIES_DIR
@@ -281,6 +281,12 @@ class Engine:
                 )
             )
         if security is None or security.bypass is None:
+            return
+        out = self.run_dir / BYPASS_DIR / f"{key.slug}.jsonl"
+        if isinstance(topology, RunsBypassProbe):
+            bp = security.bypass
+            span = self.experiment.timeline.total
+            stack.enter_context(topology.bypass_probe(bp.rate, bp.max_requests, span, out))
             return
         if not isinstance(topology, ExposesAppPorts):
             return  # validation keeps the probe to platforms that have it
