@@ -19,17 +19,20 @@ from pathlib import Path
 import pytest
 
 from chaos.analysis.security import load_bypass
+from chaos.platforms.appports import RunsBypassProbe
 from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.api import KubeApi
 from chaos.platforms.kubernetes.bypass import KubeBypassProbe, probe_command
 from chaos.platforms.kubernetes.kinds import NAMESPACE
 from chaos.platforms.kubernetes.manifests import istio
 from chaos.platforms.kubernetes.manifests.locust import SETUP_LABEL
+from chaos.platforms.kubernetes.platform import KubernetesPlatform
 from chaos.platforms.kubernetes.traffic import LOCUST_CONTAINER
 from chaos.rundir import BYPASS_DIR
 from chaos.rundir.auth import AUTH_HEADER
 from chaos.testing.fakekube.api import FakeCluster
 from chaos.testing.fakekube.podexec import FakePodExec
+from tests.kubernetes.test_platform_faults import platform, running  # noqa: F401
 
 
 class _App(BaseHTTPRequestHandler):
@@ -148,3 +151,31 @@ def test_on_the_fake_cluster_each_setup_refuses_or_serves(
     assert [c[1:4] for c in execs] == [
         (names.TRAFFIC_NAMESPACE, f"locust-master-{setup}", LOCUST_CONTAINER)
     ]
+
+
+def test_the_running_topology_runs_the_probe_for_the_engine(
+    platform: KubernetesPlatform,  # noqa: F811
+    seeded: FakeCluster,
+    api: KubeApi,
+    pod_exec: FakePodExec,
+    tmp_path: Path,
+) -> None:
+    api.create(istio.peer_authentication(names.Setup.MESH))
+    _master(api, names.Setup.MESH)
+    with running(platform, "mesh", tmp_path / "run") as topology:
+        assert isinstance(topology, RunsBypassProbe)  # what the engine looks for
+        with topology.bypass_probe(10.0, 4, 5.0, tmp_path / BYPASS_DIR / "w.jsonl"):
+            pass
+    assert [a.outcome for a in load_bypass(tmp_path)] == ["refused"] * 4
+
+
+def test_a_probe_without_a_master_says_so_in_its_file(
+    seeded: FakeCluster, api: KubeApi, pod_exec: FakePodExec, tmp_path: Path
+) -> None:
+    out = tmp_path / BYPASS_DIR / "w.jsonl"
+    with KubeBypassProbe(api, pod_exec, names.Setup.MESH, 5.0, 4, 2.0, out) as probe:
+        pass
+    assert probe.error is not None and "no ready Locust master" in probe.error
+    (line,) = out.read_text(encoding="utf-8").splitlines()
+    assert json.loads(line)["outcome"] == "error"
+    assert load_bypass(tmp_path) == []  # not a bypass outcome

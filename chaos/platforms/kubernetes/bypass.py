@@ -14,7 +14,9 @@ the plain sidecar leaves the app's port open, so the app serves it.
 
 The exec answers once, at its end; its records are stamped on this machine's monotonic
 clock from the moment the exec was sent (its start-up latency, typically under a
-second, shifts them a little late). They go to the window's file under ``bypass/``.
+second, shifts them a little late). They go to the window's file under ``bypass/``;
+a probe that could not run (no Locust master, a failed exec) leaves one ``error`` line
+there instead, which the analysis does not count.
 """
 
 from __future__ import annotations
@@ -151,11 +153,16 @@ class KubeBypassProbe:
                 names.TRAFFIC_NAMESPACE, master, LOCUST_CONTAINER, command, self.duration_s + 30
             )
         except PlatformError as exc:
+            # kept in the window's file (the analysis counts only the three outcomes)
             self.error = str(exc)
+            self._write([{"t": time.monotonic(), "outcome": "error", "error": self.error}])
             return
+        self._write(parse_records(str(output), started))
+
+    def _write(self, records: list[dict[str, Any]]) -> None:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         with self.out.open("a", encoding="utf-8") as f:
-            for record in parse_records(str(output), started):
+            for record in records:
                 f.write(json.dumps(record) + "\n")
 
     def __enter__(self) -> KubeBypassProbe:
