@@ -7,7 +7,8 @@ the app said it received, :mod:`chaos.rundir.auth`) and the bypass probe's attem
 * **served**: requests answered without an error (status below 400);
 * **served unauthenticated** (fail open): served, and the app said the request was
   not verified (no verified peer identity, or no validated token where its proxy
-  validates tokens). Must be 0;
+  requires tokens); plus every request of the anonymous stream (token-less, through
+  the ingress, ``security.anonymous``) that the app answered. Must be 0;
 * **unreported**: served, but the app said nothing (a service without ``x-chaos-auth``):
   counted apart, never as authenticated nor as unauthenticated;
 * **credentials exposed**: served requests in which a credential header reached an
