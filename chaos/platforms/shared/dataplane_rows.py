@@ -14,8 +14,8 @@ from chaos.platforms.shared.dataplane import (
     SOURCES,
     RetryPolicy,
     SetupDataPlane,
-    TokenPolicy,
 )
+from chaos.platforms.shared.tokenpolicy import TokenPolicy
 from chaos.rundir.dataplane import DataPlaneRow
 
 
