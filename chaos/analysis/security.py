@@ -7,7 +7,8 @@ the app said it received, :mod:`chaos.rundir.auth`) and the bypass probe's attem
 * **served**: requests answered without an error (status below 400);
 * **served unauthenticated** (fail open): served, and the app said the request was
   not verified (no verified peer identity, or no validated token where its proxy
-  validates tokens). Must be 0;
+  requires tokens); plus every request of the anonymous stream (token-less, through
+  the ingress, ``security.anonymous``) that the app answered. Must be 0;
 * **unreported**: served, but the app said nothing (a service without ``x-chaos-auth``):
   counted apart, never as authenticated nor as unauthenticated;
 * **credentials exposed**: served requests in which a credential header reached an
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -62,17 +63,24 @@ BYPASS_OUTCOMES: Final = (REFUSED, DENIED, SERVED)
 
 @dataclass(frozen=True)
 class BypassAttempt:
-    """One probe request: when (monotonic), to which pod, and what came of it."""
+    """One probe request: when (monotonic), to which pod, and what came of it.
+
+    ``kind`` ``anonymous``: a token-less request through the ingress (an illegitimate
+    caller, ``security.anonymous``), not around the proxy."""
 
     t: float
     pod: str
     outcome: str
     status: int = 0
+    kind: str = "bypass"
+
+
+ANONYMOUS: Final = "anonymous"
 
 
 @dataclass(frozen=True)
-class WindowSecurity:
-    """One window's security counts (exact requests) and its invariants."""
+class SecurityCounts:
+    """The exact requests behind the invariants (a window's, or a sum of windows')."""
 
     served: int
     served_unauthenticated: int
@@ -82,13 +90,32 @@ class WindowSecurity:
     bypass_refused: int
     bypass_denied: int
     bypass_served: int
-    #: The bound on the share of served requests that exposed a credential.
-    max_credentials_exposed: float
+    #: Token-less requests through the ingress, and how many the app answered (those
+    #: are in ``served_unauthenticated`` too).
+    anonymous_sent: int = 0
+    anonymous_served: int = 0
 
     @property
     def credentials_share(self) -> float | None:
         """Share of the served requests in which a credential reached the app."""
         return self.credentials_exposed / self.served if self.served else None
+
+
+#: The count fields, in order (what sums over windows and goes to ``results.json``).
+COUNT_FIELDS: Final = tuple(f.name for f in fields(SecurityCounts))
+
+
+def sum_counts(counts: Sequence[SecurityCounts]) -> dict[str, int]:
+    """Field by field, the sums of ``counts``."""
+    return {name: sum(int(getattr(c, name)) for c in counts) for name in COUNT_FIELDS}
+
+
+@dataclass(frozen=True)
+class WindowSecurity(SecurityCounts):
+    """One window's security counts (exact requests) and its invariants."""
+
+    #: The bound on the share of served requests that exposed a credential.
+    max_credentials_exposed: float = 0.0
 
     @property
     def fail_open_held(self) -> bool:
@@ -123,17 +150,22 @@ def measure_security(
     served = ~failed[lo:hi] & (status[lo:hi] > 0) & (status[lo:hi] < 400)
     bits = auth[lo:hi][served]
     reported = (bits & REPORTED) != 0
-    mine = [a for a in bypass if start <= a.t < end]
+    mine = [a for a in bypass if start <= a.t < end and a.kind != ANONYMOUS]
     outcomes = [a.outcome for a in mine]
+    anonymous = [a for a in bypass if start <= a.t < end and a.kind == ANONYMOUS]
+    anonymous_served = sum(a.outcome == SERVED for a in anonymous)
+    unverified = int((reported & ((bits & VERIFIED) == 0)).sum())
     return WindowSecurity(
         served=int(served.sum()),
-        served_unauthenticated=int((reported & ((bits & VERIFIED) == 0)).sum()),
+        served_unauthenticated=unverified + anonymous_served,
         unreported=int((~reported).sum()),
         credentials_exposed=int(((bits & CREDENTIAL) != 0).sum()),
         bypass_sent=len(mine),
         bypass_refused=outcomes.count(REFUSED),
         bypass_denied=outcomes.count(DENIED),
         bypass_served=outcomes.count(SERVED),
+        anonymous_sent=len(anonymous),
+        anonymous_served=anonymous_served,
         max_credentials_exposed=max_credentials_exposed,
     )
 
@@ -149,7 +181,11 @@ def load_bypass(run_dir: Path) -> list[BypassAttempt]:
             try:
                 d = json.loads(line)
                 attempt = BypassAttempt(
-                    float(d["t"]), str(d["pod"]), str(d["outcome"]), int(d.get("status", 0))
+                    float(d["t"]),
+                    str(d["pod"]),
+                    str(d["outcome"]),
+                    int(d.get("status", 0)),
+                    str(d.get("kind", "bypass")),
                 )
             except (ValueError, KeyError, TypeError):
                 continue
@@ -161,58 +197,31 @@ def load_bypass(run_dir: Path) -> list[BypassAttempt]:
 def security_to_dict(s: WindowSecurity) -> dict[str, object]:
     """The ``security`` object of one window in ``results.json``."""
     return {
-        "served": s.served,
-        "served_unauthenticated": s.served_unauthenticated,
-        "unreported": s.unreported,
-        "credentials_exposed": s.credentials_exposed,
+        **{name: getattr(s, name) for name in COUNT_FIELDS},
         "credentials_share": s.credentials_share,
-        "bypass_sent": s.bypass_sent,
-        "bypass_refused": s.bypass_refused,
-        "bypass_denied": s.bypass_denied,
-        "bypass_served": s.bypass_served,
         "max_credentials_exposed": s.max_credentials_exposed,
         "held": s.held,
     }
 
 
 def security_from_dict(d: object) -> WindowSecurity | None:
-    """Inverse of :func:`security_to_dict` (None for a window written before it)."""
+    """Inverse of :func:`security_to_dict` (None for a window written before it; counts
+    added later read as 0)."""
     if not isinstance(d, dict):
         return None
-    return WindowSecurity(
-        served=int(d["served"]),
-        served_unauthenticated=int(d["served_unauthenticated"]),
-        unreported=int(d["unreported"]),
-        credentials_exposed=int(d["credentials_exposed"]),
-        bypass_sent=int(d["bypass_sent"]),
-        bypass_refused=int(d["bypass_refused"]),
-        bypass_denied=int(d["bypass_denied"]),
-        bypass_served=int(d["bypass_served"]),
-        max_credentials_exposed=float(d["max_credentials_exposed"]),
-    )
+    counts = {name: int(d.get(name, 0)) for name in COUNT_FIELDS}
+    return WindowSecurity(**counts, max_credentials_exposed=float(d["max_credentials_exposed"]))
 
 
 @dataclass(frozen=True)
-class SecurityTotal:
+class SecurityTotal(SecurityCounts):
     """One setup and fault over its windows: the exact requests, and whether all held."""
 
-    setup: str
-    fault: str
-    windows: int
-    windows_held: int
-    served: int
-    served_unauthenticated: int
-    unreported: int
-    credentials_exposed: int
-    bypass_sent: int
-    bypass_refused: int
-    bypass_denied: int
-    bypass_served: int
-    max_credentials_exposed: float
-
-    @property
-    def credentials_share(self) -> float | None:
-        return self.credentials_exposed / self.served if self.served else None
+    setup: str = ""
+    fault: str = ""
+    windows: int = 0
+    windows_held: int = 0
+    max_credentials_exposed: float = 0.0
 
 
 def security_totals(
@@ -225,18 +234,11 @@ def security_totals(
         mine = [s for a, b, s in windows if (a, b) == (setup, fault) and s is not None]
         totals.append(
             SecurityTotal(
+                **sum_counts(mine),
                 setup=setup,
                 fault=fault,
                 windows=len(mine),
                 windows_held=sum(s.held for s in mine),
-                served=sum(s.served for s in mine),
-                served_unauthenticated=sum(s.served_unauthenticated for s in mine),
-                unreported=sum(s.unreported for s in mine),
-                credentials_exposed=sum(s.credentials_exposed for s in mine),
-                bypass_sent=sum(s.bypass_sent for s in mine),
-                bypass_refused=sum(s.bypass_refused for s in mine),
-                bypass_denied=sum(s.bypass_denied for s in mine),
-                bypass_served=sum(s.bypass_served for s in mine),
                 max_credentials_exposed=mine[0].max_credentials_exposed,
             )
         )
@@ -261,7 +263,12 @@ def invariant_lines(runs: Sequence[HasSecurity], *, credentials: bool = True) ->
             continue
         what = []
         if s.served_unauthenticated:
-            what.append(f"{s.served_unauthenticated} requests served unauthenticated (fail open)")
+            anonymous = (
+                f", {s.anonymous_served} of them anonymous (no token)" if s.anonymous_served else ""
+            )
+            what.append(
+                f"{s.served_unauthenticated} requests served unauthenticated (fail open{anonymous})"
+            )
         if credentials and not s.credentials_held:
             what.append(
                 f"credentials reached the app in {s.credentials_exposed} of {s.served} "

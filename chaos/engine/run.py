@@ -32,7 +32,7 @@ from chaos.experiment.security import security_extra
 from chaos.faults import driver_for
 from chaos.faults.base import Fault, FaultPlan
 from chaos.outpaths import replace_file
-from chaos.platforms.appports import ExposesAppPorts
+from chaos.platforms.appports import ExposesAppPorts, RunsBypassProbe
 from chaos.platforms.base import Event, HostsTraffic, Platform, RunningTopology, StartOptions
 from chaos.proc import RUN_MARKER_ENV, start_ticks
 from chaos.rundir import BYPASS_DIR, EXPERIMENT_FILE, SAMPLES_DIR, TOPOLOGIES_DIR
@@ -42,7 +42,7 @@ from chaos.rundir.journal import Journal
 from chaos.rundir.writes import RecordedWrites
 from chaos.traffic import Endpoint, LiveStats, TrafficConfig, TrafficRun
 from chaos.traffic.base import Traffic, TrafficFactory
-from chaos.traffic.bypass import BypassProbe
+from chaos.traffic.bypass import BypassProbe, anonymous_stream
 from chaos.traffic.config import LOOPBACK
 
 #: I/O errors that mean the run directory cannot take more (the run stops: exit 3).
@@ -273,9 +273,24 @@ class Engine:
     def _start_bypass(
         self, stack: contextlib.ExitStack, topology: RunningTopology, key: WindowKey
     ) -> None:
-        """The window's bypass probe (``security.bypass``), where the platform lists app ports."""
+        """The window's bypass probe (``security.bypass``), where the platform lists app
+        ports, and its anonymous stream through the ingress (``security.anonymous``)."""
         security = self.experiment.security
+        if security is not None and security.anonymous is not None:
+            stack.enter_context(
+                anonymous_stream(
+                    topology.ingress_url,
+                    security.anonymous,
+                    self.run_dir / BYPASS_DIR / f"{key.slug}.anonymous.jsonl",
+                )
+            )
         if security is None or security.bypass is None:
+            return
+        out = self.run_dir / BYPASS_DIR / f"{key.slug}.jsonl"
+        if isinstance(topology, RunsBypassProbe):
+            bp = security.bypass
+            span = self.experiment.timeline.total
+            stack.enter_context(topology.bypass_probe(bp.rate, bp.max_requests, span, out))
             return
         if not isinstance(topology, ExposesAppPorts):
             return  # validation keeps the probe to platforms that have it

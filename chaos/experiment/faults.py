@@ -276,18 +276,20 @@ class PolicyDesyncFault(_FaultBase):
 class PolicyMismatchFault(_FaultBase):
     """Roll out an authorization rule at the target's proxies that its legitimate caller
     does not pass: ``deny-caller`` (a DENY naming the caller) or ``allow-other`` (an ALLOW
-    naming another principal). The question is whether the setup fails closed."""
+    naming another principal). The question is whether the setup fails closed.
+    ``allow-any`` is the fail-open variant: an ALLOW matching every caller, so whatever
+    the standing policy denies (a request without a token) may get through."""
 
     type: Literal["policy-mismatch"]
-    rule: Literal["deny-caller", "allow-other"] = "deny-caller"
+    rule: Literal["deny-caller", "allow-other", "allow-any"] = "deny-caller"
 
     def summary(self) -> str:
         """One line: which rule, where."""
-        what = (
-            "a DENY rule for the legitimate caller"
-            if self.rule == "deny-caller"
-            else "an ALLOW rule naming another caller"
-        )
+        what = {
+            "deny-caller": "a DENY rule for the legitimate caller",
+            "allow-other": "an ALLOW rule naming another caller",
+            "allow-any": "an ALLOW rule for any caller (fail open)",
+        }[self.rule]
         return f"authorization policy rolled out at {self.target.describe()}: {what}"
 
 

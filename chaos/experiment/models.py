@@ -312,9 +312,7 @@ class Experiment(SpecModel):
                         f"{setup} is not one of the experiment's setups ({', '.join(self.setups)})",
                     )
         check_existing_targets(self)
-        check_security(
-            self.security, self.traffic.rate, self.platform, [f.type for f in self.faults]
-        )
+        check_security(self.security, self.traffic.rate, self.platform, self.faults, self.setups)
         names = self.fault_names()
         for i, name in enumerate(names):
             if name in names[:i]:

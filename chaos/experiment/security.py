@@ -8,6 +8,12 @@
       bypass:                                      # plaintext, token-less requests straight
         rate: 2                                    # to each pod's app port, requests/s
         max_requests: 100                          # per window, at most
+      anonymous:                                   # illegitimate callers: requests through
+        rate: 2                                    # the ingress without a token, requests/s
+        max_requests: 100                          # per window, at most
+
+An anonymous request the app answers was served unauthenticated: it counts in the
+fail-open invariant beside the load's unverified requests.
 
 Requests served without a verified identity (fail open) must be 0 in every window;
 that bound is not a setting. Without the section the invariants are still measured
@@ -32,7 +38,7 @@ DEFAULT_SENSITIVE_HEADERS: tuple[str, ...] = ("authorization",)
 #: The seed's claim for a mesh: less than 0.1 % of requests expose a sensitive header.
 DEFAULT_MAX_CREDENTIALS_EXPOSED = 0.001
 #: Fault types that only the local platform carries out for now.
-LOCAL_ONLY_FAULTS = ("policy-mismatch",)
+LOCAL_ONLY_FAULTS: tuple[str, ...] = ()
 
 
 class BypassProbe(SpecModel):
@@ -44,6 +50,10 @@ class BypassProbe(SpecModel):
     max_requests: Annotated[Int, Field(ge=1, le=100_000)] = 200
 
 
+class AnonymousStream(BypassProbe):
+    """A small stream from an illegitimate caller: through the ingress, without a token."""
+
+
 class Security(SpecModel):
     """What the app may receive and what the run checks about it (see the module docstring)."""
 
@@ -52,6 +62,7 @@ class Security(SpecModel):
     )
     max_credentials_exposed: Rate = DEFAULT_MAX_CREDENTIALS_EXPOSED
     bypass: BypassProbe | None = None
+    anonymous: AnonymousStream | None = None
 
     @field_validator("sensitive_headers")
     @classmethod
@@ -67,30 +78,65 @@ class Security(SpecModel):
 
 
 def check_security(
-    security: Security | None, traffic_rate: float, platform: str, fault_types: Sequence[str]
+    security: Security | None,
+    traffic_rate: float,
+    platform: str,
+    faults: Sequence[object],
+    setups: Sequence[str] = (),
 ) -> None:
-    """Cross-field checks: the bypass stream stays below the load; local-only parts."""
-    if security is not None and security.bypass is not None:
-        if security.bypass.rate > traffic_rate:
+    """Cross-field checks: the streams stay below the load; what a cluster cannot do yet."""
+    bypass = security.bypass if security is not None else None
+    if bypass is not None and bypass.rate > traffic_rate:
+        raise field_error(
+            "security.bypass.rate",
+            f"{bypass.rate:g}/s is more than the load itself "
+            f"(traffic.rate {traffic_rate:g}/s): the probe is a small stream",
+        )
+    if security is not None and security.anonymous is not None:
+        if security.anonymous.rate > traffic_rate:
             raise field_error(
-                "security.bypass.rate",
-                f"{security.bypass.rate:g}/s is more than the load itself "
-                f"(traffic.rate {traffic_rate:g}/s): the probe is a small stream",
+                "security.anonymous.rate",
+                f"{security.anonymous.rate:g}/s is more than the load itself "
+                f"(traffic.rate {traffic_rate:g}/s): the stream is a small one",
             )
         if platform != "local":
             raise field_error(
-                "security.bypass",
-                "the bypass probe runs on the local platform only for now "
-                "(on a cluster it would need a pod inside the namespace)",
+                "security.anonymous",
+                "the anonymous stream runs on the local platform only for now "
+                "(the ingress of a cluster is not on this machine's loopback)",
             )
     if platform != "local":
-        for i, fault_type in enumerate(fault_types):
-            if fault_type in LOCAL_ONLY_FAULTS:
-                raise field_error(
-                    f"faults.{i}.type",
-                    f"{fault_type} runs on the local platform only for now "
-                    "(an AuthorizationPolicy through the ledger is not built yet)",
-                )
+        for i, fault in enumerate(faults):
+            _check_cluster_fault(i, fault, setups)
+
+
+def _check_cluster_fault(i: int, fault: object, setups: Sequence[str]) -> None:
+    """policy-mismatch on a cluster: an AuthorizationPolicy, where Istio enforces one."""
+    fault_type = str(getattr(fault, "type", ""))
+    if fault_type in LOCAL_ONLY_FAULTS:
+        raise field_error(f"faults.{i}.type", f"{fault_type} runs on the local platform only")
+    if fault_type != "policy-mismatch":
+        return
+    target = getattr(fault, "target", None)
+    narrowed = getattr(target, "setups", None)
+    if "sidecar" in (narrowed if narrowed is not None else setups):
+        raise field_error(
+            f"faults.{i}.type",
+            "policy-mismatch on a cluster is an Istio AuthorizationPolicy: the plain Envoy "
+            "sidecar has no authorization filter there (narrow target.setups to mesh, ambient)",
+        )
+    if getattr(fault, "rule", "") == "allow-any":
+        raise field_error(
+            f"faults.{i}.rule",
+            "allow-any needs illegitimate callers (security.anonymous), which run on the "
+            "local platform only",
+        )
+    if getattr(target, "service", None) == "frontend":
+        raise field_error(
+            f"faults.{i}.target.service",
+            "on a cluster frontend's caller is the load generator, outside the mesh's "
+            "identities: target checkout or payments",
+        )
 
 
 def sensitive_headers(security: Security | None) -> tuple[str, ...]:
@@ -110,11 +156,14 @@ def credentials_bound(security: Security | None) -> float:
 def security_parameters(security: Security | None) -> dict[str, float | str | None]:
     """What the run records about security in its parameters (the report's method)."""
     bypass = security.bypass if security is not None else None
+    anonymous = security.anonymous if security is not None else None
     return {
         "sensitive_headers": ",".join(sensitive_headers(security)),
         "max_credentials_exposed": credentials_bound(security),
         "bypass_rate_rps": bypass.rate if bypass is not None else None,
         "bypass_max_requests": bypass.max_requests if bypass is not None else None,
+        "anonymous_rate_rps": anonymous.rate if anonymous is not None else None,
+        "anonymous_max_requests": anonymous.max_requests if anonymous is not None else None,
     }
 
 

@@ -4,10 +4,14 @@ Legacy code calls a pod's application port directly, in plaintext and without a
 token, around the proxy. A platform whose topology can be reached that way from
 this machine (the local one: every pod is a loopback address) lists the ports here;
 what each setup does with such a request (refused, or served) is the measurement.
+A platform whose pods are reachable only from inside (a cluster) runs the probe
+itself (:class:`RunsBypassProbe`).
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from chaos.traffic.bypass import AppPort
@@ -19,4 +23,15 @@ class ExposesAppPorts(Protocol):
 
     def app_ports(self) -> list[AppPort]:
         """Every pod's application port (the Service's target port)."""
+        ...
+
+
+@runtime_checkable
+class RunsBypassProbe(Protocol):
+    """A running topology that runs the bypass probe itself (from inside a cluster)."""
+
+    def bypass_probe(
+        self, rate: float, max_requests: int, duration_s: float, out: Path
+    ) -> AbstractContextManager[object]:
+        """The window's probe: entered at the window's start, left at its end."""
         ...

@@ -2,8 +2,9 @@
 authorization policy at the proxies in front of some pods (``policy-mismatch``).
 
 The fault keeps the policy (which rule, where, how to tell it took); the platform the
-mechanism (locally: the RBAC filter's config file, re-read by ECDS; on a cluster it
-would be an AuthorizationPolicy through the ledger, not built yet). Undo is idempotent.
+mechanism (locally: the RBAC filter's config file, re-read by ECDS; on a cluster an
+AuthorizationPolicy through the change ledger, :mod:`chaos.platforms.kubernetes.authzops`).
+Undo is idempotent.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class AuthzOps(Protocol):
         ...
 
     def set_authz_rule(self, site: AuthzSite, rule: str) -> None:
-        """Roll out ``rule`` (``deny-caller`` or ``allow-other``) at ``site``."""
+        """Roll out ``rule`` (``deny-caller``, ``allow-other`` or ``allow-any``) at ``site``."""
         ...
 
     def clear_authz_rule(self, site: AuthzSite) -> None:
@@ -46,4 +47,9 @@ class AuthzOps(Protocol):
 
     def authz_denials(self, site: AuthzSite) -> int:
         """Requests ``site`` denied for authorization so far (a counter that only rises)."""
+        ...
+
+    def authz_let_through(self, site: AuthzSite) -> int:
+        """Requests ``site`` let through that its standing policy denies (``allow-any``:
+        the shadow rules' denials; a counter that only rises)."""
         ...

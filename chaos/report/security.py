@@ -3,7 +3,8 @@
 One row per setup and fault (summed over repetitions) from each window's
 ``security`` counts in ``results.json`` (:mod:`chaos.analysis.security`): requests
 served, served unauthenticated (fail open), unreported, credentials exposed (count and
-share against the bound), and the bypass probe's requests refused, denied or served.
+share against the bound), and the bypass probe's requests refused, denied or served
+(with the anonymous stream's requests served, when the run sent one).
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def _row(t: SecurityTotal) -> SecurityRow:
         if t.bypass_sent
         else "not probed"
     )
+    if t.anonymous_sent:
+        bypass += f"; anonymous: {t.anonymous_served} of {t.anonymous_sent} served"
     held = t.windows_held == t.windows
     problems = []
     if t.served_unauthenticated:

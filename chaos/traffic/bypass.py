@@ -8,8 +8,11 @@ client certificate. Each ends one of three ways (:mod:`chaos.analysis.security`)
 * ``denied``: an HTTP answer that is not the app's (no ``x-chaos-auth``: a proxy said no);
 * ``served``: the app answered (its ``x-chaos-auth`` came back), whatever the status.
 
-Each attempt is one JSON line ``{"t", "pod", "outcome", "status"}`` (``t`` on the
-monotonic clock, like the samples) appended to the window's file under ``bypass/``.
+Each attempt is one JSON line ``{"t", "pod", "outcome", "status", "kind"}`` (``t`` on
+the monotonic clock, like the samples) appended to the window's file under ``bypass/``.
+``kind`` ``anonymous``: the same stream sent to the ingress instead (an illegitimate
+caller at the front door, ``security.anonymous``); ``served`` then means the app
+answered a request that carried no token.
 Only loopback addresses are probed; a non-loopback address is refused before any
 request. The stream runs on one thread in the runner, bounded in count and time.
 """
@@ -21,13 +24,25 @@ import ipaddress
 import json
 import threading
 import time
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 from chaos.errors import InputError
 from chaos.rundir.auth import AUTH_HEADER
+
+
+class _StreamSpec(Protocol):
+    """A stream's rate (requests/s) and count bound (``security.anonymous``)."""
+
+    @property
+    def rate(self) -> float: ...
+
+    @property
+    def max_requests(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -61,16 +76,24 @@ def attempt(port: AppPort, timeout_s: float = ATTEMPT_TIMEOUT_S) -> tuple[str, i
 class BypassProbe:
     """The window's bypass stream, on its own thread while the context is entered."""
 
-    def __init__(self, ports: Sequence[AppPort], rate: float, max_requests: int, out: Path) -> None:
+    def __init__(
+        self,
+        ports: Sequence[AppPort],
+        rate: float,
+        max_requests: int,
+        out: Path,
+        kind: str = "bypass",
+    ) -> None:
         for p in ports:
             if not ipaddress.ip_address(p.host).is_loopback:
-                raise InputError(f"bypass probe: {p.pod} is at {p.host}, not on loopback")
+                raise InputError(f"{kind} probe: {p.pod} is at {p.host}, not on loopback")
         if rate <= 0 or max_requests < 1:
-            raise InputError("bypass probe: rate and max_requests must be positive")
+            raise InputError(f"{kind} probe: rate and max_requests must be positive")
         self.ports = list(ports)
         self.rate = rate
         self.max_requests = max_requests
         self.out = out
+        self.kind = kind
         self.sent = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -78,7 +101,9 @@ class BypassProbe:
     def __enter__(self) -> BypassProbe:
         if self.ports:
             self.out.parent.mkdir(parents=True, exist_ok=True)
-            self._thread = threading.Thread(target=self._run, name="bypass-probe", daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, name=f"{self.kind}-probe", daemon=True
+            )
             self._thread.start()
         return self
 
@@ -102,7 +127,22 @@ class BypassProbe:
                 port = self.ports[i % len(self.ports)]
                 t = time.monotonic()
                 outcome, status = attempt(port)
-                record = {"t": t, "pod": port.pod, "outcome": outcome, "status": status}
+                record = {
+                    "t": t,
+                    "pod": port.pod,
+                    "outcome": outcome,
+                    "status": status,
+                    "kind": self.kind,
+                }
                 f.write(json.dumps(record) + "\n")
                 f.flush()
                 self.sent += 1
+
+
+def anonymous_stream(ingress_url: str, spec: _StreamSpec, out: Path) -> BypassProbe:
+    """The ``anonymous`` stream: ``spec``'s rate and count of token-less requests to the ingress."""
+    url = urllib.parse.urlsplit(ingress_url)
+    if url.hostname is None:
+        raise InputError(f"anonymous probe: the ingress URL {ingress_url!r} has no host")
+    port = AppPort("ingress", url.hostname, url.port or 80)
+    return BypassProbe([port], spec.rate, spec.max_requests, out, kind="anonymous")

@@ -19,12 +19,21 @@ from chaos.platforms.shared.layout import Port
 from chaos.rundir.auth import AUTH_HEADER, CREDENTIAL, IDENTITY, TOKEN, VERIFIED, encode
 from chaos.traffic.bypass import AppPort, attempt
 
-#: What the first app says of the whole chain, per setup (ambient validates no token).
+#: What the first app says of the whole chain, per setup. sidecar: every proxy requires
+#: the token and passes it on, every app holds it. mesh: Istio's default removes it
+#: before frontend's app (forwardOriginalToken false), so no app holds it and only
+#: frontend's proxy saw one. ambient validates no token: it reaches frontend's app as sent.
 EXPECTED = {
     Setup.SIDECAR: VERIFIED | IDENTITY | TOKEN | CREDENTIAL,
-    Setup.MESH: VERIFIED | IDENTITY | TOKEN | CREDENTIAL,
+    Setup.MESH: VERIFIED | IDENTITY,
     Setup.AMBIENT: VERIFIED | IDENTITY | CREDENTIAL,
 }
+#: What a request without a token gets at the ingress: sidecar: frontend's jwt_authn
+#: refuses it (401); mesh: jwt_authn lets it on, frontend's AuthorizationPolicy
+#: (requestPrincipals) denies it (403, Istio's "RBAC: access denied"); ambient checks no token.
+NO_TOKEN = {Setup.SIDECAR: 401, Setup.MESH: 403, Setup.AMBIENT: 200}
+#: With an ALLOW-any rule rolled out at frontend (policy-mismatch allow-any).
+NO_TOKEN_ALLOW_ANY = {Setup.SIDECAR: 401, Setup.MESH: 200, Setup.AMBIENT: 200}
 #: What a plaintext, token-less request to a pod's app port gets (the local model).
 BYPASS = {Setup.SIDECAR: "served", Setup.MESH: "refused", Setup.AMBIENT: "refused"}
 
@@ -48,6 +57,21 @@ class TestWhatTheAppReceived:
             assert response.status_code == 200
             bits = encode(response.headers.get(AUTH_HEADER))
             assert bits & ~1 == EXPECTED[setup], response.headers.get(AUTH_HEADER)
+
+    def test_only_the_setups_that_require_a_token_refuse_a_request_without_one(
+        self, running_topology: LocalTopology
+    ) -> None:
+        setup = running_topology.layout.setup
+        response = httpx.get(running_topology.layout.ingress.url + "/", timeout=10.0)
+        assert response.status_code == NO_TOKEN[setup]
+        if setup is Setup.MESH:
+            # a token that is there but invalid is refused by jwt_authn itself
+            bad = httpx.get(
+                running_topology.layout.ingress.url + "/",
+                headers={"Authorization": "Bearer not.a.token"},
+                timeout=10.0,
+            )
+            assert bad.status_code == 401
 
     def test_a_client_cannot_forge_the_identity_header(
         self, running_topology: LocalTopology
@@ -103,3 +127,38 @@ def test_policy_mismatch_fails_closed_and_reverts(
             ops.clear_authz_rule(site)
             ops.clear_authz_rule(site)  # idempotent
     assert [_get(running_topology).status_code for _ in range(5)] == [200] * 5
+
+
+def _anonymous(topology: LocalTopology) -> httpx.Response:
+    return httpx.get(topology.layout.ingress.url + "/", timeout=10.0)
+
+
+def test_policy_mismatch_allow_any_fails_open_where_the_token_is_a_policy(
+    running_topology: LocalTopology,
+) -> None:
+    setup = running_topology.layout.setup
+    ops = LocalFaultOps.of(running_topology)
+    pods = [Pod(p.name, p.service, p.node, p.replica) for p in running_topology.layout.pods]
+    sites = ops.authz_sites([p for p in pods if p.service == "frontend"])
+    before = sum(ops.authz_let_through(s) for s in sites)
+    assert _anonymous(running_topology).status_code == NO_TOKEN[setup]
+    try:
+        for site in sites:
+            ops.set_authz_rule(site, "allow-any")
+        answers = [_anonymous(running_topology) for _ in range(6)]
+        assert [a.status_code for a in answers] == [NO_TOKEN_ALLOW_ANY[setup]] * 6
+        let_through = sum(ops.authz_let_through(s) for s in sites) - before
+        if setup is Setup.MESH:
+            # served by the app (its header came back), each one counted by the proxy's
+            # shadow rules (the standing require-jwt policy) as one it would have denied
+            assert all(AUTH_HEADER in a.headers for a in answers)
+            assert let_through == 6
+        else:
+            # sidecar: jwt_authn refused them before authorization; ambient: no standing
+            # policy to open (it checks no token at all)
+            assert let_through == 0
+        assert _get(running_topology).status_code == 200  # the legitimate caller still is
+    finally:
+        for site in sites:
+            ops.clear_authz_rule(site)
+    assert _anonymous(running_topology).status_code == NO_TOKEN[setup]

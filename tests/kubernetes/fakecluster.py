@@ -50,6 +50,7 @@ def _meta(name: str, namespace: str | None = None, **labels: str) -> dict[str, A
 def demo_deployment(service: str, replica: int, setup: names.Setup) -> dict[str, Any]:
     labels = names.pod_labels(service, replica)
     spec: dict[str, Any] = {
+        "serviceAccountName": service,  # as the demo's manifests: Istio's source principal
         "nodeSelector": {
             "kubernetes.io/hostname": names.NODE_HOSTNAMES[names.node_of_replica(replica)]
         },

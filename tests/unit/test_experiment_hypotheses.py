@@ -134,7 +134,7 @@ def test_dry_run_mentions_the_hypotheses() -> None:
     game = load_experiment(ROOT / "experiments" / "gameday.yaml")
     out = "\n".join(describe_plan(game, platform_for(game.platform)))
     assert "repetitions: auto" in out
-    assert "4 hypotheses (tested in the order listed, each at alpha 0.05 (fixed sequence)):" in out
+    assert "5 hypotheses (tested in the order listed, each at alpha 0.05 (fixed sequence)):" in out
     assert "mesh-heals-cert-expiry: mesh's time to recover is lower than sidecar's" in out
 
 
@@ -155,5 +155,6 @@ def test_setup_narrowing_leaves_out_hypotheses_about_dropped_setups() -> None:
         "mesh-retries-hide-crash",
         "mesh-heals-cert-expiry",
         "mesh-closes-bypass",
+        "mesh-strips-credentials",
     ]
-    assert "3 hypotheses" in "\n".join(describe_plan(pair, platform_for(pair.platform)))
+    assert "4 hypotheses" in "\n".join(describe_plan(pair, platform_for(pair.platform)))

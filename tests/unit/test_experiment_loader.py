@@ -85,6 +85,7 @@ def test_gameday_fits_in_ten_minutes() -> None:
         "mesh-retries-hide-crash",
         "mesh-heals-cert-expiry",
         "mesh-closes-bypass",
+        "mesh-strips-credentials",
         "ambient-crash-wider-blast",
     ]
     assert game.security is not None and game.security.bypass is not None

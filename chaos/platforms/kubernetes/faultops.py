@@ -46,6 +46,7 @@ from chaos.platforms.base import (
     ProxyTarget,
 )
 from chaos.platforms.kubernetes import blast, builders, names
+from chaos.platforms.kubernetes.authzops import KubeAuthzOps
 from chaos.platforms.kubernetes.changes import Change
 from chaos.platforms.kubernetes.identityops import MESH_NAMESPACES, IdentityOps
 from chaos.platforms.kubernetes.kinds import POD, VIRTUAL_SERVICE
@@ -68,7 +69,7 @@ from chaos.platforms.kubernetes.statsmatcher import missing
 from chaos.platforms.shared.envoy_faults import FaultConfig, fault_runtime_values
 
 
-class KubeFaultOps(IdentityOps):
+class KubeFaultOps(IdentityOps, KubeAuthzOps):
     """:class:`~chaos.platforms.base.FaultOps` on one setup's namespace of a cluster."""
 
     # -- HTTP faults ---------------------------------------------------------------------

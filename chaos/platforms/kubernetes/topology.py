@@ -13,6 +13,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from chaos.errors import FaultError, PlatformError
@@ -27,6 +28,7 @@ from chaos.platforms.base import (
 )
 from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.api import KubeApi
+from chaos.platforms.kubernetes.bypass import KubeBypassProbe
 from chaos.platforms.kubernetes.faultops import KubeFaultOps
 from chaos.platforms.kubernetes.kinds import POD
 from chaos.platforms.kubernetes.podstate import PodState
@@ -128,6 +130,15 @@ class KubeTopology:
     @property
     def ops(self) -> FaultOps:
         return self._ops
+
+    def bypass_probe(
+        self, rate: float, max_requests: int, duration_s: float, out: Path
+    ) -> KubeBypassProbe:
+        """The window's bypass probe, from inside the cluster (:mod:`.bypass`)."""
+        writer = self._ops.writer
+        return KubeBypassProbe(
+            writer.api, writer.pod_exec, self._setup, rate, max_requests, duration_s, out
+        )
 
     def journal_record(self) -> dict[str, JsonValue]:
         return dict(self._record)

@@ -20,8 +20,9 @@ from chaos.platforms.authz import AuthzSite
 from chaos.platforms.base import Pod
 from chaos.platforms.local.admin import counters
 from chaos.platforms.local.envoy_process import write_json_atomically
+from chaos.platforms.shared.dataplane import DEFAULTS
 from chaos.platforms.shared.envoy_rbac import RBAC_FILTER, RULES, rbac_config, rbac_path
-from chaos.platforms.shared.layout import CALLS, TopologyLayout, spiffe_id
+from chaos.platforms.shared.layout import CALLS, SERVICES, TopologyLayout, spiffe_id
 
 _MECHANISM = "RBAC filter config replaced (ECDS file, re-read by the proxy)"
 _UNDO = "RBAC filter config without rules"
@@ -80,9 +81,14 @@ class LocalAuthzOps:
     def clear_authz_rule(self, site: AuthzSite) -> None:
         self._push(site, None)
 
+    def _requires_token(self, site: AuthzSite) -> bool:
+        """Whether the site's standing policy requires a request principal (mesh frontend)."""
+        first = all(self.layout.pod(p).service == SERVICES[0] for p in site.affects)
+        return DEFAULTS[self.layout.setup].token.rbac_requires(first=first)
+
     def _push(self, site: AuthzSite, rule: str | None) -> None:
         version = f"chaos-{next(_versions)}"
-        config = rbac_config(rule, site.caller, version)
+        config = rbac_config(rule, site.caller, version, require_token=self._requires_token(site))
         write_json_atomically(rbac_path(self._proxy_dir(site.proxy)), config)
         self._wait_version(site, version)
 
@@ -104,6 +110,10 @@ class LocalAuthzOps:
 
     def authz_denials(self, site: AuthzSite) -> int:
         stats = counters(self._admin_url(site.proxy), (".rbac.denied",))
+        return sum(v for k, v in stats.items() if k.startswith("http."))
+
+    def authz_let_through(self, site: AuthzSite) -> int:
+        stats = counters(self._admin_url(site.proxy), (".rbac.shadow_denied",))
         return sum(v for k, v in stats.items() if k.startswith("http."))
 
 

@@ -59,7 +59,7 @@ from chaos.platforms.shared.envoy_common import (
 )
 from chaos.platforms.shared.envoy_faults import FaultConfig, fault_config
 from chaos.platforms.shared.envoy_rbac import rbac_file
-from chaos.platforms.shared.layout import JWT_AUDIENCE, Pod, TopologyLayout
+from chaos.platforms.shared.layout import JWT_AUDIENCE, SERVICES, Pod, TopologyLayout
 
 #: The route config name of each direction (also the RDS resource name).
 ROUTE_NAMES: dict[Direction, str] = {"inbound": "inbound", "outbound": "outbound"}
@@ -107,7 +107,9 @@ def mesh_proxy_config(layout: TopologyLayout, pod: Pod, opts: ProxyOptions) -> P
             "cds_config": _path_source(paths.cds),
         },
     }
-    files = (*sds_files(sds_certs(pod.certs_dir)), rbac_file(pod.dir))
+    token = opts.policy(layout.setup).token
+    rbac = rbac_file(pod.dir, require_token=token.rbac_requires(first=pod.service == SERVICES[0]))
+    files = (*sds_files(sds_certs(pod.certs_dir)), rbac)
     return ProxyConfig(name, pod.name, pod.dir, pod.admin_url or "", bootstrap, files)
 
 
@@ -143,7 +145,14 @@ def mesh_resources(
 ) -> MeshResources:
     """Render the listeners, clusters and route configs of a mesh pod's proxy."""
     certs = sds_certs(pod.certs_dir)
-    jwt = jwt_filter(layout.jwt_issuer, JWT_AUDIENCE, {"inline_string": state.jwks_json})
+    token = opts.policy(layout.setup).token
+    jwt = jwt_filter(
+        layout.jwt_issuer,
+        JWT_AUDIENCE,
+        {"inline_string": state.jwks_json},
+        forward=token.forward,
+        required=token.jwt_requires(first=pod.service == SERVICES[0]),
+    )
     jwt_discovery: Json = {
         "name": JWT_FILTER,
         "config_discovery": {

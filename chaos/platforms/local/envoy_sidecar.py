@@ -59,7 +59,7 @@ from chaos.platforms.shared.envoy_common import (
 )
 from chaos.platforms.shared.envoy_faults import fault_filter
 from chaos.platforms.shared.envoy_rbac import rbac_file, rbac_filter
-from chaos.platforms.shared.layout import CALLS, JWT_AUDIENCE, Pod, Port, TopologyLayout
+from chaos.platforms.shared.layout import CALLS, JWT_AUDIENCE, SERVICES, Pod, Port, TopologyLayout
 
 #: The key set file a sidecar reads once at start (in the pod's directory).
 SIDECAR_JWKS_FILE = "jwks.json"
@@ -177,7 +177,14 @@ def sidecar_config(
     """
     certs = StaticCerts(pod.certs_dir)
     jwks: Json = {"filename": str(jwks_path or sidecar_jwks_path(pod))}
-    jwt = jwt_filter(layout.jwt_issuer, JWT_AUDIENCE, jwks)
+    token = opts.policy(layout.setup).token
+    jwt = jwt_filter(
+        layout.jwt_issuer,
+        JWT_AUDIENCE,
+        jwks,
+        forward=token.forward,
+        required=token.jwt_requires(first=pod.service == SERVICES[0]),
+    )
     name = pod.proxy_name or pod.name
     bootstrap: Json = {
         "node": node(name, pod.service),

@@ -53,6 +53,7 @@ from chaos.platforms.shared.layout import (
     DEFAULT_SLOT,
     JWT_AUDIENCE,
     PROCESS_LEDGER,
+    SERVICES,
     Pod,
     Port,
     TopologyLayout,
@@ -365,8 +366,9 @@ class LocalTopology:
         if pod.service == "payments":
             argv += ["--writes-file", str(pod.dir / "writes.jsonl")]
         argv += ["--sensitive-headers", ",".join(self.options.sensitive_headers)]
-        if self.layout.setup in (Setup.SIDECAR, Setup.MESH):
-            argv.append("--expects-token")  # their pod proxies validate the token
+        token = self.options.proxy.policy(self.layout.setup).token
+        if token.requires(first=pod.service == SERVICES[0]):
+            argv.append("--expects-token")  # its proxy refuses a request without a token
         return ProcessSpec(
             name=f"{pod.name}.app",
             argv=argv,

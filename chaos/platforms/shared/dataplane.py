@@ -19,6 +19,7 @@ from typing import Literal
 
 from chaos.experiment import Setup
 from chaos.experiment.dataplane import DataPlaneFields, OutlierSpec, RetriesSpec
+from chaos.platforms.shared.tokenpolicy import ISTIO_TOKEN, SIDECAR_TOKEN, TokenPolicy
 
 #: The Istio release mesh and ambient follow (facts read at tag 1.28.0 of istio/istio and
 #: istio/ztunnel); ``cluster up`` installs the ``istioctl`` on PATH and records its version.
@@ -161,6 +162,7 @@ class SetupDataPlane:
     #: Where an HTTP fault on a service's replicas is applied, in words (the affected
     #: share of requests follows from it and is measured per window).
     fault_placement: str = "each targeted replica's own proxy (inbound or outbound)"
+    token: TokenPolicy = SIDECAR_TOKEN
 
     def route(self, hop: Hop) -> RoutePolicy:
         return self.routes[hop]
@@ -217,6 +219,7 @@ _BASELINE = replace(
     setup=Setup.BASELINE,
     model=f"no proxies: only the shared ingress, a plain Envoy {ENVOY_VERSION}",
     routes={"ingress": RoutePolicy(None, 15.0)},
+    token=TokenPolicy("none", forward=True),
 )
 
 DEFAULTS: Mapping[Setup, SetupDataPlane] = {
@@ -237,6 +240,7 @@ DEFAULTS: Mapping[Setup, SetupDataPlane] = {
             "(a VirtualService fault); one replica: its inbound (a VirtualService cannot "
             "single one out; the Kubernetes platform widens it to the whole service)"
         ),
+        token=ISTIO_TOKEN,
     ),
     Setup.AMBIENT: SetupDataPlane(
         setup=Setup.AMBIENT,
@@ -249,6 +253,9 @@ DEFAULTS: Mapping[Setup, SetupDataPlane] = {
         identity=IdentityPolicy(_DAY, 0.5, 0.0, Backoff(1.0, 2.0, 150.0, 0.2)),
         fault_placement="the service's waypoint, for every replica (a VirtualService fault)",
         control=replace(_ISTIO_CONTROL, crash_unready=False),
+        # ztunnel is L4; only a waypoint a RequestAuthentication targets validates
+        # tokens, and this setup declares none: the token reaches the app as sent.
+        token=TokenPolicy("none", forward=False),
     ),
     Setup.BASELINE: _BASELINE,
 }
@@ -314,6 +321,12 @@ SOURCES: Mapping[str, tuple[str, str]] = {
         _OURS,
         f"{_ISTIO} pilot/pkg/networking/core/route/route.go TranslateFault (the caller's "
         "outbound route; a waypoint's in ambient)",
+    ),
+    "token": (
+        f"{_OURS}: each sidecar requires the token, so its app must pass it on",
+        f"{_ISTIO} pilot/pkg/security/authn/policy_applier.go convertToEnvoyJwtConfig "
+        "(Forward = forwardOriginalToken, default false; requirement provider OR "
+        "allow_missing); ambient: only a waypoint a RequestAuthentication targets validates",
     ),
     "restart": (
         "serves from its static files",

@@ -15,6 +15,7 @@ from chaos.platforms.shared.dataplane import (
     RetryPolicy,
     SetupDataPlane,
 )
+from chaos.platforms.shared.tokenpolicy import TokenPolicy
 from chaos.rundir.dataplane import DataPlaneRow
 
 
@@ -37,6 +38,17 @@ def describe_retries(policy: RetryPolicy | None) -> str:
     if policy.per_try_timeout_s is not None:
         text += f"; per try {_s(policy.per_try_timeout_s)}"
     return text
+
+
+def describe_token(token: TokenPolicy) -> str:
+    if not token.validates:
+        return "not validated: reaches the app as sent"
+    where = {
+        "every hop": "required at every hop",
+        "first hop": "required at the first hop, validated when present at the others",
+    }[token.check]
+    by = " (by jwt_authn)" if token.required_by == "jwt_authn" else " (by an authorization policy)"
+    return where + by + ("; passed on to the app" if token.forward else "; removed before the app")
 
 
 def _values(dp: SetupDataPlane) -> list[tuple[str, str, str]]:
@@ -108,6 +120,7 @@ def _values(dp: SetupDataPlane) -> list[tuple[str, str, str]]:
             ),
             "endpoint removal",
         ),
+        ("token", describe_token(dp.token), "token"),
         (
             "restart",
             "fetches certificate and config first" if ctl.restart_fetches else "static files",

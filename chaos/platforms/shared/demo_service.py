@@ -82,7 +82,7 @@ class ServiceConfig:
     upstream_timeout_s: float = 3.0
     #: Request headers that count as a credential reaching the app (lower case).
     sensitive_headers: tuple[str, ...] = ("authorization",)
-    #: Whether the app's proxy validates tokens (then ``verified`` needs one).
+    #: Whether the app's proxy requires a token (then ``verified`` needs one).
     expects_token: bool = False
     #: More replicas of the upstream, called in turn with ``upstream_url`` (no proxy to
     #: balance: the baseline setup).
@@ -324,7 +324,7 @@ def parse_args(argv: Sequence[str] | None = None) -> ServiceConfig:
         help="comma-separated request headers that count as a credential reaching the app",
     )
     parser.add_argument(
-        "--expects-token", action="store_true", help="the app's proxy validates tokens"
+        "--expects-token", action="store_true", help="the app's proxy requires a token"
     )
     args = parser.parse_args(argv)
     sensitive = tuple(

@@ -64,6 +64,8 @@ FAULT_FILTER = "envoy.filters.http.fault"
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 #: The jwt_authn provider name (stats: ``http.<prefix>.jwt_authn.allowed|denied``).
 JWT_PROVIDER = "idp"
+#: Where jwt_authn puts a validated token's payload (``payload_in_metadata``).
+JWT_PAYLOAD_METADATA = "jwt_payload"
 
 
 def _default_table() -> dict[Setup, SetupDataPlane]:
@@ -122,12 +124,23 @@ def layered_runtime() -> Json:
 # -- HTTP filters and routes -------------------------------------------------------------
 
 
-def jwt_filter(issuer: str, audience: str, jwks: Json) -> Json:
-    """jwt_authn requiring a valid token from the IdP; ``jwks`` is a ``local_jwks`` DataSource.
+def jwt_filter(
+    issuer: str, audience: str, jwks: Json, *, forward: bool = True, required: bool = True
+) -> Json:
+    """jwt_authn checking tokens of the IdP; ``jwks`` is a ``local_jwks`` DataSource.
 
-    The Authorization header is forwarded, so the next hop can check it too; the
-    validated payload goes to the app in ``x-jwt-payload`` (what it sees: rundir/auth).
+    ``required``: a request without a valid token is refused; otherwise only an invalid
+    one is (``provider OR allow_missing``, Istio's RequestAuthentication). ``forward``:
+    the Authorization header stays on the request (the next hop can check it too);
+    otherwise the app never sees it (Istio's default). The validated payload goes to
+    the app in ``x-jwt-payload`` (what it sees: rundir/auth).
     """
+    provider: Json = {"provider_name": JWT_PROVIDER}
+    requires: Json = (
+        provider
+        if required
+        else {"requires_any": {"requirements": [provider, {"allow_missing": {}}]}}
+    )
     return {
         "name": JWT_FILTER,
         "typed_config": {
@@ -137,11 +150,13 @@ def jwt_filter(issuer: str, audience: str, jwks: Json) -> Json:
                     "issuer": issuer,
                     "audiences": [audience],
                     "local_jwks": jwks,
-                    "forward": True,
+                    "forward": forward,
                     "forward_payload_header": JWT_PAYLOAD_HEADER,
+                    # what an authorization policy matches a request principal on
+                    "payload_in_metadata": JWT_PAYLOAD_METADATA,
                 }
             },
-            "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": JWT_PROVIDER}}],
+            "rules": [{"match": {"prefix": "/"}, "requires": requires}],
         },
     }
 

@@ -12,7 +12,19 @@ Policies (what a mismatched rollout looks like, ``policy-mismatch``):
 
 * ``deny-caller``: a DENY rule naming the legitimate caller's principal (its SPIFFE ID);
 * ``allow-other``: an ALLOW rule naming another principal only, so the legitimate
-  caller matches nothing and is denied.
+  caller matches nothing and is denied;
+* ``allow-any`` (fail open): an ALLOW rule matching every request, rolled out beside
+  the proxy's own ALLOW policy. Istio ORs ALLOW policies, so where the token is
+  required by an authorization policy (``require_token``: Istio's ``requestPrincipals``
+  on the first service, as the mesh setup has it) a request without one is let through.
+  The intended policy stays as the shadow rules: ``rbac.shadow_denied`` counts each
+  request it would have denied and the rollout let through (the proof).
+
+``require_token``: the proxy's standing policy is ALLOW ``require-jwt``, a request
+principal present: jwt_authn's validated payload in the dynamic metadata (Istio matches
+``request.auth.principal`` of its own ``istio_authn`` filter, which upstream Envoy lacks).
+A mismatched rollout keeps it: ``deny-caller`` then allows what has a token and is not
+the caller.
 """
 
 from __future__ import annotations
@@ -20,13 +32,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final, Literal
 
-from chaos.platforms.shared.envoy_common import Json, discovery_response
+from chaos.platforms.shared.envoy_common import (
+    JWT_FILTER,
+    JWT_PAYLOAD_METADATA,
+    Json,
+    discovery_response,
+)
 
 RBAC_FILTER: Final = "envoy.filters.http.rbac"
 TYPE_RBAC: Final = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
 _TYPE_EXTENSION_CONFIG: Final = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
-Rule = Literal["deny-caller", "allow-other"]
-RULES: Final = ("deny-caller", "allow-other")
+Rule = Literal["deny-caller", "allow-other", "allow-any"]
+RULES: Final = ("deny-caller", "allow-other", "allow-any")
+_ANY: Final[list[Json]] = [{"any": True}]
 
 
 def rbac_path(proxy_dir: Path) -> Path:
@@ -54,26 +72,64 @@ def rbac_filter(proxy_dir: Path) -> Json:
     }
 
 
-def rbac_config(rule: str | None, caller: str, version: str) -> Json:
-    """The ECDS file's content: no rules (``rule`` None), or the mismatched policy."""
+def _principal(name: str) -> Json:
+    return {"authenticated": {"principal_name": {"exact": name}}}
+
+
+#: A request principal is present: jwt_authn validated a token (its payload is in the metadata).
+REQUEST_PRINCIPAL: Final[Json] = {
+    "metadata": {
+        "filter": JWT_FILTER,
+        "path": [{"key": JWT_PAYLOAD_METADATA}],
+        "value": {"present_match": True},
+    }
+}
+
+
+def _allow(policies: Json) -> Json:
+    return {"action": "ALLOW", "policies": policies}
+
+
+def rbac_config(
+    rule: str | None, caller: str, version: str, *, require_token: bool = False
+) -> Json:
+    """The ECDS file's content: the standing policy (``rule`` None), or the mismatched one."""
     config: Json = {"@type": TYPE_RBAC}
+    standing: Json = (
+        {"require-jwt": {"permissions": _ANY, "principals": [REQUEST_PRINCIPAL]}}
+        if require_token
+        else {}
+    )
     if rule == "deny-caller":
-        principals: list[Json] = [{"authenticated": {"principal_name": {"exact": caller}}}]
-        config["rules"] = {
-            "action": "DENY",
-            "policies": {"deny-caller": {"permissions": [{"any": True}], "principals": principals}},
-        }
+        if require_token:
+            both: Json = {"and_ids": {"ids": [REQUEST_PRINCIPAL, {"not_id": _principal(caller)}]}}
+            config["rules"] = _allow(
+                {"require-jwt-deny-caller": {"permissions": _ANY, "principals": [both]}}
+            )
+        else:
+            config["rules"] = {
+                "action": "DENY",
+                "policies": {
+                    "deny-caller": {"permissions": _ANY, "principals": [_principal(caller)]}
+                },
+            }
     elif rule == "allow-other":
         other = caller.rsplit("/", 1)[0] + "/not-" + caller.rsplit("/", 1)[-1]
-        principals = [{"authenticated": {"principal_name": {"exact": other}}}]
-        config["rules"] = {
-            "action": "ALLOW",
-            "policies": {"allow-other": {"permissions": [{"any": True}], "principals": principals}},
-        }
+        config["rules"] = _allow(
+            {**standing, "allow-other": {"permissions": _ANY, "principals": [_principal(other)]}}
+        )
+    elif rule == "allow-any":
+        config["rules"] = _allow(
+            {**standing, "allow-any": {"permissions": _ANY, "principals": _ANY}}
+        )
+        if standing:
+            config["shadow_rules"] = _allow(standing)
+    elif standing:
+        config["rules"] = _allow(standing)
     resource: Json = {"@type": _TYPE_EXTENSION_CONFIG, "name": RBAC_FILTER, "typed_config": config}
     return discovery_response([resource], version)
 
 
-def rbac_file(proxy_dir: Path) -> tuple[Path, Json]:
-    """The file a proxy starts with: no rules."""
-    return rbac_path(proxy_dir), rbac_config(None, "", "0")
+def rbac_file(proxy_dir: Path, *, require_token: bool = False) -> tuple[Path, Json]:
+    """The file a proxy starts with: its standing policy (no rules, or ``require-jwt``)."""
+    return rbac_path(proxy_dir), rbac_config(None, "", "0", require_token=require_token)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from chaos.testing.fakekube import authz
 from chaos.testing.fakekube.rules import ApiError, Obj
 
 ISTIO_NAMESPACE = "istio-system"
@@ -76,7 +77,9 @@ def needs_injection(pod: Obj, namespace: Obj | None) -> str | None:
 def admit(
     prefix: str, kind: str, namespace: str, obj: Obj, lookup: Lookup, listing: Listing
 ) -> None:
-    """Raise the API server's refusal if a failing-closed Istio webhook handles this write."""
+    """Raise the API server's refusal if a failing-closed Istio webhook handles this write,
+    or if the CRD's schema rejects the object (:mod:`.authz`)."""
+    authz.validate_policy(kind, obj)
     if not istio_installed(lookup):
         return
     if kind == "Pod":

@@ -12,7 +12,9 @@ Istio's proxies would (Istio 1.24 behaviour, named per rule):
 * a token whose key is not in the namespace's RequestAuthentication ``jwks``: refused by
   ``jwt_authn`` at the server's proxy with 401 (``http.inbound_0.0.0.0_8080.jwt_authn.denied``).
   Istio builds the filter with allow-missing (a missing token passes to authorization), so
-  a bad token never reaches ``rbac``; ``rbac.denied`` does not rise.
+  a bad token never reaches ``rbac``; ``rbac.denied`` does not rise;
+* the AuthorizationPolicies of the namespace (:mod:`.authz`): ``rbac.denied`` or
+  ``rbac.allowed`` at the server's proxies (the waypoint in ambient).
 
 Shares of requests are exact (``percent * requests // 100``), not random.
 """
@@ -23,6 +25,7 @@ import json
 from typing import Any
 
 from chaos.platforms.kubernetes import names
+from chaos.testing.fakekube import authz
 from chaos.testing.fakekube.podexec import WAYPOINT_LABEL, FakePodExec
 from chaos.testing.fakekube.rules import ApiError
 
@@ -111,7 +114,44 @@ def send(
                     f"{INBOUND}.jwt_authn.denied",
                     requests if denied else 0,
                 )
+        if denied:
+            return  # refused by jwt_authn: never reaches authorization
         break
+    _authorize(pods, client, client_pod, service, namespace, requests, bool(rules), waypoints)
+
+
+def _authorize(
+    pods: FakePodExec,
+    client: tuple[str, str],
+    client_pod: dict[str, Any],
+    service: str,
+    namespace: str,
+    requests: int,
+    token: bool,
+    waypoints: list[dict[str, Any]],
+) -> None:
+    """The AuthorizationPolicies' decision (:mod:`.authz`), counted where Istio counts it."""
+    try:
+        policies = _list(pods, "security.istio.io/v1", "authorizationpolicies", namespace)
+    except ApiError:
+        return
+    caller = authz.principal(client[0], client_pod)
+    ok = authz.allowed(
+        policies, service, waypoint=bool(waypoints), caller=caller, caller_ns=client[0], token=token
+    )
+    counter = "rbac.allowed" if ok else "rbac.denied"
+
+    if waypoints:
+        at = [(namespace, waypoints[0]["metadata"]["name"], WAYPOINT)]
+    else:
+        at = [
+            (namespace, p["metadata"]["name"], INBOUND)
+            for p in _list(pods, "v1", "pods", namespace)
+            if (p["metadata"].get("labels") or {}).get(names.LABEL_APP) == service
+        ]
+    for ns, pod, prefix in at:
+        with pods.lock:
+            _add(pods, (ns, pod), f"{prefix}.{counter}", requests)
 
 
 __all__ = ["INBOUND", "OUTBOUND", "WAYPOINT", "send"]

@@ -16,6 +16,7 @@ Each pod's proxy is modelled as much as the platform reads and writes of it:
   quitquitquit``): the fake kubelet restarts the container (``restartCount`` + 1 in
   the pod's status, so a watch sees it) and the restarted proxy forgets its runtime
   overrides, as Envoy does;
+* the bypass probe's exec (:mod:`.bypassexec`): Istio's outcome per target;
 * the demo app's ``GET /writes`` (the writes ``payments`` accepted), from
   :attr:`FakePodExec.app_writes`.
 
@@ -43,6 +44,7 @@ from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.podexec import ExecInterrupted
 from chaos.platforms.kubernetes.statsmatcher import StatsMatcher, proxy_matcher
 from chaos.platforms.shared.envoy_faults import FAULT_KEYS
+from chaos.testing.fakekube import bypassexec
 from chaos.testing.fakekube.rules import ApiError
 from chaos.testing.fakekube.store import FakeCluster
 from chaos.testing.fakekube.streams import ExecResult, PortRefused, http_response
@@ -134,6 +136,9 @@ class FakePodExec:
             answer = self.handler(namespace, pod, container, command, timeout_s)
             if answer is not None:
                 return answer
+        probed = bypassexec.answer(self.cluster, command)
+        if probed is not None:
+            return probed
         if tuple(command) not in KILL_COMMANDS:
             raise CommandFailed(127, f"sh: {command[0]}: not found (fake exec: no fake for it)\n")
         try:

@@ -14,6 +14,7 @@ from typing import Any
 
 from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.manifests import envoy
+from chaos.platforms.shared.dataplane import DEFAULTS
 from chaos.platforms.shared.envoy_common import Json
 
 #: A Kubernetes object as the API takes it.
@@ -177,8 +178,8 @@ def app_command(service: str, replica: int, setup: names.Setup) -> list[str]:
     ]
     if service == names.WRITER_SERVICE:
         argv += ["--writes-file", names.WRITES_FILE]
-    if setup in (names.Setup.SIDECAR, names.Setup.MESH):
-        argv.append("--expects-token")  # their proxies validate the token (x-chaos-auth)
+    if DEFAULTS[setup].token.requires(first=service == names.SERVICES[0]):
+        argv.append("--expects-token")  # its proxy refuses a request without a token
     upstream = names.CALLS[service]
     if upstream is None:
         return argv

@@ -1,9 +1,11 @@
 """Istio and Gateway API objects of the mesh and ambient setups, and the HTTP fault.
 
 * ``PeerAuthentication`` ``default``: mTLS STRICT in the namespace (mesh, ambient).
-* ``RequestAuthentication`` ``jwt`` + ``AuthorizationPolicy`` ``require-jwt``: every
-  request needs a token from the tool's identity provider (mesh; in ambient they
-  can target a waypoint, which is where policy-desync acts there).
+* ``RequestAuthentication`` ``jwt`` (namespace-wide: every sidecar validates a token
+  that is there, and removes it before the app, Istio's ``forwardOriginalToken``
+  default) + ``AuthorizationPolicy`` ``require-jwt`` (frontend only: later hops never
+  get the token) (mesh; in ambient they can target a waypoint, which is where
+  policy-desync acts there).
 * ``DestinationRule`` per service: the mesh defaults the local platform's mesh has
   (outlier detection, a bounded connection lifetime, Istio mTLS).
 * ``VirtualService`` per service: the mesh retries, and the one place an HTTP
@@ -155,18 +157,16 @@ def request_authentication(
     Namespace-wide, or for the given services' waypoints (ambient). Swapping
     ``jwks`` to a key set without the signing key is the mesh's policy-desync.
     """
-    spec: Manifest = {
-        "jwtRules": [
-            {
-                "issuer": issuer,
-                "audiences": [names.JWT_AUDIENCE],
-                "jwks": jwks_json,
-                "forwardOriginalToken": True,
-                # the validated payload reaches the app (what it received: rundir/auth)
-                "outputPayloadToHeader": JWT_PAYLOAD_HEADER,
-            }
-        ]
+    rule: Manifest = {
+        "issuer": issuer,
+        "audiences": [names.JWT_AUDIENCE],
+        "jwks": jwks_json,
+        # the validated payload reaches the app (what it received: rundir/auth)
+        "outputPayloadToHeader": JWT_PAYLOAD_HEADER,
     }
+    if DEFAULTS[setup].token.forward:
+        rule["forwardOriginalToken"] = True  # else Istio's default: removed before the app
+    spec: Manifest = {"jwtRules": [rule]}
     if waypoints:
         spec["targetRefs"] = [waypoint_target_ref(s) for s in waypoints]
     return _custom(
@@ -179,11 +179,17 @@ def request_authentication(
 def authorization_policy(
     setup: names.Setup, *, waypoints: tuple[str, ...] = (), run_id: str | None = None
 ) -> Manifest:
-    """Allow only requests that carry a valid token (a request principal)."""
+    """Allow only requests that carry a valid token (a request principal).
+
+    Where the setup requires the token at the first hop only (Istio's default removes it
+    before the app, so later hops never get one), the policy selects the first service.
+    """
     spec: Manifest = {
         "action": "ALLOW",
         "rules": [{"from": [{"source": {"requestPrincipals": ["*"]}}]}],
     }
+    if DEFAULTS[setup].token.check == "first hop" and not waypoints:
+        spec["selector"] = {"matchLabels": {names.LABEL_APP: names.SERVICES[0]}}
     if waypoints:
         spec["targetRefs"] = [waypoint_target_ref(s) for s in waypoints]
     return _custom(
