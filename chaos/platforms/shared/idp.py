@@ -284,7 +284,9 @@ class IdentityProvider:
                 _log.exception("key-set listener %r failed", callback)
 
 
-def _handler_for(idp: IdentityProvider) -> type[BaseHTTPRequestHandler]:
+def _handler_for(
+    idp: IdentityProvider, jwks_served: list[JwksServed]
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         # HTTP/1.1 framing, but one request per connection: close() must not leave
         # idle keep-alive connections answering after the server is gone.
@@ -317,7 +319,10 @@ def _handler_for(idp: IdentityProvider) -> type[BaseHTTPRequestHandler]:
             else:
                 body = ""
             if url.path == JWKS_PATH and method == "GET":
-                self._send(200, "application/json", idp.jwks_json())
+                payload = idp.jwks_json()
+                self._send(200, "application/json", payload)
+                kids = tuple(key["kid"] for key in json.loads(payload)["keys"])
+                jwks_served.append(JwksServed(time.monotonic(), kids))
             elif url.path == HEALTH_PATH and method == "GET":
                 self._send(200, "text/plain", "ok\n")
             elif url.path == TOKEN_PATH:
@@ -356,6 +361,14 @@ def _handler_for(idp: IdentityProvider) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+@dataclass(frozen=True)
+class JwksServed:
+    """One key-set answer of the server: when it was sent (monotonic) and the key ids in it."""
+
+    t: float
+    kids: tuple[str, ...]
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -380,6 +393,9 @@ class IdpServer:
         self._requested_port = port
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        #: Every key set served, in order: who fetched it when (the record a validator's
+        #: cache refresh is judged from).
+        self.jwks_served: list[JwksServed] = []
 
     def start(self) -> IdpServer:
         """Bind and start serving; raises :class:`AddressInUseError` if the port is taken."""
@@ -387,7 +403,9 @@ class IdpServer:
             return self
         where = f"{self.host}:{self._requested_port}"
         try:
-            server = _Server((self.host, self._requested_port), _handler_for(self.idp))
+            server = _Server(
+                (self.host, self._requested_port), _handler_for(self.idp, self.jwks_served)
+            )
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise AddressInUseError(f"identity provider: {where} is already in use") from exc
