@@ -9,6 +9,7 @@ ends, the runner has withdrawn its record itself.
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import httpx
@@ -60,8 +61,10 @@ def test_status_and_token_reach_a_running_runs_topology(
         assert answer.status_code == 200 or "fault_applied" in run.kinds(), answer.text
         assert answer.status_code != 401
 
-        # The topology is gone by the end of the windows; the report is not our subject,
-        # so the runner is not waited for while it renders it (which takes seconds).
+        # Interrupted in its warm-up (SIGINT: the runner tears down and finishes); the
+        # topology is gone by the end of the windows; the report is not our subject, so
+        # the runner is not waited for while it renders it (which takes seconds).
+        run.proc.send_signal(signal.SIGINT)
         run.wait_for_entry("run_finished", timeout_s=60)
         assert list((chaos_state_dir / registry.RUNS_DIR).glob("*.json")) == []
     finally:
