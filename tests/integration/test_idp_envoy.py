@@ -126,7 +126,18 @@ def proxy(tmp_path: Path) -> Iterator[Proxy]:
         config = tmp_path / "envoy.json"
         config.write_text(json.dumps(bootstrap(listen, admin, jwks_file, server.port)))
         proc = spawn(
-            [ENVOY, "-c", str(config), "--use-dynamic-base-id", "-l", "warning"],
+            # One worker thread: Envoy caches a remote key set per worker, so with several
+            # a request on another worker fetches it anew (the cache test reads the fetches).
+            [
+                ENVOY,
+                "-c",
+                str(config),
+                "--use-dynamic-base-id",
+                "-l",
+                "warning",
+                "--concurrency",
+                "1",
+            ],
             log_path=tmp_path / "envoy.log",
             name="envoy",
         )

@@ -1,0 +1,69 @@
+"""A window's start ahead of its turn, and its teardown behind it, on threads of their own.
+
+A window's start (its topology up, the counter sampler, Locust started) and its teardown
+(Locust stopped, the recorded writes collected, the topology stopped) are not part of its
+planned phases. Where the platform allows it (``chaos.platforms.ahead.StartsAhead``) the
+engine runs the next window's start during the current window's recovery and the current
+window's teardown during the next one's warm-up. :class:`Background` is the one call on a
+thread that both use: :meth:`Background.join` returns its value or raises what it raised,
+in the engine's thread, so a broken start breaks its own window at its turn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from chaos.engine.records import WindowKey, WindowRecord
+from chaos.platforms.base import RunningTopology
+from chaos.traffic.base import Traffic
+
+T = TypeVar("T")
+
+
+class Background(Generic[T]):
+    """``call()`` on a daemon thread, started at once."""
+
+    def __init__(self, name: str, call: Callable[[], T]) -> None:
+        self._call = call
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._call()
+        except BaseException as exc:  # handed to the engine's thread by join()
+            self._error = exc
+
+    def join(self) -> T:
+        """Wait for the call; its value, or raise its exception here."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
+
+
+@dataclass
+class Started:
+    """A window brought up: everything it holds is on ``stack`` (closed at its teardown)."""
+
+    stack: contextlib.ExitStack
+    topology: RunningTopology
+    traffic: Traffic
+
+
+@dataclass
+class Ahead:
+    """The next window, being brought up while the current one recovers."""
+
+    key: WindowKey
+    record: WindowRecord
+    start: Background[Started]
+
+
+__all__ = ["Ahead", "Background", "Started"]
