@@ -27,7 +27,6 @@ import hashlib
 import ipaddress
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -43,6 +42,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from chaos.errors import AddressInUseError, InputError, PlatformError
+from chaos.outpaths import replace_file
 from chaos.platforms.shared.keyfiles import private_dir, write_private
 
 _log = logging.getLogger(__name__)
@@ -131,14 +131,6 @@ def check_token(token: str, jwks_json: str, *, issuer: str, audience: str) -> To
     return TokenCheck(True, subject=str(claims.get("sub")), kid=kid)
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` in one rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 class IdentityProvider:
     """Issues JWTs for ``audience`` as ``issuer`` and publishes the key set that checks them.
 
@@ -200,7 +192,9 @@ class IdentityProvider:
 
     def write_jwks(self, path: Path) -> None:
         """Write the current key set to ``path`` atomically (a sidecar's static key file)."""
-        write_atomically(path, self.jwks_json())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = self.jwks_json()
+        replace_file(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
     def rotate_key(self) -> str:
         """Sign with a new key from now on and drop the old one from the key set; the new kid."""
