@@ -48,6 +48,43 @@ class Background(Generic[T]):
         return self._value  # type: ignore[return-value]
 
 
+class HeldStart:
+    """``start(released)`` on a thread that lives until ``released`` is set.
+
+    Every child process asks for SIGKILL when the *thread* that forked it ends
+    (``PR_SET_PDEATHSIG``, ``chaos.proc``): the thread that starts a window's topology and
+    Locust must outlive them. ``start`` registers ``released.set`` first on the window's
+    stack, so it runs last, once every process of the window is stopped.
+    """
+
+    def __init__(self, name: str, start: Callable[[threading.Event], Started]) -> None:
+        self._start = start
+        self._value: Started | None = None
+        self._error: BaseException | None = None
+        self._ready = threading.Event()
+        self._released = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._start(self._released)
+        except BaseException as exc:  # handed to the engine's thread by join()
+            self._error = exc
+            return
+        finally:
+            self._ready.set()
+        self._released.wait()
+
+    def join(self) -> Started:
+        """Wait for the start; the window brought up, or raise what the start raised."""
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value
+
+
 @dataclass
 class Started:
     """A window brought up: everything it holds is on ``stack`` (closed at its teardown)."""
@@ -63,7 +100,7 @@ class Ahead:
 
     key: WindowKey
     record: WindowRecord
-    start: Background[Started]
+    start: HeldStart
 
 
-__all__ = ["Ahead", "Background", "Started"]
+__all__ = ["Ahead", "Background", "HeldStart", "Started"]

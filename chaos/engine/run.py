@@ -13,11 +13,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from chaos.engine.ahead import Ahead, Background, Started
+from chaos.engine.ahead import Ahead, Background, HeldStart, Started
 from chaos.engine.cost import CostRunner
 from chaos.engine.counters import CounterSampler
 from chaos.engine.records import WindowKey, WindowRecord
@@ -28,6 +29,7 @@ from chaos.engine.windowparts import (
     ConditionWatch,
     copy_experiment,
     run_directory_error,
+    start_bypass,
     start_options,
     traffic_config,
 )
@@ -37,7 +39,6 @@ from chaos.experiment import Fault as FaultSpec
 from chaos.faults import driver_for
 from chaos.faults.base import Fault, FaultPlan
 from chaos.platforms.ahead import StartsAhead
-from chaos.platforms.appports import ExposesAppPorts
 from chaos.platforms.base import Event, HostsTraffic, Platform, RunningTopology, StartOptions
 from chaos.proc import start_ticks
 from chaos.rundir import BYPASS_DIR, SAMPLES_DIR, TOPOLOGIES_DIR
@@ -47,7 +48,6 @@ from chaos.rundir.journal import Journal
 from chaos.rundir.writes import RecordedWrites
 from chaos.traffic import TrafficConfig, TrafficRun
 from chaos.traffic.base import Traffic, TrafficFactory
-from chaos.traffic.bypass import BypassProbe
 from chaos.traffic.config import LOOPBACK
 
 #: I/O errors that mean the run directory cannot take more (the run stops: exit 3).
@@ -229,9 +229,20 @@ class Engine:
 
     # -- a window's start and teardown (ahead of and behind its turn where allowed) --------
 
-    def _bring_up(self, key: WindowKey, spec: FaultSpec, record: WindowRecord) -> Started:
-        """The topology up, its counters sampled, Locust started: a window ready to warm up."""
+    def _bring_up(
+        self,
+        key: WindowKey,
+        spec: FaultSpec,
+        record: WindowRecord,
+        released: threading.Event | None = None,
+    ) -> Started:
+        """The topology up, its counters sampled, Locust started: a window ready to warm up.
+
+        ``released`` is set once all of it is stopped (``HeldStart``'s thread may end then).
+        """
         stack = contextlib.ExitStack()
+        if released is not None:
+            stack.callback(released.set)
         try:
             # Registered first so it runs last, once the topology is stopped: the window's
             # teardown ends there (chaos.analysis.overhead reads it).
@@ -281,7 +292,9 @@ class Engine:
         record = WindowRecord(key, fault_type=spec.type)
         self._journal_window_started(key)
         self._ahead = Ahead(
-            key, record, Background(f"start-{key.slug}", lambda: self._bring_up(key, spec, record))
+            key,
+            record,
+            HeldStart(f"start-{key.slug}", lambda held: self._bring_up(key, spec, record, held)),
         )
 
     def _teardown(self, stack: contextlib.ExitStack, record: WindowRecord) -> None:
@@ -340,7 +353,8 @@ class Engine:
         timeline = self.experiment.timeline
         stack, topology, traffic = started.stack, started.topology, started.traffic
         record.warmup_start_t = time.monotonic()
-        self._start_bypass(stack, topology, key)  # its first request inside the window
+        # The bypass probe (``security.bypass``): its first request inside the window.
+        start_bypass(stack, self.experiment, topology, self.run_dir / BYPASS_DIR / key.slug)
         self.journal.write("warmup", setup=key.setup, window=key.slug, seconds=timeline.warmup)
         record.phase = "warm-up"
         self._hold(key, "warm-up", timeline.warmup, traffic)
@@ -392,23 +406,6 @@ class Engine:
         record.phase = "stop traffic"
         # Stopped here, or by the teardown (its stack) behind the next window's start.
         stack.callback(traffic.stop)
-
-    def _start_bypass(
-        self, stack: contextlib.ExitStack, topology: RunningTopology, key: WindowKey
-    ) -> None:
-        """The window's bypass probe (``security.bypass``), where the platform lists app ports."""
-        security = self.experiment.security
-        if security is None or security.bypass is None:
-            return
-        if not isinstance(topology, ExposesAppPorts):
-            return  # validation keeps the probe to platforms that have it
-        probe = BypassProbe(
-            topology.app_ports(),
-            security.bypass.rate,
-            security.bypass.max_requests,
-            self.run_dir / BYPASS_DIR / f"{key.slug}.jsonl",
-        )
-        stack.enter_context(probe)
 
     def _revert(self, fault: Fault[FaultSpec], plan: FaultPlan, record: WindowRecord) -> None:
         if record.revert_t is not None:

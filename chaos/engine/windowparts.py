@@ -4,6 +4,7 @@ one-line I/O error."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -13,11 +14,13 @@ from chaos.experiment import Fault as FaultSpec
 from chaos.experiment.models import start_extra
 from chaos.experiment.security import security_extra
 from chaos.outpaths import replace_file
-from chaos.platforms.base import StartOptions
+from chaos.platforms.appports import ExposesAppPorts
+from chaos.platforms.base import RunningTopology, StartOptions
 from chaos.proc import RUN_MARKER_ENV
 from chaos.rundir import EXPERIMENT_FILE
 from chaos.rundir.journal import Journal
 from chaos.traffic import Endpoint, LiveStats, TrafficConfig
+from chaos.traffic.bypass import BypassProbe
 from chaos.traffic.config import LOOPBACK
 
 #: Locust's own run time past the timeline. The engine stops traffic itself at the end of
@@ -123,11 +126,30 @@ def start_options(
     )
 
 
+def start_bypass(
+    stack: contextlib.ExitStack, experiment: Experiment, topology: RunningTopology, out: Path
+) -> None:
+    """The window's bypass probe, where the platform lists app ports (``out``.jsonl)."""
+    security = experiment.security
+    if security is None or security.bypass is None:
+        return
+    if not isinstance(topology, ExposesAppPorts):
+        return  # validation keeps the probe to platforms that have it
+    probe = BypassProbe(
+        topology.app_ports(),
+        security.bypass.rate,
+        security.bypass.max_requests,
+        out.with_name(f"{out.name}.jsonl"),
+    )
+    stack.enter_context(probe)
+
+
 __all__ = [
     "TRAFFIC_SLACK_S",
     "ConditionWatch",
     "copy_experiment",
     "run_directory_error",
+    "start_bypass",
     "start_options",
     "traffic_config",
 ]
