@@ -314,9 +314,10 @@ def _handler_for(
                 body = ""
             if url.path == JWKS_PATH and method == "GET":
                 payload = idp.jwks_json()
-                self._send(200, "application/json", payload)
                 kids = tuple(key["kid"] for key in json.loads(payload)["keys"])
+                # Recorded before it is sent: a reader that saw the answer sees the record.
                 jwks_served.append(JwksServed(time.monotonic(), kids))
+                self._send(200, "application/json", payload)
             elif url.path == HEALTH_PATH and method == "GET":
                 self._send(200, "text/plain", "ok\n")
             elif url.path == TOKEN_PATH:
