@@ -358,7 +358,7 @@ def _handler_for(
 
 @dataclass(frozen=True)
 class JwksServed:
-    """One key-set answer of the server: when it was sent (monotonic) and the key ids in it."""
+    """One key-set answer of the server: when (monotonic, just before it was sent), which keys."""
 
     t: float
     kids: tuple[str, ...]
