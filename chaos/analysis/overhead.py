@@ -3,10 +3,12 @@
 Each window pays for bringing its topology up (``window_started`` -> ``topology_up``),
 starting Locust (-> ``traffic_started``), then after its recovery phase
 (``recovery_ended``) stopping Locust, collecting what the topology recorded and stopping
-it (-> ``topology_stopped``). The planned phases (warm-up, hold, recovery) run from
-``warmup`` to ``recovery_ended``. Every figure is a difference of two journal entries'
-monotonic timestamps: nothing here is measured anew. A window broken before a step has
-None for that step's figure.
+it (-> ``topology_stopped``). Where the platform allows it the next window's start runs
+during this one's recovery and this one's teardown during the next one's warm-up, so the
+windows' figures overlap and ``windows_wall_s`` is less than their sum. The planned phases
+(warm-up, hold, recovery) run from ``warmup`` to ``recovery_ended``. Every figure is a
+difference of two journal entries' monotonic timestamps: nothing here is measured anew.
+A window broken before a step has None for that step's figure.
 """
 
 from __future__ import annotations
@@ -93,25 +95,34 @@ def _window(first: JournalEntry, marks: dict[str, float]) -> WindowOverhead:
 
 
 def run_overhead(entries: Sequence[JournalEntry]) -> RunOverhead:
-    """Each window's steps, read in journal order (a window ends at the next one's start)."""
-    windows: list[WindowOverhead] = []
-    first: JournalEntry | None = None
-    marks: dict[str, float] = {}
+    """Each window's steps; a window abandoned before its turn (the run ended) is left out.
+
+    Entries naming their window (``window``: the engine writes it since windows may overlap,
+    the next one starting during this one's recovery) are grouped by it; older journals are
+    read in order (a window ends at the next one's start).
+    """
+    firsts: dict[str, JournalEntry] = {}
+    marks: dict[str, dict[str, float]] = {}
+    abandoned: set[str] = set()
+    current = ""
     run_started: float | None = None
     last_stop: float | None = None
-    for entry in entries:
+    for number, entry in enumerate(entries):
         if entry.kind == "run_started" and run_started is None:
             run_started = entry.t
+        named = entry.get_str("window")
         if entry.kind == "window_started":
-            if first is not None:
-                windows.append(_window(first, marks))
-            first, marks = entry, {}
-        if first is not None and entry.kind in STEPS:
-            marks.setdefault(entry.kind, entry.t)
-        if entry.kind == "topology_stopped":
-            last_stop = entry.t
-    if first is not None:
-        windows.append(_window(first, marks))
+            current = named or f"#{number}"
+            firsts[current] = entry
+            marks[current] = {}
+        window = named or current
+        if entry.kind == "window_abandoned":
+            abandoned.add(window)
+        if window in marks and entry.kind in STEPS:
+            marks[window].setdefault(entry.kind, entry.t)
+        if entry.kind == "topology_stopped" and window not in abandoned:
+            last_stop = entry.t if last_stop is None else max(last_stop, entry.t)
+    windows = [_window(first, marks[w]) for w, first in firsts.items() if w not in abandoned]
     wall = (
         round(last_stop - run_started, 3)
         if run_started is not None and last_stop is not None

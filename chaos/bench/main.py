@@ -19,7 +19,10 @@ the others still run):
 
 About 5 minutes on a quiet 2-core machine. ``--short`` is the smoke mode the tests
 use: one setup, one start, tiny windows, no plain-Locust rows and no fidelity
-figure (their own tests run them), a one-window run and 240 k samples. Loopback only.
+figure (their own tests run them), a one-window run and 240 k samples. ``--only overhead``
+runs figure 5's real run alone (its wall time against the planned windows, the start-ups
+while another window runs), printed and written nowhere unless ``--out`` is given.
+Loopback only.
 """
 
 from __future__ import annotations
@@ -136,7 +139,7 @@ def run_bench(args: argparse.Namespace) -> BenchResults:
     """Measure every figure (in this order) and return them."""
     started = time.monotonic()
     results = BenchResults(
-        command="make bench" if not args.short else "python -m chaos.bench --short",
+        command=args.command,
         started_utc=datetime.now(UTC).isoformat(timespec="seconds"),
         machine=machine(),
         short=args.short,
@@ -164,6 +167,11 @@ def run_bench(args: argparse.Namespace) -> BenchResults:
                 work / "realrun", tuple(s.value for s in setups), args.faults, args.timeline
             )
 
+        if args.only == "overhead":
+            _figure(results, "realrun", realrun)  # the run's wall time and start-ups alone
+            results.machine.load_after = os.getloadavg()
+            results.seconds = round(time.monotonic() - started, 1)
+            return results
         _figure(results, "startup", startup)
         _figure(results, "target", lambda: _on_target(results, args, work))
         if not args.short:
@@ -187,10 +195,22 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m chaos.bench", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--short", action="store_true", help="the smoke mode the tests use")
-    parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
+    parser.add_argument(
+        "--only",
+        choices=("overhead",),
+        default=None,
+        help="one figure alone: overhead = the real run's wall time against its planned "
+        "windows and its start-ups (about 2 minutes; written to --out only if given)",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="default: BENCHMARKS.md")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--setups", default=None, help="comma-separated (default: all)")
     args = parser.parse_args(argv)
+    args.command = "make bench" if not args.short else "python -m chaos.bench --short"
+    if args.only is not None:
+        args.command = f"python -m chaos.bench --only {args.only}"
+    elif args.out is None:
+        args.out = Path("BENCHMARKS.md")
     names = args.setups.split(",") if args.setups else [s.value for s in ALL_SETUPS]
     try:
         args.setups = [Setup(n.strip()).value for n in names if n.strip()]
@@ -228,9 +248,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     results = run_bench(args)
     text = render_markdown(results)
-    args.out.write_text(text, encoding="utf-8")
+    if args.out is not None:
+        args.out.write_text(text, encoding="utf-8")
     if args.json is not None:
         args.json.write_text(json.dumps(asdict(results), indent=2, default=_jsonable) + "\n")
     print(text)
-    print(f"bench: wrote {args.out} in {results.seconds:g} s", file=sys.stderr)
+    if args.out is not None:
+        print(f"bench: wrote {args.out} in {results.seconds:g} s", file=sys.stderr)
     return 1 if results.errors else 0

@@ -159,7 +159,8 @@ def run_experiment(
     run_dir = work / "run"
     cli = Path(sys.executable).with_name("sidecar-chaos")
     argv = [str(cli)] if cli.exists() else [sys.executable, "-m", "chaos.cli"]
-    # The windows run one after another: one leased slot (the tests' lock) serves all setups.
+    # One leased slot (the tests' lock) serves all setups; a window started while the previous
+    # one still holds it (the next window starts during this one's recovery) leases another.
     with lease_slot() as slot:
         slots = [arg for setup in setups for arg in ("--slot", f"{setup}={slot}")]
         started = time.monotonic()

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import platform
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -66,7 +66,7 @@ from chaos.rundir import (
     RESULTS_FILE,
     SAMPLES_DIR,
 )
-from chaos.rundir.columns import load_columns
+from chaos.rundir.columns import Latencies, load_columns
 from chaos.rundir.counters import read_counters
 from chaos.rundir.dataplane import tables_of
 from chaos.rundir.journal import read_journal, unreverted_plans
@@ -173,6 +173,19 @@ def finish(
             aborted_reason=aborted_reason,
             history=history,
         )
+
+
+def _rendered_report(run_dir: Path, latencies: Mapping[Path, Latencies] | None) -> str:
+    """The report's HTML; a failure to render it is one line (``OutputError``, exit 5)."""
+    try:
+        return report_html([run_dir], latencies=latencies)
+    except ChaosError:
+        raise
+    except Exception as exc:  # a bug or an odd run: the results are written, say so in one line
+        why = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+        raise OutputError(
+            run_dir / REPORT_FILE, f"the report could not be rendered ({why})"
+        ) from exc
 
 
 @contextmanager
@@ -315,7 +328,7 @@ def _finish(
     )
     report: Path | None = None
     if runs or broken or cost is not None:
-        html = report_html([run_dir], latencies=latencies)
+        html = _rendered_report(run_dir, latencies)
         report = replace_file(run_dir / REPORT_FILE, lambda p: p.write_text(html, "utf-8"))
         del html
         write_junit(run_dir)

@@ -13,48 +13,45 @@ from __future__ import annotations
 import contextlib
 import errno
 import secrets
-import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from chaos.engine.ahead import Ahead, Background, HeldStart, Started
 from chaos.engine.cost import CostRunner
 from chaos.engine.counters import CounterSampler
 from chaos.engine.records import WindowKey, WindowRecord
 from chaos.engine.rounds import rounds
 from chaos.engine.signals import RunInterrupted, SignalGuard
 from chaos.engine.view import RunView
+from chaos.engine.windowparts import (
+    ConditionWatch,
+    copy_experiment,
+    run_directory_error,
+    start_bypass,
+    start_options,
+    traffic_config,
+)
 from chaos.errors import AbortedError, ChaosError, RunDirectoryError
-from chaos.experiment import CertExpiryFault, Experiment, PolicyDesyncFault, Setup, StopCondition
+from chaos.experiment import Experiment, Setup
 from chaos.experiment import Fault as FaultSpec
-from chaos.experiment.models import start_extra
-from chaos.experiment.security import security_extra
 from chaos.faults import driver_for
 from chaos.faults.base import Fault, FaultPlan
-from chaos.outpaths import replace_file
-from chaos.platforms.appports import ExposesAppPorts, RunsBypassProbe
+from chaos.platforms.ahead import StartsAhead
 from chaos.platforms.base import Event, HostsTraffic, Platform, RunningTopology, StartOptions
-from chaos.proc import RUN_MARKER_ENV, start_ticks
-from chaos.rundir import BYPASS_DIR, EXPERIMENT_FILE, SAMPLES_DIR, TOPOLOGIES_DIR
+from chaos.proc import start_ticks
+from chaos.rundir import BYPASS_DIR, SAMPLES_DIR, TOPOLOGIES_DIR
 from chaos.rundir.cost import CostWindowRecord
 from chaos.rundir.counters import append_counters
 from chaos.rundir.journal import Journal
 from chaos.rundir.writes import RecordedWrites
-from chaos.traffic import Endpoint, LiveStats, TrafficConfig, TrafficRun
+from chaos.traffic import TrafficConfig, TrafficRun
 from chaos.traffic.base import Traffic, TrafficFactory
-from chaos.traffic.bypass import BypassProbe, anonymous_stream
 from chaos.traffic.config import LOOPBACK
 
 #: I/O errors that mean the run directory cannot take more (the run stops: exit 3).
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO})
-
-#: Locust's own run time past the timeline. The engine stops traffic itself at the end of
-#: each window; this is a backstop, long enough that a slow start-up or a loaded machine
-#: never lets Locust end first (that would break the window: see ``Traffic.check``).
-TRAFFIC_SLACK_S = 60.0
-
-#: A client renews its bearer token this often (policy-desync shows through it).
-TOKEN_REFRESH_S = 1.0
 
 
 class StopConditionHit(AbortedError):
@@ -89,6 +86,10 @@ class Engine:
         self.marker = secrets.token_hex(16)
         #: The cost step's windows (``chaos.engine.cost``), after the fault windows.
         self.cost_windows: list[CostWindowRecord] = []
+        #: The next window, being brought up during this one's recovery (``StartsAhead``).
+        self._ahead: Ahead | None = None
+        #: Windows being torn down behind the current one.
+        self._teardowns: list[Background[None]] = []
 
     # -- the run ---------------------------------------------------------------------
 
@@ -102,8 +103,10 @@ class Engine:
         )
         try:
             with SignalGuard():
-                for key in rounds(self.experiment, self.windows, self.run_dir, say=self._say):
-                    self._window(key)
+                try:
+                    self._windows_in_turn()
+                finally:
+                    self._settle()
                 self.cost_windows = self._cost_runner().run()
         except AbortedError as exc:
             self.aborted = str(exc)
@@ -140,16 +143,49 @@ class Engine:
         if self.options.view is not None:
             self.options.view.say(line)
 
-    def _window(self, key: WindowKey) -> None:
-        spec = self.experiment.faults[key.fault_index]
-        record = WindowRecord(key, fault_type=spec.type)
-        self.windows.append(record)
-        self.journal.write(
-            "window_started", setup=key.setup, fault=key.fault, repetition=key.repetition
+    def _windows_in_turn(self) -> None:
+        """Every window in order; the next one's start overlaps this one's recovery if allowed.
+
+        With ``repetitions: auto`` the next window is known only once this one is measured
+        (``rounds``), so those windows run one after the other.
+        """
+        keys = iter(rounds(self.experiment, self.windows, self.run_dir, say=self._say))
+        overlap = (
+            not self.experiment.adaptive
+            and isinstance(self.platform, StartsAhead)
+            and self.platform.starts_ahead()
         )
+        key = next(keys, None)
+        while key is not None:
+            following = next(keys, None) if overlap else None
+            self._window(key, following)
+            key = following if overlap else next(keys, None)
+
+    def _window(self, key: WindowKey, following: WindowKey | None = None) -> None:
+        spec = self.experiment.faults[key.fault_index]
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead.key == key:
+            record = ahead.record
+        else:
+            record = WindowRecord(key, fault_type=spec.type)
+            self._journal_window_started(key)
+        self.windows.append(record)
+        stack = contextlib.ExitStack()
         try:
-            with contextlib.ExitStack() as stack:
-                self._run_window(stack, key, spec, record)
+            try:
+                started = ahead.start.join() if ahead is not None else None
+                if started is None:
+                    started = self._bring_up(key, spec, record)
+                stack.enter_context(started.stack)
+                self._run_window(key, spec, record, started, following)
+                if following is not None:
+                    # Locust stopped and the topology down while the next window warms up.
+                    teardown = stack.pop_all()
+                    self._teardowns.append(
+                        Background(f"teardown-{key.slug}", lambda: self._teardown(teardown, record))
+                    )
+            finally:
+                stack.close()
         except OSError as exc:
             if exc.errno not in DISK_ERRNOS:
                 raise
@@ -161,17 +197,30 @@ class Engine:
             self._close_window(record)
             raise
         except ChaosError as exc:
-            record.error = str(exc)
-            self.journal.write(
-                "window_failed",
-                setup=key.setup,
-                fault=key.fault,
-                repetition=key.repetition,
-                phase=record.phase,
-                error=str(exc),
-            )
-            self._say(f"{key.label}: broken in {record.phase}: {exc}")
+            self._window_failed(record, exc)
         self._close_window(record)
+
+    def _journal_window_started(self, key: WindowKey) -> None:
+        self.journal.write(
+            "window_started",
+            setup=key.setup,
+            fault=key.fault,
+            repetition=key.repetition,
+            window=key.slug,
+        )
+
+    def _window_failed(self, record: WindowRecord, exc: ChaosError) -> None:
+        key = record.key
+        record.error = str(exc)
+        self.journal.write(
+            "window_failed",
+            setup=key.setup,
+            fault=key.fault,
+            repetition=key.repetition,
+            phase=record.phase,
+            error=str(exc),
+        )
+        self._say(f"{key.label}: broken in {record.phase}: {exc}")
 
     def _close_window(self, record: WindowRecord) -> None:
         now = time.monotonic()
@@ -179,46 +228,135 @@ class Engine:
             record.revert_t = record.revert_t or now
             record.end_t = record.end_t or now
 
+    # -- a window's start and teardown (ahead of and behind its turn where allowed) --------
+
+    def _bring_up(
+        self,
+        key: WindowKey,
+        spec: FaultSpec,
+        record: WindowRecord,
+        released: threading.Event | None = None,
+    ) -> Started:
+        """The topology up, its counters sampled, Locust started: a window ready to warm up.
+
+        ``released`` is set once all of it is stopped (``HeldStart``'s thread may end then).
+        """
+        stack = contextlib.ExitStack()
+        if released is not None:
+            stack.callback(released.set)
+        try:
+            # Registered first so it runs last, once the topology is stopped: the window's
+            # teardown ends there (chaos.analysis.overhead reads it).
+            stack.callback(self.journal.write, "topology_stopped", setup=key.setup, window=key.slug)
+            topology = stack.enter_context(
+                self.platform.start(Setup(key.setup), self._start_options(key, spec))
+            )
+            self.journal.write(
+                "topology_up",
+                setup=key.setup,
+                window=key.slug,
+                startup_s=round(topology.startup_s, 3),
+                **topology.journal_record(),
+            )
+            stack.callback(self.journal.write, "topology_down", setup=key.setup, window=key.slug)
+            stack.callback(self._collect_writes, topology, record)
+            stack.callback(topology.subscribe(lambda event: self._on_event(event, key)))
+
+            sampler = CounterSampler(topology)
+            # Registered first so it runs last: after the sampler's final reading.
+            stack.callback(lambda: append_counters(self.run_dir, sampler.samples))
+            stack.enter_context(sampler)
+            record.phase = "traffic"
+            # A platform that runs the load itself (Locust inside a cluster) provides it.
+            hosted = topology.hosted_traffic() if isinstance(topology, HostsTraffic) else None
+            start_traffic = hosted.start if hosted is not None else self.options.traffic
+            network = hosted.network if hosted is not None else LOOPBACK
+            config = self._traffic_config(topology, key, network)
+            traffic = stack.enter_context(start_traffic(config))
+            traffic.wait_started()
+            # What ``clean`` needs to prove a leftover Locust process is this run's.
+            self.journal.write(
+                "traffic_started",
+                setup=key.setup,
+                window=key.slug,
+                processes=[[pid, start_ticks(pid)] for pid in traffic.pids],
+            )
+        except BaseException:
+            stack.close()
+            raise
+        return Started(stack, topology, traffic)
+
+    def _start_ahead(self, key: WindowKey) -> None:
+        """Bring ``key``'s window up on a thread, once the last window's teardown is over."""
+        self._join_teardowns()  # at most two topologies at once: this one and the next
+        spec = self.experiment.faults[key.fault_index]
+        record = WindowRecord(key, fault_type=spec.type)
+        self._journal_window_started(key)
+        self._ahead = Ahead(
+            key,
+            record,
+            HeldStart(f"start-{key.slug}", lambda held: self._bring_up(key, spec, record, held)),
+        )
+
+    def _teardown(self, stack: contextlib.ExitStack, record: WindowRecord) -> None:
+        """Stop a window's load and topology behind its turn (a failure breaks that window)."""
+        try:
+            with stack:
+                pass
+        except AbortedError:
+            raise
+        except ChaosError as exc:
+            self._window_failed(record, exc)
+
+    def _join_teardowns(self) -> None:
+        teardowns, self._teardowns = self._teardowns, []
+        for teardown in teardowns:
+            try:
+                teardown.join()
+            except OSError as exc:
+                if exc.errno not in DISK_ERRNOS:
+                    raise
+                raise run_directory_error(self.run_dir, exc) from exc
+
+    def _settle(self) -> None:
+        """Teardowns finished, and a window brought up ahead but never run taken down."""
+        ahead, self._ahead = self._ahead, None
+        try:
+            self._join_teardowns()
+        finally:
+            if ahead is not None:
+                self._abandon(ahead)
+
+    def _abandon(self, ahead: Ahead) -> None:
+        try:
+            started = ahead.start.join()
+        except BaseException:  # it never ran: the error of its start is moot
+            started = None
+        if started is not None:
+            started.stack.close()
+        key = ahead.key
+        self.journal.write(
+            "window_abandoned",
+            setup=key.setup,
+            fault=key.fault,
+            repetition=key.repetition,
+            window=key.slug,
+        )
+
     def _run_window(
-        self, stack: contextlib.ExitStack, key: WindowKey, spec: FaultSpec, record: WindowRecord
+        self,
+        key: WindowKey,
+        spec: FaultSpec,
+        record: WindowRecord,
+        started: Started,
+        following: WindowKey | None,
     ) -> None:
         timeline = self.experiment.timeline
-        # Registered first so it runs last, once the topology is stopped: the window's
-        # teardown ends there (chaos.analysis.overhead reads it).
-        stack.callback(self.journal.write, "topology_stopped", setup=key.setup)
-        topology = stack.enter_context(
-            self.platform.start(Setup(key.setup), self._start_options(key, spec))
-        )
-        self.journal.write(
-            "topology_up",
-            setup=key.setup,
-            startup_s=round(topology.startup_s, 3),
-            **topology.journal_record(),
-        )
-        stack.callback(self.journal.write, "topology_down", setup=key.setup)
-        stack.callback(self._collect_writes, topology, record)
-        stack.callback(topology.subscribe(self._on_event))
-
-        sampler = CounterSampler(topology)
-        # Registered first so it runs last: after the sampler's final reading.
-        stack.callback(lambda: append_counters(self.run_dir, sampler.samples))
-        stack.enter_context(sampler)
-        record.phase = "traffic"
-        # A platform that runs the load itself (Locust inside a cluster) provides it.
-        hosted = topology.hosted_traffic() if isinstance(topology, HostsTraffic) else None
-        start_traffic = hosted.start if hosted is not None else self.options.traffic
-        network = hosted.network if hosted is not None else LOOPBACK
-        traffic = stack.enter_context(start_traffic(self._traffic_config(topology, key, network)))
-        traffic.wait_started()
-        # What ``clean`` needs to prove a leftover Locust process is this run's.
-        self.journal.write(
-            "traffic_started",
-            setup=key.setup,
-            processes=[[pid, start_ticks(pid)] for pid in traffic.pids],
-        )
+        stack, topology, traffic = started.stack, started.topology, started.traffic
         record.warmup_start_t = time.monotonic()
-        self._start_bypass(stack, topology, key)  # its first request inside the window
-        self.journal.write("warmup", setup=key.setup, seconds=timeline.warmup)
+        # The bypass probe (``security.bypass``): its first request inside the window.
+        start_bypass(stack, self.experiment, topology, self.run_dir / BYPASS_DIR / key.slug)
+        self.journal.write("warmup", setup=key.setup, window=key.slug, seconds=timeline.warmup)
         record.phase = "warm-up"
         self._hold(key, "warm-up", timeline.warmup, traffic)
 
@@ -264,43 +402,14 @@ class Engine:
         record.phase = "revert"
         self._revert(fault, plan, record)
         record.phase = "recovery"
+        if following is not None:
+            self._start_ahead(following)
         self._hold(key, "recovery", timeline.recovery, traffic)
         record.end_t = time.monotonic()
-        self.journal.write("recovery_ended", setup=key.setup)
+        self.journal.write("recovery_ended", setup=key.setup, window=key.slug)
         record.phase = "stop traffic"
-        traffic.stop()
-
-    def _start_bypass(
-        self, stack: contextlib.ExitStack, topology: RunningTopology, key: WindowKey
-    ) -> None:
-        """The window's bypass probe (``security.bypass``), where the platform lists app
-        ports, and its anonymous stream through the ingress (``security.anonymous``)."""
-        security = self.experiment.security
-        if security is not None and security.anonymous is not None:
-            stack.enter_context(
-                anonymous_stream(
-                    topology.ingress_url,
-                    security.anonymous,
-                    self.run_dir / BYPASS_DIR / f"{key.slug}.anonymous.jsonl",
-                )
-            )
-        if security is None or security.bypass is None:
-            return
-        out = self.run_dir / BYPASS_DIR / f"{key.slug}.jsonl"
-        if isinstance(topology, RunsBypassProbe):
-            bp = security.bypass
-            span = self.experiment.timeline.total
-            stack.enter_context(topology.bypass_probe(bp.rate, bp.max_requests, span, out))
-            return
-        if not isinstance(topology, ExposesAppPorts):
-            return  # validation keeps the probe to platforms that have it
-        probe = BypassProbe(
-            topology.app_ports(),
-            security.bypass.rate,
-            security.bypass.max_requests,
-            self.run_dir / BYPASS_DIR / f"{key.slug}.jsonl",
-        )
-        stack.enter_context(probe)
+        # Stopped here, or by the teardown (its stack) behind the next window's start.
+        stack.callback(traffic.stop)
 
     def _revert(self, fault: Fault[FaultSpec], plan: FaultPlan, record: WindowRecord) -> None:
         if record.revert_t is not None:
@@ -320,9 +429,13 @@ class Engine:
         else:
             record.recorded_writes += RecordedWrites.from_ids(found)
 
-    def _on_event(self, event: Event) -> None:
+    def _on_event(self, event: Event, key: WindowKey) -> None:
+        # The window named: with windows overlapping, its time alone may fall in another's.
         self.journal.write(
             "event",
+            setup=key.setup,
+            fault=key.fault,
+            repetition=key.repetition,
             event=event.kind.value,
             subject=event.subject,
             detail=event.detail,
@@ -335,7 +448,7 @@ class Engine:
 
     def _hold(self, key: WindowKey, phase: str, seconds: float, traffic: Traffic) -> None:
         deadline = time.monotonic() + seconds
-        watches = [_ConditionWatch(c) for c in self.experiment.stop_conditions]
+        watches = [ConditionWatch(c) for c in self.experiment.stop_conditions]
         next_tick = time.monotonic()
         while (left := deadline - time.monotonic()) > 0:
             time.sleep(min(left, 0.1))
@@ -354,23 +467,12 @@ class Engine:
     # -- building blocks ---------------------------------------------------------------
 
     def _start_options(self, key: WindowKey, spec: FaultSpec) -> StartOptions:
-        lifetime = None
-        if isinstance(spec, CertExpiryFault) and spec.connection_lifetime is not None:
-            # It decides how fast an expiry shows: the fault sets it for its windows.
-            lifetime = spec.connection_lifetime
-        # A policy-desync fault's refresh is the control plane's key-set refresh there.
-        refresh = spec.refresh if isinstance(spec, PolicyDesyncFault) else None
-        return StartOptions(
-            run_dir=self.run_dir / TOPOLOGIES_DIR / key.slug,
-            connection_lifetime_s=lifetime,
-            jwks_refresh_s=refresh,
-            dataplane=self.experiment.dataplane,
-            run_marker=self.marker,
-            record=self.journal.write,
-            extra={
-                **start_extra(self.experiment, spec),
-                **security_extra(self.experiment.security),
-            },
+        return start_options(
+            self.experiment,
+            spec,
+            self.run_dir / TOPOLOGIES_DIR / key.slug,
+            self.marker,
+            self.journal,
         )
 
     def _traffic_config(
@@ -387,77 +489,11 @@ class Engine:
         )
 
 
-def traffic_config(
-    experiment: Experiment,
-    *,
-    host: str,
-    out_dir: Path,
-    token_url: str | None = None,
-    workers: int = 0,
-    marker: str = "",
-    network: str = LOOPBACK,
-) -> TrafficConfig:
-    """The load of one window of ``experiment`` (the dry run describes it too)."""
-    traffic = experiment.traffic
-    timeline = experiment.timeline
-    return TrafficConfig(
-        host=host,
-        out_dir=out_dir,
-        duration_s=timeline.warmup + timeline.hold + timeline.recovery + TRAFFIC_SLACK_S,
-        users=traffic.users,
-        spawn_rate=traffic.spawn_rate,
-        rate=traffic.rate,
-        endpoints=tuple(
-            Endpoint(e.name, e.method, e.path, e.weight) for e in traffic.endpoints or ()
-        ),
-        locustfile=traffic.locustfile,
-        token_url=token_url,
-        token_refresh_s=TOKEN_REFRESH_S,
-        workers=workers,
-        mode=traffic.mode,
-        max_in_flight=traffic.max_in_flight,
-        extra_env=((RUN_MARKER_ENV, marker),),
-        network=network,
-    )
-
-
-class _ConditionWatch:
-    """How long a stop condition has held without a break."""
-
-    def __init__(self, condition: StopCondition) -> None:
-        self.condition = condition
-        self.since: float | None = None
-
-    def describe(self) -> str:
-        c = self.condition
-        if c.type == "error_rate":
-            return f"error rate above {c.above:.0%} for {c.for_:g} s"
-        return f"p95 above {c.above_ms:g} ms for {c.for_:g} s"
-
-    def violated_for(self, stats: LiveStats, now: float) -> bool:
-        c = self.condition
-        if c.type == "error_rate":
-            bad = stats.requests > 0 and stats.error_rate > c.above
-        else:
-            bad = stats.p95_ms is not None and stats.p95_ms > c.above_ms
-        if not bad:
-            self.since = None
-            return False
-        if self.since is None:
-            self.since = now
-        return now - self.since >= c.for_
-
-
-def run_directory_error(run_dir: Path, exc: OSError) -> RunDirectoryError:
-    """One line for an I/O error under the run directory (a full disk, mostly)."""
-    where = exc.filename or run_dir
-    return RunDirectoryError(f"{where}: cannot write the run directory: {exc.strerror or exc}")
-
-
-def copy_experiment(source: Path, run_dir: Path) -> None:
-    """Keep the exact experiment file with the run (the report shows it; ``OutputError``)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    replace_file(run_dir / EXPERIMENT_FILE, lambda p: shutil.copyfile(source, p))
-
-
-__all__ = ["Engine", "RunInterrupted", "RunOptions", "StopConditionHit"]
+__all__ = [
+    "Engine",
+    "RunInterrupted",
+    "RunOptions",
+    "StopConditionHit",
+    "copy_experiment",
+    "traffic_config",
+]

@@ -283,6 +283,8 @@ class FakePlatform:
     on_start: Callable[[FakeTopology], None] | None = None
     #: Called with the name of every call, after it is recorded.
     on_call: Callable[[str], None] | None = None
+    #: Whether a window's topology may start during the previous one's recovery.
+    ahead: bool = False
     log: CallLog = field(init=False)
     topologies: list[FakeTopology] = field(default_factory=list, init=False)
 
@@ -296,6 +298,9 @@ class FakePlatform:
     @property
     def name(self) -> str:
         return "fake"
+
+    def starts_ahead(self) -> bool:
+        return self.ahead
 
     @property
     def setups(self) -> tuple[Setup, ...]:

@@ -27,19 +27,28 @@ DELAY_S = 0.2
 
 @dataclass
 class SlowServer:
-    """A server that answers ``GET /slow`` after 200 ms, and how many it received."""
+    """A server that answers ``GET /slow`` after 200 ms, how many it received, and the most
+    it held at once (its own record of the client's concurrency)."""
 
     url: str
     received: list[int]
+    most_in_flight: list[int]
 
 
 @pytest.fixture
 def slow_server() -> Iterator[SlowServer]:
     received = [0]
+    in_flight = [0]
+    most_in_flight = [0]
 
     async def slow(_: web.Request) -> web.Response:
         received[0] += 1
-        await asyncio.sleep(DELAY_S)
+        in_flight[0] += 1
+        most_in_flight[0] = max(most_in_flight[0], in_flight[0])
+        try:
+            await asyncio.sleep(DELAY_S)
+        finally:
+            in_flight[0] -= 1
         return web.Response(text="slow")
 
     app = web.Application()
@@ -58,7 +67,7 @@ def slow_server() -> Iterator[SlowServer]:
 
     port = asyncio.run_coroutine_threadsafe(serve(), loop).result(10)
     try:
-        yield SlowServer(f"http://127.0.0.1:{port}", received)
+        yield SlowServer(f"http://127.0.0.1:{port}", received, most_in_flight)
     finally:
         asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
@@ -101,8 +110,10 @@ def test_a_small_cap_records_the_shortfall_as_dropped(
     # the schedule itself holds 80/s: what could not go out is on record, as dropped
     assert _rate(frame.t) >= 76.0, _rate(frame.t)
     # 8 in flight at 200 ms each carry at most 40/s (less on a busy machine, where the
-    # server answers later); the rest is dropped, not skipped
-    assert 20.0 <= _rate(sent.t) <= 44.0, _rate(sent.t)
+    # server answers later); the rest is dropped, not skipped. The server's own record:
+    # the cap was reached and never exceeded.
+    assert _rate(sent.t) <= 44.0, _rate(sent.t)
+    assert slow_server.most_in_flight[0] == 8, slow_server.most_in_flight
     assert len(dropped) >= 0.4 * len(frame), len(dropped)
     assert (dropped.status == 0).all() and (dropped.latency_ms == 0).all()
     # every request sent is a sample, and nothing else is
@@ -118,9 +129,9 @@ def test_a_generous_cap_holds_the_rate(slow_server: SlowServer, tmp_path: Path) 
     assert slow_server.received[0] == len(frame)
     # latency runs from the scheduled start: at least the server's 200 ms plus the lag
     assert (frame.latency_ms >= DELAY_S * 1000 + frame.send_lag_ms - 1e-6).all()
-    # sent on time, mostly (a loaded 2-core machine stalls a process now and then; the
-    # bench measures the lateness, this only guards against a schedule gone wrong)
-    assert frame.send_lag_ms.median() < 20.0, frame.send_lag_ms.describe()
+    # the server never held more than the cap (how late the sends were on a loaded machine
+    # is the bench's to measure; a send before its slot fails the grid check below)
+    assert slow_server.most_in_flight[0] <= 40, slow_server.most_in_flight
     # every sample starts at its slot of the one process's grid (phase + k / 80): a
     # request sent before its slot would start off the grid, at its actual send
     slots = (frame.t - frame.t.min()) * 80.0

@@ -220,7 +220,9 @@ def test_rate_weights_and_write_ids(servers: Servers, tmp_path: Path) -> None:
         duration_s=3.0,
         users=20,
         rate=200.0,
-        max_in_flight=100,  # the cap is not what this test is about: never reach it
+        # The cap is not what this test is about: never reach it, however slowly a loaded
+        # machine answers (all 600 requests of the schedule may be under way at once).
+        max_in_flight=600,
         endpoints=(Endpoint("read", "GET", "/ok", 3.0), Endpoint("pay", "POST", "/write", 1.0)),
     )
     before = time.monotonic()
@@ -232,7 +234,7 @@ def test_rate_weights_and_write_ids(servers: Servers, tmp_path: Path) -> None:
     assert 600 * 0.85 <= len(frame) <= 600 * 1.15, len(frame)
     assert before < frame.t.min() and frame.t.max() < after
     assert frame.t.max() - frame.t.min() == pytest.approx(3.0, abs=0.3)
-    assert (frame.error_kind == "").all()
+    assert (frame.error_kind == "").all(), frame.error_kind.value_counts()
     assert (frame.latency_ms > 0).all()
     share = (frame.endpoint == "pay").mean()
     assert 0.25 - 0.06 <= share <= 0.25 + 0.06, share

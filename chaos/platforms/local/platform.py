@@ -12,6 +12,7 @@ import json
 import signal
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from chaos.platforms.local.faultops import LocalFaultOps
     from chaos.platforms.local.running import LocalRunning
     from chaos.platforms.local.topology import RunLabel
+    from chaos.platforms.shared.dataplane import SetupDataPlane
     from chaos.platforms.shared.promql import PrometheusCounters
 
 
@@ -63,10 +65,39 @@ class LocalPlatform:
     #: A Prometheus that scrapes the proxies (``up --prometheus-config``): counters come
     #: from its query API instead of the admin endpoints.
     prometheus_url: str | None = None
+    #: Slots this platform's topologies hold now (a second topology of a setup whose slot
+    #: is held, the next window started ahead, leases another: ``chaos.platforms.ahead``).
+    _held: set[int] = field(default_factory=set, init=False, repr=False, compare=False)
+    _held_lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
 
     @property
     def name(self) -> str:
         return "local"
+
+    def starts_ahead(self) -> bool:
+        """Windows may overlap, each topology in a slot of its own, unless they are ``up``'s
+        (one per setup in the registry) or a Prometheus scrapes the setups' own slots."""
+        return not self.publish and self.prometheus_url is None
+
+    @contextlib.contextmanager
+    def _hold_slot(self, slot: int) -> Iterator[int]:
+        """``slot``, or a leased free one while another topology of ours holds ``slot``."""
+        with self._held_lock:
+            taken = slot in self._held
+            self._held.add(slot)
+        if not taken:
+            try:
+                yield slot
+            finally:
+                with self._held_lock:
+                    self._held.discard(slot)
+            return
+        from chaos.platforms.local.slots import lease_slot
+
+        with lease_slot() as other:
+            yield other
 
     @property
     def setups(self) -> tuple[Setup, ...]:
@@ -106,20 +137,28 @@ class LocalPlatform:
 
     @contextlib.contextmanager
     def start(self, setup: Setup, options: StartOptions) -> Iterator[RunningTopology]:
+        from chaos.platforms.local.dataplane_policy import policy_for, record_policy
+
+        policy = policy_for(setup, options)
+        record_policy(policy, options)
+        wanted = options.slot if options.slot is not None else self._slot(setup)
+        with self._hold_slot(wanted) as slot:
+            yield from self._start_in(setup, options, slot, policy)
+
+    def _start_in(
+        self, setup: Setup, options: StartOptions, slot: int, policy: SetupDataPlane
+    ) -> Iterator[RunningTopology]:
         import time
 
-        from chaos.platforms.local.dataplane_policy import policy_for, record_policy
         from chaos.platforms.local.envoy_config import ProxyOptions
         from chaos.platforms.local.running import LocalRunning
         from chaos.platforms.local.topology import LocalTopology, TopologyOptions
 
-        policy = policy_for(setup, options)
-        record_policy(policy, options)
         topology_options = TopologyOptions(
             proxy=ProxyOptions().with_policy(policy),
             setup=setup,
             run_dir=options.run_dir,
-            slot=options.slot if options.slot is not None else self._slot(setup),
+            slot=slot,
             ingress_port=0,
             backoff=self.backoff,
             publish=self.publish,

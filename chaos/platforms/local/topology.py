@@ -47,8 +47,9 @@ from chaos.platforms.local.startcheck import (
     free_port,
 )
 from chaos.platforms.local.supervisor import Supervisor
+from chaos.platforms.local.topology_status import RunLabel, topology_status
 from chaos.platforms.shared.dataplane import SetupDataPlane
-from chaos.platforms.shared.idp import TOKEN_PATH, IdentityProvider, IdpServer
+from chaos.platforms.shared.idp import IdentityProvider, IdpServer
 from chaos.platforms.shared.layout import (
     DEFAULT_SLOT,
     JWT_AUDIENCE,
@@ -62,23 +63,11 @@ from chaos.platforms.shared.layout import (
     spiffe_id,
 )
 from chaos.platforms.shared.pki import CertificateAuthority
-from chaos.proc import start_ticks
 
 #: Events after which ``status`` is worth rewriting.
 _STATUS_EVENTS = frozenset(
     {EventKind.READY, EventKind.UNREADY, EventKind.CRASHED, EventKind.RESTARTED, EventKind.STOPPED}
 )
-
-
-@dataclass(frozen=True)
-class RunLabel:
-    """Which run a topology serves, for its record in the registry (``status``, ``token``)."""
-
-    #: The run's id (its directory's name) and directory.
-    run_id: str
-    run_dir: Path
-    #: The window the topology was brought up for.
-    window: str = ""
 
 
 @dataclass(frozen=True)
@@ -403,67 +392,7 @@ class LocalTopology:
 
     def status(self) -> registry.TopologyStatus:
         """What ``status`` shows: every pod, node proxy, waypoint and the ingress."""
-        layout = self.layout
-        rows: list[registry.PodStatus] = []
-        for pod in layout.pods:
-            rows.append(self._row(pod.name, pod.service, pod.node, pod.address, pod.ports))
-        for proxy in layout.node_proxies:
-            rows.append(
-                self._row(
-                    proxy.name, "ztunnel", proxy.node, proxy.address, {"admin": int(Port.ADMIN)}
-                )
-            )
-        for waypoint in layout.waypoints:
-            rows.append(
-                self._row(
-                    waypoint.name,
-                    f"{waypoint.service}-waypoint",
-                    "-",
-                    waypoint.address,
-                    {"admin": int(Port.ADMIN), "hbone": int(Port.HBONE)},
-                )
-            )
-        rows.append(
-            self._row(
-                "ingress",
-                "ingress",
-                "-",
-                layout.ingress.host,
-                {"http": layout.ingress.port, "admin": int(Port.ADMIN)},
-            )
-        )
-        label = self._run_label
-        return registry.TopologyStatus(
-            setup=layout.setup.value,
-            slot=layout.slot,
-            ingress=layout.ingress.url,
-            owner_pid=os.getpid(),
-            run_dir=str(layout.dir if label is None else label.run_dir),
-            idp_url=layout.idp_url,
-            started_utc=self._started_utc,
-            pods=rows,
-            kind=registry.KIND_UP if label is None else registry.KIND_RUN,
-            owner_start_ticks=start_ticks(os.getpid()),
-            token_url=layout.idp_url + TOKEN_PATH,
-            run_id="" if label is None else label.run_id,
-            window="" if label is None else label.window,
-        )
-
-    def _row(
-        self, group: str, service: str, node: str, address: str, ports: dict[str, int]
-    ) -> registry.PodStatus:
-        names = self.supervisor.names(group)
-        pids = {name.removeprefix(f"{group}.") or name: self.supervisor.pid(name) for name in names}
-        return registry.PodStatus(
-            name=group,
-            service=service,
-            node=node,
-            address=address,
-            ports=ports,
-            ready=bool(names) and all(self.supervisor.is_ready(n) for n in names),
-            restarts=sum(self.supervisor.restarts(n) for n in names),
-            pids=pids,
-        )
+        return topology_status(self.layout, self.supervisor, self._started_utc, self._run_label)
 
     @property
     def _run_label(self) -> RunLabel | None:
@@ -497,7 +426,6 @@ class LocalTopology:
             self._publish()
 
 
-#: What Envoy logs when it cannot create an inotify instance to watch its files.
 def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.02) -> bool:
     """Poll ``predicate`` until it holds or ``timeout_s`` passes."""
     deadline = time.monotonic() + timeout_s

@@ -27,7 +27,6 @@ import hashlib
 import ipaddress
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -43,6 +42,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from chaos.errors import AddressInUseError, InputError, PlatformError
+from chaos.outpaths import replace_file
 from chaos.platforms.shared.keyfiles import private_dir, write_private
 
 _log = logging.getLogger(__name__)
@@ -131,14 +131,6 @@ def check_token(token: str, jwks_json: str, *, issuer: str, audience: str) -> To
     return TokenCheck(True, subject=str(claims.get("sub")), kid=kid)
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` in one rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 class IdentityProvider:
     """Issues JWTs for ``audience`` as ``issuer`` and publishes the key set that checks them.
 
@@ -200,7 +192,9 @@ class IdentityProvider:
 
     def write_jwks(self, path: Path) -> None:
         """Write the current key set to ``path`` atomically (a sidecar's static key file)."""
-        write_atomically(path, self.jwks_json())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = self.jwks_json()
+        replace_file(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
     def rotate_key(self) -> str:
         """Sign with a new key from now on and drop the old one from the key set; the new kid."""
@@ -284,7 +278,9 @@ class IdentityProvider:
                 _log.exception("key-set listener %r failed", callback)
 
 
-def _handler_for(idp: IdentityProvider) -> type[BaseHTTPRequestHandler]:
+def _handler_for(
+    idp: IdentityProvider, jwks_served: list[JwksServed]
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         # HTTP/1.1 framing, but one request per connection: close() must not leave
         # idle keep-alive connections answering after the server is gone.
@@ -317,7 +313,11 @@ def _handler_for(idp: IdentityProvider) -> type[BaseHTTPRequestHandler]:
             else:
                 body = ""
             if url.path == JWKS_PATH and method == "GET":
-                self._send(200, "application/json", idp.jwks_json())
+                payload = idp.jwks_json()
+                kids = tuple(key["kid"] for key in json.loads(payload)["keys"])
+                # Recorded before it is sent: a reader that saw the answer sees the record.
+                jwks_served.append(JwksServed(time.monotonic(), kids))
+                self._send(200, "application/json", payload)
             elif url.path == HEALTH_PATH and method == "GET":
                 self._send(200, "text/plain", "ok\n")
             elif url.path == TOKEN_PATH:
@@ -356,6 +356,14 @@ def _handler_for(idp: IdentityProvider) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+@dataclass(frozen=True)
+class JwksServed:
+    """One key-set answer of the server: when (monotonic, just before it was sent), which keys."""
+
+    t: float
+    kids: tuple[str, ...]
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -380,6 +388,9 @@ class IdpServer:
         self._requested_port = port
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        #: Every key set served, in order: who fetched it when (the record a validator's
+        #: cache refresh is judged from).
+        self.jwks_served: list[JwksServed] = []
 
     def start(self) -> IdpServer:
         """Bind and start serving; raises :class:`AddressInUseError` if the port is taken."""
@@ -387,7 +398,9 @@ class IdpServer:
             return self
         where = f"{self.host}:{self._requested_port}"
         try:
-            server = _Server((self.host, self._requested_port), _handler_for(self.idp))
+            server = _Server(
+                (self.host, self._requested_port), _handler_for(self.idp, self.jwks_served)
+            )
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise AddressInUseError(f"identity provider: {where} is already in use") from exc
