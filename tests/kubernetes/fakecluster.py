@@ -29,8 +29,8 @@ from chaos.platforms.kubernetes.kinds import DEPLOYMENT
 from chaos.platforms.kubernetes.manifests.core import SETUP_NAMESPACE_LABELS
 from chaos.platforms.shared.pki import CA_FILE, CERT_FILE, KEY_FILE, CertificateAuthority
 from chaos.testing.fakekube.api import FakeApiServer, FakeCluster
-from chaos.testing.fakekube.deployments import REVISION
 from chaos.testing.fakekube.podexec import FakePodExec
+from chaos.testing.fakekube.podnames import REVISION
 
 MANAGED = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
 JWKS = json.dumps({"keys": [{"kty": "RSA", "kid": "demo", "n": "AQAB", "e": "AQAB"}]})

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from chaos.platforms.kubernetes.rollout import waiting_for
-from chaos.testing.fakekube.deployments import HASH_LABEL, REVISION, SAFE
+from chaos.testing.fakekube.podnames import HASH_LABEL, REVISION, SAFE
 from chaos.testing.fakekube.store import FakeCluster
 
 NS = "default"

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from chaos.errors import InputError, PlatformError, StartupError
-from chaos.experiment import AbortFault, CertExpiryFault, Experiment, LatencyFault, Setup
+from chaos.experiment import Experiment, Setup
 from chaos.experiment.dataplane import set_fields
 from chaos.experiment.models import EXTRA_HOST
 from chaos.platforms.base import Problem, RunningTopology, StartOptions, Workload
@@ -54,6 +54,7 @@ from chaos.platforms.kubernetes.kinds import DEPLOYMENT, NAMESPACE
 from chaos.platforms.kubernetes.manifests.locust import USER_LOCUSTFILE_MAX_BYTES, target_host
 from chaos.platforms.kubernetes.podexec import KubePodExec, PodExec
 from chaos.platforms.kubernetes.podstate import PodState
+from chaos.platforms.kubernetes.refusals import unsupported_faults
 from chaos.platforms.kubernetes.rollout import wait_deployment
 from chaos.platforms.kubernetes.tokens import default_idp_dir, mint_token
 from chaos.platforms.kubernetes.topology import KubeTopology
@@ -146,7 +147,7 @@ class KubernetesPlatform:
         for index, setup in enumerate(experiment.setups):
             if setup not in {s.value for s in self.setups}:
                 problems.append(Problem(("setups", index), f"no setup {setup!r} on kubernetes"))
-        problems += _unsupported_faults(experiment)
+        problems += unsupported_faults(experiment)
         problems += baseline_problems(experiment)
         existing = next((f.target for f in experiment.faults if f.target.existing), None)
         if existing is not None and experiment.traffic.host is None and self.ingress_url is None:
@@ -464,37 +465,6 @@ class KubernetesPlatform:
         finally:
             api.close()
         return lines
-
-
-def _unsupported_faults(experiment: Experiment) -> list[Problem]:
-    """What the platform cannot do as asked, at the field that asks it."""
-    problems: list[Problem] = []
-    for index, fault in enumerate(experiment.faults):
-        if (
-            isinstance(fault, LatencyFault | AbortFault)
-            and fault.direction == "outbound"
-            and "ambient" in experiment.setups
-        ):
-            # A waypoint ignores a route's sourceLabels match (istio/istio#51565,
-            # pilot/pkg/networking/core/listener_waypoint.go): the fault would be dropped.
-            problems.append(
-                Problem(
-                    ("faults", index, "direction"),
-                    "outbound is not possible in ambient on kubernetes: waypoints ignore a "
-                    "VirtualService's sourceLabels, so a fault for one client is dropped "
-                    "(use inbound, or leave ambient out of setups)",
-                )
-            )
-        if isinstance(fault, CertExpiryFault) and fault.connection_lifetime is not None:
-            problems.append(
-                Problem(
-                    ("faults", index, "connection_lifetime"),
-                    "not possible on kubernetes: the proxies' connection lifetime there is "
-                    "what cluster up installs (the mesh's DestinationRule, the sidecars' "
-                    "config), which a fault does not change; leave it out",
-                )
-            )
-    return problems
 
 
 def _first_image(deployment: dict[str, Any]) -> str:

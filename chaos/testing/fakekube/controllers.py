@@ -18,7 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 from chaos.testing.fakekube import admission
-from chaos.testing.fakekube.deployments import WorkloadBase, _ready, _set_ready, template_hash
+from chaos.testing.fakekube.deployments import WorkloadBase
+from chaos.testing.fakekube.podnames import is_ready, set_ready, template_hash
 from chaos.testing.fakekube.rules import Obj
 
 #: On each pod: a hash of the template it was made from (DaemonSet rollouts compare it).
@@ -51,7 +52,7 @@ class Controllers(WorkloadBase):
         labels = pod["metadata"].get("labels") or {}
         ztunnel = namespace == admission.ISTIO_NAMESPACE and labels.get("app") == "ztunnel"
         if ztunnel and admission.istio_installed(self._lookup):
-            _set_ready(pod, admission.istiod_ready(self._listing))
+            set_ready(pod, admission.istiod_ready(self._listing))
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -100,8 +101,8 @@ class Controllers(WorkloadBase):
         for pod in self._listing("v1", "pods", admission.ISTIO_NAMESPACE):
             labels = pod["metadata"].get("labels") or {}
             starting = self.starting(admission.ISTIO_NAMESPACE, pod["metadata"]["name"])
-            if labels.get("app") == "ztunnel" and not _ready(pod) and not starting:
-                _set_ready(pod, True)
+            if labels.get("app") == "ztunnel" and not is_ready(pod) and not starting:
+                set_ready(pod, True)
                 self._bump(
                     self.resources[("v1", "pods")], admission.ISTIO_NAMESPACE, "MODIFIED", pod
                 )
@@ -130,7 +131,9 @@ class Controllers(WorkloadBase):
             if not new:
                 made = self._pod_from_template(namespace, kind, owner, node_name=node)
                 new = [made] if made is not None else []
-            if any(_ready(p) for p in new):  # maxUnavailable 0: the old goes once the new is Ready
+            if any(
+                is_ready(p) for p in new
+            ):  # maxUnavailable 0: the old goes once the new is Ready
                 self._delete_pod(namespace, pod["metadata"]["name"])
         self._daemonset_status(namespace, owner)
 
@@ -144,7 +147,7 @@ class Controllers(WorkloadBase):
             for p in pods
             if (p["metadata"].get("annotations") or {}).get(GENERATION) in (None, generation)
         }
-        available = {str((p.get("spec") or {}).get("nodeName")) for p in pods if _ready(p)}
+        available = {str((p.get("spec") or {}).get("nodeName")) for p in pods if is_ready(p)}
         status = {
             "observedGeneration": ds["metadata"].get("generation", 1),
             "desiredNumberScheduled": len(nodes),

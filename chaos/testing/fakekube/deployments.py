@@ -31,80 +31,23 @@ written (ready by default, no delay).
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
-import math
-import secrets
 import threading
 import time
 from typing import Any
 
+from chaos.testing.fakekube.podnames import (
+    HASH_LABEL,
+    REVISION,
+    fenceposts,
+    generated_suffix,
+    is_ready,
+    pod_template_hash,
+    set_ready,
+    template_hash,
+)
 from chaos.testing.fakekube.rules import ApiError, Obj
 
-HASH_LABEL = "pod-template-hash"
-REVISION = "deployment.kubernetes.io/revision"
-#: k8s.io/apimachinery/pkg/util/rand: the alphabet of generated names and template hashes.
-SAFE = "bcdfghjklmnpqrstvwxz2456789"
 Key = tuple[str, str, str, str]
-
-
-def _fnv32a(data: bytes) -> int:
-    value = 0x811C9DC5
-    for byte in data:
-        value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
-    return value
-
-
-def pod_template_hash(template: Obj) -> str:
-    """The ``pod-template-hash`` of a template: FNV-32a, its decimal digits in :data:`SAFE`."""
-    digits = str(_fnv32a(json.dumps(template, sort_keys=True).encode()))
-    return "".join(SAFE[int(d) % len(SAFE)] for d in digits)
-
-
-def template_hash(owner: Obj) -> str:
-    template = (owner.get("spec") or {}).get("template") or {}
-    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
-
-
-def generated_suffix() -> str:
-    return "".join(secrets.choice(SAFE) for _ in range(5))
-
-
-def _ready(pod: Obj) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-
-
-def _set_ready(pod: Obj, ready: bool) -> None:
-    status = pod.setdefault("status", {})
-    status["conditions"] = [{"type": "Ready", "status": "True" if ready else "False"}]
-    for field in ("containerStatuses", "initContainerStatuses"):
-        for entry in status.get(field) or []:
-            entry["ready"] = ready
-
-
-def _intstr(value: Any, total: int, round_up: bool) -> int:
-    if value is None:
-        value = "25%"
-    if isinstance(value, int):
-        return value
-    text = str(value)
-    if not text.endswith("%"):
-        raise ApiError(422, "Invalid", f"invalid value {text!r}: must be an integer or percentage")
-    scaled = int(text[:-1]) * total / 100
-    return math.ceil(scaled) if round_up else math.floor(scaled)
-
-
-def fenceposts(deployment: Obj) -> tuple[int, int]:
-    """(maxSurge, maxUnavailable) as pods, as ``ResolveFenceposts`` computes them."""
-    spec = deployment.get("spec") or {}
-    replicas = int(spec.get("replicas", 1))
-    rolling = (spec.get("strategy") or {}).get("rollingUpdate") or {}
-    surge = _intstr(rolling.get("maxSurge"), replicas, True)
-    unavailable = _intstr(rolling.get("maxUnavailable"), replicas, False)
-    if surge == 0 and unavailable == 0:
-        unavailable = 1
-    return surge, unavailable
 
 
 def _owned_by(obj: Obj, owner: Obj) -> bool:
@@ -227,8 +170,8 @@ class WorkloadBase:
             raise
         if self.pod_start_s > 0 and kind != "Job":
             stored = self._objects[("v1", "pods", namespace, made["metadata"]["name"])]
-            if _ready(stored):
-                _set_ready(stored, False)
+            if is_ready(stored):
+                set_ready(stored, False)
                 self._store("v1", "pods", namespace, stored)
             self._starting[(namespace, made["metadata"]["name"])] = (
                 time.monotonic() + self.pod_start_s
@@ -249,7 +192,7 @@ class WorkloadBase:
                 if not self._pod_turned_ready(namespace, pod):
                     continue
                 self._starting.pop((namespace, name), None)
-                _set_ready(pod, True)
+                set_ready(pod, True)
                 self._store("v1", "pods", namespace, pod)
                 touched.add(namespace)
             for namespace in sorted(touched):
@@ -284,14 +227,14 @@ class WorkloadBase:
             ranked = sorted(
                 pods, key=lambda p: str(p["metadata"].get("creationTimestamp", "")), reverse=True
             )
-            ranked.sort(key=_ready)  # not ready first, then the newest (getPodsToDelete)
+            ranked.sort(key=is_ready)  # not ready first, then the newest (getPodsToDelete)
             for pod in ranked[: len(pods) - wanted]:
                 self._delete_pod(namespace, pod["metadata"]["name"])
         while len([p for p in self._listing("v1", "pods", namespace) if _owned_by(p, rs)]) < wanted:
             if self._pod_from_template(namespace, "ReplicaSet", rs) is None:
                 break  # refused by a webhook: retried when istiod is ready
         pods = [p for p in self._listing("v1", "pods", namespace) if _owned_by(p, rs)]
-        ready = sum(1 for p in pods if _ready(p))
+        ready = sum(1 for p in pods if is_ready(p))
         status = _counts(
             {
                 "replicas": len(pods),
@@ -491,12 +434,4 @@ class WorkloadBase:
                 self._delete_dependents(namespace, gone)
 
 
-__all__ = [
-    "HASH_LABEL",
-    "REVISION",
-    "SAFE",
-    "WorkloadBase",
-    "fenceposts",
-    "pod_template_hash",
-    "template_hash",
-]
+__all__ = ["WorkloadBase"]
