@@ -24,12 +24,13 @@ from pathlib import Path
 import pytest
 
 from chaos.engine.finish import EXIT_BROKEN, finish
+from chaos.engine.records import schedule
 from chaos.engine.run import Engine, RunOptions, copy_experiment
 from chaos.experiment import Setup, load_experiment
 from chaos.platforms.local.envoy_process import ENVOY_ENV, envoy_binary
 from chaos.platforms.local.platform import LocalPlatform
 from chaos.platforms.shared.layout import build_layout
-from chaos.rundir import REPORT_FILE, RESULTS_FILE, SAMPLES_DIR
+from chaos.rundir import REPORT_FILE, RESULTS_FILE, SAMPLES_DIR, TOPOLOGIES_DIR
 from chaos.rundir.journal import read_journal
 from chaos.rundir.samples import load_samples
 from tests.conftest import lease_slot
@@ -93,37 +94,42 @@ def _assert_written_up(run: CliRun, reason: str) -> None:
     assert meta["exit_code"] == EXIT_BROKEN and meta["parameters"]["broken_windows"] == 1
 
 
-#: How long a topology started after the test broke Envoy waits for readiness (the default,
-#: 30 s, would be waited in full: a crash loop never becomes ready). Windows started before
-#: keep the default, so a slow machine's start-up is not cut short.
+#: How long the broken window's topology waits for readiness (the default, 30 s, would be
+#: waited in full: a crash loop never becomes ready). Other windows keep the default, so a
+#: slow machine's start-up is not cut short.
 BROKEN_READY_S = 3.0
 
-#: Run first in the runner's process: topologies made once ``FLAG`` exists wait ``READY_S``.
-_SHORT_WAIT_ONCE_BROKEN = """
+#: Run first in the runner's process: a topology whose directory names ``BROKEN`` waits
+#: ``READY_S``.
+_SHORT_WAIT_WHEN_BROKEN = """
 import dataclasses as _dc
-from pathlib import Path as _Path
 from chaos.platforms.local.topology import LocalTopology as _Topology
 _init = _Topology.__init__
-def _short_wait_once_broken(self, options):
-    if _Path(FLAG).exists():
+def _short_wait_when_broken(self, options):
+    if BROKEN in f"{options.run_dir}/":
         options = _dc.replace(options, ready_timeout_s=READY_S)
     _init(self, options)
-_Topology.__init__ = _short_wait_once_broken
+_Topology.__init__ = _short_wait_when_broken
 """
 
 
 def test_envoy_that_fails_to_start_in_a_later_window(tmp_path: Path, free_slot: int) -> None:
-    """From the second window on, the Envoy binary exits at once: that window breaks."""
-    flag = tmp_path / "envoy-broken"
+    """In the second window, the Envoy binary exits at once: that window breaks.
+
+    The wrapper knows the second window by its topology's directory (which its config
+    paths name), not by a moment: that window may start during the first one's recovery.
+    """
+    broken_dir = f"/{TOPOLOGIES_DIR}/sidecar-checkout-500-2/"
     wrapper = tmp_path / "envoy"
     wrapper.write_text(
         "#!/bin/sh\n"
-        f'if [ -e "{flag}" ]; then echo "envoy: cannot start (the test broke it)" >&2; exit 1; fi\n'
+        f'case "$*" in *"{broken_dir}"*) echo "envoy: cannot start (the test broke it)" >&2; '
+        "exit 1;; esac\n"
         f'exec "{envoy_binary()}" "$@"\n'
     )
     wrapper.chmod(0o755)
     experiment = write_experiment(tmp_path, hold="2s")
-    prelude = f"FLAG, READY_S = {str(flag)!r}, {BROKEN_READY_S!r}\n" + _SHORT_WAIT_ONCE_BROKEN
+    prelude = f"BROKEN, READY_S = {broken_dir!r}, {BROKEN_READY_S!r}\n" + _SHORT_WAIT_WHEN_BROKEN
     run = _start(
         tmp_path,
         free_slot,
@@ -133,8 +139,6 @@ def test_envoy_that_fails_to_start_in_a_later_window(tmp_path: Path, free_slot: 
         env={ENVOY_ENV: str(wrapper)},
         prelude=prelude,
     )
-    run.wait_for_entry("fault_reverted", timeout_s=60)
-    flag.touch()  # window 1 is in its recovery: its Envoys are up; window 2's will not start
     code = run.wait(timeout_s=120)
 
     assert code == EXIT_BROKEN, f"exit code {code}\n{run.stderr}"
@@ -153,26 +157,29 @@ def test_envoy_that_fails_to_start_in_a_later_window(tmp_path: Path, free_slot: 
 
 
 def test_a_port_taken_in_the_middle_of_a_run(tmp_path: Path, free_slot: int) -> None:
-    """Another program binds a pod's port of the setup that runs second: that window breaks."""
+    """Another program holds a pod's port of the setup that runs second: that window breaks
+    at its start, the first one runs. The port is taken before the run starts (the next
+    window's topology may come up during the first one's recovery, so taking it later
+    would race that start); the run's own seeded schedule says which setup is second."""
     experiment = write_experiment(tmp_path, hold="2s")
+    overrides = ("setups=[sidecar, mesh]",)
+    first, later = (k.setup for k in schedule(load_experiment(experiment, overrides)))
     with lease_slot() as second_slot:
-        run = _start(
-            tmp_path,
-            free_slot,
-            experiment,
-            "--set",
-            "setups=[sidecar, mesh]",
-            "--slot",
-            f"mesh={second_slot}",
-        )
-        first = run.wait_for_entry("topology_up", timeout_s=60).get_str("setup")
-        later = Setup.MESH if first == Setup.SIDECAR else Setup.SIDECAR
         slot = second_slot if later is Setup.MESH else free_slot
         pod = build_layout(later, tmp_path, slot=slot, ingress_port=1).pods[-1]
         port = pod.ports["app"] if "app" in pod.ports else next(iter(pod.ports.values()))
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
             taken.bind((pod.address, port))
             taken.listen()
+            run = _start(
+                tmp_path,
+                free_slot,
+                experiment,
+                "--set",
+                overrides[0],
+                "--slot",
+                f"mesh={second_slot}",
+            )
             code = run.wait(timeout_s=120)
 
     assert code == EXIT_BROKEN, f"exit code {code}\n{run.stderr}"
@@ -181,7 +188,7 @@ def test_a_port_taken_in_the_middle_of_a_run(tmp_path: Path, free_slot: int) -> 
     assert f"{pod.address}:{port}" in str(broken["reason"]), broken
     _assert_written_up(run, f"{later.value}/checkout-500#1 in start: ")
     runs = json.loads((run.run_dir / RESULTS_FILE).read_text())["runs"]
-    assert [r["setup"] for r in runs] == [first]
+    assert [r["setup"] for r in runs] == [first.value]
     assert_nothing_left(run)
 
 
