@@ -26,7 +26,6 @@ from typing import Any
 
 from chaos.errors import InputError, PlatformError, StartupError
 from chaos.experiment import Experiment, Setup
-from chaos.experiment.dataplane import set_fields
 from chaos.experiment.models import EXTRA_HOST
 from chaos.platforms.base import Problem, RunningTopology, StartOptions, Workload
 from chaos.platforms.kubernetes import names
@@ -40,6 +39,7 @@ from chaos.platforms.kubernetes.changes import (
     pending_changes,
     undo_change,
 )
+from chaos.platforms.kubernetes.dataplaneops import dataplane_problems, start_dataplane
 from chaos.platforms.kubernetes.existing import (
     ExistingFaultOps,
     ExistingTarget,
@@ -158,12 +158,7 @@ class KubernetesPlatform:
                     "in-cluster URL (the demo's frontend is not theirs)",
                 )
             )
-        # The DestinationRules and VirtualServices come from `cluster up`, with Istio's
-        # defaults: a deviation is not applied per run yet, so it is refused, not ignored.
-        problems += [
-            Problem(path, "not applied on kubernetes yet (the mesh objects keep Istio's defaults)")
-            for path in set_fields(experiment.dataplane)
-        ]
+        problems += dataplane_problems(experiment)  # what a cluster cannot apply per run
         own = experiment.traffic.locustfile
         if own is not None and self.ingress_url is None:
             # It goes to the Locust pods in the traffic ConfigMap: bounded in size.
@@ -270,6 +265,9 @@ class KubernetesPlatform:
             )
             topology.start()
             try:
+                # The experiment's deviations into the setup's DestinationRules and
+                # VirtualServices (undone below, with every other change of the run).
+                start_dataplane(writer, kube_setup, options, demo=existing is None)
                 yield topology
             except BaseException as exc:
                 topology.close()
