@@ -227,3 +227,33 @@ def test_mesh_and_ambient_deviations_are_accepted(tmp_path: Path) -> None:
     path.write_text(SPEC.format(setups="mesh, ambient", block=block), encoding="utf-8")
     result = CliRunner().invoke(app, ["validate", str(path)])
     assert result.exit_code == 0, result.output
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_make_e2e_kind_game_day_plans_its_deviation_into_the_virtualservices() -> None:
+    recipe = (ROOT / "Makefile").read_text().split("\ne2e-kind:", 1)[1].split("\n\n", 1)[0]
+    (name,) = (w.rstrip(";") for w in recipe.split() if w.startswith("experiments/"))
+    planned = CliRunner().invoke(app, ["run", str(ROOT / name), "--dry-run"])
+    assert planned.exit_code == 0, planned.output
+    # ambient without retries there (its waypoints' reset-before-request x2 off)
+    head = "every ambient window's data-plane deviations (undone as it ends):"
+    assert head in planned.output, planned.output
+    block = planned.output.split(head, 1)[1].split("\n  1. ", 1)[0]
+    for service in names.SERVICES:
+        assert (
+            f"PUT /apis/networking.istio.io/v1/namespaces/sc-ambient/virtualservices/{service} "
+            '(spec.http: dataplane {"retries": {"attempts": 0}})'
+        ) in block, block
+    assert "destinationrules" not in block  # its traffic policy is Istio's own
+
+
+def test_a_deviation_equal_to_the_default_writes_nothing(
+    platform: KubernetesPlatform, installed: FakeCluster, tmp_path: Path
+) -> None:
+    spec = DataPlaneSpec.model_validate({"setups": {"mesh": {"load_balancing": "LEAST_REQUEST"}}})
+    options = StartOptions(run_dir=tmp_path / "w", run_marker="run-1", dataplane=spec)
+    with platform.start(Setup.MESH, options) as topology:
+        assert isinstance(topology.ops, KubeFaultOps)
+        assert topology.ops.writer.active() == []

@@ -116,15 +116,19 @@ def _replaced(value: dict[str, Any], _before: Any) -> dict[str, Any]:
 
 
 def write_dataplane(writer: ClusterWriter, setup: names.Setup, policy: SetupDataPlane) -> None:
-    """Write ``policy`` into ``setup``'s DestinationRules and VirtualServices (each recorded
-    first; a DestinationRule that is not there is created, marked as the run's)."""
+    """Write ``policy`` into ``setup``'s DestinationRules and VirtualServices where it differs
+    from what ``cluster up`` installs (each write recorded first; a DestinationRule that is
+    not there is created, marked as the run's)."""
     opts = ProxyOptions().with_policy(policy)
+    installed = ProxyOptions()
     namespace = names.namespace_of(setup)
     for service in names.SERVICES:
         rule = istio.destination_rule(service, setup, opts)
         traffic = rule["spec"]["trafficPolicy"]
         detail = f"dataplane {json.dumps(traffic, sort_keys=True)}"
-        if writer.dry_run or writer.api.get(DESTINATION_RULE, namespace, service) is not None:
+        if rule == istio.destination_rule(service, setup, installed):
+            pass  # the setup's defaults: nothing to write
+        elif writer.dry_run or writer.api.get(DESTINATION_RULE, namespace, service) is not None:
             writer.set_field(
                 DESTINATION_RULE,
                 namespace,
@@ -137,6 +141,8 @@ def write_dataplane(writer: ClusterWriter, setup: names.Setup, policy: SetupData
         else:
             writer.create(rule, detail=detail)
         wanted = istio.http_route(service, setup, opts)
+        if wanted == istio.http_route(service, setup, installed):
+            continue
         shown = {k: wanted[k] for k in ("retries", "timeout") if k in wanted}
         writer.set_field(
             VIRTUAL_SERVICE,
@@ -165,10 +171,20 @@ def start_dataplane(
     return policy
 
 
+def plan_dataplane(setup: names.Setup, spec: DataPlaneSpec) -> list[str]:
+    """The writes (and undo) a window of ``setup`` makes for ``spec`` (dry run)."""
+    if setup is names.Setup.SIDECAR or not deviates(setup, spec):
+        return []
+    writer = ClusterWriter(None, None, None, "dry-run", dry_run=True)
+    write_dataplane(writer, setup, policy_of(setup, spec))
+    return [call.line() for call in writer.planned]
+
+
 __all__ = [
     "LAYER",
     "dataplane_problems",
     "deviates",
+    "plan_dataplane",
     "policy_of",
     "routes_with",
     "start_dataplane",

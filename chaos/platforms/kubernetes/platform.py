@@ -26,6 +26,7 @@ from typing import Any
 
 from chaos.errors import InputError, PlatformError, StartupError
 from chaos.experiment import Experiment, Setup
+from chaos.experiment.dataplane import DataPlaneSpec
 from chaos.experiment.models import EXTRA_HOST
 from chaos.platforms.base import Problem, RunningTopology, StartOptions, Workload
 from chaos.platforms.kubernetes import names
@@ -39,7 +40,11 @@ from chaos.platforms.kubernetes.changes import (
     pending_changes,
     undo_change,
 )
-from chaos.platforms.kubernetes.dataplaneops import dataplane_problems, start_dataplane
+from chaos.platforms.kubernetes.dataplaneops import (
+    dataplane_problems,
+    plan_dataplane,
+    start_dataplane,
+)
 from chaos.platforms.kubernetes.existing import (
     ExistingFaultOps,
     ExistingTarget,
@@ -413,6 +418,10 @@ class KubernetesPlatform:
         if not minted:
             lines.append(f"traffic: no signing key in {self.idp_dir}: requests carry no token")
         return lines
+
+    def plan_dataplane(self, setup: Setup, spec: DataPlaneSpec) -> list[str]:
+        """The writes a window makes for the experiment's ``dataplane:`` block (dry run)."""
+        return plan_dataplane(names.Setup(setup.value), spec)
 
     def versions(self) -> dict[str, str]:
         found = {"envoy (plain sidecar image)": names.ENVOY_IMAGE}
