@@ -8,6 +8,7 @@ repository's copies of Istio's CRD schemas, as the real one does.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -257,3 +258,69 @@ def test_a_deviation_equal_to_the_default_writes_nothing(
     with platform.start(Setup.MESH, options) as topology:
         assert isinstance(topology.ops, KubeFaultOps)
         assert topology.ops.writer.active() == []
+
+
+ENGINE_RUN = """\
+name: kube-dataplane
+platform: kubernetes
+setups: [mesh]
+seed: 3
+traffic: {users: 1, spawn_rate: 1, rate: 10, endpoints: [{name: browse, path: /}]}
+timeline: {warmup: 50ms, hold: 300ms, recovery: 50ms, recovered_for: 10ms}
+dataplane:
+  setups:
+    mesh:
+      retries: {attempts: 0}
+faults:
+  - type: abort
+    name: checkout-503
+    target: {service: checkout}
+    percent: 50
+"""
+
+
+def test_a_run_finishes_with_the_applied_table_in_meta_json_and_leaves_cluster_up_s(
+    installed: FakeCluster, kubeconfig: Path, pod_exec: FakePodExec, tmp_path: Path
+) -> None:
+    from chaos.engine.finish import finish
+    from chaos.engine.run import Engine, RunOptions
+    from chaos.experiment import load_experiment
+    from chaos.testing.fake_traffic import FakeTraffic
+    from chaos.traffic.config import TrafficConfig
+
+    before = comparable(installed)
+    path = tmp_path / "kube.yaml"
+    path.write_text(ENGINE_RUN, encoding="utf-8")
+    platform = KubernetesPlatform(
+        kubeconfig=kubeconfig,
+        pod_exec=lambda _api: pod_exec,
+        ready_timeout_s=10.0,
+        watch_timeout_s=1,
+        ingress_url="http://127.0.0.1:18080",
+    )
+
+    def traffic(config: TrafficConfig) -> FakeTraffic:
+        return FakeTraffic(config, lambda now: (10, 0, 5.0))
+
+    run_dir = tmp_path / "run"
+    experiment = load_experiment(path)
+    engine = Engine(experiment, platform, RunOptions(run_dir=run_dir, traffic=traffic, tick_s=0.05))
+    records = engine.run()
+    (window,) = records
+    assert window.error is None, window.error
+    finish(
+        experiment,
+        platform,
+        run_dir,
+        records,
+        started_utc="2026-12-07T12:00:00+00:00",
+        aborted_reason=engine.aborted,
+        history=None,
+    )
+    # results.json takes the same journal's tables (FakeTraffic records no samples, so
+    # this run writes none; tests/unit/test_dataplane_report.py holds results.json to it)
+    data = json.loads((run_dir / "meta.json").read_text(encoding="utf-8"))
+    rows = data["dataplane"]["mesh"]
+    changed = [r for r in rows if r["deviation"]]
+    assert changed and all("retr" in r["name"] for r in changed), changed
+    assert comparable(installed) == before

@@ -65,6 +65,7 @@ from chaos.platforms.kubernetes.tokens import default_idp_dir, mint_token
 from chaos.platforms.kubernetes.topology import KubeTopology
 from chaos.platforms.kubernetes.traffic import ClusterTraffic, TrafficTimings
 from chaos.platforms.kubernetes.usage import baseline_problems
+from chaos.platforms.shared.dataplane import ISTIO_VERSION
 from chaos.platforms.shared.idp import JWKS_FILE
 from chaos.rundir.journal import JournalEntry, JsonValue
 from chaos.traffic.base import TrafficFactory
@@ -418,6 +419,10 @@ class KubernetesPlatform:
         if not minted:
             lines.append(f"traffic: no signing key in {self.idp_dir}: requests carry no token")
         return lines
+
+    def parameters(self) -> dict[str, float | str]:
+        """Istio's: no ``maxConnectionDuration`` unless the run's table (a deviation) says one."""
+        return {"connection_lifetime_s": "none", "istio_model": ISTIO_VERSION}
 
     def plan_dataplane(self, setup: Setup, spec: DataPlaneSpec) -> list[str]:
         """The writes a window makes for the experiment's ``dataplane:`` block (dry run)."""
