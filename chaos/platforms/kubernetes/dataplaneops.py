@@ -73,7 +73,8 @@ def dataplane_problems(experiment: Experiment) -> list[Problem]:
         elif path[-1] == "jwks_refresh":
             problems.append(Problem(path, JWKS_WHY))
         elif Setup.SIDECAR.value in setups:
-            problems.append(Problem(path, SIDECAR_WHY))
+            where = " (for mesh and ambient alone: under dataplane.setups)" * (len(path) == 2)
+            problems.append(Problem(path, SIDECAR_WHY + where))
         elif path[-1] == "max_retries" and _value(experiment.dataplane, path) > INT32_MAX:
             # DestinationRule connectionPool.http.maxRetries is an int32 (the CRD's schema)
             problems.append(Problem(path, f"above {INT32_MAX}, the DestinationRule's limit"))
