@@ -21,7 +21,7 @@ def describe_plan(experiment: Experiment, platform: Platform) -> list[str]:
     from chaos.experiment.cost import describe_cost
     from chaos.experiment.hypotheses import describe_decisions
     from chaos.faults.plans import plan_offline
-    from chaos.platforms.base import PlansTraffic
+    from chaos.platforms.base import PlansDataPlane, PlansTraffic
 
     t = experiment.timeline
     lines = [
@@ -47,6 +47,12 @@ def describe_plan(experiment: Experiment, platform: Platform) -> list[str]:
                 f"every {setup} window's load (created as the window starts, deleted as it ends):"
             )
             lines += [f"       {line}" for line in platform.plan_traffic(Setup(setup), load)]
+    if isinstance(platform, PlansDataPlane):
+        for setup in experiment.setups:
+            planned = platform.plan_dataplane(Setup(setup), experiment.dataplane)
+            if planned:
+                lines.append(f"every {setup} window's data-plane deviations (undone as it ends):")
+                lines += [f"       {line}" for line in planned]
     ops: dict[str, FaultOps] = {
         s: plan_ops(platform, experiment, Setup(s)) for s in experiment.setups
     }

@@ -363,6 +363,16 @@ class PlansTraffic(Protocol):
         ...
 
 
+@runtime_checkable
+class PlansDataPlane(Protocol):
+    """Optional for a :class:`Platform` that writes an experiment's ``dataplane:`` block
+    into the cluster when a window starts (dry run)."""
+
+    def plan_dataplane(self, setup: Setup, spec: DataPlaneSpec) -> list[str]:
+        """Each write a window of ``setup`` makes for ``spec``, with its undo (no side effects)."""
+        ...
+
+
 @dataclass(frozen=True)
 class StartOptions:
     """How to bring a setup up for one fault window."""
@@ -441,6 +451,7 @@ __all__ = [
     "HttpFault",
     "HttpFaultSite",
     "Mechanism",
+    "PlansDataPlane",
     "PlansTraffic",
     "Platform",
     "Pod",

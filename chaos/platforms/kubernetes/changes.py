@@ -155,11 +155,14 @@ class ClusterWriter:
         build: Callable[[Any], Any],
         *,
         detail: str = "",
+        layer: str = "",
     ) -> Change | None:
         """Set ``path`` of an object to ``build(value as first read)``; None in a dry run.
 
-        A second call for the same field builds from the value recorded by the first,
-        so applying twice does not stack.
+        A second call for the same field and ``layer`` builds from the value recorded by
+        the first, so applying twice does not stack. Another layer's write is a change of
+        its own, built from the value as it is then (a fault over the run's data-plane
+        deviations keeps them, and its undo goes back to them).
         """
         dotted = ".".join(path)
         target = f"{kind.path(namespace, name)}"
@@ -167,7 +170,7 @@ class ClusterWriter:
             self._plan(f"PUT {target} ({dotted}: {detail})", f"PUT {target} ({dotted} as read)")
             return None
         with self._lock:
-            change = self._find("field", kind, namespace, name, tuple(path))
+            change = self._find("field", kind, namespace, name, tuple(path), layer)
             if change is None:
                 current = self.api.get(kind, namespace, name)
                 if current is None:
@@ -188,6 +191,7 @@ class ClusterWriter:
                     missing_from=missing_from,
                     annotation_before=_annotations(current).get(ANNOTATION_RUN),
                     detail=detail,
+                    layer=layer,
                 )
                 assert self._ledger is not None
                 self._ledger.intend(change)
@@ -343,11 +347,18 @@ class ClusterWriter:
     # -- undo ----------------------------------------------------------------------------
 
     def _find(
-        self, action: str, kind: ResourceKind, namespace: str, name: str, path: tuple[str, ...]
+        self,
+        action: str,
+        kind: ResourceKind,
+        namespace: str,
+        name: str,
+        path: tuple[str, ...],
+        layer: str = "",
     ) -> Change | None:
         for change in self.active():
             if (
-                change.action == action
+                change.layer == layer
+                and change.action == action
                 and change.kind == kind.kind
                 and change.api_version == kind.api_version
                 and change.namespace == namespace

@@ -46,6 +46,10 @@ class Change:
     container: str = ""
     undo_values: Mapping[str, str] = field(default_factory=dict)
     detail: str = ""
+    #: Who wrote a field (``""``: a fault; ``"dataplane"``: the run's data-plane
+    #: deviations). A field written by two layers is two changes: the later one's
+    #: ``before`` is the earlier one's value, so undoing newest first unwinds both.
+    layer: str = ""
 
     @property
     def resource(self) -> ResourceKind:

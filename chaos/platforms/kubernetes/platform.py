@@ -26,7 +26,7 @@ from typing import Any
 
 from chaos.errors import InputError, PlatformError, StartupError
 from chaos.experiment import Experiment, Setup
-from chaos.experiment.dataplane import set_fields
+from chaos.experiment.dataplane import DataPlaneSpec
 from chaos.experiment.models import EXTRA_HOST
 from chaos.platforms.base import Problem, RunningTopology, StartOptions, Workload
 from chaos.platforms.kubernetes import names
@@ -39,6 +39,11 @@ from chaos.platforms.kubernetes.changes import (
     mark_done,
     pending_changes,
     undo_change,
+)
+from chaos.platforms.kubernetes.dataplaneops import (
+    dataplane_problems,
+    plan_dataplane,
+    start_dataplane,
 )
 from chaos.platforms.kubernetes.existing import (
     ExistingFaultOps,
@@ -60,6 +65,7 @@ from chaos.platforms.kubernetes.tokens import default_idp_dir, mint_token
 from chaos.platforms.kubernetes.topology import KubeTopology
 from chaos.platforms.kubernetes.traffic import ClusterTraffic, TrafficTimings
 from chaos.platforms.kubernetes.usage import baseline_problems
+from chaos.platforms.shared.dataplane import ISTIO_VERSION
 from chaos.platforms.shared.idp import JWKS_FILE
 from chaos.rundir.journal import JournalEntry, JsonValue
 from chaos.traffic.base import TrafficFactory
@@ -158,12 +164,7 @@ class KubernetesPlatform:
                     "in-cluster URL (the demo's frontend is not theirs)",
                 )
             )
-        # The DestinationRules and VirtualServices come from `cluster up`, with Istio's
-        # defaults: a deviation is not applied per run yet, so it is refused, not ignored.
-        problems += [
-            Problem(path, "not applied on kubernetes yet (the mesh objects keep Istio's defaults)")
-            for path in set_fields(experiment.dataplane)
-        ]
+        problems += dataplane_problems(experiment)  # what a cluster cannot apply per run
         own = experiment.traffic.locustfile
         if own is not None and self.ingress_url is None:
             # It goes to the Locust pods in the traffic ConfigMap: bounded in size.
@@ -270,6 +271,9 @@ class KubernetesPlatform:
             )
             topology.start()
             try:
+                # The experiment's deviations into the setup's DestinationRules and
+                # VirtualServices (undone below, with every other change of the run).
+                start_dataplane(writer, kube_setup, options, demo=existing is None)
                 yield topology
             except BaseException as exc:
                 topology.close()
@@ -415,6 +419,14 @@ class KubernetesPlatform:
         if not minted:
             lines.append(f"traffic: no signing key in {self.idp_dir}: requests carry no token")
         return lines
+
+    def parameters(self) -> dict[str, float | str]:
+        """Istio's: no ``maxConnectionDuration`` unless the run's table (a deviation) says one."""
+        return {"connection_lifetime_s": "none", "istio_model": ISTIO_VERSION}
+
+    def plan_dataplane(self, setup: Setup, spec: DataPlaneSpec) -> list[str]:
+        """The writes a window makes for the experiment's ``dataplane:`` block (dry run)."""
+        return plan_dataplane(names.Setup(setup.value), spec)
 
     def versions(self) -> dict[str, str]:
         found = {"envoy (plain sidecar image)": names.ENVOY_IMAGE}

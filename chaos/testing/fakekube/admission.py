@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from chaos.testing.fakekube import authz
+from chaos.testing.fakekube.crdschema import validate_networking
 from chaos.testing.fakekube.rules import ApiError, Obj
 
 ISTIO_NAMESPACE = "istio-system"
@@ -80,6 +81,7 @@ def admit(
     """Raise the API server's refusal if a failing-closed Istio webhook handles this write,
     or if the CRD's schema rejects the object (:mod:`.authz`)."""
     authz.validate_policy(kind, obj)
+    validate_networking(kind, obj)
     if not istio_installed(lookup):
         return
     if kind == "Pod":
