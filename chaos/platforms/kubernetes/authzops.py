@@ -17,8 +17,9 @@
   containers, or its waypoint), one of Istio's own stats-matcher suffixes.
 
 ``allow-any`` (fail open) needs illegitimate callers, which only the local platform
-sends: the experiment refuses it at its line; so does the plain Envoy sidecar, which
-has no authorization filter on a cluster.
+sends: the experiment refuses it at its line. The plain Envoy sidecar has no Istio: its
+rules go into its own bootstrap ConfigMap and reach the pods by a rollout
+(:mod:`.sidecarauthz`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.changes import Change
 from chaos.platforms.kubernetes.kinds import AUTHORIZATION_POLICY
 from chaos.platforms.kubernetes.manifests.core import Manifest, metadata
-from chaos.platforms.kubernetes.opsbase import AMBIENT, GATEWAY_NAME_LABEL, SIDECAR, OpsBase
+from chaos.platforms.kubernetes.opsbase import AMBIENT, GATEWAY_NAME_LABEL, SIDECAR
+from chaos.platforms.kubernetes.sidecarauthz import SidecarAuthzOps
 from chaos.platforms.kubernetes.statsmatcher import DENIED_SUFFIXES
 
 RULES = ("deny-caller", "allow-other")
@@ -86,7 +88,7 @@ def mismatch_policy(
     }
 
 
-class KubeAuthzOps(OpsBase):
+class KubeAuthzOps(SidecarAuthzOps):
     """Authorization rollouts through AuthorizationPolicy (see the module docstring)."""
 
     _authz_changes: dict[str, Change]
@@ -98,7 +100,7 @@ class KubeAuthzOps(OpsBase):
 
     def authz_sites(self, pods: Sequence[Pod]) -> list[AuthzSite]:
         if self._setup == SIDECAR:
-            raise FaultError("the plain Envoy sidecar has no authorization filter on a cluster")
+            return self.sidecar_authz_sites(pods)
         sites = []
         for service in dict.fromkeys(p.service for p in pods):
             where = "targetRefs its waypoint" if self._setup == AMBIENT else "selector app"
@@ -118,6 +120,8 @@ class KubeAuthzOps(OpsBase):
         return site.proxy.rsplit(" ", 1)[-1].removeprefix("chaos-mismatch-")
 
     def set_authz_rule(self, site: AuthzSite, rule: str) -> None:
+        if self._setup == SIDECAR:
+            return self.sidecar_set_rule(site, rule)
         service = self._service(site)
         manifest = mismatch_policy(self._setup, self.namespace, service, rule, site.caller)
         change = self.writer.create(manifest, detail=f"policy-mismatch {rule} at {service}")
@@ -125,6 +129,8 @@ class KubeAuthzOps(OpsBase):
             self._authz_state()[site.proxy] = change
 
     def clear_authz_rule(self, site: AuthzSite) -> None:
+        if self._setup == SIDECAR:
+            return self.sidecar_clear_rule(site)
         change = self._authz_state().pop(site.proxy, None)
         if change is not None:
             self.writer.undo(change)
@@ -138,6 +144,8 @@ class KubeAuthzOps(OpsBase):
         return [p.name for p in pods if p.labels.get(names.LABEL_APP) == service]
 
     def authz_denials(self, site: AuthzSite) -> int:
+        if self._setup == SIDECAR:
+            return self.sidecar_denials(site)
         wanted = set(self._enforcers(site))
         pods = [p for p in self._namespace_pods() if p.name in wanted]
         return sum(self._counts(pods, _RBAC_DENIED).values())
