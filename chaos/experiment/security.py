@@ -92,19 +92,16 @@ def check_security(
             f"{bypass.rate:g}/s is more than the load itself "
             f"(traffic.rate {traffic_rate:g}/s): the probe is a small stream",
         )
-    if security is not None and security.anonymous is not None:
-        if security.anonymous.rate > traffic_rate:
-            raise field_error(
-                "security.anonymous.rate",
-                f"{security.anonymous.rate:g}/s is more than the load itself "
-                f"(traffic.rate {traffic_rate:g}/s): the stream is a small one",
-            )
-        if platform != "local":
-            raise field_error(
-                "security.anonymous",
-                "the anonymous stream runs on the local platform only for now "
-                "(the ingress of a cluster is not on this machine's loopback)",
-            )
+    if (
+        security is not None
+        and security.anonymous is not None
+        and security.anonymous.rate > traffic_rate
+    ):
+        raise field_error(
+            "security.anonymous.rate",
+            f"{security.anonymous.rate:g}/s is more than the load itself "
+            f"(traffic.rate {traffic_rate:g}/s): the stream is a small one",
+        )
     if platform != "local":
         for i, fault in enumerate(faults):
             _check_cluster_fault(i, fault, setups)

@@ -1,0 +1,80 @@
+"""The anonymous stream's exec in the fake (:mod:`chaos.platforms.kubernetes.anonymous`).
+
+The command (``python -c ANONYMOUS_SCRIPT targets rate max duration``, run in a Locust
+worker) is answered as the real script would print it, one JSON line per attempt, with
+what the setup's data plane does with a request from that worker, with its network
+identity and without a token, to the front door (:func:`~chaos.platforms.kubernetes.
+anonymous.front_door`; any other host or a pod that is not a worker: *refused*):
+
+* plain sidecar: frontend's sidecar runs ``jwt_authn`` with the token required
+  (``requires: provider``): 401 from the proxy, *denied*;
+* mesh, ambient: Istio's authorization for frontend (:func:`.authz.allowed`, the caller
+  the worker's service account, no request principal): a matching ALLOW-only
+  ``require-jwt`` denies it (403, *denied*); without an ALLOW policy that applies (no
+  ``require-jwt`` in the namespace), or with one that allows any caller, the app
+  *serves* it (200, its ``x-chaos-auth``): a fail open. No counter is kept (the
+  stream's own records are the measurement). Nothing is slept.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from chaos.platforms.kubernetes import names
+from chaos.platforms.kubernetes.anonymous import ANONYMOUS_SCRIPT, front_door
+from chaos.platforms.kubernetes.manifests.locust import SETUP_LABEL
+from chaos.testing.fakekube import authz
+from chaos.testing.fakekube.rules import ApiError
+from chaos.testing.fakekube.store import FakeCluster
+
+
+def _outcome(cluster: FakeCluster, worker: dict[str, Any], host: str, port: int) -> tuple[str, int]:
+    labels = (worker.get("metadata") or {}).get("labels") or {}
+    if labels.get(names.LABEL_TRAFFIC_ROLE) != "worker" or SETUP_LABEL not in labels:
+        return "refused", 0
+    setup = names.Setup(labels[SETUP_LABEL])
+    if (host, port) != front_door(setup, None):
+        return "refused", 0
+    if setup is names.Setup.SIDECAR:
+        return "denied", 401
+    namespace = names.namespace_of(setup)
+    try:
+        policies = cluster.select(
+            cluster.resource("security.istio.io/v1", "authorizationpolicies"), namespace
+        )
+    except ApiError:
+        policies = []
+    ok = authz.allowed(
+        policies,
+        "frontend",
+        waypoint=setup is names.Setup.AMBIENT,
+        caller=authz.principal(names.TRAFFIC_NAMESPACE, worker),
+        caller_ns=names.TRAFFIC_NAMESPACE,
+        token=False,
+    )
+    return ("served", 200) if ok else ("denied", 403)
+
+
+def answer(cluster: FakeCluster, namespace: str, pod: str, command: Sequence[str]) -> str | None:
+    """The stream's output, or None: not the anonymous stream's command."""
+    if len(command) != 7 or list(command[:3]) != ["python", "-c", ANONYMOUS_SCRIPT]:
+        return None
+    try:
+        worker = cluster.get(cluster.resource("v1", "pods"), namespace, pod)
+    except ApiError:
+        worker = {}
+    targets = json.loads(command[3])
+    rate, count, duration = float(command[4]), int(command[5]), float(command[6])
+    lines = []
+    for i in range(min(count, math.ceil(duration * rate))):
+        _ns, name, host, port = targets[i % len(targets)]
+        outcome, status = _outcome(cluster, worker, str(host), int(port))
+        record = {"dt": i / rate, "pod": name, "outcome": outcome, "status": status}
+        lines.append(json.dumps(record) + "\n")
+    return "".join(lines)
+
+
+__all__ = ["answer"]
