@@ -116,13 +116,24 @@ def _check_cluster_fault(i: int, fault: object, setups: Sequence[str]) -> None:
     if fault_type != "policy-mismatch":
         return
     target = getattr(fault, "target", None)
+    service = getattr(target, "service", None)
     if getattr(fault, "rule", "") == "allow-any":
-        raise field_error(
-            f"faults.{i}.rule",
-            "allow-any needs illegitimate callers (security.anonymous), which run on the "
-            "local platform only",
-        )
-    if getattr(target, "service", None) == "frontend":
+        narrowed = getattr(target, "setups", None)
+        if "sidecar" in (narrowed if narrowed is not None else setups):
+            raise field_error(
+                f"faults.{i}.rule",
+                "allow-any on the plain sidecar: its jwt_authn requires the token before "
+                "any authorization rule, so no rule opens it (narrow target.setups to mesh, "
+                "ambient)",
+            )
+        if service != "frontend":
+            raise field_error(
+                f"faults.{i}.target.service",
+                "allow-any on a cluster goes where the standing require-jwt policy applies "
+                "(its dry-run copy is the proof): target frontend",
+            )
+        return
+    if service == "frontend":
         raise field_error(
             f"faults.{i}.target.service",
             "on a cluster frontend's caller is the load generator, outside the mesh's "

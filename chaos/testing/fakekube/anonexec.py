@@ -12,8 +12,10 @@ anonymous.front_door`; any other host or a pod that is not a worker: *refused*):
   the worker's service account, no request principal): a matching ALLOW-only
   ``require-jwt`` denies it (403, *denied*); without an ALLOW policy that applies (no
   ``require-jwt`` in the namespace), or with one that allows any caller, the app
-  *serves* it (200, its ``x-chaos-auth``): a fail open. No counter is kept (the
-  stream's own records are the measurement). Nothing is slept.
+  *serves* it (200, its ``x-chaos-auth``): a fail open. Where a dry-run policy applies
+  (``istio.io/dry-run``, the proof of ``allow-any``) its shadow decision counts
+  ``rbac.istio_dry_run_allow_shadow_allowed`` / ``_denied`` at frontend's proxies (its
+  sidecars, or its waypoint), one per request. Nothing is slept.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.anonymous import ANONYMOUS_SCRIPT, front_door
@@ -30,8 +32,21 @@ from chaos.testing.fakekube import authz
 from chaos.testing.fakekube.rules import ApiError
 from chaos.testing.fakekube.store import FakeCluster
 
+if TYPE_CHECKING:
+    from chaos.testing.fakekube.podexec import FakePodExec
 
-def _outcome(cluster: FakeCluster, worker: dict[str, Any], host: str, port: int) -> tuple[str, int]:
+INBOUND = "http.inbound_0.0.0.0_8080"
+WAYPOINT = "http.inbound-vip_8080"
+WAYPOINT_LABEL = "gateway.networking.k8s.io/gateway-name"
+
+
+def _outcome(
+    cluster: FakeCluster,
+    worker: dict[str, Any],
+    host: str,
+    port: int,
+    pods: FakePodExec | None = None,
+) -> tuple[str, int]:
     labels = (worker.get("metadata") or {}).get("labels") or {}
     if labels.get(names.LABEL_TRAFFIC_ROLE) != "worker" or SETUP_LABEL not in labels:
         return "refused", 0
@@ -47,18 +62,50 @@ def _outcome(cluster: FakeCluster, worker: dict[str, Any], host: str, port: int)
         )
     except ApiError:
         policies = []
+    ambient = setup is names.Setup.AMBIENT
+    caller, caller_ns = authz.principal(names.TRAFFIC_NAMESPACE, worker), names.TRAFFIC_NAMESPACE
     ok = authz.allowed(
-        policies,
-        "frontend",
-        waypoint=setup is names.Setup.AMBIENT,
-        caller=authz.principal(names.TRAFFIC_NAMESPACE, worker),
-        caller_ns=names.TRAFFIC_NAMESPACE,
-        token=False,
+        policies, "frontend", waypoint=ambient, caller=caller, caller_ns=caller_ns, token=False
     )
+    shadow = authz.shadow_allowed(
+        policies, "frontend", waypoint=ambient, caller=caller, caller_ns=caller_ns, token=False
+    )
+    if shadow is not None:
+        _count_shadow(pods, cluster, namespace, ambient, shadow)
     return ("served", 200) if ok else ("denied", 403)
 
 
-def answer(cluster: FakeCluster, namespace: str, pod: str, command: Sequence[str]) -> str | None:
+def _count_shadow(
+    pods: FakePodExec | None, cluster: FakeCluster, namespace: str, ambient: bool, ok: bool
+) -> None:
+    """``rbac.istio_dry_run_allow_shadow_*`` at frontend's enforcing proxies."""
+    if pods is None:
+        return
+    wanted = (
+        (WAYPOINT_LABEL, names.waypoint_name("frontend"))
+        if ambient
+        else (
+            names.LABEL_APP,
+            "frontend",
+        )
+    )
+    prefix = WAYPOINT if ambient else INBOUND
+    counter = f"{prefix}.rbac.istio_dry_run_allow_shadow_{'allowed' if ok else 'denied'}"
+    for pod in cluster.select(cluster.resource("v1", "pods"), namespace):
+        if ((pod["metadata"].get("labels") or {}).get(wanted[0])) != wanted[1]:
+            continue
+        with pods.lock:
+            counters = pods.counters.setdefault((namespace, pod["metadata"]["name"]), {})
+            counters[counter] = counters.get(counter, 0) + 1
+
+
+def answer(
+    cluster: FakeCluster,
+    namespace: str,
+    pod: str,
+    command: Sequence[str],
+    pods: FakePodExec | None = None,
+) -> str | None:
     """The stream's output, or None: not the anonymous stream's command."""
     if len(command) != 7 or list(command[:3]) != ["python", "-c", ANONYMOUS_SCRIPT]:
         return None
@@ -71,7 +118,7 @@ def answer(cluster: FakeCluster, namespace: str, pod: str, command: Sequence[str
     lines = []
     for i in range(min(count, math.ceil(duration * rate))):
         _ns, name, host, port = targets[i % len(targets)]
-        outcome, status = _outcome(cluster, worker, str(host), int(port))
+        outcome, status = _outcome(cluster, worker, str(host), int(port), pods)
         record = {"dt": i / rate, "pod": name, "outcome": outcome, "status": status}
         lines.append(json.dumps(record) + "\n")
     return "".join(lines)

@@ -139,7 +139,9 @@ class FakePodExec:
                 return answer
         probed = bypassexec.answer(self.cluster, command)
         probed = (
-            probed if probed is not None else anonexec.answer(self.cluster, namespace, pod, command)
+            probed
+            if probed is not None
+            else anonexec.answer(self.cluster, namespace, pod, command, self)
         )
         if probed is not None:
             return probed
