@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.anonymous import ANONYMOUS_SCRIPT, front_door
@@ -32,9 +32,8 @@ from chaos.testing.fakekube import authz
 from chaos.testing.fakekube.rules import ApiError
 from chaos.testing.fakekube.store import FakeCluster
 
-if TYPE_CHECKING:
-    from chaos.testing.fakekube.podexec import FakePodExec
-
+#: Adds 1 to counter ``name`` of pod ``(namespace, pod)`` (the fake proxies' stats).
+Count = Callable[[str, str, str], None]
 INBOUND = "http.inbound_0.0.0.0_8080"
 WAYPOINT = "http.inbound-vip_8080"
 WAYPOINT_LABEL = "gateway.networking.k8s.io/gateway-name"
@@ -45,7 +44,7 @@ def _outcome(
     worker: dict[str, Any],
     host: str,
     port: int,
-    pods: FakePodExec | None = None,
+    count: Count | None = None,
 ) -> tuple[str, int]:
     labels = (worker.get("metadata") or {}).get("labels") or {}
     if labels.get(names.LABEL_TRAFFIC_ROLE) != "worker" or SETUP_LABEL not in labels:
@@ -71,15 +70,15 @@ def _outcome(
         policies, "frontend", waypoint=ambient, caller=caller, caller_ns=caller_ns, token=False
     )
     if shadow is not None:
-        _count_shadow(pods, cluster, namespace, ambient, shadow)
+        _count_shadow(count, cluster, namespace, ambient, shadow)
     return ("served", 200) if ok else ("denied", 403)
 
 
 def _count_shadow(
-    pods: FakePodExec | None, cluster: FakeCluster, namespace: str, ambient: bool, ok: bool
+    count: Count | None, cluster: FakeCluster, namespace: str, ambient: bool, ok: bool
 ) -> None:
     """``rbac.istio_dry_run_allow_shadow_*`` at frontend's enforcing proxies."""
-    if pods is None:
+    if count is None:
         return
     wanted = (
         (WAYPOINT_LABEL, names.waypoint_name("frontend"))
@@ -94,9 +93,7 @@ def _count_shadow(
     for pod in cluster.select(cluster.resource("v1", "pods"), namespace):
         if ((pod["metadata"].get("labels") or {}).get(wanted[0])) != wanted[1]:
             continue
-        with pods.lock:
-            counters = pods.counters.setdefault((namespace, pod["metadata"]["name"]), {})
-            counters[counter] = counters.get(counter, 0) + 1
+        count(namespace, str(pod["metadata"]["name"]), counter)
 
 
 def answer(
@@ -104,7 +101,7 @@ def answer(
     namespace: str,
     pod: str,
     command: Sequence[str],
-    pods: FakePodExec | None = None,
+    add: Count | None = None,
 ) -> str | None:
     """The stream's output, or None: not the anonymous stream's command."""
     if len(command) != 7 or list(command[:3]) != ["python", "-c", ANONYMOUS_SCRIPT]:
@@ -118,7 +115,7 @@ def answer(
     lines = []
     for i in range(min(count, math.ceil(duration * rate))):
         _ns, name, host, port = targets[i % len(targets)]
-        outcome, status = _outcome(cluster, worker, str(host), int(port), pods)
+        outcome, status = _outcome(cluster, worker, str(host), int(port), add)
         record = {"dt": i / rate, "pod": name, "outcome": outcome, "status": status}
         lines.append(json.dumps(record) + "\n")
     return "".join(lines)

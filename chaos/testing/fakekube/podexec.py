@@ -97,6 +97,12 @@ class FakePodExec:
         #: Every call: ("exec", ns, pod, container, command) or ("http", ns, pod, method, path).
         self.calls: list[tuple[str, ...]] = []
 
+    def count(self, namespace: str, pod: str, name: str) -> None:
+        """Add 1 to counter ``name`` of a pod's proxy."""
+        with self._lock:
+            counters = self.counters.setdefault((namespace, pod), {})
+            counters[name] = counters.get(name, 0) + 1
+
     def _pod(self, namespace: str, pod: str) -> dict[str, Any]:
         try:
             return self.cluster.get(self.cluster.resources[("v1", "pods")], namespace, pod)
@@ -141,7 +147,7 @@ class FakePodExec:
         probed = (
             probed
             if probed is not None
-            else anonexec.answer(self.cluster, namespace, pod, command, self)
+            else anonexec.answer(self.cluster, namespace, pod, command, self.count)
         )
         if probed is not None:
             return probed
