@@ -180,3 +180,31 @@ def test_the_script_sends_no_token_and_is_bounded_by_count_and_time() -> None:
 def test_the_experiment_takes_an_anonymous_stream_on_a_cluster() -> None:
     security = Security.model_validate({"anonymous": {"rate": 2, "max_requests": 10}})
     check_security(security, 10.0, "kubernetes", [])  # no longer refused
+
+
+def test_the_engine_asks_a_topology_that_runs_the_stream_itself(tmp_path: Path) -> None:
+    import contextlib
+    from types import SimpleNamespace
+    from typing import Any
+
+    from chaos.engine.windowparts import start_bypass
+
+    asked: list[tuple[float, int, float, Path]] = []
+
+    class _Topology:
+        ingress_url = "http://10.0.0.1:80"  # not loopback: the local stream would refuse it
+
+        def anonymous_stream(
+            self, rate: float, max_requests: int, duration_s: float, out: Path
+        ) -> contextlib.AbstractContextManager[object]:
+            asked.append((rate, max_requests, duration_s, out))
+            return contextlib.nullcontext()
+
+    experiment: Any = SimpleNamespace(
+        security=Security.model_validate({"anonymous": {"rate": 2, "max_requests": 7}}),
+        timeline=SimpleNamespace(total=12.0),
+    )
+    topology: Any = _Topology()
+    with contextlib.ExitStack() as stack:
+        start_bypass(stack, experiment, topology, tmp_path / BYPASS_DIR / "w")
+    assert asked == [(2.0, 7, 12.0, tmp_path / BYPASS_DIR / "w.anonymous.jsonl")]
