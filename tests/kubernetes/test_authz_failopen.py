@@ -23,9 +23,11 @@ from chaos.platforms.kubernetes.authzops import (
     dry_run_name,
     policy_name,
 )
-from chaos.platforms.kubernetes.changes import read_ledger
+from chaos.platforms.kubernetes.changes import ClusterWriter, read_ledger
+from chaos.platforms.kubernetes.faultops import KubeFaultOps
 from chaos.platforms.kubernetes.kinds import AUTHORIZATION_POLICY
 from chaos.platforms.kubernetes.manifests import istio
+from chaos.platforms.kubernetes.opsbase import demo_workload
 from chaos.platforms.kubernetes.platform import KubernetesPlatform
 from chaos.rundir import BYPASS_DIR
 from chaos.testing.fakekube.api import FakeCluster
@@ -115,3 +117,15 @@ def test_without_anonymous_callers_allow_any_says_nothing_reached_it(
         driver.revert()
     assert not evidence.took_effect
     assert "none sent" in evidence.detail
+
+
+def test_a_dry_run_plans_the_proof_then_the_rule_and_reads_nothing() -> None:
+    writer = ClusterWriter(None, None, None, "run-1", dry_run=True)
+    setup = names.Setup.AMBIENT
+    ops = KubeFaultOps(setup, demo_workload(setup), writer)
+    (site,) = ops.authz_sites([p for p in ops.workload.pods if p.service == "frontend"])
+    ops.set_authz_rule(site, "allow-any")
+    calls = [c.call for c in writer.planned]
+    assert len(calls) == 2
+    assert dry_run_name("frontend") in calls[0] and policy_name("frontend") in calls[1]
+    assert all(c.startswith("POST /apis/security.istio.io/v1/") for c in calls)
