@@ -14,7 +14,7 @@ from chaos.experiment import Fault as FaultSpec
 from chaos.experiment.models import start_extra
 from chaos.experiment.security import security_extra
 from chaos.outpaths import replace_file
-from chaos.platforms.appports import ExposesAppPorts, RunsBypassProbe
+from chaos.platforms.appports import ExposesAppPorts, RunsAnonymousStream, RunsBypassProbe
 from chaos.platforms.base import RunningTopology, StartOptions
 from chaos.proc import RUN_MARKER_ENV
 from chaos.rundir import EXPERIMENT_FILE
@@ -134,13 +134,14 @@ def start_bypass(
     (``security.anonymous``, ``out``.anonymous.jsonl)."""
     security = experiment.security
     if security is not None and security.anonymous is not None:
-        stack.enter_context(
-            anonymous_stream(
-                topology.ingress_url,
-                security.anonymous,
-                out.with_name(f"{out.name}.anonymous.jsonl"),
+        anon, anon_out = security.anonymous, out.with_name(f"{out.name}.anonymous.jsonl")
+        if isinstance(topology, RunsAnonymousStream):
+            span = experiment.timeline.total
+            stack.enter_context(
+                topology.anonymous_stream(anon.rate, anon.max_requests, span, anon_out)
             )
-        )
+        else:
+            stack.enter_context(anonymous_stream(topology.ingress_url, anon, anon_out))
     if security is None or security.bypass is None:
         return
     bp = security.bypass

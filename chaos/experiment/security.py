@@ -92,46 +92,48 @@ def check_security(
             f"{bypass.rate:g}/s is more than the load itself "
             f"(traffic.rate {traffic_rate:g}/s): the probe is a small stream",
         )
-    if security is not None and security.anonymous is not None:
-        if security.anonymous.rate > traffic_rate:
-            raise field_error(
-                "security.anonymous.rate",
-                f"{security.anonymous.rate:g}/s is more than the load itself "
-                f"(traffic.rate {traffic_rate:g}/s): the stream is a small one",
-            )
-        if platform != "local":
-            raise field_error(
-                "security.anonymous",
-                "the anonymous stream runs on the local platform only for now "
-                "(the ingress of a cluster is not on this machine's loopback)",
-            )
+    if (
+        security is not None
+        and security.anonymous is not None
+        and security.anonymous.rate > traffic_rate
+    ):
+        raise field_error(
+            "security.anonymous.rate",
+            f"{security.anonymous.rate:g}/s is more than the load itself "
+            f"(traffic.rate {traffic_rate:g}/s): the stream is a small one",
+        )
     if platform != "local":
         for i, fault in enumerate(faults):
             _check_cluster_fault(i, fault, setups)
 
 
 def _check_cluster_fault(i: int, fault: object, setups: Sequence[str]) -> None:
-    """policy-mismatch on a cluster: an AuthorizationPolicy, where Istio enforces one."""
+    """policy-mismatch on a cluster: an AuthorizationPolicy (mesh, ambient) or the plain
+    sidecar's own bootstrap (``setups`` is not narrowed: every setup has one now)."""
     fault_type = str(getattr(fault, "type", ""))
     if fault_type in LOCAL_ONLY_FAULTS:
         raise field_error(f"faults.{i}.type", f"{fault_type} runs on the local platform only")
     if fault_type != "policy-mismatch":
         return
     target = getattr(fault, "target", None)
-    narrowed = getattr(target, "setups", None)
-    if "sidecar" in (narrowed if narrowed is not None else setups):
-        raise field_error(
-            f"faults.{i}.type",
-            "policy-mismatch on a cluster is an Istio AuthorizationPolicy: the plain Envoy "
-            "sidecar has no authorization filter there (narrow target.setups to mesh, ambient)",
-        )
+    service = getattr(target, "service", None)
     if getattr(fault, "rule", "") == "allow-any":
-        raise field_error(
-            f"faults.{i}.rule",
-            "allow-any needs illegitimate callers (security.anonymous), which run on the "
-            "local platform only",
-        )
-    if getattr(target, "service", None) == "frontend":
+        narrowed = getattr(target, "setups", None)
+        if "sidecar" in (narrowed if narrowed is not None else setups):
+            raise field_error(
+                f"faults.{i}.rule",
+                "allow-any on the plain sidecar: its jwt_authn requires the token before "
+                "any authorization rule, so no rule opens it (narrow target.setups to mesh, "
+                "ambient)",
+            )
+        if service != "frontend":
+            raise field_error(
+                f"faults.{i}.target.service",
+                "allow-any on a cluster goes where the standing require-jwt policy applies "
+                "(its dry-run copy is the proof): target frontend",
+            )
+        return
+    if service == "frontend":
         raise field_error(
             f"faults.{i}.target.service",
             "on a cluster frontend's caller is the load generator, outside the mesh's "

@@ -10,7 +10,8 @@ the proxies let through requests their standing policy denies (RBAC shadow denia
 which needs illegitimate traffic (``security.anonymous``). Whether the setup then failed closed
 (denied) or open (served anyway, unauthenticated) is what the security counts show.
 The platform must offer :class:`~chaos.platforms.authz.AuthzOps` (the local one does;
-on Kubernetes an AuthorizationPolicy, mesh and ambient).
+on Kubernetes an AuthorizationPolicy in mesh and ambient, the sidecar's own bootstrap
+ConfigMap rolled out for the plain sidecar).
 """
 
 from __future__ import annotations

@@ -70,12 +70,16 @@ for i in range(count):
 
 
 def probe_command(
-    targets: list[tuple[str, str, str, int]], rate: float, max_requests: int, duration_s: float
+    targets: list[tuple[str, str, str, int]],
+    rate: float,
+    max_requests: int,
+    duration_s: float,
+    script: str = PROBE_SCRIPT,
 ) -> list[str]:
     return [
         "python",
         "-c",
-        PROBE_SCRIPT,
+        script,
         json.dumps([list(t) for t in targets]),
         f"{rate:g}",
         str(max_requests),
@@ -83,7 +87,7 @@ def probe_command(
     ]
 
 
-def parse_records(output: str, started: float) -> list[dict[str, Any]]:
+def parse_records(output: str, started: float, kind: str = "bypass") -> list[dict[str, Any]]:
     """The probe's lines as bypass records on this machine's clock (bad lines skipped)."""
     records = []
     for line in output.splitlines():
@@ -95,7 +99,7 @@ def parse_records(output: str, started: float) -> list[dict[str, Any]]:
                     "pod": str(d["pod"]),
                     "outcome": str(d["outcome"]),
                     "status": int(d["status"]),
-                    "kind": "bypass",
+                    "kind": kind,
                 }
             )
         except (ValueError, KeyError, TypeError):
@@ -105,6 +109,10 @@ def parse_records(output: str, started: float) -> list[dict[str, Any]]:
 
 class KubeBypassProbe:
     """One window's probe: one exec on its own thread while the context is entered."""
+
+    #: What runs, and the records' ``kind`` (:mod:`.anonymous` runs another stream).
+    script = PROBE_SCRIPT
+    kind = "bypass"
 
     def __init__(
         self,
@@ -147,7 +155,9 @@ class KubeBypassProbe:
             if not targets:
                 return
             master = self._master()
-            command = probe_command(targets, self.rate, self.max_requests, self.duration_s)
+            command = probe_command(
+                targets, self.rate, self.max_requests, self.duration_s, self.script
+            )
             started = time.monotonic()
             output = self.pod_exec.exec(
                 names.TRAFFIC_NAMESPACE, master, LOCUST_CONTAINER, command, self.duration_s + 30
@@ -157,7 +167,7 @@ class KubeBypassProbe:
             self.error = str(exc)
             self._write([{"t": time.monotonic(), "outcome": "error", "error": self.error}])
             return
-        self._write(parse_records(str(output), started))
+        self._write(parse_records(str(output), started, self.kind))
 
     def _write(self, records: list[dict[str, Any]]) -> None:
         self.out.parent.mkdir(parents=True, exist_ok=True)
@@ -166,7 +176,7 @@ class KubeBypassProbe:
                 f.write(json.dumps(record) + "\n")
 
     def __enter__(self) -> KubeBypassProbe:
-        self._thread = threading.Thread(target=self._run, name="bypass-probe", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"{self.kind}-probe", daemon=True)
         self._thread.start()
         return self
 

@@ -27,6 +27,7 @@ from chaos.platforms.base import (
     Workload,
 )
 from chaos.platforms.kubernetes import names
+from chaos.platforms.kubernetes.anonymous import KubeAnonymousStream
 from chaos.platforms.kubernetes.api import KubeApi
 from chaos.platforms.kubernetes.bypass import KubeBypassProbe
 from chaos.platforms.kubernetes.faultops import KubeFaultOps
@@ -139,6 +140,17 @@ class KubeTopology:
         return KubeBypassProbe(
             writer.api, writer.pod_exec, self._setup, rate, max_requests, duration_s, out
         )
+
+    def anonymous_stream(
+        self, rate: float, max_requests: int, duration_s: float, out: Path
+    ) -> KubeAnonymousStream:
+        """The window's anonymous stream, from a Locust worker (:mod:`.anonymous`)."""
+        writer = self._ops.writer
+        stream = KubeAnonymousStream(
+            writer.api, writer.pod_exec, self._setup, rate, max_requests, duration_s, out
+        )
+        stream.traffic_host = self._traffic_host
+        return stream
 
     def journal_record(self) -> dict[str, JsonValue]:
         return dict(self._record)

@@ -15,7 +15,9 @@
   source matches on ``principals`` (``cluster.local/ns/<ns>/sa/<service account>``
   of the client pod, ``*`` for any), ``requestPrincipals`` (a validated token) and
   ``namespaces``. The server's proxy counts ``rbac.denied`` or ``rbac.allowed`` (the
-  waypoint's in ambient), for every request that reached authorization.
+  waypoint's in ambient), for every request that reached authorization. A policy annotated
+  ``istio.io/dry-run: "true"`` is not enforced: :func:`shadow_allowed` evaluates those
+  (Istio's dry run, https://istio.io/latest/docs/tasks/security/authorization/authz-dry-run/).
 """
 
 from __future__ import annotations
@@ -93,7 +95,30 @@ def allowed(
     policies: list[Obj], service: str, *, waypoint: bool, caller: str, caller_ns: str, token: bool
 ) -> bool:
     """Istio's decision for one request to ``service`` from ``caller``."""
-    mine = [p for p in policies if _applies(p, service, waypoint)]
+    mine = [p for p in policies if _applies(p, service, waypoint) and not dry_run(p)]
+    return _decide(mine, caller, caller_ns, token)
+
+
+def dry_run(policy: Obj) -> bool:
+    """Istio's ``istio.io/dry-run: "true"``: the policy is shadow rules, not enforced."""
+    annotations = (policy.get("metadata") or {}).get("annotations") or {}
+    return str(annotations.get("istio.io/dry-run", "")).lower() == "true"
+
+
+def shadow_allowed(
+    policies: list[Obj], service: str, *, waypoint: bool, caller: str, caller_ns: str, token: bool
+) -> bool | None:
+    """The dry-run policies' decision (the shadow rules), or None: no dry-run policy applies.
+
+    Istio builds the RBAC filter's ``shadow_rules`` from the dry-run policies alone
+    (``shadow_rules_stat_prefix`` ``istio_dry_run_allow_`` for ALLOW ones), evaluated in
+    the same order; they count ``rbac.istio_dry_run_allow_shadow_allowed`` / ``_denied``.
+    """
+    mine = [p for p in policies if _applies(p, service, waypoint) and dry_run(p)]
+    return _decide(mine, caller, caller_ns, token) if mine else None
+
+
+def _decide(mine: list[Obj], caller: str, caller_ns: str, token: bool) -> bool:
 
     def action(p: Obj) -> str:
         return str((p.get("spec") or {}).get("action") or "ALLOW")
@@ -104,4 +129,4 @@ def allowed(
     return not allows or any(_matches(p, caller, caller_ns, token) for p in allows)
 
 
-__all__ = ["KIND", "allowed", "principal", "validate_policy"]
+__all__ = ["KIND", "allowed", "dry_run", "principal", "shadow_allowed", "validate_policy"]

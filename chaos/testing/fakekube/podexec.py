@@ -16,7 +16,8 @@ Each pod's proxy is modelled as much as the platform reads and writes of it:
   quitquitquit``): the fake kubelet restarts the container (``restartCount`` + 1 in
   the pod's status, so a watch sees it) and the restarted proxy forgets its runtime
   overrides, as Envoy does;
-* the bypass probe's exec (:mod:`.bypassexec`): Istio's outcome per target;
+* the bypass probe's exec (:mod:`.bypassexec`): Istio's outcome per target; the
+  anonymous stream's (:mod:`.anonexec`): the data plane's answer to a token-less caller;
 * the demo app's ``GET /writes`` (the writes ``payments`` accepted), from
   :attr:`FakePodExec.app_writes`.
 
@@ -44,7 +45,7 @@ from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.podexec import ExecInterrupted
 from chaos.platforms.kubernetes.statsmatcher import StatsMatcher, proxy_matcher
 from chaos.platforms.shared.envoy_faults import FAULT_KEYS
-from chaos.testing.fakekube import bypassexec
+from chaos.testing.fakekube import anonexec, bypassexec
 from chaos.testing.fakekube.rules import ApiError
 from chaos.testing.fakekube.store import FakeCluster
 from chaos.testing.fakekube.streams import ExecResult, PortRefused, http_response
@@ -96,6 +97,12 @@ class FakePodExec:
         #: Every call: ("exec", ns, pod, container, command) or ("http", ns, pod, method, path).
         self.calls: list[tuple[str, ...]] = []
 
+    def count(self, namespace: str, pod: str, name: str) -> None:
+        """Add 1 to counter ``name`` of a pod's proxy."""
+        with self._lock:
+            counters = self.counters.setdefault((namespace, pod), {})
+            counters[name] = counters.get(name, 0) + 1
+
     def _pod(self, namespace: str, pod: str) -> dict[str, Any]:
         try:
             return self.cluster.get(self.cluster.resources[("v1", "pods")], namespace, pod)
@@ -137,6 +144,11 @@ class FakePodExec:
             if answer is not None:
                 return answer
         probed = bypassexec.answer(self.cluster, command)
+        probed = (
+            probed
+            if probed is not None
+            else anonexec.answer(self.cluster, namespace, pod, command, self.count)
+        )
         if probed is not None:
             return probed
         if tuple(command) not in KILL_COMMANDS:
