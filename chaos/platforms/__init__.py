@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from chaos import plugins
-
 if TYPE_CHECKING:
     # Only for the annotations: a process that imports one platform module (the demo
     # service, started 6 times per topology) does not pay for the port and the experiment
@@ -20,6 +18,8 @@ if TYPE_CHECKING:
 
 def platform_factory(name: str) -> Callable[..., Platform]:
     """The factory registered for platform ``name`` (call it with the platform's options)."""
+    from chaos import plugins  # here: the entry points' metadata costs each demo app 30 ms
+
     loaded = plugins.load(plugins.PLATFORMS, name, "platform")
     if not callable(loaded):
         raise TypeError(f"platform {name!r} is registered as {loaded!r}, not a factory")
@@ -28,4 +28,6 @@ def platform_factory(name: str) -> Callable[..., Platform]:
 
 
 def platform_names() -> list[str]:
+    from chaos import plugins
+
     return plugins.names(plugins.PLATFORMS)

@@ -34,8 +34,9 @@ that 5xx (503 for a connection error or a timeout, 502 for a malformed answer)
 with a JSON body whose ``hop`` names the deepest failing hop, e.g.
 ``checkout->payments``. An upstream 4xx (e.g. a proxy's 401) is passed on as is.
 
-It stays light on purpose, as it sits under thousands of requests per second:
-one reused client session with keep-alive, no access log, no per-request logging.
+It stays light on purpose, as it sits under thousands of requests per second and six of
+them start per topology: HTTP/1.1 from the standard library (:mod:`.minihttp`), one set of
+keep-alive upstream connections, no access log, no per-request logging.
 SIGTERM or SIGINT ends it cleanly with exit code 0.
 """
 
@@ -53,10 +54,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import aiohttp
-from aiohttp import web
-
 from chaos.errors import AddressInUseError, ChaosError
+from chaos.platforms.shared import minihttp
+from chaos.platforms.shared.minihttp import Request, Response, json_response
 from chaos.rundir import auth
 
 #: A header field name (RFC 9110 section 5.1: a ``token``), the rule the experiment file's
@@ -128,7 +128,7 @@ def _read_write_ids(path: Path) -> list[str]:
     return ids
 
 
-def received(config: ServiceConfig, request: web.Request) -> int:
+def received(config: ServiceConfig, request: Request) -> int:
     """What this app received with ``request``, as :mod:`chaos.rundir.auth` bits."""
     headers = request.headers
     bits = auth.REPORTED
@@ -145,7 +145,7 @@ def received(config: ServiceConfig, request: web.Request) -> int:
     return bits
 
 
-def _with_auth(response: web.Response, bits: int) -> web.Response:
+def _with_auth(response: Response, bits: int) -> Response:
     response.headers[auth.AUTH_HEADER] = auth.header_value(bits)
     return response
 
@@ -160,43 +160,42 @@ class UpstreamFailure(Exception):
 
 
 class DemoService:
-    """One replica of a demo service: the aiohttp application and its upstream client."""
+    """One replica of a demo service: its routes and its upstream client."""
 
     def __init__(self, config: ServiceConfig) -> None:
         self.config = config
         self.writes = WriteLog(config.writes_file)
-        self._session: aiohttp.ClientSession | None = None
+        self._client = minihttp.Client(timeout_s=config.upstream_timeout_s, keepalive_s=30.0)
         self._turn = 0
-        self.app = web.Application()
-        self.app.router.add_get("/healthz", self._healthz)
-        self.app.router.add_get("/writes", self._writes)
-        self.app.router.add_get("/", self._get)
-        self.app.router.add_get("/api/{tail:.*}", self._get)
-        self.app.router.add_post("/api/{tail:.*}", self._post)
-        self.app.on_startup.append(self._open_session)
-        self.app.on_cleanup.append(self._close)
 
-    async def _open_session(self, _app: web.Application) -> None:
-        if self.config.upstream_url is not None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=512, keepalive_timeout=30),
-                timeout=aiohttp.ClientTimeout(total=self.config.upstream_timeout_s),
-                auto_decompress=False,
-            )
+    async def handle(self, request: Request) -> Response:
+        """Route one request: GET /healthz, /writes, / and /api/..., POST /api/..."""
+        path = request.path
+        api = path.startswith("/api/")
+        if not (api or path in ("/", "/healthz", "/writes")):
+            return minihttp.text_response("404: Not Found", 404)
+        if request.method not in (("GET", "POST") if api else ("GET",)):
+            return minihttp.text_response("405: Method Not Allowed", 405)
+        if request.method == "POST":
+            return await self._post(request)
+        if path == "/healthz":
+            return await self._healthz(request)
+        if path == "/writes":
+            return await self._writes(request)
+        return await self._get(request)
 
-    async def _close(self, _app: web.Application) -> None:
-        if self._session is not None:
-            await self._session.close()
+    async def close(self) -> None:
+        await self._client.close()
         self.writes.close()
 
-    async def _healthz(self, _request: web.Request) -> web.Response:
-        return web.Response(text="ok")
+    async def _healthz(self, _request: Request) -> Response:
+        return minihttp.text_response("ok")
 
-    async def _writes(self, _request: web.Request) -> web.Response:
+    async def _writes(self, _request: Request) -> Response:
         ids = list(self.writes.ids)
-        return web.json_response({"pod": self.config.pod, "count": len(ids), "ids": ids})
+        return json_response({"pod": self.config.pod, "count": len(ids), "ids": ids})
 
-    def _path_fields(self, request: web.Request) -> dict[str, Any]:
+    def _path_fields(self, request: Request) -> dict[str, Any]:
         remote = request.remote or ""
         via_header = request.headers.get(VIA_HEADER, "")
         return {
@@ -209,68 +208,64 @@ class DemoService:
             "via": [name.strip() for name in via_header.split(",") if name.strip()],
         }
 
-    async def _get(self, request: web.Request) -> web.Response:
+    async def _get(self, request: Request) -> Response:
         mine = received(self.config, request)
         fields = self._path_fields(request)
         if self.config.upstream_url is None:
-            return _with_auth(web.json_response({**fields, "upstream": None}), mine)
+            return _with_auth(json_response({**fields, "upstream": None}), mine)
         try:
             _status, upstream, theirs = await self._call_upstream(request, "GET", None)
         except UpstreamFailure as failure:
-            answer = web.json_response({**fields, **failure.body}, status=failure.status)
+            answer = json_response({**fields, **failure.body}, status=failure.status)
             return _with_auth(answer, mine)
-        return _with_auth(
-            web.json_response({**fields, "upstream": upstream}), auth.fold(mine, theirs)
-        )
+        return _with_auth(json_response({**fields, "upstream": upstream}), auth.fold(mine, theirs))
 
-    async def _post(self, request: web.Request) -> web.Response:
+    async def _post(self, request: Request) -> Response:
         return _with_auth(*await self._write(request))
 
-    async def _write(self, request: web.Request) -> tuple[web.Response, int]:
+    async def _write(self, request: Request) -> tuple[Response, int]:
         mine = received(self.config, request)
         fields = self._path_fields(request)
-        body = await request.read()
+        body = request.body
         write_id = _write_id(body)
         if write_id is None:
             error = {"error": 'a write needs a JSON body {"id": "<write id>"}'}
-            return web.json_response({**fields, **error}, status=400), mine
+            return json_response({**fields, **error}, status=400), mine
         if self.config.upstream_url is None:
             self.writes.record(write_id)
             answer = {"id": write_id, "recorded": True, **fields, "upstream": None}
-            return web.json_response(answer, status=201), mine
+            return json_response(answer, status=201), mine
         try:
             status, upstream, theirs = await self._call_upstream(request, "POST", body)
         except UpstreamFailure as failure:
             failed = {"id": write_id, **fields, **failure.body}
-            return web.json_response(failed, status=failure.status), mine
+            return json_response(failed, status=failure.status), mine
         recorded = bool(upstream.get("recorded")) if isinstance(upstream, dict) else False
         answer = {"id": write_id, "recorded": recorded, **fields, "upstream": upstream}
-        return web.json_response(answer, status=status), auth.fold(mine, theirs)
+        return json_response(answer, status=status), auth.fold(mine, theirs)
 
     async def _call_upstream(
-        self, request: web.Request, method: str, body: bytes | None
+        self, request: Request, method: str, body: bytes | None
     ) -> tuple[int, Any, int]:
         """Call the upstream on the same path; the status, JSON and ``auth`` bits of a
         2xx/3xx answer."""
-        assert self._session is not None and self.config.upstream_url is not None
+        assert self.config.upstream_url is not None
         hop = f"{self.config.service}->{self.config.upstream_host or self.config.upstream_url}"
-        headers = {
-            name: request.headers[name] for name in _FORWARDED_HEADERS if name in request.headers
-        }
+        got = request.headers
+        headers = {name: got[name.lower()] for name in _FORWARDED_HEADERS if name.lower() in got}
         if self.config.upstream_host is not None:
             headers["Host"] = self.config.upstream_host
         if body is not None:
-            headers["Content-Type"] = request.headers.get("Content-Type", "application/json")
-        url = self._next_upstream() + request.path_qs
+            headers["Content-Type"] = got.get("content-type", "application/json")
+        url = self._next_upstream() + request.target
         try:
-            async with self._session.request(method, url, data=body, headers=headers) as resp:
-                status = resp.status
-                raw = await resp.read()
-                theirs = auth.encode(resp.headers.get(auth.AUTH_HEADER))
+            resp = await self._client.request(method, url, headers, body)
         except TimeoutError as exc:
             raise _failure(503, "upstream timeout", hop, repr(exc)) from exc
-        except aiohttp.ClientError as exc:
+        except minihttp.UpstreamError as exc:
             raise _failure(503, "upstream unavailable", hop, str(exc) or repr(exc)) from exc
+        status, raw = resp.status, resp.body
+        theirs = auth.encode(resp.headers.get(auth.AUTH_HEADER))
         try:
             answer: Any = json.loads(raw)
         except ValueError:
@@ -372,12 +367,10 @@ def parse_args(argv: Sequence[str] | None = None) -> ServiceConfig:
 async def serve(config: ServiceConfig, stop: asyncio.Event | None = None) -> None:
     """Serve until ``stop`` is set, or until SIGTERM/SIGINT when no event is given."""
     service = DemoService(config)
-    runner = web.AppRunner(service.app, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
+    server = minihttp.Server(service.handle)
     try:
-        site = web.TCPSite(runner, config.host, config.port, backlog=1024, reuse_address=True)
         try:
-            await site.start()
+            await server.start(config.host, config.port, backlog=1024)
         except OSError as exc:
             where = f"{config.host}:{config.port}"
             raise AddressInUseError(f"{config.pod}: cannot listen on {where}: {exc}") from exc
@@ -391,7 +384,8 @@ async def serve(config: ServiceConfig, stop: asyncio.Event | None = None) -> Non
         )
         await stop.wait()
     finally:
-        await runner.cleanup()
+        await server.close()
+        await service.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
