@@ -149,8 +149,10 @@ class TestRunningTopology:
         for service, counts in seen.items():
             replicas = {p.name for p in topology.layout.pods_of(service)}
             assert set(counts) == replicas, f"{service}: only {dict(counts)}"
-            # One worker per proxy: round robin is exact, so each replica gets about half.
-            assert min(counts.values()) >= REQUESTS // 4, f"{service} load not shared: {counts}"
+            # The sidecar's round robin gives each replica half; Istio's LEAST_REQUEST (mesh,
+            # ambient) with nothing in flight picks at random: fewer than 4 of 40 on one
+            # replica happens 2 times in 10^8 (under a quarter, the old bound, 1 in 1,500).
+            assert min(counts.values()) >= REQUESTS // 10, f"{service} load not shared: {counts}"
 
     def test_a_write_is_recorded_once_at_payments(self, running_topology: LocalTopology) -> None:
         topology = running_topology
