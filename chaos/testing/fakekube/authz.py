@@ -25,8 +25,8 @@ from __future__ import annotations
 from typing import Any
 
 from chaos.platforms.kubernetes import names
-from chaos.platforms.kubernetes.schemas import schema_for
-from chaos.testing.fakekube.rules import ApiError, Obj
+from chaos.testing.fakekube.crdschema import check_spec
+from chaos.testing.fakekube.rules import Obj
 
 KIND = "AuthorizationPolicy"
 
@@ -35,20 +35,7 @@ def validate_policy(kind: str, obj: Obj) -> None:
     """Refuse an AuthorizationPolicy its CRD's schema rejects (422 ``Invalid``)."""
     if kind != KIND:
         return
-    import jsonschema  # type: ignore[import-untyped]  # test-only: only the fake needs it
-
-    # the spec against the CRD's; metadata is the API server's own (ObjectMeta)
-    spec_schema = schema_for(KIND)["properties"]["spec"]
-    try:
-        jsonschema.validate(obj.get("spec", {}), spec_schema)
-    except jsonschema.ValidationError as exc:
-        name = (obj.get("metadata") or {}).get("name", "")
-        where = ".".join(["spec", *(str(p) for p in exc.absolute_path)])
-        raise ApiError(
-            422,
-            "Invalid",
-            f'{KIND}.security.istio.io "{name}" is invalid: {where}: {exc.message}',
-        ) from exc
+    check_spec(KIND, "security.istio.io", obj)
 
 
 def principal(namespace: str, pod: Obj) -> str:

@@ -27,6 +27,12 @@ def validate_networking(kind: str, obj: Obj) -> None:
     labels = (obj.get("metadata") or {}).get("labels") or {}
     if group is None or labels.get(names.LABEL_MANAGED_BY) != names.MANAGED_BY:
         return
+    check_spec(kind, group, obj)
+
+
+def check_spec(kind: str, group: str, obj: Obj) -> None:
+    """Refuse ``obj`` with 422 ``Invalid`` if its ``spec`` fails ``kind``'s CRD schema
+    (metadata is the API server's own, ObjectMeta)."""
     import jsonschema  # type: ignore[import-untyped]  # test-only: only the fake needs it
 
     spec_schema = schema_for(kind)["properties"]["spec"]
@@ -40,4 +46,4 @@ def validate_networking(kind: str, obj: Obj) -> None:
         ) from exc
 
 
-__all__ = ["validate_networking"]
+__all__ = ["check_spec", "validate_networking"]
