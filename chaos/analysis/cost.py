@@ -10,6 +10,19 @@ and the statistics are over windows:
 * latency added: mean of the setup's windows minus mean of baseline's at the same rate,
   with a stratified bootstrap interval (``decide.difference_interval``).
 
+CPU is read from the processes' own accounting, and on a shared machine (a VM whose
+cores other programs share) the same work costs more CPU-seconds when the machine runs
+slower: every process of a window, the demo apps included, then uses more CPU per
+request, second by second alike (``python -m chaos.bench.cost`` shows it). The apps do
+the same work per request in every window of a setup, so by default (``cost.cpu:
+speed-adjusted``) each window's proxy CPU is scaled by the apps' CPU per request of the
+setup's median window at that rate over the window's own: the proxies' CPU at the
+setup's median machine speed. This narrows the spread between a setup's windows and
+leaves its median where the raw one is; it corrects nothing between setups (a setup
+measured while the machine was slower stays so: the rounds rotate the setups for that).
+The raw figure is kept beside it (``raw_cpu_per_1k``); ``cost.cpu: raw`` decides on it.
+A setup at a rate whose windows do not all show the apps' CPU stays raw, and says so.
+
 A rate is *offered* when the driver sent at least 99 % of what the open-loop schedule
 called for in the measured interval, at least 95 % of the rate; otherwise the figures
 are still given, marked "not offered" (the driver's shortfall, never a lower rate).
@@ -19,8 +32,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from statistics import median
 
 import numpy as np
 
@@ -47,6 +61,9 @@ MIN_RATE_SHARE = 0.95
 QUANTILES: tuple[tuple[str, float], ...] = (("p50", 0.50), ("p90", 0.90), ("p99", 0.99))
 #: Pod counts the growth line projects to.
 PROJECT_TO: tuple[int, ...] = (6, 60, 500)
+#: ``cost.cpu``: the proxies' CPU at the setup's median machine speed, or as read.
+SPEED_ADJUSTED = "speed-adjusted"
+RAW = "raw"
 
 
 @dataclass(frozen=True)
@@ -61,8 +78,14 @@ class WindowCost:
     sent: int = 0
     seconds: float = 0.0
     latency_ms: dict[str, float] = field(default_factory=dict)
-    #: CPU-seconds per 1,000 sent requests, per proxy kind present.
+    #: CPU-seconds per 1,000 sent requests, per proxy kind present (speed-adjusted:
+    #: the proxy kinds divided by ``speed``; the apps' as read).
     cpu_per_1k: dict[str, float] = field(default_factory=dict)
+    #: The same as read from the processes' accounting.
+    raw_cpu_per_1k: dict[str, float] = field(default_factory=dict)
+    #: The window's apps' CPU per request over the setup's median window's at the rate
+    #: (above 1: the machine ran slower); 1.0 when the figures are raw.
+    speed: float = 1.0
     #: Mean PSS per process of each kind, in MB.
     pss_mb: dict[str, float] = field(default_factory=dict)
     #: Mean PSS of a pod (its app and its sidecar, if any), in MB.
@@ -111,6 +134,8 @@ class SetupCost:
     pod_pss_mb: Estimate
     #: Proxies' CPU per 1,000 requests in all (every kind but the app), per window median.
     proxy_cpu_per_1k: Estimate
+    #: The same from the raw figures (equal to it when the step's ``cpu`` is raw).
+    raw_proxy_cpu_per_1k: Estimate
     #: Proxies' PSS in all, MB.
     proxy_pss_mb: Estimate
 
@@ -143,6 +168,10 @@ class CostAnalysis:
     memory: str = "pss"
     #: The machine's 1-minute load average at the end of the windows: lowest, highest.
     load_avg: tuple[float, float] = (0.0, 0.0)
+    #: What the CPU figures are: ``speed-adjusted`` or ``raw`` (``cost.cpu``).
+    cpu: str = SPEED_ADJUSTED
+    #: Setups and rates left raw under ``speed-adjusted`` (no apps' CPU), and why.
+    cpu_notes: tuple[str, ...] = ()
 
     def of(self, setup: str, rate: float) -> SetupCost | None:
         return next((s for s in self.setups if s.setup == setup and s.rate == rate), None)
@@ -180,6 +209,7 @@ def window_cost(run_dir: Path, record: CostWindowRecord) -> WindowCost:
             per_kind_pss.setdefault(p.kind.value, []).append(p.pss_bytes / 1e6)
         if p.pod:
             pods[p.pod] = pods.get(p.pod, 0.0) + p.pss_bytes / 1e6
+    per_1k = {k: v / sent * 1000.0 for k, v in per_kind_cpu.items()} if sent else {}
     return WindowCost(
         record.setup,
         record.rate,
@@ -188,7 +218,8 @@ def window_cost(run_dir: Path, record: CostWindowRecord) -> WindowCost:
         sent=sent,
         seconds=seconds,
         latency_ms=latency,
-        cpu_per_1k={k: v / sent * 1000.0 for k, v in per_kind_cpu.items()} if sent else {},
+        cpu_per_1k=per_1k,
+        raw_cpu_per_1k=dict(per_1k),
         pss_mb={k: sum(v) / len(v) for k, v in per_kind_pss.items()},
         pod_pss_mb=sum(pods.values()) / len(pods) if pods else 0.0,
         proxy_pss_mb=sum(p.pss_bytes for p in record.processes if p.kind is not ProxyKind.APP)
@@ -248,7 +279,41 @@ def summarize_setup(
         pod_pss_mb=_estimate([w.pod_pss_mb for w in good], seed),
         proxy_cpu_per_1k=_estimate([_proxy_sum(w.cpu_per_1k) for w in good], seed),
         proxy_pss_mb=_estimate([w.proxy_pss_mb for w in good], seed),
+        raw_proxy_cpu_per_1k=_estimate([_proxy_sum(w.raw_cpu_per_1k) for w in good], seed),
     )
+
+
+def at_median_speed(
+    windows: Sequence[WindowCost],
+) -> tuple[list[WindowCost], str]:
+    """One setup's windows at one rate with their proxy CPU at the median machine speed.
+
+    Returns the windows (broken ones as they are) and, when they cannot be adjusted
+    (a window without the apps' CPU), the reason; then they stay raw.
+    """
+    good = [w for w in windows if not w.broken and w.sent]
+    apps = [w.raw_cpu_per_1k.get(ProxyKind.APP.value, 0.0) for w in good]
+    if not good:
+        return list(windows), ""
+    if min(apps) <= 0:
+        first = good[apps.index(min(apps))]
+        return list(windows), (
+            f"{first.setup} at {first.rate:g} rps: raw CPU (window {first.repetition} shows "
+            "no CPU of the apps to tell the machine's speed by)"
+        )
+    middle = median(apps)
+    out = []
+    for w in windows:
+        app = w.raw_cpu_per_1k.get(ProxyKind.APP.value, 0.0)
+        if w.broken or not w.sent or app <= 0:
+            out.append(w)
+            continue
+        speed = app / middle
+        scaled = {
+            k: (v if k == ProxyKind.APP.value else v / speed) for k, v in w.raw_cpu_per_1k.items()
+        }
+        out.append(replace(w, cpu_per_1k=scaled, speed=speed))
+    return out, ""
 
 
 def growth_of(setup: str, records: Sequence[CostWindowRecord]) -> Growth | None:
@@ -282,14 +347,28 @@ def growth_of(setup: str, records: Sequence[CostWindowRecord]) -> Growth | None:
     )
 
 
-def analyze_cost(run_dir: Path, seed: int = 0) -> CostAnalysis | None:
-    """Every cost figure of the run in ``run_dir``; None when it had no cost step."""
+def analyze_cost(run_dir: Path, seed: int = 0, cpu: str = SPEED_ADJUSTED) -> CostAnalysis | None:
+    """Every cost figure of the run in ``run_dir``; None when it had no cost step.
+
+    ``cpu``: the step's ``cost.cpu`` (``speed-adjusted`` or ``raw``, see the module).
+    """
     records = read_cost(run_dir)
     if not records:
         return None
-    windows = tuple(window_cost(run_dir, r) for r in records)
+    raw = [window_cost(run_dir, r) for r in records]
     setups_in_order = list(dict.fromkeys(r.setup for r in records))
     rates = sorted({r.rate for r in records})
+    notes: list[str] = []
+    if cpu == SPEED_ADJUSTED:
+        adjusted: dict[int, WindowCost] = {}
+        for rate in rates:
+            for setup in setups_in_order:
+                at = [i for i, w in enumerate(raw) if w.setup == setup and w.rate == rate]
+                done, note = at_median_speed([raw[i] for i in at])
+                adjusted.update(zip(at, done, strict=True))
+                notes += [note] if note else []
+        raw = [adjusted.get(i, w) for i, w in enumerate(raw)]
+    windows = tuple(raw)
     summaries = []
     for rate in rates:
         baseline = [w for w in windows if w.setup == "baseline" and w.rate == rate]
@@ -308,7 +387,19 @@ def analyze_cost(run_dir: Path, seed: int = 0) -> CostAnalysis | None:
         sampling / measured if measured > 0 else 0.0,
         memory=records[0].memory,
         load_avg=(min(loads), max(loads)) if loads else (0.0, 0.0),
+        cpu=cpu,
+        cpu_notes=tuple(notes),
     )
 
 
-__all__ = ["Added", "CostAnalysis", "Growth", "SetupCost", "WindowCost", "analyze_cost"]
+__all__ = [
+    "RAW",
+    "SPEED_ADJUSTED",
+    "Added",
+    "CostAnalysis",
+    "Growth",
+    "SetupCost",
+    "WindowCost",
+    "analyze_cost",
+    "at_median_speed",
+]

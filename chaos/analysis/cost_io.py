@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from chaos.analysis.cost import CostAnalysis, analyze_cost
+from chaos.analysis.cost import SPEED_ADJUSTED, CostAnalysis, analyze_cost
 from chaos.analysis.cost_hypotheses import CostDecision, decide_cost, refuted_cost_lines
 from chaos.experiment import Experiment
 from chaos.outpaths import replace_file
@@ -62,7 +62,8 @@ def finish_cost(run_dir: Path, experiment: Experiment) -> tuple[CostAnalysis | N
 
     Returns the figures (None without a cost step) and a line per refuted cost hypothesis.
     """
-    cost = analyze_cost(run_dir, seed=experiment.seed)
+    step = experiment.cost
+    cost = analyze_cost(run_dir, seed=experiment.seed, cpu=step.cpu if step else SPEED_ADJUSTED)
     if cost is None or experiment.cost is None:
         return cost, []
     decisions = decide_cost(

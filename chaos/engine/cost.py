@@ -41,7 +41,7 @@ from chaos.platforms.base import HostsTraffic, Platform, RunningTopology, StartO
 from chaos.platforms.usage import MeasuresUsage, UsageReading, usage_between
 from chaos.proc import RUN_MARKER_ENV, start_ticks
 from chaos.rundir import SAMPLES_DIR, TOPOLOGIES_DIR
-from chaos.rundir.cost import CostWindowRecord, append_cost, cost_slug
+from chaos.rundir.cost import CostWindowRecord, ProcessCost, ProxyKind, append_cost, cost_slug
 from chaos.rundir.journal import Journal
 from chaos.traffic import TrafficConfig
 from chaos.traffic.base import TrafficFactory
@@ -99,7 +99,7 @@ def next_cost_round(experiment: Experiment, run_dir: Path, done: int) -> tuple[s
     most = cost.most_rounds(experiment.adaptive)
     if done < cost.repetitions:
         return {s.value for s in cost_setups(cost, experiment.setups)}, "first rounds"
-    figures = analyze_cost(run_dir, seed=experiment.seed)
+    figures = analyze_cost(run_dir, seed=experiment.seed, cpu=cost.cpu)
     decisions = (
         decide_cost(figures, cost, seed=experiment.seed, most_rounds=most, final=False)
         if figures is not None
@@ -255,14 +255,18 @@ class CostRunner:
         first, spent = _timed(light)
         sampling += spent
         start_t = time.monotonic()
+        ticks: list[tuple[float, float, float]] = []
         for reading, spent in self._ticks(cost.hold, light, traffic.check):
             sampling += spent
-            usage_between(first, reading)  # a process gone or restarted: broken now
+            # A process gone or restarted: broken now.
+            ticks.append(_tick(time.monotonic(), usage_between(first, reading)))
         last, spent = _timed(topology.read_usage)
         sampling += spent
         end_t = time.monotonic()
         traffic.stop()
         processes = usage_between(first, last)
+        if ticks:
+            ticks[-1] = _tick(end_t, processes)
         pods, nodes, services = topology.counts()
         self.say(f"cost {key.slug}: measured {end_t - start_t:.1f} s")
         return CostWindowRecord(
@@ -278,6 +282,7 @@ class CostRunner:
             sampling_cpu_s=sampling,
             load_avg_1m=os.getloadavg()[0],
             memory=last.memory,
+            ticks=tuple(ticks),
         )
 
     def _wait(self, seconds: float, check: Callable[[], None]) -> None:
@@ -295,6 +300,12 @@ class CostRunner:
             time.sleep(min(left, self.tick_s))
             check()
             yield _timed(read)
+
+
+def _tick(at: float, costs: tuple[ProcessCost, ...]) -> tuple[float, float, float]:
+    """One reading of the hold: when, the proxies' and the apps' CPU-s since its start."""
+    apps = sum(c.cpu_s for c in costs if c.kind is ProxyKind.APP)
+    return round(at, 6), round(sum(c.cpu_s for c in costs) - apps, 9), round(apps, 9)
 
 
 def _timed(read: Callable[[], UsageReading]) -> tuple[UsageReading, float]:

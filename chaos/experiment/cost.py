@@ -11,6 +11,8 @@
                             # every cost hypothesis is decided, at most this many
       setups: [baseline, sidecar, ambient]   # default: the experiment's setups;
                                              # baseline may be named here only
+      cpu: speed-adjusted   # or raw: each window's proxy CPU at the setup's median
+                            # machine speed (told by the apps' CPU per request)
 
 Per setup and rate it measures client-observed latency (and the difference to
 ``baseline`` when the step includes it) and the CPU-seconds per 1,000 requests and
@@ -101,6 +103,10 @@ class CostStep(SpecModel):
     max_repetitions: Annotated[Int, Field(ge=2, le=100)] | None = None
     setups: Annotated[tuple[SetupName, ...], Field(min_length=1)] | None = None
     hypotheses: Annotated[tuple[CostHypothesis, ...], Field(max_length=50)] = ()
+    #: ``speed-adjusted`` (default): each window's proxy CPU at the setup's median
+    #: machine speed, told by the demo apps' CPU per request (fixed work per request);
+    #: ``raw``: as the processes' accounting says. The report gives both.
+    cpu: Literal["speed-adjusted", "raw"] = "speed-adjusted"
 
     @model_validator(mode="after")
     def _hypotheses_measured(self) -> CostStep:

@@ -93,6 +93,10 @@ class CostWindowRecord:
     #: What ``pss_bytes`` holds: ``pss`` (local ``/proc``) or ``working-set`` (the
     #: kubelet's ``container_memory_working_set_bytes`` on Kubernetes: no PSS there).
     memory: str = "pss"
+    #: The CPU readings of the hold, one per tick and the last at ``end_t``:
+    #: (time.monotonic(), proxies' CPU-s since ``start_t``, apps' CPU-s since ``start_t``).
+    #: The analysis splits the hold into these slices (see ``chaos.analysis.cost``).
+    ticks: tuple[tuple[float, float, float], ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -110,7 +114,8 @@ class CostWindowRecord:
         processes = tuple(
             ProcessCost(**{**p, "kind": ProxyKind(p["kind"])}) for p in data.pop("processes", [])
         )
-        return cls(**data, processes=processes)
+        ticks = tuple((float(t), float(p), float(a)) for t, p, a in data.pop("ticks", []))
+        return cls(**data, processes=processes, ticks=ticks)
 
 
 def cost_slug(setup: str, rate: float, repetition: int) -> str:

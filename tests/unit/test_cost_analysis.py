@@ -35,6 +35,8 @@ def _window(
     *,
     dropped: int = 0,
     broken: str = "",
+    slow: float = 1.0,
+    app_cpu_s: float = 0.2,
 ) -> None:
     start = 1000.0 * repetition + (0 if setup == "baseline" else 100)
     record = CostWindowRecord(
@@ -44,12 +46,14 @@ def _window(
         start,
         start + HOLD,
         processes=(
-            _proc("frontend-0.app", ProxyKind.APP, 0.2, 30, pod="frontend-0"),
-            _proc("ingress", ProxyKind.INGRESS, 0.1, 20),
+            _proc("frontend-0.app", ProxyKind.APP, app_cpu_s * slow, 30, pod="frontend-0"),
+            _proc("ingress", ProxyKind.INGRESS, 0.1 * slow, 20),
             *(
                 ()
                 if setup == "baseline"
-                else (_proc("frontend-0.proxy", ProxyKind.SIDECAR, 0.4, 25, pod="frontend-0"),)
+                else (
+                    _proc("frontend-0.proxy", ProxyKind.SIDECAR, 0.4 * slow, 25, pod="frontend-0"),
+                )
             ),
         ),
         broken=broken,
@@ -100,6 +104,44 @@ def test_latency_added_cpu_per_1k_and_memory(tmp_path: Path) -> None:
     add_cost_to_results(tmp_path, cost)
     stored = read_cost_results(tmp_path)
     assert stored is not None and len(stored["setups"]) == 2
+
+
+def test_a_window_where_the_machine_ran_slower_is_taken_at_the_median_speed(
+    tmp_path: Path,
+) -> None:
+    # Window 2: every process, the app too, used 40 % more CPU for the same requests
+    # (what a slower machine does); window 3 ran 10 % faster.
+    for repetition, slow in ((1, 1.0), (2, 1.4), (3, 0.9)):
+        _window(tmp_path, "sidecar", repetition, 0.0, slow=slow)
+    adjusted = analyze_cost(tmp_path)
+    raw = analyze_cost(tmp_path, cpu="raw")
+    assert adjusted is not None and raw is not None
+    assert (adjusted.cpu, raw.cpu, adjusted.cpu_notes) == ("speed-adjusted", "raw", ())
+    # 400 requests: sidecar 0.4 CPU-s and ingress 0.1 CPU-s are 1.25 CPU-s per 1,000.
+    per_window = [sum(v for k, v in w.cpu_per_1k.items() if k != "app") for w in adjusted.windows]
+    assert per_window == pytest.approx([1.25, 1.25, 1.25])
+    assert [w.speed for w in adjusted.windows] == pytest.approx([1.0, 1.4, 0.9])
+    raw_window = [sum(v for k, v in w.cpu_per_1k.items() if k != "app") for w in raw.windows]
+    assert raw_window == pytest.approx([1.25, 1.75, 1.125])
+    sidecar, as_read = adjusted.of("sidecar", RATE), raw.of("sidecar", RATE)
+    assert sidecar is not None and as_read is not None
+    assert sidecar.proxy_cpu_per_1k.median == pytest.approx(1.25)
+    assert sidecar.raw_proxy_cpu_per_1k.median == pytest.approx(1.25)  # the median stays
+    assert sidecar.proxy_cpu_per_1k.high - sidecar.proxy_cpu_per_1k.low == pytest.approx(0.0)
+    assert as_read.proxy_cpu_per_1k.high - as_read.proxy_cpu_per_1k.low > 0.5
+
+
+def test_windows_without_the_apps_cpu_stay_raw_and_say_so(tmp_path: Path) -> None:
+    for repetition, slow in ((1, 1.0), (2, 1.4)):
+        _window(tmp_path, "sidecar", repetition, 0.0, slow=slow, app_cpu_s=repetition - 1)
+    cost = analyze_cost(tmp_path)
+    assert cost is not None
+    per_window = [sum(v for k, v in w.cpu_per_1k.items() if k != "app") for w in cost.windows]
+    assert per_window == pytest.approx([1.25, 1.75])
+    assert cost.cpu_notes == (
+        "sidecar at 100 rps: raw CPU (window 1 shows no CPU of the apps to tell the "
+        "machine's speed by)",
+    )
 
 
 def test_a_rate_the_driver_could_not_offer_is_marked_not_lowered(tmp_path: Path) -> None:
