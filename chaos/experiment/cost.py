@@ -50,7 +50,8 @@ class CostHypothesis(SpecModel):
     Values are per cost window at ``rate`` (default: the step's highest rate):
     ``added_latency_p99`` the window's client p99 in ms (baseline's is subtracted on
     both sides, so it compares the latency added), ``proxy_cpu_per_1k_requests`` the
-    CPU-seconds of every proxy per 1,000 requests, ``proxy_memory`` the PSS of every
+    CPU-seconds of every proxy per 1,000 requests (as the step's ``cpu`` says: by default
+    at the setup's median machine speed), ``proxy_memory`` the PSS of every
     proxy together in MB. ``margin`` / ``min_difference`` are numbers in that unit.
     """
 

@@ -61,6 +61,16 @@ def notes_for(data: Mapping[str, Any]) -> tuple[str, ...]:
             f"{load[1]:.1f}. Other programs' load slows every process alike, so a loaded "
             "machine raises the CPU per request of every setup.",
         )
+    if data.get("cpu") == "speed-adjusted":
+        notes = (
+            *notes,
+            "Proxy CPU is at each setup's median machine speed: a window's proxies' CPU "
+            "times the apps' CPU per request of the setup's median window over the "
+            "window's own (the apps do the same work per request, so they tell how fast "
+            "the machine ran); raw, as the processes' accounting says, in brackets. The "
+            "experiment's cost.cpu: raw decides on the raw figures.",
+            *(str(n) for n in data.get("cpu_notes") or ()),
+        )
     return notes
 
 
@@ -117,7 +127,8 @@ def _row(s: Mapping[str, Any]) -> CostRow:
             if added and added.get("mean") is not None
             else "–"
         ),
-        proxy_cpu=_est(s.get("proxy_cpu_per_1k"), 3),
+        proxy_cpu=_est(s.get("proxy_cpu_per_1k"), 3)
+        + (f" (raw {_f(raw.get('median'), 3)})" if (raw := s.get("raw_proxy_cpu_per_1k")) else ""),
         per_kind_cpu=", ".join(
             f"{k} {_f(v.get('median'), 3)}" for k, v in sorted(kinds.items()) if k != "app"
         ),

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from chaos.bench.cost import CostBench, at_speed, ordering, render
+from chaos.bench.cost import CostBench, _pearson, ordering, render
 
 
 def _bench(node_proxy_cpu: float) -> CostBench:
@@ -16,6 +17,7 @@ def _bench(node_proxy_cpu: float) -> CostBench:
             "ambient": [1.0, 1.5, 1.0, 1.0, 1.0],
         },
         spread={"sidecar": 0.05, "ambient": 0.33},
+        raw_spread={"sidecar": 0.15, "ambient": 0.40},
         tick_spread={"sidecar": 0.12, "ambient": 0.40},
         load={"sidecar": (9.5, 11.2), "ambient": (10.0, 12.0)},
         kinds={
@@ -25,7 +27,7 @@ def _bench(node_proxy_cpu: float) -> CostBench:
         },
         added_ms={"sidecar": (2.0, 3.0), "ambient": (1.0, 1.5)},
         offered={"sidecar": True, "ambient": True},
-        speed_spread={"sidecar": 0.02},
+        slice_r={"sidecar": 0.93},
     )
 
 
@@ -43,14 +45,14 @@ def test_rows_apply_the_bounds_and_never_call_a_local_proxy_ztunnel() -> None:
     sidecar = next(line for line in text.splitlines() if "repeatability sidecar" in line)
     assert "max deviation 5.0 %" in sidecar and "in 10 ms ticks 12.0 %" in sidecar
     assert "load average 9.5-11.2" in sidecar and sidecar.endswith("| ok |")
-    assert "at the machine's median speed 2.0 %" in sidecar
+    assert "raw 15.0 %" in sidecar and "r = 0.93" in sidecar
     local = ordering(_bench(0.05))[0].split("; local ", 1)[1]
     assert "ztunnel" not in local and "node proxy (an Envoy)" in local
     assert "Istio's, not ours" in text
 
 
-def test_at_speed_takes_out_what_a_slower_machine_adds_to_every_process_alike() -> None:
-    # A window where the machine was 20 % slower costs 20 % more for the apps too.
-    pairs = [(2.0, 1.0), (2.4, 1.2), (1.8, 0.9), (2.1, 1.0)]
-    assert at_speed(pairs) == pytest.approx([2.0, 2.0, 2.0, 2.1])
-    assert at_speed([]) == []
+def test_slices_correlate_when_the_machine_speed_moves_proxies_and_apps_alike() -> None:
+    speed = np.linspace(0.8, 1.4, 8)
+    assert _pearson([(2.0 * v, 1.0 * v) for v in speed]) == pytest.approx(1.0)
+    assert _pearson([(2.0, 1.0 * v) for v in speed]) is None  # proxies flat: undefined
+    assert _pearson([(2.0, 1.0), (2.0, 1.1)]) is None  # too few slices
