@@ -28,6 +28,7 @@ class _Cost(Collector):
 
 
 def _run(tmp_path: Path) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     for repetition in (1, 2):
         _window(tmp_path, "baseline", repetition, 0.0, dropped=40)
         _window(tmp_path, "sidecar", repetition, 3.0)
@@ -77,14 +78,29 @@ def _exposition(run_dir: Path) -> str:
     return generate_latest(registry).decode()
 
 
-def test_the_memory_metric_says_it_is_the_working_set_on_kubernetes(tmp_path: Path) -> None:
-    run_dir = _run(tmp_path)
-    # What a Kubernetes run writes: the kubelet's working set in the memory figures.
+def _as_kubernetes(run_dir: Path) -> Path:
+    """The run as a Kubernetes run writes it: the kubelet's working set, not PSS."""
     results = json.loads((run_dir / RESULTS_FILE).read_text())
     assert results["cost"]["memory"] == "pss"  # the local run's, from /proc
     results["cost"]["memory"] = "working-set"
     (run_dir / RESULTS_FILE).write_text(json.dumps(results))
-    text = _exposition(run_dir)
+    return run_dir
+
+
+def test_every_memory_heading_says_which_memory_the_run_measured(tmp_path: Path) -> None:
+    local = cost_view(_run(tmp_path / "local"))
+    assert local is not None
+    assert "proxy memory (PSS, MB) projected to N pods" in local.growth_chart
+    assert "(PSS MB)" in local.charts[1]
+    kube = cost_view(_as_kubernetes(_run(tmp_path / "kube")))
+    assert kube is not None and kube.memory == "working set"
+    assert "proxy memory (working set, MB) projected to N pods" in kube.growth_chart
+    assert "(working set MB)" in kube.charts[1]
+    assert not any("PSS" in chart for chart in (kube.growth_chart, *kube.charts))
+
+
+def test_the_memory_metric_says_it_is_the_working_set_on_kubernetes(tmp_path: Path) -> None:
+    text = _exposition(_as_kubernetes(_run(tmp_path)))
     rate = f"{RATE:g}"
     memory = f'{{estimate="median",measure="working_set",rate="{rate}",setup="sidecar"}}'
     assert f"sidecar_chaos_cost_proxy_memory_bytes{memory} 4.5e+07" in text
