@@ -280,3 +280,36 @@ def test_the_dry_run_says_how_the_budget_bounds_the_added_rounds(tmp_path: Path)
         "at most 4 may be added"
     ) in out
     assert room_first == 4  # 150 - 8 - 44 = 98 s: 4 rounds of 22 s (the most allowed)
+
+
+def test_the_engine_counts_the_budget_from_the_runs_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chaos.engine.run import Engine, RunOptions
+    from chaos.rundir.journal import read_journal
+    from chaos.testing.fake_platform import FakePlatform
+    from chaos.testing.fake_traffic import FakeTraffic, healthy
+
+    seen: list[float | None] = []
+
+    def run(self: CostRunner, *, started: float | None = None) -> list[CostWindowRecord]:
+        seen.append(started)
+        return []
+
+    monkeypatch.setattr(CostRunner, "run", run)
+    experiment = _experiment(tmp_path, budget="10m")
+    run_dir = tmp_path / "run"
+    engine = Engine(
+        experiment,
+        FakePlatform(),
+        RunOptions(run_dir=run_dir, traffic=lambda c: FakeTraffic(c, healthy), tick_s=0.01),
+    )
+    engine.run()
+    journal = read_journal(run_dir)
+    # The cost step is told when the run started: before the journal's first entry (whose
+    # monotonic time is the run's), so the fault windows' time counts against the budget.
+    (started,) = seen
+    first = journal[0]
+    assert first.kind == "run_started" and started is not None
+    window = next(e for e in journal if e.kind == "window_started")
+    assert started <= first.t <= window.t
