@@ -14,11 +14,12 @@ if TYPE_CHECKING:
 
 def describe_plan(experiment: Experiment, platform: Platform) -> list[str]:
     """What a run will touch, in which order, and how each change is undone (no side effects)."""
+    from chaos.analysis.cost_budget import describe_cost_budget
     from chaos.engine.preflight import plan_ops
     from chaos.engine.records import schedule
     from chaos.engine.run import traffic_config
     from chaos.experiment import Setup
-    from chaos.experiment.cost import describe_cost
+    from chaos.experiment.cost import cost_setups, describe_cost
     from chaos.experiment.hypotheses import describe_decisions
     from chaos.faults.plans import plan_offline
     from chaos.platforms.base import PlansDataPlane, PlansTraffic
@@ -62,5 +63,19 @@ def describe_plan(experiment: Experiment, platform: Platform) -> list[str]:
         plan = plan_offline(spec, ops[key.setup], key, experiment.seed)
         lines += [f"       {line}" for line in plan]
     lines += describe_cost(experiment.cost, experiment.setups, experiment.adaptive)
+    cost = experiment.cost
+    # With repetitions: auto and cost hypotheses the budget bounds the added cost rounds.
+    if (
+        cost is not None
+        and experiment.budget is not None
+        and cost.most_rounds(experiment.adaptive) > cost.repetitions
+    ):
+        lines += describe_cost_budget(
+            cost,
+            len(cost_setups(cost, experiment.setups)),
+            experiment.budget,
+            experiment.fault_round_seconds(),
+            experiment.planned_repetitions,
+        )
     lines.append("nothing was touched (dry run)")
     return lines

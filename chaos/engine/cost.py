@@ -12,8 +12,9 @@ with the reason and left out of the figures.
 With the experiment's ``repetitions: auto`` and cost hypotheses, the step runs its
 ``repetitions`` rounds, then decides its hypotheses after each round (the same
 decisions ``finish`` makes, at that look's share of alpha) and runs another round of
-only the setups the undecided ones compare, until each is decided or the step's
-``max_repetitions`` rounds were run.
+only the setups the undecided ones compare, until each is decided, the step's
+``max_repetitions`` rounds were run, or another round would not fit in what is left of
+the experiment's ``budget`` (``chaos.analysis.cost_budget``).
 
 Order: repetition by repetition, the setups rotated per repetition so that the
 machine's drift weighs on each alike; one topology per setup and repetition, its
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Protocol
 
 from chaos.analysis.cost import analyze_cost
+from chaos.analysis.cost_budget import Spent, over_budget
 from chaos.analysis.cost_hypotheses import decide_cost, open_setups
 from chaos.errors import AbortedError, ChaosError, UsageError
 from chaos.experiment import Experiment, Setup
@@ -89,10 +91,14 @@ def cost_round(
     return [CostKey(s, rate, repetition) for rate in cost.rates for s in turn]
 
 
-def next_cost_round(experiment: Experiment, run_dir: Path, done: int) -> tuple[set[str], str]:
+def next_cost_round(
+    experiment: Experiment, run_dir: Path, done: int, spent: Spent | None = None
+) -> tuple[set[str], str]:
     """After ``done`` rounds of an adaptive step: the setups another round needs, and why.
 
-    No setups: stop (every cost hypothesis decided, or the most rounds were run).
+    No setups: stop (every cost hypothesis decided, the most rounds were run, or, with
+    the experiment's ``budget`` and ``spent`` (the run's time so far), another round
+    would not fit in what is left of it: ``chaos.analysis.cost_budget``).
     """
     cost = experiment.cost
     assert cost is not None
@@ -111,6 +117,9 @@ def next_cost_round(experiment: Experiment, run_dir: Path, done: int) -> tuple[s
     if done >= most:
         return set(), f"the most rounds ({most}) were run; {len(needed)} setup(s) undecided"
     undecided = sum(d.outcome == "undecided" for d in decisions)
+    over = over_budget(experiment.budget, cost, len(needed), spent)
+    if over is not None:
+        return set(), f"{over}; {undecided} cost hypothesis(es) undecided"
     return needed, f"{undecided} cost hypothesis(es) undecided"
 
 
@@ -133,19 +142,36 @@ class CostRunner:
     say: Callable[[str], None] = lambda _line: None
     tick_s: float = 1.0
 
-    def run(self) -> list[CostWindowRecord]:
+    def run(
+        self, *, started: float | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> list[CostWindowRecord]:
+        """Every cost window; ``started``: the run's start on ``clock`` (default: now).
+
+        The experiment's ``budget`` counts from ``started``: the fault windows' time and
+        the cost rounds' (``next_cost_round``).
+        """
         cost = self.experiment.cost
         if cost is None:
             return []
         if cost.most_rounds(self.experiment.adaptive) == cost.repetitions:
             return self._run_keys(cost_schedule(self.experiment))
+        begun = clock()
+        started = begun if started is None else started
         done: list[CostWindowRecord] = []
         repetition = 0
         while True:
-            needed, why = next_cost_round(self.experiment, self.run_dir, repetition)
+            now = clock()
+            spent = Spent(now - started, now - begun, len(done))
+            needed, why = next_cost_round(self.experiment, self.run_dir, repetition, spent)
             if not needed:
                 self.say(f"cost: repetitions: auto: stop, {why}")
-                self.journal.write("cost_rounds_stopped", rounds=repetition, reason=why)
+                self.journal.write(
+                    "cost_rounds_stopped",
+                    rounds=repetition,
+                    reason=why,
+                    spent_s=round(spent.run_s, 1),
+                    budget_s=self.experiment.budget,
+                )
                 return done
             repetition += 1
             if repetition > cost.repetitions:

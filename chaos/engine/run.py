@@ -94,6 +94,7 @@ class Engine:
     # -- the run ---------------------------------------------------------------------
 
     def run(self) -> list[WindowRecord]:
+        started = time.monotonic()  # the experiment's budget counts from here (cost too)
         self.journal.write(
             "run_started",
             experiment=self.experiment.name,
@@ -107,7 +108,7 @@ class Engine:
                     self._windows_in_turn()
                 finally:
                     self._settle()
-                self.cost_windows = self._cost_runner().run()
+                self.cost_windows = self._cost_runner().run(started=started)
         except AbortedError as exc:
             self.aborted = str(exc)
             with contextlib.suppress(RunDirectoryError):  # a full disk: the abort still counts

@@ -348,12 +348,18 @@ class Experiment(SpecModel):
             return self.repetitions
         if self.max_repetitions is not None and self.budget is None:
             return self.max_repetitions
+        first, later = self.fault_round_seconds()
+        fits = max(2, 1 + int(max(0.0, (self.budget or 0.0) - first) // later))
+        return min(fits, self.max_repetitions) if self.max_repetitions is not None else fits
+
+    def fault_round_seconds(self) -> tuple[float, float]:
+        """Planned seconds of the first round of fault windows (every window) and of a
+        later one of ``auto`` (the windows the hypotheses compare)."""
         per_window = self.timeline.total + WINDOW_OVERHEAD_S
         of_fault = self.setups_of_faults()
         first = sum(len(s) for s in of_fault.values()) * per_window
         later = max(1, len(hypothesis_windows(self.hypotheses, of_fault))) * per_window
-        fits = max(2, 1 + int(max(0.0, (self.budget or 0.0) - first) // later))
-        return min(fits, self.max_repetitions) if self.max_repetitions is not None else fits
+        return first, later
 
     def fault_names(self) -> list[str]:
         """A unique name per fault: its ``name``, else ``<type>-<position from 1>``."""

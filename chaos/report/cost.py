@@ -176,8 +176,16 @@ def bars_svg(title: str, unit: str, bars: Sequence[tuple[str, Mapping[str, Any] 
     return Markup("".join(parts))
 
 
-def growth_svg(growth: Sequence[Mapping[str, Any]]) -> Markup:
-    """Projected proxy memory (MB) against the pod count, one line per setup."""
+def memory_measure(data: Mapping[str, Any]) -> str:
+    """What the run's memory figures are, for headings: ``PSS`` or ``working set``."""
+    return "working set" if data.get("memory") == "working-set" else "PSS"
+
+
+def growth_svg(growth: Sequence[Mapping[str, Any]], memory: str = "PSS") -> Markup:
+    """Projected proxy memory (MB) against the pod count, one line per setup.
+
+    ``memory``: what the figures are (``memory_measure``), said in the heading.
+    """
     lines = [(str(g["setup"]), [(int(n), float(mb)) for n, mb in g["projection"]]) for g in growth]
     if not lines:
         return Markup("")
@@ -188,7 +196,7 @@ def growth_svg(growth: Sequence[Mapping[str, Any]]) -> Markup:
     parts = [
         f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
         'aria-label="proxy memory by pod count"><text x="4" y="14" font-size="12" '
-        'font-weight="600">proxy memory (PSS, MB) projected to N pods</text>'
+        f'font-weight="600">proxy memory ({escape(memory)}, MB) projected to N pods</text>'
     ]
     for i, (setup, pts) in enumerate(lines):
         coords = " ".join(
@@ -216,6 +224,7 @@ def cost_view(run_dir: Path) -> CostView | None:
     if not data:
         return None
     setups = data.get("setups", [])
+    memory = memory_measure(data)
     rates = sorted({float(s["rate"]) for s in setups})
     charts = []
     for rate in rates:
@@ -230,7 +239,7 @@ def cost_view(run_dir: Path) -> CostView | None:
         charts.append(
             bars_svg(
                 f"proxy memory at {rate:g} rps",
-                "working set MB" if data.get("memory") == "working-set" else "PSS MB",
+                f"{memory} MB",
                 [(s["setup"], s.get("proxy_pss_mb")) for s in at],
             )
         )
@@ -265,11 +274,11 @@ def cost_view(run_dir: Path) -> CostView | None:
         rows=[_row(s) for s in setups],
         charts=charts,
         growth=growth,
-        growth_chart=growth_svg(data.get("growth", [])),
+        growth_chart=growth_svg(data.get("growth", []), memory),
         decisions=decisions,
         sampling=f"{share * 100:.2f} % of one core" if isinstance(share, float) else "–",
         notes=notes_for(data),
-        memory="working set" if data.get("memory") == "working-set" else "PSS",
+        memory=memory,
     )
 
 
@@ -298,5 +307,6 @@ __all__ = [
     "cost_lines",
     "cost_view",
     "growth_svg",
+    "memory_measure",
     "notes_for",
 ]

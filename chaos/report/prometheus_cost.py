@@ -2,8 +2,10 @@
 
 Per setup and rate (labels ``setup``, ``rate``; ``estimate``: median / low / high of the
 95 % interval over windows): proxy CPU-seconds per 1,000 requests (in all and per
-``kind``), proxy memory (PSS bytes), client latency (seconds, ``quantile``), the p99
-added over baseline, and whether the rate was offered.
+``kind``), proxy memory (bytes, with ``measure``: ``pss`` from ``/proc`` on the local
+platform, ``working_set`` from the kubelet on Kubernetes, as the run's ``results.json``
+says), client latency (seconds, ``quantile``), the p99 added over baseline, and whether
+the rate was offered.
 """
 
 from __future__ import annotations
@@ -20,15 +22,8 @@ from chaos.analysis.cost_io import read_cost_results
 COST_PREFIX = "sidecar_chaos_cost"
 _KEY = ["setup", "rate"]
 _ESTIMATES = ("median", "low", "high")
-#: results.json key of a setup's total -> (metric name, help, scale to the metric's unit).
-_TOTALS: dict[str, tuple[str, str, float]] = {
-    "proxy_cpu_per_1k": (
-        "proxy_cpu_seconds_per_1k_requests",
-        "CPU-seconds of every proxy per 1,000 requests.",
-        1.0,
-    ),
-    "proxy_pss_mb": ("proxy_memory_pss_bytes", "PSS of every proxy together.", 1e6),
-}
+#: ``results.json``'s ``cost.memory`` -> the ``measure`` label of the memory metric.
+MEASURES = {"pss": "pss", "working-set": "working_set"}
 
 
 def _add(
@@ -47,11 +42,18 @@ def cost_metrics(run_dir: Path) -> Iterator[Metric]:
     data = read_cost_results(run_dir)
     if not data:
         return
-    # One family per figure of the shape (setup, rate, estimate), in results.json's key.
-    totals = {
-        field: GaugeMetricFamily(f"{COST_PREFIX}_{name}", text, labels=[*_KEY, "estimate"])
-        for field, (name, text, _) in _TOTALS.items()
-    }
+    # What the memory figures are: a run's are all one measure (its platform's).
+    measure = MEASURES.get(str(data.get("memory", "pss")), "pss")
+    cpu = GaugeMetricFamily(
+        f"{COST_PREFIX}_proxy_cpu_seconds_per_1k_requests",
+        "CPU-seconds of every proxy per 1,000 requests.",
+        labels=[*_KEY, "estimate"],
+    )
+    memory = GaugeMetricFamily(
+        f"{COST_PREFIX}_proxy_memory_bytes",
+        "Memory of every proxy together; measure: pss (local /proc) or working_set (kubelet).",
+        labels=[*_KEY, "measure", "estimate"],
+    )
     kind = GaugeMetricFamily(
         f"{COST_PREFIX}_kind_cpu_seconds_per_1k_requests",
         "CPU-seconds per 1,000 requests of one proxy kind.",
@@ -72,8 +74,8 @@ def cost_metrics(run_dir: Path) -> Iterator[Metric]:
     )
     for s in data.get("setups", []):
         key = [str(s["setup"]), f"{float(s['rate']):g}"]
-        for field, family in totals.items():
-            _add(family, key, s.get(field), _TOTALS[field][2])
+        _add(cpu, key, s.get("proxy_cpu_per_1k"))
+        _add(memory, [*key, measure], s.get("proxy_pss_mb"), 1e6)
         for name, e in sorted(s.get("cpu_per_1k", {}).items()):
             if name != "app":
                 _add(kind, [*key, name], e)
@@ -85,7 +87,7 @@ def cost_metrics(run_dir: Path) -> Iterator[Metric]:
                 added, key, {"median": a["mean"], "low": a.get("low"), "high": a.get("high")}, 1e-3
             )
         offered.add_metric(key, 1.0 if s.get("offered") else 0.0)
-    yield from (*totals.values(), kind, latency, added, offered)
+    yield from (cpu, memory, kind, latency, added, offered)
 
 
-__all__ = ["COST_PREFIX", "cost_metrics"]
+__all__ = ["COST_PREFIX", "MEASURES", "cost_metrics"]

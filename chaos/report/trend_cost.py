@@ -3,11 +3,19 @@
 A cost series is one experiment, setup and rate over time; each recorded run with a
 cost step adds one point per metric (read from the run directory's ``results.json``:
 runs whose directory is gone add none): the proxies' CPU-seconds per 1,000 requests,
-their memory (PSS, MB) and the p99 latency added over baseline (ms). The latest point
+their memory (MB) and the p99 latency added over baseline (ms). The latest point
 is compared with the ones before it by the same rule as recovery
 (``chaos.report.trend.check``: median + max(3 sigma from the MAD, a floor, 20 %)).
 Only rates that were offered count: a rate the driver did not reach says nothing
 about the setup.
+
+Memory is two series, one per measure: PSS (local runs, ``/proc``) and the working set
+(Kubernetes runs, the kubelet's). They are different quantities, not two readings of
+one: the working set counts pages shared by several containers in each of them (as RSS
+does), PSS splits them, so the same proxies read several times higher as a working
+set. Drawn as one line, a switch of platform would look like a regression (or hide
+one); split, each point is judged only against runs that measured the same thing, and
+the first runs of the other measure start their own history ("not enough history").
 """
 
 from __future__ import annotations
@@ -25,9 +33,12 @@ from chaos.report.trend import Check, Regression, TrendBlock, check
 #: Metric -> (unit, the absolute floor of the regression rule).
 COST_FLOORS: dict[str, tuple[str, float]] = {
     "proxy_cpu_per_1k_requests": ("CPU-s", 0.05),
-    "proxy_memory_mb": ("MB", 5.0),
+    "proxy_memory_pss_mb": ("MB", 5.0),
+    "proxy_memory_working_set_mb": ("MB", 5.0),
     "added_p99_ms": ("ms", 1.0),
 }
+#: ``results.json``'s ``cost.memory`` -> the memory metric of its series.
+MEMORY_METRICS = {"pss": "proxy_memory_pss_mb", "working-set": "proxy_memory_working_set_mb"}
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,7 @@ def _points(run: RecordedRun) -> dict[tuple[str, str, str], float]:
     """(setup, ``cost@<rate>rps``, metric) -> value of one run."""
     data = read_cost_results(Path(run.run_dir)) if Path(run.run_dir).is_dir() else None
     found: dict[tuple[str, str, str], float] = {}
+    memory = MEMORY_METRICS.get(str((data or {}).get("memory", "pss")), "proxy_memory_pss_mb")
     for s in (data or {}).get("setups", []):
         if not s.get("offered"):
             continue
@@ -57,7 +69,7 @@ def _points(run: RecordedRun) -> dict[tuple[str, str, str], float]:
         added = ((s.get("added_ms") or {}).get("p99") or {}).get("mean")
         for metric, value in (
             ("proxy_cpu_per_1k_requests", cpu),
-            ("proxy_memory_mb", pss),
+            (memory, pss),
             ("added_p99_ms", added),
         ):
             if isinstance(value, int | float):
@@ -136,7 +148,8 @@ def cost_regressions(runs: Sequence[RecordedRun], *, window_n: int = 5) -> list[
 #: Metric -> (chart title, axis label).
 _CHARTS: dict[str, tuple[str, str]] = {
     "proxy_cpu_per_1k_requests": ("proxy CPU per 1,000 requests", "CPU-s"),
-    "proxy_memory_mb": ("proxy memory (PSS)", "MB"),
+    "proxy_memory_pss_mb": ("proxy memory (PSS)", "MB"),
+    "proxy_memory_working_set_mb": ("proxy memory (working set)", "MB"),
     "added_p99_ms": ("p99 added over baseline", "ms"),
 }
 
@@ -147,6 +160,18 @@ def _status(checks: Sequence[Check]) -> str:
     if all(c.threshold is None for c in checks):
         return "not enough history"
     return "ok"
+
+
+#: Memory metric -> the heading of its latest value in the table.
+_MEMORY_HEADERS = {
+    "proxy_memory_pss_mb": "PSS MB latest",
+    "proxy_memory_working_set_mb": "working set MB latest",
+}
+
+
+def _figures(s: CostSeries | None) -> tuple[str, str, str]:
+    """The latest value, the recent median and the threshold of a series."""
+    return (_figure(s, "latest"), _figure(s, "median"), _figure(s, "threshold"))
 
 
 def _figure(s: CostSeries | None, which: str) -> str:
@@ -178,17 +203,20 @@ def cost_blocks(runs: Sequence[RecordedRun], window_n: int = 5) -> list[TrendBlo
             for metric, (title, unit) in _CHARTS.items()
             if any(s.metric == metric for s in series)
         )
+        # A memory measure's columns only where the block has a series of it.
+        memories = [m for m in _MEMORY_HEADERS if any(s.metric == m for s in series)] or [
+            "proxy_memory_pss_mb"
+        ]
         rows = []
         for setup in setups:
             of = {s.metric: s for s in series if s.setup == setup}
-            cpu, mem, added = (of.get(m) for m in _CHARTS)
             rows.append(
                 (
                     setup,
                     str(max(len(s.values) for s in of.values())),
-                    *(_figure(cpu, w) for w in ("latest", "median", "threshold")),
-                    *(_figure(mem, w) for w in ("latest", "median", "threshold")),
-                    _figure(added, "latest"),
+                    *_figures(of.get("proxy_cpu_per_1k_requests")),
+                    *(cell for m in memories for cell in _figures(of.get(m))),
+                    _figure(of.get("added_p99_ms"), "latest"),
                     _status([s.check for s in of.values()]),
                 )
             )
@@ -202,9 +230,11 @@ def cost_blocks(runs: Sequence[RecordedRun], window_n: int = 5) -> list[TrendBlo
                     "CPU-s per 1,000 latest",
                     "recent median",
                     "threshold",
-                    "PSS MB latest",
-                    "recent median",
-                    "threshold",
+                    *(
+                        h
+                        for m in memories
+                        for h in (_MEMORY_HEADERS[m], "recent median", "threshold")
+                    ),
                     "p99 added ms latest",
                     "status",
                 ),
@@ -213,8 +243,11 @@ def cost_blocks(runs: Sequence[RecordedRun], window_n: int = 5) -> list[TrendBlo
                 note=(
                     "Cost of each setup's proxies in steady state, from the runs' cost steps "
                     "(rates that were offered only). Same rule as recovery, with floors of "
-                    + ", ".join(f"{floor:g} {unit}" for unit, floor in COST_FLOORS.values())
-                    + "."
+                    + ", ".join(
+                        dict.fromkeys(f"{floor:g} {unit}" for unit, floor in COST_FLOORS.values())
+                    )
+                    + ". Memory is one series per measure (PSS locally, the working set on "
+                    "Kubernetes): the two are different quantities and never joined."
                 ),
             )
         )
@@ -223,6 +256,7 @@ def cost_blocks(runs: Sequence[RecordedRun], window_n: int = 5) -> list[TrendBlo
 
 __all__ = [
     "COST_FLOORS",
+    "MEMORY_METRICS",
     "CostRegression",
     "CostSeries",
     "cost_blocks",

@@ -249,6 +249,42 @@ def test_a_run_pushes_is_scraped_live_and_its_time_to_recover_comes_back_through
     assert [n["metric"]["setup"] for n in nights] == ["sidecar"], nights  # type: ignore[index]
 
 
+@needs_pushgateway
+@needs_prometheus
+def test_the_dashboards_memory_panel_says_which_memory_each_run_measured(
+    tmp_path: Path, pushgateway: Server, start_prometheus: StartPrometheus
+) -> None:
+    from chaos.report.push import push_results
+    from chaos.rundir import RESULTS_FILE
+    from chaos.testing.synthetic_run import SyntheticRun, write_synthetic_run
+
+    prometheus = start_prometheus(
+        [
+            {
+                "job_name": "pushgateway",
+                "honor_labels": True,
+                "static_configs": [{"targets": [pushgateway.url.removeprefix("http://")]}],
+            }
+        ]
+    )
+    # One local run (PSS from /proc) and one as a Kubernetes run writes it (the working set).
+    for name, memory in (("local-cost", "pss"), ("kube-cost", "working-set")):
+        run_dir = write_synthetic_run(tmp_path / name, SyntheticRun(experiment_name=name))
+        results = json.loads((run_dir / RESULTS_FILE).read_text())
+        mb = {"median": 45.0, "low": 44.0, "high": 46.0, "n": 3}
+        setup = {"setup": "sidecar", "rate": 100.0, "offered": True, "proxy_pss_mb": mb}
+        results["cost"] = {"memory": memory, "setups": [setup]}
+        (run_dir / RESULTS_FILE).write_text(json.dumps(results))
+        assert push_results(run_dir, pushgateway.url).warning is None
+    ((title, expr),) = [(t, e) for t, e in dashboard_queries() if "proxy_memory" in e]
+    assert "PSS" in title and "working set" in title
+    query_until(prometheus, f"count({expr}) == 2")  # both groups scraped
+    found = query(prometheus, expr)
+    measured = {s["metric"]["experiment"]: s["metric"]["measure"] for s in found}  # type: ignore[index]
+    assert measured == {"local-cost": "pss", "kube-cost": "working_set"}
+    assert {float(s["value"][1]) for s in found} == {45e6}  # type: ignore[index]
+
+
 def readme_thirty_nights() -> str:
     """The README's PromQL example (its ``promql`` block), for the experiment ``tiny``."""
     readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")

@@ -8,28 +8,37 @@ from pathlib import Path
 
 from chaos.report import HistoryStore, render_trend
 from chaos.report.history import RecordedRun
-from chaos.report.trend_cost import cost_blocks, cost_regressions
+from chaos.report.trend_cost import cost_blocks, cost_regressions, cost_series
 from chaos.rundir import RESULTS_FILE
 from chaos.rundir.meta import RunMeta
 from chaos.testing.synthetic_run import SyntheticFault, SyntheticRun, write_synthetic_run
 
 
-def _setup(setup: str, cpu: float, *, offered: bool = True) -> dict[str, object]:
+def _setup(setup: str, cpu: float, *, offered: bool = True, mb: float = 160.0) -> dict[str, object]:
     return {
         "setup": setup,
         "rate": 100.0,
         "offered": offered,
         "proxy_cpu_per_1k": {"median": cpu, "low": cpu, "high": cpu, "n": 3},
-        "proxy_pss_mb": {"median": 160.0, "low": 159.0, "high": 161.0, "n": 3},
+        "proxy_pss_mb": {"median": mb, "low": mb - 1, "high": mb + 1, "n": 3},
         "added_ms": {},
     }
 
 
-def _run(tmp_path: Path, night: int, cpu: float, *, offered: bool = True) -> RecordedRun:
+def _run(
+    tmp_path: Path,
+    night: int,
+    cpu: float,
+    *,
+    offered: bool = True,
+    mb: float = 160.0,
+    memory: str = "pss",
+) -> RecordedRun:
     run_dir = tmp_path / f"night-{night}"
     run_dir.mkdir()
-    setup = _setup("sidecar", cpu, offered=offered)
-    (run_dir / RESULTS_FILE).write_text(json.dumps({"cost": {"setups": [setup]}}))
+    setup = _setup("sidecar", cpu, offered=offered, mb=mb)
+    cost = {"memory": memory, "setups": [setup]}
+    (run_dir / RESULTS_FILE).write_text(json.dumps({"cost": cost}))
     meta = RunMeta("0", "1", "2", "3", 0, "nightly", "")
     started = datetime(2026, 12, 1, tzinfo=UTC) + timedelta(days=night)
     return RecordedRun(f"run-{night}", str(run_dir), "nightly", started, 0, meta)
@@ -52,6 +61,35 @@ def test_noise_and_a_rate_not_offered_are_not_regressions(tmp_path: Path) -> Non
     assert cost_regressions(runs) == []
     runs.append(_run(tmp_path, 9, 5.0, offered=False))
     assert cost_regressions(runs) == []
+
+
+def test_a_switch_from_pss_to_the_working_set_is_a_new_series_not_a_regression(
+    tmp_path: Path,
+) -> None:
+    # Four local nights (PSS 160 MB), then the same experiment on a cluster: the kubelet's
+    # working set counts the shared Envoy pages in every container, 900 MB for the same proxies.
+    runs = [_run(tmp_path, n, 1.0) for n in range(4)]
+    runs.append(_run(tmp_path, 4, 1.0, mb=900.0, memory="working-set"))
+    assert cost_regressions(runs) == []
+    series = {s.metric: s for s in cost_series(runs) if s.metric.startswith("proxy_memory")}
+    assert set(series) == {"proxy_memory_pss_mb", "proxy_memory_working_set_mb"}
+    assert series["proxy_memory_pss_mb"].values == (160.0,) * 4
+    assert series["proxy_memory_working_set_mb"].values == (900.0,)
+    assert series["proxy_memory_working_set_mb"].check.threshold is None  # no history yet
+    (block,) = cost_blocks(runs)
+    assert "PSS MB latest" in block.headers and "working set MB latest" in block.headers
+    assert len(block.headers) == len(block.rows[0])
+    (row,) = block.rows
+    pss, working_set = (block.headers.index(h) for h in ("PSS MB latest", "working set MB latest"))
+    assert (row[pss], row[pss + 2]) == ("160", "–")  # its last point; no verdict: not this run's
+    assert (row[working_set], row[working_set + 2]) == ("900", "–")  # no history yet
+    assert row[-1] != "regression"
+    # Working-set nights after it are judged against working-set nights only.
+    more = [_run(tmp_path, n, 1.0, mb=900.0, memory="working-set") for n in range(5, 8)]
+    jump = _run(tmp_path, 8, 1.0, mb=1400.0, memory="working-set")
+    (regression,) = cost_regressions([*runs, *more, jump])
+    assert regression.metric == "proxy_memory_working_set_mb"
+    assert (regression.latest, regression.baseline) == (1400.0, 900.0)
 
 
 def test_the_trend_page_shows_cost_series_per_setup_and_flags_a_cost_regression(
