@@ -20,7 +20,7 @@ from chaos.analysis.cost_io import add_cost_to_results
 from chaos.engine.preflight import platform_checks
 from chaos.engine.run import Engine, RunOptions
 from chaos.errors import InputError, UsageError
-from chaos.experiment import load_experiment
+from chaos.experiment import Setup, load_experiment
 from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.api import KubeApi, NotFoundError
 from chaos.platforms.kubernetes.platform import KubernetesPlatform
@@ -93,6 +93,8 @@ def _reader(api: KubeApi, setup: names.Setup) -> KubeUsage:
             names.Setup.AMBIENT,
             {ProxyKind.NODE_PROXY, ProxyKind.WAYPOINT, ProxyKind.CONTROL_PLANE, ProxyKind.APP},
         ),
+        # No proxy at all, not even Istio's control plane: only its apps' own work.
+        (names.Setup.BASELINE, {ProxyKind.APP}),
     ],
 )
 def test_each_setup_counts_its_own_proxy_kinds(
@@ -174,19 +176,16 @@ cost:
 """
 
 
-def test_a_cost_step_runs_on_kubernetes_and_baseline_is_refused_at_its_line(
+def test_a_cost_step_with_baseline_is_accepted_on_kubernetes(
     kubeconfig: Path, tmp_path: Path
 ) -> None:
+    """``cluster up`` deploys sc-baseline: baseline is a setup a cost step may name."""
     kube = KubernetesPlatform(kubeconfig=kubeconfig)
+    assert Setup.BASELINE in kube.setups
     path = tmp_path / "kube-cost.yaml"
-    path.write_text(_COST.format(setups="sidecar, mesh"))
-    experiment = load_experiment(path)
-    assert list(platform_checks(kube)(experiment)) == []
-    path.write_text(_COST.format(setups="sidecar, baseline"))
-    experiment = load_experiment(path)
-    (problem,) = platform_checks(kube)(experiment)
-    assert problem.at == ("cost", "setups", 1)
-    assert "cluster up" in problem.message  # why: no such namespace is deployed
+    for setups in ("sidecar, mesh", "sidecar, baseline", "baseline, sidecar, mesh"):
+        path.write_text(_COST.format(setups=setups))
+        assert list(platform_checks(kube)(load_experiment(path))) == [], setups
 
 
 def test_a_running_topology_reads_its_usage_for_the_cost_step(
@@ -217,6 +216,7 @@ faults:
     target: {service: checkout, replica: 0}
     percent: 50
 cost:
+  setups: [baseline, sidecar, mesh]
   rates: [20]
   hold: 600ms
   warmup: 100ms
@@ -225,6 +225,9 @@ cost:
 
 #: What the fake charges each proxy container per request the load sends (CPU-s).
 _PER_REQUEST_S = 0.0005
+#: The latency the fake load records per setup (ms): the chain alone in baseline, more
+#: where proxies are on the path. The fake's own figures, not a measurement.
+_LATENCY_MS = {"baseline": 3.0, "sidecar": 5.0, "mesh": 6.5}
 
 
 class _Load(FakeTraffic):
@@ -235,6 +238,9 @@ class _Load(FakeTraffic):
         super().__init__(config)
         self.server, self.api = server, api
         self.charged_t: float | None = None
+        # The window's own directory names its setup (cost-<setup>-<rate>rps-r<n> for a
+        # cost window, <setup>-<fault>-<n> for a fault window).
+        self.setup = config.out_dir.name.removeprefix("cost-").split("-")[0]
 
     def check(self) -> None:
         super().check()
@@ -257,7 +263,7 @@ class _Load(FakeTraffic):
             strings = {"endpoint": ["browse"] * n, "method": ["GET"] * n}
             strings |= {"error_kind": [""] * n, "write_id": [""] * n}
             self.config.out_dir.mkdir(parents=True, exist_ok=True)
-            chunk = encode_chunk(t, [5.0] * n, [200] * n, strings)
+            chunk = encode_chunk(t, [_LATENCY_MS[self.setup]] * n, [200] * n, strings)
             (self.config.out_dir / "samples-1-load.chs").write_bytes(chunk)
 
 
@@ -284,21 +290,34 @@ def test_a_cost_step_on_the_fake_cluster_records_each_proxy_from_the_kubelets(
     options = RunOptions(run_dir=run_dir, traffic=lambda c: _Load(c, fake_server, api), tick_s=0.05)
     Engine(experiment, kube, options).run()
     records = read_cost(run_dir)
-    assert [(r.setup, r.repetition, r.broken) for r in records] == [
-        ("sidecar", 1, ""),
-        ("mesh", 1, ""),
-        ("mesh", 2, ""),
-        ("sidecar", 2, ""),
+    assert sorted((r.setup, r.repetition, r.broken) for r in records) == [
+        (setup, repetition, "")
+        for setup in ("baseline", "mesh", "sidecar")
+        for repetition in (1, 2)
     ]
     assert {r.memory for r in records} == {"working-set"}
     by_setup = {r.setup: {p.kind for p in r.processes} for r in records}
+    assert by_setup["baseline"] == {ProxyKind.APP}  # sc-baseline's pods: apps alone
     assert by_setup["sidecar"] == {ProxyKind.SIDECAR, ProxyKind.APP}
     assert by_setup["mesh"] == {ProxyKind.MESH_SIDECAR, ProxyKind.CONTROL_PLANE, ProxyKind.APP}
+    baseline_pods = {
+        p.name.split("/")[0] for r in records if r.setup == "baseline" for p in r.processes
+    }
+    assert baseline_pods == {"sc-baseline"}  # nothing of istio-system is baseline's cost
     cost = analyze_cost(run_dir)
     assert cost is not None and cost.memory == "working-set"
+    # Latency added over baseline, on a cluster: each setup's windows minus baseline's.
+    added = {s.setup: s.added_ms for s in cost.setups}
+    assert added["baseline"] == {}
+    for setup in ("sidecar", "mesh"):
+        p99 = added[setup]["p99"]
+        assert p99.mean == pytest.approx(_LATENCY_MS[setup] - _LATENCY_MS["baseline"])
     add_cost_to_results(run_dir, cost)
     assert "proxy working set MB" in cost_lines(run_dir)[0]  # never called PSS here
     for w in cost.windows:
+        if w.setup == "baseline":
+            assert set(w.cpu_per_1k) <= {ProxyKind.APP.value}  # no proxy kind to cost
+            continue
         proxy = ProxyKind.SIDECAR if w.setup == "sidecar" else ProxyKind.MESH_SIDECAR
         assert w.cpu_per_1k[proxy.value] > 0  # what the load charged, as the kubelet counted
         assert w.cpu_per_1k.get(ProxyKind.CONTROL_PLANE.value, 0.0) == 0.0  # never charged

@@ -30,7 +30,8 @@ from chaos.experiment import ALL_SETUPS, Setup
 from chaos.platforms.base import HostsTraffic, HttpFault, StartOptions
 from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.api import KubeApi
-from chaos.platforms.kubernetes.cluster import JWT_ISSUER, default_state_dir, read_versions
+from chaos.platforms.kubernetes.cluster import default_state_dir, read_versions
+from chaos.platforms.kubernetes.clusteridentity import JWT_ISSUER
 from chaos.platforms.kubernetes.platform import KubernetesPlatform
 from chaos.platforms.kubernetes.podexec import KubePodExec
 from chaos.platforms.kubernetes.podstate import PodState

@@ -27,11 +27,8 @@ from chaos.platforms.kubernetes.builders import (
     jwks_without_signing_key,
     jwt_rules_with_jwks,
 )
-from chaos.platforms.kubernetes.cluster import (
-    JWT_ISSUER,
-    kind_config_path,
-    kubernetes_version,
-)
+from chaos.platforms.kubernetes.cluster import kind_config_path, kubernetes_version
+from chaos.platforms.kubernetes.clusteridentity import JWT_ISSUER
 from chaos.platforms.kubernetes.manifests import (
     DemoIdentity,
     PemPair,

@@ -163,6 +163,8 @@ def start_dataplane(
     read it there) and, where the experiment deviates, written (the caller undoes the
     writes with the run's other changes, also when one fails)."""
     policy = policy_of(setup, options.dataplane)
+    if setup is names.Setup.BASELINE:
+        return policy  # no proxy on the cluster's baseline: no table to record, nothing to write
     if demo and options.record is not None:
         table = [r.to_json() for r in rows(policy)]
         window = options.run_dir.name
@@ -174,7 +176,7 @@ def start_dataplane(
 
 def plan_dataplane(setup: names.Setup, spec: DataPlaneSpec) -> list[str]:
     """The writes (and undo) a window of ``setup`` makes for ``spec`` (dry run)."""
-    if setup is names.Setup.SIDECAR or not deviates(setup, spec):
+    if setup in (names.Setup.SIDECAR, names.Setup.BASELINE) or not deviates(setup, spec):
         return []
     writer = ClusterWriter(None, None, None, "dry-run", dry_run=True)
     write_dataplane(writer, setup, policy_of(setup, spec))
