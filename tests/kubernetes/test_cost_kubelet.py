@@ -9,6 +9,7 @@ window's CPU, as on the local platform.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -22,7 +23,11 @@ from chaos.engine.run import Engine, RunOptions
 from chaos.errors import InputError, UsageError
 from chaos.experiment import Setup, load_experiment
 from chaos.platforms.kubernetes import names
+from chaos.platforms.kubernetes.anonymous import ANONYMOUS_SCRIPT, front_door
 from chaos.platforms.kubernetes.api import KubeApi, NotFoundError
+from chaos.platforms.kubernetes.bypass import KubeBypassProbe, probe_command
+from chaos.platforms.kubernetes.manifests import istio as istio_manifests
+from chaos.platforms.kubernetes.manifests.locust import SETUP_LABEL
 from chaos.platforms.kubernetes.platform import KubernetesPlatform
 from chaos.platforms.kubernetes.podstate import PodState
 from chaos.platforms.kubernetes.usage import (
@@ -36,6 +41,7 @@ from chaos.report.cost import cost_lines
 from chaos.rundir.chunks import encode_chunk
 from chaos.rundir.cost import ProxyKind, read_cost
 from chaos.testing.fake_traffic import FakeTraffic
+from chaos.testing.fakekube import anonexec, bypassexec, istio
 from chaos.testing.fakekube.api import FakeApiServer
 from chaos.testing.fakekube.podexec import FakePodExec
 from chaos.testing.fakekube.resourcemetrics import DEFAULT_WORKING_SET
@@ -109,6 +115,52 @@ def test_each_setup_counts_its_own_proxy_kinds(
     apps = [p for p in reading.processes if p.kind is ProxyKind.APP]
     assert len(apps) == len(names.SERVICES) * names.REPLICAS
     assert not any(names.TRAFFIC_NAMESPACE in p.name for p in reading.processes)
+
+
+def _outcomes(output: str) -> set[tuple[str, int]]:
+    return {(r["outcome"], r["status"]) for r in map(json.loads, output.splitlines())}
+
+
+def test_the_fake_serves_baseline_in_plaintext_and_istio_refuses_its_pods(
+    api: KubeApi, seeded: FakeCluster, pod_exec: FakePodExec, tmp_path: Path
+) -> None:
+    """sc-baseline's pods answer plaintext without a token; from them (outside the mesh) a
+    STRICT mesh namespace refuses the plaintext, as Istio 1.28.0 does (fakekube.istio)."""
+    api.create(istio_manifests.peer_authentication(names.Setup.MESH))  # cluster up's STRICT
+    # plaintext straight to each pod IP's app port, no token, no client certificate
+    for setup, outcome in ((names.Setup.BASELINE, "served"), (names.Setup.MESH, "refused")):
+        probe = KubeBypassProbe(api, pod_exec, setup, 10, 6, 1.0, tmp_path / "probe")
+        targets = probe.targets()
+        assert len(targets) == len(names.SERVICES) * names.REPLICAS
+        answered = bypassexec.answer(seeded, probe_command(targets, 10, 6, 1.0))
+        assert answered is not None
+        assert _outcomes(answered) == {(outcome, 200 if outcome == "served" else 0)}
+    # a token-less request from baseline's Locust worker (in no data plane) to its front door
+    api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "sc-traffic"}})
+    worker = {"apiVersion": "v1", "kind": "Pod"}
+    labels = {names.LABEL_TRAFFIC_ROLE: "worker", SETUP_LABEL: "baseline"}
+    worker["metadata"] = {"name": "w", "namespace": "sc-traffic", "labels": labels}
+    worker["spec"] = {"containers": [{"name": "locust", "image": names.APP_IMAGE}]}
+    api.create(worker)
+    host, port = front_door(names.Setup.BASELINE, None)
+    command = probe_command([("sc-traffic", "frontend", host, port)], 5, 3, 1.0, ANONYMOUS_SCRIPT)
+    answered = anonexec.answer(seeded, "sc-traffic", "w", command)
+    assert answered is not None and _outcomes(answered) == {("served", 200)}
+    # Istio's data plane: a baseline pod's plaintext into sc-mesh is refused, counted nowhere
+    frontend = next(p for p in api.list_pods("sc-baseline") if p.labels["app"] == "frontend")
+    before = {k: dict(v) for k, v in pod_exec.counters.items()}
+    assert istio.send(pod_exec, ("sc-baseline", frontend.name), "checkout", "sc-mesh", 5) == (
+        "refused"
+    )
+    assert pod_exec.counters == before
+    assert istio.send(pod_exec, ("sc-baseline", frontend.name), "checkout", "sc-baseline", 5) == (
+        "sent"
+    )
+    assert pod_exec.counters == before  # no Istio there: nothing of Istio counts it
+    # an in-mesh caller's mTLS is accepted and authorized at checkout's sidecars
+    mesh_frontend = next(p for p in api.list_pods("sc-mesh") if p.labels["app"] == "frontend")
+    assert istio.send(pod_exec, ("sc-mesh", mesh_frontend.name), "checkout", "sc-mesh", 5) == "sent"
+    assert pod_exec.counters != before
 
 
 def test_a_windows_cpu_is_what_the_kubelet_counted_between_the_readings(
@@ -354,6 +406,12 @@ _KINDS = [
     ),
     ("ambient", "sc-traffic", {"app": "locust"}, "locust", None),  # the load, never counted
     ("ambient", "sc-mesh", {}, "istio-proxy", None),  # another setup's namespace
+    # baseline: its apps alone, nothing of Istio (its traffic crosses no proxy)
+    ("baseline", "sc-baseline", {}, "app", ProxyKind.APP),
+    ("baseline", "istio-system", {"app": "istiod"}, "discovery", None),
+    ("baseline", "istio-system", {"app": "ztunnel"}, "istio-proxy", None),
+    ("baseline", "istio-system", {"istio": "ingressgateway"}, "istio-proxy", None),
+    ("baseline", "sc-sidecar", {}, "envoy-sidecar", None),
 ]
 
 
