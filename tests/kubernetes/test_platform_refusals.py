@@ -144,3 +144,34 @@ def test_baseline_among_the_setups_on_kubernetes_is_one_line(tmp_path: Path) -> 
     assert len(lines) == 1, refused.output
     assert lines[0].startswith(f"error: {path}:3: setups.0: baseline"), refused.output
     assert "Setup." not in refused.output
+
+
+def test_baseline_for_a_teams_own_workload_is_one_line_at_its_setup(tmp_path: Path) -> None:
+    """sc-baseline is the demo chain: no reference for a team's pods, said at its line."""
+    path = tmp_path / "team.yaml"
+    path.write_text(
+        """\
+name: team-cost
+platform: kubernetes
+setups: [mesh]
+traffic:
+  users: 1
+  spawn_rate: 1
+  rate: 5
+  host: http://cart-svc.shop.svc.cluster.local:9090
+  endpoints: [{name: home, path: /}]
+faults:
+  - type: crash
+    target: {namespace: shop, selector: {app: cart}, container: edge-envoy}
+cost:
+  setups: [mesh, baseline]
+  rates: [10]
+""",
+        encoding="utf-8",
+    )
+    refused = CliRunner().invoke(app, ["validate", str(path)])
+    assert refused.exit_code == 2, refused.output
+    lines = refused.output.strip().splitlines()
+    assert len(lines) == 1, refused.output
+    assert lines[0].startswith(f"error: {path}:14: cost.setups.1: baseline is the demo chain")
+    assert "no reference for a team's own workload" in lines[0]

@@ -162,9 +162,10 @@ def start_dataplane(
     """A window's data plane: journaled (``meta.json``, ``results.json`` and the report
     read it there) and, where the experiment deviates, written (the caller undoes the
     writes with the run's other changes, also when one fails)."""
-    policy = policy_of(setup, options.dataplane)
     if setup is names.Setup.BASELINE:
-        return policy  # no proxy on the cluster's baseline: no table to record, nothing to write
+        # No proxy on the cluster's baseline: nothing to record or write, no deviation of it.
+        return policy_of(setup, None)
+    policy = policy_of(setup, options.dataplane)
     if demo and options.record is not None:
         table = [r.to_json() for r in rows(policy)]
         window = options.run_dir.name

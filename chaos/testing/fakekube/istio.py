@@ -14,8 +14,7 @@ Istio's proxies would (Istio 1.24 behaviour, named per rule):
   Istio builds the filter with allow-missing (a missing token passes to authorization), so
   a bad token never reaches ``rbac``; ``rbac.denied`` does not rise;
 * the AuthorizationPolicies of the namespace (:mod:`.authz`): ``rbac.denied`` or
-  ``rbac.allowed`` at the server's proxies (the waypoint in ambient).
-
+  ``rbac.allowed`` at the server's proxies (the waypoint in ambient);
 * a caller outside the mesh (no ``istio-proxy`` container, not enrolled in ambient: the
   ``baseline`` and plain-sidecar pods, Locust's master) sends plaintext: to a namespace
   whose PeerAuthentication is ``STRICT`` it is *refused* before any HTTP filter, so no
