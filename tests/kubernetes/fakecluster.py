@@ -1,11 +1,12 @@
 """Fixtures of the Kubernetes platform tests: the fake API server with the demo workload.
 
-``fake_server`` runs :class:`~chaos.testing.fakekube.api.FakeApiServer` on
-loopback; ``kubeconfig`` points the unmodified official client at it (context
-``kind-sidecar-chaos``); ``seeded`` fills it with what ``cluster up`` leaves: the demo
-Deployments of every setup (one pod each, pinned to a node), Istio's istiod and one
-ztunnel per node, the mesh's VirtualServices and RequestAuthentication, the plain
-sidecars' certificates, CA and key set. Import the fixtures into a test module.
+``fake_server`` runs :class:`~chaos.testing.fakekube.api.FakeApiServer` on loopback;
+``kubeconfig`` points the unmodified official client at it (context ``kind-sidecar-
+chaos``); ``seeded`` fills it with what ``cluster up`` leaves: the demo Deployments of
+every setup, ``sc-baseline``'s (no proxy) included (one pod each, pinned to a node),
+Istio's istiod and one ztunnel per node, the mesh's VirtualServices and
+RequestAuthentication, the plain sidecars' certificates, CA and key set. Import the
+fixtures into a test module.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from typing import Any
 import pytest
 import yaml
 
-from chaos.experiment import ALL_SETUPS
 from chaos.platforms.kubernetes import names, statsmatcher
 from chaos.platforms.kubernetes.api import KubeApi
 from chaos.platforms.kubernetes.faultops import CA_KEY_FILE, CA_SECRET
@@ -199,7 +199,7 @@ def seed(api: KubeApi, ca_dir: Path) -> None:
                 },
             }
         )
-    for setup in ALL_SETUPS:
+    for setup in names.DEPLOYED_SETUPS:
         ns = names.namespace_of(setup)
         if setup is names.Setup.SIDECAR:
             api.create(
@@ -240,7 +240,7 @@ def seed(api: KubeApi, ca_dir: Path) -> None:
                             "data": data,
                         }
                     )
-        else:
+        elif setup is not names.Setup.BASELINE:  # baseline: no Istio object at all
             for service in names.SERVICES:
                 api.create(virtual_service(service, setup))
         if setup is names.Setup.MESH:
@@ -281,7 +281,7 @@ def seed(api: KubeApi, ca_dir: Path) -> None:
         for service in names.SERVICES:
             for replica in range(names.REPLICAS):
                 api.create(demo_deployment(service, replica, setup))
-    for setup in ALL_SETUPS:  # cluster up waits for the demo to be ready
+    for setup in names.DEPLOYED_SETUPS:  # cluster up waits for the demo to be ready
         ns = names.namespace_of(setup)
         for deployment in api.list_objects(DEPLOYMENT, ns, {}):
             wait_rolled_out(api, ns, deployment["metadata"]["name"])

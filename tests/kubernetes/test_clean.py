@@ -26,6 +26,7 @@ from chaos.platforms.kubernetes.api import KubeApi
 from chaos.platforms.kubernetes.changes import LEDGER_FILE, read_ledger
 from chaos.platforms.kubernetes.faultops import KubeFaultOps
 from chaos.platforms.kubernetes.kinds import VIRTUAL_SERVICE
+from chaos.platforms.kubernetes.manifests.core import traffic_namespace
 from chaos.platforms.kubernetes.platform import ALLOW_CONTEXT_ENV, KIND_DIR_ENV, KubernetesPlatform
 from chaos.testing.fakekube.api import FakeApiServer, FakeCluster
 from tests.kubernetes.fakecluster import comparable
@@ -90,6 +91,88 @@ def test_clean_after_a_killed_runner_leaves_the_cluster_as_found(
     assert platform.clean(run_dir, []) == [
         "kubernetes: nothing to undo (every change was reverted)"
     ]
+
+
+BASELINE_RUNNER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from chaos.platforms.base import StartOptions
+    from chaos.platforms.kubernetes.platform import KubernetesPlatform
+    from chaos.experiment import Setup
+    from chaos.traffic.config import CLUSTER, Endpoint, TrafficConfig
+
+    kubeconfig, run_dir = Path(sys.argv[1]), Path(sys.argv[2])
+    platform = KubernetesPlatform(
+        kubeconfig=kubeconfig, pod_exec=lambda api: None, watch_timeout_s=1,
+        idp_dir=run_dir.parent / "no-signing-key",
+    )
+    options = StartOptions(run_dir=run_dir, run_marker="crashed-baseline")
+    with platform.start(Setup.BASELINE, options) as top:
+        hosted = top.hosted_traffic()
+        config = TrafficConfig(
+            host=top.ingress_url, out_dir=run_dir / "samples", duration_s=120.0,
+            rate=20.0, endpoints=(Endpoint("browse", "GET", "/"),), network=hosted.network,
+        )
+        hosted.start(config).start()  # a cost window's in-cluster Locust, created
+        print("applied", flush=True)
+        time.sleep(120)  # killed here, with the load's objects in the cluster
+    """
+)
+
+
+def _namespace(cluster: FakeCluster, namespace: str) -> dict[str, object]:
+    """The namespace's objects (keys ``prefix/plural/namespace/name``) and its own."""
+    return {
+        k: v
+        for k, v in comparable(cluster).items()
+        if f"/{namespace}/" in k or k.endswith(f"/namespaces/{namespace}")
+    }
+
+
+def test_clean_after_a_killed_baseline_runner_leaves_sc_baseline_as_found(
+    seeded: FakeCluster, kubeconfig: Path, api: KubeApi, tmp_path: Path
+) -> None:
+    """A cost window of baseline writes nothing in sc-baseline: its in-cluster Locust (in
+    sc-traffic) is all there is to undo, and ``clean`` deletes it by the ledger."""
+    api.create(traffic_namespace())  # as cluster up creates it for the load
+    before = comparable(seeded)
+    baseline = _namespace(seeded, "sc-baseline")
+    assert len(baseline) > 10, baseline  # seeded as cluster up leaves it
+    run_dir = tmp_path / "run"
+    runner = subprocess.Popen(
+        [sys.executable, "-c", BASELINE_RUNNER, str(kubeconfig), str(run_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    try:
+        assert runner.stdout is not None
+        assert runner.stdout.readline().strip() == "applied"
+    finally:
+        os.kill(runner.pid, signal.SIGKILL)
+        runner.wait(timeout=10)
+        if runner.stdout is not None:
+            runner.stdout.close()
+    assert comparable(seeded) != before  # the runner died with its load's objects there
+    _, pending = read_ledger(run_dir)
+    created = sorted((c.action, c.kind, c.namespace, c.name) for c in pending)
+    assert created == [
+        ("create", kind, "sc-traffic", name)
+        for kind, name in sorted(
+            [
+                ("ConfigMap", "locust-baseline"),
+                ("Deployment", "locust-baseline-worker"),
+                ("Job", "locust-baseline-master"),
+                ("Service", "locust-baseline-master"),
+            ]
+        )
+    ]
+    lines = KubernetesPlatform(kubeconfig=kubeconfig).clean(run_dir, [])
+    assert len(lines) == 4, lines
+    assert _namespace(seeded, "sc-baseline") == baseline
+    assert comparable(seeded) == before
+    assert read_ledger(run_dir)[1] == []
 
 
 def test_clean_of_a_change_whose_object_is_gone_is_fine(

@@ -19,7 +19,6 @@ from chaos.errors import InputError, PlatformError
 from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.api import KubeApi
 from chaos.platforms.kubernetes.cluster import (
-    IDENTITY_FILE,
     REQUIRED_TOOLS,
     TIMEOUT_QUICK,
     VERSIONS_FILE,
@@ -44,6 +43,7 @@ from chaos.platforms.kubernetes.cluster import (
     repo_root,
     run_command,
 )
+from chaos.platforms.kubernetes.clusteridentity import IDENTITY_FILE
 from chaos.platforms.kubernetes.istioversion import istio_deviation, istio_version_note
 from chaos.platforms.kubernetes.kinds import DEPLOYMENT, GATEWAY, SECRET
 from chaos.testing.fakekube.api import FakeApiServer
@@ -396,7 +396,13 @@ def test_dry_run_lists_commands_and_objects_without_any_tool(tmp_path: Path) -> 
     assert "apply Namespace sc-mesh" in applied
     assert "apply Deployment sc-sidecar/payments-1" in applied
     assert "apply Gateway sc-ambient/checkout-waypoint" in applied
-    assert len(applied) == len(set(applied)) == 72
+    # 72 of the three proxy setups and Locust's namespace, then sc-baseline's 13: its
+    # namespace, 3 accounts, 3 Services, 6 Deployments, and nothing of a proxy
+    assert len(applied) == len(set(applied)) == 85
+    baseline = [line for line in applied if "sc-baseline" in line]
+    assert len(baseline) == 13 and applied[-13:] == baseline
+    kinds = {line.split()[1] for line in baseline}
+    assert kinds == {"Namespace", "ServiceAccount", "Service", "Deployment"}
     assert "PRIVATE KEY" not in done.stdout
     assert not state.exists()  # nothing written
 

@@ -9,6 +9,7 @@ window's CPU, as on the local platform.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -20,9 +21,13 @@ from chaos.analysis.cost_io import add_cost_to_results
 from chaos.engine.preflight import platform_checks
 from chaos.engine.run import Engine, RunOptions
 from chaos.errors import InputError, UsageError
-from chaos.experiment import load_experiment
+from chaos.experiment import Setup, load_experiment
 from chaos.platforms.kubernetes import names
+from chaos.platforms.kubernetes.anonymous import ANONYMOUS_SCRIPT, front_door
 from chaos.platforms.kubernetes.api import KubeApi, NotFoundError
+from chaos.platforms.kubernetes.bypass import KubeBypassProbe, probe_command
+from chaos.platforms.kubernetes.manifests import istio as istio_manifests
+from chaos.platforms.kubernetes.manifests.locust import SETUP_LABEL
 from chaos.platforms.kubernetes.platform import KubernetesPlatform
 from chaos.platforms.kubernetes.podstate import PodState
 from chaos.platforms.kubernetes.usage import (
@@ -36,6 +41,7 @@ from chaos.report.cost import cost_lines
 from chaos.rundir.chunks import encode_chunk
 from chaos.rundir.cost import ProxyKind, read_cost
 from chaos.testing.fake_traffic import FakeTraffic
+from chaos.testing.fakekube import anonexec, bypassexec, istio
 from chaos.testing.fakekube.api import FakeApiServer
 from chaos.testing.fakekube.podexec import FakePodExec
 from chaos.testing.fakekube.resourcemetrics import DEFAULT_WORKING_SET
@@ -93,6 +99,8 @@ def _reader(api: KubeApi, setup: names.Setup) -> KubeUsage:
             names.Setup.AMBIENT,
             {ProxyKind.NODE_PROXY, ProxyKind.WAYPOINT, ProxyKind.CONTROL_PLANE, ProxyKind.APP},
         ),
+        # No proxy at all, not even Istio's control plane: only its apps' own work.
+        (names.Setup.BASELINE, {ProxyKind.APP}),
     ],
 )
 def test_each_setup_counts_its_own_proxy_kinds(
@@ -107,6 +115,52 @@ def test_each_setup_counts_its_own_proxy_kinds(
     apps = [p for p in reading.processes if p.kind is ProxyKind.APP]
     assert len(apps) == len(names.SERVICES) * names.REPLICAS
     assert not any(names.TRAFFIC_NAMESPACE in p.name for p in reading.processes)
+
+
+def _outcomes(output: str) -> set[tuple[str, int]]:
+    return {(r["outcome"], r["status"]) for r in map(json.loads, output.splitlines())}
+
+
+def test_the_fake_serves_baseline_in_plaintext_and_istio_refuses_its_pods(
+    api: KubeApi, seeded: FakeCluster, pod_exec: FakePodExec, tmp_path: Path
+) -> None:
+    """sc-baseline's pods answer plaintext without a token; from them (outside the mesh) a
+    STRICT mesh namespace refuses the plaintext, as Istio 1.28.0 does (fakekube.istio)."""
+    api.create(istio_manifests.peer_authentication(names.Setup.MESH))  # cluster up's STRICT
+    # plaintext straight to each pod IP's app port, no token, no client certificate
+    for setup, outcome in ((names.Setup.BASELINE, "served"), (names.Setup.MESH, "refused")):
+        probe = KubeBypassProbe(api, pod_exec, setup, 10, 6, 1.0, tmp_path / "probe")
+        targets = probe.targets()
+        assert len(targets) == len(names.SERVICES) * names.REPLICAS
+        answered = bypassexec.answer(seeded, probe_command(targets, 10, 6, 1.0))
+        assert answered is not None
+        assert _outcomes(answered) == {(outcome, 200 if outcome == "served" else 0)}
+    # a token-less request from baseline's Locust worker (in no data plane) to its front door
+    api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "sc-traffic"}})
+    worker = {"apiVersion": "v1", "kind": "Pod"}
+    labels = {names.LABEL_TRAFFIC_ROLE: "worker", SETUP_LABEL: "baseline"}
+    worker["metadata"] = {"name": "w", "namespace": "sc-traffic", "labels": labels}
+    worker["spec"] = {"containers": [{"name": "locust", "image": names.APP_IMAGE}]}
+    api.create(worker)
+    host, port = front_door(names.Setup.BASELINE, None)
+    command = probe_command([("sc-traffic", "frontend", host, port)], 5, 3, 1.0, ANONYMOUS_SCRIPT)
+    answered = anonexec.answer(seeded, "sc-traffic", "w", command)
+    assert answered is not None and _outcomes(answered) == {("served", 200)}
+    # Istio's data plane: a baseline pod's plaintext into sc-mesh is refused, counted nowhere
+    frontend = next(p for p in api.list_pods("sc-baseline") if p.labels["app"] == "frontend")
+    before = {k: dict(v) for k, v in pod_exec.counters.items()}
+    assert istio.send(pod_exec, ("sc-baseline", frontend.name), "checkout", "sc-mesh", 5) == (
+        "refused"
+    )
+    assert pod_exec.counters == before
+    assert istio.send(pod_exec, ("sc-baseline", frontend.name), "checkout", "sc-baseline", 5) == (
+        "sent"
+    )
+    assert pod_exec.counters == before  # no Istio there: nothing of Istio counts it
+    # an in-mesh caller's mTLS is accepted and authorized at checkout's sidecars
+    mesh_frontend = next(p for p in api.list_pods("sc-mesh") if p.labels["app"] == "frontend")
+    assert istio.send(pod_exec, ("sc-mesh", mesh_frontend.name), "checkout", "sc-mesh", 5) == "sent"
+    assert pod_exec.counters != before
 
 
 def test_a_windows_cpu_is_what_the_kubelet_counted_between_the_readings(
@@ -174,19 +228,16 @@ cost:
 """
 
 
-def test_a_cost_step_runs_on_kubernetes_and_baseline_is_refused_at_its_line(
+def test_a_cost_step_with_baseline_is_accepted_on_kubernetes(
     kubeconfig: Path, tmp_path: Path
 ) -> None:
+    """``cluster up`` deploys sc-baseline: baseline is a setup a cost step may name."""
     kube = KubernetesPlatform(kubeconfig=kubeconfig)
+    assert Setup.BASELINE in kube.setups
     path = tmp_path / "kube-cost.yaml"
-    path.write_text(_COST.format(setups="sidecar, mesh"))
-    experiment = load_experiment(path)
-    assert list(platform_checks(kube)(experiment)) == []
-    path.write_text(_COST.format(setups="sidecar, baseline"))
-    experiment = load_experiment(path)
-    (problem,) = platform_checks(kube)(experiment)
-    assert problem.at == ("cost", "setups", 1)
-    assert "cluster up" in problem.message  # why: no such namespace is deployed
+    for setups in ("sidecar, mesh", "sidecar, baseline", "baseline, sidecar, mesh"):
+        path.write_text(_COST.format(setups=setups))
+        assert list(platform_checks(kube)(load_experiment(path))) == [], setups
 
 
 def test_a_running_topology_reads_its_usage_for_the_cost_step(
@@ -217,6 +268,7 @@ faults:
     target: {service: checkout, replica: 0}
     percent: 50
 cost:
+  setups: [baseline, sidecar, mesh]
   rates: [20]
   hold: 600ms
   warmup: 100ms
@@ -225,6 +277,9 @@ cost:
 
 #: What the fake charges each proxy container per request the load sends (CPU-s).
 _PER_REQUEST_S = 0.0005
+#: The latency the fake load records per setup (ms): the chain alone in baseline, more
+#: where proxies are on the path. The fake's own figures, not a measurement.
+_LATENCY_MS = {"baseline": 3.0, "sidecar": 5.0, "mesh": 6.5}
 
 
 class _Load(FakeTraffic):
@@ -235,6 +290,9 @@ class _Load(FakeTraffic):
         super().__init__(config)
         self.server, self.api = server, api
         self.charged_t: float | None = None
+        # The window's own directory names its setup (cost-<setup>-<rate>rps-r<n> for a
+        # cost window, <setup>-<fault>-<n> for a fault window).
+        self.setup = config.out_dir.name.removeprefix("cost-").split("-")[0]
 
     def check(self) -> None:
         super().check()
@@ -257,7 +315,7 @@ class _Load(FakeTraffic):
             strings = {"endpoint": ["browse"] * n, "method": ["GET"] * n}
             strings |= {"error_kind": [""] * n, "write_id": [""] * n}
             self.config.out_dir.mkdir(parents=True, exist_ok=True)
-            chunk = encode_chunk(t, [5.0] * n, [200] * n, strings)
+            chunk = encode_chunk(t, [_LATENCY_MS[self.setup]] * n, [200] * n, strings)
             (self.config.out_dir / "samples-1-load.chs").write_bytes(chunk)
 
 
@@ -284,21 +342,34 @@ def test_a_cost_step_on_the_fake_cluster_records_each_proxy_from_the_kubelets(
     options = RunOptions(run_dir=run_dir, traffic=lambda c: _Load(c, fake_server, api), tick_s=0.05)
     Engine(experiment, kube, options).run()
     records = read_cost(run_dir)
-    assert [(r.setup, r.repetition, r.broken) for r in records] == [
-        ("sidecar", 1, ""),
-        ("mesh", 1, ""),
-        ("mesh", 2, ""),
-        ("sidecar", 2, ""),
+    assert sorted((r.setup, r.repetition, r.broken) for r in records) == [
+        (setup, repetition, "")
+        for setup in ("baseline", "mesh", "sidecar")
+        for repetition in (1, 2)
     ]
     assert {r.memory for r in records} == {"working-set"}
     by_setup = {r.setup: {p.kind for p in r.processes} for r in records}
+    assert by_setup["baseline"] == {ProxyKind.APP}  # sc-baseline's pods: apps alone
     assert by_setup["sidecar"] == {ProxyKind.SIDECAR, ProxyKind.APP}
     assert by_setup["mesh"] == {ProxyKind.MESH_SIDECAR, ProxyKind.CONTROL_PLANE, ProxyKind.APP}
+    baseline_pods = {
+        p.name.split("/")[0] for r in records if r.setup == "baseline" for p in r.processes
+    }
+    assert baseline_pods == {"sc-baseline"}  # nothing of istio-system is baseline's cost
     cost = analyze_cost(run_dir)
     assert cost is not None and cost.memory == "working-set"
+    # Latency added over baseline, on a cluster: each setup's windows minus baseline's.
+    added = {s.setup: s.added_ms for s in cost.setups}
+    assert added["baseline"] == {}
+    for setup in ("sidecar", "mesh"):
+        p99 = added[setup]["p99"]
+        assert p99.mean == pytest.approx(_LATENCY_MS[setup] - _LATENCY_MS["baseline"])
     add_cost_to_results(run_dir, cost)
     assert "proxy working set MB" in cost_lines(run_dir)[0]  # never called PSS here
     for w in cost.windows:
+        if w.setup == "baseline":
+            assert set(w.cpu_per_1k) <= {ProxyKind.APP.value}  # no proxy kind to cost
+            continue
         proxy = ProxyKind.SIDECAR if w.setup == "sidecar" else ProxyKind.MESH_SIDECAR
         assert w.cpu_per_1k[proxy.value] > 0  # what the load charged, as the kubelet counted
         assert w.cpu_per_1k.get(ProxyKind.CONTROL_PLANE.value, 0.0) == 0.0  # never charged
@@ -335,6 +406,12 @@ _KINDS = [
     ),
     ("ambient", "sc-traffic", {"app": "locust"}, "locust", None),  # the load, never counted
     ("ambient", "sc-mesh", {}, "istio-proxy", None),  # another setup's namespace
+    # baseline: its apps alone, nothing of Istio (its traffic crosses no proxy)
+    ("baseline", "sc-baseline", {}, "app", ProxyKind.APP),
+    ("baseline", "istio-system", {"app": "istiod"}, "discovery", None),
+    ("baseline", "istio-system", {"app": "ztunnel"}, "istio-proxy", None),
+    ("baseline", "istio-system", {"istio": "ingressgateway"}, "istio-proxy", None),
+    ("baseline", "sc-sidecar", {}, "envoy-sidecar", None),
 ]
 
 

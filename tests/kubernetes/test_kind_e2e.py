@@ -26,11 +26,12 @@ import pandas as pd
 import pytest
 
 from chaos.errors import ChaosError
-from chaos.experiment import ALL_SETUPS, Setup
+from chaos.experiment import Setup
 from chaos.platforms.base import HostsTraffic, HttpFault, StartOptions
 from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.api import KubeApi
-from chaos.platforms.kubernetes.cluster import JWT_ISSUER, default_state_dir, read_versions
+from chaos.platforms.kubernetes.cluster import default_state_dir, read_versions
+from chaos.platforms.kubernetes.clusteridentity import JWT_ISSUER
 from chaos.platforms.kubernetes.platform import KubernetesPlatform
 from chaos.platforms.kubernetes.podexec import KubePodExec
 from chaos.platforms.kubernetes.podstate import PodState
@@ -43,7 +44,8 @@ from chaos.traffic.config import Endpoint, TrafficConfig
 pytestmark = pytest.mark.kind
 
 READY_WITHIN_S = 180.0
-SETUPS = list(ALL_SETUPS)
+#: Every namespace cluster up deploys, sc-baseline (no proxy) included.
+SETUPS = list(names.DEPLOYED_SETUPS)
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +147,7 @@ def test_each_setup_has_its_own_proxy(api: KubeApi, setup: names.Setup) -> None:
             assert plain is not None and plain.ready and istio is None, pod.name
         elif setup is names.Setup.MESH:
             assert istio is not None and istio.native_sidecar and plain is None, pod.name
-        else:
+        else:  # ambient (ztunnel and waypoints are not in the pod), baseline (no proxy)
             assert plain is None and istio is None, pod.name
 
 
@@ -165,6 +167,13 @@ def test_a_request_without_a_token_is_refused(api: KubeApi, setup: names.Setup) 
     frontend = next(p.name for p in pods if p.labels[names.LABEL_APP] == "frontend")
     status, _ = _call_checkout(api, setup, frontend, "")
     assert status in (401, 403)
+
+
+def test_baseline_answers_plaintext_without_a_token(api: KubeApi) -> None:
+    pods = _wait_ready(api, names.Setup.BASELINE)
+    frontend = next(p.name for p in pods if p.labels[names.LABEL_APP] == "frontend")
+    status, body = _call_checkout(api, names.Setup.BASELINE, frontend, "")
+    assert status == 200, body
 
 
 def _in_cluster_load(

@@ -18,7 +18,6 @@ import kubernetes_validate
 import kubernetes_validate.utils
 import pytest
 
-from chaos.experiment import ALL_SETUPS
 from chaos.experiment.dataplane import DataPlaneFields, RetriesSpec
 from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.builders import (
@@ -27,11 +26,8 @@ from chaos.platforms.kubernetes.builders import (
     jwks_without_signing_key,
     jwt_rules_with_jwks,
 )
-from chaos.platforms.kubernetes.cluster import (
-    JWT_ISSUER,
-    kind_config_path,
-    kubernetes_version,
-)
+from chaos.platforms.kubernetes.cluster import kind_config_path, kubernetes_version
+from chaos.platforms.kubernetes.clusteridentity import JWT_ISSUER
 from chaos.platforms.kubernetes.manifests import (
     DemoIdentity,
     PemPair,
@@ -56,7 +52,8 @@ from chaos.platforms.shared.pki import CA_FILE, CERT_FILE, KEY_FILE, Certificate
 Manifest = dict[str, Any]
 #: The Kubernetes version of the pinned kind node image (kind-config.yaml).
 K8S_VERSION = kubernetes_version()
-SETUPS = list(ALL_SETUPS)
+#: Every namespace ``cluster up`` deploys, ``sc-baseline`` (no proxy) included.
+SETUPS = list(names.DEPLOYED_SETUPS)
 CUSTOM_KINDS = set(KINDS)
 
 
@@ -162,6 +159,10 @@ def test_every_builtin_object_passes_the_official_strict_schema(identity: DemoId
         "Secret",
         "Job",
     }
+    # sc-baseline's objects and its Locust's are validated as strictly as the others
+    baseline = [o for o in objects if o["metadata"].get("namespace") == "sc-baseline"]
+    assert {o["kind"] for o in baseline} == {"ServiceAccount", "Service", "Deployment"}
+    assert any(o["metadata"]["name"] == "locust-baseline-worker" for o in objects)
     for obj in objects:
         _validate_builtin(obj)
 
@@ -316,6 +317,43 @@ def test_namespaces_choose_the_data_plane(identity: DemoIdentity) -> None:
     assert labels[names.Setup.MESH]["istio-injection"] == "enabled"
     assert labels[names.Setup.AMBIENT]["istio.io/dataplane-mode"] == "ambient"
     assert labels[names.Setup.SIDECAR]["istio-injection"] == "disabled"
+    # baseline: out of injection and not in ambient (no dataplane-mode label at all)
+    assert labels[names.Setup.BASELINE] == {
+        "istio-injection": "disabled",
+        names.LABEL_MANAGED_BY: names.MANAGED_BY,
+    }
+
+
+def test_baseline_is_the_same_chain_without_any_proxy(identity: DemoIdentity) -> None:
+    """sc-baseline: the same services and replicas, only the app in each pod, plaintext
+    calls to the next Service, no token check, and nothing of Istio or the plain sidecar."""
+    objects = demo_objects(names.Setup.BASELINE, identity)
+    mesh = demo_objects(names.Setup.MESH, identity)
+    kinds = Counter(o["kind"] for o in objects)
+    assert kinds == {"Namespace": 1, "ServiceAccount": 3, "Service": 3, "Deployment": 6}
+    assert not any(o["kind"] in CUSTOM_KINDS | {"ConfigMap", "Secret"} for o in objects)
+
+    def deployments(of: list[Manifest]) -> dict[str, Manifest]:
+        return {o["metadata"]["name"]: o for o in of if o["kind"] == "Deployment"}
+
+    ours, theirs = deployments(objects), deployments(mesh)
+    assert set(ours) == set(theirs)  # the same replicas
+    for name, deployment in ours.items():
+        pod = deployment["spec"]["template"]["spec"]
+        assert [c["name"] for c in pod["containers"]] == [names.APP_CONTAINER]
+        assert "initContainers" not in pod
+        assert pod["nodeSelector"] == theirs[name]["spec"]["template"]["spec"]["nodeSelector"]
+        template = deployment["spec"]["template"]["metadata"]
+        assert not {"sidecar.istio.io/inject", "istio.io/dataplane-mode"} & set(template["labels"])
+        command = pod["containers"][0]["command"]
+        assert "--expects-token" not in command
+        if "--upstream-url" in command:
+            url = command[command.index("--upstream-url") + 1]
+            upstream = command[command.index("--upstream-host") + 1]
+            assert url == f"http://{upstream}.sc-baseline.svc.cluster.local:{names.APP_PORT}"
+    for service in (o for o in objects if o["kind"] == "Service"):
+        assert [p["port"] for p in service["spec"]["ports"]] == [names.APP_PORT]
+        assert "istio.io/use-waypoint" not in service["metadata"]["labels"]
 
 
 def test_the_sidecar_setup_has_its_own_proxy_and_identity(identity: DemoIdentity) -> None:
@@ -397,8 +435,14 @@ def test_locust_runs_in_the_setup_data_plane_and_is_bounded(setup: names.Setup) 
         assert labels["sidecar.istio.io/inject"] == "true"
     elif setup is names.Setup.AMBIENT:
         assert labels["istio.io/dataplane-mode"] == "ambient"
-    else:
+    elif setup is names.Setup.SIDECAR:
         assert names.SIDECAR_CONTAINER in containers
+    else:  # baseline: in no data plane, no client proxy; plaintext to frontend's Service
+        assert not {"sidecar.istio.io/inject", "istio.io/dataplane-mode"} & set(labels)
+        assert containers == ["locust", "samples"] and "initContainers" not in worker["spec"]
+        command = worker["spec"]["containers"][0]["command"]
+        host = command[command.index("--host") + 1]
+        assert host == "http://frontend.sc-baseline.svc.cluster.local:8080"
     # the master coordinates only: never in the mesh
     master_labels = objects["Job"]["spec"]["template"]["metadata"]["labels"]
     assert "sidecar.istio.io/inject" not in master_labels

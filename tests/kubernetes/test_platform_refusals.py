@@ -84,20 +84,54 @@ def test_the_game_day_make_e2e_kind_runs_plans_on_kubernetes() -> None:
     assert "platform kubernetes" in planned.output
 
 
-def test_a_setup_the_cluster_does_not_offer_is_one_line_at_its_field() -> None:
-    """The cost step's baseline on kubernetes: one line at the setup's own field (the
-    platform's reason), not a second one from the generic "not offered" check."""
-    refused = CliRunner().invoke(
+def test_the_cost_example_with_baseline_is_accepted_on_kubernetes() -> None:
+    """``cluster up`` deploys sc-baseline: the example's cost step (baseline first) is valid."""
+    done = CliRunner().invoke(
         app, ["validate", str(EXPERIMENTS / "cost.yaml"), "--set", "platform=kubernetes"]
     )
+    assert done.exit_code == 0, done.output
+    assert done.output.strip().endswith(": ok (cost: 1 faults, setups sidecar, mesh, ambient)")
+
+
+_PROXY_FAULT = """\
+name: refusals
+platform: kubernetes
+setups: [mesh, baseline]
+traffic: {{users: 1, spawn_rate: 1, rate: 5, endpoints: [{{name: home, path: /}}]}}
+faults:
+  - type: abort
+    status: 503
+    target: {{service: checkout{setups}}}
+cost:
+  setups: [baseline, mesh]
+  rates: [10]
+"""
+
+
+@pytest.mark.parametrize(
+    ("setups", "at"),
+    [
+        (", setups: [mesh, baseline]", "faults.0.target.setups.1"),
+        ("", "faults.0.target"),  # every setup, baseline with them
+    ],
+)
+def test_baseline_named_for_a_proxy_fault_is_one_line_at_the_fault(
+    tmp_path: Path, setups: str, at: str
+) -> None:
+    """As on the local platform: baseline has no proxy, so a fault that targets one is
+    refused at the fault's line, with the cluster's baseline now a setup it offers."""
+    path = tmp_path / "x.yaml"
+    path.write_text(_PROXY_FAULT.format(setups=setups), encoding="utf-8")
+    refused = CliRunner().invoke(app, ["validate", str(path)])
     assert refused.exit_code == 2, refused.output
     lines = refused.output.strip().splitlines()
     assert len(lines) == 1, refused.output
-    assert re.fullmatch(
-        r"error: .*cost\.yaml:\d+: cost\.setups\.0: baseline: not offered on kubernetes: .*",
-        lines[0],
-    )
-    assert "Setup." not in refused.output
+    assert lines[0].startswith(f"error: {path}:8: {at}: abort targets a proxy and baseline"), lines
+    assert "Traceback" not in refused.output and "Setup." not in refused.output
+    # the same file with the fault on mesh alone: valid on the cluster
+    path.write_text(_PROXY_FAULT.format(setups=", setups: [mesh]"), encoding="utf-8")
+    done = CliRunner().invoke(app, ["validate", str(path)])
+    assert done.exit_code == 0, done.output
 
 
 def test_baseline_among_the_setups_on_kubernetes_is_one_line(tmp_path: Path) -> None:
@@ -110,3 +144,34 @@ def test_baseline_among_the_setups_on_kubernetes_is_one_line(tmp_path: Path) -> 
     assert len(lines) == 1, refused.output
     assert lines[0].startswith(f"error: {path}:3: setups.0: baseline"), refused.output
     assert "Setup." not in refused.output
+
+
+def test_baseline_for_a_teams_own_workload_is_one_line_at_its_setup(tmp_path: Path) -> None:
+    """sc-baseline is the demo chain: no reference for a team's pods, said at its line."""
+    path = tmp_path / "team.yaml"
+    path.write_text(
+        """\
+name: team-cost
+platform: kubernetes
+setups: [mesh]
+traffic:
+  users: 1
+  spawn_rate: 1
+  rate: 5
+  host: http://cart-svc.shop.svc.cluster.local:9090
+  endpoints: [{name: home, path: /}]
+faults:
+  - type: crash
+    target: {namespace: shop, selector: {app: cart}, container: edge-envoy}
+cost:
+  setups: [mesh, baseline]
+  rates: [10]
+""",
+        encoding="utf-8",
+    )
+    refused = CliRunner().invoke(app, ["validate", str(path)])
+    assert refused.exit_code == 2, refused.output
+    lines = refused.output.strip().splitlines()
+    assert len(lines) == 1, refused.output
+    assert lines[0].startswith(f"error: {path}:14: cost.setups.1: baseline is the demo chain")
+    assert "no reference for a team's own workload" in lines[0]

@@ -36,7 +36,7 @@ from chaos.platforms.kubernetes.changes import (
     LedgerHeader,
     pending_changes,
 )
-from chaos.platforms.kubernetes.cluster import JWT_ISSUER
+from chaos.platforms.kubernetes.clusteridentity import JWT_ISSUER
 from chaos.platforms.kubernetes.kinds import CONFIGMAP, DEPLOYMENT, JOB, POD, SECRET, SERVICE
 from chaos.platforms.kubernetes.platform import INGRESS_ENV, KubernetesPlatform
 from chaos.platforms.kubernetes.samplecopy import (

@@ -1,14 +1,16 @@
 """``sidecar-chaos cluster up|down|status``: a kind cluster with Istio ambient and the demo.
 
-``up``: checks ``kind``, ``docker`` and ``istioctl`` on PATH (the first missing one
-is named in one line, exit 2), creates the kind cluster from the shipped
-``kind-config.yaml`` (one control plane, two workers) unless it exists, builds the
-demo image from ``deploy/kind/Dockerfile`` and loads it into the nodes, installs
-the Gateway API CRDs and Istio with the ambient profile (sidecar injection and
-ambient coexist), issues the plain sidecars' certificates and the token key, and
-applies the demo workload of every setup through :class:`KubeApi` (the official
-client; no kubectl). The versions (Kubernetes, Istio, Envoy, kind, Docker) are
-written to ``versions.json`` in the state directory, for every run's results.
+``up``: checks ``kind``, ``docker`` and ``istioctl`` on PATH (the first missing one is
+named in one line, exit 2), creates the kind cluster from the shipped
+``kind-config.yaml`` (one control plane, two workers) unless it exists, builds the demo image
+from ``deploy/kind/Dockerfile`` and loads it into the nodes, installs the Gateway API
+CRDs and Istio with the ambient profile (sidecar injection and ambient coexist), issues
+the plain sidecars' certificates and the token key (:mod:`.clusteridentity`), and
+applies the demo workload of every setup through :class:`KubeApi` (the official client;
+no kubectl), ``sc-baseline`` included: the chain with no proxy that cost steps measure
+against (:mod:`.manifests.baseline`). ``down`` deletes the kind cluster, every namespace
+with it. The versions (Kubernetes, Istio, Envoy, kind, Docker) are written to
+``versions.json`` in the state directory, for every run's results.
 
 Every external command is built by a pure function returning its argv and run by
 :class:`CommandRunner` with a timeout; tests check the argv without running kind.
@@ -16,7 +18,6 @@ Every external command is built by a pure function returning its argv and run by
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import shutil
@@ -28,20 +29,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from chaos.errors import InputError, PlatformError
-from chaos.experiment import ALL_SETUPS
 from chaos.platforms.kubernetes import names
+from chaos.platforms.kubernetes.clusteridentity import issue_identity, load_or_issue_identity
 from chaos.platforms.kubernetes.istioversion import ISTIO_VERSION, istio_deviation
-from chaos.platforms.kubernetes.manifests import (
-    DemoIdentity,
-    PemPair,
-    demo_objects,
-    traffic_objects,
-)
-from chaos.platforms.kubernetes.manifests.locust import CLIENT_SERVICE, LOCUST_CERTS_SECRET
+from chaos.platforms.kubernetes.manifests import DemoIdentity, demo_objects, traffic_objects
 from chaos.platforms.kubernetes.statsmatcher import istioctl_set_flags
-from chaos.platforms.shared.idp import IdentityProvider
-from chaos.platforms.shared.layout import spiffe_id
-from chaos.platforms.shared.pki import CertificateAuthority
 
 #: The tools ``cluster up`` runs, in the order they are checked.
 REQUIRED_TOOLS: tuple[str, ...] = ("kind", "docker", "istioctl")
@@ -54,8 +46,6 @@ GATEWAY_API_CRDS_URL = (
 #: Overrides where `cluster up` keeps certs, token keys and versions.json (see default_state_dir).
 STATE_ENV = "SIDECAR_CHAOS_KIND_DIR"
 VERSIONS_FILE = "versions.json"
-JWT_ISSUER = f"https://idp.{names.CLUSTER_NAME}.cluster.local"
-CERT_TTL = dt.timedelta(days=30)
 
 # Timeouts (seconds) of the external commands: bounded, generous for slow machines.
 TIMEOUT_QUICK = 60.0
@@ -238,77 +228,6 @@ class ManifestSink(Protocol):
     def server_version(self) -> str: ...
 
 
-# -- identities ---------------------------------------------------------------------------
-
-
-def issue_identity(state_dir: Path | None) -> DemoIdentity:
-    """A CA, the plain sidecars' (and Locust's) certificates, and the token signing key.
-
-    The CA and the signing key stay in ``state_dir`` (keys 0600; None: in memory only,
-    for a dry run), so the platform can mint tokens for Locust; certificates carry the
-    local platform's SPIFFE IDs, so the sidecar bootstrap's SAN check is the local one.
-    """
-    ca = CertificateAuthority.create("sidecar-chaos kind CA")
-    if state_dir is not None:
-        ca.save(state_dir / "ca")
-    key_dir = state_dir / "idp" if state_dir is not None else None
-    idp = IdentityProvider(JWT_ISSUER, names.JWT_AUDIENCE, key_dir=key_dir)
-    certs: dict[str, PemPair] = {}
-    for svc in names.SERVICES:
-        for replica in range(names.REPLICAS):
-            issued = ca.issue(spiffe_id(names.Setup.SIDECAR, svc), CERT_TTL)
-            certs[names.certs_secret_name(svc, replica)] = PemPair(issued.cert_pem, issued.key_pem)
-    client = ca.issue(spiffe_id(names.Setup.SIDECAR, CLIENT_SERVICE), CERT_TTL)
-    certs[LOCUST_CERTS_SECRET] = PemPair(client.cert_pem, client.key_pem)
-    return DemoIdentity(JWT_ISSUER, idp.jwks_json(), ca.ca_pem, certs)
-
-
-IDENTITY_FILE = "identity.json"
-
-
-def save_identity(identity: DemoIdentity, path: Path) -> None:
-    """Write ``identity`` (private keys included) to ``path``, readable by the owner only."""
-    data = {
-        "issuer": identity.issuer,
-        "jwks_json": identity.jwks_json,
-        "ca_pem": identity.ca_pem.decode("ascii"),
-        "certs": {
-            name: {"cert": pair.cert.decode("ascii"), "key": pair.key.decode("ascii")}
-            for name, pair in identity.certs.items()
-        },
-    }
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump(data, out)
-
-
-def load_identity(path: Path) -> DemoIdentity:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return DemoIdentity(
-            issuer=str(data["issuer"]),
-            jwks_json=str(data["jwks_json"]),
-            ca_pem=str(data["ca_pem"]).encode("ascii"),
-            certs={
-                name: PemPair(str(pair["cert"]).encode("ascii"), str(pair["key"]).encode("ascii"))
-                for name, pair in data["certs"].items()
-            },
-        )
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise InputError(f"{path}: not a sidecar-chaos identity file ({exc})") from exc
-
-
-def load_or_issue_identity(state_dir: Path) -> DemoIdentity:
-    """The identity of an earlier ``up`` (running pods keep trusting each other), or a new one."""
-    path = state_dir / IDENTITY_FILE
-    if path.is_file():
-        return load_identity(path)
-    identity = issue_identity(state_dir)
-    save_identity(identity, path)
-    return identity
-
-
 @dataclass
 class PlannedApply:
     """A :class:`ManifestSink` that applies nothing and records what it was given (dry run)."""
@@ -335,9 +254,10 @@ def apply_all(sink: ManifestSink, objects: Iterable[dict[str, Any]]) -> int:
 
 
 def deploy_demo(sink: ManifestSink, identity: DemoIdentity) -> int:
-    """Apply Locust's namespace and the demo workload of every setup; how many objects."""
+    """Apply Locust's namespace and the demo workload of every setup, ``baseline``'s
+    namespace without proxies last (:mod:`.manifests.baseline`); how many objects."""
     count = apply_all(sink, traffic_objects(identity))
-    for setup in ALL_SETUPS:
+    for setup in names.DEPLOYED_SETUPS:
         count += apply_all(sink, demo_objects(setup, identity))
     return count
 

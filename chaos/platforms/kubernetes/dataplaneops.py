@@ -162,6 +162,9 @@ def start_dataplane(
     """A window's data plane: journaled (``meta.json``, ``results.json`` and the report
     read it there) and, where the experiment deviates, written (the caller undoes the
     writes with the run's other changes, also when one fails)."""
+    if setup is names.Setup.BASELINE:
+        # No proxy on the cluster's baseline: nothing to record or write, no deviation of it.
+        return policy_of(setup, None)
     policy = policy_of(setup, options.dataplane)
     if demo and options.record is not None:
         table = [r.to_json() for r in rows(policy)]
@@ -174,7 +177,7 @@ def start_dataplane(
 
 def plan_dataplane(setup: names.Setup, spec: DataPlaneSpec) -> list[str]:
     """The writes (and undo) a window of ``setup`` makes for ``spec`` (dry run)."""
-    if setup is names.Setup.SIDECAR or not deviates(setup, spec):
+    if setup in (names.Setup.SIDECAR, names.Setup.BASELINE) or not deviates(setup, spec):
         return []
     writer = ClusterWriter(None, None, None, "dry-run", dry_run=True)
     write_dataplane(writer, setup, policy_of(setup, spec))

@@ -5,11 +5,11 @@ manifest builders (:mod:`chaos.platforms.kubernetes.manifests`), ``cluster up``
 and the platform's faults all read these, so an object built by one is found
 by the others.
 
-The demo chain ``frontend -> checkout -> payments`` runs once per setup, in the
-setup's own namespace. Every replica is its own Deployment ``<service>-<replica>``
-(``replicas: 1``) pinned to one kind worker, so an experiment target
-``{service, replica, node}`` is exactly one pod. Replica 0 runs on ``node-1``
-(the first worker), replica 1 on ``node-2``, as on the local platform.
+The demo chain ``frontend -> checkout -> payments`` runs once per setup, in the setup's
+own namespace (``baseline``'s too: the same chain without any proxy). Every replica is
+its own Deployment ``<service>-<replica>`` (``replicas: 1``) pinned to one kind worker,
+so an experiment target ``{service, replica, node}`` is exactly one pod. Replica 0 runs
+on ``node-1`` (the first worker), replica 1 on ``node-2``, as on the local platform.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ __all__ = [
     "CALLS",
     "CERTS_INIT_CONTAINER",
     "CLUSTER_NAME",
+    "DEPLOYED_SETUPS",
     "ENVOY_IMAGE",
     "INBOUND_PORT",
     "ISTIO_NAMESPACE",
@@ -77,12 +78,17 @@ NODE_HOSTNAMES: Final[dict[str, str]] = {
     "node-2": f"{CLUSTER_NAME}-worker2",
 }
 
-#: One namespace per setup; Locust runs in its own.
+#: One namespace per setup, ``baseline`` (the chain without proxies) included; Locust
+#: runs in its own.
 NAMESPACES: Final[dict[Setup, str]] = {
     Setup.SIDECAR: "sc-sidecar",
     Setup.MESH: "sc-mesh",
     Setup.AMBIENT: "sc-ambient",
+    Setup.BASELINE: "sc-baseline",
 }
+#: Every setup ``cluster up`` deploys the demo chain for (the three proxy setups, then
+#: ``baseline``, which is measured only in a cost step).
+DEPLOYED_SETUPS: Final[tuple[Setup, ...]] = tuple(NAMESPACES)
 TRAFFIC_NAMESPACE: Final = "sc-traffic"
 #: Istio's own namespace (the tool touches in it only what a fault names).
 ISTIO_NAMESPACE: Final = "istio-system"

@@ -1,7 +1,8 @@
 """The Kubernetes platform: the same experiments on a kind cluster (``platform: kubernetes``).
 
 ``cluster up`` deploys the demo workload once per setup (namespaces ``sc-sidecar``,
-``sc-mesh``, ``sc-ambient``); :meth:`KubernetesPlatform.start` does not deploy, it
+``sc-mesh``, ``sc-ambient``; ``sc-baseline``, without proxies, for cost steps only:
+:mod:`.manifests.baseline`); :meth:`KubernetesPlatform.start` does not deploy, it
 finds that workload, waits for it to be ready, and yields a
 :class:`~.topology.KubeTopology` whose fault ops write through a change ledger in
 the run directory. Leaving ``start`` undoes whatever a fault left applied; ``clean``
@@ -59,12 +60,11 @@ from chaos.platforms.kubernetes.kinds import DEPLOYMENT, NAMESPACE
 from chaos.platforms.kubernetes.manifests.locust import USER_LOCUSTFILE_MAX_BYTES, target_host
 from chaos.platforms.kubernetes.podexec import KubePodExec, PodExec
 from chaos.platforms.kubernetes.podstate import PodState
-from chaos.platforms.kubernetes.refusals import unsupported_faults
+from chaos.platforms.kubernetes.refusals import baseline_problems, unsupported_faults
 from chaos.platforms.kubernetes.rollout import wait_deployment
 from chaos.platforms.kubernetes.tokens import default_idp_dir, mint_token
 from chaos.platforms.kubernetes.topology import KubeTopology
 from chaos.platforms.kubernetes.traffic import ClusterTraffic, TrafficTimings
-from chaos.platforms.kubernetes.usage import baseline_problems
 from chaos.platforms.shared.dataplane import ISTIO_VERSION
 from chaos.platforms.shared.idp import JWKS_FILE
 from chaos.rundir.journal import JournalEntry, JsonValue
@@ -138,7 +138,7 @@ class KubernetesPlatform:
 
     @property
     def setups(self) -> tuple[Setup, ...]:
-        return (Setup.SIDECAR, Setup.MESH, Setup.AMBIENT)
+        return names.DEPLOYED_SETUPS
 
     def workload(self, setup: Setup) -> Workload:
         return demo_workload(names.Setup(setup.value))

@@ -6,8 +6,9 @@ run stops before anything is applied (exit 2) instead of measuring something els
 
 from __future__ import annotations
 
-from chaos.experiment import AbortFault, CertExpiryFault, Experiment, LatencyFault
+from chaos.experiment import AbortFault, CertExpiryFault, Experiment, LatencyFault, Setup
 from chaos.platforms.base import Problem
+from chaos.platforms.kubernetes import names
 
 
 def unsupported_faults(experiment: Experiment) -> list[Problem]:
@@ -41,4 +42,24 @@ def unsupported_faults(experiment: Experiment) -> list[Problem]:
     return problems
 
 
-__all__ = ["unsupported_faults"]
+def baseline_problems(experiment: Experiment) -> list[Problem]:
+    """``baseline`` in a cost step whose faults target a team's own workload: refused at
+    its line, since ``sc-baseline`` is the demo chain, no reference for their pods.
+
+    (A fault naming baseline is refused at the fault's line by the experiment itself,
+    on every platform: ``chaos.experiment.models.check_baseline``.)
+    """
+    existing = next((f.target for f in experiment.faults if f.target.existing), None)
+    cost_setups = (experiment.cost.setups or ()) if experiment.cost is not None else ()
+    if existing is None or Setup.BASELINE not in cost_setups:
+        return []
+    return [
+        Problem(
+            ("cost", "setups", cost_setups.index(Setup.BASELINE)),
+            f"baseline is the demo chain in {names.namespace_of(names.Setup.BASELINE)}, "
+            f"not {existing.describe()}: no reference for a team's own workload",
+        )
+    ]
+
+
+__all__ = ["baseline_problems", "unsupported_faults"]

@@ -21,7 +21,8 @@ import jwt
 
 from chaos.errors import InputError
 from chaos.platforms.kubernetes import names
-from chaos.platforms.kubernetes.cluster import JWT_ISSUER, default_state_dir
+from chaos.platforms.kubernetes.cluster import default_state_dir
+from chaos.platforms.kubernetes.clusteridentity import JWT_ISSUER
 from chaos.platforms.shared.idp import ALGORITHM, JWKS_FILE
 
 

@@ -168,6 +168,8 @@ class KubeTopology:
 
     def read_counters(self) -> list[CounterSample]:
         samples: list[CounterSample] = []
+        if self._setup is names.Setup.BASELINE:
+            return samples  # no proxy in its pods: no admin port, no restarts of one
         container = self._ops.proxy_container()
         pods = [p for p in self._api.list_pods(self._ops.namespace) if not p.deleting]
         for pod in pods:

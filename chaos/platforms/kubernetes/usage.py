@@ -21,7 +21,10 @@ the ``istio-proxy`` of an app pod (mesh sidecar), of a waypoint pod (its Gateway
 and the plain ``envoy-sidecar``; in ``istio-system`` the ztunnel pods (ambient's node
 proxy), istiod (control plane of mesh and ambient) and an ingress gateway. The demo's
 ``app`` containers are the pods' own work; the in-cluster Locust pods (``sc-traffic``)
-are the load, never counted.
+are the load, never counted. ``baseline`` (``sc-baseline``, :mod:`.manifests.baseline`)
+has no proxy kind at all, not even an entry proxy: its pods' containers are apps, and
+nothing of ``istio-system`` is its cost (as for the plain sidecars), so its windows are
+the reference the added latency is measured against.
 """
 
 from __future__ import annotations
@@ -33,8 +36,6 @@ from dataclasses import dataclass, replace
 from prometheus_client.parser import text_string_to_metric_families
 
 from chaos.errors import PlatformError
-from chaos.experiment import Experiment, Setup
-from chaos.platforms.base import Problem
 from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.api import KubeApi
 from chaos.platforms.kubernetes.opsbase import GATEWAY_NAME_LABEL, ISTIOD, ZTUNNEL
@@ -96,8 +97,8 @@ def kind_of_container(setup: names.Setup, pod: PodState, container: str) -> Prox
     """The cost kind of one container of ``setup``, or None: not part of its cost."""
     namespace = names.namespace_of(setup)
     if pod.namespace == names.ISTIO_NAMESPACE:
-        if setup is names.Setup.SIDECAR:
-            return None  # the plain sidecars use nothing of Istio
+        if setup in _WITHOUT_ISTIO:
+            return None  # the plain sidecars and baseline use nothing of Istio
         app = pod.labels.get("app")
         if app == ZTUNNEL:
             return ProxyKind.NODE_PROXY if setup is names.Setup.AMBIENT else None
@@ -119,25 +120,6 @@ def kind_of_container(setup: names.Setup, pod: PodState, container: str) -> Prox
     return None
 
 
-#: Why ``baseline`` is not offered here (said at its line).
-NO_BASELINE = (
-    "baseline: not offered on kubernetes: it needs a namespace of the demo chain without "
-    "injection, without the Envoy sidecar and without the token check, which `cluster up` "
-    "does not deploy; cost compares sidecar, mesh and ambient here (no latency added over "
-    "baseline)"
-)
-
-
-def baseline_problems(experiment: Experiment) -> list[Problem]:
-    """``baseline`` named in the cost step, refused at its line with the reason."""
-    cost = experiment.cost
-    return [
-        Problem(("cost", "setups", i), NO_BASELINE)
-        for i, setup in enumerate((cost.setups or ()) if cost is not None else ())
-        if setup is Setup.BASELINE
-    ]
-
-
 class KubeUsage:
     """Reads the usage of every proxy (and app) container of one setup, node by node."""
 
@@ -148,7 +130,7 @@ class KubeUsage:
 
     def _pods(self) -> list[PodState]:
         pods = self.api.list_pods(self.namespace)
-        if self.setup is not names.Setup.SIDECAR:
+        if self.setup not in _WITHOUT_ISTIO:
             pods += self.api.list_pods(names.ISTIO_NAMESPACE)
         return [p for p in pods if not p.deleting and p.node_name]
 
@@ -211,6 +193,8 @@ class KubeUsage:
 
 
 _PER_POD = (ProxyKind.SIDECAR, ProxyKind.MESH_SIDECAR)
+#: The setups none of whose traffic crosses Istio: nothing in ``istio-system`` is theirs.
+_WITHOUT_ISTIO = (names.Setup.SIDECAR, names.Setup.BASELINE)
 
 
 def _bytes(value: float | None) -> int:
@@ -220,11 +204,9 @@ def _bytes(value: float | None) -> int:
 __all__ = [
     "CPU_METRIC",
     "MEMORY_METRIC",
-    "NO_BASELINE",
     "START_METRIC",
     "ContainerUsage",
     "KubeUsage",
-    "baseline_problems",
     "kind_of_container",
     "parse_resource_metrics",
     "resource_path",

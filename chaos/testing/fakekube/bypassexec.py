@@ -22,7 +22,8 @@ from chaos.testing.fakekube.rules import ApiError
 from chaos.testing.fakekube.store import FakeCluster
 
 
-def _strict(cluster: FakeCluster, namespace: str) -> bool:
+def strict(cluster: FakeCluster, namespace: str) -> bool:
+    """Whether a PeerAuthentication of ``namespace`` asks for mTLS ``STRICT``."""
     try:
         resource = cluster.resource("security.istio.io/v1", "peerauthentications")
         policies = cluster.select(resource, namespace)
@@ -37,7 +38,7 @@ def _outcome(cluster: FakeCluster, namespace: str, pod: str, ip: str) -> tuple[s
         obj = cluster.get(cluster.resource("v1", "pods"), namespace, pod)
     except ApiError:
         return "refused", 0
-    if (obj.get("status") or {}).get("podIP") != ip or _strict(cluster, namespace):
+    if (obj.get("status") or {}).get("podIP") != ip or strict(cluster, namespace):
         return "refused", 0
     return "served", 200
 
@@ -57,4 +58,4 @@ def answer(cluster: FakeCluster, command: Sequence[str]) -> str | None:
     return "".join(lines)
 
 
-__all__ = ["answer"]
+__all__ = ["answer", "strict"]

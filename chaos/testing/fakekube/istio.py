@@ -14,7 +14,19 @@ Istio's proxies would (Istio 1.24 behaviour, named per rule):
   Istio builds the filter with allow-missing (a missing token passes to authorization), so
   a bad token never reaches ``rbac``; ``rbac.denied`` does not rise;
 * the AuthorizationPolicies of the namespace (:mod:`.authz`): ``rbac.denied`` or
-  ``rbac.allowed`` at the server's proxies (the waypoint in ambient).
+  ``rbac.allowed`` at the server's proxies (the waypoint in ambient);
+* a caller outside the mesh (no ``istio-proxy`` container, not enrolled in ambient: the
+  ``baseline`` and plain-sidecar pods, Locust's master) sends plaintext: to a namespace
+  whose PeerAuthentication is ``STRICT`` it is *refused* before any HTTP filter, so no
+  fault, ``jwt_authn`` or ``rbac`` counter rises (Istio 1.28.0: the server's sidecar
+  inbound, or ztunnel, accepts only mTLS; the PeerAuthentication reference,
+  https://istio.io/latest/docs/reference/config/security/peer_authentication/: "STRICT
+  mode is useful to ensure that connections that bypass the mesh are not possible").
+  To an in-mesh service without STRICT Istio would accept it past the client-side proxy
+  (and, in ambient, the waypoint): not modelled, so an error rather than counted as an
+  in-mesh caller's. Ambient enrollment is the label ``istio.io/dataplane-mode: ambient``
+  on the pod, else on its namespace ("You can apply this label to a namespace or to an
+  individual pod": https://istio.io/latest/docs/ambient/usage/add-workloads/).
 
 Shares of requests are exact (``percent * requests // 100``), not random.
 """
@@ -26,6 +38,7 @@ from typing import Any
 
 from chaos.platforms.kubernetes import names
 from chaos.testing.fakekube import authz
+from chaos.testing.fakekube.bypassexec import strict
 from chaos.testing.fakekube.podexec import WAYPOINT_LABEL, FakePodExec
 from chaos.testing.fakekube.rules import ApiError
 
@@ -59,6 +72,28 @@ def _add(pods: FakePodExec, key: tuple[str, str], name: str, rise: int) -> None:
     counters[name] = counters.get(name, 0) + rise
 
 
+AMBIENT_LABEL = "istio.io/dataplane-mode"
+
+
+def in_mesh(pods: FakePodExec, pod: dict[str, Any]) -> bool:
+    """Whether Istio's data plane carries ``pod``'s traffic: an injected sidecar, or ambient
+    (the pod's own ``istio.io/dataplane-mode``, else its namespace's)."""
+    spec = pod.get("spec") or {}
+    containers = [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]
+    if any(c.get("name") == names.ISTIO_PROXY_CONTAINER for c in containers):
+        return True
+    meta = pod.get("metadata") or {}
+    mode = (meta.get("labels") or {}).get(AMBIENT_LABEL)
+    if mode is None:
+        cluster = pods.cluster
+        try:
+            ns = cluster.get(cluster.resource("v1", "namespaces"), "", meta.get("namespace", ""))
+        except ApiError:
+            ns = {}
+        mode = ((ns.get("metadata") or {}).get("labels") or {}).get(AMBIENT_LABEL)
+    return mode == "ambient"
+
+
 def send(
     pods: FakePodExec,
     client: tuple[str, str],
@@ -67,11 +102,27 @@ def send(
     requests: int,
     *,
     token_kid: str = "demo",
-) -> None:
-    """``requests`` requests from pod ``client`` (namespace, name) to ``service``."""
+) -> str:
+    """``requests`` requests from pod ``client`` (namespace, name) to ``service``:
+    ``refused`` (plaintext from outside the mesh to a STRICT namespace: nothing counted)
+    or ``sent`` (counted where Istio's proxies count them)."""
     cluster = pods.cluster
     client_pod = cluster.get(cluster.resource("v1", "pods"), *client)
     labels = (client_pod.get("metadata") or {}).get("labels") or {}
+    if not in_mesh(pods, client_pod):
+        servers = [
+            p
+            for p in _list(pods, "v1", "pods", namespace)
+            if (p["metadata"].get("labels") or {}).get(names.LABEL_APP) == service
+        ]
+        if strict(cluster, namespace):
+            return "refused"  # no mTLS from a caller outside the mesh
+        if any(in_mesh(pods, p) for p in servers):
+            raise ValueError(
+                f"{client[0]}/{client[1]} is outside the mesh and {namespace} is not STRICT: "
+                "Istio would take its plaintext past the client-side proxy; not modelled"
+            )
+        return "sent"  # no Istio proxy on either side (baseline to baseline): none counts it
     host = f"{service}.{namespace}.svc.cluster.local"
     waypoints = [
         p
@@ -115,9 +166,10 @@ def send(
                     requests if denied else 0,
                 )
         if denied:
-            return  # refused by jwt_authn: never reaches authorization
+            return "sent"  # refused by jwt_authn: never reaches authorization
         break
     _authorize(pods, client, client_pod, service, namespace, requests, bool(rules), waypoints)
+    return "sent"
 
 
 def _authorize(
@@ -154,4 +206,4 @@ def _authorize(
             _add(pods, (ns, pod), f"{prefix}.{counter}", requests)
 
 
-__all__ = ["INBOUND", "OUTBOUND", "WAYPOINT", "send"]
+__all__ = ["AMBIENT_LABEL", "INBOUND", "OUTBOUND", "WAYPOINT", "in_mesh", "send"]

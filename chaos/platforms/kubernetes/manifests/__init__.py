@@ -5,6 +5,7 @@
 * :mod:`.envoy`: the plain sidecar's Envoy bootstrap (the local platform's builders);
 * :mod:`.istio`: PeerAuthentication, RequestAuthentication, AuthorizationPolicy,
   DestinationRule, VirtualService (with an HTTP fault), the ambient waypoints;
+* :mod:`.baseline`: the ``baseline`` namespace, the chain with no proxy (cost steps);
 * :mod:`.locust`: in-cluster Locust (master Job, worker Deployment).
 
 :func:`demo_objects` lists what ``cluster up`` applies for one setup, in order.
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 
 from chaos.platforms.kubernetes import names
 from chaos.platforms.kubernetes.manifests import core, envoy, istio
+from chaos.platforms.kubernetes.manifests.baseline import baseline_objects
 from chaos.platforms.kubernetes.manifests.core import Manifest
 from chaos.platforms.kubernetes.manifests.locust import CLIENT_SERVICE, LOCUST_CERTS_SECRET
 from chaos.platforms.shared.envoy_common import ProxyOptions
@@ -57,6 +59,8 @@ def demo_objects(
     setup: names.Setup, identity: DemoIdentity, opts: ProxyOptions | None = None
 ) -> list[Manifest]:
     """Every object of the demo workload in one setup, in the order to create them."""
+    if setup is names.Setup.BASELINE:
+        return baseline_objects()  # no proxy: nothing of the identity or the options
     opts = opts or ProxyOptions()
     ns = names.namespace_of(setup)
     objects: list[Manifest] = [core.setup_namespace(setup)]

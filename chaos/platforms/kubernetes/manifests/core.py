@@ -26,6 +26,8 @@ SETUP_NAMESPACE_LABELS: dict[names.Setup, dict[str, str]] = {
     names.Setup.SIDECAR: {"istio-injection": "disabled"},
     names.Setup.MESH: {"istio-injection": "enabled"},
     names.Setup.AMBIENT: {"istio.io/dataplane-mode": "ambient"},
+    # No proxy at all: out of injection, and no dataplane-mode label (not in ambient).
+    names.Setup.BASELINE: {"istio-injection": "disabled"},
 }
 #: The label that sends a Service's traffic through its waypoint (ambient).
 USE_WAYPOINT_LABEL = "istio.io/use-waypoint"
