@@ -119,7 +119,7 @@ class DataPlaneSpec(DataPlaneFields):
             for name in DataPlaneFields.model_fields
             if name in self.model_fields_set
         }
-        own = getattr(self.setups, SetupName(setup).value)
+        own = getattr(self.setups, SetupName(setup).value, None)  # baseline: none of its own
         if own is not None:
             merged |= {name: getattr(own, name) for name in own.model_fields_set}
         return DataPlaneFields.model_validate(merged)

@@ -240,6 +240,8 @@ def test_deviations_are_applied_and_marked(tmp_path: Path) -> None:
     sidecar = resolve(Setup.SIDECAR, spec.for_setup("sidecar"))
     assert sidecar.upstream.outlier_detection is None
     assert sidecar.upstream.max_connection_duration_s == 1.0
+    # baseline (a cost step's) has no block of its own: the top level only.
+    assert spec.for_setup("baseline").model_dump(exclude_unset=True) == {"connection_lifetime": 1.0}
     changed = {r.name for r in rows(mesh) if r.deviation}
     assert changed == {
         "retries (ingress)",
