@@ -18,8 +18,10 @@ from prometheus_client.registry import Collector
 from chaos.analysis.cost import analyze_cost
 from chaos.analysis.cost_io import add_cost_to_results
 from chaos.report.cost import cost_view, notes_for
+from chaos.report.prometheus import RunResults
 from chaos.report.prometheus_cost import cost_metrics
 from chaos.rundir import RESULTS_FILE
+from chaos.testing.synthetic_run import SyntheticRun, write_synthetic_run
 from tests.unit.test_cost_analysis import RATE, _window
 
 
@@ -148,7 +150,7 @@ def _samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
     }
 
 
-def test_promtool_accepts_the_whole_cost_exposition(tmp_path: Path) -> None:
+def test_promtool_accepts_the_whole_cost_exposition_and_the_runs(tmp_path: Path) -> None:
     """``promtool check metrics`` (Debian's ``prometheus`` package) lints what is pushed."""
     promtool = shutil.which("promtool")
     if promtool is None:
@@ -168,6 +170,15 @@ def test_promtool_accepts_the_whole_cost_exposition(tmp_path: Path) -> None:
         assert "sidecar_chaos_cost_latency_seconds" in text
         result = check(text)
         assert result.returncode == 0, result.stdout + result.stderr
+    # Everything a run pushes: its fault windows' results, its run metrics, its cost step.
+    run_dir = write_synthetic_run(tmp_path / "run", SyntheticRun())
+    results = json.loads((run_dir / RESULTS_FILE).read_text())
+    results["cost"] = json.loads((tmp_path / "local" / RESULTS_FILE).read_text())["cost"]
+    (run_dir / RESULTS_FILE).write_text(json.dumps(results))
+    text = generate_latest(RunResults(run_dir).registry()).decode()
+    assert "sidecar_chaos_fault_latency_seconds" in text and "sidecar_chaos_cost_" in text
+    result = check(text)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_the_latency_metric_names_its_percentile_not_a_quantile(tmp_path: Path) -> None:
