@@ -27,13 +27,16 @@ class Budget:
 
     ``max_rounds``: the most rounds (repetitions per setup) to run, the information
     horizon of the alpha spending. ``seconds``: the time budget (None: none);
-    ``elapsed_s``: seconds spent so far, over ``windows_run`` windows.
+    ``elapsed_s``: seconds spent so far, over ``windows_run`` windows; ``reserved_s``:
+    seconds of the budget held back for what runs after the fault windows (the cost
+    step's first rounds): another round must end that long before the budget does.
     """
 
     max_rounds: int
     seconds: float | None = None
     elapsed_s: float = 0.0
     windows_run: int = 0
+    reserved_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -93,10 +96,16 @@ def next_step(
     )
     if budget.seconds is not None and budget.windows_run:
         per_window = budget.elapsed_s / budget.windows_run
-        if budget.elapsed_s + per_window * len(needed) > budget.seconds:
+        if budget.elapsed_s + per_window * len(needed) > budget.seconds - budget.reserved_s:
+            held = (
+                f", {budget.reserved_s:.0f} s of it held back for the cost step's first rounds"
+                if budget.reserved_s
+                else ""
+            )
             return Stop(
-                f"the time budget ({budget.seconds:g} s) would be exceeded by another round "
-                f"({len(needed)} windows of about {per_window:.0f} s); {len(open_)} undecided",
+                f"the time budget ({budget.seconds:g} s{held}) would be exceeded by another "
+                f"round ({len(needed)} windows of about {per_window:.0f} s after "
+                f"{budget.elapsed_s:.0f} s); {len(open_)} undecided",
                 tuple(decisions),
             )
     return Continue(done, needed, f"{len(open_)} hypothesis claim(s) undecided")

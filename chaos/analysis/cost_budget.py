@@ -1,10 +1,13 @@
 """The experiment's time ``budget`` and the cost step's adaptive rounds (pure).
 
 ``budget`` bounds the whole run, not only its fault windows: with ``repetitions: auto``
-the fault windows stop adding rounds by it (``chaos.engine.rounds``), and the cost step
-runs its first ``cost.repetitions`` rounds (the step as declared: the fewest windows per
-setup and rate that give an interval) and then another round only if it fits in what
-is left. The time spent counts from the run's start: fault windows and cost rounds.
+the fault windows stop adding rounds by it (``chaos.engine.rounds``), early enough that
+the cost step's first ``cost.repetitions`` rounds (the step as declared: the fewest
+windows per setup and rate that give an interval; they always run) still fit: their
+planned time (``chaos.experiment.cost.first_rounds_s``, the per-window estimate below)
+is held back from the fault windows' share (``Experiment.cost_reserve_s``). The cost
+step then runs another round only if it fits in what is left. The time spent counts
+from the run's start: fault windows and cost rounds.
 
 A round is estimated per window (one setup at one rate) as the step's warm-up and hold
 plus ``WINDOW_OVERHEAD_S``, the start-up and stop the fault windows are planned with;
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chaos.experiment.cost import CostStep
+from chaos.experiment.cost import CostStep, planned_window_s
 from chaos.experiment.hypotheses import WINDOW_OVERHEAD_S
 
 
@@ -31,11 +34,6 @@ class Spent:
     run_s: float
     cost_s: float = 0.0
     cost_windows: int = 0
-
-
-def planned_window_s(cost: CostStep) -> float:
-    """What one cost window (a setup at a rate) is planned to take."""
-    return cost.warmup + cost.hold + WINDOW_OVERHEAD_S
 
 
 def round_estimate_s(cost: CostStep, setups: int, spent: Spent | None = None) -> float:
@@ -99,9 +97,35 @@ def describe_cost_budget(
     ]
 
 
+def describe_cost_reserve(
+    cost: CostStep, setups: int, budget_s: float, first_fault_s: float, planned: int
+) -> list[str]:
+    """Dry-run line: the budget held back for the cost step's first rounds, by the plan.
+
+    ``first_fault_s``: the planned seconds of the first round of fault windows (which
+    always runs); ``planned``: the most fault rounds the rest of the budget plans.
+    """
+    windows = setups * len(cost.rates) * cost.repetitions
+    reserve = windows * planned_window_s(cost)
+    left = budget_s - reserve
+    line = (
+        f"  budget: {reserve:.0f} s of the {budget_s:g}s held back for the cost step's first "
+        f"{cost.repetitions} rounds ({windows} windows of about {planned_window_s(cost):.0f} s, "
+        f"which always run): the fault windows add a round only while it ends within "
+        f"{max(0.0, left):.0f} s of the run's start (at most {planned} rounds planned)"
+    )
+    if left < first_fault_s:
+        line += (
+            f"; their first round alone (about {first_fault_s:.0f} s) does not fit in it: "
+            "no round will be added, and the run will exceed the budget"
+        )
+    return [line]
+
+
 __all__ = [
     "Spent",
     "describe_cost_budget",
+    "describe_cost_reserve",
     "over_budget",
     "planned_window_s",
     "round_estimate_s",

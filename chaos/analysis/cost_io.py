@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from chaos.analysis.cost import SPEED_ADJUSTED, CostAnalysis, analyze_cost
+from chaos.analysis.cost import RAW, SPEED_ADJUSTED, CostAnalysis, analyze_cost, at_median_speed
 from chaos.analysis.cost_hypotheses import CostDecision, decide_cost, refuted_cost_lines
 from chaos.experiment import Experiment
 from chaos.outpaths import replace_file
@@ -38,7 +38,18 @@ def cost_to_dict(cost: CostAnalysis) -> dict[str, object]:
     assert isinstance(data, dict)
     for window, figures in zip(data["windows"], cost.windows, strict=True):
         window["offered"] = figures.offered
+    for setup, summary in zip(data["setups"], cost.setups, strict=True):
+        setup["cpu_basis"] = cpu_basis(cost, summary.setup, summary.rate)
     return data
+
+
+def cpu_basis(cost: CostAnalysis, setup: str, rate: float) -> str:
+    """What a setup's CPU at a rate is: ``speed-adjusted``, or ``raw`` (the step's ``cpu``,
+    or a setup ``at_median_speed`` left raw: a window without the apps' CPU)."""
+    if cost.cpu != SPEED_ADJUSTED:
+        return RAW
+    windows = [w for w in cost.windows if w.setup == setup and w.rate == rate]
+    return RAW if at_median_speed(windows)[1] else SPEED_ADJUSTED
 
 
 def add_cost_to_results(
@@ -86,4 +97,11 @@ def read_cost_results(run_dir: Path) -> dict[str, Any] | None:
     return found if isinstance(found, dict) else None
 
 
-__all__ = ["COST_KEY", "add_cost_to_results", "cost_to_dict", "finish_cost", "read_cost_results"]
+__all__ = [
+    "COST_KEY",
+    "add_cost_to_results",
+    "cost_to_dict",
+    "cpu_basis",
+    "finish_cost",
+    "read_cost_results",
+]

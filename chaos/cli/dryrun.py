@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 def describe_plan(experiment: Experiment, platform: Platform) -> list[str]:
     """What a run will touch, in which order, and how each change is undone (no side effects)."""
-    from chaos.analysis.cost_budget import describe_cost_budget
+    from chaos.analysis.cost_budget import describe_cost_budget, describe_cost_reserve
     from chaos.engine.preflight import plan_ops
     from chaos.engine.records import schedule
     from chaos.engine.run import traffic_config
@@ -64,6 +64,15 @@ def describe_plan(experiment: Experiment, platform: Platform) -> list[str]:
         lines += [f"       {line}" for line in plan]
     lines += describe_cost(experiment.cost, experiment.setups, experiment.adaptive)
     cost = experiment.cost
+    # With repetitions: auto the fault rounds leave room in the budget for the first cost rounds.
+    if cost is not None and experiment.budget is not None and experiment.adaptive:
+        lines += describe_cost_reserve(
+            cost,
+            len(cost_setups(cost, experiment.setups)),
+            experiment.budget,
+            experiment.fault_round_seconds()[0],
+            experiment.planned_repetitions,
+        )
     # With repetitions: auto and cost hypotheses the budget bounds the added cost rounds.
     if (
         cost is not None

@@ -5,7 +5,8 @@ number of repetitions it is ``schedule(experiment)``. For ``auto`` it yields the
 first round whole, then, before each later round, measures the windows run so
 far (the same analysis ``finish`` makes) and asks
 ``chaos.analysis.adaptive.next_step``: stop (every hypothesis decided, the most
-rounds run, or the next round would not fit in the time budget) or run the next
+rounds run, or the next round would not fit in the time budget less what it holds
+back for the cost step's first rounds, ``Experiment.cost_reserve_s``) or run the next
 round with only the windows undecided hypotheses compare.
 
 It is a lazy generator: the engine appends each window's record to ``records``
@@ -90,6 +91,7 @@ def rounds(
                 seconds=experiment.budget,
                 elapsed_s=clock() - started,
                 windows_run=len(records),
+                reserved_s=experiment.cost_reserve_s,
             )
             step = next_step(
                 runs,

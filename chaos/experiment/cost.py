@@ -27,6 +27,7 @@ from pydantic import Field, field_validator, model_validator
 
 from chaos.experiment._base import Int, Number, Setup, SetupName, Slug, SpecModel, field_error
 from chaos.experiment.durations import Duration, NonNegativeDuration
+from chaos.experiment.hypotheses import WINDOW_OVERHEAD_S
 
 #: Windows per (setup, rate) unless the file says: the fewest that give an interval.
 DEFAULT_COST_REPETITIONS = 3
@@ -227,6 +228,19 @@ def cost_setups(cost: CostStep, setups: tuple[Setup, ...]) -> tuple[Setup, ...]:
     return cost.setups if cost.setups is not None else setups
 
 
+def planned_window_s(cost: CostStep) -> float:
+    """What one cost window (a setup at a rate) is planned to take: its warm-up and hold
+    plus ``WINDOW_OVERHEAD_S``, the start-up and stop the fault windows are planned with."""
+    return cost.warmup + cost.hold + WINDOW_OVERHEAD_S
+
+
+def first_rounds_s(cost: CostStep, setups: tuple[Setup, ...]) -> float:
+    """The planned seconds of the step's first ``repetitions`` rounds, which always run:
+    every measured setup at every rate, ``planned_window_s`` a window."""
+    windows = len(cost_setups(cost, setups)) * len(cost.rates) * cost.repetitions
+    return windows * planned_window_s(cost)
+
+
 __all__ = [
     "COST_UNITS",
     "DEFAULT_COST_MAX_REPETITIONS",
@@ -237,4 +251,6 @@ __all__ = [
     "check_cost",
     "cost_setups",
     "describe_cost",
+    "first_rounds_s",
+    "planned_window_s",
 ]

@@ -24,7 +24,7 @@ from chaos.experiment._base import (
     SpecModel,
     field_error,
 )
-from chaos.experiment.cost import CostStep, check_cost
+from chaos.experiment.cost import CostStep, check_cost, first_rounds_s
 from chaos.experiment.dataplane import DataPlaneSpec, check_dataplane_setups
 from chaos.experiment.durations import Duration, NonNegativeDuration
 from chaos.experiment.faults import Fault
@@ -342,15 +342,30 @@ class Experiment(SpecModel):
 
         With a budget: the first round runs every window, later rounds only those the
         hypotheses compare; as many rounds as fit (each window costs its timeline plus
-        ``WINDOW_OVERHEAD_S``), at least 2, at most ``max_repetitions``.
+        ``WINDOW_OVERHEAD_S``) in the budget less ``cost_reserve_s``, at least 2, at most
+        ``max_repetitions``.
         """
         if isinstance(self.repetitions, int):
             return self.repetitions
         if self.max_repetitions is not None and self.budget is None:
             return self.max_repetitions
         first, later = self.fault_round_seconds()
-        fits = max(2, 1 + int(max(0.0, (self.budget or 0.0) - first) // later))
+        room = (self.budget or 0.0) - self.cost_reserve_s
+        fits = max(2, 1 + int(max(0.0, room - first) // later))
         return min(fits, self.max_repetitions) if self.max_repetitions is not None else fits
+
+    @property
+    def cost_reserve_s(self) -> float:
+        """Seconds of ``budget`` the fault windows leave for the cost step's first rounds.
+
+        Those ``cost.repetitions`` rounds always run, so with ``repetitions: auto`` the
+        fault windows add a round only while it ends this long before the budget does
+        (their planned time: ``chaos.experiment.cost.first_rounds_s``). 0 without a cost
+        step, a budget, or ``auto``.
+        """
+        if self.cost is None or self.budget is None or not self.adaptive:
+            return 0.0
+        return first_rounds_s(self.cost, self.setups)
 
     def fault_round_seconds(self) -> tuple[float, float]:
         """Planned seconds of the first round of fault windows (every window) and of a

@@ -4,8 +4,9 @@ One :class:`RunResults` collector per run; it is what ``--pushgateway`` pushes, 
 the grouping key ``experiment`` and ``run_id`` (so those two labels are on every
 series on the gateway). Names follow Prometheus' conventions: base units
 (``_seconds``, ``_ratio``), ``_total`` for counts, snake_case, and only
-low-cardinality labels (``setup``, ``fault``, ``estimate``, ``quantile``,
-``outcome``).
+low-cardinality labels (``setup``, ``fault``, ``estimate``, ``percentile``,
+``outcome``; never ``quantile``, which Prometheus keeps for summaries: ``promtool check
+metrics`` refuses it on a gauge).
 
 Per setup and fault:
 
@@ -15,7 +16,7 @@ Per setup and fault:
                                                  is "not recovered"
 ``sidecar_chaos_time_to_impact_seconds``         the same, over repetitions that had an impact
 ``sidecar_chaos_error_ratio``                    error rate during the fault (same estimates)
-``sidecar_chaos_fault_latency_seconds``          p95/p99 during the fault (``quantile``),
+``sidecar_chaos_fault_latency_seconds``          p95/p99 during the fault (``percentile``),
                                                  median over repetitions
 ``sidecar_chaos_failed_requests_total``          failed requests, every repetition
 ``sidecar_chaos_requests_total``                 requests, every repetition
@@ -164,8 +165,8 @@ class RunResults(Collector):
         ratio = _estimate_family("error_ratio", "Error rate during the fault.")
         latency = GaugeMetricFamily(
             f"{PREFIX}_fault_latency_seconds",
-            "Latency quantile during the fault, median over repetitions.",
-            labels=[*_KEY, "quantile"],
+            "Latency percentile (p95, p99) during the fault, median over repetitions.",
+            labels=[*_KEY, "percentile"],
         )
         failed = CounterMetricFamily(
             f"{PREFIX}_failed_requests",
@@ -196,8 +197,8 @@ class RunResults(Collector):
             impacts = [r.time_to_impact_s for r in measured if r.time_to_impact_s is not None]
             _add_estimate(tti, key, bootstrap_median(impacts, seed=self.meta.seed), none_is=None)
             for q, values in (
-                ("0.95", [r.p95_ms_during_fault for r in measured]),
-                ("0.99", [r.p99_ms_during_fault for r in measured]),
+                ("p95", [r.p95_ms_during_fault for r in measured]),
+                ("p99", [r.p99_ms_during_fault for r in measured]),
             ):
                 known = [v for v in values if v is not None]
                 if known:

@@ -251,7 +251,7 @@ def test_a_run_pushes_is_scraped_live_and_its_time_to_recover_comes_back_through
 
 @needs_pushgateway
 @needs_prometheus
-def test_the_dashboards_memory_panel_says_which_memory_each_run_measured(
+def test_the_dashboards_cost_panels_say_which_memory_and_which_cpu_each_run_measured(
     tmp_path: Path, pushgateway: Server, start_prometheus: StartPrometheus
 ) -> None:
     from chaos.report.push import push_results
@@ -272,8 +272,17 @@ def test_the_dashboards_memory_panel_says_which_memory_each_run_measured(
         run_dir = write_synthetic_run(tmp_path / name, SyntheticRun(experiment_name=name))
         results = json.loads((run_dir / RESULTS_FILE).read_text())
         mb = {"median": 45.0, "low": 44.0, "high": 46.0, "n": 3}
-        setup = {"setup": "sidecar", "rate": 100.0, "offered": True, "proxy_pss_mb": mb}
-        results["cost"] = {"memory": memory, "setups": [setup]}
+        setup = {
+            "setup": "sidecar",
+            "rate": 100.0,
+            "offered": True,
+            "proxy_pss_mb": mb,
+            # At the median machine speed 1.2 CPU-s per 1,000; as read 1.5.
+            "proxy_cpu_per_1k": {"median": 1.2, "low": 1.1, "high": 1.3, "n": 3},
+            "raw_proxy_cpu_per_1k": {"median": 1.5, "low": 1.0, "high": 2.0, "n": 3},
+            "cpu_basis": "speed-adjusted",
+        }
+        results["cost"] = {"memory": memory, "cpu": "speed-adjusted", "setups": [setup]}
         (run_dir / RESULTS_FILE).write_text(json.dumps(results))
         assert push_results(run_dir, pushgateway.url).warning is None
     ((title, expr),) = [(t, e) for t, e in dashboard_queries() if "proxy_memory" in e]
@@ -283,6 +292,15 @@ def test_the_dashboards_memory_panel_says_which_memory_each_run_measured(
     measured = {s["metric"]["experiment"]: s["metric"]["measure"] for s in found}  # type: ignore[index]
     assert measured == {"local-cost": "pss", "kube-cost": "working_set"}
     assert {float(s["value"][1]) for s in found} == {45e6}  # type: ignore[index]
+    # The CPU panel opens on the speed-adjusted figure; both bases are on the gateway.
+    ((title, expr),) = [(t, e) for t, e in dashboard_queries() if "proxy_cpu" in e]
+    assert "speed_adjusted" in title
+    query_until(prometheus, f"count({expr}) == 2")
+    found = query(prometheus, expr)
+    assert {s["metric"]["basis"] for s in found} == {"speed_adjusted"}  # type: ignore[index]
+    assert {float(s["value"][1]) for s in found} == {1.2}  # type: ignore[index]
+    raw = query(prometheus, expr.replace('basis="speed_adjusted"', 'basis="raw"'))
+    assert {float(s["value"][1]) for s in raw} == {1.5}  # type: ignore[index]
 
 
 def readme_thirty_nights() -> str:
@@ -297,8 +315,20 @@ def dashboard_queries() -> list[tuple[str, str]]:
     """(panel title, PromQL) of every panel of deploy/grafana-dashboard.json."""
     path = Path(__file__).parents[2] / "deploy" / "grafana-dashboard.json"
     document = json.loads(path.read_text(encoding="utf-8"))
+    # A custom variable (the CPU basis) at the value the dashboard opens with.
+    defaults = {
+        f"${v['name']}": v["current"]["value"]
+        for v in document["templating"]["list"]
+        if v["type"] == "custom"
+    }
+
+    def at_defaults(expr: str) -> str:
+        for name, value in defaults.items():
+            expr = expr.replace(name, value)
+        return expr.replace("$experiment", ".*")
+
     return [
-        (panel["title"], target["expr"].replace("$experiment", ".*"))
+        (at_defaults(panel["title"]), at_defaults(target["expr"]))
         for panel in document["panels"]
         for target in panel.get("targets", [])
     ]

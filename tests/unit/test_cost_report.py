@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from chaos.analysis.cost import analyze_cost
 from chaos.analysis.cost_io import add_cost_to_results
 from chaos.report.cost import cost_view, notes_for
+from chaos.report.prometheus import RunResults
 from chaos.report.prometheus_cost import cost_metrics
 from chaos.rundir import RESULTS_FILE
+from chaos.testing.synthetic_run import SyntheticRun, write_synthetic_run
 from tests.unit.test_cost_analysis import RATE, _window
 
 
@@ -61,13 +67,14 @@ def test_pushed_metrics_carry_the_figures(tmp_path: Path) -> None:
     text = generate_latest(registry).decode()
     rate = f"{RATE:g}"
     assert (
-        'sidecar_chaos_cost_kind_cpu_seconds_per_1k_requests{estimate="median",kind="sidecar",'
-        f'rate="{rate}",setup="sidecar"}} 1.0'
+        'sidecar_chaos_cost_kind_cpu_seconds_per_1k_requests{basis="speed_adjusted",'
+        f'estimate="median",kind="sidecar",rate="{rate}",setup="sidecar"}} 1.0'
     ) in text
     assert f'sidecar_chaos_cost_rate_offered{{rate="{rate}",setup="baseline"}} 0.0' in text
     # The totals: ingress 0.1 + sidecar 0.4 CPU-s over 400 requests; 20 + 25 MB in bytes.
-    key = f'{{estimate="median",rate="{rate}",setup="sidecar"}}'
-    assert f"sidecar_chaos_cost_proxy_cpu_seconds_per_1k_requests{key} 1.25" in text
+    for basis in ("raw", "speed_adjusted"):  # an even machine: the two agree
+        key = f'{{basis="{basis}",estimate="median",rate="{rate}",setup="sidecar"}}'
+        assert f"sidecar_chaos_cost_proxy_cpu_seconds_per_1k_requests{key} 1.25" in text
     memory = f'{{estimate="median",measure="pss",rate="{rate}",setup="sidecar"}}'
     assert f"sidecar_chaos_cost_proxy_memory_bytes{memory} 4.5e+07" in text
 
@@ -131,3 +138,137 @@ def test_the_dashboard_and_readme_name_only_cost_metrics_that_are_pushed(tmp_pat
     assert listed >= pushed, pushed - listed  # every pushed family is in the README's list
     memory = next(p for p in dashboard["panels"] if "proxy_memory" in str(p.get("targets")))
     assert "{{measure}}" in memory["targets"][0]["legendFormat"]
+
+
+def _samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """The series of one family as the Prometheus parser reads the exposition."""
+    return {
+        tuple(sorted(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name
+    }
+
+
+def test_promtool_accepts_the_whole_cost_exposition_and_the_runs(tmp_path: Path) -> None:
+    """``promtool check metrics`` (Debian's ``prometheus`` package) lints what is pushed."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian: apt-get install prometheus)")
+
+    def check(text: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+        )
+
+    # The check is live: this promtool refuses a gauge with a quantile label.
+    bad = '# HELP x_seconds x.\n# TYPE x_seconds gauge\nx_seconds{quantile="0.99"} 1.0\n'
+    refused = check(bad)
+    assert refused.returncode != 0 and "quantile" in refused.stdout + refused.stderr
+    for run_dir in (_run(tmp_path / "local"), _as_kubernetes(_run(tmp_path / "kube"))):
+        text = _exposition(run_dir)
+        assert "sidecar_chaos_cost_latency_seconds" in text
+        result = check(text)
+        assert result.returncode == 0, result.stdout + result.stderr
+    # Everything a run pushes: its fault windows' results, its run metrics, its cost step.
+    run_dir = write_synthetic_run(tmp_path / "run", SyntheticRun())
+    results = json.loads((run_dir / RESULTS_FILE).read_text())
+    results["cost"] = json.loads((tmp_path / "local" / RESULTS_FILE).read_text())["cost"]
+    (run_dir / RESULTS_FILE).write_text(json.dumps(results))
+    text = generate_latest(RunResults(run_dir).registry()).decode()
+    assert "sidecar_chaos_fault_latency_seconds" in text and "sidecar_chaos_cost_" in text
+    result = check(text)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_latency_metric_names_its_percentile_not_a_quantile(tmp_path: Path) -> None:
+    latency = _samples(_exposition(_run(tmp_path)), "sidecar_chaos_cost_latency_seconds")
+    assert {dict(k)["percentile"] for k in latency} == {"p50", "p90", "p99"}
+    assert not any("quantile" in dict(k) for k in latency)
+    p99 = latency[
+        (("estimate", "median"), ("percentile", "p99"), ("rate", f"{RATE:g}"), ("setup", "sidecar"))
+    ]
+    assert 0.008 < p99 < 0.010  # 5 ms + 3 ms added + up to 1 ms of jitter, in seconds
+
+
+def _cpu(text: str, setup: str, basis: str, estimate: str) -> float | None:
+    key = (("basis", basis), ("estimate", estimate), ("rate", f"{RATE:g}"), ("setup", setup))
+    return _samples(text, "sidecar_chaos_cost_proxy_cpu_seconds_per_1k_requests").get(key)
+
+
+def test_the_cpu_metric_carries_the_speed_adjusted_and_the_raw_figure(tmp_path: Path) -> None:
+    # The machine ran the second sidecar window at half speed (apps and proxies alike):
+    # raw, the two windows read 1.25 and 2.5 CPU-s per 1,000; at the median speed both 1.875.
+    run_dir = tmp_path
+    for repetition, slow in ((1, 1.0), (2, 2.0)):
+        _window(run_dir, "sidecar", repetition, 3.0, slow=slow)
+    cost = analyze_cost(run_dir)
+    assert cost is not None
+    add_cost_to_results(run_dir, cost)
+    text = _exposition(run_dir)
+    assert _cpu(text, "sidecar", "raw", "low") == pytest.approx(1.25)
+    assert _cpu(text, "sidecar", "raw", "high") == pytest.approx(2.5)
+    for estimate in ("low", "median", "high"):
+        assert _cpu(text, "sidecar", "speed_adjusted", estimate) == pytest.approx(1.875)
+    kinds = _samples(text, "sidecar_chaos_cost_kind_cpu_seconds_per_1k_requests")
+    assert {dict(k)["basis"] for k in kinds} == {"speed_adjusted"}
+
+
+def test_a_setup_left_raw_has_no_speed_adjusted_series(tmp_path: Path) -> None:
+    # One window shows no CPU of the apps: the speed cannot be told, the figures stay raw.
+    run_dir = tmp_path / "left-raw"
+    run_dir.mkdir()
+    _window(run_dir, "sidecar", 1, 3.0)
+    _window(run_dir, "sidecar", 2, 3.0, app_cpu_s=0.0)
+    cost = analyze_cost(run_dir)
+    assert cost is not None and cost.cpu_notes
+    add_cost_to_results(run_dir, cost)
+    assert json.loads((run_dir / RESULTS_FILE).read_text())["cost"]["setups"][0]["cpu_basis"] == (
+        "raw"
+    )
+    text = _exposition(run_dir)
+    assert _cpu(text, "sidecar", "raw", "median") == pytest.approx(1.25)
+    assert _cpu(text, "sidecar", "speed_adjusted", "median") is None
+    kinds = _samples(text, "sidecar_chaos_cost_kind_cpu_seconds_per_1k_requests")
+    assert kinds and {dict(k)["basis"] for k in kinds} == {"raw"}
+    # A step declared raw: the raw series only, whatever the machine did.
+    declared = tmp_path / "declared-raw"
+    declared.mkdir()
+    for repetition, slow in ((1, 1.0), (2, 2.0)):
+        _window(declared, "sidecar", repetition, 3.0, slow=slow)
+    raw = analyze_cost(declared, cpu="raw")
+    assert raw is not None
+    add_cost_to_results(declared, raw)
+    text = _exposition(declared)
+    assert _cpu(text, "sidecar", "raw", "high") == pytest.approx(2.5)
+    assert 'basis="speed_adjusted"' not in text
+
+
+def test_a_run_from_before_the_cpu_basis_exports_its_cpu_as_raw(tmp_path: Path) -> None:
+    run_dir = _run(tmp_path)
+    results = json.loads((run_dir / RESULTS_FILE).read_text())
+    for key in ("cpu", "cpu_notes"):
+        del results["cost"][key]
+    for s in results["cost"]["setups"]:
+        del s["raw_proxy_cpu_per_1k"], s["cpu_basis"]
+    (run_dir / RESULTS_FILE).write_text(json.dumps(results))
+    text = _exposition(run_dir)
+    assert _cpu(text, "sidecar", "raw", "median") == pytest.approx(1.25)
+    assert 'basis="speed_adjusted"' not in text
+
+
+def test_the_dashboard_shows_the_speed_adjusted_cpu_unless_told_otherwise(tmp_path: Path) -> None:
+    root = Path(__file__).parents[2]
+    dashboard = json.loads((root / "deploy" / "grafana-dashboard.json").read_text())
+    (variable,) = [v for v in dashboard["templating"]["list"] if v["name"] == "cpu_basis"]
+    assert variable["current"]["value"] == "speed_adjusted"
+    pushed = {
+        dict(k)["basis"]
+        for k in _samples(
+            _exposition(_run(tmp_path)), "sidecar_chaos_cost_proxy_cpu_seconds_per_1k_requests"
+        )
+    }
+    assert {o["value"] for o in variable["options"]} == pushed == {"speed_adjusted", "raw"}
+    (panel,) = [p for p in dashboard["panels"] if "proxy_cpu" in str(p.get("targets"))]
+    assert 'basis="$cpu_basis"' in panel["targets"][0]["expr"]
+    assert "$cpu_basis" in panel["title"]

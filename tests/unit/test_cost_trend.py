@@ -50,10 +50,12 @@ def test_a_cpu_jump_is_flagged_and_steady_memory_is_not(tmp_path: Path) -> None:
     assert (regression.setup, regression.fault, regression.metric) == (
         "sidecar",
         "cost@100rps",
-        "proxy_cpu_per_1k_requests",
+        "proxy_cpu_per_1k_requests_proc",
     )
     assert regression.run_id == "run-4"
-    assert "CPU-s" in regression.message
+    assert "proxy CPU per 1,000 requests (/proc) 1.6 CPU-s vs recent median 1" in (
+        regression.message
+    )
 
 
 def test_noise_and_a_rate_not_offered_are_not_regressions(tmp_path: Path) -> None:
@@ -116,7 +118,7 @@ def test_the_trend_page_shows_cost_series_per_setup_and_flags_a_cost_regression(
         store.record(run_dir)
     result = render_trend(store, timedelta(days=30), tmp_path / "trend.html", blocks=cost_blocks)
     flagged = [r for r in result.regressions if r.fault == "cost@100rps"]
-    assert [(r.setup, r.metric) for r in flagged] == [("sidecar", "proxy_cpu_per_1k_requests")]
+    assert [(r.setup, r.metric) for r in flagged] == [("sidecar", "proxy_cpu_per_1k_requests_proc")]
     html = result.out.read_text()
     assert "synthetic / cost at 100rps" in html
     assert flagged[0].message in html  # in the page's regression list, as the CLI prints it
@@ -126,3 +128,42 @@ def test_the_trend_page_shows_cost_series_per_setup_and_flags_a_cost_regression(
     assert "<td>1.6</td>" in sidecar and "regression" in sidecar
     assert "<td>0.5</td>" in ambient and "regression" not in ambient
     assert rows.count('<img class="chart"') == 2  # CPU and memory (no baseline: no p99 added)
+
+
+def test_a_switch_from_local_to_kubernetes_cpu_is_a_new_series_not_a_regression(
+    tmp_path: Path,
+) -> None:
+    # Four local nights at 1.0 CPU-s per 1,000 (/proc, the local Envoys), then the same
+    # experiment on a cluster at 3.0 (the kubelet's CPU of Istio's proxies): not comparable.
+    runs = [_run(tmp_path, n, 1.0) for n in range(4)]
+    runs.append(_run(tmp_path, 4, 3.0, memory="working-set"))
+    assert cost_regressions(runs) == []
+    series = {s.metric: s for s in cost_series(runs) if s.metric.startswith("proxy_cpu")}
+    assert set(series) == {"proxy_cpu_per_1k_requests_proc", "proxy_cpu_per_1k_requests_kubelet"}
+    assert series["proxy_cpu_per_1k_requests_proc"].values == (1.0,) * 4
+    assert series["proxy_cpu_per_1k_requests_kubelet"].values == (3.0,)
+    assert series["proxy_cpu_per_1k_requests_kubelet"].check.threshold is None  # no history
+    (block,) = cost_blocks(runs)
+    local, kube = "CPU-s per 1,000 (/proc) latest", "CPU-s per 1,000 (kubelet) latest"
+    assert len(block.headers) == len(block.rows[0])
+    (row,) = block.rows
+    assert (row[block.headers.index(local)], row[block.headers.index(kube)]) == ("1", "3")
+    assert row[-1] != "regression"
+    assert len(block.charts) == 4  # CPU and memory, each once per platform's measure
+    # Cluster nights after it are judged against cluster nights only: a jump is flagged,
+    # and the local nights' lower figures do not make a steady cluster look like one.
+    more = [_run(tmp_path, n, 3.0, memory="working-set") for n in range(5, 8)]
+    assert cost_regressions([*runs, *more]) == []
+    jump = _run(tmp_path, 8, 4.5, memory="working-set")
+    (regression,) = cost_regressions([*runs, *more, jump])
+    assert regression.metric == "proxy_cpu_per_1k_requests_kubelet"
+    assert (regression.latest, regression.baseline) == (4.5, 3.0)
+    assert "(kubelet)" in regression.message
+
+
+def test_a_local_only_history_has_only_the_proc_cpu_columns(tmp_path: Path) -> None:
+    runs = [_run(tmp_path, n, cpu) for n, cpu in enumerate([1.0, 1.02, 0.98])]
+    (block,) = cost_blocks(runs)
+    assert "CPU-s per 1,000 (/proc) latest" in block.headers
+    assert not any("kubelet" in h for h in block.headers)
+    assert len(block.charts) == 2  # CPU and memory (PSS); no baseline: no p99 added

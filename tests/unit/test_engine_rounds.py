@@ -70,7 +70,7 @@ def test_gameday_runs_every_window_once_then_only_what_is_undecided() -> None:
     # three clean separations are decided after 4 rounds (4 vs 4: p = 1/70): the run stops
     assert len(runs) == 4
     total = 12 * 18 + 3 * 5 * 18
-    assert total <= GAMEDAY.budget  # within the game day's budget
+    assert total + GAMEDAY.cost_reserve_s <= GAMEDAY.budget  # with its cost step, in its budget
 
 
 def test_the_time_budget_stops_adding_rounds() -> None:

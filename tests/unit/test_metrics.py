@@ -74,7 +74,7 @@ def test_results_follow_the_conventions_and_equal_the_run_directory(tmp_path: Pa
         )
         assert _get(samples, "sidecar_chaos_hypothesis", **key, outcome="held") == 1.0
         assert _get(samples, "sidecar_chaos_hypothesis", **key, outcome="failed") == 0.0
-        p95 = _get(samples, "sidecar_chaos_fault_latency_seconds", **key, quantile="0.95")
+        p95 = _get(samples, "sidecar_chaos_fault_latency_seconds", **key, percentile="p95")
         assert 0 < p95 < 10  # seconds, not milliseconds
         low = _get(samples, "sidecar_chaos_time_to_impact_seconds", **key, estimate="low")
         high = _get(samples, "sidecar_chaos_time_to_impact_seconds", **key, estimate="high")
