@@ -67,8 +67,8 @@ def notes_for(data: Mapping[str, Any]) -> tuple[str, ...]:
             "Proxy CPU is at each setup's median machine speed: a window's proxies' CPU "
             "times the apps' CPU per request of the setup's median window over the "
             "window's own (the apps do the same work per request, so they tell how fast "
-            "the machine ran); raw, as the processes' accounting says, after it in parentheses. The "
-            "experiment's cost.cpu: raw decides on the raw figures.",
+            "the machine ran); raw, as the processes' accounting says, after it in "
+            "parentheses. The experiment's cost.cpu: raw decides on the raw figures.",
             *(str(n) for n in data.get("cpu_notes") or ()),
         )
     return notes
