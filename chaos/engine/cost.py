@@ -276,12 +276,14 @@ class CostRunner:
         self._wait(cost.warmup, traffic.check)
         sampling = 0.0
         # Memory is read once, at the end (the costly part of a reading); CPU and
-        # identity at the start, every tick and at the end.
-        light = functools.partial(topology.read_usage, memory=False)
-        first, spent = _timed(light)
+        # identity at the start, every tick and at the end: exact (each thread's run
+        # time) at both ends, in clock ticks at the ticks between (a file per process,
+        # not per thread: the sampling stays under 1 % of a core).
+        first, spent = _timed(functools.partial(topology.read_usage, memory=False))
         sampling += spent
         start_t = time.monotonic()
         ticks: list[tuple[float, float, float]] = []
+        light = functools.partial(topology.read_usage, memory=False, threads=False)
         for reading, spent in self._ticks(cost.hold, light, traffic.check):
             sampling += spent
             # A process gone or restarted: broken now.
@@ -329,9 +331,12 @@ class CostRunner:
 
 
 def _tick(at: float, costs: tuple[ProcessCost, ...]) -> tuple[float, float, float]:
-    """One reading of the hold: when, the proxies' and the apps' CPU-s since its start."""
-    apps = sum(c.cpu_s for c in costs if c.kind is ProxyKind.APP)
-    return round(at, 6), round(sum(c.cpu_s for c in costs) - apps, 9), round(apps, 9)
+    """One reading of the hold: when, the proxies' and the apps' CPU-s since its start.
+
+    In clock ticks (``cpu_tick_s``), as the readings between the two exact ones are.
+    """
+    apps = sum(c.cpu_tick_s for c in costs if c.kind is ProxyKind.APP)
+    return round(at, 6), round(sum(c.cpu_tick_s for c in costs) - apps, 9), round(apps, 9)
 
 
 def _timed(read: Callable[[], UsageReading]) -> tuple[UsageReading, float]:

@@ -57,11 +57,12 @@ class UsageReading:
 class MeasuresUsage(Protocol):
     """Optional for a :class:`~chaos.platforms.base.RunningTopology`: CPU and memory per process."""
 
-    def read_usage(self, *, memory: bool = True) -> UsageReading:
+    def read_usage(self, *, memory: bool = True, threads: bool = True) -> UsageReading:
         """Read every process the topology started; gone ones are listed as missing.
 
-        ``memory=False``: CPU and identity only (memory reads 0), the cheap reading taken
-        every tick between the two full ones.
+        ``memory=False``: CPU and identity only (memory reads 0); ``threads=False``: the
+        CPU in clock ticks only, without each thread's run time in ns (where the source
+        has both). Both off: the cheap reading taken every tick between the two exact ones.
         """
         ...
 

@@ -94,7 +94,8 @@ class CostWindowRecord:
     #: kubelet's ``container_memory_working_set_bytes`` on Kubernetes: no PSS there).
     memory: str = "pss"
     #: The CPU readings of the hold, one per tick and the last at ``end_t``:
-    #: (time.monotonic(), proxies' CPU-s since ``start_t``, apps' CPU-s since ``start_t``).
+    #: (time.monotonic(), proxies' CPU-s since ``start_t``, apps' CPU-s since ``start_t``),
+    #: in clock ticks (``cpu_tick_s``: the readings between the two ends are the cheap ones).
     #: The analysis splits the hold into these slices (see ``chaos.analysis.cost``).
     ticks: tuple[tuple[float, float, float], ...] = ()
     extra: dict[str, str] = field(default_factory=dict)

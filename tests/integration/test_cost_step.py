@@ -83,14 +83,14 @@ def test_cost_windows_measure_exactly_the_topologys_processes(
         assert all(p.pss_bytes > 0 and p.pss_bytes <= p.rss_bytes for p in window.processes)
         assert sum(p.cpu_s for p in window.processes) > 0
         # The hold's readings: in time order, the last at the end of the hold, and the
-        # CPU never falls (it is each process's own account since the hold began).
+        # CPU never falls (each process's own account since the hold began, in ticks).
         times = [t for t, _, _ in window.ticks]
         assert len(times) >= 2 and times == sorted(times)
         assert times[-1] == pytest.approx(window.end_t, abs=1e-5)
         assert all(window.start_t < t for t in times)
         for (_, p0, a0), (_, p1, a1) in zip(window.ticks, window.ticks[1:], strict=False):
             assert p1 >= p0 and a1 >= a0
-        apps = sum(p.cpu_s for p in window.processes if p.kind is ProxyKind.APP)
+        apps = sum(p.cpu_tick_s for p in window.processes if p.kind is ProxyKind.APP)
         assert window.ticks[-1][2] == pytest.approx(apps, abs=1e-6)
     cost = json.loads((run_dir / RESULTS_FILE).read_text())["cost"]
     by_setup = {s["setup"]: s for s in cost["setups"]}
@@ -112,8 +112,8 @@ class _KillsIngressOnce(LocalPlatform):
             if "cost-" in options.run_dir.name and not self.killed:
                 read = running.read_usage
 
-                def read_then_kill(*, memory: bool = True) -> UsageReading:
-                    reading = read(memory=memory)
+                def read_then_kill(*, memory: bool = True, threads: bool = True) -> UsageReading:
+                    reading = read(memory=memory, threads=threads)
                     if not self.killed:
                         pid = running.topology.supervisor.pid("ingress")
                         assert pid is not None

@@ -183,8 +183,11 @@ class KubeTopology:
             samples += [CounterSample(now, proxy, k, float(v)) for k, v in stats.items()]
         return samples
 
-    def read_usage(self, *, memory: bool = True) -> UsageReading:
-        """CPU and memory of the setup's proxies, from the kubelets (:mod:`.usage`)."""
+    def read_usage(self, *, memory: bool = True, threads: bool = True) -> UsageReading:
+        """CPU and memory of the setup's proxies, from the kubelets (:mod:`.usage`).
+
+        ``threads`` changes nothing here: the kubelet reports a container's CPU only.
+        """
         return KubeUsage(self._api, self._setup, self._ops.namespace).read(memory=memory)
 
     def counts(self) -> tuple[int, int, int]:

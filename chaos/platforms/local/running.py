@@ -97,9 +97,9 @@ class LocalRunning:
             samples += [CounterSample(now, proxy, name, float(v)) for name, v in stats.items()]
         return samples
 
-    def read_usage(self, *, memory: bool = True) -> UsageReading:
+    def read_usage(self, *, memory: bool = True, threads: bool = True) -> UsageReading:
         """CPU and memory of every process the topology started (cost steps)."""
-        return self._usage.read(memory=memory)
+        return self._usage.read(memory=memory, threads=threads)
 
     def counts(self) -> tuple[int, int, int]:
         return self._usage.counts()

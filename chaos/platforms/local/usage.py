@@ -54,22 +54,25 @@ def read_threads_ns(task_dir: Path) -> tuple[int, frozenset[int]] | None:
     total = 0
     tids: set[int] = set()
     try:
-        entries = list(task_dir.iterdir())
+        entries = os.listdir(task_dir)
     except OSError:
         return None
     for entry in entries:
-        ns = read_schedstat(entry / "schedstat")
-        if ns is not None and entry.name.isdigit():  # a thread that just exited is skipped
+        if not entry.isdigit():
+            continue
+        ns = read_schedstat(task_dir / entry / "schedstat")
+        if ns is not None:  # a thread that just exited is skipped
             total += ns
-            tids.add(int(entry.name))
+            tids.add(int(entry))
     return (total, frozenset(tids)) if tids else None
 
 
 def read_schedstat(path: Path) -> int | None:
     """The first field of a ``schedstat`` file: ns on the CPU so far (None when gone)."""
     try:
-        first = path.read_text().split()[0]
-    except (OSError, IndexError):
+        with open(path, "rb", buffering=0) as f:
+            first = f.read(64).split(b" ", 1)[0]
+    except OSError:
         return None
     return int(first) if first.isdigit() else None
 
@@ -126,11 +129,13 @@ class LocalUsage:
                 return "", proxy.node
         return "", ""
 
-    def read(self, *, memory: bool = True) -> UsageReading:
+    def read(self, *, memory: bool = True, threads: bool = True) -> UsageReading:
         """Read every supervised process now; the gone ones are listed as missing.
 
         ``memory=False`` skips ``smaps_rollup`` (the kernel walks the page tables for
         it, the costly part of a reading): CPU and identity only, memory 0.
+        ``threads=False`` skips each thread's ``schedstat`` (a file per thread: about
+        four fifths of a CPU-only reading of a mesh topology): CPU in ticks only.
         """
         setup = self.topology.layout.setup
         readings: list[ProcessReading] = []
@@ -142,7 +147,7 @@ class LocalUsage:
                 missing.append(name)
                 continue
             pod, node = self._placement(name)
-            threads = read_threads_ns(self.proc / str(pid) / "task")
+            run_time = read_threads_ns(self.proc / str(pid) / "task") if threads else None
             readings.append(
                 ProcessReading(
                     name,
@@ -153,8 +158,8 @@ class LocalUsage:
                     stat[1],
                     stat[0],
                     *sizes,
-                    cpu_ns=threads[0] if threads else None,
-                    threads=threads[1] if threads else frozenset(),
+                    cpu_ns=run_time[0] if run_time else None,
+                    threads=run_time[1] if run_time else frozenset(),
                 )
             )
         missing += self._expected_but_absent({r.name for r in readings} | set(missing))
