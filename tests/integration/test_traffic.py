@@ -298,9 +298,14 @@ def test_workers_share_the_load(servers: Servers, tmp_path: Path) -> None:
     files = sorted(run.samples_path.glob("*.chs"))
     assert len(files) == 2  # one per worker, none from the master
     frame = run.samples()
-    assert 300 * 0.85 <= len(frame) <= 300 * 1.15, len(frame)
-    prefixes = frame.write_id.str.rsplit("-", n=1).str[0].value_counts()
+    worker = frame.write_id.str.rsplit("-", n=1).str[0]
+    prefixes = worker.value_counts()
     assert len(prefixes) == 2 and prefixes.min() > 0.3 * len(frame)
+    # Each worker keeps half the rate on its own schedule, judged from its own record
+    # (when the workers start depends on the machine's load, not the rate they keep).
+    for _, sent in frame.groupby(worker).t:
+        span = float(sent.max() - sent.min())
+        assert 50 * 0.85 <= (len(sent) - 1) / span <= 50 * 1.15, (len(sent), span)
     assert frame.write_id.is_unique
     assert set(frame.write_id) == set(servers.state.writes)
 
