@@ -352,14 +352,28 @@ class CliRun:
             self.end(grace_s=10.0)
             raise AssertionError(f"the run did not end in {timeout_s} s:\n{self.stderr}") from None
 
-    def topology_pids(self) -> dict[str, int]:
-        """The pids the ``topology_up`` entries recorded (name -> pid)."""
-        pids: dict[str, int] = {}
+    def window_pids(self) -> dict[str, dict[str, int]]:
+        """Per window (the ``window`` its ``topology_up`` entry names): process name -> pid.
+
+        Per window because windows overlap (``chaos.engine.ahead``: the next window's
+        topology starts during this one's recovery) and both topologies have the same names.
+        """
+        found: dict[str, dict[str, int]] = {}
         for entry in self.journal():
-            raw = entry.data.get("pids")
-            if entry.kind == "topology_up" and isinstance(raw, dict):
-                pids |= {k: v for k, v in raw.items() if isinstance(v, int)}
-        return pids
+            raw, window = entry.data.get("pids"), entry.get_str("window")
+            if entry.kind != "topology_up" or not isinstance(raw, dict):
+                continue
+            assert window and window not in found, (
+                f"topology_up without a window of its own: {entry}"
+            )
+            found[window] = {k: v for k, v in raw.items() if isinstance(v, int)}
+        return found
+
+    def topology_pids(self, window: str) -> dict[str, int]:
+        """The pids window ``window``'s ``topology_up`` entry recorded (name -> pid)."""
+        pids = self.window_pids()
+        assert window in pids, f"no topology_up for window {window}: {sorted(pids)}"
+        return pids[window]
 
 
 def start_run(tmp_path: Path, slot: int, experiment: Path, *extra: str) -> CliRun:
@@ -425,8 +439,8 @@ def processes_mentioning(text: str) -> list[int]:
 
 
 def assert_nothing_left(run: CliRun, timeout_s: float = 5.0) -> None:
-    """No process of the run's topology (journal pids) or traffic (its paths) is alive."""
-    pids = run.topology_pids()
+    """No process of any window's topology (journal pids) or traffic (its paths) is alive."""
+    pids = {f"{w}/{n}": p for w, named in run.window_pids().items() for n, p in named.items()}
     assert pids, "the journal recorded no topology pids"
     alive = wait_for_value(
         lambda: (

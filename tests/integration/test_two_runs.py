@@ -61,7 +61,7 @@ def test_two_runs_at_once_keep_to_themselves(tmp_path: Path, free_slot: int) -> 
         assert results["runs"][0]["total_requests"] > 0
         assert_nothing_left(run)
     # Each run recorded its own processes and marker; nothing is shared.
-    pids = [set(run.topology_pids().values()) for run in runs]
+    pids = [set(run.topology_pids("sidecar-checkout-500-1").values()) for run in runs]
     assert pids[0] and pids[1] and not pids[0] & pids[1]
     markers = [next(e for e in run.journal() if e.kind == "run_started") for run in runs]
     assert markers[0].get_str("marker") != markers[1].get_str("marker")
