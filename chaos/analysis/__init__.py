@@ -3,7 +3,7 @@
 No platform imports and no I/O beyond the run directory's result files
 (``results_io``). Entry points: ``bucketize``, ``measure_window``,
 ``counter_deltas``, ``summarize``, ``compare``, ``analyze_run``,
-``write_results``/``read_results``. The measurement rules are in
+``write_results``/``write_analysis``/``read_results``. The measurement rules are in
 ``chaos.analysis.window``'s docstring, the statistics in ``chaos.analysis.stats``'.
 """
 
@@ -26,7 +26,7 @@ from chaos.analysis.model import (
     validate_samples,
 )
 from chaos.analysis.pipeline import analyze_run
-from chaos.analysis.results_io import read_results, write_results
+from chaos.analysis.results_io import read_results, write_analysis, write_results
 from chaos.analysis.stats import bootstrap_median, compare, compare_all, summarize
 from chaos.analysis.window import SampleSet, measure_window, window_buckets
 from chaos.rundir.writes import RecordedWrites
@@ -58,5 +58,6 @@ __all__ = [
     "validate_columns",
     "validate_samples",
     "window_buckets",
+    "write_analysis",
     "write_results",
 ]

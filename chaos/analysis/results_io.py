@@ -272,6 +272,33 @@ def write_results(
     replace_file(directory / BUCKETS_FILE, lambda p: frame.to_csv(p, index=False))
 
 
+def write_analysis(
+    run_dir: Path | str,
+    analysis: RunAnalysis | None,
+    *,
+    decided: DecisionSet | None = None,
+    broken: Sequence[BrokenWindow] = (),
+    overhead: RunOverhead | None = None,
+    dataplane: Mapping[str, Table] | None = None,
+) -> None:
+    """:func:`write_results` of an analysis's runs, summaries, comparisons and buckets.
+
+    ``analysis`` None (no window was measured: every one broke) writes no runs and a
+    header-only ``buckets.csv``, with the rest as given.
+    """
+    write_results(
+        run_dir,
+        analysis.runs if analysis is not None else [],
+        analysis.summaries if analysis is not None else [],
+        analysis.comparisons if analysis is not None else [],
+        analysis.buckets if analysis is not None else None,
+        decided=decided,
+        broken=broken,
+        overhead=overhead,
+        dataplane=dataplane,
+    )
+
+
 def _empty_buckets() -> pd.DataFrame:
     return pd.DataFrame(columns=[*_LABELS, "t", "t_rel", *BUCKET_COLUMNS[1:]])
 

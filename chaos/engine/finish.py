@@ -36,12 +36,14 @@ from pathlib import Path
 from chaos import __version__
 from chaos.analysis import (
     BrokenWindow,
+    RunAnalysis,
     SteadyState,
     analyze_run,
-    write_results,
+    write_analysis,
 )
 from chaos.analysis.adaptive import decisions_for, refuted_lines
 from chaos.analysis.cost_io import finish_cost
+from chaos.analysis.decisions import DecisionSet
 from chaos.analysis.model import FaultResult
 from chaos.analysis.overhead import run_overhead
 from chaos.analysis.security import invariant_lines, load_bypass
@@ -233,6 +235,8 @@ def _finish(
     samples = load_columns(run_dir) if samples_root.is_dir() else None
     runs: list[FaultResult] = []
     refuted: list[str] = []
+    analysis: RunAnalysis | None = None
+    decided: DecisionSet | None = None
     if samples is not None and windows:
         writes = recorded_writes_of(records)
         analysis = analyze_run(
@@ -246,6 +250,7 @@ def _finish(
             bypass=load_bypass(run_dir),
             max_credentials_exposed=credentials_bound(experiment.security),
         )
+        del writes
         decided = decisions_for(
             experiment.hypotheses,
             analysis.runs,
@@ -254,31 +259,18 @@ def _finish(
             seed=experiment.seed,
             family=experiment.multiple_testing,
         )
-        write_results(
+        runs = list(analysis.runs)
+        refuted = refuted_lines(decided.decisions)
+    if analysis is not None or broken:  # a run of broken windows only says so too
+        write_analysis(
             run_dir,
-            analysis.runs,
-            analysis.summaries,
-            analysis.comparisons,
-            analysis.buckets,
+            analysis,
             decided=decided,
             broken=broken,
             overhead=run_overhead(read_journal(run_dir)),
             dataplane=dataplane,
         )
-        runs = list(analysis.runs)
-        refuted = refuted_lines(decided.decisions)
-        del analysis, writes
-    elif broken:
-        # a run of broken windows says so
-        write_results(
-            run_dir,
-            [],
-            [],
-            [],
-            broken=broken,
-            overhead=run_overhead(read_journal(run_dir)),
-            dataplane=dataplane,
-        )
+    del analysis
     cost, refuted_cost = finish_cost(run_dir, experiment)  # the cost step's figures, if any
     refuted += refuted_cost
     # the report needs only the times and latencies: keep those, never two copies at the peak

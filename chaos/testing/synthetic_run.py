@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from chaos.analysis import FaultWindow, SteadyState, analyze_run, write_results
+from chaos.analysis import FaultWindow, SteadyState, analyze_run, write_analysis
 from chaos.analysis.adaptive import decisions_for
 from chaos.experiment import load_experiment
 from chaos.rundir import EXPERIMENT_FILE, JOURNAL_FILE
@@ -188,14 +188,7 @@ def write_synthetic_run(run_dir: Path, spec: SyntheticRun = SyntheticRun()) -> P
         max_rounds=spec.repetitions,
         family=experiment.multiple_testing,
     )
-    write_results(
-        run_dir,
-        analysis.runs,
-        analysis.summaries,
-        analysis.comparisons,
-        analysis.buckets,
-        decided=decided,
-    )
+    write_analysis(run_dir, analysis, decided=decided)
     write_meta(
         run_dir,
         RunMeta(

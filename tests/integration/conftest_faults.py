@@ -28,7 +28,7 @@ from chaos.faults import driver_for
 from chaos.faults.base import Fault
 from chaos.platforms.local.faultops import LocalFaultOps
 from chaos.platforms.local.topology import LocalTopology
-from chaos.proc import pid_alive
+from chaos.proc import kill_group, pid_alive
 from chaos.rundir.journal import JournalEntry, read_journal
 
 #: Status recorded for a request that got no HTTP answer at all.
@@ -265,14 +265,58 @@ def write_experiment(
     return path
 
 
+#: How long an ended runner has, after SIGTERM, to revert and tear down before SIGKILL.
+END_GRACE_S = 30.0
+
+#: Every runner a ``CliRun`` was made for and not yet ended (``end_started`` ends them).
+_STARTED: list[CliRun] = []
+
+
 @dataclass
 class CliRun:
-    """A ``sidecar-chaos run`` subprocess with its output in files."""
+    """A ``sidecar-chaos run`` subprocess with its output in files.
+
+    Ended whatever the test's outcome: on leaving ``with start_run(...) as run:``, and in
+    any case at the test's teardown (``tests/integration/conftest.py`` calls
+    :func:`end_started`), so a failed test leaves no runner for the next one to trip on.
+    The runner runs in a session of its own, so :meth:`end` can kill its process group.
+    """
 
     proc: subprocess.Popen[bytes]
     run_dir: Path
     out_path: Path
     err_path: Path
+
+    def __post_init__(self) -> None:
+        _STARTED.append(self)
+
+    def __enter__(self) -> CliRun:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.end()
+
+    def end(self, grace_s: float = END_GRACE_S) -> int:
+        """End the runner if it still runs, reap it and close its pipes; its exit code.
+
+        SIGTERM first (the runner reverts its faults and tears its topology down), then
+        SIGKILL to its process group after ``grace_s`` (its topology's processes die with it,
+        ``chaos.proc``). Only by its own pid and group, while it is not yet reaped.
+        """
+        proc = self.proc
+        try:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=grace_s)
+                except subprocess.TimeoutExpired:
+                    kill_group(proc.pid)
+                    proc.wait()
+        finally:
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+        return proc.returncode
 
     @property
     def stdout(self) -> str:
@@ -305,24 +349,36 @@ class CliRun:
         try:
             return self.proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            self.end(grace_s=10.0)
             raise AssertionError(f"the run did not end in {timeout_s} s:\n{self.stderr}") from None
 
-    def topology_pids(self) -> dict[str, int]:
-        """The pids the ``topology_up`` entries recorded (name -> pid)."""
-        pids: dict[str, int] = {}
+    def window_pids(self) -> dict[str, dict[str, int]]:
+        """Per window (the ``window`` its ``topology_up`` entry names): process name -> pid.
+
+        Per window because windows overlap (``chaos.engine.ahead``: the next window's
+        topology starts during this one's recovery) and both topologies have the same names.
+        """
+        found: dict[str, dict[str, int]] = {}
         for entry in self.journal():
-            raw = entry.data.get("pids")
-            if entry.kind == "topology_up" and isinstance(raw, dict):
-                pids |= {k: v for k, v in raw.items() if isinstance(v, int)}
-        return pids
+            raw, window = entry.data.get("pids"), entry.get_str("window")
+            if entry.kind != "topology_up" or not isinstance(raw, dict):
+                continue
+            assert window and window not in found, (
+                f"topology_up without a window of its own: {entry}"
+            )
+            found[window] = {k: v for k, v in raw.items() if isinstance(v, int)}
+        return found
+
+    def topology_pids(self, window: str) -> dict[str, int]:
+        """The pids window ``window``'s ``topology_up`` entry recorded (name -> pid)."""
+        pids = self.window_pids()
+        assert window in pids, f"no topology_up for window {window}: {sorted(pids)}"
+        return pids[window]
 
 
 def start_run(tmp_path: Path, slot: int, experiment: Path, *extra: str) -> CliRun:
     """Start ``sidecar-chaos run EXPERIMENT --out RUN_DIR`` with a 1 s warm-up."""
     run_dir = tmp_path / "run"
-    out_path, err_path = tmp_path / "cli.out", tmp_path / "cli.err"
     argv = cli_argv(
         "run",
         str(experiment),
@@ -334,9 +390,36 @@ def start_run(tmp_path: Path, slot: int, experiment: Path, *extra: str) -> CliRu
         str(tmp_path / "history.db"),
         *extra,
     )
+    return popen_run(argv, tmp_path, run_dir, cli_env(slot))
+
+
+def popen_run(
+    argv: list[str],
+    cwd: Path,
+    run_dir: Path,
+    env: dict[str, str],
+    preexec_fn: Callable[[], None] | None = None,
+) -> CliRun:
+    """Start ``argv`` (a ``cli_argv`` run) in a session of its own, output in ``cwd``'s files."""
+    out_path, err_path = cwd / "cli.out", cwd / "cli.err"
     with out_path.open("wb") as out, err_path.open("wb") as err:
-        proc = subprocess.Popen(argv, cwd=tmp_path, env=cli_env(slot), stdout=out, stderr=err)
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+            preexec_fn=preexec_fn,
+        )
     return CliRun(proc, run_dir, out_path, err_path)
+
+
+def end_started() -> None:
+    """End every runner started and not yet ended (the integration tests' teardown)."""
+    while _STARTED:
+        _STARTED.pop().end()
 
 
 def processes_mentioning(text: str) -> list[int]:
@@ -356,8 +439,8 @@ def processes_mentioning(text: str) -> list[int]:
 
 
 def assert_nothing_left(run: CliRun, timeout_s: float = 5.0) -> None:
-    """No process of the run's topology (journal pids) or traffic (its paths) is alive."""
-    pids = run.topology_pids()
+    """No process of any window's topology (journal pids) or traffic (its paths) is alive."""
+    pids = {f"{w}/{n}": p for w, named in run.window_pids().items() for n, p in named.items()}
     assert pids, "the journal recorded no topology pids"
     alive = wait_for_value(
         lambda: (

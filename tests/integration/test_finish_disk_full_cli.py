@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import resource
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,11 +21,11 @@ import pytest
 from chaos.rundir import JOURNAL_FILE, REPORT_FILE, RESULTS_FILE
 from chaos.rundir.journal import read_journal
 from tests.integration.conftest_faults import (
-    CliRun,
     assert_nothing_left,
     cli_argv,
     cli_env,
     fault_steps,
+    popen_run,
     write_experiment,
 )
 
@@ -54,17 +53,7 @@ def test_a_full_disk_at_the_report_is_one_line_and_exit_5(tmp_path: Path, free_s
         "--history",
         str(tmp_path / "history.db"),
     )
-    out_path, err_path = tmp_path / "cli.out", tmp_path / "cli.err"
-    with out_path.open("wb") as out, err_path.open("wb") as err:
-        proc = subprocess.Popen(
-            argv,
-            cwd=tmp_path,
-            env=cli_env(free_slot),
-            stdout=out,
-            stderr=err,
-            preexec_fn=_limit_file_size,
-        )
-    run = CliRun(proc, run_dir, out_path, err_path)
+    run = popen_run(argv, tmp_path, run_dir, cli_env(free_slot), preexec_fn=_limit_file_size)
     code = run.wait(timeout_s=120)
 
     largest = max((p.stat().st_size, str(p)) for p in run_dir.rglob("*") if p.is_file())

@@ -33,7 +33,7 @@ def test_the_next_window_starts_during_the_recovery_on_a_fresh_topology(
     assert reverted < at("window_started", second) < at("recovery_ended", first)
     assert at("recovery_ended", first) < at("warmup", second)
     ups = {e.get_str("window"): e.data for e in journal if e.kind == "topology_up"}
-    pids = {w: set(data["pids"].values()) for w, data in ups.items()}  # type: ignore[union-attr]
+    pids = {w: set(named.values()) for w, named in run.window_pids().items()}
     assert set(pids) == {first, second}
     assert pids[first] and pids[second] and not pids[first] & pids[second]
     assert ups[first]["ledger"] != ups[second]["ledger"]

@@ -40,6 +40,7 @@ from tests.integration.conftest_faults import (
     cli_argv,
     cli_env,
     fault_steps,
+    popen_run,
     processes_mentioning,
     wait_for,
     write_experiment,
@@ -57,7 +58,6 @@ def _start(
     prelude: str = "",
 ) -> CliRun:
     run_dir = tmp_path / "run"
-    out_path, err_path = tmp_path / "cli.out", tmp_path / "cli.err"
     argv = cli_argv(
         "run",
         str(experiment),
@@ -70,11 +70,7 @@ def _start(
         *extra,
         prelude=prelude,
     )
-    with out_path.open("wb") as out, err_path.open("wb") as err:
-        proc = subprocess.Popen(
-            argv, cwd=tmp_path, env={**cli_env(slot), **(env or {})}, stdout=out, stderr=err
-        )
-    return CliRun(proc, run_dir, out_path, err_path)
+    return popen_run(argv, tmp_path, run_dir, {**cli_env(slot), **(env or {})})
 
 
 def _broken(run: CliRun) -> list[dict[str, object]]:

@@ -8,7 +8,6 @@ neither replacing the other.
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from tests.integration.conftest_faults import (
     assert_nothing_left,
     cli_argv,
     cli_env,
+    popen_run,
     write_experiment,
 )
 
@@ -30,7 +30,6 @@ pytestmark = pytest.mark.slow
 def _start(directory: Path, slot: int, experiment: Path, history: Path) -> CliRun:
     directory.mkdir()
     run_dir = directory / "run"
-    out_path, err_path = directory / "cli.out", directory / "cli.err"
     argv = cli_argv(
         "run",
         str(experiment),
@@ -41,9 +40,7 @@ def _start(directory: Path, slot: int, experiment: Path, history: Path) -> CliRu
         "--history",
         str(history),
     )
-    with out_path.open("wb") as out, err_path.open("wb") as err:
-        proc = subprocess.Popen(argv, cwd=directory, env=cli_env(slot), stdout=out, stderr=err)
-    return CliRun(proc, run_dir, out_path, err_path)
+    return popen_run(argv, directory, run_dir, cli_env(slot))
 
 
 def test_two_runs_at_once_keep_to_themselves(tmp_path: Path, free_slot: int) -> None:
@@ -64,7 +61,7 @@ def test_two_runs_at_once_keep_to_themselves(tmp_path: Path, free_slot: int) -> 
         assert results["runs"][0]["total_requests"] > 0
         assert_nothing_left(run)
     # Each run recorded its own processes and marker; nothing is shared.
-    pids = [set(run.topology_pids().values()) for run in runs]
+    pids = [set(run.topology_pids("sidecar-checkout-500-1").values()) for run in runs]
     assert pids[0] and pids[1] and not pids[0] & pids[1]
     markers = [next(e for e in run.journal() if e.kind == "run_started") for run in runs]
     assert markers[0].get_str("marker") != markers[1].get_str("marker")

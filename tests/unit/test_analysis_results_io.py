@@ -9,11 +9,13 @@ import pandas as pd
 import pytest
 
 from chaos.analysis import (
+    BrokenWindow,
     FaultWindow,
     RecordedWrites,
     SteadyState,
     analyze_run,
     read_results,
+    write_analysis,
     write_results,
 )
 from chaos.errors import InputError
@@ -86,6 +88,35 @@ def test_round_trip_and_required_keys(tmp_path: Path) -> None:
     assert len(back.buckets) == len(analysis.buckets)
     assert {"setup", "fault", "repetition", "t_rel", "p95_ms"} <= set(back.buckets.columns)
     pd.testing.assert_series_equal(back.buckets.requests, analysis.buckets.requests)
+
+
+def test_write_analysis_writes_what_write_results_writes_of_its_parts(tmp_path: Path) -> None:
+    samples, windows = a_run()
+    analysis = analyze_run(samples, windows, SteadyState(0.01, 50.0), 3.0)
+    broken = [BrokenWindow("b", "crash", 3, "start", "not ready within 30 s", False)]
+    (tmp_path / "parts").mkdir()
+    (tmp_path / "whole").mkdir()
+    write_results(
+        tmp_path / "parts",
+        analysis.runs,
+        analysis.summaries,
+        analysis.comparisons,
+        analysis.buckets,
+        broken=broken,
+    )
+    write_analysis(tmp_path / "whole", analysis, broken=broken)
+    for name in ("results.json", "buckets.csv"):
+        assert (tmp_path / "whole" / name).read_bytes() == (tmp_path / "parts" / name).read_bytes()
+
+
+def test_write_analysis_of_no_analysis_writes_the_broken_windows_only(tmp_path: Path) -> None:
+    broken = BrokenWindow("mesh", "crash", 0, "start", "not ready within 30 s", False)
+    write_analysis(tmp_path, None, broken=[broken])
+    back = read_results(tmp_path)
+    assert (back.runs, back.summaries, back.comparisons) == ([], [], [])
+    assert back.broken == [broken]
+    assert back.buckets.empty
+    assert (tmp_path / "buckets.csv").read_text().startswith("setup,fault,repetition")
 
 
 def test_json_is_strict(tmp_path: Path) -> None:

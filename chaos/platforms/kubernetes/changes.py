@@ -23,7 +23,9 @@ action         the write                                              its undo
 
 Applying the same field change twice records the original value once (the second
 apply is built from it, so nothing stacks); undoing twice is harmless; an object
-already gone counts as undone. With ``dry_run`` nothing is read or written: every
+already gone counts as undone. :meth:`ClusterWriter.undo_all` stops at the first undo that
+fails (nothing older is undone under a newer change still in place) and names, in one line,
+every change it leaves applied for ``clean``. With ``dry_run`` nothing is read or written: every
 call and its undo is listed instead (``run --dry-run``).
 """
 
@@ -385,17 +387,32 @@ class ClusterWriter:
             return line
 
     def undo_all(self) -> list[str]:
-        """Undo every active change, newest first; errors are collected, not hidden."""
+        """Undo every active change, newest first, stopping at the first undo that fails.
+
+        An older change may be what a newer one stands on (a route a later change needs),
+        so nothing older is undone while a newer change is still in place: the failed
+        change and every older one stay in the ledger for ``clean``, and the error says, in
+        one line, which one failed and every change still applied.
+        """
         lines: list[str] = []
-        failures: list[str] = []
-        for change in reversed(self.active()):
+        pending = list(reversed(self.active()))
+        for n, change in enumerate(pending):
             try:
                 lines.append(self.undo(change))
             except PlatformError as exc:
-                failures.append(f"{change.where()}: {exc}")
-        if failures:
-            raise PlatformError("could not undo: " + "; ".join(failures))
+                left = ", ".join(_named(c) for c in pending[n:])
+                why = " ".join(str(exc).split())  # one line, whatever the server said
+                raise PlatformError(
+                    f"could not undo {_named(change)}: {why}; {n} newer undone, "
+                    f"{len(pending) - n} still applied (newest first): {left}"
+                ) from exc
         return lines
+
+
+def _named(change: Change) -> str:
+    """A change in a few words: ``field VirtualService sc-mesh/checkout spec.http``."""
+    path = f" {'.'.join(change.path)}" if change.path else ""
+    return f"{change.action} {change.where()}{path}"
 
 
 def undo_change(api: KubeApi, pod_exec: PodExec | None, change: Change) -> str:
