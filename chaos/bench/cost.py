@@ -225,33 +225,6 @@ def _kinds(run_dir: Path) -> dict[str, tuple[float, float]]:
     return {k: (median(cpu[k]), median(pss[k])) for k in cpu}
 
 
-def idle_cpu(seconds: float = 6.0) -> list[str]:
-    """Each setup's topology with no load: every proxy's CPU in ms per second."""
-    import secrets
-    import time
-
-    from chaos.experiment import Setup
-    from chaos.platforms.base import StartOptions
-    from chaos.platforms.usage import MeasuresUsage, usage_between
-
-    lines = ["| setup | idle proxy CPU, ms/s (all proxies) | per process |", "|---|---|---|"]
-    with tempfile.TemporaryDirectory(prefix="bench-idle-") as tmp, lease_slot() as slot:
-        platform = LocalPlatform(slots={s: slot for s in _ALL}, list_runs=False)
-        for setup in (Setup(s) for s in _ALL):
-            options = StartOptions(run_dir=Path(tmp) / setup.value, run_marker=secrets.token_hex(8))
-            with platform.start(setup, options) as topology:
-                assert isinstance(topology, MeasuresUsage)
-                first, begun = topology.read_usage(memory=False), time.monotonic()
-                time.sleep(seconds)
-                costs = usage_between(first, topology.read_usage(memory=False))
-                took = time.monotonic() - begun
-            proxies = [c for c in costs if c.kind is not ProxyKind.APP]
-            each = ", ".join(f"{c.name} {c.cpu_s / took * 1e3:.1f}" for c in proxies)
-            total = sum(c.cpu_s for c in proxies) / took * 1e3
-            lines.append(f"| {setup.value} | {total:.1f} | {each} |")
-    return lines
-
-
 _ALL = ("baseline", "sidecar", "mesh", "ambient")
 
 
@@ -375,9 +348,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--idle", action="store_true", help="each setup's proxies' CPU with no load, then stop"
     )
+    parser.add_argument(
+        "--reading-cost",
+        action="store_true",
+        help="the CPU one usage reading of each kind costs the runner, then stop",
+    )
     args = parser.parse_args(argv)
-    if args.idle:
-        print("\n".join(idle_cpu()))
+    if args.idle or args.reading_cost:
+        from chaos.bench.costprobe import idle_cpu, reading_cost
+
+        print("\n".join(idle_cpu() if args.idle else reading_cost()))
         return 0
     if args.from_run is not None:
         print("\n".join(render(figures(args.from_run, args.rate))))
