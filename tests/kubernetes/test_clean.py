@@ -58,13 +58,10 @@ RUNNER = textwrap.dedent(
 )
 
 
-def test_clean_after_a_killed_runner_leaves_the_cluster_as_found(
-    seeded: FakeCluster, kubeconfig: Path, api: KubeApi, tmp_path: Path
-) -> None:
-    before = comparable(seeded)
-    run_dir = tmp_path / "run"
+def _kill_once_applied(script: str, kubeconfig: Path, run_dir: Path) -> None:
+    """Run ``script`` as a runner until it says ``applied``, then SIGKILL it (by its pid)."""
     runner = subprocess.Popen(
-        [sys.executable, "-c", RUNNER, str(kubeconfig), str(run_dir)],
+        [sys.executable, "-c", script, str(kubeconfig), str(run_dir)],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
@@ -77,6 +74,14 @@ def test_clean_after_a_killed_runner_leaves_the_cluster_as_found(
         runner.wait(timeout=10)
         if runner.stdout is not None:
             runner.stdout.close()
+
+
+def test_clean_after_a_killed_runner_leaves_the_cluster_as_found(
+    seeded: FakeCluster, kubeconfig: Path, api: KubeApi, tmp_path: Path
+) -> None:
+    before = comparable(seeded)
+    run_dir = tmp_path / "run"
+    _kill_once_applied(RUNNER, kubeconfig, run_dir)
     assert comparable(seeded) != before  # the runner died with its faults applied
     assert api.read_scale("istio-system", "istiod") == 0
     _, pending = read_ledger(run_dir)
@@ -140,20 +145,7 @@ def test_clean_after_a_killed_baseline_runner_leaves_sc_baseline_as_found(
     baseline = _namespace(seeded, "sc-baseline")
     assert len(baseline) > 10, baseline  # seeded as cluster up leaves it
     run_dir = tmp_path / "run"
-    runner = subprocess.Popen(
-        [sys.executable, "-c", BASELINE_RUNNER, str(kubeconfig), str(run_dir)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
-    )
-    try:
-        assert runner.stdout is not None
-        assert runner.stdout.readline().strip() == "applied"
-    finally:
-        os.kill(runner.pid, signal.SIGKILL)
-        runner.wait(timeout=10)
-        if runner.stdout is not None:
-            runner.stdout.close()
+    _kill_once_applied(BASELINE_RUNNER, kubeconfig, run_dir)
     assert comparable(seeded) != before  # the runner died with its load's objects there
     _, pending = read_ledger(run_dir)
     created = sorted((c.action, c.kind, c.namespace, c.name) for c in pending)
