@@ -31,7 +31,7 @@ from statistics import median
 
 import numpy as np
 
-from chaos.analysis.cost import analyze_cost, window_cost
+from chaos.analysis.cost import WindowCost, analyze_cost
 from chaos.engine.finish import finish
 from chaos.engine.run import Engine, RunOptions
 from chaos.experiment import load_experiment
@@ -137,15 +137,17 @@ def figures(run_dir: Path, rate: float) -> CostBench:
     ticks: dict[str, list[float]] = {}
     load: dict[str, list[float]] = {}
     slices: dict[str, list[tuple[float, float]]] = {}
-    for record in read_cost(run_dir):
-        sent = window_cost(run_dir, record).sent
+    # The analysis's windows are the records' in file order: their sent counts, read once.
+    measured = list(zip(read_cost(run_dir), cost.windows, strict=True))
+    for record, window in measured:
+        sent = window.sent
         if record.broken or not sent:
             continue
         proxies = [p for p in record.processes if p.kind is not ProxyKind.APP]
         ticks.setdefault(record.setup, []).append(sum(p.cpu_tick_s for p in proxies) / sent * 1e3)
         load.setdefault(record.setup, []).append(record.load_avg_1m)
         slices.setdefault(record.setup, []).extend(_slices(run_dir, record))
-    kinds = _kinds(run_dir)
+    kinds = _kinds(measured)
     added = {
         s.setup: (
             s.added_ms["p90"].mean if "p90" in s.added_ms else None,
@@ -207,12 +209,13 @@ def _spread(values: Sequence[float]) -> float:
     return max(abs(v - mean) for v in values) / mean
 
 
-def _kinds(run_dir: Path) -> dict[str, tuple[float, float]]:
+def _kinds(
+    measured: Sequence[tuple[CostWindowRecord, WindowCost]],
+) -> dict[str, tuple[float, float]]:
     """Per process of each proxy kind: CPU-s per 1,000 requests and PSS MB (medians)."""
     cpu: dict[str, list[float]] = {}
     pss: dict[str, list[float]] = {}
-    for record in read_cost(run_dir):
-        figures = window_cost(run_dir, record)
+    for record, figures in measured:
         if record.broken or not figures.sent:
             continue
         for kind in {p.kind for p in record.processes} - {ProxyKind.APP}:
