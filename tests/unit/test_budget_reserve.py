@@ -15,17 +15,14 @@ from chaos.analysis.adaptive import Budget, Continue, Stop, next_step
 from chaos.cli.dryrun import describe_plan
 from chaos.cli.platform import platform_for
 from chaos.engine.cost import CostKey
-from chaos.engine.records import WindowRecord
-from chaos.engine.rounds import rounds
 from chaos.experiment import Experiment
 from chaos.experiment.cost import first_rounds_s
 from chaos.experiment.hypotheses import WINDOW_OVERHEAD_S
 from chaos.rundir.cost import CostWindowRecord
-from chaos.rundir.journal import Journal
 from tests.unit.test_analysis_adaptive import CERT, CRASH
 from tests.unit.test_analysis_adaptive import _rounds as _fault_results
-from tests.unit.test_cost_adaptive import _experiment, _Rounds
-from tests.unit.test_engine_rounds import GAMEDAY, Clock, _fake_measure
+from tests.unit.test_cost_adaptive import _experiment, _Rounds, _runner
+from tests.unit.test_engine_rounds import GAMEDAY, Clock, drive
 
 #: The game day's fault window as planned (13 s timeline + 5 s) and its cost window
 #: (warm-up 1 s + hold 3 s + 5 s): experiments/gameday.yaml.
@@ -37,18 +34,7 @@ def _fault_rounds(
     experiment: Experiment, clock: Clock, window_s: float = FAULT_WINDOW_S
 ) -> tuple[int, list[str]]:
     """The fault windows' rounds on ``clock``: how many ran, and what the engine said."""
-    records: list[WindowRecord] = []
-    said: list[str] = []
-    for key in rounds(
-        experiment,
-        records,
-        Path("/nonexistent"),
-        clock=clock,
-        measure=_fake_measure,
-        say=said.append,
-    ):
-        records.append(WindowRecord(key=key, fault_type="x"))
-        clock.t += window_s
+    records, said = drive(experiment, clock, window_s)
     return len({r.key.repetition for r in records}), said
 
 
@@ -63,16 +49,7 @@ class _Timed(_Rounds):
 
 def _first_cost_rounds(experiment: Experiment, run_dir: Path, clock: Clock) -> float:
     """The cost step's first rounds on the same clock, each window as planned: the end."""
-    cost = _Timed(
-        experiment,
-        platform=None,  # type: ignore[arg-type]  # never reached: no topology starts
-        run_dir=run_dir,
-        journal=Journal(run_dir),
-        marker="m",
-        traffic=None,  # type: ignore[arg-type]
-        traffic_config=None,  # type: ignore[arg-type]
-    )
-    cost.ran = []
+    cost = _runner(experiment, run_dir, [], _Timed)
     cost.now, cost.window_s = clock.t, COST_WINDOW_S
     cost.run(started=0.0, clock=cost.clock)
     cost.journal.close()

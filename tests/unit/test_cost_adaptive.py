@@ -165,8 +165,10 @@ class _Rounds(CostRunner):
         return self.now
 
 
-def _runner(experiment: Experiment, run_dir: Path, said: list[str]) -> _Rounds:
-    runner = _Rounds(
+def _runner(
+    experiment: Experiment, run_dir: Path, said: list[str], kind: type[_Rounds] = _Rounds
+) -> _Rounds:
+    runner = kind(
         experiment,
         platform=None,  # type: ignore[arg-type]  # never reached: no topology starts
         run_dir=run_dir,

@@ -35,9 +35,11 @@ class Clock:
         return self.t
 
 
-def _run(experiment: Experiment, seconds_per_window: float = 18.0) -> list[list[WindowKey]]:
+def drive(
+    experiment: Experiment, clock: Clock, seconds_per_window: float
+) -> tuple[list[WindowRecord], list[str]]:
+    """The windows ``rounds`` yields, each moving ``clock`` on; and what it said."""
     records: list[WindowRecord] = []
-    clock = Clock()
     said: list[str] = []
     for key in rounds(
         experiment,
@@ -49,6 +51,11 @@ def _run(experiment: Experiment, seconds_per_window: float = 18.0) -> list[list[
     ):
         records.append(WindowRecord(key=key, fault_type="x"))
         clock.t += seconds_per_window
+    return records, said
+
+
+def _run(experiment: Experiment, seconds_per_window: float = 18.0) -> list[list[WindowKey]]:
+    records, said = drive(experiment, Clock(), seconds_per_window)
     by_round: dict[int, list[WindowKey]] = {}
     for r in records:
         by_round.setdefault(r.key.repetition, []).append(r.key)
